@@ -1,0 +1,145 @@
+// mod_esmtp public API: the handler object.
+//
+// A handler decides what happens to a session: accept or refuse senders and
+// recipients, store or forward the message. The module owns the protocol
+// (sequencing, syntax, limits, dot-stuffing, the trace header) and asks the
+// handler only about commands that are already valid. One handler object is
+// created per connection and destroyed with it, so it may keep per-session
+// state in members without locking.
+//
+// Every method has a default. Methods returning a Reply may return an empty
+// Reply() to let the module send its default for that event (see the table in
+// README.md). Exceptions thrown by a handler are caught by the module and
+// answered with 451 4.3.0 (421 and close for CONNECT).
+#pragma once
+
+#include <esmtp/reply.hpp>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace esmtp {
+
+// A reverse-path or forward-path. For the null reverse-path (MAIL FROM:<>)
+// every field is empty.
+struct Path {
+    std::string mailbox;    // local@domain, exactly as sent (quotes kept)
+    std::string local_part; // as sent, quotes kept
+    std::string domain;     // as sent (case kept); empty for <postmaster>
+    bool is_null() const { return mailbox.empty(); }
+};
+
+// An ESMTP parameter of MAIL or RCPT: keyword upper-cased, value as sent
+// (empty when the parameter has none).
+struct Param {
+    std::string keyword;
+    std::string value;
+};
+using Params = std::vector<Param>;
+
+struct Recipient {
+    Path path;
+    Params params;
+};
+
+// The current transaction.
+struct Envelope {
+    Path sender;
+    Params mail_params;
+    std::vector<Recipient> recipients;
+};
+
+// One header field of the message. `value` is unfolded (CRLF before folding
+// whitespace removed, leading whitespace after the colon removed); `raw` is
+// the field byte for byte, folding and final CRLF included.
+struct HeaderField {
+    std::string_view name;
+    std::string_view value;
+    std::string_view raw;
+};
+
+class SessionView;
+
+// A command a handler adds to the session's command table. It receives the
+// whole line and the regex captures (index 0 is the whole match).
+using CommandCallback = std::function<Reply(SessionView &, const std::vector<std::string> &captures)>;
+
+// What a handler can see of (and do with) its session.
+class SessionView {
+  public:
+    virtual std::string_view client_address() const = 0; // "192.0.2.1" / "::1"
+    virtual unsigned client_port() const = 0;
+    virtual std::string_view remote_host() const = 0; // reverse DNS name, or the address
+    virtual std::string_view local_address() const = 0;
+    virtual unsigned local_port() const = 0;
+    virtual std::string_view hostname() const = 0;  // our name (ESMTPHostname)
+    virtual std::string_view helo_name() const = 0; // empty before HELO/EHLO
+    virtual bool esmtp() const = 0;                 // the client said EHLO
+    virtual std::string_view protocol() const = 0;  // "SMTP" or "ESMTP" (for Received:)
+    virtual const Envelope &envelope() const = 0;
+    // Unique across processes and restarts; assigned at MAIL, empty outside a transaction.
+    virtual std::string_view queue_id() const = 0;
+    // "Return-Path: ...\r\nReceived: ...\r\n", to prepend to the stored message.
+    // Valid from DATA to EOM.
+    virtual std::string_view trace_headers() const = 0;
+    virtual std::uint64_t message_size() const = 0; // message octets received so far
+    virtual std::uint64_t max_message_size() const = 0;
+    // A record for the transaction log (ESMTPLogLevel >= level).
+    virtual void log(int level, std::string_view text) = 0;
+    // Add a command: `pattern` is a PCRE2 regex matched case-insensitively
+    // against the whole command line (without CRLF). Built-in verbs are tried
+    // first, then added commands in the order added. Returns false and sets
+    // *error when the pattern does not compile.
+    virtual bool add_command(std::string_view pattern, CommandCallback callback, std::string *error = nullptr) = 0;
+
+  protected:
+    ~SessionView() = default;
+};
+
+// The handler object. Override what you need.
+class Handler {
+  public:
+    virtual ~Handler() = default;
+
+    // Client connected. Default: 220 <hostname> ESMTP. A 4xx/5xx reply
+    // (e.g. 554) refuses the session; the module then only accepts QUIT.
+    virtual Reply connect(SessionView &) { return {}; }
+    // HELO/EHLO with a syntactically valid domain. Default 250.
+    virtual Reply helo(SessionView &, std::string_view domain) { return {}; }
+    // `extensions` holds the EHLO keywords the module will advertise; add or
+    // remove entries. A non-empty reply replaces the greeting line only.
+    virtual Reply ehlo(SessionView &, std::string_view domain, std::vector<std::string> &extensions) { return {}; }
+    virtual Reply mail(SessionView &, const Path &from, const Params &params) { return {}; }
+    virtual Reply rcpt(SessionView &, const Path &to, const Params &params) { return {}; }
+    // DATA accepted by the module (there is at least one recipient). Default 354.
+    virtual Reply data(SessionView &) { return {}; }
+    // The message, as it arrives: header fields, then end of header (raw is
+    // the empty separator line "\r\n", or "" when the header section ended
+    // at a line that is not a header field), then body chunks. Dot-stuffing
+    // is already removed: raw header fields + eoh raw + body chunks are the
+    // message byte for byte.
+    virtual void header(SessionView &, const HeaderField &field) {}
+    virtual void eoh(SessionView &, std::string_view raw) {}
+    virtual void body(SessionView &, std::string_view chunk) {}
+    // The message is complete. A 250 means the message is on stable storage
+    // (or handed on): return it only when that is true. Default: 250.
+    virtual Reply eom(SessionView &) { return {}; }
+    // The transaction ends without EOM: RSET, HELO/EHLO, size limit, client
+    // gone mid-DATA. Throw away anything stored for it.
+    virtual void abort(SessionView &) {}
+    virtual Reply rset(SessionView &) { return {}; }
+    virtual Reply noop(SessionView &) { return {}; }
+    virtual Reply vrfy(SessionView &, std::string_view arg) { return {}; }
+    virtual Reply expn(SessionView &, std::string_view arg) { return {}; }
+    virtual Reply help(SessionView &, std::string_view arg) { return {}; }
+    virtual Reply quit(SessionView &) { return {}; }
+    // A line that matched no command. Default 500 5.5.2.
+    virtual Reply unknown(SessionView &, std::string_view line) { return {}; }
+    // Always called, last, however the session ended.
+    virtual void disconnect(SessionView &) {}
+};
+
+} // namespace esmtp

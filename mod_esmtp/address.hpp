@@ -1,0 +1,34 @@
+// RFC 5321 4.1.2 path and ESMTP parameter parsing for MAIL and RCPT.
+#pragma once
+
+#include <esmtp/handler.hpp>
+
+#include <string>
+#include <string_view>
+
+namespace esmtp {
+
+enum class PathError {
+    ok,
+    syntax,        // 501 5.1.3 / 5.5.4
+    bad_parameter, // 501 5.5.4: a parameter that is not esmtp-keyword[=value]
+};
+
+struct MailArgs {
+    Path path;
+    Params params;
+};
+
+// Parse what follows "MAIL FROM:" / "RCPT TO:" (leading spaces allowed):
+// "<path> [SP param]*". `allow_null` accepts "<>" (reverse-path).
+// `allow_postmaster` accepts "<postmaster>" without domain (forward-path).
+// Source routes ("<@a,@b:user@c>") are accepted and dropped (RFC 5321 4.1.2).
+PathError parse_path_and_params(std::string_view in, bool allow_null, bool allow_postmaster, MailArgs &out);
+
+// A mailbox "local@domain" (no angle brackets). Quoted local parts allowed.
+bool parse_mailbox(std::string_view in, Path &out);
+
+// RFC 5321 Domain or address literal ("[192.0.2.1]", "[IPv6:...]").
+bool valid_domain_or_literal(std::string_view d);
+
+} // namespace esmtp

@@ -1,0 +1,18 @@
+// Registers the built-in handlers as providers, exactly as a third-party
+// module would.
+#include "handlers/discard.hpp"
+#include "handlers/maildir.hpp"
+#include "mod_esmtp.hpp"
+#include <esmtp/apache.hpp>
+
+namespace esmtp {
+
+void register_builtin_handlers(apr_pool_t *p)
+{
+    static const MaildirProvider maildir;
+    static const DiscardProvider discard;
+    register_handler_provider(p, "maildir", &maildir);
+    register_handler_provider(p, "discard", &discard);
+}
+
+} // namespace esmtp

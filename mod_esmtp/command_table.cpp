@@ -1,0 +1,148 @@
+#include "command_table.hpp"
+
+#define PCRE2_CODE_UNIT_WIDTH 8
+#include <pcre2.h>
+
+#include <array>
+#include <cctype>
+
+namespace esmtp {
+
+// An owning PCRE2 pattern (caseless, JIT-compiled where available).
+class Regex {
+  public:
+    static std::unique_ptr<Regex> compile(std::string_view pattern, std::string *error)
+    {
+        int err = 0;
+        PCRE2_SIZE offset = 0;
+        pcre2_code *code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
+                                         PCRE2_CASELESS, &err, &offset, nullptr);
+        if (!code) {
+            if (error) {
+                PCRE2_UCHAR buf[256];
+                pcre2_get_error_message(err, buf, sizeof buf);
+                *error = "bad regex at offset " + std::to_string(offset) + ": " + reinterpret_cast<char *>(buf);
+            }
+            return nullptr;
+        }
+        pcre2_jit_compile(code, PCRE2_JIT_COMPLETE); // falls back to the interpreter if JIT is unavailable
+        return std::unique_ptr<Regex>(new Regex(code));
+    }
+    ~Regex() { pcre2_code_free(code_); }
+    Regex(const Regex &) = delete;
+    Regex &operator=(const Regex &) = delete;
+
+    bool match(std::string_view subject, std::vector<std::string> &captures) const
+    {
+        pcre2_match_data *md = pcre2_match_data_create_from_pattern(code_, nullptr);
+        if (!md)
+            return false;
+        int rc = pcre2_match(code_, reinterpret_cast<PCRE2_SPTR>(subject.data()), subject.size(), 0, 0, md, nullptr);
+        bool ok = rc > 0;
+        if (ok) {
+            PCRE2_SIZE *ov = pcre2_get_ovector_pointer(md);
+            captures.clear();
+            for (int i = 0; i < rc; ++i) {
+                if (ov[2 * i] == PCRE2_UNSET)
+                    captures.emplace_back();
+                else
+                    captures.emplace_back(subject.substr(ov[2 * i], ov[2 * i + 1] - ov[2 * i]));
+            }
+        }
+        pcre2_match_data_free(md);
+        return ok;
+    }
+
+  private:
+    explicit Regex(pcre2_code *c) : code_(c) {}
+    pcre2_code *code_;
+};
+
+struct CommandTable::Entry {
+    std::unique_ptr<Regex> regex;
+    CommandCallback callback;
+};
+
+namespace {
+
+struct BuiltIn {
+    std::string_view name;
+    Verb verb;
+};
+
+constexpr std::array<BuiltIn, 11> kBuiltIns{{
+    {"HELO", Verb::helo},
+    {"EHLO", Verb::ehlo},
+    {"MAIL", Verb::mail},
+    {"RCPT", Verb::rcpt},
+    {"DATA", Verb::data},
+    {"RSET", Verb::rset},
+    {"VRFY", Verb::vrfy},
+    {"EXPN", Verb::expn},
+    {"HELP", Verb::help},
+    {"NOOP", Verb::noop},
+    {"QUIT", Verb::quit},
+}};
+
+} // namespace
+
+const char *verb_name(Verb v)
+{
+    for (const auto &b : kBuiltIns)
+        if (b.verb == v)
+            return b.name.data();
+    return v == Verb::custom ? "CUSTOM" : "UNKNOWN";
+}
+
+CommandTable::CommandTable() = default;
+CommandTable::~CommandTable() = default;
+
+bool CommandTable::add(std::string_view pattern, CommandCallback cb, std::string *error)
+{
+    auto re = Regex::compile(pattern, error);
+    if (!re)
+        return false;
+    auto e = std::make_unique<Entry>();
+    e->regex = std::move(re);
+    e->callback = std::move(cb);
+    entries_.push_back(std::move(e));
+    return true;
+}
+
+CommandMatch CommandTable::match(std::string_view line) const
+{
+    CommandMatch m;
+    // Built-in verbs are matched by their four letters first, without a
+    // regex: "VERB" alone or "VERB" SP argument (the equivalent of
+    // /^VERB(?:\s+(.*))?$/i), first match wins.
+    if (line.size() >= 4 && (line.size() == 4 || line[4] == ' ' || line[4] == '\t')) {
+        char up[4];
+        for (int i = 0; i < 4; ++i)
+            up[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(line[i])));
+        for (const auto &b : kBuiltIns) {
+            if (std::string_view(up, 4) == b.name) {
+                m.verb = b.verb;
+                std::string_view arg = line.substr(4);
+                while (!arg.empty() && (arg.front() == ' ' || arg.front() == '\t'))
+                    arg.remove_prefix(1);
+                while (!arg.empty() && (arg.back() == ' ' || arg.back() == '\t'))
+                    arg.remove_suffix(1);
+                m.argument = arg;
+                return m;
+            }
+        }
+    }
+    for (const auto &e : entries_) {
+        if (e->regex->match(line, m.captures)) {
+            m.verb = Verb::custom;
+            m.callback = &e->callback;
+            m.argument = line;
+            return m;
+        }
+    }
+    m.verb = Verb::unknown;
+    m.argument = line;
+    return m;
+}
+
+} // namespace esmtp

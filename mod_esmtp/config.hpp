@@ -1,0 +1,42 @@
+// Directives and the per-server configuration.
+#pragma once
+
+#include "mod_esmtp.hpp"
+#include "session.hpp"
+#include <esmtp/provider.hpp>
+
+#include <apr_file_io.h>
+#include <memory>
+
+namespace esmtp {
+
+// Allocated from the configuration pool; -1 / nullptr mean "not set here"
+// so that a VirtualHost inherits what it does not set.
+struct ServerConfig {
+    int enabled;
+    const char *handler_name;
+    std::shared_ptr<HandlerFactory> *factory; // owned by a pool cleanup
+    const char *hostname;
+    apr_int64_t max_message_size;
+    apr_int64_t max_recipients;
+    int log_level;
+    const char *log_file_name;
+    apr_file_t *log_file; // opened in open_logs
+};
+
+inline ServerConfig *server_config(const server_rec *s)
+{
+    return static_cast<ServerConfig *>(ap_get_module_config(s->module_config, &esmtp_module));
+}
+
+// Effective values (defaults applied) for one server.
+SessionConfig session_config(const server_rec *s, const ServerConfig *cfg);
+
+void *create_server_config(apr_pool_t *p, server_rec *s);
+void *merge_server_config(apr_pool_t *p, void *base, void *add);
+// check_config hook: runs before `apache2 -t` reports; refuses incomplete servers.
+int check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s);
+
+extern const command_rec directives[];
+
+} // namespace esmtp

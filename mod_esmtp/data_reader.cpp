@@ -1,0 +1,220 @@
+#include "data_reader.hpp"
+
+#include <cstring>
+
+namespace esmtp {
+
+namespace {
+
+constexpr std::size_t kBodyBatch = 64 * 1024;
+
+bool is_wsp(char c) { return c == ' ' || c == '\t'; }
+
+// RFC 5322 field-name: printable US-ASCII except ':', then ':'.
+bool starts_with_field_name(std::string_view line)
+{
+    std::size_t i = 0;
+    while (i < line.size()) {
+        auto c = static_cast<unsigned char>(line[i]);
+        if (c == ':')
+            return i > 0;
+        if (c < 33 || c > 126)
+            return false;
+        ++i;
+    }
+    return false;
+}
+
+void release(std::string &s)
+{
+    s.clear();
+    if (s.capacity() > kBodyBatch)
+        s.shrink_to_fit();
+}
+
+} // namespace
+
+void DataReader::reset()
+{
+    state_ = State::line_start;
+    section_ = Section::header;
+    size_ = 0;
+    line_len_ = 0;
+    line_too_long_ = false;
+    release(field_);
+    release(line_);
+    release(body_);
+}
+
+std::size_t DataReader::feed(std::string_view in, DataSink &sink)
+{
+    std::size_t i = 0;
+    const std::size_t n = in.size();
+    while (i < n && state_ != State::done) {
+        switch (state_) {
+        case State::line_start:
+            if (in[i] == '.') {
+                // wire octet counted for the line limit, removed from content
+                line_len_ = 1;
+                state_ = State::dot;
+                ++i;
+            } else {
+                state_ = State::in_line;
+            }
+            break;
+        case State::dot:
+            if (in[i] == '\r') {
+                state_ = State::dot_cr;
+                ++i;
+            } else {
+                state_ = State::in_line; // a stuffed dot: dropped (RFC 5321 4.5.2)
+            }
+            break;
+        case State::dot_cr:
+            if (in[i] == '\n') {
+                state_ = State::done;
+                ++i;
+            } else {
+                emit("\r", sink); // ".<CR>x" is content, not an end
+                state_ = State::in_line;
+            }
+            break;
+        case State::in_line: {
+            const char *cr = static_cast<const char *>(std::memchr(in.data() + i, '\r', n - i));
+            std::size_t end = cr ? std::size_t(cr - in.data()) : n;
+            if (end > i)
+                emit(in.substr(i, end - i), sink);
+            i = end;
+            if (cr) {
+                state_ = State::cr;
+                ++i;
+            }
+            break;
+        }
+        case State::cr:
+            if (in[i] == '\n') {
+                emit("\r\n", sink);
+                if (line_len_ > limits_.max_text_line)
+                    line_too_long_ = true;
+                line_len_ = 0;
+                state_ = State::line_start;
+                ++i;
+            } else {
+                emit("\r", sink); // bare CR is content
+                state_ = State::in_line;
+            }
+            break;
+        case State::done:
+            break;
+        }
+    }
+    if (state_ == State::done && section_ == Section::header) {
+        flush_field(sink);
+        end_headers({}, sink);
+    }
+    flush_body(sink);
+    return i;
+}
+
+void DataReader::emit(std::string_view bytes, DataSink &sink)
+{
+    size_ += bytes.size();
+    line_len_ += bytes.size();
+    if (section_ == Section::body) {
+        body_.append(bytes);
+        if (body_.size() >= kBodyBatch)
+            flush_body(sink);
+        return;
+    }
+    header_bytes(bytes, sink);
+}
+
+void DataReader::header_bytes(std::string_view bytes, DataSink &sink)
+{
+    line_.append(bytes);
+    if (field_.size() + line_.size() > limits_.max_header_field) {
+        // Too big to be a header field we keep in memory: the header section
+        // ends here and the bytes go on as body, unchanged.
+        end_headers({}, sink);
+        body_.append(field_);
+        body_.append(line_);
+        release(field_);
+        release(line_);
+        return;
+    }
+    if (line_.size() >= 2 && line_.compare(line_.size() - 2, 2, "\r\n") == 0 && bytes == "\r\n")
+        header_line_done(sink);
+}
+
+void DataReader::header_line_done(DataSink &sink)
+{
+    if (line_ == "\r\n") {
+        flush_field(sink);
+        line_.clear();
+        end_headers("\r\n", sink);
+        return;
+    }
+    if (is_wsp(line_[0])) {
+        if (!field_.empty()) {
+            field_.append(line_); // folded continuation
+            line_.clear();
+            return;
+        }
+    } else if (starts_with_field_name(line_)) {
+        flush_field(sink);
+        field_.swap(line_);
+        line_.clear();
+        return;
+    }
+    // Not a header line: the header section ends without separator and this
+    // line is the first of the body.
+    flush_field(sink);
+    end_headers({}, sink);
+    body_.append(line_);
+    line_.clear();
+}
+
+void DataReader::flush_field(DataSink &sink)
+{
+    if (field_.empty())
+        return;
+    std::string_view raw = field_;
+    std::size_t colon = raw.find(':');
+    std::string_view name = raw.substr(0, colon);
+    std::string_view rest = raw.substr(colon + 1);
+    // unfold: drop each CRLF (the folding WSP stays), then leading WSP and
+    // the final CRLF
+    std::string value;
+    value.reserve(rest.size());
+    for (std::size_t i = 0; i < rest.size(); ++i) {
+        if (rest[i] == '\r' && i + 1 < rest.size() && rest[i + 1] == '\n') {
+            ++i;
+            continue;
+        }
+        value.push_back(rest[i]);
+    }
+    std::size_t lead = 0;
+    while (lead < value.size() && is_wsp(value[lead]))
+        ++lead;
+    HeaderField f{name, std::string_view(value).substr(lead), raw};
+    sink.on_header(f);
+    field_.clear();
+}
+
+void DataReader::end_headers(std::string_view sep, DataSink &sink)
+{
+    if (section_ != Section::header)
+        return;
+    section_ = Section::body;
+    sink.on_eoh(sep);
+}
+
+void DataReader::flush_body(DataSink &sink)
+{
+    if (section_ != Section::body || body_.empty())
+        return;
+    sink.on_body(body_);
+    body_.clear();
+}
+
+} // namespace esmtp

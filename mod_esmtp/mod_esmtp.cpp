@@ -1,0 +1,41 @@
+// mod_esmtp: an ESMTP server inside Apache httpd. This file holds only the
+// module record and hook registration; see connection.cpp for the I/O glue
+// and session.cpp for the protocol engine.
+#include "mod_esmtp.hpp"
+
+#include "config.hpp"
+#include "connection.hpp"
+#include "txlog.hpp"
+
+#include <http_connection.h>
+
+namespace esmtp {
+void register_builtin_handlers(apr_pool_t *p);
+}
+
+namespace {
+
+void register_hooks(apr_pool_t *p)
+{
+    esmtp::register_builtin_handlers(p);
+    ap_hook_check_config(esmtp::check_config, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_open_logs(esmtp::open_logs, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_process_connection(esmtp::process_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
+}
+
+} // namespace
+
+extern "C" {
+__attribute__((visibility("default"))) module AP_MODULE_DECLARE_DATA esmtp_module = {
+    STANDARD20_MODULE_STUFF,
+    nullptr,                           // per-directory config creator
+    nullptr,                           // dir config merger
+    esmtp::create_server_config,       // server config creator
+    esmtp::merge_server_config,        // server config merger
+    esmtp::directives,                 // command table
+    register_hooks,                    // hook registration
+#if defined(AP_MODULE_FLAG_ALWAYS_MERGE)
+    AP_MODULE_FLAG_ALWAYS_MERGE,
+#endif
+};
+}

@@ -1,0 +1,55 @@
+#include "reply_format.hpp"
+
+#include <cstdio>
+
+namespace esmtp {
+
+std::string_view default_enhanced(int code)
+{
+    switch (code / 100) {
+    case 2:
+        return "2.0.0";
+    case 4:
+        return "4.0.0";
+    case 5:
+        return "5.0.0";
+    default:
+        return {};
+    }
+}
+
+namespace {
+
+void append_text(std::string &out, std::string_view text)
+{
+    // A handler must not be able to end the reply line early.
+    for (char c : text)
+        out.push_back(c == '\r' || c == '\n' ? ' ' : c);
+}
+
+} // namespace
+
+void format_reply(const Reply &r, bool enhanced, std::string &out)
+{
+    char code[8];
+    int code_value = r.code >= 100 && r.code <= 599 ? r.code : 451;
+    std::snprintf(code, sizeof code, "%03d", code_value);
+    std::string_view enh = r.enhanced.empty() ? default_enhanced(code_value) : std::string_view(r.enhanced);
+    if (!enhanced)
+        enh = {};
+    std::size_t n = r.lines.empty() ? 1 : r.lines.size();
+    for (std::size_t i = 0; i < n; ++i) {
+        out.append(code, 3);
+        out.push_back(i + 1 == n ? ' ' : '-');
+        if (!enh.empty()) {
+            out.append(enh);
+            if (!r.lines.empty() && !r.lines[i].empty())
+                out.push_back(' ');
+        }
+        if (!r.lines.empty())
+            append_text(out, r.lines[i]);
+        out.append("\r\n");
+    }
+}
+
+} // namespace esmtp

@@ -1,0 +1,21 @@
+// Serialising replies on the wire (RFC 5321 4.2).
+#pragma once
+
+#include <esmtp/reply.hpp>
+
+#include <string>
+#include <string_view>
+
+namespace esmtp {
+
+// Class default enhanced code for a reply code: 2.0.0 / 4.0.0 / 5.0.0, ""
+// for 1xx/3xx.
+std::string_view default_enhanced(int code);
+
+// Append `r` to `out`: "250-a\r\n250 b\r\n". With `enhanced` each line
+// carries the enhanced code (r.enhanced, or the class default). An empty
+// text line list sends the code alone. CR and LF inside a text line are
+// replaced by spaces so that a handler cannot inject reply lines.
+void format_reply(const Reply &r, bool enhanced, std::string &out);
+
+} // namespace esmtp

@@ -1,0 +1,542 @@
+#include "session.hpp"
+
+#include "address.hpp"
+#include "queue_id.hpp"
+#include "reply_format.hpp"
+#include "trace.hpp"
+
+#include <cctype>
+#include <exception>
+
+namespace esmtp {
+
+namespace {
+
+bool istarts_with(std::string_view s, std::string_view prefix)
+{
+    if (s.size() < prefix.size())
+        return false;
+    for (std::size_t i = 0; i < prefix.size(); ++i)
+        if (std::toupper(static_cast<unsigned char>(s[i])) != prefix[i])
+            return false;
+    return true;
+}
+
+bool all_digits(std::string_view s)
+{
+    if (s.empty() || s.size() > 19)
+        return false;
+    for (char c : s)
+        if (c < '0' || c > '9')
+            return false;
+    return true;
+}
+
+// HELO/EHLO argument: the first word, printable ASCII. Real clients send
+// names with '_' and other oddities, so the domain syntax is not enforced
+// beyond that (as Postfix does by default).
+bool valid_helo(std::string_view d)
+{
+    if (d.empty() || d.size() > 255)
+        return false;
+    for (char ch : d) {
+        auto c = static_cast<unsigned char>(ch);
+        if (c <= 32 || c >= 127)
+            return false;
+    }
+    return true;
+}
+
+} // namespace
+
+Session::Session(const SessionConfig &cfg, ConnectionInfo conn, std::unique_ptr<Handler> handler, TxLogSink *log)
+    : cfg_(cfg), conn_(std::move(conn)), handler_(std::move(handler)), log_(log),
+      lines_(cfg_.limits.max_command_line), data_(cfg_.limits)
+{
+}
+
+Session::~Session() { end(); }
+
+std::string_view Session::remote_host() const
+{
+    return conn_.remote_host.empty() ? std::string_view(conn_.client_address) : std::string_view(conn_.remote_host);
+}
+
+void Session::log(int level, std::string_view text)
+{
+    if (log_ && level <= cfg_.log_level)
+        log_->write(level, format_txlog(std::time(nullptr), queue_id_, text, conn_.client_address));
+}
+
+bool Session::add_command(std::string_view pattern, CommandCallback callback, std::string *error)
+{
+    return commands_table_.add(pattern, std::move(callback), error);
+}
+
+template <class F> Reply Session::guarded(const char *event, F &&f)
+{
+    log(txlog_events, std::string("event ") + event);
+    try {
+        return f();
+    } catch (const std::exception &e) {
+        log(txlog_session, std::string("handler failed in ") + event + ": " + e.what());
+    } catch (...) {
+        log(txlog_session, std::string("handler failed in ") + event);
+    }
+    return Reply(451, "Internal error; try again later", "4.3.0");
+}
+
+template <class F> void Session::guarded_void(const char *event, F &&f)
+{
+    try {
+        f();
+    } catch (const std::exception &e) {
+        handler_failed_ = true;
+        log(txlog_session, std::string("handler failed in ") + event + ": " + e.what());
+    } catch (...) {
+        handler_failed_ = true;
+        log(txlog_session, std::string("handler failed in ") + event);
+    }
+}
+
+void Session::reply(const Reply &r)
+{
+    reply(r, Reply{}, true);
+}
+
+void Session::reply(int code, std::string_view enh, std::string_view text)
+{
+    reply(Reply(code, std::string(text), std::string(enh)), Reply{}, true);
+}
+
+void Session::reply(Reply r, const Reply &dflt, bool enhanced)
+{
+    if (r.empty()) {
+        r = dflt;
+    } else {
+        if (r.enhanced.empty() && r.code == dflt.code)
+            r.enhanced = dflt.enhanced;
+        if (r.lines.empty() && r.code == dflt.code)
+            r.lines = dflt.lines;
+    }
+    if (r.code == 421)
+        r.close = true;
+    std::size_t before = out_.size();
+    format_reply(r, enhanced && cfg_.enhanced_status_codes, out_);
+    if (log_ && cfg_.log_level >= txlog_commands) {
+        std::string_view first(out_.data() + before, out_.size() - before);
+        first = first.substr(0, first.find('\r'));
+        log(txlog_commands, std::string("> ").append(first));
+    }
+    if (r.close)
+        phase_ = Phase::closed;
+}
+
+void Session::start()
+{
+    if (phase_ != Phase::greeting)
+        return;
+    phase_ = Phase::command;
+    log(txlog_session, std::string("connect from ").append(remote_host()).append("[").append(conn_.client_address) +
+                           "]:" + std::to_string(conn_.client_port));
+    Reply r = guarded("CONNECT", [&] { return handler_->connect(*this); });
+    if (r.code == 451 && r.enhanced == "4.3.0") // the handler threw: no session
+        r = Reply(421, std::string(cfg_.hostname) + " Service not available, closing transmission channel", "4.3.2",
+                  true);
+    if (r.code >= 400)
+        refused_ = true;
+    reply(r, Reply(220, cfg_.hostname + " ESMTP mod_esmtp"), false);
+}
+
+void Session::shutdown(const Reply &r)
+{
+    if (phase_ == Phase::closed)
+        return;
+    Reply c = r;
+    c.close = true;
+    reply(c);
+}
+
+void Session::feed(std::string_view in)
+{
+    if (phase_ == Phase::greeting)
+        start();
+    while (!in.empty() && phase_ != Phase::closed) {
+        if (phase_ == Phase::data) {
+            in.remove_prefix(data_.feed(in, *this));
+            if (data_.done())
+                finish_data();
+            continue;
+        }
+        std::size_t used = 0;
+        LineReader::Status st = lines_.feed(in, used);
+        in.remove_prefix(used);
+        if (st == LineReader::Status::need_more)
+            break;
+        if (st == LineReader::Status::too_long) {
+            ++commands_;
+            log(txlog_commands, "< (line too long)");
+            reply(500, "5.5.2", "Line too long");
+            continue;
+        }
+        command(lines_.line());
+    }
+}
+
+void Session::command(std::string_view line)
+{
+    ++commands_;
+    if (log_ && cfg_.log_level >= txlog_commands)
+        log(txlog_commands, std::string("< ").append(line));
+    CommandMatch m = commands_table_.match(line);
+    if (refused_ && m.verb != Verb::quit) {
+        reply(503, "5.5.1", "Error: access denied");
+        return;
+    }
+    std::string_view arg = m.argument;
+    switch (m.verb) {
+    case Verb::helo:
+        do_helo(arg, false);
+        break;
+    case Verb::ehlo:
+        do_helo(arg, true);
+        break;
+    case Verb::mail:
+        do_mail(arg);
+        break;
+    case Verb::rcpt:
+        do_rcpt(arg);
+        break;
+    case Verb::data:
+        do_data(arg);
+        break;
+    case Verb::rset:
+        if (!arg.empty()) {
+            reply(501, "5.5.4", "Syntax: RSET");
+            break;
+        }
+        reset_transaction(true);
+        reply(guarded("RSET", [&] { return handler_->rset(*this); }), Reply(250, "Ok", "2.0.0"));
+        break;
+    case Verb::noop:
+        reply(guarded("NOOP", [&] { return handler_->noop(*this); }), Reply(250, "Ok", "2.0.0"));
+        break;
+    case Verb::vrfy:
+        if (arg.empty()) {
+            reply(501, "5.5.4", "Syntax: VRFY address");
+            break;
+        }
+        reply(guarded("VRFY", [&] { return handler_->vrfy(*this, arg); }),
+              Reply(252, "Cannot VRFY user; try RCPT to attempt delivery", "2.0.0"));
+        break;
+    case Verb::expn:
+        if (arg.empty()) {
+            reply(501, "5.5.4", "Syntax: EXPN mailing-list");
+            break;
+        }
+        reply(guarded("EXPN", [&] { return handler_->expn(*this, arg); }),
+              Reply(502, "EXPN not available", "5.5.1"));
+        break;
+    case Verb::help:
+        reply(guarded("HELP", [&] { return handler_->help(*this, arg); }),
+              Reply(214, "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY", "2.0.0"));
+        break;
+    case Verb::quit: {
+        Reply r = guarded("QUIT", [&] { return handler_->quit(*this); });
+        if (!r.empty() && r.code != 221)
+            r = Reply{}; // QUIT always gets 221 and a close (RFC 5321 4.1.1.10)
+        r.close = true;
+        Reply dflt(221, "Bye", "2.0.0", true);
+        reply(r, dflt);
+        break;
+    }
+    case Verb::custom: {
+        Reply r = guarded("COMMAND", [&] { return (*m.callback)(*this, m.captures); });
+        reply(r, Reply(250, "Ok", "2.0.0"));
+        break;
+    }
+    case Verb::unknown:
+        reply(guarded("UNKNOWN", [&] { return handler_->unknown(*this, line); }),
+              Reply(500, "Command unrecognized", "5.5.2"));
+        break;
+    }
+}
+
+void Session::do_helo(std::string_view arg, bool extended)
+{
+    std::string_view domain = arg.substr(0, arg.find_first_of(" \t"));
+    if (!valid_helo(domain)) {
+        reply(501, "5.5.4", extended ? "Syntax: EHLO hostname" : "Syntax: HELO hostname");
+        return;
+    }
+    reset_transaction(true);
+    std::string previous = std::move(helo_);
+    bool previous_esmtp = esmtp_;
+    helo_.assign(domain);
+    esmtp_ = extended;
+    if (!extended) {
+        Reply r = guarded("HELO", [&] { return handler_->helo(*this, domain); });
+        if (!r.empty() && !r.positive()) {
+            helo_ = std::move(previous);
+            esmtp_ = previous_esmtp;
+        }
+        reply(r, Reply(250, cfg_.hostname), r.code >= 400);
+        return;
+    }
+    std::vector<std::string> ext{"PIPELINING", "SIZE " + std::to_string(cfg_.limits.max_message_size), "8BITMIME"};
+    if (cfg_.enhanced_status_codes)
+        ext.emplace_back("ENHANCEDSTATUSCODES");
+    Reply r = guarded("EHLO", [&] { return handler_->ehlo(*this, domain, ext); });
+    if (!r.empty() && !r.positive()) {
+        helo_ = std::move(previous);
+        esmtp_ = previous_esmtp;
+        reply(r);
+        return;
+    }
+    Reply out(250, r.lines.empty() ? cfg_.hostname : r.lines.front());
+    for (auto &e : ext)
+        out.lines.push_back(std::move(e));
+    reply(out, Reply{}, false);
+}
+
+void Session::do_mail(std::string_view arg)
+{
+    if (helo_.empty()) {
+        reply(503, "5.5.1", "Error: send HELO/EHLO first");
+        return;
+    }
+    if (in_transaction_) {
+        reply(503, "5.5.1", "Error: nested MAIL command");
+        return;
+    }
+    if (!istarts_with(arg, "FROM:")) {
+        reply(501, "5.5.4", "Syntax: MAIL FROM:<address>");
+        return;
+    }
+    MailArgs a;
+    switch (parse_path_and_params(arg.substr(5), true, false, a)) {
+    case PathError::ok:
+        break;
+    case PathError::syntax:
+        reply(501, "5.1.7", "Bad sender address syntax");
+        return;
+    case PathError::bad_parameter:
+        reply(501, "5.5.4", "Bad parameter syntax");
+        return;
+    }
+    for (const Param &p : a.params) {
+        if (!esmtp_) {
+            reply(555, "5.5.4", "Unsupported parameter " + p.keyword);
+            return;
+        }
+        if (p.keyword == "SIZE") {
+            if (!all_digits(p.value)) {
+                reply(501, "5.5.4", "Bad SIZE parameter");
+                return;
+            }
+            if (std::stoull(p.value) > cfg_.limits.max_message_size) {
+                reply(552, "5.3.4", "Message size exceeds fixed limit");
+                return;
+            }
+        } else if (p.keyword == "BODY") {
+            if (p.value != "7BIT" && p.value != "8BITMIME" && !istarts_with(p.value, "7BIT") &&
+                !istarts_with(p.value, "8BITMIME")) {
+                reply(501, "5.5.4", "Bad BODY parameter");
+                return;
+            }
+        } else {
+            reply(555, "5.5.4", "Unsupported parameter " + p.keyword);
+            return;
+        }
+    }
+    // The handler sees the envelope and queue id of the transaction it is asked about.
+    env_.sender = std::move(a.path);
+    env_.mail_params = std::move(a.params);
+    env_.recipients.clear();
+    queue_id_ = make_queue_id();
+    in_transaction_ = true;
+    Reply r = guarded("MAIL", [&] { return handler_->mail(*this, env_.sender, env_.mail_params); });
+    if (!r.empty() && !r.positive()) {
+        in_transaction_ = false;
+        env_ = Envelope{};
+        queue_id_.clear();
+    } else {
+        log(txlog_commands, "from=<" + env_.sender.mailbox + ">");
+    }
+    reply(r, Reply(250, "Ok", "2.1.0"));
+}
+
+void Session::do_rcpt(std::string_view arg)
+{
+    if (!in_transaction_) {
+        reply(503, "5.5.1", "Error: need MAIL command");
+        return;
+    }
+    if (!istarts_with(arg, "TO:")) {
+        reply(501, "5.5.4", "Syntax: RCPT TO:<address>");
+        return;
+    }
+    MailArgs a;
+    switch (parse_path_and_params(arg.substr(3), false, true, a)) {
+    case PathError::ok:
+        break;
+    case PathError::syntax:
+        reply(501, "5.1.3", "Bad recipient address syntax");
+        return;
+    case PathError::bad_parameter:
+        reply(501, "5.5.4", "Bad parameter syntax");
+        return;
+    }
+    if (!a.params.empty()) {
+        reply(555, "5.5.4", "Unsupported parameter " + a.params.front().keyword);
+        return;
+    }
+    if (env_.recipients.size() >= cfg_.limits.max_recipients) {
+        reply(452, "4.5.3", "Error: too many recipients");
+        return;
+    }
+    Reply r = guarded("RCPT", [&] { return handler_->rcpt(*this, a.path, a.params); });
+    if (r.empty() || r.positive())
+        env_.recipients.push_back(Recipient{std::move(a.path), std::move(a.params)});
+    reply(r, Reply(250, "Ok", "2.1.5"));
+}
+
+void Session::do_data(std::string_view arg)
+{
+    if (!arg.empty()) {
+        reply(501, "5.5.4", "Syntax: DATA");
+        return;
+    }
+    if (!in_transaction_) {
+        reply(503, "5.5.1", "Error: need MAIL command");
+        return;
+    }
+    if (env_.recipients.empty()) {
+        reply(503, "5.5.1", "Error: need RCPT command");
+        return;
+    }
+    trace_ = esmtp::trace_headers(*this, std::time(nullptr));
+    Reply r = guarded("DATA", [&] { return handler_->data(*this); });
+    if (!r.empty() && r.code != 354) {
+        reply(r);
+        return;
+    }
+    handler_failed_ = false;
+    content_aborted_ = false;
+    data_.reset();
+    phase_ = Phase::data;
+    reply(r, Reply(354, "End data with <CR><LF>.<CR><LF>"), false);
+}
+
+bool Session::content_wanted()
+{
+    if (content_aborted_)
+        return false;
+    if (data_.size_exceeded() || data_.line_too_long() || handler_failed_) {
+        // Stop storing now (bounded storage); the client is answered after
+        // the end of data.
+        content_aborted_ = true;
+        guarded_void("ABORT", [&] { handler_->abort(*this); });
+        return false;
+    }
+    return true;
+}
+
+void Session::on_header(const HeaderField &field)
+{
+    if (!content_wanted())
+        return;
+    if (log_ && cfg_.log_level >= txlog_events)
+        log(txlog_events, std::string("event HEADER ").append(field.name));
+    guarded_void("HEADER", [&] { handler_->header(*this, field); });
+}
+
+void Session::on_eoh(std::string_view raw)
+{
+    if (!content_wanted())
+        return;
+    log(txlog_events, "event EOH");
+    guarded_void("EOH", [&] { handler_->eoh(*this, raw); });
+}
+
+void Session::on_body(std::string_view chunk)
+{
+    if (!content_wanted())
+        return;
+    if (log_ && cfg_.log_level >= txlog_events)
+        log(txlog_events, "event BODY " + std::to_string(chunk.size()) + " octets");
+    guarded_void("BODY", [&] { handler_->body(*this, chunk); });
+}
+
+void Session::finish_data()
+{
+    phase_ = Phase::command;
+    std::string summary = "from=<" + env_.sender.mailbox + "> to=";
+    for (std::size_t i = 0; i < env_.recipients.size(); ++i) {
+        if (i)
+            summary += ',';
+        summary += '<' + env_.recipients[i].path.mailbox + '>';
+    }
+    summary += " size=" + std::to_string(data_.size());
+    content_wanted(); // aborts if a limit was crossed in the last chunk
+    Reply r;
+    if (data_.size_exceeded()) {
+        r = Reply(552, "Message size exceeds fixed limit", "5.3.4");
+    } else if (data_.line_too_long()) {
+        r = Reply(500, "Message line too long", "5.5.2");
+    } else if (content_aborted_) {
+        r = Reply(451, "Internal error; try again later", "4.3.0");
+    } else {
+        r = guarded("EOM", [&] { return handler_->eom(*this); });
+        if (r.empty())
+            r = Reply(250, "Ok: queued as " + queue_id_, "2.0.0");
+        if (!r.positive() || handler_failed_) {
+            // the handler may have stored part of it: let it clean up
+            guarded_void("ABORT", [&] { handler_->abort(*this); });
+            if (r.positive())
+                r = Reply(451, "Internal error; try again later", "4.3.0");
+        }
+    }
+    if (r.positive())
+        ++accepted_;
+    std::string first = r.lines.empty() ? std::string() : r.lines.front();
+    log(txlog_session, (r.positive() ? "accepted " : "rejected ") + summary + ": " + std::to_string(r.code) + " " +
+                           first);
+    // The transaction is over either way (RFC 5321 4.1.1.4).
+    in_transaction_ = false;
+    env_ = Envelope{};
+    queue_id_.clear();
+    trace_.clear();
+    data_.reset();
+    reply(r);
+}
+
+void Session::reset_transaction(bool notify_handler)
+{
+    if (!in_transaction_)
+        return;
+    if (notify_handler && !content_aborted_)
+        guarded_void("ABORT", [&] { handler_->abort(*this); });
+    in_transaction_ = false;
+    content_aborted_ = false;
+    env_ = Envelope{};
+    queue_id_.clear();
+    trace_.clear();
+    data_.reset();
+}
+
+void Session::end()
+{
+    if (ended_)
+        return;
+    ended_ = true;
+    if (phase_ == Phase::data)
+        log(txlog_session, "lost connection during DATA after " + std::to_string(data_.size()) + " octets");
+    reset_transaction(true);
+    phase_ = Phase::closed;
+    guarded_void("DISCONNECT", [&] { handler_->disconnect(*this); });
+    log(txlog_session, "disconnect from " + std::string(remote_host()) + "[" + conn_.client_address +
+                           "] commands=" + std::to_string(commands_) + " accepted=" + std::to_string(accepted_));
+}
+
+} // namespace esmtp

@@ -1,0 +1,136 @@
+// The SMTP session: a sans-I/O state machine. It is fed the bytes the client
+// sent and produces the bytes to send back; it never touches a socket, so
+// the httpd glue, the unit tests and the fuzzers drive it the same way.
+// All replies for the input at hand are produced before the caller flushes
+// (pipelining-friendly).
+#pragma once
+
+#include "command_table.hpp"
+#include "data_reader.hpp"
+#include "limits.hpp"
+#include "line_reader.hpp"
+#include "txlog_format.hpp"
+#include <esmtp/handler.hpp>
+
+#include <ctime>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace esmtp {
+
+struct ConnectionInfo {
+    std::string client_address = "127.0.0.1";
+    unsigned client_port = 0;
+    std::string remote_host; // empty: same as client_address
+    std::string local_address = "127.0.0.1";
+    unsigned local_port = 25;
+};
+
+struct SessionConfig {
+    std::string hostname = "localhost";
+    Limits limits;
+    int log_level = txlog_session;
+    // Send RFC 3463 codes (ENHANCEDSTATUSCODES is advertised when on).
+    bool enhanced_status_codes = true;
+};
+
+class Session final : public SessionView, private DataSink {
+  public:
+    enum class Phase { greeting, command, data, closed };
+
+    // `handler` must not be null. `log` may be null (no transaction log).
+    Session(const SessionConfig &cfg, ConnectionInfo conn, std::unique_ptr<Handler> handler, TxLogSink *log);
+    ~Session();
+    Session(const Session &) = delete;
+    Session &operator=(const Session &) = delete;
+
+    // Send the greeting (CONNECT event).
+    void start();
+    // Process client bytes. Replies are appended to output().
+    void feed(std::string_view in);
+    // The server ends the session (timeout, httpd stopping): `r` is sent
+    // and the session closes. Ignored once closed.
+    void shutdown(const Reply &r);
+    // The connection is gone or about to be closed: aborts an open
+    // transaction and fires DISCONNECT (once; the destructor calls it too).
+    void end();
+
+    std::string &output() { return out_; }
+    Phase phase() const { return phase_; }
+    // Nothing more will be read: send output() and close.
+    bool closing() const { return phase_ == Phase::closed; }
+    // Input is buffered that does not make a complete command yet.
+    bool has_partial_input() const { return lines_.has_partial(); }
+
+    // Counters for the log and tests.
+    unsigned messages_accepted() const { return accepted_; }
+    unsigned commands_seen() const { return commands_; }
+
+    // SessionView
+    std::string_view client_address() const override { return conn_.client_address; }
+    unsigned client_port() const override { return conn_.client_port; }
+    std::string_view remote_host() const override;
+    std::string_view local_address() const override { return conn_.local_address; }
+    unsigned local_port() const override { return conn_.local_port; }
+    std::string_view hostname() const override { return cfg_.hostname; }
+    std::string_view helo_name() const override { return helo_; }
+    bool esmtp() const override { return esmtp_; }
+    std::string_view protocol() const override { return esmtp_ ? "ESMTP" : "SMTP"; }
+    const Envelope &envelope() const override { return env_; }
+    std::string_view queue_id() const override { return queue_id_; }
+    std::string_view trace_headers() const override { return trace_; }
+    std::uint64_t message_size() const override { return data_.size(); }
+    std::uint64_t max_message_size() const override { return cfg_.limits.max_message_size; }
+    void log(int level, std::string_view text) override;
+    bool add_command(std::string_view pattern, CommandCallback callback, std::string *error) override;
+
+  private:
+    // DataSink
+    void on_header(const HeaderField &field) override;
+    void on_eoh(std::string_view raw) override;
+    void on_body(std::string_view chunk) override;
+
+    void command(std::string_view line);
+    void do_helo(std::string_view arg, bool extended);
+    void do_mail(std::string_view arg);
+    void do_rcpt(std::string_view arg);
+    void do_data(std::string_view arg);
+    void finish_data();
+    bool content_wanted();
+    void reset_transaction(bool notify_handler);
+
+    // Send a reply; `dflt` fills what the handler left empty. `enhanced`
+    // false for replies that never carry a status code (greeting, EHLO, 354).
+    void reply(const Reply &r);
+    void reply(Reply handler_reply, const Reply &dflt, bool enhanced = true);
+    void reply(int code, std::string_view enh, std::string_view text);
+    template <class F> Reply guarded(const char *event, F &&f);
+    template <class F> void guarded_void(const char *event, F &&f);
+
+    SessionConfig cfg_;
+    ConnectionInfo conn_;
+    std::unique_ptr<Handler> handler_;
+    TxLogSink *log_;
+    CommandTable commands_table_;
+    LineReader lines_;
+    DataReader data_;
+
+    Phase phase_ = Phase::greeting;
+    bool refused_ = false; // CONNECT refused the session: only QUIT
+    bool ended_ = false;
+    std::string helo_;
+    bool esmtp_ = false;
+    bool in_transaction_ = false;
+    Envelope env_;
+    std::string queue_id_;
+    std::string trace_;
+    bool handler_failed_ = false;  // an exception during DATA content
+    bool content_aborted_ = false; // abort() already sent for this message
+    std::string out_;
+    unsigned accepted_ = 0;
+    unsigned commands_ = 0;
+};
+
+} // namespace esmtp

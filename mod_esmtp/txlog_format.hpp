@@ -1,0 +1,25 @@
+// Transaction log records: "YYYY-mm-dd HH:MM:SS <queue-id> <text> [<client>]".
+#pragma once
+
+#include <ctime>
+#include <string>
+#include <string_view>
+
+namespace esmtp {
+
+// Levels of ESMTPLogLevel.
+enum TxLogLevel { txlog_off = 0, txlog_session = 1, txlog_commands = 2, txlog_events = 3 };
+
+// Newline-terminated record. The queue id is left out when empty; control
+// characters of `text` are shown as '?' so that a client cannot forge records.
+std::string format_txlog(std::time_t t, std::string_view queue_id, std::string_view text, std::string_view client);
+
+class TxLogSink {
+  public:
+    virtual void write(int level, std::string_view record) = 0;
+
+  protected:
+    ~TxLogSink() = default;
+};
+
+} // namespace esmtp
