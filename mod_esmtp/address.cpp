@@ -2,13 +2,24 @@
 
 #include <cctype>
 
-namespace esmtp {
+namespace esmtp
+{
 
-namespace {
+namespace
+{
 
-bool is_alpha(unsigned char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-bool is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
-bool is_letdig(unsigned char c) { return is_alpha(c) || is_digit(c); }
+bool is_alpha(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+bool is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+bool is_letdig(unsigned char c)
+{
+    return is_alpha(c) || is_digit(c);
+}
 
 // RFC 5322 atext
 bool is_atext(unsigned char c)
@@ -16,8 +27,25 @@ bool is_atext(unsigned char c)
     if (is_letdig(c))
         return true;
     switch (c) {
-    case '!': case '#': case '$': case '%': case '&': case '\'': case '*': case '+': case '-':
-    case '/': case '=': case '?': case '^': case '_': case '`': case '{': case '|': case '}': case '~':
+    case '!':
+    case '#':
+    case '$':
+    case '%':
+    case '&':
+    case '\'':
+    case '*':
+    case '+':
+    case '-':
+    case '/':
+    case '=':
+    case '?':
+    case '^':
+    case '_':
+    case '`':
+    case '{':
+    case '|':
+    case '}':
+    case '~':
         return true;
     default:
         return false;

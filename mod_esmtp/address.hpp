@@ -6,7 +6,8 @@
 #include <string>
 #include <string_view>
 
-namespace esmtp {
+namespace esmtp
+{
 
 enum class PathError {
     ok,

@@ -5,7 +5,8 @@
 #include "mod_esmtp.hpp"
 #include <esmtp/apache.hpp>
 
-namespace esmtp {
+namespace esmtp
+{
 
 void register_builtin_handlers(apr_pool_t *p)
 {

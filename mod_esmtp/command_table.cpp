@@ -6,17 +6,19 @@
 #include <array>
 #include <cctype>
 
-namespace esmtp {
+namespace esmtp
+{
 
 // An owning PCRE2 pattern (caseless, JIT-compiled where available).
-class Regex {
+class Regex
+{
   public:
     static std::unique_ptr<Regex> compile(std::string_view pattern, std::string *error)
     {
         int err = 0;
         PCRE2_SIZE offset = 0;
-        pcre2_code *code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
-                                         PCRE2_CASELESS, &err, &offset, nullptr);
+        pcre2_code *code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(), PCRE2_CASELESS,
+                                         &err, &offset, nullptr);
         if (!code) {
             if (error) {
                 PCRE2_UCHAR buf[256];
@@ -63,7 +65,8 @@ struct CommandTable::Entry {
     CommandCallback callback;
 };
 
-namespace {
+namespace
+{
 
 struct BuiltIn {
     std::string_view name;

@@ -8,20 +8,22 @@
 #include <string_view>
 #include <vector>
 
-namespace esmtp {
+namespace esmtp
+{
 
 enum class Verb { helo, ehlo, mail, rcpt, data, rset, vrfy, expn, help, noop, quit, custom, unknown };
 
 struct CommandMatch {
     Verb verb = Verb::unknown;
-    std::string_view argument;          // built-in verbs: what follows the verb and its spaces
-    const CommandCallback *callback{};  // Verb::custom
-    std::vector<std::string> captures;  // Verb::custom
+    std::string_view argument;         // built-in verbs: what follows the verb and its spaces
+    const CommandCallback *callback{}; // Verb::custom
+    std::vector<std::string> captures; // Verb::custom
 };
 
 class Regex; // PCRE2 wrapper, defined in command_table.cpp
 
-class CommandTable {
+class CommandTable
+{
   public:
     CommandTable();
     ~CommandTable();

@@ -1,8 +1,8 @@
 #include "config.hpp"
 
+#include <ap_provider.h>
 #include <apr_strings.h>
 #include <http_core.h>
-#include <ap_provider.h>
 #include <http_main.h>
 
 #include <cstdlib>
@@ -10,9 +10,11 @@
 #include <string>
 #include <vector>
 
-namespace esmtp {
+namespace esmtp
+{
 
-namespace {
+namespace
+{
 
 constexpr apr_int64_t kDefaultMaxMessageSize = 10240000;
 constexpr apr_int64_t kDefaultMaxRecipients = 100;

@@ -8,7 +8,8 @@
 #include <apr_file_io.h>
 #include <memory>
 
-namespace esmtp {
+namespace esmtp
+{
 
 // Allocated from the configuration pool; -1 / nullptr mean "not set here"
 // so that a VirtualHost inherits what it does not set.

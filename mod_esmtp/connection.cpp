@@ -13,9 +13,11 @@
 
 #include <exception>
 
-namespace esmtp {
+namespace esmtp
+{
 
-namespace {
+namespace
+{
 
 // Bytes asked of the input filters per read: a large message streams in
 // big chunks, a command batch usually fits in one.
@@ -25,7 +27,8 @@ constexpr std::size_t kWriteHighWater = 64 * 1024;
 // RFC 5321 4.5.3.2: the server waits at least 5 minutes for a command.
 constexpr apr_interval_time_t kIdleTimeout = apr_time_from_sec(300);
 
-class Connection {
+class Connection
+{
   public:
     Connection(conn_rec *c)
         : c_(c), in_(apr_brigade_create(c->pool, c->bucket_alloc)), out_(apr_brigade_create(c->pool, c->bucket_alloc))

@@ -3,7 +3,8 @@
 
 #include "mod_esmtp.hpp"
 
-namespace esmtp {
+namespace esmtp
+{
 
 int process_connection(conn_rec *c);
 

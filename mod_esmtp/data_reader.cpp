@@ -2,13 +2,18 @@
 
 #include <cstring>
 
-namespace esmtp {
+namespace esmtp
+{
 
-namespace {
+namespace
+{
 
 constexpr std::size_t kBodyBatch = 64 * 1024;
 
-bool is_wsp(char c) { return c == ' ' || c == '\t'; }
+bool is_wsp(char c)
+{
+    return c == ' ' || c == '\t';
+}
 
 // RFC 5322 field-name: printable US-ASCII except ':', then ':'.
 bool starts_with_field_name(std::string_view line)

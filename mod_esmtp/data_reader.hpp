@@ -14,9 +14,11 @@
 #include <string>
 #include <string_view>
 
-namespace esmtp {
+namespace esmtp
+{
 
-class DataSink {
+class DataSink
+{
   public:
     virtual void on_header(const HeaderField &field) = 0;
     virtual void on_eoh(std::string_view raw) = 0;
@@ -26,7 +28,8 @@ class DataSink {
     ~DataSink() = default;
 };
 
-class DataReader {
+class DataReader
+{
   public:
     explicit DataReader(const Limits &limits) : limits_(limits) {}
 

@@ -4,7 +4,8 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace esmtp {
+namespace esmtp
+{
 
 struct Limits {
     // RFC 5321 4.5.3.1.4: command line including CRLF.

@@ -2,7 +2,8 @@
 
 #include <cstring>
 
-namespace esmtp {
+namespace esmtp
+{
 
 void LineReader::reset()
 {

@@ -6,9 +6,11 @@
 #include <string>
 #include <string_view>
 
-namespace esmtp {
+namespace esmtp
+{
 
-class LineReader {
+class LineReader
+{
   public:
     enum class Status {
         need_more, // all input consumed, no complete line yet

@@ -9,11 +9,13 @@
 
 #include <http_connection.h>
 
-namespace esmtp {
+namespace esmtp
+{
 void register_builtin_handlers(apr_pool_t *p);
 }
 
-namespace {
+namespace
+{
 
 void register_hooks(apr_pool_t *p)
 {
@@ -28,12 +30,12 @@ void register_hooks(apr_pool_t *p)
 extern "C" {
 __attribute__((visibility("default"))) module AP_MODULE_DECLARE_DATA esmtp_module = {
     STANDARD20_MODULE_STUFF,
-    nullptr,                           // per-directory config creator
-    nullptr,                           // dir config merger
-    esmtp::create_server_config,       // server config creator
-    esmtp::merge_server_config,        // server config merger
-    esmtp::directives,                 // command table
-    register_hooks,                    // hook registration
+    nullptr,                     // per-directory config creator
+    nullptr,                     // dir config merger
+    esmtp::create_server_config, // server config creator
+    esmtp::merge_server_config,  // server config merger
+    esmtp::directives,           // command table
+    register_hooks,              // hook registration
 #if defined(AP_MODULE_FLAG_ALWAYS_MERGE)
     AP_MODULE_FLAG_ALWAYS_MERGE,
 #endif

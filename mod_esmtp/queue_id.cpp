@@ -5,7 +5,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
-namespace esmtp {
+namespace esmtp
+{
 
 std::string make_queue_id()
 {
@@ -17,9 +18,9 @@ std::string make_queue_id()
     gettimeofday(&tv, nullptr);
     unsigned n = counter.fetch_add(1, std::memory_order_relaxed);
     char buf[64];
-    int len = std::snprintf(buf, sizeof buf, "%08llX%05X%06X%04X", static_cast<unsigned long long>(tv.tv_sec),
-                            static_cast<unsigned>(tv.tv_usec), static_cast<unsigned>(getpid()) & 0xFFFFFFu,
-                            n & 0xFFFFu);
+    int len =
+        std::snprintf(buf, sizeof buf, "%08llX%05X%06X%04X", static_cast<unsigned long long>(tv.tv_sec),
+                      static_cast<unsigned>(tv.tv_usec), static_cast<unsigned>(getpid()) & 0xFFFFFFu, n & 0xFFFFu);
     return std::string(buf, static_cast<std::size_t>(len));
 }
 

@@ -3,7 +3,8 @@
 
 #include <string>
 
-namespace esmtp {
+namespace esmtp
+{
 
 // Uppercase alphanumeric id built from the time (seconds and microseconds),
 // the process id and a per-process counter, e.g. "6920F1A20B3C51A2F0001".

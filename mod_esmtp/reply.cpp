@@ -2,7 +2,8 @@
 
 #include <cstdio>
 
-namespace esmtp {
+namespace esmtp
+{
 
 std::string_view default_enhanced(int code)
 {
@@ -18,7 +19,8 @@ std::string_view default_enhanced(int code)
     }
 }
 
-namespace {
+namespace
+{
 
 void append_text(std::string &out, std::string_view text)
 {

@@ -6,7 +6,8 @@
 #include <string>
 #include <string_view>
 
-namespace esmtp {
+namespace esmtp
+{
 
 // Class default enhanced code for a reply code: 2.0.0 / 4.0.0 / 5.0.0, ""
 // for 1xx/3xx.

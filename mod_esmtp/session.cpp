@@ -8,9 +8,11 @@
 #include <cctype>
 #include <exception>
 
-namespace esmtp {
+namespace esmtp
+{
 
-namespace {
+namespace
+{
 
 bool istarts_with(std::string_view s, std::string_view prefix)
 {
@@ -50,12 +52,15 @@ bool valid_helo(std::string_view d)
 } // namespace
 
 Session::Session(const SessionConfig &cfg, ConnectionInfo conn, std::unique_ptr<Handler> handler, TxLogSink *log)
-    : cfg_(cfg), conn_(std::move(conn)), handler_(std::move(handler)), log_(log),
-      lines_(cfg_.limits.max_command_line), data_(cfg_.limits)
+    : cfg_(cfg), conn_(std::move(conn)), handler_(std::move(handler)), log_(log), lines_(cfg_.limits.max_command_line),
+      data_(cfg_.limits)
 {
 }
 
-Session::~Session() { end(); }
+Session::~Session()
+{
+    end();
+}
 
 std::string_view Session::remote_host() const
 {
@@ -234,8 +239,7 @@ void Session::command(std::string_view line)
             reply(501, "5.5.4", "Syntax: EXPN mailing-list");
             break;
         }
-        reply(guarded("EXPN", [&] { return handler_->expn(*this, arg); }),
-              Reply(502, "EXPN not available", "5.5.1"));
+        reply(guarded("EXPN", [&] { return handler_->expn(*this, arg); }), Reply(502, "EXPN not available", "5.5.1"));
         break;
     case Verb::help:
         reply(guarded("HELP", [&] { return handler_->help(*this, arg); }),
@@ -500,8 +504,8 @@ void Session::finish_data()
     if (r.positive())
         ++accepted_;
     std::string first = r.lines.empty() ? std::string() : r.lines.front();
-    log(txlog_session, (r.positive() ? "accepted " : "rejected ") + summary + ": " + std::to_string(r.code) + " " +
-                           first);
+    log(txlog_session,
+        (r.positive() ? "accepted " : "rejected ") + summary + ": " + std::to_string(r.code) + " " + first);
     // The transaction is over either way (RFC 5321 4.1.1.4).
     in_transaction_ = false;
     env_ = Envelope{};

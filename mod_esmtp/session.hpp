@@ -18,7 +18,8 @@
 #include <string_view>
 #include <vector>
 
-namespace esmtp {
+namespace esmtp
+{
 
 struct ConnectionInfo {
     std::string client_address = "127.0.0.1";
@@ -36,7 +37,8 @@ struct SessionConfig {
     bool enhanced_status_codes = true;
 };
 
-class Session final : public SessionView, private DataSink {
+class Session final : public SessionView, private DataSink
+{
   public:
     enum class Phase { greeting, command, data, closed };
 

@@ -3,7 +3,8 @@
 #include <cstdio>
 #include <cstdlib>
 
-namespace esmtp {
+namespace esmtp
+{
 
 std::string rfc5322_date(std::time_t t)
 {

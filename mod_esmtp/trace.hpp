@@ -6,7 +6,8 @@
 #include <ctime>
 #include <string>
 
-namespace esmtp {
+namespace esmtp
+{
 
 // RFC 5322 date-time in local time: "Sat, 21 Nov 2026 23:45:55 +0000".
 std::string rfc5322_date(std::time_t t);

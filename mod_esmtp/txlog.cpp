@@ -4,7 +4,8 @@
 #include <apr_strings.h>
 #include <http_log.h>
 
-namespace esmtp {
+namespace esmtp
+{
 
 void TxLog::write(int level, std::string_view record)
 {
@@ -44,9 +45,10 @@ int open_logs(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
             }
             cfg->log_file = ap_piped_log_write_fd(pl);
         } else {
-            const char *path = name[0] == '/' ? name : ap_server_root_relative(pconf, apr_pstrcat(pconf, "logs/", name, nullptr));
-            apr_status_t rv = apr_file_open(&cfg->log_file, path, APR_WRITE | APR_APPEND | APR_CREATE,
-                                            APR_OS_DEFAULT, pconf);
+            const char *path =
+                name[0] == '/' ? name : ap_server_root_relative(pconf, apr_pstrcat(pconf, "logs/", name, nullptr));
+            apr_status_t rv =
+                apr_file_open(&cfg->log_file, path, APR_WRITE | APR_APPEND | APR_CREATE, APR_OS_DEFAULT, pconf);
             if (rv != APR_SUCCESS) {
                 ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, rv, nullptr,
                              "ESMTPLogFileName: cannot open transaction log %s", path);

@@ -5,9 +5,11 @@
 #include "config.hpp"
 #include "txlog_format.hpp"
 
-namespace esmtp {
+namespace esmtp
+{
 
-class TxLog final : public TxLogSink {
+class TxLog final : public TxLogSink
+{
   public:
     TxLog(conn_rec *c, apr_file_t *file) : c_(c), file_(file) {}
     void write(int level, std::string_view record) override;

@@ -1,8 +1,10 @@
 #include "txlog_format.hpp"
 
-namespace esmtp {
+namespace esmtp
+{
 
-namespace {
+namespace
+{
 
 void append_clean(std::string &out, std::string_view s)
 {

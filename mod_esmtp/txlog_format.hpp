@@ -5,7 +5,8 @@
 #include <string>
 #include <string_view>
 
-namespace esmtp {
+namespace esmtp
+{
 
 // Levels of ESMTPLogLevel.
 enum TxLogLevel { txlog_off = 0, txlog_session = 1, txlog_commands = 2, txlog_events = 3 };
@@ -14,7 +15,8 @@ enum TxLogLevel { txlog_off = 0, txlog_session = 1, txlog_commands = 2, txlog_ev
 // characters of `text` are shown as '?' so that a client cannot forge records.
 std::string format_txlog(std::time_t t, std::string_view queue_id, std::string_view text, std::string_view client);
 
-class TxLogSink {
+class TxLogSink
+{
   public:
     virtual void write(int level, std::string_view record) = 0;
 

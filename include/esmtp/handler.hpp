@@ -21,7 +21,8 @@
 #include <string_view>
 #include <vector>
 
-namespace esmtp {
+namespace esmtp
+{
 
 // A reverse-path or forward-path. For the null reverse-path (MAIL FROM:<>)
 // every field is empty.
@@ -68,7 +69,8 @@ class SessionView;
 using CommandCallback = std::function<Reply(SessionView &, const std::vector<std::string> &captures)>;
 
 // What a handler can see of (and do with) its session.
-class SessionView {
+class SessionView
+{
   public:
     virtual std::string_view client_address() const = 0; // "192.0.2.1" / "::1"
     virtual unsigned client_port() const = 0;
@@ -100,7 +102,8 @@ class SessionView {
 };
 
 // The handler object. Override what you need.
-class Handler {
+class Handler
+{
   public:
     virtual ~Handler() = default;
 

@@ -15,11 +15,13 @@
 #define ESMTP_HANDLER_PROVIDER_GROUP "esmtp_handler"
 #define ESMTP_HANDLER_PROVIDER_VERSION "1"
 
-namespace esmtp {
+namespace esmtp
+{
 
 // Creates handler objects for one configured server. create() runs once per
 // connection, possibly on several threads at once.
-class HandlerFactory {
+class HandlerFactory
+{
   public:
     virtual ~HandlerFactory() = default;
     virtual std::unique_ptr<Handler> create() = 0;
@@ -32,7 +34,8 @@ struct HandlerContext {
     std::string directive;   // "ESMTPHandler", for error messages
 };
 
-class HandlerProvider {
+class HandlerProvider
+{
   public:
     virtual ~HandlerProvider() = default;
     // Check the directive's arguments (those after NAME). On error return

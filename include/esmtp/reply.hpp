@@ -5,7 +5,8 @@
 #include <utility>
 #include <vector>
 
-namespace esmtp {
+namespace esmtp
+{
 
 // A reply to one command. A default-constructed Reply (code 0) means "no
 // opinion": the module then sends its own default for the event.

@@ -4,9 +4,11 @@
 
 #include <esmtp/provider.hpp>
 
-namespace esmtp {
+namespace esmtp
+{
 
-class DiscardProvider final : public HandlerProvider {
+class DiscardProvider final : public HandlerProvider
+{
   public:
     std::shared_ptr<HandlerFactory> configure(const HandlerContext &ctx, const std::vector<std::string> &args,
                                               std::string &error) const override;

@@ -8,9 +8,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
-namespace esmtp {
+namespace esmtp
+{
 
-namespace {
+namespace
+{
 
 // Buffered content is written out in blocks of this size.
 constexpr std::size_t kWriteBlock = 256 * 1024;
@@ -58,7 +60,8 @@ bool fsync_dir(const std::string &path)
     return ok;
 }
 
-class MaildirHandler final : public Handler {
+class MaildirHandler final : public Handler
+{
   public:
     MaildirHandler(const std::string &dir, const std::string &host) : dir_(dir), host_(host) {}
     ~MaildirHandler() override { discard(); }
@@ -176,7 +179,8 @@ class MaildirHandler final : public Handler {
     int error_ = 0;
 };
 
-class MaildirFactory final : public HandlerFactory {
+class MaildirFactory final : public HandlerFactory
+{
   public:
     explicit MaildirFactory(std::string dir) : dir_(std::move(dir)), host_(local_hostname()) {}
     std::unique_ptr<Handler> create() override { return std::make_unique<MaildirHandler>(dir_, host_); }
@@ -193,9 +197,8 @@ std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir)
     return std::make_shared<MaildirFactory>(dir);
 }
 
-std::shared_ptr<HandlerFactory> MaildirProvider::configure(const HandlerContext &ctx,
-                                                           const std::vector<std::string> &args,
-                                                           std::string &error) const
+std::shared_ptr<HandlerFactory>
+MaildirProvider::configure(const HandlerContext &ctx, const std::vector<std::string> &args, std::string &error) const
 {
     if (args.size() != 1 || args[0].empty()) {
         error = ctx.directive + " maildir: takes exactly one argument, the Maildir directory";

@@ -7,9 +7,11 @@
 #include <memory>
 #include <string>
 
-namespace esmtp {
+namespace esmtp
+{
 
-class MaildirProvider final : public HandlerProvider {
+class MaildirProvider final : public HandlerProvider
+{
   public:
     std::shared_ptr<HandlerFactory> configure(const HandlerContext &ctx, const std::vector<std::string> &args,
                                               std::string &error) const override;
