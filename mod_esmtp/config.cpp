@@ -1,8 +1,8 @@
 #include "config.hpp"
 
-#include <ap_provider.h>
 #include <apr_strings.h>
 #include <http_core.h>
+#include <ap_provider.h>
 #include <http_main.h>
 
 #include <cstdlib>

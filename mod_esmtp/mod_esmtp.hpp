@@ -1,9 +1,9 @@
 // The httpd module record, shared by the glue files.
 #pragma once
 
+#include <httpd.h>
 #include <http_config.h>
 #include <http_log.h>
-#include <httpd.h>
 
 // The build hides every symbol (-fvisibility=hidden) but the module record.
 extern "C" __attribute__((visibility("default"))) module AP_MODULE_DECLARE_DATA esmtp_module;
