@@ -27,7 +27,7 @@ class LineReader
     void reset();
     // Bytes of an unfinished line are buffered (for the early-talker and
     // STARTTLS checks to come).
-    bool has_partial() const { return !line_.empty() || overflow_; }
+    bool has_partial() const { return (!complete_ && !line_.empty()) || overflow_; }
 
   private:
     std::size_t max_;

@@ -42,7 +42,11 @@ void format_reply(const Reply &r, bool enhanced, std::string &out)
     std::size_t n = r.lines.empty() ? 1 : r.lines.size();
     for (std::size_t i = 0; i < n; ++i) {
         out.append(code, 3);
-        out.push_back(i + 1 == n ? ' ' : '-');
+        bool has_text = !enh.empty() || (!r.lines.empty() && !r.lines[i].empty());
+        if (i + 1 != n)
+            out.push_back('-');
+        else if (has_text)
+            out.push_back(' ');
         if (!enh.empty()) {
             out.append(enh);
             if (!r.lines.empty() && !r.lines[i].empty())

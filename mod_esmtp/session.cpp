@@ -26,7 +26,7 @@ bool istarts_with(std::string_view s, std::string_view prefix)
 
 bool all_digits(std::string_view s)
 {
-    if (s.empty() || s.size() > 19)
+    if (s.empty())
         return false;
     for (char c : s)
         if (c < '0' || c > '9')
@@ -338,7 +338,8 @@ void Session::do_mail(std::string_view arg)
                 reply(501, "5.5.4", "Bad SIZE parameter");
                 return;
             }
-            if (std::stoull(p.value) > cfg_.limits.max_message_size) {
+            // more than 19 digits is more than any limit (and than stoull takes)
+            if (p.value.size() > 19 || std::stoull(p.value) > cfg_.limits.max_message_size) {
                 reply(552, "5.3.4", "Message size exceeds fixed limit");
                 return;
             }

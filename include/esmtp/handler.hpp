@@ -111,12 +111,15 @@ class Handler
     // (e.g. 554) refuses the session; the module then only accepts QUIT.
     virtual Reply connect(SessionView &) { return {}; }
     // HELO/EHLO with a syntactically valid domain. Default 250.
-    virtual Reply helo(SessionView &, std::string_view domain) { return {}; }
+    virtual Reply helo(SessionView &, std::string_view /*domain*/) { return {}; }
     // `extensions` holds the EHLO keywords the module will advertise; add or
     // remove entries. A non-empty reply replaces the greeting line only.
-    virtual Reply ehlo(SessionView &, std::string_view domain, std::vector<std::string> &extensions) { return {}; }
-    virtual Reply mail(SessionView &, const Path &from, const Params &params) { return {}; }
-    virtual Reply rcpt(SessionView &, const Path &to, const Params &params) { return {}; }
+    virtual Reply ehlo(SessionView &, std::string_view /*domain*/, std::vector<std::string> & /*extensions*/)
+    {
+        return {};
+    }
+    virtual Reply mail(SessionView &, const Path & /*from*/, const Params & /*params*/) { return {}; }
+    virtual Reply rcpt(SessionView &, const Path & /*to*/, const Params & /*params*/) { return {}; }
     // DATA accepted by the module (there is at least one recipient). Default 354.
     virtual Reply data(SessionView &) { return {}; }
     // The message, as it arrives: header fields, then end of header (raw is
@@ -124,9 +127,9 @@ class Handler
     // at a line that is not a header field), then body chunks. Dot-stuffing
     // is already removed: raw header fields + eoh raw + body chunks are the
     // message byte for byte.
-    virtual void header(SessionView &, const HeaderField &field) {}
-    virtual void eoh(SessionView &, std::string_view raw) {}
-    virtual void body(SessionView &, std::string_view chunk) {}
+    virtual void header(SessionView &, const HeaderField & /*field*/) {}
+    virtual void eoh(SessionView &, std::string_view /*raw*/) {}
+    virtual void body(SessionView &, std::string_view /*chunk*/) {}
     // The message is complete. A 250 means the message is on stable storage
     // (or handed on): return it only when that is true. Default: 250.
     virtual Reply eom(SessionView &) { return {}; }
@@ -135,12 +138,12 @@ class Handler
     virtual void abort(SessionView &) {}
     virtual Reply rset(SessionView &) { return {}; }
     virtual Reply noop(SessionView &) { return {}; }
-    virtual Reply vrfy(SessionView &, std::string_view arg) { return {}; }
-    virtual Reply expn(SessionView &, std::string_view arg) { return {}; }
-    virtual Reply help(SessionView &, std::string_view arg) { return {}; }
+    virtual Reply vrfy(SessionView &, std::string_view /*arg*/) { return {}; }
+    virtual Reply expn(SessionView &, std::string_view /*arg*/) { return {}; }
+    virtual Reply help(SessionView &, std::string_view /*arg*/) { return {}; }
     virtual Reply quit(SessionView &) { return {}; }
     // A line that matched no command. Default 500 5.5.2.
-    virtual Reply unknown(SessionView &, std::string_view line) { return {}; }
+    virtual Reply unknown(SessionView &, std::string_view /*line*/) { return {}; }
     // Always called, last, however the session ended.
     virtual void disconnect(SessionView &) {}
 };

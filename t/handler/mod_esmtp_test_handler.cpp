@@ -1,0 +1,317 @@
+// mod_esmtp_test_handler: a handler written as a separate httpd module,
+// through the public API only (include/esmtp/*.hpp). The integration tests
+// load it next to mod_esmtp and configure
+//
+//     ESMTPHandler test EVENTFILE
+//
+// Every protocol event is appended to EVENTFILE as one line ("CONNECT",
+// "EHLO client.example", "MAIL <a@b>", "RCPT <x@y>", "DATA",
+// "HEADER Subject: value", "EOH", "BODY 123", "EOM", "ABORT", "RSET",
+// "QUIT", "DISCONNECT", ...). The file is opened with O_APPEND for every
+// line, so several httpd children may write to it at once.
+//
+// Behaviour:
+//   - RCPT to any local part "reject" gets 550 5.1.1 No such user here;
+//     local part "tempfail" gets 451 4.2.0; local part "throw" makes the
+//     handler throw (the module must answer 451 4.3.0 and go on).
+//   - EOM is answered 250 without storing anything.
+//   - The command "XPING [text]" is added to the session's command table and
+//     answered "250 2.0.0 PONG [text]".
+//
+// Nothing here may let a C++ exception reach httpd: register_hooks catches
+// everything; handler methods only throw on purpose ("throw" recipient), and
+// mod_esmtp catches those at its boundary.
+
+#include <esmtp/apache.hpp>
+#include <esmtp/handler.hpp>
+#include <esmtp/provider.hpp>
+
+#include <httpd.h>
+#include <http_config.h>
+#include <http_log.h>
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+extern "C" {
+extern module AP_MODULE_DECLARE_DATA esmtp_test_handler_module;
+}
+APLOG_USE_MODULE(esmtp_test_handler);
+
+namespace
+{
+
+using esmtp::HeaderField;
+using esmtp::Params;
+using esmtp::Path;
+using esmtp::Reply;
+using esmtp::SessionView;
+
+// Control characters (a stray CR or LF in a header value, a NUL) become '?'
+// so that one event is always exactly one line.
+std::string printable(std::string_view s)
+{
+    std::string out;
+    out.reserve(s.size());
+    for (unsigned char ch : s)
+        out.push_back((ch < 0x20 || ch == 0x7f) ? '?' : static_cast<char>(ch));
+    return out;
+}
+
+std::string params_text(const Params &params)
+{
+    std::string out;
+    for (const auto &p : params) {
+        out += ' ';
+        out += p.keyword;
+        if (!p.value.empty()) {
+            out += '=';
+            out += p.value;
+        }
+    }
+    return printable(out);
+}
+
+bool local_part_is(const Path &p, std::string_view want)
+{
+    std::string_view lp = p.local_part;
+    if (lp.size() != want.size())
+        return false;
+    for (std::size_t i = 0; i < lp.size(); ++i) {
+        char a = lp[i];
+        if (a >= 'A' && a <= 'Z')
+            a = static_cast<char>(a - 'A' + 'a');
+        if (a != want[i])
+            return false;
+    }
+    return true;
+}
+
+class EventFile
+{
+  public:
+    explicit EventFile(std::string path) : path_(std::move(path)) {}
+
+    // One write(2) per line with O_APPEND: lines of concurrent writers
+    // never interleave. Never throws.
+    void record(std::string_view event) const noexcept
+    {
+        try {
+            std::string line;
+            line.reserve(event.size() + 1);
+            line.append(event);
+            line.push_back('\n');
+            int fd = ::open(path_.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+            if (fd < 0)
+                return;
+            const char *p = line.data();
+            std::size_t left = line.size();
+            while (left > 0) {
+                ssize_t n = ::write(fd, p, left);
+                if (n < 0) {
+                    if (errno == EINTR)
+                        continue;
+                    break;
+                }
+                p += n;
+                left -= static_cast<std::size_t>(n);
+            }
+            ::close(fd);
+        } catch (...) {
+            // out of memory: drop the event, never let it reach httpd
+        }
+    }
+
+  private:
+    std::string path_;
+};
+
+class TestHandler final : public esmtp::Handler
+{
+  public:
+    explicit TestHandler(std::shared_ptr<const EventFile> events) : events_(std::move(events)) {}
+
+    Reply connect(SessionView &s) override
+    {
+        ev("CONNECT");
+        // A handler-defined command: "XPING [text]" -> 250 PONG [text].
+        s.add_command("^XPING(?:[ \\t]+(.*))?$", [this](SessionView &, const std::vector<std::string> &caps) {
+            std::string arg = caps.size() > 1 ? caps[1] : std::string();
+            ev("XPING" + (arg.empty() ? std::string() : " " + printable(arg)));
+            return Reply(250, arg.empty() ? std::string("PONG") : "PONG " + arg, "2.0.0");
+        });
+        return {};
+    }
+    Reply helo(SessionView &, std::string_view domain) override
+    {
+        ev("HELO " + printable(domain));
+        return {};
+    }
+    Reply ehlo(SessionView &, std::string_view domain, std::vector<std::string> &extensions) override
+    {
+        ev("EHLO " + printable(domain));
+        extensions.emplace_back("XPING");
+        return {};
+    }
+    Reply mail(SessionView &, const Path &from, const Params &params) override
+    {
+        ev("MAIL <" + printable(from.mailbox) + ">" + params_text(params));
+        return {};
+    }
+    Reply rcpt(SessionView &, const Path &to, const Params &params) override
+    {
+        ev("RCPT <" + printable(to.mailbox) + ">" + params_text(params));
+        if (local_part_is(to, "reject"))
+            return Reply(550, "No such user here", "5.1.1");
+        if (local_part_is(to, "tempfail"))
+            return Reply(451, "Try again later", "4.2.0");
+        if (local_part_is(to, "throw"))
+            throw std::runtime_error("test handler: exception on purpose");
+        return {};
+    }
+    Reply data(SessionView &) override
+    {
+        ev("DATA");
+        return {};
+    }
+    void header(SessionView &, const HeaderField &field) override
+    {
+        ev("HEADER " + printable(field.name) + ": " + printable(field.value));
+    }
+    void eoh(SessionView &, std::string_view) override { ev("EOH"); }
+    void body(SessionView &, std::string_view chunk) override { ev("BODY " + std::to_string(chunk.size())); }
+    Reply eom(SessionView &s) override
+    {
+        ev("EOM");
+        return Reply(250, "Ok: accepted as " + std::string(s.queue_id()) + " (test handler, not stored)", "2.0.0");
+    }
+    void abort(SessionView &) override { ev("ABORT"); }
+    Reply rset(SessionView &) override
+    {
+        ev("RSET");
+        return {};
+    }
+    Reply noop(SessionView &) override
+    {
+        ev("NOOP");
+        return {};
+    }
+    Reply vrfy(SessionView &, std::string_view arg) override
+    {
+        ev("VRFY " + printable(arg));
+        return {};
+    }
+    Reply expn(SessionView &, std::string_view arg) override
+    {
+        ev("EXPN " + printable(arg));
+        return {};
+    }
+    Reply help(SessionView &, std::string_view arg) override
+    {
+        ev(arg.empty() ? std::string("HELP") : "HELP " + printable(arg));
+        return {};
+    }
+    Reply quit(SessionView &) override
+    {
+        ev("QUIT");
+        return {};
+    }
+    Reply unknown(SessionView &, std::string_view line) override
+    {
+        ev("UNKNOWN " + printable(line.substr(0, 64)));
+        return {};
+    }
+    void disconnect(SessionView &) override { ev("DISCONNECT"); }
+
+  private:
+    void ev(std::string_view e) const noexcept { events_->record(e); }
+
+    std::shared_ptr<const EventFile> events_;
+};
+
+class TestFactory final : public esmtp::HandlerFactory
+{
+  public:
+    explicit TestFactory(std::string path) : events_(std::make_shared<const EventFile>(std::move(path))) {}
+    std::unique_ptr<esmtp::Handler> create() override { return std::make_unique<TestHandler>(events_); }
+
+  private:
+    std::shared_ptr<const EventFile> events_;
+};
+
+class TestProvider final : public esmtp::HandlerProvider
+{
+  public:
+    std::shared_ptr<esmtp::HandlerFactory>
+    configure(const esmtp::HandlerContext &ctx, const std::vector<std::string> &args, std::string &error) const override
+    {
+        try {
+            if (args.size() != 1 || args[0].empty()) {
+                error = ctx.directive + " test: exactly one argument expected: the event file (ESMTPHandler test "
+                                        "EVENTFILE)";
+                return nullptr;
+            }
+            std::string path = args[0];
+            if (path[0] != '/') {
+                std::string root = ctx.server_root;
+                if (!root.empty() && root.back() != '/')
+                    root.push_back('/');
+                path = root + path;
+            }
+            // The file itself is created by the first event (as the httpd
+            // child's user); only its directory must exist now.
+            std::string dir = path.substr(0, path.find_last_of('/'));
+            if (dir.empty())
+                dir = "/";
+            struct stat st;
+            if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+                error = ctx.directive + " test: directory of the event file " + path + " does not exist";
+                return nullptr;
+            }
+            return std::make_shared<TestFactory>(path);
+        } catch (const std::exception &e) {
+            error = std::string("ESMTPHandler test: ") + e.what();
+        } catch (...) {
+            error = "ESMTPHandler test: unexpected error";
+        }
+        return nullptr;
+    }
+};
+
+const TestProvider test_provider;
+
+void register_hooks(apr_pool_t *pool)
+{
+    try {
+        apr_status_t rv = esmtp::register_handler_provider(pool, "test", &test_provider);
+        if (rv != APR_SUCCESS)
+            ap_log_perror(APLOG_MARK, APLOG_ERR, rv, pool, "esmtp_test_handler: cannot register provider \"test\"");
+    } catch (...) {
+        // nothing may cross into httpd
+    }
+}
+
+} // namespace
+
+extern "C" {
+// -fvisibility=hidden is in effect: httpd finds the module record by name.
+__attribute__((visibility("default"))) module AP_MODULE_DECLARE_DATA esmtp_test_handler_module = {
+    STANDARD20_MODULE_STUFF,
+    nullptr,        // per-directory config creator
+    nullptr,        // dir config merger
+    nullptr,        // server config creator
+    nullptr,        // server config merger
+    nullptr,        // command table
+    register_hooks, // hook registration
+    AP_MODULE_FLAG_NONE,
+};
+}

@@ -1,0 +1,97 @@
+"""Configuration errors are caught when httpd reads its configuration
+(`apache2 -t`) or at start-up, with messages that name the directive; the
+sample configuration in conf/ is valid."""
+
+import os
+import re
+import unittest
+
+from harness import TOP_SRCDIR, Httpd, MOD_ESMTP
+
+
+class ConfigTest(unittest.TestCase):
+
+    def setUp(self):
+        self.httpd = Httpd()
+        self.keep = False
+
+    def tearDown(self):
+        outcome = getattr(self, "_outcome", None)
+        self.httpd.cleanup(keep=outcome is not None and not getattr(outcome, "success", True))
+
+    def config_test(self):
+        return self.httpd.config_test()
+
+    def assertConfigFails(self, *needles):
+        rc, out = self.config_test()
+        self.assertNotEqual(rc, 0, "apache2 -t accepted the configuration:\n" + out)
+        for n in needles:
+            self.assertIn(n, out)
+        return out
+
+    def test_valid_configuration(self):
+        self.httpd.add_smtp("maildir", log_file="esmtp.log", log_level=3, max_size=5000, max_recipients=3,
+                            hostname="mx.example.org")
+        self.httpd.add_smtp("discard", log_file="|/bin/cat >/dev/null", log_level=0)
+        self.httpd.add_smtp("test")
+        rc, out = self.config_test()
+        self.assertEqual(rc, 0, out)
+        self.assertIn("Syntax OK", out)
+
+    def test_unknown_handler(self):
+        self.httpd.add_smtp("nosuch")
+        out = self.assertConfigFails("ESMTPHandler")
+        self.assertIn("nosuch", out)
+
+    def test_maildir_without_directory(self):
+        self.httpd.add_smtp(["maildir"])
+        self.assertConfigFails("ESMTPHandler")
+
+    def test_test_handler_without_event_file(self):
+        self.httpd.add_smtp(["test"])
+        self.assertConfigFails("ESMTPHandler", "event file")
+
+    def test_test_handler_in_missing_directory(self):
+        self.httpd.add_smtp(["test", "/nonexistent/dir/events.log"])
+        self.assertConfigFails("ESMTPHandler", "/nonexistent/dir")
+
+    def test_bad_values(self):
+        for directive in ("ESMTPLogLevel 7", "ESMTPLogLevel x", "ESMTPMaxMessageSize abc",
+                          "ESMTPMaxMessageSize -5", "ESMTPMaxRecipients 0", "ESMTPMaxRecipients many",
+                          "ESMTPProtocol maybe"):
+            with self.subTest(directive=directive):
+                httpd = Httpd()
+                try:
+                    httpd.add_smtp("discard", extra=[directive])
+                    rc, out = httpd.config_test()
+                    self.assertNotEqual(rc, 0, "accepted %r:\n%s" % (directive, out))
+                    self.assertIn(directive.split()[0], out)
+                finally:
+                    httpd.cleanup()
+
+    def test_protocol_on_without_handler_fails_start(self):
+        self.httpd.add_smtp(None)
+        rc = self.httpd.start(expect_failure=True)
+        self.assertNotEqual(rc, 0)
+        out = "\n".join(self.httpd.stderr_lines() + self.httpd.log_lines())
+        self.assertIn("ESMTPHandler", out)
+
+    def test_sample_configuration(self):
+        """conf/esmtp.conf, with its Maildir moved into the temporary root."""
+        with open(os.path.join(TOP_SRCDIR, "conf", "esmtp.conf")) as f:
+            sample = f.read()
+        maildir = os.path.join(self.httpd.root, "Maildir")
+        sample = re.sub(r"(ESMTPHandler\s+maildir\s+)\S+", lambda m: m.group(1) + '"%s"' % maildir, sample)
+        sample = re.sub(r"(ESMTPLogFileName\s+)\S+", r"\1esmtp.log", sample)
+        self.httpd.main_extra.append(sample)
+        rc, out = self.config_test()
+        self.assertEqual(rc, 0, out)
+
+    def test_debian_load_file(self):
+        with open(os.path.join(TOP_SRCDIR, "conf", "debian", "esmtp.load")) as f:
+            load = f.read()
+        self.assertRegex(load, r"(?m)^LoadModule esmtp_module /usr/lib/apache2/modules/mod_esmtp\.so$")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,154 @@
+"""A handler from another module (t/handler/mod_esmtp_test_handler.cpp,
+`ESMTPHandler test EVENTFILE`): the events it sees, in order, and replies
+that reach the client."""
+
+import smtplib
+import time
+import unittest
+
+from harness import RawClient, ServerTestCase, wait_for
+
+
+class TestHandlerEvents(ServerTestCase):
+
+    # the "throw" recipient makes the handler throw on purpose; the module may
+    # log that (it must not crash)
+    allowed_log = (r"exception on purpose",)
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("test")
+
+    def session_events(self, start):
+        """Events since line `start`, once the session's DISCONNECT is there."""
+        def done():
+            ev = self.vh.event_lines()[start:]
+            return ev if ev and ev[-1] == "DISCONNECT" else None
+        events = wait_for(done, 5)
+        self.assertTrue(events, "no DISCONNECT; events: %r" % self.vh.event_lines()[start:])
+        return events
+
+    def test_event_sequence(self):
+        start = len(self.vh.event_lines())
+        body = b"line one\r\nline two\r\n"
+        message = (b"From: a@client.example\r\n"
+                   b"Subject: the\r\n  folded subject\r\n"
+                   b"\r\n" + body)
+        with smtplib.SMTP("127.0.0.1", self.vh.port, local_hostname="client.example", timeout=20) as s:
+            s.ehlo()
+            self.assertIn(b"XPING", s.ehlo_resp)
+            self.assertEqual(s.mail("a@client.example")[0], 250)
+            self.assertEqual(s.rcpt("x@y.example")[0], 250)
+            code, text = s.rcpt("reject@y.example")
+            self.assertEqual((code, text), (550, b"5.1.1 No such user here"))
+            code, text = s.data(message)
+            self.assertEqual(code, 250, text)
+            self.assertIn(b"test handler", text)
+        events = self.session_events(start)
+        bodies = [e for e in events if e.startswith("BODY ")]
+        self.assertTrue(bodies)
+        self.assertEqual(sum(int(e.split()[1]) for e in bodies), len(body))
+        without_body = [e for e in events if not e.startswith("BODY ")]
+        self.assertEqual(without_body, [
+            "CONNECT",
+            "EHLO client.example",
+            "MAIL <a@client.example>",
+            "RCPT <x@y.example>",
+            "RCPT <reject@y.example>",
+            "DATA",
+            "HEADER From: a@client.example",
+            "HEADER Subject: the  folded subject",  # RFC 5322 unfolding: only the CRLF goes
+            "EOH",
+            "EOM",
+            "QUIT",
+            "DISCONNECT",
+        ])
+        # the body events come between EOH and EOM
+        self.assertEqual(events.index("EOH") + 1, events.index(bodies[0]))
+        self.assertEqual(events.index(bodies[-1]) + 1, events.index("EOM"))
+
+    def test_rejected_recipient_smtplib(self):
+        with smtplib.SMTP("127.0.0.1", self.vh.port, timeout=20) as s:
+            with self.assertRaises(smtplib.SMTPRecipientsRefused) as cm:
+                s.sendmail("a@client.example", ["reject@y.example"], b"Subject: x\r\n\r\nx\r\n")
+            self.assertEqual(cm.exception.recipients,
+                             {"reject@y.example": (550, b"5.1.1 No such user here")})
+            # one good recipient of two: delivered, the other one reported
+            refused = s.sendmail("a@client.example", ["reject@y.example", "ok@y.example"],
+                                 b"Subject: x\r\n\r\nx\r\n")
+            self.assertEqual(refused, {"reject@y.example": (550, b"5.1.1 No such user here")})
+
+    def test_rejected_recipient_raw(self):
+        with RawClient(self.vh.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("HELO raw.example"), (250, ["250 smtp1.test"]))
+            c.cmd("MAIL FROM:<a@raw.example>")
+            self.assertEqual(c.cmd("RCPT TO:<Reject@y.example>"), (550, ["550 5.1.1 No such user here"]))
+            self.assertEqual(c.cmd("DATA"), (503, ["503 5.5.1 Error: need RCPT command"]))
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+
+    def test_rset_and_abort(self):
+        start = len(self.vh.event_lines())
+        with RawClient(self.vh.port) as c:
+            c.reply()
+            c.cmd("EHLO rset.example")
+            c.cmd("MAIL FROM:<a@rset.example>")
+            c.cmd("RCPT TO:<b@y.example>")
+            self.assertEqual(c.cmd("RSET"), (250, ["250 2.0.0 Ok"]))
+            self.assertEqual(c.cmd("NOOP"), (250, ["250 2.0.0 Ok"]))
+            self.assertEqual(c.cmd("QUIT"), (221, ["221 2.0.0 Bye"]))
+        events = self.session_events(start)
+        self.assertEqual(events[:4], ["CONNECT", "EHLO rset.example", "MAIL <a@rset.example>", "RCPT <b@y.example>"])
+        self.assertIn("RSET", events)
+        self.assertIn("ABORT", events, "RSET inside a transaction aborts it")
+        self.assertEqual(events[-3:], ["NOOP", "QUIT", "DISCONNECT"])
+
+    def test_disconnect_mid_data_aborts(self):
+        start = len(self.vh.event_lines())
+        with RawClient(self.vh.port) as c:
+            c.reply()
+            c.cmd("EHLO gone.example")
+            c.cmd("MAIL FROM:<a@gone.example>")
+            c.cmd("RCPT TO:<b@y.example>")
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(b"Subject: cut\r\n\r\nhalf a bo")
+            time.sleep(0.2)
+        events = self.session_events(start)
+        self.assertNotIn("EOM", events)
+        self.assertNotIn("QUIT", events)
+        self.assertEqual(events[-2:], ["ABORT", "DISCONNECT"])
+
+    def test_client_vanishes_without_quit(self):
+        start = len(self.vh.event_lines())
+        with RawClient(self.vh.port) as c:
+            c.reply()
+            c.cmd("EHLO rude.example")
+        events = self.session_events(start)
+        self.assertEqual(events, ["CONNECT", "EHLO rude.example", "DISCONNECT"])
+
+    def test_handler_exception_is_451(self):
+        with RawClient(self.vh.port) as c:
+            c.reply()
+            c.cmd("EHLO throw.example")
+            c.cmd("MAIL FROM:<a@throw.example>")
+            self.assertEqual(c.cmd("RCPT TO:<throw@y.example>"),
+                             (451, ["451 4.3.0 Internal error; try again later"]))
+            self.assertEqual(c.cmd("RCPT TO:<tempfail@y.example>"), (451, ["451 4.2.0 Try again later"]))
+            self.assertEqual(c.cmd("RCPT TO:<fine@y.example>")[0], 250)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+
+    def test_handler_command(self):
+        """A command the handler added to the session's command table."""
+        start = len(self.vh.event_lines())
+        with RawClient(self.vh.port) as c:
+            c.reply()
+            self.assertEqual(c.cmd("XPING"), (250, ["250 2.0.0 PONG"]))
+            self.assertEqual(c.cmd("xping hello there"), (250, ["250 2.0.0 PONG hello there"]))
+            self.assertEqual(c.cmd("XPONG")[0], 500)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        events = self.session_events(start)
+        self.assertEqual(events, ["CONNECT", "XPING", "XPING hello there", "UNKNOWN XPONG", "QUIT", "DISCONNECT"])
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,941 @@
+// esmtp::Session driven byte-wise with a recording handler and log.
+
+#include "session.hpp"
+
+#include <cppunit/extensions/HelperMacros.h>
+
+#include <cctype>
+#include <functional>
+#include <map>
+#include <memory>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+using esmtp::ConnectionInfo;
+using esmtp::Reply;
+using esmtp::Session;
+using esmtp::SessionConfig;
+using esmtp::SessionView;
+
+namespace
+{
+
+// What the handler saw; shared with the test because the session owns the handler.
+struct Record {
+    std::vector<std::string> events; // consecutive "body" merged
+    std::vector<std::string> headers;
+    std::string body;
+    std::string trace_at_data, trace_at_eom, qid_at_eom;
+    int aborts = 0;
+    int disconnects = 0;
+    int rcpt_calls = 0;
+
+    // behaviour
+    Reply connect_reply;
+    Reply mail_reply;
+    std::map<std::string, Reply> rcpt_replies; // by mailbox
+    std::string throw_in;                      // event name: throw there once
+    std::function<void(SessionView &)> on_connect;
+
+    std::string event_string() const
+    {
+        std::string s;
+        for (const auto &e : events)
+            s += (s.empty() ? "" : " ") + e;
+        return s;
+    }
+    bool saw(const std::string &e) const
+    {
+        for (const auto &x : events)
+            if (x == e)
+                return true;
+        return false;
+    }
+};
+
+class RecordingHandler final : public esmtp::Handler
+{
+  public:
+    explicit RecordingHandler(std::shared_ptr<Record> r) : r_(std::move(r)) {}
+
+    Reply connect(SessionView &s) override
+    {
+        event("connect");
+        if (r_->on_connect)
+            r_->on_connect(s);
+        return r_->connect_reply;
+    }
+    Reply helo(SessionView &, std::string_view) override
+    {
+        event("helo");
+        return {};
+    }
+    Reply ehlo(SessionView &, std::string_view, std::vector<std::string> &) override
+    {
+        event("ehlo");
+        return {};
+    }
+    Reply mail(SessionView &, const esmtp::Path &, const esmtp::Params &) override
+    {
+        event("mail");
+        return r_->mail_reply;
+    }
+    Reply rcpt(SessionView &, const esmtp::Path &to, const esmtp::Params &) override
+    {
+        event("rcpt");
+        ++r_->rcpt_calls;
+        auto it = r_->rcpt_replies.find(to.mailbox);
+        return it == r_->rcpt_replies.end() ? Reply() : it->second;
+    }
+    Reply data(SessionView &s) override
+    {
+        event("data");
+        r_->trace_at_data = std::string(s.trace_headers());
+        return {};
+    }
+    void header(SessionView &, const esmtp::HeaderField &f) override
+    {
+        event("header");
+        r_->headers.emplace_back(f.name);
+    }
+    void eoh(SessionView &, std::string_view) override { event("eoh"); }
+    void body(SessionView &, std::string_view chunk) override
+    {
+        if (r_->events.empty() || r_->events.back() != "body")
+            event("body");
+        r_->body += chunk;
+    }
+    Reply eom(SessionView &s) override
+    {
+        event("eom");
+        r_->trace_at_eom = std::string(s.trace_headers());
+        r_->qid_at_eom = std::string(s.queue_id());
+        return {};
+    }
+    void abort(SessionView &) override
+    {
+        event("abort");
+        ++r_->aborts;
+    }
+    Reply rset(SessionView &) override
+    {
+        event("rset");
+        return {};
+    }
+    Reply noop(SessionView &) override
+    {
+        event("noop");
+        return {};
+    }
+    Reply vrfy(SessionView &, std::string_view) override
+    {
+        event("vrfy");
+        return {};
+    }
+    Reply expn(SessionView &, std::string_view) override
+    {
+        event("expn");
+        return {};
+    }
+    Reply help(SessionView &, std::string_view) override
+    {
+        event("help");
+        return {};
+    }
+    Reply quit(SessionView &) override
+    {
+        event("quit");
+        return {};
+    }
+    Reply unknown(SessionView &, std::string_view) override
+    {
+        event("unknown");
+        return {};
+    }
+    void disconnect(SessionView &) override
+    {
+        event("disconnect");
+        ++r_->disconnects;
+    }
+
+  private:
+    void event(const std::string &name)
+    {
+        r_->events.push_back(name);
+        if (r_->throw_in == name) {
+            r_->throw_in.clear();
+            throw std::runtime_error("handler failure in " + name);
+        }
+    }
+    std::shared_ptr<Record> r_;
+};
+
+class RecordingLog final : public esmtp::TxLogSink
+{
+  public:
+    void write(int level, std::string_view record) override { records.emplace_back(level, std::string(record)); }
+    std::vector<std::pair<int, std::string>> records;
+};
+
+// A session with a recording handler and log.
+struct Harness {
+    std::shared_ptr<Record> rec = std::make_shared<Record>();
+    RecordingLog log;
+    SessionConfig cfg;
+    std::unique_ptr<Session> session;
+
+    Harness() { cfg.hostname = "mx.example.org"; }
+
+    // Create the session and return the greeting.
+    std::string start()
+    {
+        ConnectionInfo conn;
+        conn.client_address = "192.0.2.7";
+        conn.client_port = 40000;
+        session = std::make_unique<Session>(cfg, conn, std::make_unique<RecordingHandler>(rec), &log);
+        session->start();
+        return take();
+    }
+    // Feed `in` in one go; return what the session answered.
+    std::string send(std::string_view in)
+    {
+        session->feed(in);
+        return take();
+    }
+    std::string take()
+    {
+        std::string out = session->output();
+        session->output().clear();
+        return out;
+    }
+    // Greeting + EHLO, output discarded.
+    void ehlo()
+    {
+        start();
+        send("EHLO client.example\r\n");
+    }
+    Session &s() { return *session; }
+};
+
+const std::string kEhloReply = "250-mx.example.org\r\n"
+                               "250-PIPELINING\r\n"
+                               "250-SIZE 10240000\r\n"
+                               "250-8BITMIME\r\n"
+                               "250 ENHANCEDSTATUSCODES\r\n";
+
+const std::string kTransaction = "EHLO client.example\r\n"
+                                 "MAIL FROM:<alice@example.com>\r\n"
+                                 "RCPT TO:<bob@example.org>\r\n"
+                                 "DATA\r\n"
+                                 "From: alice@example.com\r\n"
+                                 "Subject: test\r\n"
+                                 "\r\n"
+                                 "Hello Bob.\r\n"
+                                 "..dot\r\n"
+                                 ".\r\n"
+                                 "QUIT\r\n";
+
+std::string mask_queue_ids(const std::string &s)
+{
+    static const std::regex qid("queued as [A-Za-z0-9]+");
+    return std::regex_replace(s, qid, "queued as QID");
+}
+
+bool starts_with(std::string_view s, std::string_view prefix)
+{
+    return s.substr(0, prefix.size()) == prefix;
+}
+
+} // namespace
+
+class SessionTest : public CppUnit::TestFixture
+{
+    CPPUNIT_TEST_SUITE(SessionTest);
+    CPPUNIT_TEST(testGreeting);
+    CPPUNIT_TEST(testHelo);
+    CPPUNIT_TEST(testEhloKeywords);
+    CPPUNIT_TEST(testEhloSizeFollowsLimit);
+    CPPUNIT_TEST(testEnhancedCodesOff);
+    CPPUNIT_TEST(testHeloSyntax);
+    CPPUNIT_TEST(testMailBeforeHelo);
+    CPPUNIT_TEST(testSequencingErrors);
+    CPPUNIT_TEST(testMailSyntax);
+    CPPUNIT_TEST(testRcptSyntax);
+    CPPUNIT_TEST(testNullSender);
+    CPPUNIT_TEST(testUnknownParameter);
+    CPPUNIT_TEST(testSizeParameter);
+    CPPUNIT_TEST(testBodyParameter);
+    CPPUNIT_TEST(testTooManyRecipients);
+    CPPUNIT_TEST(testOtherCommands);
+    CPPUNIT_TEST(testPartialInput);
+    CPPUNIT_TEST(testDataWithArguments);
+    CPPUNIT_TEST(testEhloResetsTransaction);
+    CPPUNIT_TEST(testHeloResetsTransaction);
+    CPPUNIT_TEST(testRsetResetsTransaction);
+    CPPUNIT_TEST(testPipelinedTransaction);
+    CPPUNIT_TEST(testByteByByteSameOutput);
+    CPPUNIT_TEST(testEventOrder);
+    CPPUNIT_TEST(testHandlerRejectsRecipient);
+    CPPUNIT_TEST(testHandlerReplyGetsEnhancedDefault);
+    CPPUNIT_TEST(testHandlerThrows);
+    CPPUNIT_TEST(testHandlerThrowsAtEom);
+    CPPUNIT_TEST(testQuitCloses);
+    CPPUNIT_TEST(testLongCommandLine);
+    CPPUNIT_TEST(testMessageTooBig);
+    CPPUNIT_TEST(testMessageLineTooLong);
+    CPPUNIT_TEST(testTraceHeaders);
+    CPPUNIT_TEST(testQueueId);
+    CPPUNIT_TEST(testAddCommandFromConnect);
+    CPPUNIT_TEST(testEndFiresDisconnectOnce);
+    CPPUNIT_TEST(testEndMidDataAborts);
+    CPPUNIT_TEST(testDestructorFiresDisconnect);
+    CPPUNIT_TEST(testRefusedConnect);
+    CPPUNIT_TEST(testConnectThrows);
+    CPPUNIT_TEST(testShutdown);
+    CPPUNIT_TEST(testLogLevelSession);
+    CPPUNIT_TEST(testLogLevelCommands);
+    CPPUNIT_TEST_SUITE_END();
+
+  public:
+    void testGreeting()
+    {
+        Harness h;
+        CPPUNIT_ASSERT_EQUAL(std::string("220 mx.example.org ESMTP mod_esmtp\r\n"), h.start());
+        CPPUNIT_ASSERT_EQUAL(std::string("connect"), h.rec->event_string());
+        CPPUNIT_ASSERT(!h.s().closing());
+        CPPUNIT_ASSERT(h.s().phase() == Session::Phase::command);
+    }
+
+    void testHelo()
+    {
+        Harness h;
+        h.start();
+        CPPUNIT_ASSERT_EQUAL(std::string("250 mx.example.org\r\n"), h.send("HELO client.example\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("client.example"), std::string(h.s().helo_name()));
+        CPPUNIT_ASSERT(!h.s().esmtp());
+        CPPUNIT_ASSERT_EQUAL(std::string("SMTP"), std::string(h.s().protocol()));
+        CPPUNIT_ASSERT(h.rec->saw("helo"));
+        // address literals are fine as HELO names
+        CPPUNIT_ASSERT_EQUAL(std::string("250 mx.example.org\r\n"), h.send("HELO [192.0.2.7]\r\n"));
+    }
+
+    void testEhloKeywords()
+    {
+        Harness h;
+        h.start();
+        CPPUNIT_ASSERT_EQUAL(kEhloReply, h.send("EHLO client.example\r\n"));
+        CPPUNIT_ASSERT(h.s().esmtp());
+        CPPUNIT_ASSERT_EQUAL(std::string("ESMTP"), std::string(h.s().protocol()));
+        CPPUNIT_ASSERT(h.rec->saw("ehlo"));
+    }
+
+    void testEhloSizeFollowsLimit()
+    {
+        Harness h;
+        h.cfg.limits.max_message_size = 12345;
+        h.start();
+        std::string out = h.send("EHLO client.example\r\n");
+        CPPUNIT_ASSERT(out.find("250-SIZE 12345\r\n") != std::string::npos);
+    }
+
+    void testEnhancedCodesOff()
+    {
+        Harness h;
+        h.cfg.enhanced_status_codes = false;
+        h.start();
+        std::string out = h.send("EHLO client.example\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string::npos, out.find("ENHANCEDSTATUSCODES"));
+        CPPUNIT_ASSERT(out.find("250 8BITMIME\r\n") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(std::string("250 Ok\r\n"), h.send("MAIL FROM:<a@example.com>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("500 Command unrecognized\r\n"), h.send("FOO\r\n"));
+    }
+
+    void testHeloSyntax()
+    {
+        Harness h;
+        h.start();
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.5.4 Syntax: HELO hostname\r\n"), h.send("HELO\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.5.4 Syntax: EHLO hostname\r\n"), h.send("EHLO\r\n"));
+        // control characters and non-ASCII octets are never a host name
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.5.4 Syntax: EHLO hostname\r\n"), h.send("EHLO bad\x01name\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.5.4 Syntax: HELO hostname\r\n"), h.send("HELO h\xc3\xa9llo\r\n"));
+        CPPUNIT_ASSERT(!h.rec->saw("helo"));
+        CPPUNIT_ASSERT(!h.rec->saw("ehlo"));
+        // still no HELO
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: send HELO/EHLO first\r\n"),
+                             h.send("MAIL FROM:<a@example.com>\r\n"));
+    }
+
+    void testMailBeforeHelo()
+    {
+        Harness h;
+        h.start();
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: send HELO/EHLO first\r\n"),
+                             h.send("MAIL FROM:<a@example.com>\r\n"));
+        CPPUNIT_ASSERT(!h.rec->saw("mail"));
+    }
+
+    void testSequencingErrors()
+    {
+        Harness h;
+        h.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: need MAIL command\r\n"),
+                             h.send("RCPT TO:<b@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: need MAIL command\r\n"), h.send("DATA\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<a@example.com>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: nested MAIL command\r\n"),
+                             h.send("MAIL FROM:<a@example.com>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: need RCPT command\r\n"), h.send("DATA\r\n"));
+        CPPUNIT_ASSERT(!h.rec->saw("data"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.5 Ok\r\n"), h.send("RCPT TO:<b@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("354 End data with <CR><LF>.<CR><LF>\r\n"), h.send("DATA\r\n"));
+        CPPUNIT_ASSERT(h.s().phase() == Session::Phase::data);
+    }
+
+    void testMailSyntax()
+    {
+        Harness h;
+        h.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.5.4 Syntax: MAIL FROM:<address>\r\n"), h.send("MAIL\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.5.4 Syntax: MAIL FROM:<address>\r\n"), h.send("MAIL TO:<a@b.c>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.1.7 Bad sender address syntax\r\n"),
+                             h.send("MAIL FROM:<a b@example.com>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.1.7 Bad sender address syntax\r\n"),
+                             h.send("MAIL FROM:<a@@example.com>\r\n"));
+        CPPUNIT_ASSERT(!h.rec->saw("mail"));
+        // none of that opened a transaction; case of the keyword does not matter
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("mail from:<a@example.com>\r\n"));
+    }
+
+    void testRcptSyntax()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.5.4 Syntax: RCPT TO:<address>\r\n"), h.send("RCPT\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.5.4 Syntax: RCPT TO:<address>\r\n"), h.send("RCPT FROM:<b@c.d>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.1.3 Bad recipient address syntax\r\n"), h.send("RCPT TO:<>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.1.3 Bad recipient address syntax\r\n"),
+                             h.send("RCPT TO:<b@@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(0, h.rec->rcpt_calls);
+        CPPUNIT_ASSERT(h.s().envelope().recipients.empty());
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.5 Ok\r\n"), h.send("RCPT TO:<postmaster>\r\n"));
+    }
+
+    void testNullSender()
+    {
+        Harness h;
+        h.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<>\r\n"));
+        CPPUNIT_ASSERT(h.s().envelope().sender.is_null());
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.5 Ok\r\n"), h.send("RCPT TO:<b@example.org>\r\n"));
+        h.send("DATA\r\n");
+        CPPUNIT_ASSERT(starts_with(h.rec->trace_at_data, "Return-Path: <>\r\n"));
+    }
+
+    void testUnknownParameter()
+    {
+        Harness h;
+        h.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("555 5.5.4 Unsupported parameter FOO\r\n"),
+                             h.send("MAIL FROM:<a@example.com> FOO=bar\r\n"));
+        CPPUNIT_ASSERT(!h.rec->saw("mail"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<a@example.com>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("555 5.5.4 Unsupported parameter XYZ\r\n"),
+                             h.send("RCPT TO:<b@example.org> XYZ\r\n"));
+        CPPUNIT_ASSERT(h.s().envelope().recipients.empty());
+    }
+
+    void testSizeParameter()
+    {
+        Harness h;
+        h.cfg.limits.max_message_size = 1000;
+        h.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("552 5.3.4 Message size exceeds fixed limit\r\n"),
+                             h.send("MAIL FROM:<a@example.com> SIZE=1001\r\n"));
+        CPPUNIT_ASSERT(!h.rec->saw("mail"));
+        CPPUNIT_ASSERT_EQUAL(std::string("552 5.3.4 Message size exceeds fixed limit\r\n"),
+                             h.send("MAIL FROM:<a@example.com> SIZE=18446744073709551615\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<a@example.com> SIZE=1000\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), h.s().envelope().mail_params.size());
+        CPPUNIT_ASSERT_EQUAL(std::string("SIZE"), h.s().envelope().mail_params[0].keyword);
+        CPPUNIT_ASSERT_EQUAL(std::string("1000"), h.s().envelope().mail_params[0].value);
+    }
+
+    void testBodyParameter()
+    {
+        Harness h;
+        h.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<a@example.com> BODY=8BITMIME\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 Ok\r\n"), h.send("RSET\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<a@example.com> BODY=7BIT\r\n"));
+    }
+
+    void testTooManyRecipients()
+    {
+        Harness h;
+        h.cfg.limits.max_recipients = 3;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\n");
+        for (int i = 1; i <= 3; ++i)
+            CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.5 Ok\r\n"),
+                                 h.send("RCPT TO:<r" + std::to_string(i) + "@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("452 4.5.3 Error: too many recipients\r\n"),
+                             h.send("RCPT TO:<r4@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(3), h.s().envelope().recipients.size());
+        CPPUNIT_ASSERT_EQUAL(3, h.rec->rcpt_calls);
+        // the transaction goes on with the first three
+        CPPUNIT_ASSERT_EQUAL(std::string("354 End data with <CR><LF>.<CR><LF>\r\n"), h.send("DATA\r\n"));
+    }
+
+    void testOtherCommands()
+    {
+        Harness h;
+        h.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 Ok\r\n"), h.send("NOOP\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 Ok\r\n"), h.send("RSET\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("252 2.0.0 Cannot VRFY user; try RCPT to attempt delivery\r\n"),
+                             h.send("VRFY bob\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("502 5.5.1 EXPN not available\r\n"), h.send("EXPN staff\r\n"));
+        std::string help = h.send("HELP\r\n");
+        CPPUNIT_ASSERT(starts_with(help, "214 2.0.0 ") || starts_with(help, "214-2.0.0 "));
+        CPPUNIT_ASSERT(help.size() > 2 && help.substr(help.size() - 2) == "\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("500 5.5.2 Command unrecognized\r\n"), h.send("FOO bar\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("noop rset vrfy expn help unknown"),
+                             h.rec->event_string().substr(std::string("connect ehlo ").size()));
+    }
+
+    void testPartialInput()
+    {
+        Harness h;
+        h.ehlo();
+        CPPUNIT_ASSERT(!h.s().has_partial_input());
+        CPPUNIT_ASSERT_EQUAL(std::string(""), h.send("NO"));
+        CPPUNIT_ASSERT(h.s().has_partial_input());
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 Ok\r\n"), h.send("OP\r\n"));
+        // the command was answered: nothing is left over
+        CPPUNIT_ASSERT(!h.s().has_partial_input());
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 Ok\r\n"), h.send("NOOP\r\nRS"));
+        CPPUNIT_ASSERT(h.s().has_partial_input());
+    }
+
+    void testDataWithArguments()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.5.4 Syntax: DATA\r\n"), h.send("DATA now\r\n"));
+        CPPUNIT_ASSERT(h.s().phase() == Session::Phase::command);
+        CPPUNIT_ASSERT(!h.rec->saw("data"));
+    }
+
+    void testEhloResetsTransaction()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), h.s().envelope().recipients.size());
+        CPPUNIT_ASSERT_EQUAL(0, h.rec->aborts);
+        CPPUNIT_ASSERT_EQUAL(kEhloReply, h.send("EHLO client.example\r\n"));
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+        CPPUNIT_ASSERT(h.s().envelope().recipients.empty());
+        CPPUNIT_ASSERT(h.s().queue_id().empty());
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: need MAIL command\r\n"),
+                             h.send("RCPT TO:<b@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<a@example.com>\r\n"));
+    }
+
+    void testHeloResetsTransaction()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("250 mx.example.org\r\n"), h.send("HELO other.example\r\n"));
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+        CPPUNIT_ASSERT(h.s().envelope().recipients.empty());
+        CPPUNIT_ASSERT_EQUAL(std::string("other.example"), std::string(h.s().helo_name()));
+        CPPUNIT_ASSERT(!h.s().esmtp());
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<a@example.com>\r\n"));
+    }
+
+    void testRsetResetsTransaction()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 Ok\r\n"), h.send("RSET\r\n"));
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+        CPPUNIT_ASSERT(h.s().envelope().recipients.empty());
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: need MAIL command\r\n"), h.send("DATA\r\n"));
+        // RSET keeps the HELO
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<a@example.com>\r\n"));
+    }
+
+    void testPipelinedTransaction()
+    {
+        Harness h;
+        h.start();
+        std::string out = h.send(kTransaction);
+        CPPUNIT_ASSERT(!h.rec->qid_at_eom.empty());
+        std::string expected = kEhloReply +
+                               "250 2.1.0 Ok\r\n"
+                               "250 2.1.5 Ok\r\n"
+                               "354 End data with <CR><LF>.<CR><LF>\r\n"
+                               "250 2.0.0 Ok: queued as " +
+                               h.rec->qid_at_eom + "\r\n221 2.0.0 Bye\r\n";
+        CPPUNIT_ASSERT_EQUAL(expected, out);
+        CPPUNIT_ASSERT(h.s().closing());
+        CPPUNIT_ASSERT_EQUAL(1u, h.s().messages_accepted());
+        CPPUNIT_ASSERT_EQUAL(std::string("Hello Bob.\r\n.dot\r\n"), h.rec->body);
+        CPPUNIT_ASSERT(h.rec->headers == (std::vector<std::string>{"From", "Subject"}));
+    }
+
+    void testByteByByteSameOutput()
+    {
+        Harness whole;
+        std::string expected = whole.start();
+        expected += whole.send(kTransaction);
+
+        Harness bytes;
+        std::string out = bytes.start();
+        for (char c : kTransaction)
+            out += bytes.send(std::string_view(&c, 1));
+        CPPUNIT_ASSERT_EQUAL(mask_queue_ids(expected), mask_queue_ids(out));
+        CPPUNIT_ASSERT_EQUAL(whole.rec->body, bytes.rec->body);
+        CPPUNIT_ASSERT(whole.rec->headers == bytes.rec->headers);
+        CPPUNIT_ASSERT(bytes.s().closing());
+    }
+
+    void testEventOrder()
+    {
+        Harness h;
+        h.start();
+        h.send(kTransaction);
+        h.s().end();
+        CPPUNIT_ASSERT_EQUAL(std::string("connect ehlo mail rcpt data header header eoh body eom quit disconnect"),
+                             h.rec->event_string());
+    }
+
+    void testHandlerRejectsRecipient()
+    {
+        Harness h;
+        h.rec->rcpt_replies["nobody@example.org"] = Reply(550, "No such user here", "5.1.1");
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.5 Ok\r\n"), h.send("RCPT TO:<bob@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("550 5.1.1 No such user here\r\n"),
+                             h.send("RCPT TO:<nobody@example.org>\r\n"));
+        const auto &rcpts = h.s().envelope().recipients;
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), rcpts.size());
+        CPPUNIT_ASSERT_EQUAL(std::string("bob@example.org"), rcpts[0].path.mailbox);
+        CPPUNIT_ASSERT_EQUAL(std::string("354 End data with <CR><LF>.<CR><LF>\r\n"), h.send("DATA\r\n"));
+    }
+
+    void testHandlerReplyGetsEnhancedDefault()
+    {
+        Harness h;
+        h.rec->mail_reply = Reply(250, "Sender looks fine");               // module default code: its 2.1.0
+        h.rec->rcpt_replies["fwd@example.org"] = Reply(251, "Forwarding"); // other code: class default
+        h.rec->rcpt_replies["later@example.org"] = Reply(450, "Try later");
+        h.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Sender looks fine\r\n"), h.send("MAIL FROM:<a@example.com>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("251 2.0.0 Forwarding\r\n"), h.send("RCPT TO:<fwd@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("450 4.0.0 Try later\r\n"), h.send("RCPT TO:<later@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), h.s().envelope().recipients.size());
+    }
+
+    void testHandlerThrows()
+    {
+        Harness h;
+        h.rec->throw_in = "mail";
+        h.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Internal error; try again later\r\n"),
+                             h.send("MAIL FROM:<a@example.com>\r\n"));
+        CPPUNIT_ASSERT(!h.s().closing());
+        // no transaction was opened; the session goes on
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: need MAIL command\r\n"),
+                             h.send("RCPT TO:<b@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<a@example.com>\r\n"));
+
+        h.rec->throw_in = "rcpt";
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Internal error; try again later\r\n"),
+                             h.send("RCPT TO:<b@example.org>\r\n"));
+        CPPUNIT_ASSERT(h.s().envelope().recipients.empty());
+    }
+
+    void testHandlerThrowsAtEom()
+    {
+        Harness h;
+        h.rec->throw_in = "eom";
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Internal error; try again later\r\n"),
+                             h.send("Subject: x\r\n\r\nbody\r\n.\r\n"));
+        CPPUNIT_ASSERT_EQUAL(0u, h.s().messages_accepted());
+        CPPUNIT_ASSERT(h.s().phase() == Session::Phase::command);
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<a@example.com>\r\n"));
+    }
+
+    void testQuitCloses()
+    {
+        Harness h;
+        h.ehlo();
+        CPPUNIT_ASSERT(!h.s().closing());
+        // what follows QUIT in the same packet is not answered
+        CPPUNIT_ASSERT_EQUAL(std::string("221 2.0.0 Bye\r\n"), h.send("QUIT\r\nNOOP\r\n"));
+        CPPUNIT_ASSERT(h.s().closing());
+        CPPUNIT_ASSERT(h.s().phase() == Session::Phase::closed);
+        CPPUNIT_ASSERT_EQUAL(std::string(""), h.send("NOOP\r\n"));
+        CPPUNIT_ASSERT(!h.rec->saw("noop"));
+    }
+
+    void testLongCommandLine()
+    {
+        Harness h;
+        h.ehlo();
+        std::string line = "NOOP " + std::string(600, 'x') + "\r\n";
+        CPPUNIT_ASSERT_EQUAL(std::string("500 5.5.2 Line too long\r\n"), h.send(line));
+        CPPUNIT_ASSERT(!h.s().closing());
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 Ok\r\n"), h.send("NOOP\r\n"));
+
+        // same when the long line arrives in pieces and is followed by a command
+        std::string out;
+        for (int i = 0; i < 20; ++i)
+            out += h.send(std::string(100, 'y'));
+        CPPUNIT_ASSERT_EQUAL(std::string(""), out);
+        CPPUNIT_ASSERT_EQUAL(std::string("500 5.5.2 Line too long\r\n250 2.0.0 Ok\r\n"), h.send("y\r\nRSET\r\n"));
+
+        // 512 octets with CRLF are fine (an unknown command, but not too long)
+        CPPUNIT_ASSERT_EQUAL(std::string("500 5.5.2 Command unrecognized\r\n"), h.send(std::string(510, 'z') + "\r\n"));
+    }
+
+    void testMessageTooBig()
+    {
+        Harness h;
+        h.cfg.limits.max_message_size = 100;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        std::string msg = "Subject: big\r\n\r\n";
+        for (int i = 0; i < 10; ++i)
+            msg += "0123456789012345678901234567890123456789\r\n";
+        CPPUNIT_ASSERT_EQUAL(std::string(""), h.send(msg)); // nothing before the end
+        CPPUNIT_ASSERT_EQUAL(std::string("552 5.3.4 Message size exceeds fixed limit\r\n"), h.send(".\r\n"));
+        CPPUNIT_ASSERT(h.rec->saw("abort"));
+        CPPUNIT_ASSERT(!h.rec->saw("eom"));
+        CPPUNIT_ASSERT_EQUAL(0u, h.s().messages_accepted());
+        CPPUNIT_ASSERT(h.s().phase() == Session::Phase::command);
+        // the transaction is over
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<a@example.com>\r\n"));
+    }
+
+    void testMessageLineTooLong()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        std::string msg = "Subject: long\r\n\r\n" + std::string(999, 'a') + "\r\n.\r\n";
+        CPPUNIT_ASSERT_EQUAL(std::string("500 5.5.2 Message line too long\r\n"), h.send(msg));
+        CPPUNIT_ASSERT(!h.rec->saw("eom"));
+        CPPUNIT_ASSERT(h.rec->saw("abort"));
+        CPPUNIT_ASSERT_EQUAL(0u, h.s().messages_accepted());
+    }
+
+    void testTraceHeaders()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+        std::string qid(h.s().queue_id());
+        const std::string &t = h.rec->trace_at_data;
+        CPPUNIT_ASSERT_MESSAGE(t, starts_with(t, "Return-Path: <alice@example.com>\r\nReceived: from "));
+        CPPUNIT_ASSERT(!qid.empty());
+        CPPUNIT_ASSERT_MESSAGE(t, t.find(qid) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(t, t.find("client.example") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(t, t.find("192.0.2.7") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(t, t.find("by mx.example.org") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(t, t.find("ESMTP") != std::string::npos);
+        CPPUNIT_ASSERT(t.size() > 2 && t.substr(t.size() - 2) == "\r\n");
+        // every line ends with CRLF, continuation lines are folded
+        for (std::size_t i = 0; i < t.size(); ++i)
+            if (t[i] == '\n')
+                CPPUNIT_ASSERT(i > 0 && t[i - 1] == '\r');
+
+        h.send("Subject: x\r\n\r\nhi\r\n.\r\n");
+        CPPUNIT_ASSERT_EQUAL(t, h.rec->trace_at_eom);
+    }
+
+    void testQueueId()
+    {
+        Harness h;
+        h.ehlo();
+        CPPUNIT_ASSERT(h.s().queue_id().empty());
+        h.send("MAIL FROM:<a@example.com>\r\n");
+        std::string first(h.s().queue_id());
+        CPPUNIT_ASSERT(!first.empty());
+        for (char c : first)
+            CPPUNIT_ASSERT(std::isupper(static_cast<unsigned char>(c)) || std::isdigit(static_cast<unsigned char>(c)));
+        std::string out = h.send("RCPT TO:<b@example.org>\r\nDATA\r\nSubject: 1\r\n\r\none\r\n.\r\n");
+        CPPUNIT_ASSERT(out.find("250 2.0.0 Ok: queued as " + first + "\r\n") != std::string::npos);
+
+        h.send("MAIL FROM:<a@example.com>\r\n");
+        std::string second(h.s().queue_id());
+        CPPUNIT_ASSERT(!second.empty());
+        CPPUNIT_ASSERT(first != second);
+        out = h.send("RCPT TO:<b@example.org>\r\nDATA\r\nSubject: 2\r\n\r\ntwo\r\n.\r\n");
+        CPPUNIT_ASSERT(out.find("250 2.0.0 Ok: queued as " + second + "\r\n") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(2u, h.s().messages_accepted());
+
+        // outside a transaction it is empty again
+        h.send("MAIL FROM:<a@example.com>\r\nRSET\r\n");
+        CPPUNIT_ASSERT(h.s().queue_id().empty());
+    }
+
+    void testAddCommandFromConnect()
+    {
+        Harness h;
+        bool added = false;
+        std::string error;
+        h.rec->on_connect = [&](SessionView &s) {
+            added = s.add_command(
+                "^XHELLO (\\w+)$",
+                [](SessionView &, const std::vector<std::string> &cap) { return Reply(250, "hello " + cap.at(1)); },
+                &error);
+        };
+        h.ehlo();
+        CPPUNIT_ASSERT(added);
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 hello bob\r\n"), h.send("XHELLO bob\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 hello Ann\r\n"), h.send("xhello Ann\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("500 5.5.2 Command unrecognized\r\n"), h.send("XHELLO two words\r\n"));
+        CPPUNIT_ASSERT(h.rec->saw("unknown"));
+    }
+
+    void testEndFiresDisconnectOnce()
+    {
+        Harness h;
+        h.ehlo();
+        h.s().end();
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->disconnects);
+        h.s().end();
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->disconnects);
+        h.session.reset();
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->disconnects);
+        CPPUNIT_ASSERT_EQUAL(std::string("disconnect"), h.rec->events.back());
+        CPPUNIT_ASSERT_EQUAL(0, h.rec->aborts); // no transaction was open
+    }
+
+    void testEndMidDataAborts()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: cut\r\n\r\nhalf a mess");
+        h.s().end();
+        CPPUNIT_ASSERT(!h.rec->saw("eom"));
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->disconnects);
+        std::size_t n = h.rec->events.size();
+        CPPUNIT_ASSERT(n >= 2);
+        CPPUNIT_ASSERT_EQUAL(std::string("abort"), h.rec->events[n - 2]);
+        CPPUNIT_ASSERT_EQUAL(std::string("disconnect"), h.rec->events[n - 1]);
+        CPPUNIT_ASSERT_EQUAL(0u, h.s().messages_accepted());
+    }
+
+    void testDestructorFiresDisconnect()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\n");
+        h.session.reset();
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->disconnects);
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+    }
+
+    void testRefusedConnect()
+    {
+        Harness h;
+        h.rec->connect_reply = Reply(554, "mx.example.org no service for you");
+        std::string greeting = h.start();
+        CPPUNIT_ASSERT_MESSAGE(greeting, starts_with(greeting, "554 "));
+        CPPUNIT_ASSERT(greeting.find("no service for you\r\n") != std::string::npos);
+        CPPUNIT_ASSERT(!h.s().closing());
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: access denied\r\n"), h.send("EHLO client.example\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: access denied\r\n"),
+                             h.send("MAIL FROM:<a@example.com>\r\n"));
+        CPPUNIT_ASSERT(!h.rec->saw("ehlo"));
+        CPPUNIT_ASSERT(!h.rec->saw("mail"));
+        CPPUNIT_ASSERT_EQUAL(std::string("221 2.0.0 Bye\r\n"), h.send("QUIT\r\n"));
+        CPPUNIT_ASSERT(h.s().closing());
+    }
+
+    void testConnectThrows()
+    {
+        Harness h;
+        h.rec->throw_in = "connect";
+        std::string greeting = h.start();
+        CPPUNIT_ASSERT_MESSAGE(greeting, starts_with(greeting, "421 "));
+        CPPUNIT_ASSERT(h.s().closing());
+    }
+
+    void testShutdown()
+    {
+        Harness h;
+        h.ehlo();
+        h.s().shutdown(Reply(421, "mx.example.org Service shutting down", "4.3.2", true));
+        CPPUNIT_ASSERT_EQUAL(std::string("421 4.3.2 mx.example.org Service shutting down\r\n"), h.take());
+        CPPUNIT_ASSERT(h.s().closing());
+        h.s().shutdown(Reply(421, "again", "4.3.2", true)); // ignored once closed
+        CPPUNIT_ASSERT_EQUAL(std::string(""), h.take());
+    }
+
+    void testLogLevelSession()
+    {
+        Harness h;
+        h.cfg.log_level = esmtp::txlog_session;
+        h.start();
+        h.send(kTransaction);
+        h.s().end();
+        CPPUNIT_ASSERT(!h.log.records.empty());
+        for (const auto &[level, record] : h.log.records) {
+            CPPUNIT_ASSERT_MESSAGE(record, level <= esmtp::txlog_session);
+            CPPUNIT_ASSERT_MESSAGE(record, record.find("RCPT TO:") == std::string::npos);
+            CPPUNIT_ASSERT_MESSAGE(record, !record.empty() && record.back() == '\n');
+            CPPUNIT_ASSERT_MESSAGE(record, record.find("[192.0.2.7]") != std::string::npos);
+        }
+    }
+
+    void testLogLevelCommands()
+    {
+        Harness quiet;
+        quiet.cfg.log_level = esmtp::txlog_session;
+        quiet.start();
+        quiet.send(kTransaction);
+        quiet.s().end();
+
+        Harness h;
+        h.cfg.log_level = esmtp::txlog_commands;
+        h.start();
+        h.send(kTransaction);
+        h.s().end();
+        bool command_records = false, rcpt_seen = false;
+        for (const auto &[level, record] : h.log.records) {
+            CPPUNIT_ASSERT_MESSAGE(record, level <= esmtp::txlog_commands);
+            if (level == esmtp::txlog_commands)
+                command_records = true;
+            if (record.find("RCPT TO:<bob@example.org>") != std::string::npos)
+                rcpt_seen = true;
+        }
+        CPPUNIT_ASSERT(command_records);
+        CPPUNIT_ASSERT(rcpt_seen);
+        CPPUNIT_ASSERT(h.log.records.size() > quiet.log.records.size());
+
+        Harness off;
+        off.cfg.log_level = esmtp::txlog_off;
+        off.start();
+        off.send(kTransaction);
+        off.s().end();
+        CPPUNIT_ASSERT(off.log.records.empty());
+    }
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(SessionTest);

@@ -1,0 +1,143 @@
+// Transaction log records, queue ids and the RFC 5322 date.
+
+#include "queue_id.hpp"
+#include "trace.hpp"
+#include "txlog_format.hpp"
+
+#include <cppunit/extensions/HelperMacros.h>
+
+#include <cctype>
+#include <cstdlib>
+#include <ctime>
+#include <optional>
+#include <string>
+#include <unordered_set>
+
+namespace
+{
+
+// 2023-11-14 22:13:20 UTC, a Tuesday.
+constexpr std::time_t kTime = 1700000000;
+
+} // namespace
+
+class TxLogFormatTest : public CppUnit::TestFixture
+{
+    CPPUNIT_TEST_SUITE(TxLogFormatTest);
+    CPPUNIT_TEST(testRecord);
+    CPPUNIT_TEST(testRecordLocalTime);
+    CPPUNIT_TEST(testNoQueueId);
+    CPPUNIT_TEST(testControlCharacters);
+    CPPUNIT_TEST(testQueueIdUnique);
+    CPPUNIT_TEST(testQueueIdAlphanumeric);
+    CPPUNIT_TEST(testRfc5322DateUtc);
+    CPPUNIT_TEST(testRfc5322DateOffset);
+    CPPUNIT_TEST(testRfc5322DateNegativeOffset);
+    CPPUNIT_TEST_SUITE_END();
+
+  public:
+    void setUp() override
+    {
+        const char *tz = std::getenv("TZ");
+        saved_tz_ = tz ? std::optional<std::string>(tz) : std::nullopt;
+        set_tz("UTC0");
+    }
+    void tearDown() override
+    {
+        if (saved_tz_)
+            setenv("TZ", saved_tz_->c_str(), 1);
+        else
+            unsetenv("TZ");
+        tzset();
+    }
+
+    void testRecord()
+    {
+        CPPUNIT_ASSERT_EQUAL(std::string("2023-11-14 22:13:20 6920F1A20B3C51A2F0001 MAIL FROM:<a@b> [192.0.2.1]\n"),
+                             esmtp::format_txlog(kTime, "6920F1A20B3C51A2F0001", "MAIL FROM:<a@b>", "192.0.2.1"));
+        CPPUNIT_ASSERT_EQUAL(std::string("2023-11-14 22:13:20 Q1 x [::1]\n"),
+                             esmtp::format_txlog(kTime, "Q1", "x", "::1"));
+    }
+
+    void testRecordLocalTime()
+    {
+        set_tz("XYZ-2"); // UTC+2: the next day
+        CPPUNIT_ASSERT_EQUAL(std::string("2023-11-15 00:13:20 Q1 x [192.0.2.1]\n"),
+                             esmtp::format_txlog(kTime, "Q1", "x", "192.0.2.1"));
+        // single-digit fields are zero-padded
+        set_tz("UTC0");
+        CPPUNIT_ASSERT_EQUAL(std::string("2001-09-09 01:46:40 Q1 x [192.0.2.1]\n"),
+                             esmtp::format_txlog(1000000000, "Q1", "x", "192.0.2.1"));
+    }
+
+    void testNoQueueId()
+    {
+        std::string r = esmtp::format_txlog(kTime, "", "connect from client.example", "192.0.2.1");
+        CPPUNIT_ASSERT_EQUAL(std::string("2023-11-14 22:13:20 connect from client.example [192.0.2.1]\n"), r);
+        CPPUNIT_ASSERT_EQUAL(std::string::npos, r.find("  "));
+    }
+
+    void testControlCharacters()
+    {
+        std::string r = esmtp::format_txlog(kTime, "Q1",
+                                            "a\r\nb\tc\x01"
+                                            "d\x1b[0m",
+                                            "192.0.2.1");
+        CPPUNIT_ASSERT_EQUAL(std::string("2023-11-14 22:13:20 Q1 a??b?c?d?[0m [192.0.2.1]\n"), r);
+        // a forged record cannot start: one newline, at the end
+        std::string forged = esmtp::format_txlog(kTime, "Q1", "x\n2023-11-14 22:13:20 Q2 fake [10.0.0.1]", "192.0.2.1");
+        CPPUNIT_ASSERT_EQUAL(forged.size() - 1, forged.find('\n'));
+    }
+
+    void testQueueIdUnique()
+    {
+        std::unordered_set<std::string> seen;
+        for (int i = 0; i < 10000; ++i) {
+            std::string id = esmtp::make_queue_id();
+            CPPUNIT_ASSERT(!id.empty());
+            CPPUNIT_ASSERT_MESSAGE("duplicate queue id " + id, seen.insert(id).second);
+        }
+        CPPUNIT_ASSERT_EQUAL(std::size_t(10000), seen.size());
+    }
+
+    void testQueueIdAlphanumeric()
+    {
+        for (int i = 0; i < 1000; ++i) {
+            std::string id = esmtp::make_queue_id();
+            CPPUNIT_ASSERT(id.size() >= 8);
+            for (char c : id) {
+                unsigned char u = static_cast<unsigned char>(c);
+                CPPUNIT_ASSERT_MESSAGE(id, std::isdigit(u) || (std::isalpha(u) && std::isupper(u)));
+            }
+        }
+    }
+
+    void testRfc5322DateUtc()
+    {
+        CPPUNIT_ASSERT_EQUAL(std::string("Tue, 14 Nov 2023 22:13:20 +0000"), esmtp::rfc5322_date(kTime));
+    }
+
+    void testRfc5322DateOffset()
+    {
+        set_tz("XYZ-2");
+        CPPUNIT_ASSERT_EQUAL(std::string("Wed, 15 Nov 2023 00:13:20 +0200"), esmtp::rfc5322_date(kTime));
+        set_tz("XYZ-5:30");
+        CPPUNIT_ASSERT_EQUAL(std::string("Wed, 15 Nov 2023 03:43:20 +0530"), esmtp::rfc5322_date(kTime));
+    }
+
+    void testRfc5322DateNegativeOffset()
+    {
+        set_tz("XYZ5");
+        CPPUNIT_ASSERT_EQUAL(std::string("Tue, 14 Nov 2023 17:13:20 -0500"), esmtp::rfc5322_date(kTime));
+    }
+
+  private:
+    static void set_tz(const char *tz)
+    {
+        setenv("TZ", tz, 1);
+        tzset();
+    }
+    std::optional<std::string> saved_tz_;
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(TxLogFormatTest);
