@@ -5,6 +5,7 @@
 #                                                   foreground on 127.0.0.1:2525 that
 #                                                   delivers into ./run/Maildir
 #   ./quickstart.sh test                          build, then `make check`
+#   ./quickstart.sh deps                          apt-get update + install the packages (CI)
 #
 # Installs the Debian/Ubuntu packages it needs when some are missing (with
 # sudo when not root), then runs autoreconf/configure/make as far as needed.
@@ -14,7 +15,8 @@ cd "$(dirname "$0")"
 TOP=$(pwd)
 
 PACKAGES=(apache2 apache2-dev libapr1-dev libaprutil1-dev libcppunit-dev libpcre2-dev
-          swaks curl autoconf automake libtool pkg-config make g++ python3)
+          swaks curl autoconf automake libtool pkg-config make g++ python3
+          python3-aiosmtpd postfix)
 
 say() { printf '==> %s\n' "$*"; }
 
@@ -25,7 +27,7 @@ install_packages() {
             missing+=("$p")
         fi
     done
-    if [ ${#missing[@]} -eq 0 ]; then
+    if [ ${#missing[@]} -eq 0 ] && [ "${1:-}" != force ]; then
         return 0
     fi
     if ! command -v apt-get >/dev/null 2>&1; then
@@ -39,6 +41,9 @@ install_packages() {
     fi
     say "installing: ${PACKAGES[*]} (missing: ${missing[*]})"
     "${sudo[@]}" apt-get update
+    # postfix is only a test peer (and bench reference): keep the package from
+    # configuring or starting a system-wide MTA.
+    echo "postfix postfix/main_mailer_type select No configuration" | "${sudo[@]}" debconf-set-selections
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${PACKAGES[@]}"
 }
 
@@ -78,6 +83,9 @@ usage() {
 cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
+    deps)
+        install_packages force
+        ;;
     run)
         install_packages
         build
