@@ -24,7 +24,7 @@ bool is_letdig(unsigned char c)
 // RFC 5322 atext
 bool is_atext(unsigned char c)
 {
-    if (is_letdig(c))
+    if (is_letdig(c) || c >= 0x80) // UTF8-non-ascii (RFC 6531); UTF-8 is checked as a whole
         return true;
     switch (c) {
     case '!':
@@ -86,7 +86,7 @@ std::size_t quoted_string_length(std::string_view s)
             if (n < 32 || n > 126)
                 return 0;
             ++i;
-        } else if (c < 32 || c > 126) {
+        } else if (c < 32 || c == 127) {
             return 0;
         }
     }
@@ -103,10 +103,11 @@ bool valid_domain(std::string_view d)
         std::string_view label = d.substr(start, dot == std::string_view::npos ? d.npos : dot - start);
         if (label.empty() || label.size() > 63)
             return false;
-        if (!is_letdig(label.front()) || !is_letdig(label.back()))
+        auto ldh = [](unsigned char c) { return is_letdig(c) || c >= 0x80; }; // U-labels (RFC 6531)
+        if (!ldh(label.front()) || !ldh(label.back()))
             return false;
         for (char ch : label)
-            if (!is_letdig(ch) && ch != '-')
+            if (!ldh(static_cast<unsigned char>(ch)) && ch != '-')
                 return false;
         if (dot == std::string_view::npos)
             break;
@@ -229,9 +230,56 @@ bool valid_domain_or_literal(std::string_view d)
     return valid_domain(d);
 }
 
+bool valid_utf8(std::string_view s)
+{
+    std::size_t i = 0;
+    while (i < s.size()) {
+        auto c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+            ++i;
+            continue;
+        }
+        std::size_t n;
+        unsigned cp;
+        if (c >= 0xC2 && c <= 0xDF) {
+            n = 1;
+            cp = c & 0x1F;
+        } else if (c >= 0xE0 && c <= 0xEF) {
+            n = 2;
+            cp = c & 0x0F;
+        } else if (c >= 0xF0 && c <= 0xF4) {
+            n = 3;
+            cp = c & 0x07;
+        } else {
+            return false;
+        }
+        if (i + n >= s.size())
+            return false;
+        for (std::size_t k = 1; k <= n; ++k) {
+            auto cc = static_cast<unsigned char>(s[i + k]);
+            if ((cc & 0xC0) != 0x80)
+                return false;
+            cp = (cp << 6) | (cc & 0x3F);
+        }
+        // no overlong forms, no surrogates, nothing past U+10FFFF
+        if ((n == 2 && cp < 0x800) || (n == 3 && cp < 0x10000) || (cp >= 0xD800 && cp <= 0xDFFF) || cp > 0x10FFFF)
+            return false;
+        i += n + 1;
+    }
+    return true;
+}
+
+bool has_non_ascii(std::string_view s)
+{
+    for (char c : s)
+        if (static_cast<unsigned char>(c) >= 0x80)
+            return true;
+    return false;
+}
+
 bool parse_mailbox(std::string_view in, Path &out)
 {
-    if (in.empty() || in.size() > 320)
+    if (in.empty() || in.size() > 320 || !valid_utf8(in))
         return false;
     std::size_t local_len;
     if (in[0] == '"') {

@@ -26,7 +26,13 @@ struct MailArgs {
 // Source routes ("<@a,@b:user@c>") are accepted and dropped (RFC 5321 4.1.2).
 PathError parse_path_and_params(std::string_view in, bool allow_null, bool allow_postmaster, MailArgs &out);
 
+// Well-formed UTF-8 (no overlong forms, surrogates or code points past U+10FFFF).
+bool valid_utf8(std::string_view s);
+bool has_non_ascii(std::string_view s);
+
 // A mailbox "local@domain" (no angle brackets). Quoted local parts allowed.
+// UTF-8 is accepted (RFC 6531 syntax); whether the client may use it
+// (SMTPUTF8) is the session's decision.
 bool parse_mailbox(std::string_view in, Path &out);
 
 // RFC 5321 Domain or address literal ("[192.0.2.1]", "[IPv6:...]").

@@ -73,12 +73,13 @@ struct BuiltIn {
     Verb verb;
 };
 
-constexpr std::array<BuiltIn, 11> kBuiltIns{{
+constexpr std::array<BuiltIn, 12> kBuiltIns{{
     {"HELO", Verb::helo},
     {"EHLO", Verb::ehlo},
     {"MAIL", Verb::mail},
     {"RCPT", Verb::rcpt},
     {"DATA", Verb::data},
+    {"BDAT", Verb::bdat},
     {"RSET", Verb::rset},
     {"VRFY", Verb::vrfy},
     {"EXPN", Verb::expn},

@@ -5,7 +5,9 @@
 #include <ap_provider.h>
 #include <http_main.h>
 
+#include <cctype>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <string>
 #include <vector>
@@ -19,6 +21,12 @@ namespace
 constexpr apr_int64_t kDefaultMaxMessageSize = 10240000;
 constexpr apr_int64_t kDefaultMaxRecipients = 100;
 constexpr int kDefaultLogLevel = 1;
+
+apr_status_t destroy_session_config(void *data)
+{
+    delete static_cast<SessionConfig *>(data);
+    return APR_SUCCESS;
+}
 
 apr_status_t destroy_factory(void *data)
 {
@@ -122,6 +130,85 @@ const char *set_log_file_name(cmd_parms *cmd, void *, const char *arg)
     return nullptr;
 }
 
+const char *set_extensions(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    ServerConfig *cfg = server_config(cmd->server);
+    if (argc < 1)
+        return "ESMTPExtensions: needs keywords, e.g. -CHUNKING or PIPELINING SIZE 8BITMIME";
+    bool relative = argv[0][0] == '+' || argv[0][0] == '-';
+    unsigned set = 0, on = 0, off = 0;
+    for (int i = 0; i < argc; ++i) {
+        const char *a = argv[i];
+        bool sign = a[0] == '+' || a[0] == '-';
+        if (sign != relative)
+            return "ESMTPExtensions: either every keyword has a + or - or none has";
+        unsigned bit = extension_by_name(sign ? a + 1 : a);
+        if (!bit)
+            return apr_psprintf(cmd->pool,
+                                "ESMTPExtensions: unknown extension '%s' (known: PIPELINING SIZE 8BITMIME "
+                                "ENHANCEDSTATUSCODES SMTPUTF8 CHUNKING)",
+                                sign ? a + 1 : a);
+        if (!sign)
+            set |= bit;
+        else if (a[0] == '+')
+            on |= bit, off &= ~bit;
+        else
+            off |= bit, on &= ~bit;
+    }
+    cfg->ext_set = relative ? -1 : static_cast<int>(set);
+    cfg->ext_on = on;
+    cfg->ext_off = off;
+    return nullptr;
+}
+
+const char *set_accept_domains(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    if (argc < 1)
+        return "ESMTPAcceptDomains: needs at least one domain (wildcards * and ? allowed)";
+    ServerConfig *cfg = server_config(cmd->server);
+    cfg->accept_domains = apr_array_make(cmd->pool, argc, sizeof(const char *));
+    for (int i = 0; i < argc; ++i) {
+        char *d = apr_pstrdup(cmd->pool, argv[i]);
+        ap_str_tolower(d);
+        if (!*d || strchr(d, '@') || strchr(d, '/'))
+            return apr_psprintf(cmd->pool, "ESMTPAcceptDomains: '%s' is not a domain (pattern)", argv[i]);
+        APR_ARRAY_PUSH(cfg->accept_domains, const char *) = d;
+    }
+    return nullptr;
+}
+
+const char *set_max_errors(cmd_parms *cmd, void *, const char *arg)
+{
+    if (!parse_number(arg, 0, 1000000, server_config(cmd->server)->max_errors))
+        return "ESMTPMaxErrors: needs a number of error replies (0 for no limit)";
+    return nullptr;
+}
+
+const char *set_timeout(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    ServerConfig *cfg = server_config(cmd->server);
+    if (argc < 1)
+        return "ESMTPTimeout: needs command=SECONDS and/or data=SECONDS";
+    for (int i = 0; i < argc; ++i) {
+        std::string_view a(argv[i]);
+        std::size_t eq = a.find('=');
+        std::string phase(a.substr(0, eq));
+        apr_int64_t *slot = phase == "command" ? &cfg->command_timeout : phase == "data" ? &cfg->data_timeout : nullptr;
+        if (!slot || eq == std::string_view::npos ||
+            !parse_number(std::string(a.substr(eq + 1)).c_str(), 1, 86400, *slot))
+            return apr_psprintf(cmd->pool,
+                                "ESMTPTimeout: '%s' is not PHASE=SECONDS (phases: command, data; 1 to 86400 s)",
+                                argv[i]);
+    }
+    return nullptr;
+}
+
+unsigned effective_extensions(const ServerConfig *c)
+{
+    unsigned m = c->ext_set >= 0 ? static_cast<unsigned>(c->ext_set) : ext_all;
+    return (m | c->ext_on) & ~c->ext_off;
+}
+
 } // namespace
 
 const command_rec directives[] = {
@@ -137,6 +224,14 @@ const command_rec directives[] = {
                   "Most recipients per message (default 100)"),
     AP_INIT_TAKE1("ESMTPLogLevel", reinterpret_cast<cmd_func>(set_log_level), nullptr, RSRC_CONF,
                   "Transaction log detail: 0 off, 1 sessions and messages, 2 commands, 3 handler events"),
+    AP_INIT_TAKE_ARGV("ESMTPExtensions", reinterpret_cast<cmd_func>(set_extensions), nullptr, RSRC_CONF,
+                      "ESMTP extensions offered: [+|-]KEYWORD ... (default: all)"),
+    AP_INIT_TAKE_ARGV("ESMTPAcceptDomains", reinterpret_cast<cmd_func>(set_accept_domains), nullptr, RSRC_CONF,
+                      "Recipient domains accepted (default: ServerName and ServerAlias)"),
+    AP_INIT_TAKE1("ESMTPMaxErrors", reinterpret_cast<cmd_func>(set_max_errors), nullptr, RSRC_CONF,
+                  "Error replies before the session is closed with 421 (default 20, 0: no limit)"),
+    AP_INIT_TAKE_ARGV("ESMTPTimeout", reinterpret_cast<cmd_func>(set_timeout), nullptr, RSRC_CONF,
+                      "Timeouts in seconds: command=N (default 300) data=N (default 180)"),
     AP_INIT_TAKE1("ESMTPLogFileName", reinterpret_cast<cmd_func>(set_log_file_name), nullptr, RSRC_CONF,
                   "Transaction log file (relative to ServerRoot/logs) or |piped command"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
@@ -149,6 +244,10 @@ void *create_server_config(apr_pool_t *p, server_rec *)
     cfg->max_message_size = -1;
     cfg->max_recipients = -1;
     cfg->log_level = -1;
+    cfg->ext_set = -1;
+    cfg->max_errors = -1;
+    cfg->command_timeout = -1;
+    cfg->data_timeout = -1;
     return cfg;
 }
 
@@ -170,6 +269,14 @@ void *merge_server_config(apr_pool_t *p, void *base_, void *add_)
     cfg->max_recipients = add->max_recipients != -1 ? add->max_recipients : base->max_recipients;
     cfg->log_level = add->log_level != -1 ? add->log_level : base->log_level;
     cfg->log_file_name = add->log_file_name ? add->log_file_name : base->log_file_name;
+    // +/- in the virtual host change what it inherits
+    unsigned inherited = effective_extensions(base);
+    unsigned m = add->ext_set >= 0 ? static_cast<unsigned>(add->ext_set) : inherited;
+    cfg->ext_set = static_cast<int>((m | add->ext_on) & ~add->ext_off);
+    cfg->accept_domains = add->accept_domains ? add->accept_domains : base->accept_domains;
+    cfg->max_errors = add->max_errors != -1 ? add->max_errors : base->max_errors;
+    cfg->command_timeout = add->command_timeout != -1 ? add->command_timeout : base->command_timeout;
+    cfg->data_timeout = add->data_timeout != -1 ? add->data_timeout : base->data_timeout;
     return cfg;
 }
 
@@ -185,7 +292,44 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
     sc.limits.max_recipients =
         static_cast<std::size_t>(cfg->max_recipients > 0 ? cfg->max_recipients : kDefaultMaxRecipients);
     sc.log_level = cfg->log_level >= 0 ? cfg->log_level : kDefaultLogLevel;
+    sc.extensions = effective_extensions(cfg);
+    if (cfg->max_errors >= 0)
+        sc.limits.max_errors = static_cast<unsigned>(cfg->max_errors);
+    if (cfg->command_timeout > 0)
+        sc.command_timeout = static_cast<unsigned>(cfg->command_timeout);
+    if (cfg->data_timeout > 0)
+        sc.data_timeout = static_cast<unsigned>(cfg->data_timeout);
+    // No open relay by default: the names of this (virtual) server.
+    auto add_domain = [&sc](const char *d) {
+        if (d && *d) {
+            std::string lower(d);
+            for (char &c : lower)
+                c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            sc.accept_domains.push_back(std::move(lower));
+        }
+    };
+    if (cfg->accept_domains) {
+        for (int i = 0; i < cfg->accept_domains->nelts; ++i)
+            add_domain(APR_ARRAY_IDX(cfg->accept_domains, i, const char *));
+    } else {
+        add_domain(s->server_hostname);
+        for (const apr_array_header_t *names : {s->names, s->wild_names})
+            if (names)
+                for (int i = 0; i < names->nelts; ++i)
+                    add_domain(APR_ARRAY_IDX(names, i, const char *));
+    }
     return sc;
+}
+
+int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
+{
+    for (server_rec *s = main; s; s = s->next) {
+        ServerConfig *cfg = server_config(s);
+        auto *sc = new SessionConfig(session_config(s, cfg));
+        apr_pool_cleanup_register(pconf, sc, destroy_session_config, apr_pool_cleanup_null);
+        cfg->session = sc;
+    }
+    return OK;
 }
 
 int check_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *main)

@@ -6,6 +6,7 @@
 #include <esmtp/provider.hpp>
 
 #include <apr_file_io.h>
+#include <apr_tables.h>
 #include <memory>
 
 namespace esmtp
@@ -23,6 +24,16 @@ struct ServerConfig {
     int log_level;
     const char *log_file_name;
     apr_file_t *log_file; // opened in open_logs
+    // ESMTPExtensions: an absolute set (-1: not given) and +/- changes to it
+    int ext_set;
+    unsigned ext_on;
+    unsigned ext_off;
+    apr_array_header_t *accept_domains; // ESMTPAcceptDomains (const char *), lower case
+    apr_int64_t max_errors;
+    apr_int64_t command_timeout;
+    apr_int64_t data_timeout;
+    // The effective session settings, built once in post_config.
+    const SessionConfig *session;
 };
 
 inline ServerConfig *server_config(const server_rec *s)
@@ -37,6 +48,8 @@ void *create_server_config(apr_pool_t *p, server_rec *s);
 void *merge_server_config(apr_pool_t *p, void *base, void *add);
 // check_config hook: runs before `apache2 -t` reports; refuses incomplete servers.
 int check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s);
+// post_config hook: builds each server's SessionConfig.
+int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s);
 
 extern const command_rec directives[];
 

@@ -8,9 +8,11 @@
 #include <http_connection.h>
 #include <http_core.h>
 #include <http_log.h>
+#include <ap_mpm.h>
 #include <scoreboard.h>
 #include <util_filter.h>
 
+#include <algorithm>
 #include <exception>
 
 namespace esmtp
@@ -24,8 +26,14 @@ namespace
 constexpr apr_off_t kReadSize = 64 * 1024;
 // Output is passed on (without flush) once this much is pending.
 constexpr std::size_t kWriteHighWater = 64 * 1024;
-// RFC 5321 4.5.3.2: the server waits at least 5 minutes for a command.
-constexpr apr_interval_time_t kIdleTimeout = apr_time_from_sec(300);
+// A blocking read wakes up this often to notice that httpd is stopping.
+constexpr apr_interval_time_t kWakeInterval = apr_time_from_sec(1);
+
+bool httpd_stopping()
+{
+    int state = AP_MPMQ_RUNNING;
+    return ap_mpm_query(AP_MPMQ_MPM_STATE, &state) == APR_SUCCESS && state == AP_MPMQ_STOPPING;
+}
 
 class Connection
 {
@@ -117,8 +125,6 @@ void run(conn_rec *c, const ServerConfig *cfg)
     }
     ap_update_child_status_from_conn(static_cast<ap_sb_handle_t *>(c->sbh), SERVER_BUSY_READ, c);
     apr_socket_t *sock = ap_get_conn_socket(c);
-    if (sock)
-        apr_socket_timeout_set(sock, kIdleTimeout);
 
     Connection io(c);
     // Runs the TLS handshake under mod_ssl, lets mod_remoteip read a PROXY header.
@@ -130,7 +136,11 @@ void run(conn_rec *c, const ServerConfig *cfg)
         return;
     }
 
-    SessionConfig sc = session_config(s, cfg);
+    const SessionConfig &sc = *cfg->session;
+    const apr_interval_time_t command_timeout = apr_time_from_sec(sc.command_timeout);
+    const apr_interval_time_t data_timeout = apr_time_from_sec(sc.data_timeout);
+    if (sock)
+        apr_socket_timeout_set(sock, command_timeout);
     ConnectionInfo ci;
     ci.client_address = c->client_ip ? c->client_ip : "";
     ci.client_port = c->client_addr ? c->client_addr->port : 0;
@@ -164,18 +174,45 @@ void run(conn_rec *c, const ServerConfig *cfg)
         // flush the replies only when the client has nothing more queued.
         rv = io.read(session, APR_NONBLOCK_READ);
         if (APR_STATUS_IS_EAGAIN(rv)) {
+            bool in_data = session.phase() == Session::Phase::data || session.phase() == Session::Phase::bdat;
+            apr_interval_time_t timeout = in_data ? data_timeout : command_timeout;
+            if (sock)
+                apr_socket_timeout_set(sock, timeout);
             if (!io.send(session.output(), true))
                 break;
             ap_update_child_status_from_conn(static_cast<ap_sb_handle_t *>(c->sbh), SERVER_BUSY_READ, c);
-            rv = io.read(session, APR_BLOCK_READ);
+            // Wait in short slices: the phase's deadline (RFC 5321 4.5.3.2)
+            // is ours to keep, and an idle session must notice that httpd
+            // is stopping (421 rather than a silent close).
+            apr_time_t deadline = apr_time_now() + timeout;
+            for (;;) {
+                apr_interval_time_t left = deadline - apr_time_now();
+                if (sock)
+                    apr_socket_timeout_set(sock, left < kWakeInterval ? std::max<apr_interval_time_t>(left, 1000)
+                                                                      : kWakeInterval);
+                rv = io.read(session, APR_BLOCK_READ);
+                if (!APR_STATUS_IS_TIMEUP(rv) || apr_time_now() >= deadline)
+                    break;
+                if (httpd_stopping() && session.phase() == Session::Phase::command &&
+                    !session.has_partial_input()) {
+                    rv = APR_EINTR;
+                    break;
+                }
+            }
+            if (sock)
+                apr_socket_timeout_set(sock, timeout);
         }
         if (rv == APR_SUCCESS) {
             if (session.output().size() >= kWriteHighWater && !io.send(session.output(), false))
                 break;
             continue;
         }
-        if (APR_STATUS_IS_TIMEUP(rv)) {
+        if (rv == APR_EINTR) {
+            session.shutdown(Reply(421, sc.hostname + " Server shutting down", "4.3.2", true));
+            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c, "esmtp: httpd is stopping, session closed");
+        } else if (APR_STATUS_IS_TIMEUP(rv)) {
             session.shutdown(Reply(421, sc.hostname + " Error: timeout exceeded", "4.4.2", true));
+            session.log(txlog_session, "timeout exceeded");
             ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c, "esmtp: client timed out");
         } else if (!APR_STATUS_IS_EOF(rv)) {
             ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c, "esmtp: read failed");
@@ -191,7 +228,7 @@ void run(conn_rec *c, const ServerConfig *cfg)
 int process_connection(conn_rec *c)
 {
     const ServerConfig *cfg = server_config(c->base_server);
-    if (!cfg || cfg->enabled != 1 || !cfg->factory)
+    if (!cfg || cfg->enabled != 1 || !cfg->factory || !cfg->session)
         return DECLINED;
     try {
         run(c, cfg);

@@ -121,6 +121,29 @@ std::size_t DataReader::feed(std::string_view in, DataSink &sink)
     return i;
 }
 
+void DataReader::feed_raw(std::string_view in, DataSink &sink)
+{
+    if (state_ == State::done || in.empty())
+        return;
+    emit(in, sink);
+    flush_body(sink);
+}
+
+void DataReader::finish_raw(DataSink &sink)
+{
+    if (state_ == State::done)
+        return;
+    state_ = State::done;
+    if (section_ == Section::header) {
+        flush_field(sink);
+        // a last line without CRLF (allowed with BDAT) is body
+        end_headers({}, sink);
+        body_.append(line_);
+        release(line_);
+    }
+    flush_body(sink);
+}
+
 void DataReader::emit(std::string_view bytes, DataSink &sink)
 {
     size_ += bytes.size();
@@ -136,19 +159,32 @@ void DataReader::emit(std::string_view bytes, DataSink &sink)
 
 void DataReader::header_bytes(std::string_view bytes, DataSink &sink)
 {
-    line_.append(bytes);
-    if (field_.size() + line_.size() > limits_.max_header_field) {
-        // Too big to be a header field we keep in memory: the header section
-        // ends here and the bytes go on as body, unchanged.
-        end_headers({}, sink);
-        body_.append(field_);
-        body_.append(line_);
-        release(field_);
-        release(line_);
-        return;
+    // Split at CRLF. A bare LF does not end a header line (it stays inside
+    // the line, as it does for the end-of-data rule).
+    while (!bytes.empty()) {
+        std::size_t lf = bytes.find('\n');
+        std::size_t take = lf == std::string_view::npos ? bytes.size() : lf + 1;
+        line_.append(bytes.substr(0, take));
+        bytes.remove_prefix(take);
+        if (field_.size() + line_.size() > limits_.max_header_field) {
+            // Too big to be a header field we keep in memory: the header
+            // section ends here and the bytes go on as body, unchanged.
+            end_headers({}, sink);
+            body_.append(field_);
+            body_.append(line_);
+            body_.append(bytes);
+            release(field_);
+            release(line_);
+            return;
+        }
+        if (lf != std::string_view::npos && line_.size() >= 2 && line_[line_.size() - 2] == '\r') {
+            header_line_done(sink);
+            if (section_ == Section::body) {
+                body_.append(bytes);
+                return;
+            }
+        }
     }
-    if (line_.size() >= 2 && line_.compare(line_.size() - 2, 2, "\r\n") == 0 && bytes == "\r\n")
-        header_line_done(sink);
 }
 
 void DataReader::header_line_done(DataSink &sink)

@@ -39,8 +39,10 @@ class DataReader
     // terminating CRLF.CRLF (done() is then true) so that the caller can go
     // on with pipelined commands.
     std::size_t feed(std::string_view in, DataSink &sink);
-    // Hand any buffered content to the sink (call after done(); feed() does
-    // it at the end of every call anyway).
+    // BDAT (RFC 3030): content without dot-stuffing or end marker.
+    void feed_raw(std::string_view in, DataSink &sink);
+    // BDAT LAST: the content is complete (it may end without CRLF).
+    void finish_raw(DataSink &sink);
     bool done() const { return state_ == State::done; }
     // Message octets after unstuffing.
     std::uint64_t size() const { return size_; }

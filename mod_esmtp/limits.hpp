@@ -16,6 +16,8 @@ struct Limits {
     std::uint64_t max_message_size = 10240000;
     // ESMTPMaxRecipients.
     std::size_t max_recipients = 100;
+    // ESMTPMaxErrors: error replies before 421 and close (0: no limit).
+    unsigned max_errors = 20;
     // A single header field (folded lines together) bigger than this ends
     // header parsing: the rest goes to the handler as body, byte-exact.
     std::size_t max_header_field = 64 * 1024;

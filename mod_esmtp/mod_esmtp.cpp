@@ -22,6 +22,7 @@ void register_hooks(apr_pool_t *p)
     esmtp::register_builtin_handlers(p);
     ap_hook_check_config(esmtp::check_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_open_logs(esmtp::open_logs, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_post_config(esmtp::post_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_process_connection(esmtp::process_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
 }
 

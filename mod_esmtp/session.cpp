@@ -5,6 +5,7 @@
 #include "reply_format.hpp"
 #include "trace.hpp"
 
+#include <algorithm>
 #include <cctype>
 #include <exception>
 
@@ -49,7 +50,59 @@ bool valid_helo(std::string_view d)
     return true;
 }
 
+constexpr struct {
+    Extension bit;
+    const char *name;
+} kExtensions[] = {
+    {ext_pipelining, "PIPELINING"}, {ext_size, "SIZE"},         {ext_8bitmime, "8BITMIME"},
+    {ext_enhancedstatuscodes, "ENHANCEDSTATUSCODES"},          {ext_smtputf8, "SMTPUTF8"},
+    {ext_chunking, "CHUNKING"},
+};
+
+char lower(char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); }
+
 } // namespace
+
+const char *extension_name(Extension e)
+{
+    for (const auto &x : kExtensions)
+        if (x.bit == e)
+            return x.name;
+    return "";
+}
+
+unsigned extension_by_name(std::string_view name)
+{
+    for (const auto &x : kExtensions) {
+        std::string_view n(x.name);
+        if (n.size() == name.size() && istarts_with(name, n))
+            return x.bit;
+    }
+    return 0;
+}
+
+bool domain_matches(std::string_view pattern, std::string_view domain)
+{
+    // Iterative wildcard match with backtracking to the last '*'.
+    std::size_t p = 0, d = 0, star = std::string_view::npos, mark = 0;
+    while (d < domain.size()) {
+        if (p < pattern.size() && (pattern[p] == '?' || lower(pattern[p]) == lower(domain[d]))) {
+            ++p;
+            ++d;
+        } else if (p < pattern.size() && pattern[p] == '*') {
+            star = p++;
+            mark = d;
+        } else if (star != std::string_view::npos) {
+            p = star + 1;
+            d = ++mark;
+        } else {
+            return false;
+        }
+    }
+    while (p < pattern.size() && pattern[p] == '*')
+        ++p;
+    return p == pattern.size();
+}
 
 Session::Session(const SessionConfig &cfg, ConnectionInfo conn, std::unique_ptr<Handler> handler, TxLogSink *log)
     : cfg_(cfg), conn_(std::move(conn)), handler_(std::move(handler)), log_(log), lines_(cfg_.limits.max_command_line),
@@ -127,14 +180,29 @@ void Session::reply(Reply r, const Reply &dflt, bool enhanced)
     if (r.code == 421)
         r.close = true;
     std::size_t before = out_.size();
-    format_reply(r, enhanced && cfg_.enhanced_status_codes, out_);
+    format_reply(r, enhanced && use_enhanced(), out_);
     if (log_ && cfg_.log_level >= txlog_commands) {
         std::string_view first(out_.data() + before, out_.size() - before);
         first = first.substr(0, first.find('\r'));
         log(txlog_commands, std::string("> ").append(first));
     }
-    if (r.close)
+    if (r.close) {
         phase_ = Phase::closed;
+        return;
+    }
+    // ESMTPMaxErrors: a client that keeps failing is most likely not a
+    // mail client (Postfix's smtpd_hard_error_limit).
+    if (r.code >= 400 && cfg_.limits.max_errors && ++errors_ >= cfg_.limits.max_errors) {
+        log(txlog_session, "too many errors (" + std::to_string(errors_) + ")");
+        reply(Reply(421, cfg_.hostname + " Error: too many errors", "4.7.0", true));
+    }
+}
+
+bool Session::use_enhanced() const
+{
+    // RFC 2034 codes once the client said EHLO (and before HELO/EHLO, like
+    // Postfix); a HELO session gets plain RFC 5321 replies.
+    return (cfg_.extensions & ext_enhancedstatuscodes) && (esmtp_ || helo_.empty());
 }
 
 void Session::start()
@@ -171,6 +239,16 @@ void Session::feed(std::string_view in)
             in.remove_prefix(data_.feed(in, *this));
             if (data_.done())
                 finish_data();
+            continue;
+        }
+        if (phase_ == Phase::bdat) {
+            std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(bdat_remaining_, in.size()));
+            if (!bdat_discard_)
+                data_.feed_raw(in.substr(0, take), *this);
+            in.remove_prefix(take);
+            bdat_remaining_ -= take;
+            if (bdat_remaining_ == 0)
+                finish_chunk();
             continue;
         }
         std::size_t used = 0;
@@ -214,6 +292,9 @@ void Session::command(std::string_view line)
         break;
     case Verb::data:
         do_data(arg);
+        break;
+    case Verb::bdat:
+        do_bdat(arg);
         break;
     case Verb::rset:
         if (!arg.empty()) {
@@ -287,9 +368,15 @@ void Session::do_helo(std::string_view arg, bool extended)
         reply(r, Reply(250, cfg_.hostname), r.code >= 400);
         return;
     }
-    std::vector<std::string> ext{"PIPELINING", "SIZE " + std::to_string(cfg_.limits.max_message_size), "8BITMIME"};
-    if (cfg_.enhanced_status_codes)
-        ext.emplace_back("ENHANCEDSTATUSCODES");
+    std::vector<std::string> ext;
+    for (const auto &x : kExtensions) {
+        if (!(cfg_.extensions & x.bit))
+            continue;
+        if (x.bit == ext_size)
+            ext.push_back("SIZE " + std::to_string(cfg_.limits.max_message_size));
+        else
+            ext.emplace_back(x.name);
+    }
     Reply r = guarded("EHLO", [&] { return handler_->ehlo(*this, domain, ext); });
     if (!r.empty() && !r.positive()) {
         helo_ = std::move(previous);
@@ -328,12 +415,22 @@ void Session::do_mail(std::string_view arg)
         reply(501, "5.5.4", "Bad parameter syntax");
         return;
     }
+    bool smtputf8 = false;
+    std::string body_type;
+    std::uint64_t declared_size = 0;
     for (const Param &p : a.params) {
-        if (!esmtp_) {
+        unsigned ext = extension_by_name(p.keyword == "BODY" ? "8BITMIME" : p.keyword);
+        if (!esmtp_ || !ext || !(cfg_.extensions & ext)) {
             reply(555, "5.5.4", "Unsupported parameter " + p.keyword);
             return;
         }
-        if (p.keyword == "SIZE") {
+        if (p.keyword == "SMTPUTF8") {
+            if (!p.value.empty()) {
+                reply(501, "5.5.4", "Bad SMTPUTF8 parameter");
+                return;
+            }
+            smtputf8 = true;
+        } else if (p.keyword == "SIZE") {
             if (!all_digits(p.value)) {
                 reply(501, "5.5.4", "Bad SIZE parameter");
                 return;
@@ -343,9 +440,11 @@ void Session::do_mail(std::string_view arg)
                 reply(552, "5.3.4", "Message size exceeds fixed limit");
                 return;
             }
+            declared_size = std::stoull(p.value);
         } else if (p.keyword == "BODY") {
-            if (p.value != "7BIT" && p.value != "8BITMIME" && !istarts_with(p.value, "7BIT") &&
-                !istarts_with(p.value, "8BITMIME")) {
+            for (char c : p.value)
+                body_type.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+            if (body_type != "7BIT" && body_type != "8BITMIME") {
                 reply(501, "5.5.4", "Bad BODY parameter");
                 return;
             }
@@ -354,10 +453,17 @@ void Session::do_mail(std::string_view arg)
             return;
         }
     }
+    if (!smtputf8 && has_non_ascii(a.path.mailbox)) {
+        reply(553, "5.6.7", "Must declare SMTPUTF8 to send UTF-8 address");
+        return;
+    }
     // The handler sees the envelope and queue id of the transaction it is asked about.
     env_.sender = std::move(a.path);
     env_.mail_params = std::move(a.params);
     env_.recipients.clear();
+    env_.smtputf8 = smtputf8;
+    env_.body_type = std::move(body_type);
+    env_.declared_size = declared_size;
     queue_id_ = make_queue_id();
     in_transaction_ = true;
     Reply r = guarded("MAIL", [&] { return handler_->mail(*this, env_.sender, env_.mail_params); });
@@ -396,6 +502,16 @@ void Session::do_rcpt(std::string_view arg)
         reply(555, "5.5.4", "Unsupported parameter " + a.params.front().keyword);
         return;
     }
+    if (!env_.smtputf8 && has_non_ascii(a.path.mailbox)) {
+        reply(553, "5.6.7", "Must declare SMTPUTF8 to send UTF-8 address");
+        return;
+    }
+    // No open relay: only our own domains, before the handler is asked.
+    if (!recipient_domain_accepted(a.path)) {
+        log(txlog_session, "relay denied to=<" + a.path.mailbox + ">");
+        reply(550, "5.7.1", "Relay access denied");
+        return;
+    }
     if (env_.recipients.size() >= cfg_.limits.max_recipients) {
         reply(452, "4.5.3", "Error: too many recipients");
         return;
@@ -418,6 +534,10 @@ void Session::do_data(std::string_view arg)
     }
     if (env_.recipients.empty()) {
         reply(503, "5.5.1", "Error: need RCPT command");
+        return;
+    }
+    if (bdat_active_) {
+        reply(503, "5.5.1", "Error: DATA after BDAT");
         return;
     }
     trace_ = esmtp::trace_headers(*this, std::time(nullptr));
@@ -476,6 +596,106 @@ void Session::on_body(std::string_view chunk)
 void Session::finish_data()
 {
     phase_ = Phase::command;
+    complete_message();
+}
+
+bool Session::recipient_domain_accepted(const Path &p) const
+{
+    if (p.domain.empty()) // <postmaster>, RFC 5321 4.5.1
+        return true;
+    std::string_view d = p.domain;
+    if (d.front() == '[') {
+        std::string_view lit = d.substr(1, d.size() - 2);
+        if (istarts_with(lit, "IPV6:"))
+            lit.remove_prefix(5);
+        return domain_matches(conn_.local_address, lit);
+    }
+    for (const std::string &pattern : cfg_.accept_domains)
+        if (domain_matches(pattern, d))
+            return true;
+    return false;
+}
+
+void Session::do_bdat(std::string_view arg)
+{
+    // BDAT SP chunk-size [ SP end-marker ] (RFC 3030)
+    std::string_view size = arg.substr(0, arg.find(' '));
+    std::string_view rest = size.size() < arg.size() ? arg.substr(size.size()) : std::string_view{};
+    while (!rest.empty() && rest.front() == ' ')
+        rest.remove_prefix(1);
+    bool last = false;
+    if (!rest.empty()) {
+        if (rest.size() != 4 || !istarts_with(rest, "LAST")) {
+            reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]");
+            return;
+        }
+        last = true;
+    }
+    if (!all_digits(size) || size.size() > 18) {
+        reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]");
+        return;
+    }
+    bdat_chunk_ = bdat_remaining_ = std::stoull(std::string(size));
+    bdat_last_ = last;
+    bdat_discard_ = false;
+    // The chunk's octets follow the command whatever we answer: a refused
+    // BDAT still swallows them, or they would be read as commands.
+    Reply refusal;
+    if (!esmtp_ || !(cfg_.extensions & ext_chunking))
+        refusal = Reply(502, "Error: command not implemented", "5.5.1");
+    else if (!in_transaction_)
+        refusal = Reply(503, "Error: need MAIL command", "5.5.1");
+    else if (env_.recipients.empty())
+        refusal = Reply(503, "Error: need RCPT command", "5.5.1");
+    else if (!bdat_active_) {
+        trace_ = esmtp::trace_headers(*this, std::time(nullptr));
+        Reply r = guarded("DATA", [&] { return handler_->data(*this); });
+        if (!r.empty() && r.code != 354) {
+            refusal = r;
+        } else {
+            bdat_active_ = true;
+            handler_failed_ = false;
+            content_aborted_ = false;
+            data_.reset();
+        }
+    }
+    if (!refusal.empty()) {
+        bdat_discard_ = true;
+        bdat_error_ = std::move(refusal);
+    }
+    phase_ = Phase::bdat;
+    if (bdat_remaining_ == 0)
+        finish_chunk();
+}
+
+void Session::finish_chunk()
+{
+    phase_ = Phase::command;
+    if (bdat_discard_) {
+        bdat_discard_ = false;
+        reply(bdat_error_);
+        return;
+    }
+    content_wanted(); // aborts the handler's copy if a limit was crossed
+    if (data_.size_exceeded() || content_aborted_) {
+        // RFC 3030 lets the server fail the transaction at any chunk.
+        Reply r = data_.size_exceeded() ? Reply(552, "Message size exceeds fixed limit", "5.3.4")
+                                        : Reply(451, "Internal error; try again later", "4.3.0");
+        log(txlog_session, "rejected during BDAT: " + std::to_string(r.code) + " " + r.lines.front());
+        reset_transaction(true);
+        reply(r);
+        return;
+    }
+    if (!bdat_last_) {
+        reply(250, "2.0.0", std::to_string(bdat_chunk_) + " octets received");
+        return;
+    }
+    data_.finish_raw(*this);
+    complete_message();
+}
+
+void Session::complete_message()
+{
     std::string summary = "from=<" + env_.sender.mailbox + "> to=";
     for (std::size_t i = 0; i < env_.recipients.size(); ++i) {
         if (i)
@@ -509,6 +729,7 @@ void Session::finish_data()
         (r.positive() ? "accepted " : "rejected ") + summary + ": " + std::to_string(r.code) + " " + first);
     // The transaction is over either way (RFC 5321 4.1.1.4).
     in_transaction_ = false;
+    bdat_active_ = false;
     env_ = Envelope{};
     queue_id_.clear();
     trace_.clear();
@@ -524,6 +745,7 @@ void Session::reset_transaction(bool notify_handler)
         guarded_void("ABORT", [&] { handler_->abort(*this); });
     in_transaction_ = false;
     content_aborted_ = false;
+    bdat_active_ = false;
     env_ = Envelope{};
     queue_id_.clear();
     trace_.clear();
@@ -535,7 +757,7 @@ void Session::end()
     if (ended_)
         return;
     ended_ = true;
-    if (phase_ == Phase::data)
+    if (phase_ == Phase::data || phase_ == Phase::bdat)
         log(txlog_session, "lost connection during DATA after " + std::to_string(data_.size()) + " octets");
     reset_transaction(true);
     phase_ = Phase::closed;

@@ -29,18 +29,42 @@ struct ConnectionInfo {
     unsigned local_port = 25;
 };
 
+// ESMTP extensions a server offers (ESMTPExtensions).
+enum Extension : unsigned {
+    ext_pipelining = 1u << 0,
+    ext_size = 1u << 1,
+    ext_8bitmime = 1u << 2,
+    ext_enhancedstatuscodes = 1u << 3,
+    ext_smtputf8 = 1u << 4,
+    ext_chunking = 1u << 5,
+    ext_all = (1u << 6) - 1,
+};
+
+// The EHLO keyword of an extension bit, and back (0 when unknown).
+const char *extension_name(Extension e);
+unsigned extension_by_name(std::string_view name);
+
 struct SessionConfig {
     std::string hostname = "localhost";
     Limits limits;
     int log_level = txlog_session;
-    // Send RFC 3463 codes (ENHANCEDSTATUSCODES is advertised when on).
-    bool enhanced_status_codes = true;
+    unsigned extensions = ext_all;
+    // Recipient domains this server accepts mail for: lower-case patterns
+    // with the wildcards * and ? ("*" alone accepts every domain, an open
+    // relay). <postmaster> and the local address literal are always accepted.
+    std::vector<std::string> accept_domains;
+    // RFC 5321 4.5.3.2 timeouts in seconds, enforced by the I/O glue.
+    unsigned command_timeout = 300;
+    unsigned data_timeout = 180;
 };
+
+// Case-insensitive match of a domain against a pattern with * and ?.
+bool domain_matches(std::string_view pattern, std::string_view domain);
 
 class Session final : public SessionView, private DataSink
 {
   public:
-    enum class Phase { greeting, command, data, closed };
+    enum class Phase { greeting, command, data, bdat, closed };
 
     // `handler` must not be null. `log` may be null (no transaction log).
     Session(const SessionConfig &cfg, ConnectionInfo conn, std::unique_ptr<Handler> handler, TxLogSink *log);
@@ -79,7 +103,10 @@ class Session final : public SessionView, private DataSink
     std::string_view hostname() const override { return cfg_.hostname; }
     std::string_view helo_name() const override { return helo_; }
     bool esmtp() const override { return esmtp_; }
-    std::string_view protocol() const override { return esmtp_ ? "ESMTP" : "SMTP"; }
+    std::string_view protocol() const override
+    {
+        return !esmtp_ ? "SMTP" : env_.smtputf8 ? "UTF8ESMTP" : "ESMTP";
+    }
     const Envelope &envelope() const override { return env_; }
     std::string_view queue_id() const override { return queue_id_; }
     std::string_view trace_headers() const override { return trace_; }
@@ -99,7 +126,12 @@ class Session final : public SessionView, private DataSink
     void do_mail(std::string_view arg);
     void do_rcpt(std::string_view arg);
     void do_data(std::string_view arg);
+    void do_bdat(std::string_view arg);
+    void finish_chunk();
     void finish_data();
+    void complete_message();
+    bool recipient_domain_accepted(const Path &p) const;
+    bool use_enhanced() const;
     bool content_wanted();
     void reset_transaction(bool notify_handler);
 
@@ -133,6 +165,15 @@ class Session final : public SessionView, private DataSink
     std::string out_;
     unsigned accepted_ = 0;
     unsigned commands_ = 0;
+    unsigned errors_ = 0;
+    // BDAT state: bytes of the current chunk still to come, whether it is
+    // the last, whether it is swallowed because the command was refused.
+    std::uint64_t bdat_remaining_ = 0;
+    std::uint64_t bdat_chunk_ = 0;
+    bool bdat_last_ = false;
+    bool bdat_discard_ = false;
+    bool bdat_active_ = false; // a BDAT transfer is open in this transaction
+    Reply bdat_error_;
 };
 
 } // namespace esmtp

@@ -51,6 +51,10 @@ struct Envelope {
     Path sender;
     Params mail_params;
     std::vector<Recipient> recipients;
+    // From MAIL's parameters, checked by the module:
+    bool smtputf8 = false;           // SMTPUTF8 (RFC 6531): addresses may be UTF-8
+    std::string body_type;           // BODY= (RFC 6152): "7BIT", "8BITMIME" or "" (not given)
+    std::uint64_t declared_size = 0; // SIZE= (RFC 1870), 0 when not given
 };
 
 // One header field of the message. `value` is unfolded (CRLF before folding
@@ -80,7 +84,8 @@ class SessionView
     virtual std::string_view hostname() const = 0;  // our name (ESMTPHostname)
     virtual std::string_view helo_name() const = 0; // empty before HELO/EHLO
     virtual bool esmtp() const = 0;                 // the client said EHLO
-    virtual std::string_view protocol() const = 0;  // "SMTP" or "ESMTP" (for Received:)
+    // For Received: "SMTP", "ESMTP" or "UTF8ESMTP" (RFC 3848, RFC 6531).
+    virtual std::string_view protocol() const = 0;
     virtual const Envelope &envelope() const = 0;
     // Unique across processes and restarts; assigned at MAIL, empty outside a transaction.
     virtual std::string_view queue_id() const = 0;

@@ -167,7 +167,13 @@ class SmtpVhost:
     """One <VirtualHost> speaking SMTP on its own port."""
 
     def __init__(self, httpd, index, handler, hostname=None, server_name=None, log_file=None,
-                 log_level=None, max_size=None, max_recipients=None, extra=(), port=None):
+                 log_level=None, max_size=None, max_recipients=None, extra=(), port=None,
+                 aliases=(), accept_domains=None, extensions=None, max_errors=None, timeouts=None):
+        """`aliases`: ServerAlias names; `accept_domains`: ESMTPAcceptDomains
+        (list of patterns); `extensions`: ESMTPExtensions (list, e.g.
+        ["-CHUNKING"]); `max_errors`: ESMTPMaxErrors; `timeouts`:
+        ESMTPTimeout as a dict {"command": 2, "data": 2}; `extra`: more
+        lines inside the <VirtualHost>."""
         self.httpd = httpd
         self.index = index
         self.port = port or free_port()
@@ -191,6 +197,11 @@ class SmtpVhost:
         self.log_level = log_level
         self.max_size = max_size
         self.max_recipients = max_recipients
+        self.aliases = list(aliases)
+        self.accept_domains = list(accept_domains) if accept_domains is not None else None
+        self.extensions = list(extensions) if extensions is not None else None
+        self.max_errors = max_errors
+        self.timeouts = dict(timeouts) if timeouts else None
         self.extra = list(extra)
 
     @property
@@ -212,6 +223,8 @@ class SmtpVhost:
                "<VirtualHost 127.0.0.1:%d>" % self.port,
                "    ServerName %s" % self.server_name,
                "    ESMTPProtocol On"]
+        if self.aliases:
+            out.append("    ServerAlias %s" % " ".join(self.aliases))
         if self.handler:
             out.append("    ESMTPHandler " + " ".join(q(a) if ("/" in a or " " in a) else a
                                                      for a in self.handler))
@@ -225,6 +238,14 @@ class SmtpVhost:
             out.append("    ESMTPLogFileName %s" % q(self.log_file))
         if self.log_level is not None:
             out.append("    ESMTPLogLevel %d" % self.log_level)
+        if self.accept_domains is not None:
+            out.append("    ESMTPAcceptDomains %s" % " ".join(self.accept_domains))
+        if self.extensions is not None:
+            out.append("    ESMTPExtensions %s" % " ".join(self.extensions))
+        if self.max_errors is not None:
+            out.append("    ESMTPMaxErrors %d" % self.max_errors)
+        if self.timeouts:
+            out.append("    ESMTPTimeout %s" % " ".join("%s=%s" % kv for kv in sorted(self.timeouts.items())))
         out.extend("    " + line for line in self.extra)
         out.append("</VirtualHost>")
         return "\n".join(out) + "\n"

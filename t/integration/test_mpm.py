@@ -6,14 +6,18 @@ import unittest
 
 from harness import ServerTestCase, queue_id_of, split_delivered, wait_for
 
+# These tests are about delivery, not the relay policy (test_policy.py):
+# accept every recipient domain.
+ANY = ["*"]
+
 MESSAGE = b"Subject: mpm test\r\n\r\n.dot\r\nbody\r\n"
 
 
 class _MpmDelivery:
     @classmethod
     def configure(cls, httpd):
-        cls.vh = httpd.add_smtp("maildir")
-        cls.events = httpd.add_smtp("test")
+        cls.vh = httpd.add_smtp("maildir", accept_domains=ANY)
+        cls.events = httpd.add_smtp("test", accept_domains=ANY)
 
     def test_delivery(self):
         with smtplib.SMTP("127.0.0.1", self.vh.port, local_hostname="mpm.example", timeout=20) as s:

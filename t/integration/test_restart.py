@@ -8,6 +8,10 @@ import unittest
 
 from harness import ServerTestCase, queue_id_of, wait_for
 
+# These tests are about delivery, not the relay policy (test_policy.py):
+# accept every recipient domain.
+ANY = ["*"]
+
 MESSAGE = b"Subject: restart test\r\n\r\nbody\r\n"
 
 
@@ -15,8 +19,8 @@ class RestartTest(ServerTestCase):
 
     @classmethod
     def configure(cls, httpd):
-        cls.vh = httpd.add_smtp("maildir", log_file="esmtp.log", log_level=1)
-        cls.events = httpd.add_smtp("test")
+        cls.vh = httpd.add_smtp("maildir", accept_domains=ANY, log_file="esmtp.log", log_level=1)
+        cls.events = httpd.add_smtp("test", accept_domains=ANY)
 
     def deliver(self):
         with smtplib.SMTP("127.0.0.1", self.vh.port, local_hostname="restart.example", timeout=20) as s:

@@ -10,6 +10,10 @@ import unittest
 
 from harness import RawClient, ServerTestCase, queue_id_of, wait_for
 
+# These tests are about delivery, not the relay policy (test_policy.py):
+# accept every recipient domain.
+ANY = ["*"]
+
 TXLOG_RE = re.compile(r"^\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2} (?:[0-9A-Za-z]+ )?.*\S \[127\.0\.0\.1\]$")
 COMMAND_RE = re.compile(r"\b(?:EHLO|HELO|MAIL FROM|RCPT TO|DATA|QUIT)\b", re.I)
 
@@ -30,8 +34,8 @@ class VirtualHostsTest(ServerTestCase):
 
     @classmethod
     def configure(cls, httpd):
-        cls.a = httpd.add_smtp("maildir", server_name="a.test", log_file="a.log", log_level=1)
-        cls.b = httpd.add_smtp("test", server_name="b.test", log_file="b.log", log_level=2)
+        cls.a = httpd.add_smtp("maildir", accept_domains=ANY, server_name="a.test", log_file="a.log", log_level=1)
+        cls.b = httpd.add_smtp("test", accept_domains=ANY, server_name="b.test", log_file="b.log", log_level=2)
         cls.http_port = httpd.add_http("<p>HTTP and SMTP in one httpd</p>\n")
 
     def test_two_vhosts_stay_apart(self):
@@ -143,7 +147,8 @@ class InheritanceTest(ServerTestCase):
                              "ESMTPHostname inherited.test",
                              "ESMTPMaxRecipients 2",
                              "ESMTPLogFileName main.log",
-                             "ESMTPLogLevel 2"]
+                             "ESMTPLogLevel 2",
+                             "ESMTPAcceptDomains *"]
         cls.vh = httpd.add_smtp(None)                       # only ESMTPProtocol On
         cls.own = httpd.add_smtp("discard", hostname="own.test", max_recipients=3)
         cls.http_port = httpd.add_http("still http\n")

@@ -70,6 +70,7 @@ struct MaildirSession {
         CPPUNIT_ASSERT(factory);
         esmtp::SessionConfig cfg;
         cfg.hostname = "mx.example.org";
+        cfg.accept_domains = {"*"};
         cfg.limits.max_message_size = 4096;
         s = std::make_unique<esmtp::Session>(cfg, esmtp::ConnectionInfo{}, factory->create(), nullptr);
         s->start();
