@@ -8,12 +8,14 @@
 #include <http_connection.h>
 #include <http_core.h>
 #include <http_log.h>
+#include <http_main.h>
 #include <ap_mpm.h>
 #include <scoreboard.h>
 #include <util_filter.h>
 
 #include <algorithm>
 #include <exception>
+#include <memory>
 
 namespace esmtp
 {
@@ -29,30 +31,35 @@ constexpr std::size_t kWriteHighWater = 64 * 1024;
 // A blocking read wakes up this often to notice that httpd is stopping.
 constexpr apr_interval_time_t kWakeInterval = apr_time_from_sec(1);
 
+// Set in child_init: the MPM can park idle connections for us (event MPM,
+// httpd >= 2.4.63), so that an idle session holds no thread.
+bool g_can_waitio = false;
+
 bool httpd_stopping()
 {
     int state = AP_MPMQ_RUNNING;
     return ap_mpm_query(AP_MPMQ_MPM_STATE, &state) == APR_SUCCESS && state == AP_MPMQ_STOPPING;
 }
 
-class Connection
+enum class ReadResult { fed, again, eof, error, timeout };
+
+// Brigade I/O for one connection; the brigades are reused for its whole
+// life (a brigade per line would grow c->pool without bound).
+class Io
 {
   public:
-    Connection(conn_rec *c)
+    explicit Io(conn_rec *c)
         : c_(c), in_(apr_brigade_create(c->pool, c->bucket_alloc)), out_(apr_brigade_create(c->pool, c->bucket_alloc))
     {
-    }
-    ~Connection()
-    {
-        apr_brigade_destroy(in_);
-        apr_brigade_destroy(out_);
     }
 
     // Pass `data` down the output filters; with `flush`, to the client now.
     bool send(std::string &data, bool flush)
     {
-        if (c_->aborted)
+        if (c_->aborted) {
+            data.clear();
             return false;
+        }
         if (!data.empty())
             APR_BRIGADE_INSERT_TAIL(out_, apr_bucket_heap_create(data.data(), data.size(), nullptr, c_->bucket_alloc));
         data.clear();
@@ -69,15 +76,17 @@ class Connection
         return true;
     }
 
-    // Read what the filters have and feed it to the session. Returns
-    // APR_SUCCESS when data was fed, APR_EAGAIN (non-blocking, none there),
-    // APR_EOF, or an error (APR_TIMEUP...).
-    apr_status_t read(Session &session, apr_read_type_e block)
+    // Read what the filters have and feed it to the session.
+    ReadResult read(Session &session, apr_read_type_e block, apr_status_t &rv)
     {
-        apr_status_t rv = ap_get_brigade(c_->input_filters, in_, AP_MODE_READBYTES, block, kReadSize);
+        rv = ap_get_brigade(c_->input_filters, in_, AP_MODE_READBYTES, block, kReadSize);
         if (rv != APR_SUCCESS) {
             apr_brigade_cleanup(in_);
-            return rv;
+            if (APR_STATUS_IS_EAGAIN(rv))
+                return ReadResult::again;
+            if (APR_STATUS_IS_TIMEUP(rv))
+                return ReadResult::timeout;
+            return APR_STATUS_IS_EOF(rv) ? ReadResult::eof : ReadResult::error;
         }
         bool fed = false, eos = false;
         for (apr_bucket *b = APR_BRIGADE_FIRST(in_); b != APR_BRIGADE_SENTINEL(in_); b = APR_BUCKET_NEXT(b)) {
@@ -92,7 +101,7 @@ class Connection
             rv = apr_bucket_read(b, &data, &len, APR_BLOCK_READ);
             if (rv != APR_SUCCESS) {
                 apr_brigade_cleanup(in_);
-                return rv;
+                return ReadResult::error;
             }
             if (len) {
                 session.feed(std::string_view(data, len));
@@ -101,10 +110,10 @@ class Connection
         }
         apr_brigade_cleanup(in_);
         if (fed)
-            return APR_SUCCESS;
-        if (eos)
-            return APR_EOF;
-        return block == APR_NONBLOCK_READ ? APR_EAGAIN : APR_EOF;
+            return ReadResult::fed;
+        if (eos || block == APR_BLOCK_READ)
+            return ReadResult::eof;
+        return ReadResult::again;
     }
 
   private:
@@ -113,7 +122,163 @@ class Connection
     apr_bucket_brigade *out_;
 };
 
-void run(conn_rec *c, const ServerConfig *cfg)
+// Everything one SMTP connection needs, kept in c->conn_config so that the
+// event MPM can call process_connection again (on any thread) when the
+// client sends more.
+class SmtpConnection
+{
+  public:
+    SmtpConnection(conn_rec *c, const ServerConfig *cfg, std::unique_ptr<Handler> handler, ConnectionInfo ci)
+        : c_(c), cfg_(cfg), io_(c), txlog_(c, cfg->log_file),
+          session_(*cfg->session, std::move(ci), std::move(handler), &txlog_)
+    {
+    }
+
+    Session &session() { return session_; }
+    Io &io() { return io_; }
+    bool finished() const { return finished_; }
+
+    apr_interval_time_t phase_timeout() const
+    {
+        bool in_data = session_.phase() == Session::Phase::data || session_.phase() == Session::Phase::bdat;
+        return apr_time_from_sec(in_data ? cfg_->session->data_timeout : cfg_->session->command_timeout);
+    }
+
+    // The client is between transactions: ending with 421 loses nothing.
+    bool idle() const
+    {
+        return session_.phase() == Session::Phase::command && !session_.has_partial_input() &&
+               !session_.in_transaction();
+    }
+
+    void timed_out()
+    {
+        session_.shutdown(Reply(421, cfg_->session->hostname + " Error: timeout exceeded", "4.4.2", true));
+        session_.log(txlog_session, "timeout exceeded");
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: client timed out");
+    }
+
+    void stopping()
+    {
+        session_.shutdown(Reply(421, cfg_->session->hostname + " Server shutting down", "4.3.2", true));
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: httpd is stopping, session closed");
+    }
+
+    // Send what is left, fire DISCONNECT; the MPM closes the socket.
+    void finish()
+    {
+        if (finished_)
+            return;
+        finished_ = true;
+        io_.send(session_.output(), true);
+        session_.end();
+    }
+
+    // Process input until the client has nothing more for us. Returns true
+    // when the session is over, false when it waits for the client
+    // (`blocking`: here, in this thread; otherwise the caller parks the
+    // connection with the MPM).
+    bool run(bool blocking)
+    {
+        apr_socket_t *sock = ap_get_conn_socket(c_);
+        while (!session_.closing() && !c_->aborted) {
+            // Take what is already there (pipelined commands) without
+            // waiting; flush the replies only once the client has nothing
+            // more queued.
+            apr_status_t rv;
+            ReadResult r = io_.read(session_, APR_NONBLOCK_READ, rv);
+            if (r == ReadResult::fed) {
+                deadline_ = 0;
+                if (session_.output().size() >= kWriteHighWater && !io_.send(session_.output(), false))
+                    return true;
+                continue;
+            }
+            if (r != ReadResult::again) {
+                if (r == ReadResult::error)
+                    ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c_, "esmtp: read failed");
+                return true;
+            }
+            apr_interval_time_t timeout = phase_timeout();
+            if (sock)
+                apr_socket_timeout_set(sock, timeout);
+            if (!io_.send(session_.output(), true))
+                return true;
+            if (session_.closing())
+                return true;
+            // A parked session would sit in a child that is going away
+            // (graceful restart or stop) until the MPM's Timeout: wait here,
+            // where an idle second ends it with 421 (a prompt QUIT still
+            // gets its 221).
+            if (!blocking && httpd_stopping())
+                blocking = true;
+            apr_time_t now = apr_time_now();
+            if (deadline_ == 0)
+                deadline_ = now + timeout; // RFC 5321 4.5.3.2, from the last input
+            if (!blocking) {
+                if (now >= deadline_) {
+                    timed_out();
+                    return true;
+                }
+                return false;
+            }
+            ap_update_child_status_from_conn(static_cast<ap_sb_handle_t *>(c_->sbh), SERVER_BUSY_READ, c_);
+            // Wait in short slices: the deadline is ours to keep, and an
+            // idle session must notice that httpd is stopping (421 rather
+            // than a silent close).
+            for (;;) {
+                apr_interval_time_t left = deadline_ - apr_time_now();
+                if (left <= 0) {
+                    timed_out();
+                    return true;
+                }
+                if (sock)
+                    apr_socket_timeout_set(sock, std::min(left, kWakeInterval));
+                r = io_.read(session_, APR_BLOCK_READ, rv);
+                if (r != ReadResult::timeout)
+                    break;
+                if (httpd_stopping() && idle()) {
+                    stopping();
+                    return true;
+                }
+            }
+            if (sock)
+                apr_socket_timeout_set(sock, timeout);
+            if (r == ReadResult::fed) {
+                deadline_ = 0;
+                continue;
+            }
+            if (r == ReadResult::error)
+                ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c_, "esmtp: read failed");
+            return true;
+        }
+        return true;
+    }
+
+  private:
+    conn_rec *c_;
+    const ServerConfig *cfg_;
+    Io io_;
+    TxLog txlog_;
+    Session session_;
+    apr_time_t deadline_ = 0;
+    bool finished_ = false;
+};
+
+apr_status_t destroy_connection(void *data)
+{
+    // Normally finished already; this covers a connection torn down by
+    // the MPM while parked (DISCONNECT must still fire).
+    delete static_cast<SmtpConnection *>(data);
+    return APR_SUCCESS;
+}
+
+SmtpConnection *get_connection(conn_rec *c)
+{
+    return static_cast<SmtpConnection *>(ap_get_module_config(c->conn_config, &esmtp_module));
+}
+
+// First call for a connection: greet, or refuse when no handler can be had.
+SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
 {
     server_rec *s = c->base_server;
     // HTTP's request timeouts make no sense for SMTP sessions.
@@ -124,23 +289,18 @@ void run(conn_rec *c, const ServerConfig *cfg)
         }
     }
     ap_update_child_status_from_conn(static_cast<ap_sb_handle_t *>(c->sbh), SERVER_BUSY_READ, c);
-    apr_socket_t *sock = ap_get_conn_socket(c);
+    if (apr_socket_t *sock = ap_get_conn_socket(c))
+        apr_socket_timeout_set(sock, apr_time_from_sec(cfg->session->command_timeout));
 
-    Connection io(c);
     // Runs the TLS handshake under mod_ssl, lets mod_remoteip read a PROXY header.
     apr_bucket_brigade *init = apr_brigade_create(c->pool, c->bucket_alloc);
     apr_status_t rv = ap_get_brigade(c->input_filters, init, AP_MODE_INIT, APR_BLOCK_READ, 0);
     apr_brigade_destroy(init);
     if (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv)) {
         ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c, "esmtp: connection setup failed");
-        return;
+        return nullptr;
     }
 
-    const SessionConfig &sc = *cfg->session;
-    const apr_interval_time_t command_timeout = apr_time_from_sec(sc.command_timeout);
-    const apr_interval_time_t data_timeout = apr_time_from_sec(sc.data_timeout);
-    if (sock)
-        apr_socket_timeout_set(sock, command_timeout);
     ConnectionInfo ci;
     ci.client_address = c->client_ip ? c->client_ip : "";
     ci.client_port = c->client_addr ? c->client_addr->port : 0;
@@ -159,87 +319,87 @@ void run(conn_rec *c, const ServerConfig *cfg)
         ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, "esmtp: handler %s could not be created", cfg->handler_name);
     }
     if (!handler) {
-        std::string refusal = "421 4.3.0 " + sc.hostname + " Service temporarily unavailable\r\n";
+        Io io(c);
+        std::string refusal = "421 4.3.0 " + cfg->session->hostname + " Service temporarily unavailable\r\n";
         io.send(refusal, true);
-        return;
+        return nullptr;
     }
 
-    TxLog txlog(c, cfg->log_file);
-    Session session(sc, std::move(ci), std::move(handler), &txlog);
-    session.start();
-    io.send(session.output(), true);
+    auto owned = std::make_unique<SmtpConnection>(c, cfg, std::move(handler), std::move(ci));
+    SmtpConnection *conn = owned.release();
+    apr_pool_cleanup_register(c->pool, conn, destroy_connection, apr_pool_cleanup_null);
+    ap_set_module_config(c->conn_config, &esmtp_module, conn);
+    conn->session().start();
+    conn->io().send(conn->session().output(), true);
+    return conn;
+}
 
-    while (!session.closing() && !c->aborted) {
-        // Take what is already there (pipelined commands) without waiting;
-        // flush the replies only when the client has nothing more queued.
-        rv = io.read(session, APR_NONBLOCK_READ);
-        if (APR_STATUS_IS_EAGAIN(rv)) {
-            bool in_data = session.phase() == Session::Phase::data || session.phase() == Session::Phase::bdat;
-            apr_interval_time_t timeout = in_data ? data_timeout : command_timeout;
-            if (sock)
-                apr_socket_timeout_set(sock, timeout);
-            if (!io.send(session.output(), true))
-                break;
-            ap_update_child_status_from_conn(static_cast<ap_sb_handle_t *>(c->sbh), SERVER_BUSY_READ, c);
-            // Wait in short slices: the phase's deadline (RFC 5321 4.5.3.2)
-            // is ours to keep, and an idle session must notice that httpd
-            // is stopping (421 rather than a silent close).
-            apr_time_t deadline = apr_time_now() + timeout;
-            for (;;) {
-                apr_interval_time_t left = deadline - apr_time_now();
-                if (sock)
-                    apr_socket_timeout_set(sock, left < kWakeInterval ? std::max<apr_interval_time_t>(left, 1000)
-                                                                      : kWakeInterval);
-                rv = io.read(session, APR_BLOCK_READ);
-                if (!APR_STATUS_IS_TIMEUP(rv) || apr_time_now() >= deadline)
-                    break;
-                if (httpd_stopping() && session.phase() == Session::Phase::command &&
-                    !session.has_partial_input()) {
-                    rv = APR_EINTR;
-                    break;
-                }
-            }
-            if (sock)
-                apr_socket_timeout_set(sock, timeout);
-        }
-        if (rv == APR_SUCCESS) {
-            if (session.output().size() >= kWriteHighWater && !io.send(session.output(), false))
-                break;
-            continue;
-        }
-        if (rv == APR_EINTR) {
-            session.shutdown(Reply(421, sc.hostname + " Server shutting down", "4.3.2", true));
-            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c, "esmtp: httpd is stopping, session closed");
-        } else if (APR_STATUS_IS_TIMEUP(rv)) {
-            session.shutdown(Reply(421, sc.hostname + " Error: timeout exceeded", "4.4.2", true));
-            session.log(txlog_session, "timeout exceeded");
-            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c, "esmtp: client timed out");
-        } else if (!APR_STATUS_IS_EOF(rv)) {
-            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c, "esmtp: read failed");
-        }
-        break;
-    }
-    io.send(session.output(), true);
-    session.end();
+int close_connection(conn_rec *c, SmtpConnection *conn)
+{
+    if (conn)
+        conn->finish();
+    // Tell an async MPM (event) that this connection is finished.
+    if (c->cs)
+        c->cs->state = CONN_STATE_LINGER;
+    return OK;
 }
 
 } // namespace
+
+void child_init(apr_pool_t *, server_rec *)
+{
+#ifdef AP_MPMQ_CAN_WAITIO
+    int can_waitio = 0;
+    g_can_waitio = ap_mpm_query(AP_MPMQ_CAN_WAITIO, &can_waitio) == APR_SUCCESS && can_waitio;
+#endif
+}
 
 int process_connection(conn_rec *c)
 {
     const ServerConfig *cfg = server_config(c->base_server);
     if (!cfg || cfg->enabled != 1 || !cfg->factory || !cfg->session)
         return DECLINED;
+    SmtpConnection *conn = get_connection(c);
     try {
-        run(c, cfg);
+        if (!conn) {
+            conn = open_connection(c, cfg);
+            if (!conn)
+                return close_connection(c, nullptr);
+        } else if (conn->finished()) {
+            return close_connection(c, conn);
+        }
+        bool async = g_can_waitio && c->cs;
+        // An ESMTPTimeout shorter than the MPM's wait (the main server's
+        // Timeout) could not be kept while parked: wait here instead.
+        if (async && conn->phase_timeout() < ap_server_conf->timeout)
+            async = false;
+        if (!conn->run(!async)) {
+            // Park the idle connection with the MPM: no thread is held
+            // until the client sends more.
+            c->cs->state = CONN_STATE_ASYNC_WAITIO;
+            c->cs->sense = CONN_SENSE_WANT_READ;
+            return OK;
+        }
     } catch (const std::exception &e) {
         ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, "esmtp: session failed: %s", e.what());
     } catch (...) {
         ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, "esmtp: session failed");
     }
-    // Tell an async MPM (event) that this connection is finished.
-    if (c->cs)
-        c->cs->state = CONN_STATE_LINGER;
+    return close_connection(c, conn);
+}
+
+int pre_close_connection(conn_rec *c)
+{
+    SmtpConnection *conn = get_connection(c);
+    if (!conn || conn->finished())
+        return OK;
+    // The MPM gave up waiting for a parked session (its Timeout).
+    try {
+        if (!conn->session().closing())
+            conn->timed_out();
+        conn->finish();
+    } catch (...) {
+    }
     return OK;
 }
 

@@ -23,7 +23,9 @@ void register_hooks(apr_pool_t *p)
     ap_hook_check_config(esmtp::check_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_open_logs(esmtp::open_logs, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_post_config(esmtp::post_config, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_child_init(esmtp::child_init, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_process_connection(esmtp::process_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_pre_close_connection(esmtp::pre_close_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
 }
 
 } // namespace

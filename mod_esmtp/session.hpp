@@ -89,6 +89,8 @@ class Session final : public SessionView, private DataSink
     bool closing() const { return phase_ == Phase::closed; }
     // Input is buffered that does not make a complete command yet.
     bool has_partial_input() const { return lines_.has_partial(); }
+    // MAIL was accepted and the transaction has not ended yet.
+    bool in_transaction() const { return in_transaction_; }
 
     // Counters for the log and tests.
     unsigned messages_accepted() const { return accepted_; }
