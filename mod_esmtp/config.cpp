@@ -21,6 +21,9 @@ namespace
 constexpr apr_int64_t kDefaultMaxMessageSize = 10240000;
 constexpr apr_int64_t kDefaultMaxRecipients = 100;
 constexpr int kDefaultLogLevel = 1;
+// A modem does 3,000 octets/s; a client slower than this for the whole
+// transfer is holding the session open, not sending mail.
+constexpr unsigned kDefaultMinDataRate = 128;
 
 apr_status_t destroy_session_config(void *data)
 {
@@ -196,10 +199,56 @@ const char *set_timeout(cmd_parms *cmd, void *, int argc, char *const argv[])
         apr_int64_t *slot = phase == "command" ? &cfg->command_timeout : phase == "data" ? &cfg->data_timeout : nullptr;
         if (!slot || eq == std::string_view::npos ||
             !parse_number(std::string(a.substr(eq + 1)).c_str(), 1, 86400, *slot))
-            return apr_psprintf(cmd->pool,
-                                "ESMTPTimeout: '%s' is not PHASE=SECONDS (phases: command, data; 1 to 86400 s)",
-                                argv[i]);
+            return apr_psprintf(
+                cmd->pool, "ESMTPTimeout: '%s' is not PHASE=SECONDS (phases: command, data; 1 to 86400 s)", argv[i]);
     }
+    return nullptr;
+}
+
+const char *set_bare_line_feed(cmd_parms *cmd, void *, const char *arg)
+{
+    if (!strcasecmp(arg, "reject"))
+        server_config(cmd->server)->bare_lf_normalize = 0;
+    else if (!strcasecmp(arg, "normalize"))
+        server_config(cmd->server)->bare_lf_normalize = 1;
+    else
+        return "ESMTPBareLineFeed: needs reject or normalize";
+    return nullptr;
+}
+
+const char *set_forbid_unauth_pipelining(cmd_parms *cmd, void *, int on)
+{
+    server_config(cmd->server)->forbid_unauth_pipelining = on ? 1 : 0;
+    return nullptr;
+}
+
+const char *set_max_junk_commands(cmd_parms *cmd, void *, const char *arg)
+{
+    if (!parse_number(arg, 0, 1000000, server_config(cmd->server)->max_junk_commands))
+        return "ESMTPMaxJunkCommands: needs a number of NOOP/RSET/VRFY/EXPN/HELP commands (0 for no limit)";
+    return nullptr;
+}
+
+const char *set_greeting_delay(cmd_parms *cmd, void *, const char *arg)
+{
+    // seconds, with up to three decimals ("0.5")
+    std::string_view a(arg);
+    std::size_t dot = a.find('.');
+    apr_int64_t whole = 0, frac = 0;
+    std::string w(a.substr(0, dot)), f(dot == std::string_view::npos ? "" : a.substr(dot + 1));
+    if (f.size() > 3 || !parse_number(w.c_str(), 0, 300, whole) ||
+        (!f.empty() && !parse_number(f.c_str(), 0, 999, frac)))
+        return "ESMTPGreetingDelay: needs seconds between 0 and 300 (e.g. 0.5)";
+    while (f.size() < 3 && !f.empty())
+        f.push_back('0'), frac *= 10;
+    server_config(cmd->server)->greeting_delay_ms = whole * 1000 + frac;
+    return nullptr;
+}
+
+const char *set_min_data_rate(cmd_parms *cmd, void *, const char *arg)
+{
+    if (!parse_number(arg, 0, APR_INT64_C(1) << 30, server_config(cmd->server)->min_data_rate))
+        return "ESMTPMinDataRate: needs octets per second (0 for no minimum)";
     return nullptr;
 }
 
@@ -232,6 +281,16 @@ const command_rec directives[] = {
                   "Error replies before the session is closed with 421 (default 20, 0: no limit)"),
     AP_INIT_TAKE_ARGV("ESMTPTimeout", reinterpret_cast<cmd_func>(set_timeout), nullptr, RSRC_CONF,
                       "Timeouts in seconds: command=N (default 300) data=N (default 180)"),
+    AP_INIT_TAKE1("ESMTPBareLineFeed", reinterpret_cast<cmd_func>(set_bare_line_feed), nullptr, RSRC_CONF,
+                  "Bare LF/CR in commands and messages: reject (default) or normalize"),
+    AP_INIT_FLAG("ESMTPForbidUnauthPipelining", reinterpret_cast<cmd_func>(set_forbid_unauth_pipelining), nullptr,
+                 RSRC_CONF, "End sessions that pipeline without PIPELINING (default On)"),
+    AP_INIT_TAKE1("ESMTPMaxJunkCommands", reinterpret_cast<cmd_func>(set_max_junk_commands), nullptr, RSRC_CONF,
+                  "NOOP/RSET/VRFY/EXPN/HELP commands per session before 421 (default 100, 0: no limit)"),
+    AP_INIT_TAKE1("ESMTPGreetingDelay", reinterpret_cast<cmd_func>(set_greeting_delay), nullptr, RSRC_CONF,
+                  "Seconds to wait before the greeting; early talkers are refused (default 0)"),
+    AP_INIT_TAKE1("ESMTPMinDataRate", reinterpret_cast<cmd_func>(set_min_data_rate), nullptr, RSRC_CONF,
+                  "Slowest accepted DATA/BDAT transfer in octets per second (default 128, 0: off)"),
     AP_INIT_TAKE1("ESMTPLogFileName", reinterpret_cast<cmd_func>(set_log_file_name), nullptr, RSRC_CONF,
                   "Transaction log file (relative to ServerRoot/logs) or |piped command"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
@@ -248,6 +307,11 @@ void *create_server_config(apr_pool_t *p, server_rec *)
     cfg->max_errors = -1;
     cfg->command_timeout = -1;
     cfg->data_timeout = -1;
+    cfg->bare_lf_normalize = -1;
+    cfg->forbid_unauth_pipelining = -1;
+    cfg->max_junk_commands = -1;
+    cfg->greeting_delay_ms = -1;
+    cfg->min_data_rate = -1;
     return cfg;
 }
 
@@ -277,6 +341,12 @@ void *merge_server_config(apr_pool_t *p, void *base_, void *add_)
     cfg->max_errors = add->max_errors != -1 ? add->max_errors : base->max_errors;
     cfg->command_timeout = add->command_timeout != -1 ? add->command_timeout : base->command_timeout;
     cfg->data_timeout = add->data_timeout != -1 ? add->data_timeout : base->data_timeout;
+    cfg->bare_lf_normalize = add->bare_lf_normalize != -1 ? add->bare_lf_normalize : base->bare_lf_normalize;
+    cfg->forbid_unauth_pipelining =
+        add->forbid_unauth_pipelining != -1 ? add->forbid_unauth_pipelining : base->forbid_unauth_pipelining;
+    cfg->max_junk_commands = add->max_junk_commands != -1 ? add->max_junk_commands : base->max_junk_commands;
+    cfg->greeting_delay_ms = add->greeting_delay_ms != -1 ? add->greeting_delay_ms : base->greeting_delay_ms;
+    cfg->min_data_rate = add->min_data_rate != -1 ? add->min_data_rate : base->min_data_rate;
     return cfg;
 }
 
@@ -299,6 +369,12 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
         sc.command_timeout = static_cast<unsigned>(cfg->command_timeout);
     if (cfg->data_timeout > 0)
         sc.data_timeout = static_cast<unsigned>(cfg->data_timeout);
+    sc.normalize_bare_newlines = cfg->bare_lf_normalize == 1;
+    sc.forbid_unauth_pipelining = cfg->forbid_unauth_pipelining != 0;
+    if (cfg->max_junk_commands >= 0)
+        sc.limits.max_junk_commands = static_cast<unsigned>(cfg->max_junk_commands);
+    sc.greeting_delay_ms = cfg->greeting_delay_ms > 0 ? static_cast<unsigned>(cfg->greeting_delay_ms) : 0;
+    sc.min_data_rate = cfg->min_data_rate >= 0 ? static_cast<unsigned>(cfg->min_data_rate) : kDefaultMinDataRate;
     // No open relay by default: the names of this (virtual) server.
     auto add_domain = [&sc](const char *d) {
         if (d && *d) {

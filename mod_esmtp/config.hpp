@@ -32,6 +32,11 @@ struct ServerConfig {
     apr_int64_t max_errors;
     apr_int64_t command_timeout;
     apr_int64_t data_timeout;
+    int bare_lf_normalize;        // ESMTPBareLineFeed: -1 unset, 0 reject, 1 normalize
+    int forbid_unauth_pipelining; // -1 unset
+    apr_int64_t max_junk_commands;
+    apr_int64_t greeting_delay_ms;
+    apr_int64_t min_data_rate;
     // The effective session settings, built once in post_config.
     const SessionConfig *session;
 };

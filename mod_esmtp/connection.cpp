@@ -30,6 +30,8 @@ constexpr apr_off_t kReadSize = 64 * 1024;
 constexpr std::size_t kWriteHighWater = 64 * 1024;
 // A blocking read wakes up this often to notice that httpd is stopping.
 constexpr apr_interval_time_t kWakeInterval = apr_time_from_sec(1);
+// ESMTPMinDataRate is enforced once a transfer has run this long.
+constexpr apr_interval_time_t kDataRateGrace = apr_time_from_sec(10);
 
 // Set in child_init: the MPM can park idle connections for us (event MPM,
 // httpd >= 2.4.63), so that an idle session holds no thread.
@@ -158,6 +160,37 @@ class SmtpConnection
         ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: client timed out");
     }
 
+    // ESMTPGreetingDelay: wait before the greeting; a client that talks
+    // first does not wait for the server and is refused. Returns false
+    // when the client was refused.
+    bool greet()
+    {
+        const SessionConfig &sc = *cfg_->session;
+        apr_bucket_brigade *bb = apr_brigade_create(c_->pool, c_->bucket_alloc);
+        apr_socket_t *sock = ap_get_conn_socket(c_);
+        apr_status_t rv;
+        if (sc.greeting_delay_ms && sock) {
+            apr_socket_timeout_set(sock, apr_time_from_msec(sc.greeting_delay_ms));
+            rv = ap_get_brigade(c_->input_filters, bb, AP_MODE_SPECULATIVE, APR_BLOCK_READ, 1);
+            apr_socket_timeout_set(sock, apr_time_from_sec(sc.command_timeout));
+        } else {
+            rv = ap_get_brigade(c_->input_filters, bb, AP_MODE_SPECULATIVE, APR_NONBLOCK_READ, 1);
+        }
+        bool talked = rv == APR_SUCCESS && !APR_BRIGADE_EMPTY(bb) && !APR_BUCKET_IS_EOS(APR_BRIGADE_FIRST(bb));
+        apr_brigade_destroy(bb);
+        if (talked) {
+            session_.log(txlog_session, "client talked before the greeting");
+            session_.shutdown(Reply(554, sc.hostname + " Error: SMTP protocol synchronization", "5.5.0", true));
+            return false;
+        }
+        if (rv == APR_EOF || (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv) && !APR_STATUS_IS_TIMEUP(rv))) {
+            c_->aborted = 1;
+            return false;
+        }
+        session_.start();
+        return true;
+    }
+
     void stopping()
     {
         session_.shutdown(Reply(421, cfg_->session->hostname + " Server shutting down", "4.3.2", true));
@@ -188,7 +221,7 @@ class SmtpConnection
             apr_status_t rv;
             ReadResult r = io_.read(session_, APR_NONBLOCK_READ, rv);
             if (r == ReadResult::fed) {
-                deadline_ = 0;
+                progress();
                 if (session_.output().size() >= kWriteHighWater && !io_.send(session_.output(), false))
                     return true;
                 continue;
@@ -213,9 +246,9 @@ class SmtpConnection
                 blocking = true;
             apr_time_t now = apr_time_now();
             if (deadline_ == 0)
-                deadline_ = now + timeout; // RFC 5321 4.5.3.2, from the last input
+                deadline_ = now + timeout; // RFC 5321 4.5.3.2, from the last command or data
             if (!blocking) {
-                if (now >= deadline_) {
+                if (now >= deadline() || too_slow(now)) {
                     timed_out();
                     return true;
                 }
@@ -226,8 +259,9 @@ class SmtpConnection
             // idle session must notice that httpd is stopping (421 rather
             // than a silent close).
             for (;;) {
-                apr_interval_time_t left = deadline_ - apr_time_now();
-                if (left <= 0) {
+                apr_time_t now = apr_time_now();
+                apr_interval_time_t left = deadline() - now;
+                if (left <= 0 || too_slow(now)) {
                     timed_out();
                     return true;
                 }
@@ -244,7 +278,7 @@ class SmtpConnection
             if (sock)
                 apr_socket_timeout_set(sock, timeout);
             if (r == ReadResult::fed) {
-                deadline_ = 0;
+                progress();
                 continue;
             }
             if (r == ReadResult::error)
@@ -255,12 +289,53 @@ class SmtpConnection
     }
 
   private:
+    bool in_data() const
+    {
+        return session_.phase() == Session::Phase::data || session_.phase() == Session::Phase::bdat;
+    }
+
+    // Input arrived. The phase timeout restarts only when it moved the
+    // session on (a complete command, or message data): a client that
+    // trickles a command byte by byte does not keep its session forever.
+    void progress()
+    {
+        if (in_data()) {
+            if (data_start_ == 0)
+                data_start_ = apr_time_now();
+            deadline_ = 0;
+            return;
+        }
+        data_start_ = 0;
+        if (session_.commands_seen() != commands_) {
+            commands_ = session_.commands_seen();
+            deadline_ = 0;
+        }
+    }
+
+    apr_time_t deadline() const { return deadline_; }
+
+    // ESMTPMinDataRate: after a grace period, the transfer so far must
+    // average the minimum rate.
+    bool too_slow(apr_time_t now) const
+    {
+        unsigned rate = cfg_->session->min_data_rate;
+        if (!rate || !in_data() || data_start_ == 0)
+            return false;
+        apr_interval_time_t elapsed = now - data_start_;
+        if (elapsed < kDataRateGrace)
+            return false;
+        double expected = static_cast<double>(rate) * static_cast<double>(elapsed) / APR_USEC_PER_SEC;
+        return static_cast<double>(session_.message_size()) < expected;
+    }
+
     conn_rec *c_;
     const ServerConfig *cfg_;
     Io io_;
     TxLog txlog_;
     Session session_;
     apr_time_t deadline_ = 0;
+    apr_time_t data_start_ = 0;
+    unsigned commands_ = 0;
     bool finished_ = false;
 };
 
@@ -329,8 +404,12 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
     SmtpConnection *conn = owned.release();
     apr_pool_cleanup_register(c->pool, conn, destroy_connection, apr_pool_cleanup_null);
     ap_set_module_config(c->conn_config, &esmtp_module, conn);
-    conn->session().start();
+    bool greeted = conn->greet();
     conn->io().send(conn->session().output(), true);
+    if (!greeted) {
+        conn->finish();
+        return nullptr;
+    }
     return conn;
 }
 

@@ -46,6 +46,9 @@ void DataReader::reset()
     size_ = 0;
     line_len_ = 0;
     line_too_long_ = false;
+    bare_newline_ = false;
+    raw_last_ = 0;
+    raw_cr_pending_ = false;
     release(field_);
     release(line_);
     release(body_);
@@ -80,7 +83,8 @@ std::size_t DataReader::feed(std::string_view in, DataSink &sink)
                 state_ = State::done;
                 ++i;
             } else {
-                emit("\r", sink); // ".<CR>x" is content, not an end
+                bare_newline_ = true;
+                emit(normalize_ ? "\r\n" : "\r", sink); // ".<CR>x" is content, not an end
                 state_ = State::in_line;
             }
             break;
@@ -88,7 +92,7 @@ std::size_t DataReader::feed(std::string_view in, DataSink &sink)
             const char *cr = static_cast<const char *>(std::memchr(in.data() + i, '\r', n - i));
             std::size_t end = cr ? std::size_t(cr - in.data()) : n;
             if (end > i)
-                emit(in.substr(i, end - i), sink);
+                emit_text(in.substr(i, end - i), sink);
             i = end;
             if (cr) {
                 state_ = State::cr;
@@ -105,7 +109,8 @@ std::size_t DataReader::feed(std::string_view in, DataSink &sink)
                 state_ = State::line_start;
                 ++i;
             } else {
-                emit("\r", sink); // bare CR is content
+                bare_newline_ = true;
+                emit(normalize_ ? "\r\n" : "\r", sink); // bare CR is content, never a line end
                 state_ = State::in_line;
             }
             break;
@@ -121,10 +126,52 @@ std::size_t DataReader::feed(std::string_view in, DataSink &sink)
     return i;
 }
 
+void DataReader::emit_text(std::string_view bytes, DataSink &sink)
+{
+    // Text between CRs: any LF in it is bare.
+    const char *lf = static_cast<const char *>(std::memchr(bytes.data(), '\n', bytes.size()));
+    if (!lf) {
+        emit(bytes, sink);
+        return;
+    }
+    bare_newline_ = true;
+    if (!normalize_) {
+        emit(bytes, sink);
+        return;
+    }
+    while (!bytes.empty()) {
+        std::size_t pos = bytes.find('\n');
+        if (pos == std::string_view::npos) {
+            emit(bytes, sink);
+            break;
+        }
+        if (pos)
+            emit(bytes.substr(0, pos), sink);
+        emit("\r\n", sink);
+        bytes.remove_prefix(pos + 1);
+    }
+}
+
+void DataReader::scan_raw(std::string_view bytes)
+{
+    // BDAT content: every LF must follow a CR, every CR precede an LF.
+    for (std::size_t i = 0; i < bytes.size(); ++i) {
+        char c = bytes[i];
+        if (raw_cr_pending_ && c != '\n')
+            bare_newline_ = true;
+        if (c == '\n' && raw_last_ != '\r')
+            bare_newline_ = true;
+        raw_cr_pending_ = c == '\r';
+        raw_last_ = c;
+    }
+}
+
 void DataReader::feed_raw(std::string_view in, DataSink &sink)
 {
     if (state_ == State::done || in.empty())
         return;
+    if (!bare_newline_)
+        scan_raw(in);
     emit(in, sink);
     flush_body(sink);
 }
@@ -134,6 +181,8 @@ void DataReader::finish_raw(DataSink &sink)
     if (state_ == State::done)
         return;
     state_ = State::done;
+    if (raw_cr_pending_)
+        bare_newline_ = true;
     if (section_ == Section::header) {
         flush_field(sink);
         // a last line without CRLF (allowed with BDAT) is body

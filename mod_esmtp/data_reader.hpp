@@ -49,12 +49,19 @@ class DataReader
     bool size_exceeded() const { return size_ > limits_.max_message_size; }
     // A text line longer than max_text_line was seen.
     bool line_too_long() const { return line_too_long_; }
+    // A bare LF or bare CR was seen in the content (SMTP smuggling).
+    bool bare_newline() const { return bare_newline_; }
+    // ESMTPBareLineFeed normalize: DATA content gets CRLF for each bare LF
+    // or CR (end-of-data detection is not affected).
+    void set_normalize(bool on) { normalize_ = on; }
 
   private:
     enum class State { line_start, dot, dot_cr, in_line, cr, done };
     enum class Section { header, body };
 
     void emit(std::string_view bytes, DataSink &sink);
+    void emit_text(std::string_view bytes, DataSink &sink);
+    void scan_raw(std::string_view bytes);
     void header_bytes(std::string_view bytes, DataSink &sink);
     void header_line_done(DataSink &sink);
     void flush_field(DataSink &sink);
@@ -67,6 +74,10 @@ class DataReader
     std::uint64_t size_ = 0;
     std::size_t line_len_ = 0;
     bool line_too_long_ = false;
+    bool bare_newline_ = false;
+    bool normalize_ = false;
+    char raw_last_ = 0;           // BDAT: the previous octet, across chunks
+    bool raw_cr_pending_ = false; // BDAT: a chunk ended with CR
     // header section: the current field (possibly folded) and the current line
     std::string field_;
     std::string line_;

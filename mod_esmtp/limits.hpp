@@ -18,6 +18,9 @@ struct Limits {
     std::size_t max_recipients = 100;
     // ESMTPMaxErrors: error replies before 421 and close (0: no limit).
     unsigned max_errors = 20;
+    // ESMTPMaxJunkCommands: NOOP, RSET, VRFY, EXPN, HELP per session before
+    // 421 (0: no limit).
+    unsigned max_junk_commands = 100;
     // A single header field (folded lines together) bigger than this ends
     // header parsing: the rest goes to the handler as body, byte-exact.
     std::size_t max_header_field = 64 * 1024;

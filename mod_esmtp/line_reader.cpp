@@ -41,9 +41,12 @@ LineReader::Status LineReader::feed(std::string_view in, std::size_t &consumed)
         line_.clear();
         return Status::too_long;
     }
-    if (!line_.empty() && line_.back() == '\r')
+    bare_ = line_.empty() || line_.back() != '\r';
+    if (!bare_)
         line_.pop_back();
-    else if (line_.size() > max_ - 2) {
+    if (!bare_ && line_.find('\r') != std::string::npos)
+        bare_ = true;
+    if (bare_ && line_.size() > max_ - 2) {
         // bare LF: the limit still counts two octets for the line end
         complete_ = true;
         line_.clear();

@@ -24,6 +24,8 @@ class LineReader
     // how much was used. A line ends at LF; a CR right before it is removed.
     Status feed(std::string_view in, std::size_t &consumed);
     std::string_view line() const { return line_; }
+    // The last line ended with a bare LF, or holds a bare CR.
+    bool bare_newline() const { return bare_; }
     void reset();
     // Bytes of an unfinished line are buffered (for the early-talker and
     // STARTTLS checks to come).
@@ -34,6 +36,7 @@ class LineReader
     std::string line_;
     bool overflow_ = false;
     bool complete_ = false;
+    bool bare_ = false;
 };
 
 } // namespace esmtp

@@ -54,12 +54,15 @@ constexpr struct {
     Extension bit;
     const char *name;
 } kExtensions[] = {
-    {ext_pipelining, "PIPELINING"}, {ext_size, "SIZE"},         {ext_8bitmime, "8BITMIME"},
-    {ext_enhancedstatuscodes, "ENHANCEDSTATUSCODES"},          {ext_smtputf8, "SMTPUTF8"},
-    {ext_chunking, "CHUNKING"},
+    {ext_pipelining, "PIPELINING"}, {ext_size, "SIZE"},
+    {ext_8bitmime, "8BITMIME"},     {ext_enhancedstatuscodes, "ENHANCEDSTATUSCODES"},
+    {ext_smtputf8, "SMTPUTF8"},     {ext_chunking, "CHUNKING"},
 };
 
-char lower(char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); }
+char lower(char c)
+{
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+}
 
 } // namespace
 
@@ -108,6 +111,7 @@ Session::Session(const SessionConfig &cfg, ConnectionInfo conn, std::unique_ptr<
     : cfg_(cfg), conn_(std::move(conn)), handler_(std::move(handler)), log_(log), lines_(cfg_.limits.max_command_line),
       data_(cfg_.limits)
 {
+    data_.set_normalize(cfg_.normalize_bare_newlines);
 }
 
 Session::~Session()
@@ -230,15 +234,35 @@ void Session::shutdown(const Reply &r)
     reply(c);
 }
 
+bool Session::pipelining_allowed() const
+{
+    return !cfg_.forbid_unauth_pipelining || (esmtp_ && (cfg_.extensions & ext_pipelining));
+}
+
+void Session::protocol_violation(std::string_view what)
+{
+    log(txlog_session, std::string(what));
+    reply(Reply(554, "Error: SMTP protocol synchronization", "5.5.0", true));
+}
+
 void Session::feed(std::string_view in)
 {
     if (phase_ == Phase::greeting)
         start();
+    if (commands_ == 0 && !lines_.has_partial() && !in.empty() && in.front() == '\x16' && phase_ == Phase::command) {
+        // a TLS ClientHello: this port speaks plaintext SMTP first
+        log(txlog_session, "TLS handshake on a plaintext SMTP port");
+        phase_ = Phase::closed;
+        return;
+    }
     while (!in.empty() && phase_ != Phase::closed) {
         if (phase_ == Phase::data) {
             in.remove_prefix(data_.feed(in, *this));
-            if (data_.done())
+            if (data_.done()) {
                 finish_data();
+                if (!in.empty() && !pipelining_allowed())
+                    protocol_violation("improper command pipelining after DATA");
+            }
             continue;
         }
         if (phase_ == Phase::bdat) {
@@ -262,8 +286,27 @@ void Session::feed(std::string_view in)
             reply(500, "5.5.2", "Line too long");
             continue;
         }
-        command(lines_.line());
+        std::string_view line = lines_.line();
+        if (lines_.bare_newline() && (!cfg_.normalize_bare_newlines || line.find('\r') != std::string_view::npos)) {
+            ++commands_;
+            log(txlog_commands, "< (bare LF or CR in command)");
+            reply(550, "5.5.2", "Error: bare <LF> or <CR> in command; use <CR><LF>");
+        } else {
+            command(line);
+        }
+        // RFC 2920: without PIPELINING a client waits for each reply.
+        if (!in.empty() && phase_ != Phase::closed && phase_ != Phase::bdat && !pipelining_allowed())
+            protocol_violation("improper command pipelining");
     }
+}
+
+bool Session::junk_command()
+{
+    if (!cfg_.limits.max_junk_commands || ++junk_ <= cfg_.limits.max_junk_commands)
+        return false;
+    log(txlog_session, "too many junk commands");
+    reply(Reply(421, cfg_.hostname + " Error: too many commands", "4.7.0", true));
+    return true;
 }
 
 void Session::command(std::string_view line)
@@ -271,6 +314,19 @@ void Session::command(std::string_view line)
     ++commands_;
     if (log_ && cfg_.log_level >= txlog_commands)
         log(txlog_commands, std::string("< ").append(line));
+    if (line.find('\0') != std::string_view::npos) {
+        reply(500, "5.5.2", "Error: NUL character in command");
+        return;
+    }
+    // An HTTP client on the SMTP port (or a cross-protocol attack through
+    // one): answer and hang up, as Postfix does.
+    for (std::string_view method : {"GET ", "POST ", "HEAD ", "PUT ", "CONNECT ", "OPTIONS "}) {
+        if (line.substr(0, method.size()) == method) {
+            log(txlog_session, "HTTP request on the SMTP port");
+            reply(Reply(521, "Error: this is an SMTP server, not HTTP; closing", "5.7.0", true));
+            return;
+        }
+    }
     CommandMatch m = commands_table_.match(line);
     if (refused_ && m.verb != Verb::quit) {
         reply(503, "5.5.1", "Error: access denied");
@@ -297,6 +353,8 @@ void Session::command(std::string_view line)
         do_bdat(arg);
         break;
     case Verb::rset:
+        if (junk_command())
+            break;
         if (!arg.empty()) {
             reply(501, "5.5.4", "Syntax: RSET");
             break;
@@ -305,9 +363,13 @@ void Session::command(std::string_view line)
         reply(guarded("RSET", [&] { return handler_->rset(*this); }), Reply(250, "Ok", "2.0.0"));
         break;
     case Verb::noop:
+        if (junk_command())
+            break;
         reply(guarded("NOOP", [&] { return handler_->noop(*this); }), Reply(250, "Ok", "2.0.0"));
         break;
     case Verb::vrfy:
+        if (junk_command())
+            break;
         if (arg.empty()) {
             reply(501, "5.5.4", "Syntax: VRFY address");
             break;
@@ -316,6 +378,8 @@ void Session::command(std::string_view line)
               Reply(252, "Cannot VRFY user; try RCPT to attempt delivery", "2.0.0"));
         break;
     case Verb::expn:
+        if (junk_command())
+            break;
         if (arg.empty()) {
             reply(501, "5.5.4", "Syntax: EXPN mailing-list");
             break;
@@ -323,6 +387,8 @@ void Session::command(std::string_view line)
         reply(guarded("EXPN", [&] { return handler_->expn(*this, arg); }), Reply(502, "EXPN not available", "5.5.1"));
         break;
     case Verb::help:
+        if (junk_command())
+            break;
         reply(guarded("HELP", [&] { return handler_->help(*this, arg); }),
               Reply(214, "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY", "2.0.0"));
         break;
@@ -557,7 +623,8 @@ bool Session::content_wanted()
 {
     if (content_aborted_)
         return false;
-    if (data_.size_exceeded() || data_.line_too_long() || handler_failed_) {
+    if (data_.size_exceeded() || data_.line_too_long() || handler_failed_ ||
+        (data_.bare_newline() && !cfg_.normalize_bare_newlines)) {
         // Stop storing now (bounded storage); the client is answered after
         // the end of data.
         content_aborted_ = true;
@@ -707,6 +774,8 @@ void Session::complete_message()
     Reply r;
     if (data_.size_exceeded()) {
         r = Reply(552, "Message size exceeds fixed limit", "5.3.4");
+    } else if (data_.bare_newline() && !cfg_.normalize_bare_newlines) {
+        r = Reply(550, "Message contains bare <CR> or <LF>; use <CR><LF> line endings", "5.5.2");
     } else if (data_.line_too_long()) {
         r = Reply(500, "Message line too long", "5.5.2");
     } else if (content_aborted_) {

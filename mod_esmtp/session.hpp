@@ -53,9 +53,21 @@ struct SessionConfig {
     // with the wildcards * and ? ("*" alone accepts every domain, an open
     // relay). <postmaster> and the local address literal are always accepted.
     std::vector<std::string> accept_domains;
+    // ESMTPBareLineFeed: false = reject (550 5.5.2) commands and messages
+    // with a bare LF or CR; true = take a bare LF or CR as CRLF.
+    bool normalize_bare_newlines = false;
+    // ESMTPForbidUnauthPipelining: commands sent ahead of our reply without
+    // PIPELINING (HELO sessions, before EHLO) end the session.
+    bool forbid_unauth_pipelining = true;
     // RFC 5321 4.5.3.2 timeouts in seconds, enforced by the I/O glue.
     unsigned command_timeout = 300;
     unsigned data_timeout = 180;
+    // ESMTPGreetingDelay (milliseconds): wait this long before the 220; a
+    // client that talks first is refused (554 5.5.0). Enforced by the glue.
+    unsigned greeting_delay_ms = 0;
+    // ESMTPMinDataRate (octets/second, 0 off): slower DATA/BDAT transfers
+    // are ended with 421 4.4.2 after a grace period. Enforced by the glue.
+    unsigned min_data_rate = 0;
 };
 
 // Case-insensitive match of a domain against a pattern with * and ?.
@@ -105,10 +117,7 @@ class Session final : public SessionView, private DataSink
     std::string_view hostname() const override { return cfg_.hostname; }
     std::string_view helo_name() const override { return helo_; }
     bool esmtp() const override { return esmtp_; }
-    std::string_view protocol() const override
-    {
-        return !esmtp_ ? "SMTP" : env_.smtputf8 ? "UTF8ESMTP" : "ESMTP";
-    }
+    std::string_view protocol() const override { return !esmtp_ ? "SMTP" : env_.smtputf8 ? "UTF8ESMTP" : "ESMTP"; }
     const Envelope &envelope() const override { return env_; }
     std::string_view queue_id() const override { return queue_id_; }
     std::string_view trace_headers() const override { return trace_; }
@@ -134,6 +143,9 @@ class Session final : public SessionView, private DataSink
     void complete_message();
     bool recipient_domain_accepted(const Path &p) const;
     bool use_enhanced() const;
+    bool pipelining_allowed() const;
+    void protocol_violation(std::string_view what);
+    bool junk_command();
     bool content_wanted();
     void reset_transaction(bool notify_handler);
 
@@ -168,6 +180,7 @@ class Session final : public SessionView, private DataSink
     unsigned accepted_ = 0;
     unsigned commands_ = 0;
     unsigned errors_ = 0;
+    unsigned junk_ = 0;
     // BDAT state: bytes of the current chunk still to come, whether it is
     // the last, whether it is swallowed because the command was refused.
     std::uint64_t bdat_remaining_ = 0;

@@ -90,11 +90,12 @@ class VirtualHostsTest(ServerTestCase):
         self.assertEqual(body, "<p>HTTP and SMTP in one httpd</p>\n")
 
     def test_http_on_smtp_port_is_smtp(self):
-        """An HTTP request on the SMTP port gets SMTP answers, not HTTP."""
+        """An HTTP request on the SMTP port gets an SMTP refusal and the
+        connection is closed (as Postfix does)."""
         with RawClient(self.a.port) as c:
             self.assertEqual(c.reply(), (220, ["220 a.test ESMTP mod_esmtp"]))
-            self.assertEqual(c.cmd("GET / HTTP/1.1"), (500, ["500 5.5.2 Command unrecognized"]))
-            self.assertEqual(c.cmd("QUIT")[0], 221)
+            c.send(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(c.rest(10), "521 5.7.0 Error: this is an SMTP server, not HTTP; closing\r\n")
 
 
 class _PipedLog:
