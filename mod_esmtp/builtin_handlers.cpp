@@ -1,7 +1,9 @@
 // Registers the built-in handlers as providers, exactly as a third-party
 // module would.
 #include "handlers/discard.hpp"
+#include "handlers/lmtp.hpp"
 #include "handlers/maildir.hpp"
+#include "handlers/pipe.hpp"
 #include "mod_esmtp.hpp"
 #include <esmtp/apache.hpp>
 
@@ -12,8 +14,12 @@ void register_builtin_handlers(apr_pool_t *p)
 {
     static const MaildirProvider maildir;
     static const DiscardProvider discard;
+    static const PipeProvider pipe;
+    static const LmtpProvider lmtp;
     register_handler_provider(p, "maildir", &maildir);
     register_handler_provider(p, "discard", &discard);
+    register_handler_provider(p, "pipe", &pipe);
+    register_handler_provider(p, "lmtp", &lmtp);
 }
 
 } // namespace esmtp

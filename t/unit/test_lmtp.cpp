@@ -1,0 +1,736 @@
+// The lmtp handler: target parsing, dot-stuffing across chunk boundaries,
+// reply parsing, and whole sessions against a scripted LMTP server on a unix
+// socket (per-recipient replies folded into one SMTP reply, RSET, lost
+// connections, a server that is down).
+
+#include "handlers/lmtp.hpp"
+#include "session.hpp"
+
+#include <cppunit/extensions/HelperMacros.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <poll.h>
+#include <string>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace fs = std::filesystem;
+using esmtp::lmtp::DotStuffer;
+using esmtp::lmtp::ReplyParser;
+using esmtp::lmtp::Target;
+
+namespace
+{
+
+// Remove dot-stuffing the way an RFC 5321 server does, up to the final dot;
+// returns false when there is no final dot.
+bool unstuff(const std::string &wire, std::string &content)
+{
+    content.clear();
+    std::size_t pos = 0;
+    while (pos < wire.size()) {
+        std::size_t nl = wire.find('\n', pos);
+        std::string line = wire.substr(pos, nl == std::string::npos ? std::string::npos : nl + 1 - pos);
+        pos = nl == std::string::npos ? wire.size() : nl + 1;
+        if (line == ".\r\n")
+            return pos == wire.size(); // nothing after the end
+        if (!line.empty() && line[0] == '.')
+            line.erase(0, 1);
+        content += line;
+    }
+    return false;
+}
+
+std::string stuff_all(const std::vector<std::string> &chunks)
+{
+    DotStuffer d;
+    std::string out;
+    for (const auto &c : chunks)
+        d.feed(c, out);
+    d.finish(out);
+    return out;
+}
+
+// ---------------------------------------------------------------- a scripted LMTP server
+
+class FakeLmtp
+{
+  public:
+    // Replies by command verb ("MAIL", "RCPT", "RSET"...) or by whole line;
+    // "<close>" closes the connection instead of answering.
+    std::map<std::string, std::string> replies;
+    // After the final dot: one reply per accepted recipient, in order.
+    std::vector<std::string> data_replies;
+    std::string lhlo_reply = "250-lmtp.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-ENHANCEDSTATUSCODES\r\n"
+                             "250 SMTPUTF8\r\n";
+    std::string greeting = "220 lmtp.test LMTP ready\r\n";
+    // Hold while changing the above once start() has run.
+    std::mutex mu;
+
+    explicit FakeLmtp(const fs::path &path) : path_(path)
+    {
+        fd_ = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        CPPUNIT_ASSERT(fd_ >= 0);
+        sockaddr_un sun{};
+        sun.sun_family = AF_UNIX;
+        std::snprintf(sun.sun_path, sizeof sun.sun_path, "%s", path.c_str());
+        CPPUNIT_ASSERT(::bind(fd_, reinterpret_cast<sockaddr *>(&sun), sizeof sun) == 0);
+        CPPUNIT_ASSERT(::listen(fd_, 8) == 0);
+    }
+    ~FakeLmtp()
+    {
+        stop();
+        ::close(fd_);
+    }
+    void start()
+    {
+        thread_ = std::thread([this] { serve(); });
+    }
+    void stop()
+    {
+        stop_ = true;
+        if (thread_.joinable())
+            thread_.join();
+    }
+
+    // What the server saw (call after stop()).
+    std::vector<std::string> commands;
+    std::vector<std::string> data; // raw (stuffed) DATA content, final dot included
+    int connections = 0;
+
+  private:
+    void serve()
+    {
+        while (!stop_) {
+            pollfd p{fd_, POLLIN, 0};
+            if (::poll(&p, 1, 50) <= 0)
+                continue;
+            int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+            if (c < 0)
+                continue;
+            ++connections;
+            session(c);
+            ::close(c);
+        }
+    }
+    bool read_more(int c, std::string &buf)
+    {
+        for (;;) {
+            if (stop_)
+                return false;
+            pollfd p{c, POLLIN, 0};
+            if (::poll(&p, 1, 50) <= 0)
+                continue;
+            char tmp[4096];
+            ssize_t n = ::read(c, tmp, sizeof tmp);
+            if (n <= 0)
+                return false;
+            buf.append(tmp, static_cast<std::size_t>(n));
+            return true;
+        }
+    }
+    template <class F> auto locked(F f)
+    {
+        std::lock_guard<std::mutex> l(mu);
+        return f();
+    }
+    void put(int c, const std::string &s) { (void)!::write(c, s.data(), s.size()); }
+    void session(int c)
+    {
+        put(c, locked([&] { return greeting; }));
+        std::string buf;
+        for (;;) {
+            std::size_t nl;
+            while ((nl = buf.find("\r\n")) == std::string::npos)
+                if (!read_more(c, buf))
+                    return;
+            std::string line = buf.substr(0, nl);
+            buf.erase(0, nl + 2);
+            commands.push_back(line);
+            std::string verb = line.substr(0, line.find_first_of(" :"));
+            std::string r;
+            std::unique_lock<std::mutex> lock(mu);
+            if (replies.count(line))
+                r = replies[line];
+            else if (replies.count(verb))
+                r = replies[verb];
+            else if (verb == "LHLO")
+                r = lhlo_reply;
+            else if (verb == "DATA")
+                r = "354 go ahead\r\n";
+            else if (verb == "QUIT")
+                r = "221 2.0.0 bye\r\n";
+            else
+                r = "250 2.0.0 ok\r\n";
+            lock.unlock();
+            if (r == "<close>")
+                return;
+            put(c, r);
+            if (verb == "QUIT")
+                return;
+            if (verb == "DATA" && r.rfind("354", 0) == 0) {
+                std::size_t end;
+                while ((end = buf.find("\r\n.\r\n")) == std::string::npos && buf != ".\r\n")
+                    if (!read_more(c, buf))
+                        return;
+                std::size_t len = buf == ".\r\n" ? 3 : end + 5;
+                data.push_back(buf.substr(0, len));
+                buf.erase(0, len);
+                for (const auto &dr : locked([&] { return data_replies; })) {
+                    if (dr == "<close>")
+                        return;
+                    put(c, dr);
+                }
+            }
+        }
+    }
+
+    fs::path path_;
+    int fd_ = -1;
+    std::thread thread_;
+    std::atomic<bool> stop_{false};
+};
+
+// A session whose handler is `lmtp ARGS...`.
+struct LmtpSession {
+    std::unique_ptr<esmtp::Session> s;
+
+    explicit LmtpSession(const std::vector<std::string> &args)
+    {
+        esmtp::LmtpProvider p;
+        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
+        std::string error;
+        auto factory = p.configure(ctx, args, error);
+        CPPUNIT_ASSERT_MESSAGE(error, factory);
+        esmtp::SessionConfig cfg;
+        cfg.hostname = "mx.example.org";
+        cfg.accept_domains = {"*"};
+        s = std::make_unique<esmtp::Session>(cfg, esmtp::ConnectionInfo{}, factory->create(), nullptr);
+        s->start();
+        send("EHLO client.example\r\n");
+    }
+    std::string send(std::string_view in)
+    {
+        s->feed(in);
+        std::string out = s->output();
+        s->output().clear();
+        return out;
+    }
+};
+
+std::string configure_error(const std::vector<std::string> &args)
+{
+    esmtp::LmtpProvider p;
+    esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
+    std::string error;
+    CPPUNIT_ASSERT(!p.configure(ctx, args, error));
+    CPPUNIT_ASSERT_MESSAGE(error, error.rfind("ESMTPHandler lmtp: ", 0) == 0);
+    return error;
+}
+
+} // namespace
+
+class LmtpTest : public CppUnit::TestFixture
+{
+    CPPUNIT_TEST_SUITE(LmtpTest);
+    CPPUNIT_TEST(testParseTarget);
+    CPPUNIT_TEST(testConfigure);
+    CPPUNIT_TEST(testDotStuffingSimple);
+    CPPUNIT_TEST(testDotStuffingEveryChunkBoundary);
+    CPPUNIT_TEST(testDotStuffingEnd);
+    CPPUNIT_TEST(testReplyParserMultiLine);
+    CPPUNIT_TEST(testReplyParserByteByByte);
+    CPPUNIT_TEST(testReplyParserMalformed);
+    CPPUNIT_TEST(testDeliverOne);
+    CPPUNIT_TEST(testRcptRepliesMappedBack);
+    CPPUNIT_TEST(testFoldAllAccepted);
+    CPPUNIT_TEST(testFoldSingleFailure);
+    CPPUNIT_TEST(testFoldAllPermanent);
+    CPPUNIT_TEST(testFoldMixed);
+    CPPUNIT_TEST(testServerDown);
+    CPPUNIT_TEST(testBadGreeting);
+    CPPUNIT_TEST(testConnectionLostMidTransaction);
+    CPPUNIT_TEST(testConnectionLostAfterDot);
+    CPPUNIT_TEST(testRsetAndReuse);
+    CPPUNIT_TEST(testAbortMidDataDropsConnection);
+    CPPUNIT_TEST(testSmtputf8);
+    CPPUNIT_TEST(testDataRefused);
+    CPPUNIT_TEST(testIdleConnectionClosedByServer);
+    CPPUNIT_TEST_SUITE_END();
+
+  public:
+    void setUp() override
+    {
+        char tmpl[] = "/tmp/esmtp-lmtp-test-XXXXXX";
+        CPPUNIT_ASSERT(mkdtemp(tmpl) != nullptr);
+        dir_ = tmpl;
+        sock_ = (dir_ / "lmtp.sock").string();
+    }
+    void tearDown() override
+    {
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+    }
+
+    void testParseTarget()
+    {
+        Target t;
+        std::string e;
+        CPPUNIT_ASSERT(esmtp::lmtp::parse_target("127.0.0.1:24", t, e));
+        CPPUNIT_ASSERT(!t.is_unix);
+        CPPUNIT_ASSERT_EQUAL(std::string("127.0.0.1"), t.host);
+        CPPUNIT_ASSERT_EQUAL(std::string("24"), t.port);
+        CPPUNIT_ASSERT_EQUAL(std::string("127.0.0.1:24"), t.to_string());
+        CPPUNIT_ASSERT(esmtp::lmtp::parse_target("[::1]:2424", t, e));
+        CPPUNIT_ASSERT_EQUAL(std::string("::1"), t.host);
+        CPPUNIT_ASSERT_EQUAL(std::string("2424"), t.port);
+        CPPUNIT_ASSERT_EQUAL(std::string("[::1]:2424"), t.to_string());
+        CPPUNIT_ASSERT(esmtp::lmtp::parse_target("lmtp.example.org:65535", t, e));
+        CPPUNIT_ASSERT_EQUAL(std::string("lmtp.example.org"), t.host);
+        CPPUNIT_ASSERT(esmtp::lmtp::parse_target("unix:/run/dovecot/lmtp", t, e));
+        CPPUNIT_ASSERT(t.is_unix);
+        CPPUNIT_ASSERT_EQUAL(std::string("/run/dovecot/lmtp"), t.path);
+        CPPUNIT_ASSERT_EQUAL(std::string("unix:/run/dovecot/lmtp"), t.to_string());
+
+        for (const char *bad :
+             {"", "localhost", "localhost:", ":24", "host:0", "host:65536", "host:24x", "host:lmtp", "::1:24", "[::1]",
+              "[::1]24", "[::1]:", "[nonsense]:24", "[]:24", "unix:", "unix:relative/path", "host:24:25"}) {
+            e.clear();
+            CPPUNIT_ASSERT_MESSAGE(bad, !esmtp::lmtp::parse_target(bad, t, e));
+            CPPUNIT_ASSERT_MESSAGE(bad, !e.empty());
+        }
+        CPPUNIT_ASSERT(!esmtp::lmtp::parse_target("unix:/" + std::string(200, 'x'), t, e));
+    }
+
+    void testConfigure()
+    {
+        configure_error({});
+        configure_error({"nohostport"});
+        configure_error({"127.0.0.1:24", "timeout=0"});
+        configure_error({"127.0.0.1:24", "timeout=x"});
+        configure_error({"127.0.0.1:24", "bogus=1"});
+        esmtp::LmtpProvider p;
+        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
+        std::string error;
+        CPPUNIT_ASSERT(p.configure(ctx, {"[::1]:24", "timeout=5"}, error));
+        CPPUNIT_ASSERT(p.configure(ctx, {"unix:/run/lmtp"}, error));
+    }
+
+    void testDotStuffingSimple()
+    {
+        CPPUNIT_ASSERT_EQUAL(std::string("a\r\n..b\r\n.\r\n"), stuff_all({"a\r\n.b\r\n"}));
+        CPPUNIT_ASSERT_EQUAL(std::string("..\r\n.\r\n"), stuff_all({".\r\n"}));
+        CPPUNIT_ASSERT_EQUAL(std::string("...x\r\n.\r\n"), stuff_all({"..x\r\n"}));
+        // the dot starts a line in the middle of a chunk, and across chunks
+        CPPUNIT_ASSERT_EQUAL(std::string("a\r\n..\r\nb\r\n..c\r\n.\r\n"), stuff_all({"a\r\n.\r\nb\r\n", ".c\r\n"}));
+        CPPUNIT_ASSERT_EQUAL(std::string("a\r\n..c\r\n.\r\n"), stuff_all({"a\r", "\n", ".", "c\r\n"}));
+        // not at a line start: untouched
+        CPPUNIT_ASSERT_EQUAL(std::string("a.b\r\n.\r\n"), stuff_all({"a", ".b\r\n"}));
+        // a bare LF starts a line too (a lenient server would end there)
+        CPPUNIT_ASSERT_EQUAL(std::string("a\n..\r\n.\r\n"), stuff_all({"a\n", ".\r\n"}));
+    }
+
+    void testDotStuffingEveryChunkBoundary()
+    {
+        const std::string content = ".first\r\nsecond\r\n.\r\n..\r\nx.y\r\n\r\n.\r\n.end\n.lf\r\n";
+        const std::string expect = stuff_all({content});
+        std::string back;
+        CPPUNIT_ASSERT(unstuff(expect, back));
+        CPPUNIT_ASSERT_EQUAL(content, back);
+        // every split into two and three chunks gives the same wire bytes
+        for (std::size_t i = 0; i <= content.size(); ++i) {
+            CPPUNIT_ASSERT_EQUAL(expect, stuff_all({content.substr(0, i), content.substr(i)}));
+            for (std::size_t j = i; j <= content.size(); ++j)
+                CPPUNIT_ASSERT_EQUAL(expect,
+                                     stuff_all({content.substr(0, i), content.substr(i, j - i), content.substr(j)}));
+        }
+        // and byte by byte
+        std::vector<std::string> bytes;
+        for (char c : content)
+            bytes.emplace_back(1, c);
+        CPPUNIT_ASSERT_EQUAL(expect, stuff_all(bytes));
+    }
+
+    void testDotStuffingEnd()
+    {
+        // content ending without CRLF (BDAT, or a last line without end) gets one
+        CPPUNIT_ASSERT_EQUAL(std::string("abc\r\n.\r\n"), stuff_all({"abc"}));
+        CPPUNIT_ASSERT_EQUAL(std::string("abc\r\r\n.\r\n"), stuff_all({"abc\r"}));
+        CPPUNIT_ASSERT_EQUAL(std::string("abc\n\r\n.\r\n"), stuff_all({"abc\n"}));
+        CPPUNIT_ASSERT_EQUAL(std::string("abc\r\n.\r\n"), stuff_all({"abc\r", "\n"}));
+        CPPUNIT_ASSERT_EQUAL(std::string("x\r\n.\r\n"), stuff_all({"x\r\n", ""}));
+        CPPUNIT_ASSERT_EQUAL(std::string(".\r\n"), stuff_all({}));
+        // finish() resets: a second message starts at a line start
+        DotStuffer d;
+        std::string out;
+        d.feed("a", out);
+        d.finish(out);
+        d.feed(".b\r\n", out);
+        d.finish(out);
+        CPPUNIT_ASSERT_EQUAL(std::string("a\r\n.\r\n..b\r\n.\r\n"), out);
+    }
+
+    void testReplyParserMultiLine()
+    {
+        ReplyParser p;
+        p.feed("250-lmtp.test\r\n250-8BITMIME\r\n250 ENHANCEDSTATUSCODES\r\n550 5.1.1 <x@y>: unknown\r\n");
+        auto r = p.next();
+        CPPUNIT_ASSERT(r);
+        CPPUNIT_ASSERT_EQUAL(250, r->code);
+        CPPUNIT_ASSERT_EQUAL(std::string(), r->enhanced);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(3), r->lines.size());
+        CPPUNIT_ASSERT_EQUAL(std::string("ENHANCEDSTATUSCODES"), r->lines[2]);
+        r = p.next();
+        CPPUNIT_ASSERT(r);
+        CPPUNIT_ASSERT_EQUAL(550, r->code);
+        CPPUNIT_ASSERT_EQUAL(std::string("5.1.1"), r->enhanced);
+        CPPUNIT_ASSERT_EQUAL(std::string("<x@y>: unknown"), r->lines.at(0));
+        CPPUNIT_ASSERT(!p.next());
+        CPPUNIT_ASSERT(!p.bad());
+
+        // enhanced code on every line of a multi-line reply; LF-only lines;
+        // a bare code; a code of another class is text
+        p.feed("452-4.2.2 mailbox full\n452 4.2.2 try later\r\n250\r\n451 5.1.1 odd\r\n250 2.1.5\r\n");
+        r = p.next();
+        CPPUNIT_ASSERT_EQUAL(452, r->code);
+        CPPUNIT_ASSERT_EQUAL(std::string("4.2.2"), r->enhanced);
+        CPPUNIT_ASSERT_EQUAL(std::string("mailbox full"), r->lines.at(0));
+        CPPUNIT_ASSERT_EQUAL(std::string("try later"), r->lines.at(1));
+        r = p.next();
+        CPPUNIT_ASSERT_EQUAL(250, r->code);
+        CPPUNIT_ASSERT_EQUAL(std::string(""), r->lines.at(0));
+        r = p.next();
+        CPPUNIT_ASSERT_EQUAL(451, r->code);
+        CPPUNIT_ASSERT_EQUAL(std::string(), r->enhanced);
+        CPPUNIT_ASSERT_EQUAL(std::string("5.1.1 odd"), r->lines.at(0));
+        r = p.next();
+        CPPUNIT_ASSERT_EQUAL(std::string("2.1.5"), r->enhanced);
+        CPPUNIT_ASSERT_EQUAL(std::string(""), r->lines.at(0));
+    }
+
+    void testReplyParserByteByByte()
+    {
+        const std::string wire = "220 hi\r\n250-a\r\n250-b\r\n250 2.0.0 c\r\n";
+        ReplyParser p;
+        std::vector<int> codes;
+        std::size_t lines = 0;
+        for (char c : wire) {
+            p.feed(std::string(1, c));
+            while (auto r = p.next()) {
+                codes.push_back(r->code);
+                lines += r->lines.size();
+            }
+        }
+        CPPUNIT_ASSERT(codes == std::vector<int>({220, 250}));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(4), lines);
+        CPPUNIT_ASSERT(!p.buffered());
+    }
+
+    void testReplyParserMalformed()
+    {
+        for (const char *bad :
+             {"hello\r\n", "25\r\n", "250x\r\n", "250-a\r\n251 b\r\n", "199 x\r\n", "600 x\r\n", "2a0 x\r\n"}) {
+            ReplyParser p;
+            p.feed(bad);
+            CPPUNIT_ASSERT_MESSAGE(bad, !p.next());
+            CPPUNIT_ASSERT_MESSAGE(bad, p.bad());
+        }
+        ReplyParser p;
+        p.feed("250 " + std::string(10000, 'x')); // no line end, ever
+        CPPUNIT_ASSERT(!p.next());
+        CPPUNIT_ASSERT(p.bad());
+    }
+
+    void testDeliverOne()
+    {
+        FakeLmtp srv(sock_);
+        srv.data_replies = {"250 2.0.0 <bob@example.org> delivered\r\n"};
+        srv.start();
+        std::string trace;
+        {
+            LmtpSession m({"unix:" + sock_});
+            CPPUNIT_ASSERT(m.send("MAIL FROM:<alice@example.com> BODY=8BITMIME\r\n").rfind("250 ", 0) == 0);
+            CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 ok\r\n"), m.send("RCPT TO:<bob@example.org>\r\n"));
+            CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+            trace = std::string(m.s->trace_headers());
+            std::string out = m.send("Subject: x\r\n\r\n..dot line\r\n\xff\xfe 8bit\r\n.\r\n");
+            CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 2.0.0 Ok: queued as ", 0) == 0);
+            CPPUNIT_ASSERT(m.send("QUIT\r\n").rfind("221 ", 0) == 0);
+        }
+        srv.stop();
+        std::vector<std::string> expect{"LHLO mx.example.org", "MAIL FROM:<alice@example.com> BODY=8BITMIME",
+                                        "RCPT TO:<bob@example.org>", "DATA", "QUIT"};
+        CPPUNIT_ASSERT(srv.commands == expect);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), srv.data.size());
+        std::string content;
+        CPPUNIT_ASSERT(unstuff(srv.data[0], content));
+        CPPUNIT_ASSERT_EQUAL(trace + "Subject: x\r\n\r\n.dot line\r\n\xff\xfe 8bit\r\n", content);
+        CPPUNIT_ASSERT(srv.data[0].find("\r\n..dot line\r\n") != std::string::npos);
+    }
+
+    void testRcptRepliesMappedBack()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["RCPT TO:<nobody@example.org>"] = "550 5.1.1 <nobody@example.org>: no such user\r\n";
+        srv.replies["RCPT TO:<full@example.org>"] = "452-4.2.2 mailbox full\r\n452 4.2.2 really\r\n";
+        srv.replies["RCPT TO:<plain@example.org>"] = "550 no enhanced code here\r\n";
+        srv.replies["RCPT TO:<ctl@example.org>"] = "550 5.7.1 bell\x07 here\r\n";
+        srv.start();
+        LmtpSession m({"unix:" + sock_});
+        m.send("MAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("550 5.1.1 <nobody@example.org>: no such user\r\n"),
+                             m.send("RCPT TO:<nobody@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("452-4.2.2 mailbox full\r\n452 4.2.2 really\r\n"),
+                             m.send("RCPT TO:<full@example.org>\r\n"));
+        std::string out = m.send("RCPT TO:<plain@example.org>\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out,
+                               out.rfind("550 ", 0) == 0 && out.find("no enhanced code here") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(std::string("550 5.7.1 bell? here\r\n"), m.send("RCPT TO:<ctl@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: need RCPT command\r\n"), m.send("DATA\r\n"));
+    }
+
+    // n recipients, all accepted at RCPT; `replies` after the dot
+    std::string run_fold(const std::vector<std::string> &replies, FakeLmtp &srv)
+    {
+        srv.data_replies = replies;
+        srv.start();
+        LmtpSession m({"unix:" + sock_});
+        m.send("MAIL FROM:<a@example.com>\r\n");
+        for (std::size_t i = 0; i < replies.size(); ++i)
+            CPPUNIT_ASSERT(m.send("RCPT TO:<r" + std::to_string(i) + "@example.org>\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+        std::string out = m.send("Subject: x\r\n\r\nbody\r\n.\r\n");
+        // the connection is still in step: a second transaction works
+        {
+            std::lock_guard<std::mutex> l(srv.mu);
+            srv.data_replies.assign(1, "250 2.0.0 ok\r\n");
+        }
+        m.send("MAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT(m.send("RCPT TO:<again@example.org>\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+        std::string second = m.send("x\r\n.\r\n");
+        CPPUNIT_ASSERT_MESSAGE(second, second.rfind("250 2.0.0 Ok: queued as", 0) == 0);
+        return out;
+    }
+
+    void testFoldAllAccepted()
+    {
+        FakeLmtp srv(sock_);
+        std::string out = run_fold({"250 2.0.0 ok\r\n", "250 2.0.0 ok\r\n", "250 2.0.0 ok\r\n"}, srv);
+        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 2.0.0 Ok: queued as ", 0) == 0);
+        srv.stop();
+        CPPUNIT_ASSERT_EQUAL(1, srv.connections); // one LMTP connection per SMTP session
+    }
+
+    void testFoldSingleFailure()
+    {
+        FakeLmtp srv(sock_);
+        CPPUNIT_ASSERT_EQUAL(std::string("552 5.2.2 over quota\r\n"), run_fold({"552 5.2.2 over quota\r\n"}, srv));
+    }
+
+    void testFoldAllPermanent()
+    {
+        FakeLmtp srv(sock_);
+        CPPUNIT_ASSERT_EQUAL(std::string("552 5.2.2 first\r\n"),
+                             run_fold({"552 5.2.2 first\r\n", "550 5.1.1 second\r\n"}, srv));
+    }
+
+    void testFoldMixed()
+    {
+        {
+            FakeLmtp srv(sock_);
+            std::string out = run_fold({"250 2.0.0 ok\r\n", "550 5.1.1 gone\r\n", "452 4.2.2 full\r\n"}, srv);
+            CPPUNIT_ASSERT_EQUAL(
+                std::string("451 4.3.0 Delivery failed for <r1@example.org>, <r2@example.org>; try again later\r\n"),
+                out);
+        }
+        fs::remove(sock_);
+        {
+            FakeLmtp srv(sock_); // temporary and permanent, none delivered: still 451
+            std::string out = run_fold({"451 4.2.0 later\r\n", "550 5.1.1 gone\r\n"}, srv);
+            CPPUNIT_ASSERT_MESSAGE(out, out.rfind("451 4.3.0 Delivery failed for <r0@example.org>, <r1@", 0) == 0);
+        }
+    }
+
+    void testServerDown()
+    {
+        LmtpSession m({"unix:" + sock_}); // nobody listens there
+        m.send("MAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 LMTP server unavailable\r\n"),
+                             m.send("RCPT TO:<b@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 LMTP server unavailable\r\n"),
+                             m.send("RCPT TO:<c@example.org>\r\n"));
+        // TCP too: a port nobody listens on
+        LmtpSession t({"127.0.0.1:1", "timeout=2"});
+        t.send("MAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 LMTP server unavailable\r\n"),
+                             t.send("RCPT TO:<b@example.org>\r\n"));
+        // the server comes up: the next RCPT connects
+        FakeLmtp srv(sock_);
+        srv.start();
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 ok\r\n"), m.send("RCPT TO:<d@example.org>\r\n"));
+    }
+
+    void testBadGreeting()
+    {
+        FakeLmtp srv(sock_);
+        srv.greeting = "554 go away\r\n";
+        srv.start();
+        LmtpSession m({"unix:" + sock_});
+        m.send("MAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 LMTP server unavailable\r\n"),
+                             m.send("RCPT TO:<b@example.org>\r\n"));
+        {
+            std::lock_guard<std::mutex> l(srv.mu);
+            srv.greeting = "220 ok\r\n";
+            srv.lhlo_reply = "500 what\r\n";
+        }
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 LMTP server unavailable\r\n"),
+                             m.send("RCPT TO:<b@example.org>\r\n"));
+    }
+
+    void testConnectionLostMidTransaction()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["RCPT TO:<crash@example.org>"] = "<close>";
+        srv.start();
+        LmtpSession m({"unix:" + sock_});
+        m.send("MAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 ok\r\n"), m.send("RCPT TO:<b@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.2 LMTP connection lost; try again later\r\n"),
+                             m.send("RCPT TO:<crash@example.org>\r\n"));
+        // b@ was accepted by a connection that is gone: the transaction
+        // cannot be delivered, whatever comes next
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.2 LMTP connection lost; try again later\r\n"),
+                             m.send("RCPT TO:<c@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.2 LMTP connection lost; try again later\r\n"), m.send("DATA\r\n"));
+        // a new transaction gets a new connection
+        {
+            std::lock_guard<std::mutex> l(srv.mu);
+            srv.data_replies = {"250 2.0.0 ok\r\n"};
+        }
+        CPPUNIT_ASSERT(m.send("RSET\r\nMAIL FROM:<a@example.com>\r\n").find("250 ") == 0);
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 ok\r\n"), m.send("RCPT TO:<b@example.org>\r\n"));
+        CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("x\r\n.\r\n").rfind("250 2.0.0 Ok: queued as", 0) == 0);
+        m.s->end();
+        srv.stop();
+        CPPUNIT_ASSERT_EQUAL(2, srv.connections);
+    }
+
+    void testConnectionLostAfterDot()
+    {
+        FakeLmtp srv(sock_);
+        srv.data_replies = {"250 2.0.0 ok\r\n", "<close>"};
+        srv.start();
+        LmtpSession m({"unix:" + sock_});
+        m.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\n");
+        CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.2 LMTP connection lost; try again later\r\n"), m.send("x\r\n.\r\n"));
+        CPPUNIT_ASSERT_EQUAL(0u, m.s->messages_accepted());
+    }
+
+    void testRsetAndReuse()
+    {
+        FakeLmtp srv(sock_);
+        srv.start();
+        {
+            LmtpSession m({"unix:" + sock_});
+            m.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+            CPPUNIT_ASSERT(m.send("RSET\r\n").rfind("250 ", 0) == 0);
+            m.send("MAIL FROM:<a2@example.com>\r\nRCPT TO:<b2@example.org>\r\n");
+            CPPUNIT_ASSERT(m.send("QUIT\r\n").rfind("221 ", 0) == 0);
+        }
+        srv.stop();
+        std::vector<std::string> expect{"LHLO mx.example.org",
+                                        "MAIL FROM:<a@example.com>",
+                                        "RCPT TO:<b@example.org>",
+                                        "RSET",
+                                        "MAIL FROM:<a2@example.com>",
+                                        "RCPT TO:<b2@example.org>",
+                                        "RSET",
+                                        "QUIT"};
+        CPPUNIT_ASSERT_EQUAL(expect.size(), srv.commands.size());
+        CPPUNIT_ASSERT(srv.commands == expect);
+        CPPUNIT_ASSERT_EQUAL(1, srv.connections);
+    }
+
+    void testAbortMidDataDropsConnection()
+    {
+        FakeLmtp srv(sock_);
+        srv.start();
+        {
+            LmtpSession m({"unix:" + sock_});
+            m.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+            m.send("Subject: cut\r\n\r\nhalf a bo");
+            m.s->end(); // client gone mid-DATA: the LMTP server must not get a final dot
+        }
+        srv.stop();
+        CPPUNIT_ASSERT(srv.data.empty());
+        CPPUNIT_ASSERT_EQUAL(std::string("DATA"), srv.commands.back()); // no QUIT inside DATA
+    }
+
+    void testSmtputf8()
+    {
+        FakeLmtp srv(sock_);
+        srv.lhlo_reply = "250-lmtp.test\r\n250 8BITMIME\r\n";
+        srv.start();
+        LmtpSession m({"unix:" + sock_});
+        CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com> SMTPUTF8\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(std::string("553 5.6.7 LMTP server does not support SMTPUTF8\r\n"),
+                             m.send("RCPT TO:<b@example.org>\r\n"));
+        m.send("RSET\r\nMAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 ok\r\n"), m.send("RCPT TO:<b@example.org>\r\n"));
+        m.s->end();
+        srv.stop();
+        for (const auto &c : srv.commands)
+            CPPUNIT_ASSERT_MESSAGE(c, c.find("SMTPUTF8") == std::string::npos);
+    }
+
+    void testDataRefused()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["DATA"] = "554 5.6.0 no data today\r\n";
+        srv.start();
+        LmtpSession m({"unix:" + sock_});
+        m.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("554 5.6.0 no data today\r\n"), m.send("DATA\r\n"));
+    }
+
+    void testIdleConnectionClosedByServer()
+    {
+        FakeLmtp srv(sock_);
+        // the server closes the connection after the first message (as one
+        // with an idle timeout would between transactions), unnoticed
+        srv.data_replies = {"250 2.0.0 ok\r\n", "<close>"};
+        srv.start();
+        {
+            LmtpSession m({"unix:" + sock_});
+            m.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+            CPPUNIT_ASSERT(m.send("x\r\n.\r\n").rfind("250 2.0.0 Ok: queued as", 0) == 0);
+            std::this_thread::sleep_for(std::chrono::milliseconds(100));
+            m.send("MAIL FROM:<a@example.com>\r\n");
+            CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 ok\r\n"), m.send("RCPT TO:<c@example.org>\r\n"));
+            m.s->end();
+        }
+        srv.stop();
+        CPPUNIT_ASSERT_EQUAL(2, srv.connections);
+    }
+
+  private:
+    fs::path dir_;
+    std::string sock_;
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(LmtpTest);

@@ -1,0 +1,476 @@
+// The pipe handler driven through a Session: configuration errors, argv
+// expansion without injection, stdin, the clean environment, exit codes,
+// the timeout, and no fd or process left behind.
+
+#include "handlers/pipe.hpp"
+#include "session.hpp"
+
+#include <cppunit/extensions/HelperMacros.h>
+
+#include <cerrno>
+#include <chrono>
+#include <csignal>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <memory>
+#include <string>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <thread>
+#include <unistd.h>
+#include <vector>
+
+namespace fs = std::filesystem;
+
+namespace
+{
+
+std::string slurp(const fs::path &p)
+{
+    std::ifstream in(p, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+// NUL-separated records (the script writes argv and environ that way).
+std::vector<std::string> split_nul(const std::string &s)
+{
+    std::vector<std::string> out;
+    std::size_t start = 0;
+    for (std::size_t i = 0; i < s.size(); ++i)
+        if (s[i] == '\0') {
+            out.push_back(s.substr(start, i - start));
+            start = i + 1;
+        }
+    return out;
+}
+
+std::size_t open_fds()
+{
+    std::size_t n = 0;
+    for (const auto &e : fs::directory_iterator("/proc/self/fd")) {
+        (void)e;
+        ++n;
+    }
+    return n;
+}
+
+std::string join(const std::vector<std::string> &v)
+{
+    std::string s;
+    for (const auto &x : v)
+        s += "[" + x + "]";
+    return s;
+}
+
+const std::string kMessage = "From: alice@example.com\r\n"
+                             "Subject: pipe test\r\n"
+                             "\r\n"
+                             "Line one.\r\n"
+                             ".A line that started with a dot.\r\n"
+                             "8-bit: \xc3\xa9\xff\r\n";
+
+std::string stuffed(const std::string &msg)
+{
+    std::string out;
+    bool bol = true;
+    for (char c : msg) {
+        if (bol && c == '.')
+            out += '.';
+        out += c;
+        bol = c == '\n';
+    }
+    return out;
+}
+
+std::string configure_error(const std::vector<std::string> &args)
+{
+    esmtp::PipeProvider p;
+    esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
+    std::string error;
+    auto f = p.configure(ctx, args, error);
+    CPPUNIT_ASSERT_MESSAGE("configure accepted " + join(args), !f);
+    CPPUNIT_ASSERT_MESSAGE(error, error.rfind("ESMTPHandler pipe: ", 0) == 0);
+    return error;
+}
+
+// A session whose handler is `pipe ARGS...`.
+struct PipeSession {
+    std::unique_ptr<esmtp::Session> s;
+
+    explicit PipeSession(const std::vector<std::string> &args)
+    {
+        esmtp::PipeProvider p;
+        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
+        std::string error;
+        auto factory = p.configure(ctx, args, error);
+        CPPUNIT_ASSERT_MESSAGE(error, factory);
+        esmtp::SessionConfig cfg;
+        cfg.hostname = "mx.example.org";
+        cfg.accept_domains = {"*"};
+        esmtp::ConnectionInfo conn;
+        conn.client_address = "192.0.2.7";
+        s = std::make_unique<esmtp::Session>(cfg, conn, factory->create(), nullptr);
+        s->start();
+        send("EHLO client.example\r\n");
+    }
+    std::string send(std::string_view in)
+    {
+        s->feed(in);
+        std::string out = s->output();
+        s->output().clear();
+        return out;
+    }
+    // One message; returns the reply to the final dot. `trace` gets the
+    // trace headers the handler was given.
+    std::string deliver(const std::string &from, const std::vector<std::string> &to, const std::string &msg,
+                        std::string *trace = nullptr)
+    {
+        std::string out = send("MAIL FROM:<" + from + ">\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 ", 0) == 0);
+        for (const auto &r : to) {
+            out = send("RCPT TO:<" + r + ">\r\n");
+            CPPUNIT_ASSERT_MESSAGE(r + ": " + out, out.rfind("250 ", 0) == 0);
+        }
+        out = send("DATA\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("354 ", 0) == 0);
+        if (trace)
+            *trace = std::string(s->trace_headers());
+        return send(stuffed(msg) + ".\r\n");
+    }
+};
+
+} // namespace
+
+class PipeTest : public CppUnit::TestFixture
+{
+    CPPUNIT_TEST_SUITE(PipeTest);
+    CPPUNIT_TEST(testConfigureErrors);
+    CPPUNIT_TEST(testDeliverArgvStdinEnvironment);
+    CPPUNIT_TEST(testExpansions);
+    CPPUNIT_TEST(testHostileAddresses);
+    CPPUNIT_TEST(testLeadingDashRefused);
+    CPPUNIT_TEST(testNullSender);
+    CPPUNIT_TEST(testTempfail);
+    CPPUNIT_TEST(testPermanentFailure);
+    CPPUNIT_TEST(testKilledBySignal);
+    CPPUNIT_TEST(testTimeoutKillsProcessGroup);
+    CPPUNIT_TEST(testCommandVanished);
+    CPPUNIT_TEST(testAbortRunsNothing);
+    CPPUNIT_TEST(testNoFdOrProcessLeft);
+    CPPUNIT_TEST(testLargeMessage);
+    CPPUNIT_TEST_SUITE_END();
+
+  public:
+    void setUp() override
+    {
+        char tmpl[] = "/tmp/esmtp-pipe-test-XXXXXX";
+        CPPUNIT_ASSERT(mkdtemp(tmpl) != nullptr);
+        dir_ = tmpl;
+    }
+    void tearDown() override
+    {
+        std::error_code ec;
+        fs::remove_all(dir_, ec);
+    }
+
+    // A /bin/sh script that records its argv, environment and stdin into
+    // the test directory, then runs `tail` (shell code).
+    std::string script(const std::string &name, const std::string &tail = "exit 0")
+    {
+        fs::path p = dir_ / name;
+        std::ofstream out(p);
+        out << "#!/bin/sh\n"
+            << "d='" << dir_.string() << "'\n"
+            << "printf '%s\\0' \"$@\" > \"$d/argv\"\n"
+            << "cat /proc/$$/environ > \"$d/environ\"\n"
+            << "cat > \"$d/stdin\"\n"
+            << "echo $$ > \"$d/pid\"\n"
+            << tail << "\n";
+        out.close();
+        fs::permissions(p, fs::perms::owner_all);
+        return p.string();
+    }
+    std::vector<std::string> argv() { return split_nul(slurp(dir_ / "argv")); }
+
+    void testConfigureErrors()
+    {
+        std::string sh = script("rec");
+        configure_error({});
+        configure_error({"timeout=5"});
+        std::string e = configure_error({"bin/cat"});
+        CPPUNIT_ASSERT_MESSAGE(e, e.find("absolute path") != std::string::npos);
+        configure_error({"cat", "-"});
+        configure_error({"timeout=0", sh});
+        configure_error({"timeout=abc", sh});
+        configure_error({"timeout=", sh});
+        configure_error({"nosuchoption=1", sh});
+        e = configure_error({sh, "${nosuch}"});
+        CPPUNIT_ASSERT_MESSAGE(e, e.find("${nosuch}") != std::string::npos);
+        configure_error({sh, "x${sender"});
+        e = configure_error({sh, "$(nosuch)"});
+        CPPUNIT_ASSERT_MESSAGE(e, e.find("$(nosuch)") != std::string::npos);
+        configure_error({sh, "$(sender"});
+        configure_error({(dir_ / "missing").string()});
+        configure_error({dir_.string()}); // a directory
+        std::ofstream(dir_ / "noexec") << "#!/bin/sh\n";
+        configure_error({(dir_ / "noexec").string()});
+
+        esmtp::PipeProvider p;
+        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
+        std::string error;
+        CPPUNIT_ASSERT(p.configure(ctx, {"timeout=5", "null_sender=", sh, "${sender}", "$$", "a$b"}, error));
+        CPPUNIT_ASSERT(error.empty());
+    }
+
+    void testDeliverArgvStdinEnvironment()
+    {
+        PipeSession m({script("rec"), "-f", "${sender}", "--", "${recipient}"});
+        std::string trace;
+        std::string out = m.deliver("alice@example.com", {"bob@example.org", "carol@example.net"}, kMessage, &trace);
+        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 2.0.0 Ok: queued as ", 0) == 0);
+        CPPUNIT_ASSERT(trace.rfind("Return-Path: <alice@example.com>\r\nReceived: ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(trace + kMessage, slurp(dir_ / "stdin"));
+        std::vector<std::string> expect{"-f", "alice@example.com", "--", "bob@example.org", "carol@example.net"};
+        CPPUNIT_ASSERT_EQUAL(join(expect), join(argv()));
+
+        // exactly the documented environment, nothing of ours
+        std::vector<std::string> env = split_nul(slurp(dir_ / "environ"));
+        std::size_t size = (trace + kMessage).size();
+        std::string qid = out.substr(std::string("250 2.0.0 Ok: queued as ").size());
+        qid = qid.substr(0, qid.find('\r'));
+        std::vector<std::string> expect_env{"SENDER=alice@example.com",
+                                            "RECIPIENT=bob@example.org carol@example.net",
+                                            "CLIENT_ADDRESS=192.0.2.7",
+                                            "CLIENT_HOSTNAME=192.0.2.7",
+                                            "HELO_NAME=client.example",
+                                            "QUEUE_ID=" + qid,
+                                            "SIZE=" + std::to_string(size),
+                                            "PATH=/usr/bin:/bin",
+                                            "LANG=C"};
+        CPPUNIT_ASSERT_EQUAL(join(expect_env), join(env));
+    }
+
+    void testExpansions()
+    {
+        PipeSession m({script("rec"), "ip=${client_address}", "host=${client_hostname}", "helo=${helo_name}",
+                       "qid=${queue_id}", "size=${size}", "to=${recipient}!", "$$sender", "$x", "${sender}${sender}",
+                       "$(sender)|$(helo_name)", "rcpt=$(recipient)"});
+        std::string trace;
+        std::string out = m.deliver("a@b.example", {"r1@x.example", "r2@y.example", "r3@z.example"}, kMessage, &trace);
+        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 ", 0) == 0);
+        std::string qid = out.substr(std::string("250 2.0.0 Ok: queued as ").size());
+        qid = qid.substr(0, qid.find('\r'));
+        std::vector<std::string> expect{"ip=192.0.2.7",
+                                        "host=192.0.2.7",
+                                        "helo=client.example",
+                                        "qid=" + qid,
+                                        "size=" + std::to_string(trace.size() + kMessage.size()),
+                                        "to=r1@x.example!",
+                                        "to=r2@y.example!",
+                                        "to=r3@z.example!",
+                                        "$sender",
+                                        "$x",
+                                        "a@b.examplea@b.example",
+                                        "a@b.example|client.example",
+                                        "rcpt=r1@x.example",
+                                        "rcpt=r2@y.example",
+                                        "rcpt=r3@z.example"};
+        CPPUNIT_ASSERT_EQUAL(join(expect), join(argv()));
+    }
+
+    void testHostileAddresses()
+    {
+        fs::path pwn = dir_ / "pwned";
+        const std::string p = pwn.string();
+        // Valid RFC 5321 mailboxes that mean something to a shell.
+        std::vector<std::string> hostile{
+            "\"a;rm -rf x\"@d.example",
+            "\"$(touch " + p + ")\"@d.example",
+            "\"`touch " + p + "`\"@d.example",
+            "\"a | touch " + p + "\"@d.example",
+            "\"a && touch " + p + "\"@d.example",
+            "\"a > " + p + "\"@d.example",
+            "\"x' ; touch " + p + " ; '\"@d.example",
+            "\"a\\\" b\"@d.example",
+            "\"${PATH}\"@d.example",
+            "\"*\"@d.example",
+            "a|b&c'd`id`${IFS}@d.example",
+            "\"-oQ/tmp/x\"@d.example",
+            "\" \"@d.example",
+        };
+        PipeSession m({script("rec"), "${sender}", "${recipient}", "x${recipient}"});
+        std::string sender = "\"$(touch " + p + ");\"@evil.example";
+        std::string out = m.deliver(sender, hostile, kMessage);
+        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 ", 0) == 0);
+        std::vector<std::string> expect{sender};
+        expect.insert(expect.end(), hostile.begin(), hostile.end());
+        for (const auto &h : hostile)
+            expect.push_back("x" + h);
+        CPPUNIT_ASSERT_EQUAL(join(expect), join(argv()));
+        CPPUNIT_ASSERT_MESSAGE("a shell ran an address", !fs::exists(pwn));
+        CPPUNIT_ASSERT(!fs::exists("x")); // "a;rm -rf x" and "a > x" ran nowhere
+    }
+
+    void testLeadingDashRefused()
+    {
+        PipeSession m({script("rec"), "${sender}", "${recipient}"});
+        CPPUNIT_ASSERT_EQUAL(std::string("553 5.1.7 Address must not begin with '-'\r\n"),
+                             m.send("MAIL FROM:<-oQ/tmp/x@d.example>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("553 5.1.7 Address must not begin with '-'\r\n"),
+                             m.send("MAIL FROM:<-f@d.example>\r\n"));
+        CPPUNIT_ASSERT(m.send("MAIL FROM:<a@d.example>\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(std::string("553 5.1.3 Address must not begin with '-'\r\n"),
+                             m.send("RCPT TO:<-oQ/tmp/x@d.example>\r\n"));
+        CPPUNIT_ASSERT(m.send("RCPT TO:<b@d.example>\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("Subject: x\r\n\r\nx\r\n.\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(join({"a@d.example", "b@d.example"}), join(argv()));
+    }
+
+    void testNullSender()
+    {
+        {
+            PipeSession m({script("rec"), "${sender}"});
+            CPPUNIT_ASSERT(m.deliver("", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
+            CPPUNIT_ASSERT_EQUAL(join({"MAILER-DAEMON"}), join(argv()));
+        }
+        {
+            PipeSession m({"null_sender=", script("rec"), "-f", "${sender}"});
+            CPPUNIT_ASSERT(m.deliver("", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
+            CPPUNIT_ASSERT_EQUAL(join({"-f", ""}), join(argv()));
+            CPPUNIT_ASSERT(slurp(dir_ / "environ").find(std::string("SENDER=\0", 8)) != std::string::npos);
+        }
+    }
+
+    void testTempfail()
+    {
+        PipeSession m({script("tf", "echo 'mailbox locked, later' >&2; echo second line >&2; exit 75")});
+        std::string out = m.deliver("a@d.example", {"b@d.example"}, kMessage);
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 mailbox locked, later\r\n"), out);
+        CPPUNIT_ASSERT_EQUAL(0u, m.s->messages_accepted());
+
+        PipeSession quiet({script("tf2", "exit 75")});
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 temporary failure\r\n"),
+                             quiet.deliver("a@d.example", {"b@d.example"}, kMessage));
+    }
+
+    void testPermanentFailure()
+    {
+        PipeSession m({script("pf", "printf '  no such\\001 user?\\r\\n' >&2; exit 1")});
+        CPPUNIT_ASSERT_EQUAL(std::string("554 5.3.0 no such? user?\r\n"),
+                             m.deliver("a@d.example", {"b@d.example"}, kMessage));
+        PipeSession quiet({script("pf2", "exit 2")});
+        CPPUNIT_ASSERT_EQUAL(std::string("554 5.3.0 delivery failed (exit 2)\r\n"),
+                             quiet.deliver("a@d.example", {"b@d.example"}, kMessage));
+        // a transaction after a failure works
+        PipeSession again({script("pf3", "exit 1")});
+        again.deliver("a@d.example", {"b@d.example"}, kMessage);
+        CPPUNIT_ASSERT(again.send("MAIL FROM:<a@d.example>\r\n").rfind("250 ", 0) == 0);
+    }
+
+    void testKilledBySignal()
+    {
+        PipeSession m({script("sig", "kill -9 $$")});
+        CPPUNIT_ASSERT_EQUAL(std::string("554 5.3.0 delivery failed (signal 9)\r\n"),
+                             m.deliver("a@d.example", {"b@d.example"}, kMessage));
+    }
+
+    void testTimeoutKillsProcessGroup()
+    {
+        // the script starts a grandchild that would outlive a plain kill
+        PipeSession m({"timeout=1", script("slow", "sleep 60 & echo $! > \"$d/grandchild\"; wait")});
+        auto t0 = std::chrono::steady_clock::now();
+        std::string out = m.deliver("a@d.example", {"b@d.example"}, kMessage);
+        auto took = std::chrono::steady_clock::now() - t0;
+        CPPUNIT_ASSERT_EQUAL(std::string("554 5.3.0 command timed out\r\n"), out);
+        CPPUNIT_ASSERT(took >= std::chrono::milliseconds(900));
+        CPPUNIT_ASSERT(took < std::chrono::seconds(10));
+        pid_t pid = std::stoi(slurp(dir_ / "pid"));
+        pid_t gc = std::stoi(slurp(dir_ / "grandchild"));
+        CPPUNIT_ASSERT(!alive(pid));
+        // the grandchild was re-parented; wait for its reaper a little
+        for (int i = 0; i < 100 && alive(gc); ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        CPPUNIT_ASSERT_MESSAGE("sleep still running", !alive(gc));
+    }
+
+    void testCommandVanished()
+    {
+        std::string sh = script("gone");
+        PipeSession m({sh});
+        fs::remove(sh);
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Local error in processing\r\n"),
+                             m.deliver("a@d.example", {"b@d.example"}, kMessage));
+    }
+
+    void testAbortRunsNothing()
+    {
+        {
+            PipeSession m({script("rec")});
+            m.send("MAIL FROM:<a@d.example>\r\nRCPT TO:<b@d.example>\r\nDATA\r\n");
+            m.send("Subject: cut\r\n\r\nhalf a bo");
+            m.s->end(); // client gone mid-DATA
+        }
+        {
+            PipeSession m({script("rec")});
+            m.send("MAIL FROM:<a@d.example>\r\nRCPT TO:<b@d.example>\r\nRSET\r\nQUIT\r\n");
+        }
+        CPPUNIT_ASSERT(!fs::exists(dir_ / "argv"));
+    }
+
+    void testNoFdOrProcessLeft()
+    {
+        std::string ok = script("ok");
+        std::string fail = script("fail", "echo bad >&2; exit 1");
+        std::string slow = script("slow", "sleep 30");
+        std::size_t before = open_fds();
+        for (int i = 0; i < 10; ++i) {
+            PipeSession a({ok});
+            CPPUNIT_ASSERT(a.deliver("a@d.example", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
+            CPPUNIT_ASSERT(a.deliver("a@d.example", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
+            PipeSession b({fail});
+            CPPUNIT_ASSERT(b.deliver("a@d.example", {"b@d.example"}, kMessage).rfind("554 ", 0) == 0);
+            PipeSession c({ok});
+            c.send("MAIL FROM:<a@d.example>\r\nRCPT TO:<b@d.example>\r\nDATA\r\nSubject: x\r\n\r\nabc");
+            // destroyed mid-DATA: the spool must be closed
+        }
+        PipeSession d({"timeout=1", slow});
+        CPPUNIT_ASSERT(d.deliver("a@d.example", {"b@d.example"}, kMessage).rfind("554 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(before, open_fds());
+        int st;
+        errno = 0;
+        CPPUNIT_ASSERT_EQUAL(pid_t(-1), waitpid(-1, &st, WNOHANG)); // no child left to reap
+        CPPUNIT_ASSERT_EQUAL(ECHILD, errno);
+    }
+
+    void testLargeMessage()
+    {
+        // bigger than a pipe buffer and than the spool's write block
+        std::string msg = "Subject: big\r\n\r\n";
+        while (msg.size() < 3 * 1024 * 1024)
+            msg += "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
+        PipeSession m({script("rec")});
+        // the default limit (10 MB) leaves room for it
+        std::string trace;
+        std::string out = m.deliver("a@d.example", {"b@d.example"}, msg, &trace);
+        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(trace + msg == slurp(dir_ / "stdin"));
+    }
+
+  private:
+    static bool alive(pid_t pid)
+    {
+        std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+        std::string line;
+        if (!std::getline(stat, line))
+            return false;
+        std::size_t close = line.rfind(')');
+        return close != std::string::npos && close + 2 < line.size() && line[close + 2] != 'Z';
+    }
+
+    fs::path dir_;
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(PipeTest);
