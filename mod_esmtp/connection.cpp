@@ -5,6 +5,7 @@
 #include "txlog.hpp"
 
 #include <apr_buckets.h>
+#include <apr_thread_proc.h>
 #include <http_connection.h>
 #include <http_core.h>
 #include <http_log.h>
@@ -16,6 +17,8 @@
 #include <algorithm>
 #include <exception>
 #include <memory>
+#include <mutex>
+#include <set>
 
 namespace esmtp
 {
@@ -41,6 +44,57 @@ bool httpd_stopping()
 {
     int state = AP_MPMQ_RUNNING;
     return ap_mpm_query(AP_MPMQ_MPM_STATE, &state) == APR_SUCCESS && state == AP_MPMQ_STOPPING;
+}
+
+// Sessions parked with the MPM between transactions. The event MPM does
+// not wake them when the child stops (graceful restart or stop): a
+// watcher thread shuts down their read side, the MPM hands them back to
+// us as readable, and they end with 421.
+class ParkedSessions
+{
+  public:
+    void add(apr_socket_t *s)
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        sockets_.insert(s);
+    }
+    void remove(apr_socket_t *s)
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        sockets_.erase(s);
+    }
+    void wake_all()
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (apr_socket_t *s : sockets_)
+            apr_socket_shutdown(s, APR_SHUTDOWN_READ);
+        sockets_.clear();
+    }
+
+  private:
+    std::mutex mutex_;
+    std::set<apr_socket_t *> sockets_;
+};
+
+ParkedSessions g_parked;
+volatile bool g_watcher_exit = false;
+
+void *APR_THREAD_FUNC watch_for_stop(apr_thread_t *, void *)
+{
+    while (!g_watcher_exit) {
+        apr_sleep(apr_time_from_msec(250));
+        if (httpd_stopping())
+            g_parked.wake_all();
+    }
+    return nullptr;
+}
+
+apr_status_t stop_watcher(void *data)
+{
+    g_watcher_exit = true;
+    apr_status_t rv;
+    apr_thread_join(&rv, static_cast<apr_thread_t *>(data));
+    return APR_SUCCESS;
 }
 
 enum class ReadResult { fed, again, eof, error, timeout };
@@ -137,6 +191,24 @@ class SmtpConnection
     }
 
     Session &session() { return session_; }
+
+    // Waiting in the MPM (event) between transactions.
+    void park()
+    {
+        parked_ = ap_get_conn_socket(c_);
+        parked_stop_ = false;
+        if (parked_ && idle())
+            g_parked.add(parked_);
+    }
+    void unpark()
+    {
+        if (!parked_)
+            return;
+        g_parked.remove(parked_);
+        parked_ = nullptr;
+        // a wake-up by the watcher shows as EOF: tell it from a client that left
+        parked_stop_ = httpd_stopping();
+    }
     Io &io() { return io_; }
     bool finished() const { return finished_; }
 
@@ -227,8 +299,7 @@ class SmtpConnection
                 continue;
             }
             if (r != ReadResult::again) {
-                if (r == ReadResult::error)
-                    ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c_, "esmtp: read failed");
+                input_ended(r, rv);
                 return true;
             }
             apr_interval_time_t timeout = phase_timeout();
@@ -281,14 +352,21 @@ class SmtpConnection
                 progress();
                 continue;
             }
-            if (r == ReadResult::error)
-                ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c_, "esmtp: read failed");
+            input_ended(r, rv);
             return true;
         }
         return true;
     }
 
   private:
+    void input_ended(ReadResult r, apr_status_t rv)
+    {
+        if (r == ReadResult::error)
+            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c_, "esmtp: read failed");
+        else if (r == ReadResult::eof && parked_stop_)
+            stopping(); // our watcher shut the read side: the client is still there
+    }
+
     bool in_data() const
     {
         return session_.phase() == Session::Phase::data || session_.phase() == Session::Phase::bdat;
@@ -333,6 +411,8 @@ class SmtpConnection
     Io io_;
     TxLog txlog_;
     Session session_;
+    apr_socket_t *parked_ = nullptr;
+    bool parked_stop_ = false;
     apr_time_t deadline_ = 0;
     apr_time_t data_start_ = 0;
     unsigned commands_ = 0;
@@ -341,6 +421,7 @@ class SmtpConnection
 
 apr_status_t destroy_connection(void *data)
 {
+    static_cast<SmtpConnection *>(data)->unpark();
     // Normally finished already; this covers a connection torn down by
     // the MPM while parked (DISCONNECT must still fire).
     delete static_cast<SmtpConnection *>(data);
@@ -425,12 +506,22 @@ int close_connection(conn_rec *c, SmtpConnection *conn)
 
 } // namespace
 
-void child_init(apr_pool_t *, server_rec *)
+void child_init(apr_pool_t *pchild, server_rec *s)
 {
 #ifdef AP_MPMQ_CAN_WAITIO
     int can_waitio = 0;
     g_can_waitio = ap_mpm_query(AP_MPMQ_CAN_WAITIO, &can_waitio) == APR_SUCCESS && can_waitio;
 #endif
+    if (!g_can_waitio)
+        return;
+    bool smtp = false;
+    for (server_rec *v = s; v; v = v->next)
+        smtp = smtp || server_config(v)->enabled == 1;
+    apr_thread_t *watcher = nullptr;
+    if (smtp && apr_thread_create(&watcher, nullptr, watch_for_stop, nullptr, pchild) == APR_SUCCESS)
+        apr_pool_pre_cleanup_register(pchild, watcher, stop_watcher);
+    else if (smtp)
+        g_can_waitio = false; // without the watcher parked sessions would miss a stop
 }
 
 int process_connection(conn_rec *c)
@@ -446,6 +537,8 @@ int process_connection(conn_rec *c)
                 return close_connection(c, nullptr);
         } else if (conn->finished()) {
             return close_connection(c, conn);
+        } else {
+            conn->unpark();
         }
         bool async = g_can_waitio && c->cs;
         // An ESMTPTimeout shorter than the MPM's wait (the main server's
@@ -455,6 +548,7 @@ int process_connection(conn_rec *c)
         if (!conn->run(!async)) {
             // Park the idle connection with the MPM: no thread is held
             // until the client sends more.
+            conn->park();
             c->cs->state = CONN_STATE_ASYNC_WAITIO;
             c->cs->sense = CONN_SENSE_WANT_READ;
             return OK;
@@ -470,7 +564,10 @@ int process_connection(conn_rec *c)
 int pre_close_connection(conn_rec *c)
 {
     SmtpConnection *conn = get_connection(c);
-    if (!conn || conn->finished())
+    if (!conn)
+        return OK;
+    conn->unpark();
+    if (conn->finished())
         return OK;
     // The MPM gave up waiting for a parked session (its Timeout).
     try {

@@ -1,11 +1,11 @@
 #include "maildir.hpp"
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 namespace esmtp
@@ -16,6 +16,9 @@ namespace
 
 // Buffered content is written out in blocks of this size.
 constexpr std::size_t kWriteBlock = 256 * 1024;
+// Longest file name component (NAME_MAX on Linux).
+constexpr std::size_t kNameMax = 255;
+constexpr const char *kErrorPrefix = "ESMTPHandler maildir: ";
 
 std::string local_hostname()
 {
@@ -43,7 +46,8 @@ bool make_dir(const std::string &path)
 
 bool ensure_maildir(const std::string &dir)
 {
-    // Create missing parents too: a per-server DIR may not exist yet.
+    // Create missing parents too: a per-server or per-recipient DIR may not
+    // exist yet.
     for (std::size_t pos = 1; (pos = dir.find('/', pos)) != std::string::npos; ++pos)
         if (!make_dir(dir.substr(0, pos)))
             return false;
@@ -60,24 +64,328 @@ bool fsync_dir(const std::string &path)
     return ok;
 }
 
+bool write_all(int fd, const char *p, std::size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return false;
+        }
+        p += w;
+        n -= static_cast<std::size_t>(w);
+    }
+    return true;
+}
+
+// An open file descriptor, closed on destruction.
+class Fd
+{
+  public:
+    explicit Fd(int fd = -1) : fd_(fd) {}
+    ~Fd() { reset(); }
+    Fd(const Fd &) = delete;
+    Fd &operator=(const Fd &) = delete;
+    int get() const { return fd_; }
+    bool valid() const { return fd_ >= 0; }
+    void reset(int fd = -1)
+    {
+        if (fd_ >= 0)
+            ::close(fd_);
+        fd_ = fd;
+    }
+    // Close and report close(2)'s result.
+    bool close()
+    {
+        int fd = fd_;
+        fd_ = -1;
+        return fd < 0 || ::close(fd) == 0;
+    }
+
+  private:
+    int fd_;
+};
+
+bool copy_contents(int in, int out)
+{
+    std::string buf(kWriteBlock, '\0');
+    for (;;) {
+        ssize_t n = read(in, buf.data(), buf.size());
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return false;
+        }
+        if (n == 0)
+            return true;
+        if (!write_all(out, buf.data(), static_cast<std::size_t>(n)))
+            return false;
+    }
+}
+
+// Copy the file `from` into a new file `to` (O_EXCL) and fsync it. On
+// failure a file this call created is removed again.
+bool copy_file(const std::string &from, const std::string &to)
+{
+    Fd in(open(from.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!in.valid())
+        return false;
+    Fd out(open(to.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+    if (!out.valid())
+        return false;
+    if (copy_contents(in.get(), out.get()) && fsync(out.get()) == 0 && out.close())
+        return true;
+    int e = errno;
+    out.reset();
+    unlink(to.c_str());
+    errno = e;
+    return false;
+}
+
+bool is_lower_safe(unsigned char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '+' || c == '-';
+}
+
+// What a path component built from an address may look like: checked on
+// every expansion, independently of how component() encodes.
+bool safe_component(std::string_view c)
+{
+    if (c.empty() || c.size() > kNameMax || c == "." || c == ".." || c.front() == '.')
+        return false;
+    for (char ch : c)
+        if (ch == '/' || ch == '\0')
+            return false;
+    return true;
+}
+
+// Undo the quoting of a quoted local part ("a\"b" -> a"b); anything else
+// is returned as is.
+std::string unquote_local_part(std::string_view lp)
+{
+    if (lp.size() < 2 || lp.front() != '"' || lp.back() != '"')
+        return std::string(lp);
+    std::string out;
+    std::string_view in = lp.substr(1, lp.size() - 2);
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        if (in[i] == '\\' && i + 1 < in.size())
+            ++i;
+        out += in[i];
+    }
+    return out;
+}
+
+} // namespace
+
+std::string MaildirPath::component(std::string_view raw, bool unquote)
+{
+    std::string text = unquote ? unquote_local_part(raw) : std::string(raw);
+    if (text.empty())
+        return "=";
+    static const char hex[] = "0123456789ABCDEF";
+    std::string out;
+    out.reserve(text.size());
+    for (std::size_t i = 0; i < text.size(); ++i) {
+        auto c = static_cast<unsigned char>(text[i]);
+        if (c >= 'A' && c <= 'Z')
+            c = static_cast<unsigned char>(c - 'A' + 'a');
+        if (is_lower_safe(c) && !(i == 0 && c == '.')) {
+            out += static_cast<char>(c);
+        } else {
+            out += '=';
+            out += hex[c >> 4];
+            out += hex[c & 0xf];
+        }
+    }
+    return out;
+}
+
+bool MaildirPath::parse(std::string_view tmpl, std::string &error)
+{
+    pieces_.clear();
+    prefix_.clear();
+    per_recipient_ = false;
+    if (tmpl.empty() || tmpl.front() != '/') {
+        error = std::string(kErrorPrefix) + "the Maildir path must be absolute: " + std::string(tmpl);
+        return false;
+    }
+    std::string literal;
+    for (std::size_t i = 0; i < tmpl.size(); ++i) {
+        char c = tmpl[i];
+        if (c == '\0') {
+            error = std::string(kErrorPrefix) + "NUL byte in the Maildir path";
+            return false;
+        }
+        if (c != '%') {
+            literal += c;
+            continue;
+        }
+        if (i + 1 >= tmpl.size()) {
+            error = std::string(kErrorPrefix) + "'%' at the end of " + std::string(tmpl) +
+                    " (use %u, %d, or %% for a percent sign)";
+            return false;
+        }
+        char k = tmpl[++i];
+        if (k == '%') {
+            literal += '%';
+        } else if (k == 'u' || k == 'd') {
+            if (!per_recipient_)
+                prefix_ = literal;
+            per_recipient_ = true;
+            pieces_.push_back({0, std::move(literal)});
+            literal.clear();
+            pieces_.push_back({k, {}});
+        } else {
+            error = std::string(kErrorPrefix) + "unknown placeholder %" + std::string(1, k) + " in " +
+                    std::string(tmpl) + " (use %u, %d, or %% for a percent sign)";
+            return false;
+        }
+    }
+    pieces_.push_back({0, std::move(literal)});
+    if (!per_recipient_) {
+        prefix_ = pieces_.front().text;
+        return true;
+    }
+    // After the fixed prefix, "." and ".." components would let the admin's
+    // own template leave it: refuse them.
+    std::string rest;
+    bool in_rest = false;
+    for (const auto &p : pieces_) {
+        if (p.kind != 0) {
+            in_rest = true;
+            rest += 'x';
+        } else if (in_rest) {
+            rest += p.text;
+        } else {
+            // the literal before the first placeholder: its last component
+            auto slash = p.text.rfind('/');
+            rest += p.text.substr(slash + 1);
+        }
+    }
+    std::size_t start = 0;
+    while (start <= rest.size()) {
+        auto slash = rest.find('/', start);
+        std::string_view comp(rest.data() + start, (slash == std::string::npos ? rest.size() : slash) - start);
+        if (comp == "." || comp == "..") {
+            error = std::string(kErrorPrefix) + "'.' and '..' are not allowed after the first placeholder in " +
+                    std::string(tmpl);
+            return false;
+        }
+        if (slash == std::string::npos)
+            break;
+        start = slash + 1;
+    }
+    return true;
+}
+
+bool MaildirPath::expand(const Path &to, std::string_view hostname, std::string &out) const
+{
+    out.clear();
+    if (!per_recipient_) {
+        out = prefix_;
+        return true;
+    }
+    std::string local = component(to.local_part.empty() ? to.mailbox : to.local_part, true);
+    std::string domain = component(to.domain.empty() ? hostname : std::string_view(to.domain), false);
+    // Every substituted text must be a safe component on its own.
+    if (!safe_component(local) || !safe_component(domain))
+        return false;
+    for (const auto &p : pieces_) {
+        if (p.kind == 'u')
+            out += local;
+        else if (p.kind == 'd')
+            out += domain;
+        else
+            out += p.text;
+    }
+    // Verify: below the fixed prefix, no component too long, none "." or "..".
+    if (out.compare(0, prefix_.size(), prefix_) != 0 || out.size() >= PATH_MAX)
+        return false;
+    std::size_t start = prefix_.rfind('/');
+    start = start == std::string::npos ? 0 : start + 1;
+    while (start < out.size()) {
+        auto slash = out.find('/', start);
+        std::string_view comp(out.data() + start, (slash == std::string::npos ? out.size() : slash) - start);
+        if (comp.size() > kNameMax || comp == "." || comp == "..")
+            return false;
+        if (slash == std::string::npos)
+            break;
+        start = slash + 1;
+    }
+    return true;
+}
+
+namespace
+{
+
+// One copy of the message: in `dir`/tmp, then in `dir`/new.
+struct Copy {
+    std::string dir;
+    std::string tmp_path; // set while the file exists in tmp/
+    std::string new_path; // set once it was renamed into new/
+};
+
 class MaildirHandler final : public Handler
 {
   public:
-    MaildirHandler(const std::string &dir, const std::string &host) : dir_(dir), host_(host) {}
+    MaildirHandler(std::shared_ptr<const MaildirPath> path, const std::string &host)
+        : path_(std::move(path)), host_(host)
+    {
+    }
     ~MaildirHandler() override { discard(); }
+
+    Reply rcpt(SessionView &s, const Path &to, const Params &) override
+    {
+        std::string dir;
+        if (path_->per_recipient() && !path_->expand(to, s.hostname(), dir)) {
+            s.log(1, "maildir: no safe Maildir path for <" + to.mailbox + ">");
+            return Reply(553, "Recipient address cannot be mapped to a mailbox", "5.1.3");
+        }
+        return {};
+    }
 
     Reply data(SessionView &s) override
     {
         discard();
-        if (!ensure_maildir(dir_))
-            return fail(s, "cannot create Maildir " + dir_);
-        name_ = std::to_string(std::time(nullptr)) + "." + std::string(s.queue_id()) + "." + host_;
-        tmp_path_ = dir_ + "/tmp/" + name_;
-        fd_ = open(tmp_path_.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd_ < 0) {
-            tmp_path_.clear();
-            return fail(s, "cannot create " + dir_ + "/tmp/" + name_);
+        // The distinct directories, in the order of the recipients.
+        for (const auto &r : s.envelope().recipients) {
+            std::string dir;
+            if (!path_->expand(r.path, s.hostname(), dir)) {
+                discard();
+                errno = EINVAL;
+                return fail(s, "no safe Maildir path for <" + r.path.mailbox + ">");
+            }
+            bool seen = false;
+            for (const auto &c : copies_)
+                seen = seen || c.dir == dir;
+            if (!seen)
+                copies_.push_back({std::move(dir), {}, {}});
+            if (!path_->per_recipient())
+                break;
         }
+        if (copies_.empty()) // no recipient (cannot happen after the module's checks)
+            copies_.push_back({path_->prefix(), {}, {}});
+        for (const auto &c : copies_) {
+            if (!ensure_maildir(c.dir)) {
+                int e = errno;
+                std::string dir = c.dir;
+                discard();
+                errno = e;
+                return fail(s, "cannot create Maildir " + dir);
+            }
+        }
+        name_ = std::to_string(std::time(nullptr)) + "." + std::string(s.queue_id()) + "." + host_;
+        Copy &first = copies_.front();
+        std::string tmp = first.dir + "/tmp/" + name_;
+        fd_.reset(open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        if (!fd_.valid()) {
+            int e = errno;
+            discard();
+            errno = e;
+            return fail(s, "cannot create " + tmp);
+        }
+        first.tmp_path = tmp;
         error_ = 0;
         buf_.assign(s.trace_headers());
         return {};
@@ -88,36 +396,38 @@ class MaildirHandler final : public Handler
 
     Reply eom(SessionView &s) override
     {
-        if (fd_ < 0)
+        if (!fd_.valid() || copies_.empty())
             return Reply(451, "Message not stored; try again later", "4.3.0");
         flush();
-        if (error_ == 0 && fsync(fd_) != 0)
+        if (error_ == 0 && fsync(fd_.get()) != 0)
             error_ = errno;
-        if (close(fd_) != 0 && error_ == 0)
+        if (!fd_.close() && error_ == 0)
             error_ = errno;
-        fd_ = -1;
-        if (error_ != 0) {
-            int e = error_;
-            discard();
-            errno = e;
-            return fail(s, "cannot write " + tmp_path_);
+        const std::string master = copies_.front().tmp_path;
+        if (error_ != 0)
+            return rollback(s, error_, "cannot write " + master);
+        // The other copies, each its own file made durable in its tmp/.
+        for (std::size_t i = 1; i < copies_.size(); ++i) {
+            Copy &c = copies_[i];
+            std::string tmp = c.dir + "/tmp/" + name_;
+            if (!copy_file(master, tmp))
+                return rollback(s, errno, "cannot write " + tmp);
+            c.tmp_path = tmp;
         }
-        std::string final_path = dir_ + "/new/" + name_;
-        if (rename(tmp_path_.c_str(), final_path.c_str()) != 0) {
-            int e = errno;
-            discard();
-            errno = e;
-            return fail(s, "cannot move message into " + dir_ + "/new");
+        for (Copy &c : copies_) {
+            std::string final_path = c.dir + "/new/" + name_;
+            if (rename(c.tmp_path.c_str(), final_path.c_str()) != 0)
+                return rollback(s, errno, "cannot move message into " + c.dir + "/new");
+            c.tmp_path.clear();
+            c.new_path = std::move(final_path);
         }
-        tmp_path_.clear();
-        // The directory entry must be durable too before we say 250.
-        if (!fsync_dir(dir_ + "/new")) {
-            int e = errno;
-            unlink(final_path.c_str());
-            errno = e;
-            return fail(s, "cannot fsync " + dir_ + "/new");
-        }
-        s.log(3, "stored " + final_path);
+        // The directory entries must be durable too before we say 250.
+        for (const Copy &c : copies_)
+            if (!fsync_dir(c.dir + "/new"))
+                return rollback(s, errno, "cannot fsync " + c.dir + "/new");
+        for (const Copy &c : copies_)
+            s.log(3, "stored " + c.new_path);
+        copies_.clear();
         return {};
     }
 
@@ -130,9 +440,17 @@ class MaildirHandler final : public Handler
         return Reply(451, "Local error in processing; message not stored", "4.3.0");
     }
 
+    // Remove every copy made so far (tmp/ or new/), then answer 451.
+    Reply rollback(SessionView &s, int err, const std::string &what)
+    {
+        discard();
+        errno = err;
+        return fail(s, what);
+    }
+
     void append(std::string_view bytes)
     {
-        if (fd_ < 0 || error_ != 0)
+        if (!fd_.valid() || error_ != 0)
             return;
         buf_.append(bytes);
         if (buf_.size() >= kWriteBlock)
@@ -141,60 +459,60 @@ class MaildirHandler final : public Handler
 
     void flush()
     {
-        std::size_t off = 0;
-        while (off < buf_.size() && error_ == 0) {
-            ssize_t n = write(fd_, buf_.data() + off, buf_.size() - off);
-            if (n < 0) {
-                if (errno == EINTR)
-                    continue;
-                error_ = errno;
-            } else {
-                off += static_cast<std::size_t>(n);
-            }
-        }
+        if (error_ == 0 && !write_all(fd_.get(), buf_.data(), buf_.size()))
+            error_ = errno;
         buf_.clear();
     }
 
     void discard()
     {
-        if (fd_ >= 0) {
-            close(fd_);
-            fd_ = -1;
+        fd_.reset();
+        for (const Copy &c : copies_) {
+            if (!c.tmp_path.empty())
+                unlink(c.tmp_path.c_str());
+            if (!c.new_path.empty())
+                unlink(c.new_path.c_str());
         }
-        if (!tmp_path_.empty()) {
-            unlink(tmp_path_.c_str());
-            tmp_path_.clear();
-        }
+        copies_.clear();
         buf_.clear();
         if (buf_.capacity() > kWriteBlock * 2)
             buf_.shrink_to_fit();
     }
 
-    const std::string dir_;
+    const std::shared_ptr<const MaildirPath> path_;
     const std::string host_;
     std::string name_;
-    std::string tmp_path_;
+    std::vector<Copy> copies_;
     std::string buf_;
-    int fd_ = -1;
+    Fd fd_;
     int error_ = 0;
 };
 
 class MaildirFactory final : public HandlerFactory
 {
   public:
-    explicit MaildirFactory(std::string dir) : dir_(std::move(dir)), host_(local_hostname()) {}
-    std::unique_ptr<Handler> create() override { return std::make_unique<MaildirHandler>(dir_, host_); }
+    explicit MaildirFactory(std::shared_ptr<const MaildirPath> path) : path_(std::move(path)), host_(local_hostname())
+    {
+    }
+    std::unique_ptr<Handler> create() override { return std::make_unique<MaildirHandler>(path_, host_); }
 
   private:
-    const std::string dir_;
+    const std::shared_ptr<const MaildirPath> path_;
     const std::string host_;
 };
 
 } // namespace
 
-std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir)
+std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir, std::string *error)
 {
-    return std::make_shared<MaildirFactory>(dir);
+    auto path = std::make_shared<MaildirPath>();
+    std::string err;
+    if (!path->parse(dir, err)) {
+        if (error)
+            *error = err;
+        return nullptr;
+    }
+    return std::make_shared<MaildirFactory>(std::move(path));
 }
 
 std::shared_ptr<HandlerFactory>
@@ -209,7 +527,7 @@ MaildirProvider::configure(const HandlerContext &ctx, const std::vector<std::str
         dir = ctx.server_root + "/" + dir;
     while (dir.size() > 1 && dir.back() == '/')
         dir.pop_back();
-    return make_maildir_factory(dir);
+    return make_maildir_factory(dir, &error);
 }
 
 } // namespace esmtp

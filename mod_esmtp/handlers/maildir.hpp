@@ -1,11 +1,19 @@
 // The `maildir DIR` handler: every accepted message becomes one file in the
 // Maildir DIR (tmp/ then new/), fsynced with its directory before 250.
+//
+// DIR may name a Maildir per recipient: `/var/mail/%d/%u/Maildir`, where %u
+// is the recipient's local part and %d its domain (lowercased, unsafe bytes
+// encoded, see MaildirPath) and %% a percent sign. Then one copy is stored
+// per distinct expanded directory, all or nothing: if one copy cannot be
+// made durable, every copy already made is removed and the reply is 451.
 #pragma once
 
 #include <esmtp/provider.hpp>
 
 #include <memory>
 #include <string>
+#include <string_view>
+#include <vector>
 
 namespace esmtp
 {
@@ -17,7 +25,47 @@ class MaildirProvider final : public HandlerProvider
                                               std::string &error) const override;
 };
 
-// For the unit tests: a factory delivering into `dir` (absolute path).
-std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir);
+// A Maildir path, possibly with %u / %d placeholders.
+class MaildirPath
+{
+  public:
+    // Parse an absolute template. Returns false and sets `error` (which
+    // starts with "ESMTPHandler maildir:") for an unknown %x, a trailing
+    // '%', or a "." / ".." component at or after the first placeholder.
+    bool parse(std::string_view tmpl, std::string &error);
+
+    // True when the path depends on the recipient (%u or %d present).
+    bool per_recipient() const { return per_recipient_; }
+    // The fixed part before the first placeholder (the whole path when there
+    // is none): every expanded path starts with it.
+    const std::string &prefix() const { return prefix_; }
+
+    // The directory for recipient `to`. `hostname` stands in for the domain
+    // of <postmaster>. Returns false when the result would not be a safe
+    // path below prefix() (never for a parsed template and a parsed path,
+    // checked all the same) or a component would be longer than NAME_MAX.
+    bool expand(const Path &to, std::string_view hostname, std::string &out) const;
+
+    // One path component from an address part: quotes of a quoted local
+    // part removed and its backslash escapes undone (`unquote`), ASCII
+    // letters lowercased, every byte outside [a-z0-9._+-], a leading '.',
+    // and every byte >= 0x80 written as =XX (upper-case hex); the empty
+    // string becomes "=". The result never contains '/' or NUL, is never
+    // "." or "..", never starts with '.', and differs for different inputs.
+    static std::string component(std::string_view raw, bool unquote);
+
+  private:
+    struct Piece {
+        char kind; // 0 literal, 'u', 'd'
+        std::string text;
+    };
+    std::vector<Piece> pieces_;
+    std::string prefix_;
+    bool per_recipient_ = false;
+};
+
+// For the unit tests: a factory delivering into `dir` (absolute path, may
+// contain %u/%d). Returns nullptr and sets *error for a bad template.
+std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir, std::string *error = nullptr);
 
 } // namespace esmtp

@@ -8,6 +8,7 @@
 
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <fstream>
 #include <iterator>
 #include <set>
@@ -66,11 +67,12 @@ struct MaildirSession {
 
     explicit MaildirSession(const std::string &dir)
     {
-        auto factory = esmtp::make_maildir_factory(dir);
-        CPPUNIT_ASSERT(factory);
+        std::string error;
+        auto factory = esmtp::make_maildir_factory(dir, &error);
+        CPPUNIT_ASSERT_MESSAGE(error, factory);
         esmtp::SessionConfig cfg;
         cfg.hostname = "mx.example.org";
-        cfg.accept_domains = {"*"};
+        cfg.accept_domains = {"*"}; // any recipient domain: these tests are about storage
         cfg.limits.max_message_size = 4096;
         s = std::make_unique<esmtp::Session>(cfg, esmtp::ConnectionInfo{}, factory->create(), nullptr);
         s->start();
@@ -102,6 +104,18 @@ class MaildirTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testTooBigNotDelivered);
     CPPUNIT_TEST(testUnwritableDirectory);
     CPPUNIT_TEST(testTwoMessagesTwoFiles);
+    CPPUNIT_TEST(testComponentEncoding);
+    CPPUNIT_TEST(testExpandHostile);
+    CPPUNIT_TEST(testExpandPostmasterAndLiterals);
+    CPPUNIT_TEST(testTemplateErrors);
+    CPPUNIT_TEST(testTemplateWithoutPlaceholder);
+    CPPUNIT_TEST(testPerRecipientDedupe);
+    CPPUNIT_TEST(testPerRecipientHostileSession);
+    CPPUNIT_TEST(testAllOrNothingTmpBlocked);
+    CPPUNIT_TEST(testAllOrNothingNewBlocked);
+    CPPUNIT_TEST(testDirectoryBlockedAtData);
+    CPPUNIT_TEST(testDirectoriesCreated0700);
+    CPPUNIT_TEST(testUnmappableRecipientRefused);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -192,6 +206,314 @@ class MaildirTest : public CppUnit::TestFixture
         std::set<std::string> expected{trace1 + "Subject: one\r\n\r\nfirst\r\n",
                                        trace2 + "Subject: two\r\n\r\nsecond\r\n"};
         CPPUNIT_ASSERT(contents == expected);
+    }
+
+    // ---- per-recipient paths (%u, %d)
+
+    static esmtp::Path path(std::string local, std::string domain)
+    {
+        esmtp::Path p;
+        p.local_part = local;
+        p.domain = domain;
+        p.mailbox = domain.empty() ? local : local + "@" + domain;
+        return p;
+    }
+
+    static std::string expand(const std::string &tmpl, const esmtp::Path &p)
+    {
+        esmtp::MaildirPath mp;
+        std::string error, out;
+        CPPUNIT_ASSERT_MESSAGE(error, mp.parse(tmpl, error));
+        CPPUNIT_ASSERT_MESSAGE(p.mailbox, mp.expand(p, "mx.example.org", out));
+        return out;
+    }
+
+    void testComponentEncoding()
+    {
+        using esmtp::MaildirPath;
+        CPPUNIT_ASSERT_EQUAL(std::string("user.name+tag_1-x"), MaildirPath::component("User.Name+Tag_1-X", true));
+        CPPUNIT_ASSERT_EQUAL(std::string("a=2Fb"), MaildirPath::component("a/b", false));
+        CPPUNIT_ASSERT_EQUAL(std::string("=2E."), MaildirPath::component("..", false));
+        CPPUNIT_ASSERT_EQUAL(std::string("=2E"), MaildirPath::component(".", false));
+        CPPUNIT_ASSERT_EQUAL(std::string("a=00b"), MaildirPath::component(std::string_view("a\0b", 3), false));
+        CPPUNIT_ASSERT_EQUAL(std::string("a=3Db"), MaildirPath::component("a=b", false)); // '=' too: injective
+        CPPUNIT_ASSERT_EQUAL(std::string("a=25b"), MaildirPath::component("a%b", false));
+        CPPUNIT_ASSERT_EQUAL(std::string("="), MaildirPath::component("", false));
+        CPPUNIT_ASSERT_EQUAL(std::string("="), MaildirPath::component("\"\"", true));
+        // quotes dropped, escapes undone, then encoded
+        CPPUNIT_ASSERT_EQUAL(std::string("x=20y"), MaildirPath::component("\"x y\"", true));
+        CPPUNIT_ASSERT_EQUAL(std::string("a=22b=5Cc"), MaildirPath::component("\"a\\\"b\\\\c\"", true));
+        // not a quoted string when unquote is off (domains)
+        CPPUNIT_ASSERT_EQUAL(std::string("=22ab=22"), MaildirPath::component("\"ab\"", false));
+        // UTF-8: only ASCII is lowercased, the bytes are kept (encoded)
+        CPPUNIT_ASSERT_EQUAL(std::string("j=C3=B6rg"), MaildirPath::component("J\xc3\xb6rg", true));
+        CPPUNIT_ASSERT_EQUAL(std::string("=C3=96"), MaildirPath::component("\xc3\x96", true));
+        CPPUNIT_ASSERT_EQUAL(std::string("=E7=94=A8=E6=88=B7"),
+                             MaildirPath::component("\xe7\x94\xa8\xe6\x88\xb7", true));
+
+        // whatever the input: never '/', NUL, leading '.', "." or ".."
+        for (int c = 0; c < 256; ++c) {
+            for (const std::string &in : {std::string(1, char(c)), std::string(2, char(c)),
+                                          std::string(1, char(c)) + "x" + std::string(1, char(c))}) {
+                for (bool unquote : {false, true}) {
+                    std::string out = MaildirPath::component(in, unquote);
+                    CPPUNIT_ASSERT(!out.empty());
+                    CPPUNIT_ASSERT(out.find('/') == std::string::npos);
+                    CPPUNIT_ASSERT(out.find('\0') == std::string::npos);
+                    CPPUNIT_ASSERT(out.front() != '.');
+                    for (unsigned char o : out)
+                        CPPUNIT_ASSERT(o < 0x80);
+                }
+            }
+        }
+    }
+
+    void testExpandHostile()
+    {
+        const std::string t = "/base/%d/%u/Maildir";
+        struct Case {
+            esmtp::Path to;
+            std::string want;
+        };
+        const std::vector<Case> cases = {
+            {path("\"../../x\"", "localhost"), "/base/localhost/=2E.=2F..=2Fx/Maildir"},
+            {path("\"a/b\"", "localhost"), "/base/localhost/a=2Fb/Maildir"},
+            {path("\".hidden\"", "localhost"), "/base/localhost/=2Ehidden/Maildir"},
+            {path("\"..\"", "localhost"), "/base/localhost/=2E./Maildir"},
+            {path("\".\"", "localhost"), "/base/localhost/=2E/Maildir"},
+            {path("\"/etc/passwd\"", "localhost"), "/base/localhost/=2Fetc=2Fpasswd/Maildir"},
+            {path("\"x y\"", "localhost"), "/base/localhost/x=20y/Maildir"},
+            {path("\"a\\\"/b\"", "localhost"), "/base/localhost/a=22=2Fb/Maildir"},
+            {path("a%b", "localhost"), "/base/localhost/a=25b/Maildir"},
+            {path("UPPER", "Example.ORG"), "/base/example.org/upper/Maildir"},
+            {path("j\xc3\xb6rg", "localhost"), "/base/localhost/j=C3=B6rg/Maildir"},
+            {path("\xe7\x94\xa8\xe6\x88\xb7", "\xe4\xbe\x8b.example"),
+             "/base/=E4=BE=8B.example/=E7=94=A8=E6=88=B7/Maildir"},
+            {path("user", "[127.0.0.1]"), "/base/=5B127.0.0.1=5D/user/Maildir"},
+            {path("user", "[IPv6:::1]"), "/base/=5Bipv6=3A=3A=3A1=5D/user/Maildir"},
+        };
+        for (const auto &c : cases) {
+            std::string got = expand(t, c.to);
+            CPPUNIT_ASSERT_EQUAL_MESSAGE(c.to.mailbox, c.want, got);
+            CPPUNIT_ASSERT_EQUAL(got, fs::path(got).lexically_normal().string());
+            CPPUNIT_ASSERT(got.rfind("/base/", 0) == 0);
+        }
+        // %% is a percent sign; placeholders inside a component
+        CPPUNIT_ASSERT_EQUAL(std::string("/b/100%/x-upper@example.org"),
+                             expand("/b/100%%/x-%u@%d", path("UPPER", "EXAMPLE.org")));
+    }
+
+    void testExpandPostmasterAndLiterals()
+    {
+        // <postmaster> has no domain: %d is the session's hostname
+        CPPUNIT_ASSERT_EQUAL(std::string("/base/mx.example.org/postmaster"),
+                             expand("/base/%d/%u", path("PostMaster", "")));
+        // a component longer than NAME_MAX cannot be a directory: refused
+        esmtp::MaildirPath mp;
+        std::string error, out;
+        CPPUNIT_ASSERT(mp.parse("/base/%u", error));
+        CPPUNIT_ASSERT(!mp.expand(path("\"" + std::string(100, '/') + "\"", "x"), "h", out));
+        CPPUNIT_ASSERT(mp.expand(path(std::string(64, 'a'), "x"), "h", out));
+    }
+
+    void testTemplateErrors()
+    {
+        for (const char *bad : {"/base/%x/Maildir", "/base/%U", "/base/%", "/base/%u/%", "/base/%u/../other",
+                                "/base/%d/./%u", "/base/..%u/../x", "relative/%u"}) {
+            esmtp::MaildirPath mp;
+            std::string error;
+            CPPUNIT_ASSERT_MESSAGE(bad, !mp.parse(bad, error));
+            CPPUNIT_ASSERT_MESSAGE(error, error.rfind("ESMTPHandler maildir:", 0) == 0);
+        }
+        std::string error;
+        CPPUNIT_ASSERT(!esmtp::make_maildir_factory("/base/%z", &error));
+        CPPUNIT_ASSERT_MESSAGE(error, error.rfind("ESMTPHandler maildir:", 0) == 0);
+        // through the provider, as `ESMTPHandler maildir ...` does
+        esmtp::MaildirProvider provider;
+        esmtp::HandlerContext ctx{"/srv/root", "mx.example.org", "ESMTPHandler"};
+        error.clear();
+        CPPUNIT_ASSERT(!provider.configure(ctx, {"mail/%q/Maildir"}, error));
+        CPPUNIT_ASSERT_MESSAGE(error, error.rfind("ESMTPHandler maildir:", 0) == 0);
+        error.clear();
+        CPPUNIT_ASSERT_MESSAGE(error, provider.configure(ctx, {"mail/%d/%u/Maildir"}, error));
+        CPPUNIT_ASSERT_MESSAGE(error, provider.configure(ctx, {"/var/mail/%%/Maildir"}, error));
+    }
+
+    void testTemplateWithoutPlaceholder()
+    {
+        esmtp::MaildirPath mp;
+        std::string error, out;
+        CPPUNIT_ASSERT(mp.parse("/var/mail/100%%/Maildir", error));
+        CPPUNIT_ASSERT(!mp.per_recipient());
+        CPPUNIT_ASSERT_EQUAL(std::string("/var/mail/100%/Maildir"), mp.prefix());
+        CPPUNIT_ASSERT(mp.expand(path("\"../x\"", "y"), "h", out));
+        CPPUNIT_ASSERT_EQUAL(std::string("/var/mail/100%/Maildir"), out);
+        CPPUNIT_ASSERT(mp.parse("/var/mail/%d/%u/Maildir", error));
+        CPPUNIT_ASSERT(mp.per_recipient());
+        CPPUNIT_ASSERT_EQUAL(std::string("/var/mail/"), mp.prefix());
+    }
+
+    // All regular files below `root`, recursively.
+    static std::vector<fs::path> all_files(const fs::path &root)
+    {
+        std::vector<fs::path> out;
+        for (const auto &e : fs::recursive_directory_iterator(root))
+            if (e.is_regular_file())
+                out.push_back(e.path());
+        return out;
+    }
+
+    std::string deliver(MaildirSession &m, const std::vector<std::string> &rcpts, std::string *trace = nullptr)
+    {
+        std::string out = m.send("MAIL FROM:<alice@example.com>\r\n");
+        for (const auto &r : rcpts)
+            out += m.send("RCPT TO:<" + r + ">\r\n");
+        out += m.send("DATA\r\n");
+        if (trace)
+            *trace = std::string(m.s->trace_headers());
+        out += m.send(stuffed(kMessage) + ".\r\n");
+        return out;
+    }
+
+    void testPerRecipientDedupe()
+    {
+        MaildirSession m((dir_ / "%d/%u/Maildir").string());
+        std::string trace;
+        std::string out =
+            deliver(m, {"bob@example.org", "BOB@Example.Org", "carol@example.org", "bob@example.org"}, &trace);
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
+        auto bob = files_in(dir_ / "example.org/bob/Maildir/new");
+        auto carol = files_in(dir_ / "example.org/carol/Maildir/new");
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), bob.size());
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), carol.size());
+        CPPUNIT_ASSERT_EQUAL(trace + kMessage, slurp(bob[0]));
+        CPPUNIT_ASSERT_EQUAL(trace + kMessage, slurp(carol[0]));
+        CPPUNIT_ASSERT(fs::is_directory(dir_ / "example.org/carol/Maildir/cur"));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(2), all_files(dir_).size()); // nothing in tmp/, nothing else
+        // one directory per domain with %d only
+        MaildirSession d((dir_ / "dom/%d").string());
+        out = deliver(d, {"a@one.test", "b@one.test", "c@two.test"});
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), files_in(dir_ / "dom/one.test/new").size());
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), files_in(dir_ / "dom/two.test/new").size());
+    }
+
+    void testPerRecipientHostileSession()
+    {
+        fs::path base = dir_ / "mail";
+        MaildirSession m((base / "%d/%u/Maildir").string());
+        const std::vector<std::string> rcpts = {"\"../../x\"@localhost", "\"a/b\"@localhost", "\".hidden\"@localhost",
+                                                "\"..\"@localhost",      "user@[127.0.0.1]",  "UPPER@Example.ORG",
+                                                "\"x y\"@localhost",     "postmaster",        "upper@example.org"};
+        std::string out = m.send("MAIL FROM:<alice@example.com>\r\n");
+        for (const auto &r : rcpts) {
+            std::string o = m.send("RCPT TO:<" + r + ">\r\n");
+            CPPUNIT_ASSERT_MESSAGE(r + ": " + o, o.rfind("250 ", 0) == 0);
+        }
+        out = m.send("DATA\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("354 ", 0) == 0);
+        out = m.send(stuffed(kMessage) + ".\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 2.0.0 Ok: queued as ", 0) == 0);
+
+        const std::set<std::string> want = {"localhost/=2E.=2F..=2Fx/Maildir", "localhost/a=2Fb/Maildir",
+                                            "localhost/=2Ehidden/Maildir",     "localhost/=2E./Maildir",
+                                            "=5B127.0.0.1=5D/user/Maildir",    "example.org/upper/Maildir",
+                                            "localhost/x=20y/Maildir",         "mx.example.org/postmaster/Maildir"};
+        std::set<std::string> got;
+        for (const auto &f : all_files(dir_)) {
+            std::string rel = f.lexically_relative(base).string();
+            CPPUNIT_ASSERT_MESSAGE(f.string(), rel.rfind("..", 0) != 0 && rel.find("/tmp/") == std::string::npos);
+            auto pos = rel.find("/new/");
+            CPPUNIT_ASSERT_MESSAGE(rel, pos != std::string::npos);
+            CPPUNIT_ASSERT_MESSAGE(rel, got.insert(rel.substr(0, pos)).second); // one file per directory
+        }
+        CPPUNIT_ASSERT(want == got);
+        // nothing escaped: the only entry of the test directory is mail/
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), files_in(dir_).size());
+    }
+
+    // Two recipients in two directories; `sabotage` runs after DATA got 354
+    // and must make the second copy fail. Nothing may remain anywhere.
+    void check_all_or_nothing(const std::function<void()> &sabotage)
+    {
+        MaildirSession m((dir_ / "%u").string());
+        std::string out = m.send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<one@example.org>\r\n"
+                                 "RCPT TO:<two@example.org>\r\nDATA\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("354 ") != std::string::npos);
+        CPPUNIT_ASSERT(fs::is_directory(dir_ / "one/tmp"));
+        CPPUNIT_ASSERT(fs::is_directory(dir_ / "two/new"));
+        sabotage();
+        out = m.send(stuffed(kMessage) + ".\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Local error in processing; message not stored\r\n"), out);
+        CPPUNIT_ASSERT_EQUAL(0u, m.s->messages_accepted());
+        CPPUNIT_ASSERT(files_in(dir_ / "one/new").empty());
+        CPPUNIT_ASSERT(files_in(dir_ / "one/tmp").empty());
+        if (fs::is_directory(dir_ / "two/tmp"))
+            CPPUNIT_ASSERT(files_in(dir_ / "two/tmp").empty());
+        if (fs::is_directory(dir_ / "two/new"))
+            CPPUNIT_ASSERT(files_in(dir_ / "two/new").empty());
+        // the session goes on and the next message is stored in both
+        out = deliver(m, {"one@example.org"});
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), files_in(dir_ / "one/new").size());
+    }
+
+    static void block(const fs::path &dir)
+    {
+        fs::remove_all(dir);
+        std::ofstream(dir) << "in the way";
+    }
+
+    void testAllOrNothingTmpBlocked()
+    {
+        check_all_or_nothing([&] { block(dir_ / "two/tmp"); });
+    }
+
+    void testAllOrNothingNewBlocked()
+    {
+        // the second copy is written to two/tmp, the first is already in
+        // one/new when the rename into two/new fails: both must go
+        check_all_or_nothing([&] { block(dir_ / "two/new"); });
+    }
+
+    void testDirectoryBlockedAtData()
+    {
+        // a regular file where the second recipient's Maildir would be
+        std::ofstream(dir_ / "two") << "in the way";
+        MaildirSession m((dir_ / "%u").string());
+        std::string out = deliver(m, {"one@example.org", "two@example.org"});
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.3.0 ") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("queued as") == std::string::npos);
+        CPPUNIT_ASSERT(files_in(dir_ / "one/new").empty());
+        CPPUNIT_ASSERT(files_in(dir_ / "one/tmp").empty());
+        CPPUNIT_ASSERT_EQUAL(std::string("in the way"), slurp(dir_ / "two"));
+    }
+
+    void testDirectoriesCreated0700()
+    {
+        MaildirSession m((dir_ / "deep/%d/x/%u/Maildir").string());
+        std::string out = deliver(m, {"bob@example.org"});
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
+        for (const fs::path &d : {dir_ / "deep", dir_ / "deep/example.org", dir_ / "deep/example.org/x/bob",
+                                  dir_ / "deep/example.org/x/bob/Maildir", dir_ / "deep/example.org/x/bob/Maildir/new"})
+            CPPUNIT_ASSERT_MESSAGE(d.string(), (fs::status(d).permissions() & fs::perms::all) == fs::perms::owner_all);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), files_in(dir_ / "deep/example.org/x/bob/Maildir/new").size());
+    }
+
+    void testUnmappableRecipientRefused()
+    {
+        // a UTF-8 domain of 3 x 30 "\xc3\xa9" encodes to 543 octets: longer
+        // than a file name may be
+        std::string label;
+        for (int i = 0; i < 30; ++i)
+            label += "\xc3\xa9";
+        std::string domain = label + "." + label + "." + label + ".org";
+        MaildirSession m((dir_ / "%d/%u").string());
+        m.send("MAIL FROM:<alice@example.com> SMTPUTF8\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("553 5.1.3 Recipient address cannot be mapped to a mailbox\r\n"),
+                             m.send("RCPT TO:<a@" + domain + ">\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.5 Ok\r\n"), m.send("RCPT TO:<a@" + label + ".org>\r\n"));
+        CPPUNIT_ASSERT(files_in(dir_).empty());
     }
 
   private:
