@@ -13,7 +13,8 @@
 // Behaviour:
 //   - RCPT to any local part "reject" gets 550 5.1.1 No such user here;
 //     local part "tempfail" gets 451 4.2.0; local part "throw" makes the
-//     handler throw (the module must answer 451 4.3.0 and go on).
+//     handler throw (the module must answer 451 4.3.0 and go on); local
+//     part "nocode" gets a 550 without enhanced code (5.0.0 is added).
 //   - EOM is answered 250 without storing anything.
 //   - The command "XPING [text]" is added to the session's command table and
 //     answered "250 2.0.0 PONG [text]".
@@ -174,6 +175,8 @@ class TestHandler final : public esmtp::Handler
             return Reply(550, "No such user here", "5.1.1");
         if (local_part_is(to, "tempfail"))
             return Reply(451, "Try again later", "4.2.0");
+        if (local_part_is(to, "nocode")) // no enhanced code: the module adds the class default
+            return Reply(550, "Refused without an enhanced code");
         if (local_part_is(to, "throw"))
             throw std::runtime_error("test handler: exception on purpose");
         return {};

@@ -71,6 +71,16 @@ class TestHandlerEvents(ServerTestCase):
         self.assertEqual(events.index("EOH") + 1, events.index(bodies[0]))
         self.assertEqual(events.index(bodies[-1]) + 1, events.index("EOM"))
 
+    def test_handler_reply_without_enhanced_code_gets_class_default(self):
+        with RawClient(self.vh.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO code.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@code.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<nocode@y.example>"),
+                             (550, ["550 5.0.0 Refused without an enhanced code"]))
+            self.assertEqual(c.cmd("RCPT TO:<tempfail@y.example>"), (451, ["451 4.2.0 Try again later"]))
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+
     def test_rejected_recipient_smtplib(self):
         with smtplib.SMTP("127.0.0.1", self.vh.port, timeout=20) as s:
             with self.assertRaises(smtplib.SMTPRecipientsRefused) as cm:
