@@ -58,4 +58,21 @@ void format_reply(const Reply &r, bool enhanced, std::string &out)
     }
 }
 
+void format_reply_line(int code, std::string_view enhanced_code, std::string_view text, bool enhanced, std::string &out)
+{
+    char digits[4] = {char('0' + code / 100 % 10), char('0' + code / 10 % 10), char('0' + code % 10), 0};
+    out.append(digits, 3);
+    std::string_view enh =
+        enhanced ? (enhanced_code.empty() ? default_enhanced(code) : enhanced_code) : std::string_view{};
+    if (!enh.empty() || !text.empty())
+        out.push_back(' ');
+    if (!enh.empty()) {
+        out.append(enh);
+        if (!text.empty())
+            out.push_back(' ');
+    }
+    append_text(out, text);
+    out.append("\r\n");
+}
+
 } // namespace esmtp

@@ -18,5 +18,8 @@ std::string_view default_enhanced(int code);
 // text line list sends the code alone. CR and LF inside a text line are
 // replaced by spaces so that a handler cannot inject reply lines.
 void format_reply(const Reply &r, bool enhanced, std::string &out);
+// One-line reply from parts (fixed module replies; no allocation).
+void format_reply_line(int code, std::string_view enhanced_code, std::string_view text, bool enhanced,
+                       std::string &out);
 
 } // namespace esmtp

@@ -137,7 +137,8 @@ bool Session::add_command(std::string_view pattern, CommandCallback callback, st
 
 template <class F> Reply Session::guarded(const char *event, F &&f)
 {
-    log(txlog_events, std::string("event ") + event);
+    if (logs(txlog_events))
+        log(txlog_events, std::string("event ") + event);
     try {
         return f();
     } catch (const std::exception &e) {
@@ -168,7 +169,25 @@ void Session::reply(const Reply &r)
 
 void Session::reply(int code, std::string_view enh, std::string_view text)
 {
-    reply(Reply(code, std::string(text), std::string(enh)), Reply{}, true);
+    reply(Reply{}, Canned{code, enh, text}, true);
+}
+
+void Session::reply(Reply r, const Canned &dflt, bool enhanced)
+{
+    if (r.empty()) {
+        // the common case: a fixed reply, formatted without building a Reply
+        std::size_t before = out_.size();
+        format_reply_line(dflt.code, dflt.enhanced, dflt.text, enhanced && use_enhanced(), out_);
+        replied(before, dflt.code, dflt.code == 421);
+        return;
+    }
+    if (r.code == dflt.code) {
+        if (r.enhanced.empty())
+            r.enhanced.assign(dflt.enhanced);
+        if (r.lines.empty())
+            r.lines.emplace_back(dflt.text);
+    }
+    reply(r, Reply{}, enhanced);
 }
 
 void Session::reply(Reply r, const Reply &dflt, bool enhanced)
@@ -181,22 +200,25 @@ void Session::reply(Reply r, const Reply &dflt, bool enhanced)
         if (r.lines.empty() && r.code == dflt.code)
             r.lines = dflt.lines;
     }
-    if (r.code == 421)
-        r.close = true;
     std::size_t before = out_.size();
     format_reply(r, enhanced && use_enhanced(), out_);
-    if (log_ && cfg_.log_level >= txlog_commands) {
+    replied(before, r.code, r.close || r.code == 421);
+}
+
+void Session::replied(std::size_t before, int code, bool close)
+{
+    if (logs(txlog_commands)) {
         std::string_view first(out_.data() + before, out_.size() - before);
         first = first.substr(0, first.find('\r'));
         log(txlog_commands, std::string("> ").append(first));
     }
-    if (r.close) {
+    if (close) {
         phase_ = Phase::closed;
         return;
     }
     // ESMTPMaxErrors: a client that keeps failing is most likely not a
     // mail client (Postfix's smtpd_hard_error_limit).
-    if (r.code >= 400 && cfg_.limits.max_errors && ++errors_ >= cfg_.limits.max_errors) {
+    if (code >= 400 && cfg_.limits.max_errors && ++errors_ >= cfg_.limits.max_errors) {
         log(txlog_session, "too many errors (" + std::to_string(errors_) + ")");
         reply(Reply(421, cfg_.hostname + " Error: too many errors", "4.7.0", true));
     }
@@ -214,8 +236,9 @@ void Session::start()
     if (phase_ != Phase::greeting)
         return;
     phase_ = Phase::command;
-    log(txlog_session, std::string("connect from ").append(remote_host()).append("[").append(conn_.client_address) +
-                           "]:" + std::to_string(conn_.client_port));
+    if (logs(txlog_session))
+        log(txlog_session, std::string("connect from ").append(remote_host()).append("[").append(conn_.client_address) +
+                               "]:" + std::to_string(conn_.client_port));
     Reply r = guarded("CONNECT", [&] { return handler_->connect(*this); });
     if (r.code == 451 && r.enhanced == "4.3.0") // the handler threw: no session
         r = Reply(421, std::string(cfg_.hostname) + " Service not available, closing transmission channel", "4.3.2",
@@ -312,7 +335,7 @@ bool Session::junk_command()
 void Session::command(std::string_view line)
 {
     ++commands_;
-    if (log_ && cfg_.log_level >= txlog_commands)
+    if (logs(txlog_commands))
         log(txlog_commands, std::string("< ").append(line));
     if (line.find('\0') != std::string_view::npos) {
         reply(500, "5.5.2", "Error: NUL character in command");
@@ -360,12 +383,12 @@ void Session::command(std::string_view line)
             break;
         }
         reset_transaction(true);
-        reply(guarded("RSET", [&] { return handler_->rset(*this); }), Reply(250, "Ok", "2.0.0"));
+        reply(guarded("RSET", [&] { return handler_->rset(*this); }), Canned{250, "2.0.0", "Ok"});
         break;
     case Verb::noop:
         if (junk_command())
             break;
-        reply(guarded("NOOP", [&] { return handler_->noop(*this); }), Reply(250, "Ok", "2.0.0"));
+        reply(guarded("NOOP", [&] { return handler_->noop(*this); }), Canned{250, "2.0.0", "Ok"});
         break;
     case Verb::vrfy:
         if (junk_command())
@@ -375,7 +398,7 @@ void Session::command(std::string_view line)
             break;
         }
         reply(guarded("VRFY", [&] { return handler_->vrfy(*this, arg); }),
-              Reply(252, "Cannot VRFY user; try RCPT to attempt delivery", "2.0.0"));
+              Canned{252, "2.0.0", "Cannot VRFY user; try RCPT to attempt delivery"});
         break;
     case Verb::expn:
         if (junk_command())
@@ -384,13 +407,13 @@ void Session::command(std::string_view line)
             reply(501, "5.5.4", "Syntax: EXPN mailing-list");
             break;
         }
-        reply(guarded("EXPN", [&] { return handler_->expn(*this, arg); }), Reply(502, "EXPN not available", "5.5.1"));
+        reply(guarded("EXPN", [&] { return handler_->expn(*this, arg); }), Canned{502, "5.5.1", "EXPN not available"});
         break;
     case Verb::help:
         if (junk_command())
             break;
         reply(guarded("HELP", [&] { return handler_->help(*this, arg); }),
-              Reply(214, "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY", "2.0.0"));
+              Canned{214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY"});
         break;
     case Verb::quit: {
         Reply r = guarded("QUIT", [&] { return handler_->quit(*this); });
@@ -403,12 +426,12 @@ void Session::command(std::string_view line)
     }
     case Verb::custom: {
         Reply r = guarded("COMMAND", [&] { return (*m.callback)(*this, m.captures); });
-        reply(r, Reply(250, "Ok", "2.0.0"));
+        reply(r, Canned{250, "2.0.0", "Ok"});
         break;
     }
     case Verb::unknown:
         reply(guarded("UNKNOWN", [&] { return handler_->unknown(*this, line); }),
-              Reply(500, "Command unrecognized", "5.5.2"));
+              Canned{500, "5.5.2", "Command unrecognized"});
         break;
     }
 }
@@ -538,9 +561,10 @@ void Session::do_mail(std::string_view arg)
         env_ = Envelope{};
         queue_id_.clear();
     } else {
-        log(txlog_commands, "from=<" + env_.sender.mailbox + ">");
+        if (logs(txlog_commands))
+            log(txlog_commands, "from=<" + env_.sender.mailbox + ">");
     }
-    reply(r, Reply(250, "Ok", "2.1.0"));
+    reply(r, Canned{250, "2.1.0", "Ok"});
 }
 
 void Session::do_rcpt(std::string_view arg)
@@ -585,7 +609,7 @@ void Session::do_rcpt(std::string_view arg)
     Reply r = guarded("RCPT", [&] { return handler_->rcpt(*this, a.path, a.params); });
     if (r.empty() || r.positive())
         env_.recipients.push_back(Recipient{std::move(a.path), std::move(a.params)});
-    reply(r, Reply(250, "Ok", "2.1.5"));
+    reply(r, Canned{250, "2.1.5", "Ok"});
 }
 
 void Session::do_data(std::string_view arg)
@@ -616,7 +640,7 @@ void Session::do_data(std::string_view arg)
     content_aborted_ = false;
     data_.reset();
     phase_ = Phase::data;
-    reply(r, Reply(354, "End data with <CR><LF>.<CR><LF>"), false);
+    reply(r, Canned{354, "", "End data with <CR><LF>.<CR><LF>"}, false);
 }
 
 bool Session::content_wanted()
@@ -638,7 +662,7 @@ void Session::on_header(const HeaderField &field)
 {
     if (!content_wanted())
         return;
-    if (log_ && cfg_.log_level >= txlog_events)
+    if (logs(txlog_events))
         log(txlog_events, std::string("event HEADER ").append(field.name));
     guarded_void("HEADER", [&] { handler_->header(*this, field); });
 }
@@ -655,7 +679,7 @@ void Session::on_body(std::string_view chunk)
 {
     if (!content_wanted())
         return;
-    if (log_ && cfg_.log_level >= txlog_events)
+    if (logs(txlog_events))
         log(txlog_events, "event BODY " + std::to_string(chunk.size()) + " octets");
     guarded_void("BODY", [&] { handler_->body(*this, chunk); });
 }
@@ -763,13 +787,6 @@ void Session::finish_chunk()
 
 void Session::complete_message()
 {
-    std::string summary = "from=<" + env_.sender.mailbox + "> to=";
-    for (std::size_t i = 0; i < env_.recipients.size(); ++i) {
-        if (i)
-            summary += ',';
-        summary += '<' + env_.recipients[i].path.mailbox + '>';
-    }
-    summary += " size=" + std::to_string(data_.size());
     content_wanted(); // aborts if a limit was crossed in the last chunk
     Reply r;
     if (data_.size_exceeded()) {
@@ -793,9 +810,18 @@ void Session::complete_message()
     }
     if (r.positive())
         ++accepted_;
-    std::string first = r.lines.empty() ? std::string() : r.lines.front();
-    log(txlog_session,
-        (r.positive() ? "accepted " : "rejected ") + summary + ": " + std::to_string(r.code) + " " + first);
+    if (logs(txlog_session)) {
+        std::string summary = "from=<" + env_.sender.mailbox + "> to=";
+        for (std::size_t i = 0; i < env_.recipients.size(); ++i) {
+            if (i)
+                summary += ',';
+            summary += '<' + env_.recipients[i].path.mailbox + '>';
+        }
+        summary += " size=" + std::to_string(data_.size());
+        std::string first = r.lines.empty() ? std::string() : r.lines.front();
+        log(txlog_session,
+            (r.positive() ? "accepted " : "rejected ") + summary + ": " + std::to_string(r.code) + " " + first);
+    }
     // The transaction is over either way (RFC 5321 4.1.1.4).
     in_transaction_ = false;
     bdat_active_ = false;
@@ -831,8 +857,9 @@ void Session::end()
     reset_transaction(true);
     phase_ = Phase::closed;
     guarded_void("DISCONNECT", [&] { handler_->disconnect(*this); });
-    log(txlog_session, "disconnect from " + std::string(remote_host()) + "[" + conn_.client_address +
-                           "] commands=" + std::to_string(commands_) + " accepted=" + std::to_string(accepted_));
+    if (logs(txlog_session))
+        log(txlog_session, "disconnect from " + std::string(remote_host()) + "[" + conn_.client_address +
+                               "] commands=" + std::to_string(commands_) + " accepted=" + std::to_string(accepted_));
 }
 
 } // namespace esmtp

@@ -151,8 +151,17 @@ class Session final : public SessionView, private DataSink
 
     // Send a reply; `dflt` fills what the handler left empty. `enhanced`
     // false for replies that never carry a status code (greeting, EHLO, 354).
+    // A module default reply with fixed text: formatted without allocating.
+    struct Canned {
+        int code;
+        std::string_view enhanced;
+        std::string_view text;
+    };
     void reply(const Reply &r);
     void reply(Reply handler_reply, const Reply &dflt, bool enhanced = true);
+    void reply(Reply handler_reply, const Canned &dflt, bool enhanced = true);
+    void replied(std::size_t before, int code, bool close);
+    bool logs(int level) const { return log_ && level <= cfg_.log_level; }
     void reply(int code, std::string_view enh, std::string_view text);
     template <class F> Reply guarded(const char *event, F &&f);
     template <class F> void guarded_void(const char *event, F &&f);
