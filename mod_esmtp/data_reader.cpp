@@ -89,6 +89,10 @@ std::size_t DataReader::feed(std::string_view in, DataSink &sink)
             }
             break;
         case State::in_line: {
+            if (section_ == Section::body && !normalize_) {
+                i = scan_body(in, i, sink);
+                break;
+            }
             const char *cr = static_cast<const char *>(std::memchr(in.data() + i, '\r', n - i));
             std::size_t end = cr ? std::size_t(cr - in.data()) : n;
             if (end > i)
@@ -124,6 +128,45 @@ std::size_t DataReader::feed(std::string_view in, DataSink &sink)
     }
     flush_body(sink);
     return i;
+}
+
+std::size_t DataReader::scan_body(std::string_view in, std::size_t i, DataSink &sink)
+{
+    // The body's fast path: whole lines ending in CRLF and not followed by
+    // a dot go out as one span; anything else (a CR near the end of the
+    // input, a bare CR, CRLF followed by '.') is left to the state machine.
+    const std::size_t n = in.size();
+    const std::size_t start = i;
+    std::size_t line = i;         // start of the current line within `in`
+    std::size_t len0 = line_len_; // octets of the current line before `in`
+    std::size_t stop = n;
+    bool at_cr = false;
+    for (;;) {
+        const char *cr = static_cast<const char *>(std::memchr(in.data() + i, '\r', n - i));
+        if (!cr)
+            break;
+        std::size_t c = std::size_t(cr - in.data());
+        if (c + 2 >= n || in[c + 1] != '\n' || in[c + 2] == '.') {
+            stop = c;
+            at_cr = true;
+            break;
+        }
+        if (std::memchr(in.data() + line, '\n', c - line))
+            bare_newline_ = true;
+        if (len0 + (c + 2 - line) > limits_.max_text_line)
+            line_too_long_ = true;
+        len0 = 0;
+        line = i = c + 2;
+    }
+    if (stop > line && std::memchr(in.data() + line, '\n', stop - line))
+        bare_newline_ = true;
+    if (stop > start)
+        emit(in.substr(start, stop - start), sink);
+    line_len_ = len0 + (stop - line);
+    if (!at_cr)
+        return n;
+    state_ = State::cr;
+    return stop + 1;
 }
 
 void DataReader::emit_text(std::string_view bytes, DataSink &sink)

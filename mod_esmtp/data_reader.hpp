@@ -61,6 +61,7 @@ class DataReader
 
     void emit(std::string_view bytes, DataSink &sink);
     void emit_text(std::string_view bytes, DataSink &sink);
+    std::size_t scan_body(std::string_view in, std::size_t i, DataSink &sink);
     void scan_raw(std::string_view bytes);
     void header_bytes(std::string_view bytes, DataSink &sink);
     void header_line_done(DataSink &sink);

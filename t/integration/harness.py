@@ -16,6 +16,10 @@ Environment overrides:
     ESMTP_TEST_MPM             event (default), worker or prefork
     ESMTP_KEEP=1               keep every temporary ServerRoot (else only
                                those of failed tests are kept)
+    ESMTP_TEST_LD_PRELOAD      LD_PRELOAD for httpd only (libasan for a module
+                               built with -fsanitize=address: docs/sanitizers.md)
+    ESMTP_TEST_ASAN_OPTIONS    ASAN_OPTIONS for httpd only
+    ESMTP_TEST_UBSAN_OPTIONS   UBSAN_OPTIONS for httpd only
 """
 
 import os
@@ -67,6 +71,20 @@ MOD_TEST_HANDLER = os.environ.get("ESMTP_TEST_HANDLER_MODULE") or os.path.join(
     TOP_BUILDDIR, "t", "handler", ".libs", "mod_esmtp_test_handler.so")
 DEFAULT_MPM = os.environ.get("ESMTP_TEST_MPM", "event")
 KEEP_ALWAYS = os.environ.get("ESMTP_KEEP") == "1"
+
+
+def _httpd_env():
+    """The environment of every httpd we run: ours, plus the sanitizer
+    settings meant for httpd alone (not for Python or the test clients)."""
+    env = dict(os.environ)
+    for var in ("LD_PRELOAD", "ASAN_OPTIONS", "UBSAN_OPTIONS"):
+        value = os.environ.get("ESMTP_TEST_" + var)
+        if value:
+            env[var] = value
+    return env
+
+
+HTTPD_ENV = _httpd_env()
 
 IS_ROOT = os.geteuid() == 0
 RUN_USER = "nobody"
@@ -140,7 +158,7 @@ HARMLESS_RE = re.compile(
 # Crashes and uncaught C++ exceptions reach the log through stderr.
 FATAL_TEXT_RE = re.compile(
     r"terminate called|Segmentation fault|Aborted|double free|corrupted|AddressSanitizer|"
-    r"exit signal|what\(\):|pure virtual method called", re.I)
+    r"LeakSanitizer|runtime error:|exit signal|what\(\):|pure virtual method called", re.I)
 
 
 def unexpected_log_lines(lines, allow=()):
@@ -277,7 +295,10 @@ class Httpd:
     """An httpd with its own ServerRoot in a temporary directory."""
 
     def __init__(self, mpm=None, esmtp=True, test_handler=True, root=None, log_level="warn esmtp:info",
-                 main_extra=(), prefix="esmtp-it-"):
+                 main_extra=(), prefix="esmtp-it-", mpm_lines=None):
+        """`mpm_lines`: replaces the default MPM sizing directives
+        (StartServers ... MaxRequestWorkers), e.g. for one child or for
+        thousands of connections (AsyncRequestWorkerFactor)."""
         self.mpm = mpm or DEFAULT_MPM
         self.esmtp = esmtp
         self.test_handler = test_handler
@@ -286,6 +307,7 @@ class Httpd:
         self.root = os.path.abspath(self.root)
         self.log_level = log_level
         self.main_extra = list(main_extra)
+        self.mpm_lines = list(mpm_lines) if mpm_lines is not None else None
         self.smtp = []
         self.http_port = None
         self.proc = None
@@ -343,7 +365,9 @@ class Httpd:
         lines.append("")
         if IS_ROOT:
             lines += ["User %s" % RUN_USER, "Group %s" % RUN_GROUP]
-        if self.mpm == "prefork":
+        if self.mpm_lines is not None:
+            lines += self.mpm_lines
+        elif self.mpm == "prefork":
             lines += ["StartServers 2", "MinSpareServers 2", "MaxSpareServers 10",
                       "ServerLimit 64", "MaxRequestWorkers 64"]
         else:
@@ -402,7 +426,7 @@ class Httpd:
         """`httpd -t`: (exit status, combined output)."""
         self.write_config()
         p = subprocess.run([HTTPD, "-t", "-f", self.conf_path], stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT, timeout=60)
+                           stderr=subprocess.STDOUT, timeout=60, env=HTTPD_ENV)
         return p.returncode, p.stdout.decode("utf-8", "replace")
 
     # --- running
@@ -432,7 +456,7 @@ class Httpd:
         try:
             self.proc = subprocess.Popen([HTTPD, "-f", self.conf_path, "-DFOREGROUND"],
                                          stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr,
-                                         start_new_session=True, close_fds=True)
+                                         start_new_session=True, close_fds=True, env=HTTPD_ENV)
         finally:
             stderr.close()
         deadline = time.time() + timeout
@@ -572,6 +596,8 @@ class ServerTestCase(unittest.TestCase):
     mpm = None
     allowed_log = ()
     httpd = None
+    # keyword arguments of Httpd() for this class (e.g. mpm_lines, main_extra)
+    httpd_options = {}
 
     @classmethod
     def configure(cls, httpd):
@@ -580,7 +606,7 @@ class ServerTestCase(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls._failed = False
-        cls.httpd = Httpd(mpm=cls.mpm)
+        cls.httpd = Httpd(mpm=cls.mpm, **cls.httpd_options)
         try:
             cls.configure(cls.httpd)
             cls.httpd.start()

@@ -10,7 +10,7 @@ import subprocess
 import time
 import unittest
 
-from harness import HTTPD, Httpd, RawClient, ServerTestCase, unexpected_log_lines, wait_for
+from harness import HTTPD, HTTPD_ENV, Httpd, RawClient, ServerTestCase, unexpected_log_lines, wait_for
 
 DENIED = (550, ["550 5.7.1 Relay access denied"])
 
@@ -223,7 +223,7 @@ class StopTest(unittest.TestCase):
         def graceful_stop():
             # sends SIGWINCH to the pid in PidFile
             p = subprocess.run([HTTPD, "-k", "graceful-stop", "-f", self.httpd.conf_path],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=30, env=HTTPD_ENV)
             self.assertEqual(p.returncode, 0, p.stdout)
         self.check_421(graceful_stop)
 
