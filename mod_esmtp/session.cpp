@@ -573,6 +573,11 @@ void Session::do_rcpt(std::string_view arg)
         reply(503, "5.5.1", "Error: need MAIL command");
         return;
     }
+    if (bdat_active_) {
+        // the message is already being transferred (RFC 3030)
+        reply(503, "5.5.1", "Error: RCPT after BDAT");
+        return;
+    }
     if (!istarts_with(arg, "TO:")) {
         reply(501, "5.5.4", "Syntax: RCPT TO:<address>");
         return;
