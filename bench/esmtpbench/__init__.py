@@ -1,0 +1,1 @@
+"""mod_esmtp benchmark (bench/run): servers, loads, measurements, report."""

@@ -1,0 +1,1 @@
+postfix -c /tmp/esmtp-bench-postfix-9ow0_yk4/etc start

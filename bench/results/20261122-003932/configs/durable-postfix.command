@@ -1,0 +1,1 @@
+postfix -c /tmp/esmtp-bench-postfix-o2vsfmb2/etc start

@@ -1,0 +1,1 @@
+/usr/sbin/apache2 -f /tmp/esmtp-bench-httpd-idle-t4dvigbf/conf/httpd.conf -DFOREGROUND
