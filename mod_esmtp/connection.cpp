@@ -20,10 +20,6 @@
 #include <mutex>
 #include <set>
 
-#ifndef ESMTP_LINGER_MS
-#define ESMTP_LINGER_MS 10
-#endif
-
 namespace esmtp
 {
 
@@ -37,9 +33,6 @@ constexpr apr_off_t kReadSize = 64 * 1024;
 constexpr std::size_t kWriteHighWater = 64 * 1024;
 // A blocking read wakes up this often to notice that httpd is stopping.
 constexpr apr_interval_time_t kWakeInterval = apr_time_from_sec(1);
-// How long an async session waits for the client in its thread before it
-// is parked with the MPM.
-apr_interval_time_t kLingerBeforePark = apr_time_from_msec(ESMTP_LINGER_MS);
 // ESMTPMinDataRate is enforced once a transfer has run this long.
 constexpr apr_interval_time_t kDataRateGrace = apr_time_from_sec(10);
 
@@ -329,22 +322,6 @@ class SmtpConnection
                 if (now >= deadline() || too_slow(now)) {
                     timed_out();
                     return true;
-                }
-                // A client in a conversation answers within moments: wait
-                // that long here before parking, which saves the MPM round
-                // trip (poll, queue, another thread) on every command.
-                if (sock && kLingerBeforePark > 0) {
-                    apr_socket_timeout_set(sock, kLingerBeforePark);
-                    r = io_.read(session_, APR_BLOCK_READ, rv);
-                    apr_socket_timeout_set(sock, timeout);
-                    if (r == ReadResult::fed) {
-                        progress();
-                        continue;
-                    }
-                    if (r != ReadResult::timeout && r != ReadResult::again) {
-                        input_ended(r, rv);
-                        return true;
-                    }
                 }
                 return false;
             }
