@@ -33,6 +33,8 @@ constexpr apr_off_t kReadSize = 64 * 1024;
 constexpr std::size_t kWriteHighWater = 64 * 1024;
 // A blocking read wakes up this often to notice that httpd is stopping.
 constexpr apr_interval_time_t kWakeInterval = apr_time_from_sec(1);
+// When httpd stops, an idle session waits this long for a last command.
+constexpr apr_interval_time_t kStopGrace = apr_time_from_msec(200);
 // ESMTPMinDataRate is enforced once a transfer has run this long.
 constexpr apr_interval_time_t kDataRateGrace = apr_time_from_sec(10);
 
@@ -336,8 +338,11 @@ class SmtpConnection
                     timed_out();
                     return true;
                 }
+                // once httpd is stopping, a short grace for a prompt QUIT,
+                // then 421: a child that is going away must not wait on us
+                apr_interval_time_t slice = httpd_stopping() ? kStopGrace : kWakeInterval;
                 if (sock)
-                    apr_socket_timeout_set(sock, std::min(left, kWakeInterval));
+                    apr_socket_timeout_set(sock, std::min(left, slice));
                 r = io_.read(session_, APR_BLOCK_READ, rv);
                 if (r != ReadResult::timeout)
                     break;
