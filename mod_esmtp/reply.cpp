@@ -29,6 +29,27 @@ void append_text(std::string &out, std::string_view text)
         out.push_back(c == '\r' || c == '\n' ? ' ' : c);
 }
 
+// RFC 3463 class.subject.detail; anything else (a handler's typo or an
+// attempt to inject a line) is replaced by the class default.
+bool valid_enhanced(std::string_view e)
+{
+    int dots = 0;
+    bool digit = false;
+    for (char c : e) {
+        if (c == '.') {
+            if (!digit)
+                return false;
+            ++dots;
+            digit = false;
+        } else if (c >= '0' && c <= '9') {
+            digit = true;
+        } else {
+            return false;
+        }
+    }
+    return dots == 2 && digit && e.size() <= 11;
+}
+
 } // namespace
 
 void format_reply(const Reply &r, bool enhanced, std::string &out)
@@ -36,7 +57,7 @@ void format_reply(const Reply &r, bool enhanced, std::string &out)
     char code[8];
     int code_value = r.code >= 100 && r.code <= 599 ? r.code : 451;
     std::snprintf(code, sizeof code, "%03d", code_value);
-    std::string_view enh = r.enhanced.empty() ? default_enhanced(code_value) : std::string_view(r.enhanced);
+    std::string_view enh = valid_enhanced(r.enhanced) ? std::string_view(r.enhanced) : default_enhanced(code_value);
     if (!enhanced)
         enh = {};
     std::size_t n = r.lines.empty() ? 1 : r.lines.size();

@@ -829,6 +829,7 @@ void Session::complete_message()
     }
     // The transaction is over either way (RFC 5321 4.1.1.4).
     in_transaction_ = false;
+    content_aborted_ = false;
     bdat_active_ = false;
     env_ = Envelope{};
     queue_id_.clear();

@@ -118,6 +118,12 @@ class ReplyTest : public CppUnit::TestFixture
 
         out = fmt(Reply(550, std::vector<std::string>{"a\nb", "c\rd"}), false);
         CPPUNIT_ASSERT_EQUAL(std::string("550-a b\r\n550 c d\r\n"), out);
+
+        // nor through the enhanced code: anything but x.y.z becomes the class default
+        out = fmt(Reply(550, "no", "5.7.1\r\n250 2.0.0"), true);
+        CPPUNIT_ASSERT_EQUAL(std::string("550 5.0.0 no\r\n"), out);
+        out = fmt(Reply(451, "later", "4.x.1"), true);
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.0.0 later\r\n"), out);
     }
 
     void testEmptyTextSendsCodeAlone()
