@@ -33,6 +33,10 @@ constexpr apr_off_t kReadSize = 64 * 1024;
 constexpr std::size_t kWriteHighWater = 64 * 1024;
 // A blocking read wakes up this often to notice that httpd is stopping.
 constexpr apr_interval_time_t kWakeInterval = apr_time_from_sec(1);
+// How long an async session waits in its thread for the client's next
+// command before it is parked with the MPM: short, so that a burst of
+// sessions cannot occupy the workers.
+constexpr apr_interval_time_t kLingerBeforePark = 1000; // microseconds
 // When httpd stops, an idle session waits this long for a last command.
 constexpr apr_interval_time_t kStopGrace = apr_time_from_msec(200);
 // ESMTPMinDataRate is enforced once a transfer has run this long.
@@ -325,6 +329,23 @@ class SmtpConnection
                     timed_out();
                     return true;
                 }
+                // A client in a conversation answers within moments (tens of
+                // microseconds on a LAN): wait that long here before
+                // parking, which saves the MPM round trip (epoll, listener,
+                // another worker) on every command of a lock-step client.
+                if (sock) {
+                    apr_socket_timeout_set(sock, kLingerBeforePark);
+                    r = io_.read(session_, APR_BLOCK_READ, rv);
+                    apr_socket_timeout_set(sock, timeout);
+                    if (r == ReadResult::fed) {
+                        progress();
+                        continue;
+                    }
+                    if (r != ReadResult::timeout && r != ReadResult::again) {
+                        input_ended(r, rv);
+                        return true;
+                    }
+                }
                 return false;
             }
             ap_update_child_status_from_conn(static_cast<ap_sb_handle_t *>(c_->sbh), SERVER_BUSY_READ, c_);
@@ -499,10 +520,28 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
     return conn;
 }
 
+// Nothing more from the client is waiting to be read.
+bool input_drained(conn_rec *c)
+{
+    apr_bucket_brigade *bb = apr_brigade_create(c->pool, c->bucket_alloc);
+    apr_status_t rv = ap_get_brigade(c->input_filters, bb, AP_MODE_SPECULATIVE, APR_NONBLOCK_READ, 1);
+    bool drained = APR_STATUS_IS_EAGAIN(rv) || (rv == APR_SUCCESS && APR_BRIGADE_EMPTY(bb));
+    apr_brigade_destroy(bb);
+    return drained;
+}
+
 int close_connection(conn_rec *c, SmtpConnection *conn)
 {
-    if (conn)
+    if (conn) {
         conn->finish();
+        // After QUIT (or any close we chose) with everything sent and
+        // nothing unread, a lingering close only costs the MPM another poll
+        // round: close at once, as an MTA does. With unread input (junk
+        // after QUIT) the lingering close stays, so that the client's copy
+        // of our last reply is not lost to a reset.
+        if (!c->aborted && conn->session().closing() && input_drained(c))
+            c->aborted = 1;
+    }
     // Tell an async MPM (event) that this connection is finished.
     if (c->cs)
         c->cs->state = CONN_STATE_LINGER;
