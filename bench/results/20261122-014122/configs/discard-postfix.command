@@ -1,0 +1,1 @@
+postfix -c /tmp/esmtp-bench-postfix-0kwg9wkz/etc start
