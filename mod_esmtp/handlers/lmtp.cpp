@@ -1,3 +1,4 @@
+#include "fd.hpp"
 #include "lmtp.hpp"
 
 #include <algorithm>
@@ -243,36 +244,6 @@ using clock_type = std::chrono::steady_clock;
 constexpr int kDefaultTimeout = 60;
 // Message content goes to the server in blocks of about this size.
 constexpr std::size_t kSendBlock = 64 * 1024;
-
-// A socket that is closed with its owner, on every path.
-class Fd
-{
-  public:
-    Fd() = default;
-    explicit Fd(int fd) : fd_(fd) {}
-    Fd(Fd &&o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    Fd &operator=(Fd &&o) noexcept
-    {
-        if (this != &o)
-            reset(std::exchange(o.fd_, -1));
-        return *this;
-    }
-    Fd(const Fd &) = delete;
-    Fd &operator=(const Fd &) = delete;
-    ~Fd() { reset(); }
-
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    void reset(int fd = -1)
-    {
-        if (fd_ >= 0)
-            ::close(fd_);
-        fd_ = fd;
-    }
-
-  private:
-    int fd_ = -1;
-};
 
 // getaddrinfo's list, freed with its scope.
 struct AddrInfo {

@@ -1,3 +1,4 @@
+#include "fd.hpp"
 #include "pipe.hpp"
 
 #include <algorithm>
@@ -30,36 +31,6 @@ constexpr std::size_t kSpoolBlock = 64 * 1024;
 constexpr std::size_t kStderrKeep = 4096;
 constexpr int kDefaultTimeout = 60;
 constexpr int kExTempfail = 75; // sysexits.h EX_TEMPFAIL
-
-// A file descriptor that is closed with its owner, on every path.
-class Fd
-{
-  public:
-    Fd() = default;
-    explicit Fd(int fd) : fd_(fd) {}
-    Fd(Fd &&o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-    Fd &operator=(Fd &&o) noexcept
-    {
-        if (this != &o)
-            reset(std::exchange(o.fd_, -1));
-        return *this;
-    }
-    Fd(const Fd &) = delete;
-    Fd &operator=(const Fd &) = delete;
-    ~Fd() { reset(); }
-
-    int get() const { return fd_; }
-    explicit operator bool() const { return fd_ >= 0; }
-    void reset(int fd = -1)
-    {
-        if (fd_ >= 0)
-            ::close(fd_);
-        fd_ = fd;
-    }
-
-  private:
-    int fd_ = -1;
-};
 
 // A spawned command. Until it has been reaped, destroying this object kills
 // the command's process group and reaps it: no zombie and no runaway command

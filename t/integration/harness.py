@@ -135,6 +135,24 @@ def listening_ports():
     return ports
 
 
+def children_of(pid):
+    """Pids whose parent is `pid` (httpd's children), sorted."""
+    out = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open("/proc/%s/status" % name) as f:
+                for line in f:
+                    if line.startswith("PPid:"):
+                        if int(line.split()[1]) == pid:
+                            out.append(int(name))
+                        break
+        except OSError:
+            pass
+    return sorted(out)
+
+
 def q(path):
     """Quote a value for httpd.conf."""
     return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'

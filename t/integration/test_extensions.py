@@ -14,7 +14,7 @@ import threading
 import time
 import unittest
 
-from harness import RawClient, ServerTestCase, queue_id_of, split_delivered, wait_for
+from harness import children_of, RawClient, ServerTestCase, queue_id_of, split_delivered, wait_for
 
 LIMIT = 1000000  # ESMTPMaxMessageSize of the maildir server
 ENH_RE = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
@@ -25,24 +25,6 @@ MESSAGE = (b"From: Alice <alice@client.example>\r\n"
            b"Hello.\r\n"
            b"..a dot-stuffed line\r\n")
 UNSTUFFED = MESSAGE.replace(b"\r\n..a", b"\r\n.a")
-
-
-def children_of(pid):
-    """Pids whose parent is `pid` (httpd's children)."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/status" % name) as f:
-                for line in f:
-                    if line.startswith("PPid:"):
-                        if int(line.split()[1]) == pid:
-                            out.append(int(name))
-                        break
-        except OSError:
-            pass
-    return out
 
 
 def status_kb(pid, field):

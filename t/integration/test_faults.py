@@ -14,7 +14,7 @@ import tempfile
 import time
 import unittest
 
-from harness import IS_ROOT, RawClient, ServerTestCase, queue_id_of, run_ids, wait_for
+from harness import children_of, IS_ROOT, RawClient, ServerTestCase, queue_id_of, run_ids, wait_for
 
 ANY = ["*"]
 
@@ -25,24 +25,6 @@ ONE_CHILD = ["StartServers 1", "ServerLimit 1", "ThreadsPerChild 16", "ThreadLim
 
 MSGID_RE = re.compile(rb"^Message-ID: (<[^>\r\n]*>)", re.M | re.I)
 QID_RE = re.compile(rb"\bid ([0-9A-Za-z]+)\r\n\tfor ")
-
-
-def children_of(pid):
-    """Pids whose parent is `pid` (httpd's children)."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/status" % name) as f:
-                for line in f:
-                    if line.startswith("PPid:"):
-                        if int(line.split()[1]) == pid:
-                            out.append(int(name))
-                        break
-        except OSError:
-            pass
-    return sorted(out)
 
 
 def fd_count(pid):

@@ -20,7 +20,7 @@ import threading
 import time
 import unittest
 
-from harness import ServerTestCase, queue_id_of, wait_for
+from harness import children_of, ServerTestCase, queue_id_of, wait_for
 
 ANY = ["*"]
 SMTP_SOURCE = shutil.which("smtp-source") or ("/usr/sbin/smtp-source" if os.path.exists("/usr/sbin/smtp-source")
@@ -45,23 +45,6 @@ def raise_nofile(want=8192):
     if soft < target:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
-
-
-def children_of(pid):
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/status" % name) as f:
-                for line in f:
-                    if line.startswith("PPid:"):
-                        if int(line.split()[1]) == pid:
-                            out.append(int(name))
-                        break
-        except OSError:
-            pass
-    return sorted(out)
 
 
 def memory_kb(pid):

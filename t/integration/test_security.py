@@ -19,7 +19,7 @@ import threading
 import time
 import unittest
 
-from harness import RawClient, ServerTestCase, split_delivered, wait_for
+from harness import children_of, RawClient, ServerTestCase, split_delivered, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "abuse", "corpus.json")
@@ -32,24 +32,6 @@ ANY = ["*"]
 SYNC = (554, ["554 5.5.0 Error: SMTP protocol synchronization"])
 BARE_CMD = (550, ["550 5.5.2 Error: bare <LF> or <CR> in command; use <CR><LF>"])
 BARE_MSG = (550, ["550 5.5.2 Message contains bare <CR> or <LF>; use <CR><LF> line endings"])
-
-
-def children_of(pid):
-    """Pids whose parent is `pid` (httpd's children)."""
-    out = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        try:
-            with open("/proc/%s/status" % name) as f:
-                for line in f:
-                    if line.startswith("PPid:"):
-                        if int(line.split()[1]) == pid:
-                            out.append(int(name))
-                        break
-        except OSError:
-            pass
-    return out
 
 
 def rss_kb(pid):

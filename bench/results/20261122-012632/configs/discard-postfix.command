@@ -1,0 +1,1 @@
+postfix -c /tmp/esmtp-bench-postfix-xs573qts/etc start

@@ -1,0 +1,1 @@
+postfix -c /tmp/esmtp-bench-postfix-65wnktli/etc start
