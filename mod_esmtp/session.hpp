@@ -79,6 +79,7 @@ class Session final : public SessionView, private DataSink
     enum class Phase { greeting, command, data, bdat, closed };
 
     // `handler` must not be null. `log` may be null (no transaction log).
+    // `cfg` must outlive the session.
     Session(const SessionConfig &cfg, ConnectionInfo conn, std::unique_ptr<Handler> handler, TxLogSink *log);
     ~Session();
     Session(const Session &) = delete;
@@ -166,7 +167,9 @@ class Session final : public SessionView, private DataSink
     template <class F> Reply guarded(const char *event, F &&f);
     template <class F> void guarded_void(const char *event, F &&f);
 
-    SessionConfig cfg_;
+    // Owned by the server configuration (built once in post_config): a
+    // session only reads it, so it is not copied per connection.
+    const SessionConfig &cfg_;
     ConnectionInfo conn_;
     std::unique_ptr<Handler> handler_;
     TxLogSink *log_;

@@ -204,6 +204,7 @@ class FakeLmtp
 
 // A session whose handler is `lmtp ARGS...`.
 struct LmtpSession {
+    esmtp::SessionConfig cfg; // outlives the session
     std::unique_ptr<esmtp::Session> s;
 
     explicit LmtpSession(const std::vector<std::string> &args)
@@ -213,7 +214,6 @@ struct LmtpSession {
         std::string error;
         auto factory = p.configure(ctx, args, error);
         CPPUNIT_ASSERT_MESSAGE(error, factory);
-        esmtp::SessionConfig cfg;
         cfg.hostname = "mx.example.org";
         cfg.accept_domains = {"*"};
         s = std::make_unique<esmtp::Session>(cfg, esmtp::ConnectionInfo{}, factory->create(), nullptr);

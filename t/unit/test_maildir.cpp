@@ -63,6 +63,7 @@ std::string stuffed(const std::string &msg)
 
 // A session with a maildir handler.
 struct MaildirSession {
+    esmtp::SessionConfig cfg; // outlives the session
     std::unique_ptr<esmtp::Session> s;
 
     explicit MaildirSession(const std::string &dir)
@@ -70,7 +71,6 @@ struct MaildirSession {
         std::string error;
         auto factory = esmtp::make_maildir_factory(dir, &error);
         CPPUNIT_ASSERT_MESSAGE(error, factory);
-        esmtp::SessionConfig cfg;
         cfg.hostname = "mx.example.org";
         cfg.accept_domains = {"*"}; // any recipient domain: these tests are about storage
         cfg.limits.max_message_size = 4096;

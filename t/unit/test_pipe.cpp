@@ -97,6 +97,7 @@ std::string configure_error(const std::vector<std::string> &args)
 
 // A session whose handler is `pipe ARGS...`.
 struct PipeSession {
+    esmtp::SessionConfig cfg; // outlives the session
     std::unique_ptr<esmtp::Session> s;
 
     explicit PipeSession(const std::vector<std::string> &args)
@@ -106,7 +107,6 @@ struct PipeSession {
         std::string error;
         auto factory = p.configure(ctx, args, error);
         CPPUNIT_ASSERT_MESSAGE(error, factory);
-        esmtp::SessionConfig cfg;
         cfg.hostname = "mx.example.org";
         cfg.accept_domains = {"*"};
         esmtp::ConnectionInfo conn;
