@@ -1,4 +1,4 @@
-#include "discard.hpp"
+#include "handlers/discard.hpp"
 
 namespace esmtp
 {

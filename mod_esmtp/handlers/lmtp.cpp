@@ -1,5 +1,5 @@
-#include "fd.hpp"
-#include "lmtp.hpp"
+#include "handlers/fd.hpp"
+#include "handlers/lmtp.hpp"
 
 #include <algorithm>
 #include <arpa/inet.h>

@@ -1,4 +1,4 @@
-#include "maildir.hpp"
+#include "handlers/maildir.hpp"
 
 #include <cerrno>
 #include <climits>

@@ -1,5 +1,5 @@
-#include "fd.hpp"
-#include "pipe.hpp"
+#include "handlers/fd.hpp"
+#include "handlers/pipe.hpp"
 
 #include <algorithm>
 #include <cerrno>

@@ -15,7 +15,7 @@
 //    "<path> KEY=VALUE...", parse again to the same result; keywords are
 //    upper-case esmtp-keywords, values esmtp-values; a null path only when
 //    allowed, a domain-less path only for <postmaster> when allowed.
-#include "address.hpp"
+#include "engine/address.hpp"
 #include "fuzz_util.hpp"
 
 #include <arpa/inet.h>

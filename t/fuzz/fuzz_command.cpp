@@ -18,7 +18,7 @@
 //    the replies and handler events are the same whatever the chunking
 //    (the content of a message counts only when it reaches EOM).
 #include "fuzz_util.hpp"
-#include "session.hpp"
+#include "engine/session.hpp"
 
 #include <memory>
 #include <stdexcept>

@@ -22,7 +22,7 @@
 //    CRLF and continued with WSP, at most max_header_field octets, and its
 //    value has no CRLF; the sink sees the same fields and content whatever
 //    the chunking.
-#include "data_reader.hpp"
+#include "engine/data_reader.hpp"
 #include "fuzz_util.hpp"
 
 #include <string>

@@ -1,6 +1,6 @@
 // parse_path_and_params / parse_mailbox / valid_domain_or_literal (RFC 5321 4.1.2).
 
-#include "address.hpp"
+#include "engine/address.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 

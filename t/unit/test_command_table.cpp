@@ -1,6 +1,6 @@
 // CommandTable: built-in verbs first, then added commands, first match wins.
 
-#include "command_table.hpp"
+#include "engine/command_table.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 

@@ -1,6 +1,6 @@
 // DataReader: end of data, dot-unstuffing, smuggling, header splitting.
 
-#include "data_reader.hpp"
+#include "engine/data_reader.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 

@@ -4,7 +4,7 @@
 // HELO vs EHLO, SIZE, 8BITMIME, SMTPUTF8, CHUNKING (BDAT), the recipient
 // (relay) policy (SessionConfig::accept_domains) and limits.max_errors.
 
-#include "session.hpp"
+#include "engine/session.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 

@@ -1,6 +1,6 @@
 // LineReader: command lines end at LF, CR before it removed, 512 octets max.
 
-#include "line_reader.hpp"
+#include "engine/line_reader.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 

@@ -4,7 +4,7 @@
 // connections, a server that is down).
 
 #include "handlers/lmtp.hpp"
-#include "session.hpp"
+#include "engine/session.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 

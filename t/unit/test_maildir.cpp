@@ -2,7 +2,7 @@
 // nothing left in tmp/, nothing at all for a message that was not accepted.
 
 #include "handlers/maildir.hpp"
-#include "session.hpp"
+#include "engine/session.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 

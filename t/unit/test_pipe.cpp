@@ -3,7 +3,7 @@
 // the timeout, and no fd or process left behind.
 
 #include "handlers/pipe.hpp"
-#include "session.hpp"
+#include "engine/session.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 

@@ -1,6 +1,6 @@
 // format_reply / default_enhanced: how replies go on the wire (RFC 5321 4.2).
 
-#include "reply_format.hpp"
+#include "engine/reply_format.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 

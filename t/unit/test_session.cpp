@@ -1,6 +1,6 @@
 // esmtp::Session driven byte-wise with a recording handler and log.
 
-#include "session.hpp"
+#include "engine/session.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 

@@ -1,8 +1,8 @@
 // Transaction log records, queue ids and the RFC 5322 date.
 
-#include "queue_id.hpp"
-#include "trace.hpp"
-#include "txlog_format.hpp"
+#include "engine/queue_id.hpp"
+#include "engine/trace.hpp"
+#include "engine/txlog_format.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 

@@ -1,4 +1,4 @@
-#include "command_table.hpp"
+#include "engine/command_table.hpp"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>

@@ -5,11 +5,11 @@
 // (pipelining-friendly).
 #pragma once
 
-#include "command_table.hpp"
-#include "data_reader.hpp"
-#include "limits.hpp"
-#include "line_reader.hpp"
-#include "txlog_format.hpp"
+#include "engine/command_table.hpp"
+#include "engine/data_reader.hpp"
+#include "engine/limits.hpp"
+#include "engine/line_reader.hpp"
+#include "engine/txlog_format.hpp"
 #include <esmtp/handler.hpp>
 
 #include <ctime>

@@ -1,7 +1,7 @@
 // The process_connection hook: brigade I/O between httpd and the session.
 #pragma once
 
-#include "mod_esmtp.hpp"
+#include "httpd/mod_esmtp.hpp"
 
 namespace esmtp
 {

@@ -1,11 +1,11 @@
 // mod_esmtp: an ESMTP server inside Apache httpd. This file holds only the
 // module record and hook registration; see connection.cpp for the I/O glue
 // and session.cpp for the protocol engine.
-#include "mod_esmtp.hpp"
+#include "httpd/mod_esmtp.hpp"
 
-#include "config.hpp"
-#include "connection.hpp"
-#include "txlog.hpp"
+#include "httpd/config.hpp"
+#include "httpd/connection.hpp"
+#include "httpd/txlog.hpp"
 
 #include <http_connection.h>
 

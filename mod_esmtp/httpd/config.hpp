@@ -1,8 +1,8 @@
 // Directives and the per-server configuration.
 #pragma once
 
-#include "mod_esmtp.hpp"
-#include "session.hpp"
+#include "httpd/mod_esmtp.hpp"
+#include "engine/session.hpp"
 #include <esmtp/provider.hpp>
 
 #include <apr_file_io.h>

@@ -1,4 +1,4 @@
-#include "data_reader.hpp"
+#include "engine/data_reader.hpp"
 
 #include <cstring>
 

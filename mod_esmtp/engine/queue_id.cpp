@@ -1,4 +1,4 @@
-#include "queue_id.hpp"
+#include "engine/queue_id.hpp"
 
 #include <atomic>
 #include <cstdio>

@@ -1,4 +1,4 @@
-#include "config.hpp"
+#include "httpd/config.hpp"
 
 #include <apr_strings.h>
 #include <http_core.h>

@@ -1,4 +1,4 @@
-#include "trace.hpp"
+#include "engine/trace.hpp"
 
 #include <cstdio>
 #include <cstdlib>

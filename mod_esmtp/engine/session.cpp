@@ -1,9 +1,9 @@
-#include "session.hpp"
+#include "engine/session.hpp"
 
-#include "address.hpp"
-#include "queue_id.hpp"
-#include "reply_format.hpp"
-#include "trace.hpp"
+#include "engine/address.hpp"
+#include "engine/queue_id.hpp"
+#include "engine/reply_format.hpp"
+#include "engine/trace.hpp"
 
 #include <algorithm>
 #include <cctype>

@@ -1,4 +1,4 @@
-#include "reply_format.hpp"
+#include "engine/reply_format.hpp"
 
 #include <cstdio>
 

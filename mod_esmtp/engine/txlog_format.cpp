@@ -1,4 +1,4 @@
-#include "txlog_format.hpp"
+#include "engine/txlog_format.hpp"
 
 namespace esmtp
 {

@@ -4,7 +4,7 @@
 #include "handlers/lmtp.hpp"
 #include "handlers/maildir.hpp"
 #include "handlers/pipe.hpp"
-#include "mod_esmtp.hpp"
+#include "httpd/mod_esmtp.hpp"
 #include <esmtp/apache.hpp>
 
 namespace esmtp

@@ -2,8 +2,8 @@
 // one, the error log under `LogLevel esmtp:...`.
 #pragma once
 
-#include "config.hpp"
-#include "txlog_format.hpp"
+#include "httpd/config.hpp"
+#include "engine/txlog_format.hpp"
 
 namespace esmtp
 {

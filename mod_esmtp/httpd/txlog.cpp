@@ -1,4 +1,4 @@
-#include "txlog.hpp"
+#include "httpd/txlog.hpp"
 
 #include <apr_hash.h>
 #include <apr_strings.h>

@@ -1,4 +1,4 @@
-#include "address.hpp"
+#include "engine/address.hpp"
 
 #include <cctype>
 

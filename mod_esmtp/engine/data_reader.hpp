@@ -7,7 +7,7 @@
 // (SMTP smuggling, CVE-2023-51764).
 #pragma once
 
-#include "limits.hpp"
+#include "engine/limits.hpp"
 #include <esmtp/handler.hpp>
 
 #include <cstdint>

@@ -1,8 +1,8 @@
-#include "connection.hpp"
+#include "httpd/connection.hpp"
 
-#include "config.hpp"
-#include "session.hpp"
-#include "txlog.hpp"
+#include "httpd/config.hpp"
+#include "engine/session.hpp"
+#include "httpd/txlog.hpp"
 
 #include <apr_buckets.h>
 #include <apr_thread_proc.h>
