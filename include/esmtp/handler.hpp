@@ -96,6 +96,10 @@ class SessionView
     virtual std::uint64_t max_message_size() const = 0;
     // A record for the transaction log (ESMTPLogLevel >= level).
     virtual void log(int level, std::string_view text) = 0;
+    // A problem the administrator must fix (a directory the handler cannot
+    // write, a program it cannot run): written to httpd's error log at level
+    // error, naming the client, and to the transaction log.
+    virtual void error(std::string_view text) = 0;
     // Add a command: `pattern` is a PCRE2 regex matched case-insensitively
     // against the whole command line (without CRLF). Built-in verbs are tried
     // first, then added commands in the order added. Returns false and sets
@@ -147,6 +151,13 @@ class Handler
     virtual Reply expn(SessionView &, std::string_view /*arg*/) { return {}; }
     virtual Reply help(SessionView &, std::string_view /*arg*/) { return {}; }
     virtual Reply quit(SessionView &) { return {}; }
+    // A line that matched a command the factory added (HandlerFactory::
+    // commands()): `name` is its CommandSpec name, captures[0] the whole
+    // match. Default 502 5.5.1.
+    virtual Reply command(SessionView &, std::string_view /*name*/, const std::vector<std::string> & /*captures*/)
+    {
+        return {};
+    }
     // A line that matched no command. Default 500 5.5.2.
     virtual Reply unknown(SessionView &, std::string_view /*line*/) { return {}; }
     // Always called, last, however the session ended.

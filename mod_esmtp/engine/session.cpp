@@ -130,6 +130,13 @@ void Session::log(int level, std::string_view text)
         log_->write(level, format_txlog(std::time(nullptr), queue_id_, text, conn_.client_address));
 }
 
+void Session::error(std::string_view text)
+{
+    if (log_)
+        log_->error(text);
+    log(txlog_session, std::string("error: ").append(text));
+}
+
 bool Session::add_command(std::string_view pattern, CommandCallback callback, std::string *error)
 {
     return commands_table_.add(pattern, std::move(callback), error);

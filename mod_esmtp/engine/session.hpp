@@ -27,6 +27,7 @@ struct ConnectionInfo {
     std::string remote_host; // empty: same as client_address
     std::string local_address = "127.0.0.1";
     unsigned local_port = 25;
+    bool tls = false; // the session runs over TLS (implicit TLS, later STARTTLS)
 };
 
 // ESMTP extensions a server offers (ESMTPExtensions).
@@ -125,6 +126,7 @@ class Session final : public SessionView, private DataSink
     std::uint64_t message_size() const override { return data_.size(); }
     std::uint64_t max_message_size() const override { return cfg_.limits.max_message_size; }
     void log(int level, std::string_view text) override;
+    void error(std::string_view text) override;
     bool add_command(std::string_view pattern, CommandCallback callback, std::string *error) override;
 
   private:

@@ -19,6 +19,9 @@ class TxLogSink
 {
   public:
     virtual void write(int level, std::string_view record) = 0;
+    // A problem the administrator must fix (SessionView::error): the glue
+    // sends it to httpd's error log at level error.
+    virtual void error(std::string_view text) = 0;
 
   protected:
     ~TxLogSink() = default;

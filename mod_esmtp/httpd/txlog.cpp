@@ -7,6 +7,11 @@
 namespace esmtp
 {
 
+void TxLog::error(std::string_view text)
+{
+    ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c_, "esmtp: %.*s", static_cast<int>(text.size()), text.data());
+}
+
 void TxLog::write(int level, std::string_view record)
 {
     if (file_) {

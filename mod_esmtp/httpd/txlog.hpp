@@ -13,6 +13,7 @@ class TxLog final : public TxLogSink
   public:
     TxLog(conn_rec *c, apr_file_t *file) : c_(c), file_(file) {}
     void write(int level, std::string_view record) override;
+    void error(std::string_view text) override;
 
   private:
     conn_rec *c_;

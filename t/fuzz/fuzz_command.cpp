@@ -316,6 +316,7 @@ class FuzzHandler final : public esmtp::Handler
 class CheckingLog final : public esmtp::TxLogSink
 {
   public:
+    void error(std::string_view) override {}
     void write(int level, std::string_view record) override
     {
         FUZZ_CHECK(level >= esmtp::txlog_session && level <= esmtp::txlog_events);

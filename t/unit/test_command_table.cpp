@@ -35,6 +35,7 @@ class FakeView final : public SessionView
     std::uint64_t message_size() const override { return 0; }
     std::uint64_t max_message_size() const override { return 0; }
     void log(int, std::string_view) override {}
+    void error(std::string_view) override {}
     bool add_command(std::string_view, esmtp::CommandCallback, std::string *) override { return false; }
 
   private:

@@ -651,7 +651,8 @@ class ExtensionsTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 12 octets received"), lines_of(out).back());
         CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: DATA after BDAT\r\n"), h.send("DATA\r\n"));
         // nor may the envelope change while the message is transferred (found by fuzz_command)
-        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: RCPT after BDAT\r\n"), h.send("RCPT TO:<c@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: RCPT after BDAT\r\n"),
+                             h.send("RCPT TO:<c@example.org>\r\n"));
         CPPUNIT_ASSERT_EQUAL(std::size_t(1), h.s().envelope().recipients.size());
         // BDAT goes on where it was
         out = h.send(bdat("\r\nbody\r\n", true));

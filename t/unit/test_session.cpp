@@ -175,6 +175,7 @@ class RecordingHandler final : public esmtp::Handler
 class RecordingLog final : public esmtp::TxLogSink
 {
   public:
+    void error(std::string_view) override {}
     void write(int level, std::string_view record) override { records.emplace_back(level, std::string(record)); }
     std::vector<std::pair<int, std::string>> records;
 };
