@@ -4,7 +4,7 @@
 // HELO vs EHLO, SIZE, 8BITMIME, SMTPUTF8, CHUNKING (BDAT), the recipient
 // (relay) policy (SessionConfig::accept_domains) and limits.max_errors.
 
-#include "engine/session.hpp"
+#include "session_harness.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 
@@ -22,172 +22,12 @@ using esmtp::SessionView;
 namespace
 {
 
-// What the handler saw and how it answers; shared with the test.
-struct Rec {
-    std::vector<std::string> events;           // consecutive "body" merged
-    std::string content;                       // raw headers + eoh + body, byte for byte
-    std::map<std::string, Reply> rcpt_replies; // by mailbox
-    std::vector<std::string> ehlo_add;         // keywords added at EHLO
-    std::vector<std::string> rcpts_seen;
-    esmtp::Envelope env_at_data;
-    std::string protocol_at_data;
-    std::string trace_at_data;
-
-    std::string events_string() const
-    {
-        std::string s;
-        for (const auto &e : events)
-            s += (s.empty() ? "" : " ") + e;
-        return s;
-    }
-    int count(const std::string &e) const
-    {
-        int n = 0;
-        for (const auto &x : events)
-            n += x == e;
-        return n;
-    }
-};
-
-class RecHandler final : public esmtp::Handler
-{
-  public:
-    explicit RecHandler(std::shared_ptr<Rec> r) : r_(std::move(r)) {}
-
-    Reply ehlo(SessionView &, std::string_view, std::vector<std::string> &ext) override
-    {
-        ev("ehlo");
-        ext.insert(ext.end(), r_->ehlo_add.begin(), r_->ehlo_add.end());
-        return {};
-    }
-    Reply helo(SessionView &, std::string_view) override
-    {
-        ev("helo");
-        return {};
-    }
-    Reply mail(SessionView &, const esmtp::Path &, const esmtp::Params &) override
-    {
-        ev("mail");
-        return {};
-    }
-    Reply rcpt(SessionView &, const esmtp::Path &to, const esmtp::Params &) override
-    {
-        ev("rcpt");
-        r_->rcpts_seen.push_back(to.mailbox);
-        auto it = r_->rcpt_replies.find(to.mailbox);
-        return it == r_->rcpt_replies.end() ? Reply() : it->second;
-    }
-    Reply data(SessionView &s) override
-    {
-        ev("data");
-        r_->content.clear();
-        r_->env_at_data = s.envelope();
-        r_->protocol_at_data = std::string(s.protocol());
-        r_->trace_at_data = std::string(s.trace_headers());
-        return {};
-    }
-    void header(SessionView &, const esmtp::HeaderField &f) override
-    {
-        ev("header");
-        r_->content.append(f.raw);
-    }
-    void eoh(SessionView &, std::string_view raw) override
-    {
-        ev("eoh");
-        r_->content.append(raw);
-    }
-    void body(SessionView &, std::string_view chunk) override
-    {
-        if (r_->events.empty() || r_->events.back() != "body")
-            ev("body");
-        r_->content.append(chunk);
-    }
-    Reply eom(SessionView &) override
-    {
-        ev("eom");
-        return {};
-    }
-    void abort(SessionView &) override { ev("abort"); }
-    void disconnect(SessionView &) override { ev("disconnect"); }
-
-  private:
-    void ev(const char *e) { r_->events.emplace_back(e); }
-    std::shared_ptr<Rec> r_;
-};
-
-struct H {
-    std::shared_ptr<Rec> rec = std::make_shared<Rec>();
-    SessionConfig cfg;
-    ConnectionInfo conn;
-    std::unique_ptr<Session> session;
-
-    H()
-    {
-        cfg.hostname = "mx.example.org";
-        cfg.accept_domains = {"example.org"};
-        conn.client_address = "192.0.2.7";
-        conn.local_address = "127.0.0.1";
-    }
-    std::string start()
-    {
-        session = std::make_unique<Session>(cfg, conn, std::make_unique<RecHandler>(rec), nullptr);
-        session->start();
-        return take();
-    }
-    std::string send(std::string_view in)
-    {
-        session->feed(in);
-        return take();
-    }
-    // Feed one byte at a time (the worst case of TCP segmentation).
-    std::string send_bytewise(std::string_view in)
-    {
-        std::string out;
-        for (char c : in) {
-            session->feed(std::string_view(&c, 1));
-            out += take();
-        }
-        return out;
-    }
-    std::string take()
-    {
-        std::string out = session->output();
-        session->output().clear();
-        return out;
-    }
-    void ehlo()
-    {
-        start();
-        send("EHLO client.example\r\n");
-    }
-    void helo()
-    {
-        start();
-        send("HELO client.example\r\n");
-    }
-    Session &s() { return *session; }
-};
+using H = esmtp::test::Harness;
+using esmtp::test::lines_of;
 
 bool starts_with(const std::string &s, const std::string &p)
 {
     return s.compare(0, p.size(), p) == 0;
-}
-
-// The reply lines of `out`, one entry per reply line.
-std::vector<std::string> lines_of(const std::string &out)
-{
-    std::vector<std::string> v;
-    std::size_t pos = 0;
-    while (pos < out.size()) {
-        auto eol = out.find("\r\n", pos);
-        if (eol == std::string::npos) {
-            v.push_back(out.substr(pos));
-            break;
-        }
-        v.push_back(out.substr(pos, eol - pos));
-        pos = eol + 2;
-    }
-    return v;
 }
 
 const std::string kFullEhlo = "250-mx.example.org\r\n"
@@ -581,7 +421,8 @@ class ExtensionsTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_MESSAGE(l[4], starts_with(l[4], kQueued));
         CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 Ok"), l[5]);
         CPPUNIT_ASSERT_EQUAL(part1 + part2 + part3, h.rec->content);
-        CPPUNIT_ASSERT_EQUAL(std::string("ehlo mail rcpt data header header eoh body eom"), h.rec->events_string());
+        CPPUNIT_ASSERT_EQUAL(std::string("connect ehlo mail rcpt data header header eoh body eom noop"),
+                             h.rec->event_string());
         CPPUNIT_ASSERT_EQUAL(1u, h.s().messages_accepted());
         CPPUNIT_ASSERT(!h.s().closing());
     }
