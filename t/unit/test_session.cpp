@@ -23,6 +23,7 @@ namespace
 {
 
 using Harness = esmtp::test::Harness;
+using esmtp::test::lines_of;
 
 const std::string kEhloReply = "250-mx.example.org\r\n"
                                "250-PIPELINING\r\n"
@@ -748,3 +749,249 @@ class SessionTest : public CppUnit::TestFixture
 };
 
 CPPUNIT_TEST_SUITE_REGISTRATION(SessionTest);
+
+// The defects of issue 8 that live in the session, each with its test.
+class SessionDefectsTest : public CppUnit::TestFixture
+{
+    CPPUNIT_TEST_SUITE(SessionDefectsTest);
+    CPPUNIT_TEST(testBdatUnparsableCloses);
+    CPPUNIT_TEST(testBdatTabSeparator);
+    CPPUNIT_TEST(testRecipientOvershootIsNoError);
+    CPPUNIT_TEST(testBdatBareLineFeed);
+    CPPUNIT_TEST(testEhloAndMailInOneWrite);
+    CPPUNIT_TEST(testJunkCounterResetsAfterDelivery);
+    CPPUNIT_TEST(testHeloEhloMailAreJunk);
+    CPPUNIT_TEST(testHandler451AtConnect);
+    CPPUNIT_TEST(testHelpListsOfferedVerbs);
+    CPPUNIT_TEST(testProtocolOverTls);
+    CPPUNIT_TEST(testInvalidCodeForRcpt);
+    CPPUNIT_TEST(testEnhancedClassMismatch);
+    CPPUNIT_TEST(testInvalidGreeting);
+    CPPUNIT_TEST(testInvalidDataAndEomReplies);
+    CPPUNIT_TEST(testAbortAfterRefusedEom);
+    CPPUNIT_TEST_SUITE_END();
+
+    static std::string bdat(const std::string &chunk, bool last = false)
+    {
+        return "BDAT " + std::to_string(chunk.size()) + (last ? " LAST" : "") + "\r\n" + chunk;
+    }
+
+  public:
+    // #2: the framing is lost; the octets that follow must not run as commands.
+    void testBdatUnparsableCloses()
+    {
+        for (std::string bad : {"BDAT 9999999999999999999 LAST", "BDAT 3 LAST LAST", "BDAT -1", "BDAT", "BDAT 3x"}) {
+            Harness h;
+            h.ehlo();
+            h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+            std::string out = h.send(bad + "\r\nRSET\r\nMAIL FROM:<c@example.com>\r\n");
+            CPPUNIT_ASSERT_MESSAGE(bad + ": " + out, starts_with(out, "521 5.5.4 "));
+            CPPUNIT_ASSERT_MESSAGE(bad + ": " + out, out.find("250") == std::string::npos);
+            CPPUNIT_ASSERT_MESSAGE(bad, h.s().closing());
+            CPPUNIT_ASSERT_MESSAGE(bad, !h.rec->saw("rset"));
+        }
+    }
+
+    // #2: Postfix takes a tab between the BDAT arguments.
+    void testBdatTabSeparator()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+        std::string out = h.send("BDAT 6\tLAST\r\nx: y\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, starts_with(out, "250 2.0.0 Ok: queued as "));
+        CPPUNIT_ASSERT_EQUAL(1u, h.s().messages_accepted());
+    }
+
+    // #3: 452 for recipients beyond ESMTPMaxRecipients is no client error.
+    void testRecipientOvershootIsNoError()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\n");
+        std::string all;
+        for (int i = 1; i <= 130; ++i)
+            all += "RCPT TO:<r" + std::to_string(i) + "@example.org>\r\n";
+        auto l = lines_of(h.send(all));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(130), l.size());
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.5 Ok"), l[99]);
+        CPPUNIT_ASSERT_EQUAL(std::string("452 4.5.3 Error: too many recipients"), l[129]);
+        CPPUNIT_ASSERT(!h.s().closing());
+        CPPUNIT_ASSERT_EQUAL(std::string("354 End data with <CR><LF>.<CR><LF>\r\n"), h.send("DATA\r\n"));
+    }
+
+    // #4: bare LF in BDAT content is the documented 550 5.5.2, not 451.
+    void testBdatBareLineFeed()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+        std::string out = h.send(bdat("Subject: x\r\n\r\nbare\nlf\r\n", true));
+        CPPUNIT_ASSERT_MESSAGE(out, starts_with(out, "550 5.5.2 "));
+        CPPUNIT_ASSERT_EQUAL(0u, h.s().messages_accepted());
+        CPPUNIT_ASSERT_EQUAL(0, h.rec->count("eom"));
+    }
+
+    // #5: the client had not seen PIPELINING when it sent MAIL with EHLO.
+    void testEhloAndMailInOneWrite()
+    {
+        Harness h;
+        h.start();
+        std::string out = h.send("EHLO client.example\r\nMAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("554 5.5.0 Error: SMTP protocol synchronization\r\n") != std::string::npos);
+        CPPUNIT_ASSERT(h.s().closing());
+        CPPUNIT_ASSERT(!h.rec->saw("mail"));
+    }
+
+    // #6: a reused connection that delivers keeps its junk budget.
+    void testJunkCounterResetsAfterDelivery()
+    {
+        Harness h;
+        h.ehlo();
+        for (int m = 0; m < 5; ++m) {
+            std::string in;
+            for (int i = 0; i < 40; ++i)
+                in += "RSET\r\n";
+            in += "MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n";
+            std::string out = h.send(in);
+            CPPUNIT_ASSERT_MESSAGE(out, out.find("421") == std::string::npos);
+        }
+        CPPUNIT_ASSERT_EQUAL(5u, h.s().messages_accepted());
+        CPPUNIT_ASSERT(!h.s().closing());
+    }
+
+    // #6: HELO, EHLO and MAIL without delivery count toward the junk limit.
+    void testHeloEhloMailAreJunk()
+    {
+        Harness h;
+        h.ehlo();
+        std::string out;
+        for (int i = 0; i < 10000 && !h.s().closing(); ++i)
+            out = h.send("EHLO client.example\r\nMAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT(h.s().closing());
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("421 4.7.0 mx.example.org Error: too many commands\r\n") != std::string::npos);
+
+        Harness helo;
+        helo.helo();
+        for (int i = 0; i < 200 && !helo.s().closing(); ++i)
+            out = helo.send("HELO client.example\r\n");
+        CPPUNIT_ASSERT(helo.s().closing());
+    }
+
+    // #7: a handler's own 451 4.3.0 is a refusal, not a handler failure.
+    void testHandler451AtConnect()
+    {
+        Harness h;
+        h.rec->connect_reply = Reply(451, "try again later", "4.3.0");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 try again later\r\n"), h.start());
+        CPPUNIT_ASSERT(!h.s().closing());
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: access denied\r\n"), h.send("EHLO client.example\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("221 2.0.0 Bye\r\n"), h.send("QUIT\r\n"));
+    }
+
+    // #16: HELP names the verbs this server offers.
+    void testHelpListsOfferedVerbs()
+    {
+        Harness h;
+        h.ehlo();
+        std::string help = h.send("HELP\r\n");
+        CPPUNIT_ASSERT_MESSAGE(help, help.find(" BDAT") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(help, help.find(" EXPN") != std::string::npos);
+        Harness off;
+        off.cfg.extensions &= ~esmtp::ext_chunking;
+        off.ehlo();
+        help = off.send("HELP\r\n");
+        CPPUNIT_ASSERT_MESSAGE(help, help.find("BDAT") == std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(help, help.find(" DATA") != std::string::npos);
+    }
+
+    // #15: RFC 3848 / RFC 6531 "with" keywords over TLS.
+    void testProtocolOverTls()
+    {
+        Harness h;
+        h.conn.tls = true;
+        h.start();
+        h.send("HELO client.example\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("SMTPS"), std::string(h.s().protocol()));
+        h.send("EHLO client.example\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("ESMTPS"), std::string(h.s().protocol()));
+        h.send("MAIL FROM:<a@example.com> SMTPUTF8\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("UTF8SMTPS"), std::string(h.s().protocol()));
+        Harness plain;
+        plain.ehlo();
+        plain.send("MAIL FROM:<a@example.com> SMTPUTF8\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("UTF8SMTP"), std::string(plain.s().protocol()));
+    }
+
+    // Reply validation: 354 is no RCPT reply; the recipient is not added.
+    void testInvalidCodeForRcpt()
+    {
+        Harness h;
+        h.rec->rcpt_replies["odd@example.org"] = Reply(354, "go ahead");
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Internal error; try again later\r\n"),
+                             h.send("RCPT TO:<odd@example.org>\r\n"));
+        CPPUNIT_ASSERT(h.s().envelope().recipients.empty());
+        CPPUNIT_ASSERT(h.log.has("354"));
+        CPPUNIT_ASSERT(!h.log.errors.empty());
+    }
+
+    // Reply validation: 550 with a success enhanced code is not sent.
+    void testEnhancedClassMismatch()
+    {
+        Harness h;
+        h.rec->rcpt_replies["x@example.org"] = Reply(550, "no", "2.1.5");
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Internal error; try again later\r\n"),
+                             h.send("RCPT TO:<x@example.org>\r\n"));
+        CPPUNIT_ASSERT(h.s().envelope().recipients.empty());
+        // and a 250 with a 5.x.x code from a harmless event gets the default
+        h.rec->replies["noop"] = Reply(250, "fine", "5.0.0");
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 Ok\r\n"), h.send("NOOP\r\n"));
+    }
+
+    // Reply validation: a greeting is 220, 4xx or 5xx.
+    void testInvalidGreeting()
+    {
+        Harness h;
+        h.rec->connect_reply = Reply(250, "hello");
+        CPPUNIT_ASSERT_EQUAL(std::string("220 mx.example.org ESMTP mod_esmtp\r\n"), h.start());
+        CPPUNIT_ASSERT(h.log.has("250"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 mx.example.org\r\n"), h.send("HELO client.example\r\n"));
+    }
+
+    // Reply validation: DATA answers 354 (or refuses), EOM never 354.
+    void testInvalidDataAndEomReplies()
+    {
+        Harness h;
+        h.rec->replies["data"] = Reply(250, "ok?");
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Internal error; try again later\r\n"), h.send("DATA\r\n"));
+        CPPUNIT_ASSERT(h.s().phase() == Session::Phase::command);
+        h.rec->replies["data"] = Reply();
+        h.rec->replies["eom"] = Reply(354, "more?");
+        h.send("DATA\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Internal error; try again later\r\n"),
+                             h.send("Subject: x\r\n\r\nhi\r\n.\r\n"));
+        CPPUNIT_ASSERT_EQUAL(0u, h.s().messages_accepted());
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+    }
+
+    // The abort() rule: a refused eom() is followed by abort(), once.
+    void testAbortAfterRefusedEom()
+    {
+        Harness h;
+        h.rec->replies["eom"] = Reply(554, "no thanks", "5.7.1");
+        h.ehlo();
+        std::string out =
+            h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nRSET\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("554 5.7.1 no thanks\r\n") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+        CPPUNIT_ASSERT_EQUAL(std::string("eom abort rset"), h.rec->event_string().substr(h.rec->event_string().size() - 14));
+    }
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(SessionDefectsTest);
