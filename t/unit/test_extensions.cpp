@@ -371,9 +371,9 @@ class ExtensionsTest : public CppUnit::TestFixture
                                          "354 End data with <CR><LF>.<CR><LF>\r\n"),
                              out);
         CPPUNIT_ASSERT(h.rec->env_at_data.smtputf8);
-        CPPUNIT_ASSERT_EQUAL(std::string("UTF8ESMTP"), h.rec->protocol_at_data);
+        CPPUNIT_ASSERT_EQUAL(std::string("UTF8SMTP"), h.rec->protocol_at_data);
         CPPUNIT_ASSERT_MESSAGE(h.rec->trace_at_data,
-                               h.rec->trace_at_data.find(" with UTF8ESMTP id ") != std::string::npos);
+                               h.rec->trace_at_data.find(" with UTF8SMTP id ") != std::string::npos);
         CPPUNIT_ASSERT_EQUAL(std::string("\xe7\x94\xa8\xe6\x88\xb7@example.org"), h.rec->rcpts_seen.at(0));
         out = h.send("Subject: =?utf-8?q?x?=\r\n\r\nJ\xc3\xb6rg\r\n.\r\n");
         CPPUNIT_ASSERT_MESSAGE(out, starts_with(out, kQueued));
@@ -506,15 +506,22 @@ class ExtensionsTest : public CppUnit::TestFixture
 
     void testBdatSyntax()
     {
+        // A BDAT line without a usable size loses the framing: 521 and close
+        // (issue 8 #2); see SessionDefectsTest for the octets that follow.
+        for (const char *bad : {"BDAT\r\n", "BDAT x\r\n", "BDAT 5 LASTX\r\n", "BDAT -1\r\n", "BDAT 5 FIRST\r\n",
+                                "BDAT 1e3\r\n", "BDAT 99999999999999999999999\r\n"}) {
+            H h;
+            h.ehlo();
+            h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+            CPPUNIT_ASSERT_EQUAL_MESSAGE(bad, std::string("521 5.5.4 Error: BDAT command syntax; closing\r\n"),
+                                         h.send(bad));
+            CPPUNIT_ASSERT(h.s().closing());
+            CPPUNIT_ASSERT_EQUAL(0, h.rec->count("data"));
+        }
+        // "last" in any case
         H h;
         h.ehlo();
         h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
-        const std::string syntax = "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n";
-        for (const char *bad : {"BDAT\r\n", "BDAT x\r\n", "BDAT 5 LASTX\r\n", "BDAT -1\r\n", "BDAT 5 FIRST\r\n",
-                                "BDAT 1e3\r\n", "BDAT 99999999999999999999999\r\n"})
-            CPPUNIT_ASSERT_EQUAL_MESSAGE(bad, syntax, h.send(bad));
-        CPPUNIT_ASSERT_EQUAL(0, h.rec->count("data"));
-        // "last" in any case
         std::string out = h.send("BDAT 12 last\r\nSubject: y\r\n");
         CPPUNIT_ASSERT_MESSAGE(out, starts_with(out, kQueued));
     }
@@ -571,9 +578,11 @@ class ExtensionsTest : public CppUnit::TestFixture
     {
         H h;
         h.start();
-        std::string out = h.send("EHLO client.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n"
-                                 "RCPT TO:<c@other.test>\r\nRCPT TO:<d@example.org>\r\nDATA\r\n"
-                                 "Subject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+        // the client waits for the EHLO reply (it has not seen PIPELINING yet)
+        std::string out = h.send("EHLO client.example\r\n");
+        out += h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n"
+                      "RCPT TO:<c@other.test>\r\nRCPT TO:<d@example.org>\r\nDATA\r\n"
+                      "Subject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n");
         auto l = lines_of(out);
         CPPUNIT_ASSERT_EQUAL_MESSAGE(out, std::size_t(7 + 7), l.size());
         CPPUNIT_ASSERT_EQUAL(std::string("250 CHUNKING"), l[6]);
@@ -725,7 +734,7 @@ class ExtensionsTest : public CppUnit::TestFixture
                                  "RCPT TO:<b@example.org>\r\n"
                                  "MAIL FROM:<a@example.com>\r\n" // 503 nested (3)
                                  "NOOP\r\n"
-                                 "BDAT x\r\n" // 501 (4)
+                                 "VRFY\r\n" // 501 (4)
                                  "NOOP\r\n");
         auto l = lines_of(out);
         CPPUNIT_ASSERT_EQUAL_MESSAGE(out, std::size_t(8), l.size());

@@ -33,8 +33,9 @@ const std::string kEhloReply = "250-mx.example.org\r\n"
                                "250-SMTPUTF8\r\n"
                                "250 CHUNKING\r\n";
 
-const std::string kTransaction = "EHLO client.example\r\n"
-                                 "MAIL FROM:<alice@example.com>\r\n"
+// After "EHLO client.example\r\n" (a client waits for the EHLO reply
+// before it pipelines).
+const std::string kTransaction = "MAIL FROM:<alice@example.com>\r\n"
                                  "RCPT TO:<bob@example.org>\r\n"
                                  "DATA\r\n"
                                  "From: alice@example.com\r\n"
@@ -95,7 +96,7 @@ class SessionTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testMessageLineTooLong);
     CPPUNIT_TEST(testTraceHeaders);
     CPPUNIT_TEST(testQueueId);
-    CPPUNIT_TEST(testAddCommandFromConnect);
+    CPPUNIT_TEST(testHandlerCommands);
     CPPUNIT_TEST(testEndFiresDisconnectOnce);
     CPPUNIT_TEST(testEndMidDataAborts);
     CPPUNIT_TEST(testDestructorFiresDisconnect);
@@ -387,7 +388,8 @@ class SessionTest : public CppUnit::TestFixture
     {
         Harness h;
         h.start();
-        std::string out = h.send(kTransaction);
+        std::string out = h.send("EHLO client.example\r\n");
+        out += h.send(kTransaction);
         CPPUNIT_ASSERT(!h.rec->qid_at_eom.empty());
         std::string expected = kEhloReply +
                                "250 2.1.0 Ok\r\n"
@@ -406,10 +408,12 @@ class SessionTest : public CppUnit::TestFixture
     {
         Harness whole;
         std::string expected = whole.start();
+        expected += whole.send("EHLO client.example\r\n");
         expected += whole.send(kTransaction);
 
         Harness bytes;
         std::string out = bytes.start();
+        out += bytes.send_bytewise("EHLO client.example\r\n");
         for (char c : kTransaction)
             out += bytes.send(std::string_view(&c, 1));
         CPPUNIT_ASSERT_EQUAL(mask_queue_ids(expected), mask_queue_ids(out));
@@ -421,7 +425,7 @@ class SessionTest : public CppUnit::TestFixture
     void testEventOrder()
     {
         Harness h;
-        h.start();
+        h.ehlo();
         h.send(kTransaction);
         h.s().end();
         CPPUNIT_ASSERT_EQUAL(std::string("connect ehlo mail rcpt data header header eoh body eom quit disconnect"),
@@ -602,23 +606,24 @@ class SessionTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(h.s().queue_id().empty());
     }
 
-    void testAddCommandFromConnect()
+    void testHandlerCommands()
     {
         Harness h;
-        bool added = false;
-        std::string error;
-        h.rec->on_connect = [&](SessionView &s) {
-            added = s.add_command(
-                "^XHELLO (\\w+)$",
-                [](SessionView &, const std::vector<std::string> &cap) { return Reply(250, "hello " + cap.at(1)); },
-                &error);
-        };
+        std::string err;
+        h.cfg.commands = esmtp::CommandTable::compile({{"XHELLO", "^XHELLO (\\w+)$"}}, err);
+        h.rec->replies["command"] = Reply(250, "hello");
         h.ehlo();
-        CPPUNIT_ASSERT(added);
-        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 hello bob\r\n"), h.send("XHELLO bob\r\n"));
-        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 hello Ann\r\n"), h.send("xhello Ann\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 hello\r\n"), h.send("XHELLO bob\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 hello\r\n"), h.send("xhello Ann\r\n"));
+        CPPUNIT_ASSERT(h.rec->command_names == (std::vector<std::string>{"XHELLO", "XHELLO"}));
+        CPPUNIT_ASSERT_EQUAL(std::string("Ann"), h.rec->captures.at(1).at(1));
         CPPUNIT_ASSERT_EQUAL(std::string("500 5.5.2 Command unrecognized\r\n"), h.send("XHELLO two words\r\n"));
         CPPUNIT_ASSERT(h.rec->saw("unknown"));
+        // HELP names it
+        CPPUNIT_ASSERT(h.send("HELP\r\n").find(" XHELLO") != std::string::npos);
+        // the handler's default for its commands
+        h.rec->replies.erase("command");
+        CPPUNIT_ASSERT_EQUAL(std::string("502 5.5.1 Command not implemented\r\n"), h.send("XHELLO x\r\n"));
     }
 
     void testEndFiresDisconnectOnce()
@@ -702,7 +707,7 @@ class SessionTest : public CppUnit::TestFixture
     {
         Harness h;
         h.cfg.log_level = esmtp::txlog_session;
-        h.start();
+        h.ehlo();
         h.send(kTransaction);
         h.s().end();
         CPPUNIT_ASSERT(!h.log.records.empty());
@@ -718,13 +723,13 @@ class SessionTest : public CppUnit::TestFixture
     {
         Harness quiet;
         quiet.cfg.log_level = esmtp::txlog_session;
-        quiet.start();
+        quiet.ehlo();
         quiet.send(kTransaction);
         quiet.s().end();
 
         Harness h;
         h.cfg.log_level = esmtp::txlog_commands;
-        h.start();
+        h.ehlo();
         h.send(kTransaction);
         h.s().end();
         bool command_records = false, rcpt_seen = false;
@@ -741,7 +746,7 @@ class SessionTest : public CppUnit::TestFixture
 
         Harness off;
         off.cfg.log_level = esmtp::txlog_off;
-        off.start();
+        off.ehlo();
         off.send(kTransaction);
         off.s().end();
         CPPUNIT_ASSERT(off.log.records.empty());
@@ -838,7 +843,8 @@ class SessionDefectsTest : public CppUnit::TestFixture
         Harness h;
         h.start();
         std::string out = h.send("EHLO client.example\r\nMAIL FROM:<a@example.com>\r\n");
-        CPPUNIT_ASSERT_MESSAGE(out, out.find("554 5.5.0 Error: SMTP protocol synchronization\r\n") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(out,
+                               out.find("554 5.5.0 Error: SMTP protocol synchronization\r\n") != std::string::npos);
         CPPUNIT_ASSERT(h.s().closing());
         CPPUNIT_ASSERT(!h.rec->saw("mail"));
     }
@@ -869,7 +875,8 @@ class SessionDefectsTest : public CppUnit::TestFixture
         for (int i = 0; i < 10000 && !h.s().closing(); ++i)
             out = h.send("EHLO client.example\r\nMAIL FROM:<a@example.com>\r\n");
         CPPUNIT_ASSERT(h.s().closing());
-        CPPUNIT_ASSERT_MESSAGE(out, out.find("421 4.7.0 mx.example.org Error: too many commands\r\n") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(out,
+                               out.find("421 4.7.0 mx.example.org Error: too many commands\r\n") != std::string::npos);
 
         Harness helo;
         helo.helo();
@@ -883,7 +890,7 @@ class SessionDefectsTest : public CppUnit::TestFixture
     {
         Harness h;
         h.rec->connect_reply = Reply(451, "try again later", "4.3.0");
-        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 try again later\r\n"), h.start());
+        CPPUNIT_ASSERT_EQUAL(std::string("451 try again later\r\n"), h.start()); // greetings carry no enhanced code
         CPPUNIT_ASSERT(!h.s().closing());
         CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: access denied\r\n"), h.send("EHLO client.example\r\n"));
         CPPUNIT_ASSERT_EQUAL(std::string("221 2.0.0 Bye\r\n"), h.send("QUIT\r\n"));
@@ -896,7 +903,8 @@ class SessionDefectsTest : public CppUnit::TestFixture
         h.ehlo();
         std::string help = h.send("HELP\r\n");
         CPPUNIT_ASSERT_MESSAGE(help, help.find(" BDAT") != std::string::npos);
-        CPPUNIT_ASSERT_MESSAGE(help, help.find(" EXPN") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(help, help.find(" VRFY") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(help, help.find("EXPN") == std::string::npos); // its default is 502
         Harness off;
         off.cfg.extensions &= ~esmtp::ext_chunking;
         off.ehlo();
@@ -986,11 +994,12 @@ class SessionDefectsTest : public CppUnit::TestFixture
         Harness h;
         h.rec->replies["eom"] = Reply(554, "no thanks", "5.7.1");
         h.ehlo();
-        std::string out =
-            h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nRSET\r\n");
+        std::string out = h.send(
+            "MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nRSET\r\n");
         CPPUNIT_ASSERT_MESSAGE(out, out.find("554 5.7.1 no thanks\r\n") != std::string::npos);
         CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
-        CPPUNIT_ASSERT_EQUAL(std::string("eom abort rset"), h.rec->event_string().substr(h.rec->event_string().size() - 14));
+        CPPUNIT_ASSERT_EQUAL(std::string("eom abort rset"),
+                             h.rec->event_string().substr(h.rec->event_string().size() - 14));
     }
 };
 
