@@ -774,6 +774,8 @@ class SessionDefectsTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testInvalidGreeting);
     CPPUNIT_TEST(testInvalidDataAndEomReplies);
     CPPUNIT_TEST(testAbortAfterRefusedEom);
+    CPPUNIT_TEST(testTransferOctets);
+    CPPUNIT_TEST(testTransitionsLogged);
     CPPUNIT_TEST_SUITE_END();
 
     static std::string bdat(const std::string &chunk, bool last = false)
@@ -1000,6 +1002,46 @@ class SessionDefectsTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
         CPPUNIT_ASSERT_EQUAL(std::string("eom abort rset"),
                              h.rec->event_string().substr(h.rec->event_string().size() - 14));
+    }
+
+    // #13: the octets of a refused BDAT chunk being swallowed count for
+    // ESMTPMinDataRate, as do DATA's and accepted chunks'.
+    void testTransferOctets()
+    {
+        Harness h;
+        h.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string(""), h.send("BDAT 1000\r\n" + std::string(400, 'x')));
+        CPPUNIT_ASSERT(h.s().phase() == Session::Phase::bdat);
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(400), h.s().transfer_octets());
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), h.s().message_size()); // nothing is stored
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: need MAIL command\r\n"), h.send(std::string(600, 'x')));
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(1000), h.s().transfer_octets());
+
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), h.s().transfer_octets());
+        h.send("Subject: x\r\n\r\n..");
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(16), h.s().transfer_octets());
+        h.send("\r\n.\r\n");
+        CPPUNIT_ASSERT_EQUAL(1u, h.s().messages_accepted());
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nBDAT 10\r\n12345");
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(5), h.s().transfer_octets());
+    }
+
+    // Every state change goes through transit(), logged at level events.
+    void testTransitionsLogged()
+    {
+        Harness h;
+        h.cfg.log_level = esmtp::log_events;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
+        CPPUNIT_ASSERT(h.log.has("transit [EHLO] command/none/none -> command/ehlo/none"));
+        CPPUNIT_ASSERT(h.log.has("transit [MAIL] command/ehlo/none -> command/ehlo/mail"));
+        CPPUNIT_ASSERT(h.log.has("transit [RCPT] command/ehlo/mail -> command/ehlo/rcpt"));
+        CPPUNIT_ASSERT(h.log.has("transit [DATA] command/ehlo/rcpt -> data/ehlo/data"));
+        CPPUNIT_ASSERT(h.log.has("-> command/ehlo/none"));
+        for (const auto &[level, record] : h.log.records)
+            if (record.find("transit [") != std::string::npos)
+                CPPUNIT_ASSERT_EQUAL(int(esmtp::log_events), level);
     }
 };
 
