@@ -506,7 +506,7 @@ void Session::do_simple(Verb verb, std::string_view arg, const VerbRule &rule, c
     case Verb::help: {
         Reply r = ask(Event::help, [&] { return handler_->help(*this, arg); });
         if (r.empty())
-            r = Reply(214, help_text(cfg_), "2.0.0");
+            r = Reply(214, help_text(cfg_, state_.hello), "2.0.0");
         reply(r);
         return;
     }

@@ -45,11 +45,11 @@ const VerbRule &verb_rule(Verb v)
     return kVerbs.back();
 }
 
-std::string help_text(const SessionConfig &cfg)
+std::string help_text(const SessionConfig &cfg, Hello hello)
 {
     std::string s = "Commands:";
     for (const auto &r : kVerbs) {
-        if (!r.in_help || (r.extension && !(cfg.extensions & r.extension)))
+        if (!r.in_help || (r.extension && (!(cfg.extensions & r.extension) || hello == Hello::helo)))
             continue;
         s.append(" ").append(r.name);
     }

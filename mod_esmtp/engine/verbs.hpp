@@ -67,7 +67,8 @@ struct VerbRule {
 const VerbRule &verb_rule(Verb v);
 
 // The text of the default HELP reply: the verbs this configuration offers
-// and the handler's own commands.
-std::string help_text(const SessionConfig &cfg);
+// to a client in state `hello` (no extension verbs after a plain HELO) and
+// the handler's own commands.
+std::string help_text(const SessionConfig &cfg, Hello hello);
 
 } // namespace esmtp

@@ -2,6 +2,8 @@
 // (HandlerFactory::commands(), compiled once), first match wins.
 
 #include "engine/command_table.hpp"
+#include "engine/defaults.hpp"
+#include "engine/verbs.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 
@@ -43,6 +45,8 @@ class CommandTableTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testFirstMatchWins);
     CPPUNIT_TEST(testBadRegex);
     CPPUNIT_TEST(testCannotOverrideBuiltin);
+    CPPUNIT_TEST(testVerbTable);
+    CPPUNIT_TEST(testHelpText);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -212,6 +216,45 @@ class CommandTableTest : public CppUnit::TestFixture
         m = t->match("WHATEVER");
         CPPUNIT_ASSERT(m.verb == Verb::custom);
         CPPUNIT_ASSERT_EQUAL(std::string("all"), std::string(m.name));
+    }
+
+    // The verb table's rows (engine/verbs.cpp): the sequencing rules.
+    void testVerbTable()
+    {
+        using esmtp::Tx;
+        using esmtp::verb_rule;
+        for (Verb v : {Verb::helo, Verb::ehlo, Verb::mail, Verb::rset, Verb::noop, Verb::vrfy, Verb::expn, Verb::help})
+            CPPUNIT_ASSERT_MESSAGE(verb_rule(v).name, verb_rule(v).junk);
+        for (Verb v : {Verb::rcpt, Verb::data, Verb::bdat, Verb::quit, Verb::custom, Verb::unknown})
+            CPPUNIT_ASSERT_MESSAGE(verb_rule(v).name, !verb_rule(v).junk);
+        for (Verb v : {Verb::helo, Verb::ehlo, Verb::mail, Verb::rcpt, Verb::data, Verb::bdat, Verb::rset, Verb::noop,
+                       Verb::vrfy, Verb::expn, Verb::help, Verb::quit})
+            CPPUNIT_ASSERT_EQUAL(std::string(esmtp::verb_name(v)), std::string(verb_rule(v).name));
+        CPPUNIT_ASSERT(verb_rule(Verb::quit).when_refused);
+        CPPUNIT_ASSERT(!verb_rule(Verb::noop).when_refused);
+        CPPUNIT_ASSERT(verb_rule(Verb::mail).needs_hello && verb_rule(Verb::mail).refused_in_tx);
+        CPPUNIT_ASSERT(verb_rule(Verb::rcpt).needs_tx == Tx::mail && verb_rule(Verb::rcpt).refused_in_bdat);
+        CPPUNIT_ASSERT(verb_rule(Verb::data).needs_tx == Tx::rcpt && verb_rule(Verb::data).refused_in_bdat);
+        CPPUNIT_ASSERT(verb_rule(Verb::bdat).needs_tx == Tx::rcpt && !verb_rule(Verb::bdat).refused_in_bdat);
+        CPPUNIT_ASSERT_EQUAL(unsigned(esmtp::ext_chunking), verb_rule(Verb::bdat).extension);
+        for (Verb v : {Verb::helo, Verb::ehlo, Verb::rset})
+            CPPUNIT_ASSERT(verb_rule(v).resets_tx);
+        CPPUNIT_ASSERT(!verb_rule(Verb::noop).resets_tx);
+    }
+
+    void testHelpText()
+    {
+        esmtp::SessionConfig cfg;
+        CPPUNIT_ASSERT_EQUAL(std::string("Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY"),
+                             esmtp::help_text(cfg, esmtp::Hello::ehlo));
+        // no BDAT after a plain HELO, nor without CHUNKING
+        CPPUNIT_ASSERT_EQUAL(std::string::npos, esmtp::help_text(cfg, esmtp::Hello::helo).find("BDAT"));
+        cfg.extensions &= ~esmtp::ext_chunking;
+        CPPUNIT_ASSERT_EQUAL(std::string::npos, esmtp::help_text(cfg, esmtp::Hello::ehlo).find("BDAT"));
+        std::string err;
+        cfg.commands = CommandTable::compile({{"XPING", "^XPING$"}}, err);
+        CPPUNIT_ASSERT_EQUAL(std::string("Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY XPING"),
+                             esmtp::help_text(cfg, esmtp::Hello::none));
     }
 };
 
