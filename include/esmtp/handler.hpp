@@ -97,8 +97,8 @@ class SessionView
     virtual std::string_view hostname() const = 0;  // our name (ESMTPHostname)
     virtual std::string_view helo_name() const = 0; // empty before HELO/EHLO
     virtual bool esmtp() const = 0;                 // the client said EHLO
-    // For Received: "SMTP", "ESMTP", "UTF8SMTP" and over TLS "SMTPS",
-    // "ESMTPS", "UTF8SMTPS" (RFC 3848, RFC 6531 3.7.3).
+    // For Received: "SMTP" (HELO), "ESMTP", "UTF8SMTP" (SMTPUTF8 in MAIL),
+    // over TLS "ESMTPS", "UTF8SMTPS" (RFC 3848, RFC 6531 3.7.3).
     virtual std::string_view protocol() const = 0;
     virtual const Envelope &envelope() const = 0;
     // Unique across processes and restarts; assigned at MAIL, empty outside a transaction.

@@ -125,10 +125,11 @@ std::string_view Session::remote_host() const
 
 std::string_view Session::protocol() const
 {
-    // RFC 3848 (ESMTPS) and RFC 6531 3.7.3 (UTF8SMTP, UTF8SMTPS)
+    // The registered "with" keywords: RFC 3848 (ESMTPS) and RFC 6531 3.7.3
+    // (UTF8SMTP, UTF8SMTPS). None is registered for HELO over TLS: "SMTP".
     bool tls = conn_.tls;
     if (state_.hello != Hello::ehlo)
-        return tls ? "SMTPS" : "SMTP";
+        return "SMTP";
     if (env_.smtputf8)
         return tls ? "UTF8SMTPS" : "UTF8SMTP";
     return tls ? "ESMTPS" : "ESMTP";
