@@ -11,18 +11,35 @@
 // Reply() to let the module send its default for that event (see the table in
 // README.md). Exceptions thrown by a handler are caught by the module and
 // answered with 451 4.3.0 (421 and close for CONNECT).
+//
+// Replies are checked per event before they are sent or acted on: the code
+// must be one the event allows (CONNECT 220, HELO/EHLO/MAIL/EOM 250, RCPT
+// 250/251, DATA 354, VRFY 250/251/252, EXPN 250/252, HELP 211/214, QUIT 221
+// only; any event 4xx/5xx) and an enhanced code must have the reply code's
+// class. A reply that is not valid is logged as the handler's mistake
+// (SessionView::error) and replaced: by the module's default where the
+// handler meant to accept and nothing is decided by it, otherwise by 451
+// 4.3.0 (a refusal with a bad enhanced code, anything wrong from MAIL,
+// RCPT, DATA or EOM); QUIT always gets 221. The session then acts on what
+// was sent (a replaced RCPT adds no recipient).
 #pragma once
 
 #include <esmtp/reply.hpp>
 
 #include <cstdint>
-#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 namespace esmtp
 {
+
+// Transaction log levels (ESMTPLogLevel), for SessionView::log().
+enum LogLevel : int {
+    log_session = 1,  // connections and messages
+    log_commands = 2, // every command and reply
+    log_events = 3,   // handler events and state transitions
+};
 
 // A reverse-path or forward-path. For the null reverse-path (MAIL FROM:<>)
 // every field is empty.
@@ -60,17 +77,13 @@ struct Envelope {
 // One header field of the message. `value` is unfolded (CRLF before folding
 // whitespace removed, leading whitespace after the colon removed); `raw` is
 // the field byte for byte, folding and final CRLF included.
+// The views point into the module's buffer and are valid only during the
+// Handler::header() call: copy what you keep.
 struct HeaderField {
     std::string_view name;
     std::string_view value;
     std::string_view raw;
 };
-
-class SessionView;
-
-// A command a handler adds to the session's command table. It receives the
-// whole line and the regex captures (index 0 is the whole match).
-using CommandCallback = std::function<Reply(SessionView &, const std::vector<std::string> &captures)>;
 
 // What a handler can see of (and do with) its session.
 class SessionView
@@ -84,7 +97,8 @@ class SessionView
     virtual std::string_view hostname() const = 0;  // our name (ESMTPHostname)
     virtual std::string_view helo_name() const = 0; // empty before HELO/EHLO
     virtual bool esmtp() const = 0;                 // the client said EHLO
-    // For Received: "SMTP", "ESMTP" or "UTF8ESMTP" (RFC 3848, RFC 6531).
+    // For Received: "SMTP" (HELO), "ESMTP", "UTF8SMTP" (SMTPUTF8 in MAIL),
+    // over TLS "ESMTPS", "UTF8SMTPS" (RFC 3848, RFC 6531 3.7.3).
     virtual std::string_view protocol() const = 0;
     virtual const Envelope &envelope() const = 0;
     // Unique across processes and restarts; assigned at MAIL, empty outside a transaction.
@@ -94,17 +108,12 @@ class SessionView
     virtual std::string_view trace_headers() const = 0;
     virtual std::uint64_t message_size() const = 0; // message octets received so far
     virtual std::uint64_t max_message_size() const = 0;
-    // A record for the transaction log (ESMTPLogLevel >= level).
+    // A record for the transaction log (ESMTPLogLevel >= level; see LogLevel).
     virtual void log(int level, std::string_view text) = 0;
     // A problem the administrator must fix (a directory the handler cannot
     // write, a program it cannot run): written to httpd's error log at level
     // error, naming the client, and to the transaction log.
     virtual void error(std::string_view text) = 0;
-    // Add a command: `pattern` is a PCRE2 regex matched case-insensitively
-    // against the whole command line (without CRLF). Built-in verbs are tried
-    // first, then added commands in the order added. Returns false and sets
-    // *error when the pattern does not compile.
-    virtual bool add_command(std::string_view pattern, CommandCallback callback, std::string *error = nullptr) = 0;
 
   protected:
     ~SessionView() = default;
@@ -142,8 +151,13 @@ class Handler
     // The message is complete. A 250 means the message is on stable storage
     // (or handed on): return it only when that is true. Default: 250.
     virtual Reply eom(SessionView &) { return {}; }
-    // The transaction ends without EOM: RSET, HELO/EHLO, size limit, client
-    // gone mid-DATA. Throw away anything stored for it.
+    // The rule: a transaction that mail() accepted ends either in eom()
+    // returning 2xx (the message is accepted) or in exactly one abort(). So
+    // abort() runs on RSET, HELO/EHLO, a limit crossed or a handler failure
+    // during the content (then eom() is not called), the client gone, AND
+    // after eom() refused the message (4xx/5xx, an invalid reply, or an
+    // exception): throw away anything stored for the transaction. It does
+    // not run when mail() refused the sender (no transaction began).
     virtual void abort(SessionView &) {}
     virtual Reply rset(SessionView &) { return {}; }
     virtual Reply noop(SessionView &) { return {}; }

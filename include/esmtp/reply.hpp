@@ -12,8 +12,10 @@ namespace esmtp
 // opinion": the module then sends its own default for the event.
 struct Reply {
     int code = 0;
-    // RFC 3463 enhanced status code ("5.1.1"). Empty: the module fills in the
-    // class default for the event (2.0.0, 4.0.0, 5.0.0 or a better one).
+    // RFC 3463 enhanced status code ("5.1.1"); its class (first digit) must
+    // be the reply code's (a "550 2.1.5" is not sent: see handler.hpp).
+    // Empty: the module fills in the class default for the event (2.0.0,
+    // 4.0.0, 5.0.0 or a better one).
     std::string enhanced;
     // One entry per reply line; several lines give a multi-line reply.
     std::vector<std::string> lines;

@@ -61,8 +61,8 @@ class Regex
 };
 
 struct CommandTable::Entry {
+    std::string name;
     std::unique_ptr<Regex> regex;
-    CommandCallback callback;
 };
 
 namespace
@@ -101,19 +101,33 @@ const char *verb_name(Verb v)
 CommandTable::CommandTable() = default;
 CommandTable::~CommandTable() = default;
 
-bool CommandTable::add(std::string_view pattern, CommandCallback cb, std::string *error)
+std::shared_ptr<const CommandTable> CommandTable::compile(const std::vector<CommandSpec> &specs, std::string &error)
 {
-    auto re = Regex::compile(pattern, error);
-    if (!re)
-        return false;
-    auto e = std::make_unique<Entry>();
-    e->regex = std::move(re);
-    e->callback = std::move(cb);
-    entries_.push_back(std::move(e));
-    return true;
+    auto table = std::make_shared<CommandTable>();
+    for (const CommandSpec &spec : specs) {
+        std::string why;
+        auto re = Regex::compile(spec.pattern, &why);
+        if (!re || spec.name.empty()) {
+            error = "command '" + spec.name + "': " + (spec.name.empty() ? std::string("needs a name") : why);
+            return nullptr;
+        }
+        auto e = std::make_unique<Entry>();
+        e->name = spec.name;
+        e->regex = std::move(re);
+        table->entries_.push_back(std::move(e));
+    }
+    return table;
 }
 
-CommandMatch CommandTable::match(std::string_view line) const
+std::vector<std::string_view> CommandTable::names() const
+{
+    std::vector<std::string_view> v;
+    for (const auto &e : entries_)
+        v.emplace_back(e->name);
+    return v;
+}
+
+CommandMatch CommandTable::match(const CommandTable *table, std::string_view line)
 {
     CommandMatch m;
     // Built-in verbs are matched by their four letters first, without a
@@ -136,12 +150,14 @@ CommandMatch CommandTable::match(std::string_view line) const
             }
         }
     }
-    for (const auto &e : entries_) {
-        if (e->regex->match(line, m.captures)) {
-            m.verb = Verb::custom;
-            m.callback = &e->callback;
-            m.argument = line;
-            return m;
+    if (table) {
+        for (const auto &e : table->entries_) {
+            if (e->regex->match(line, m.captures)) {
+                m.verb = Verb::custom;
+                m.name = e->name;
+                m.argument = line;
+                return m;
+            }
         }
     }
     m.verb = Verb::unknown;

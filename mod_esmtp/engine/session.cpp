@@ -59,9 +59,31 @@ constexpr struct {
     {ext_smtputf8, "SMTPUTF8"},     {ext_chunking, "CHUNKING"},
 };
 
-char lower(char c)
+// BDAT SP chunk-size [ SP "LAST" ] (RFC 3030), SP or TAB between the
+// words as Postfix takes them. False when the line cannot be framed.
+bool parse_bdat(std::string_view arg, std::uint64_t &size, bool &last)
 {
-    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    auto word = [&arg]() {
+        while (!arg.empty() && (arg.front() == ' ' || arg.front() == '\t'))
+            arg.remove_prefix(1);
+        std::size_t n = arg.find_first_of(" \t");
+        std::string_view w = arg.substr(0, n);
+        arg.remove_prefix(w.size());
+        return w;
+    };
+    std::string_view digits = word();
+    std::string_view marker = word();
+    std::string_view extra = word();
+    // 18 digits always fit in 64 bits; nobody sends a bigger chunk
+    if (!all_digits(digits) || digits.size() > 18 || !extra.empty())
+        return false;
+    if (!marker.empty() && !(marker.size() == 4 && istarts_with(marker, "LAST")))
+        return false;
+    size = 0;
+    for (char c : digits)
+        size = size * 10 + static_cast<std::uint64_t>(c - '0');
+    last = !marker.empty();
+    return true;
 }
 
 } // namespace
@@ -84,29 +106,6 @@ unsigned extension_by_name(std::string_view name)
     return 0;
 }
 
-bool domain_matches(std::string_view pattern, std::string_view domain)
-{
-    // Iterative wildcard match with backtracking to the last '*'.
-    std::size_t p = 0, d = 0, star = std::string_view::npos, mark = 0;
-    while (d < domain.size()) {
-        if (p < pattern.size() && (pattern[p] == '?' || lower(pattern[p]) == lower(domain[d]))) {
-            ++p;
-            ++d;
-        } else if (p < pattern.size() && pattern[p] == '*') {
-            star = p++;
-            mark = d;
-        } else if (star != std::string_view::npos) {
-            p = star + 1;
-            d = ++mark;
-        } else {
-            return false;
-        }
-    }
-    while (p < pattern.size() && pattern[p] == '*')
-        ++p;
-    return p == pattern.size();
-}
-
 Session::Session(const SessionConfig &cfg, ConnectionInfo conn, std::unique_ptr<Handler> handler, TxLogSink *log)
     : cfg_(cfg), conn_(std::move(conn)), handler_(std::move(handler)), log_(log), lines_(cfg_.limits.max_command_line),
       data_(cfg_.limits)
@@ -124,6 +123,18 @@ std::string_view Session::remote_host() const
     return conn_.remote_host.empty() ? std::string_view(conn_.client_address) : std::string_view(conn_.remote_host);
 }
 
+std::string_view Session::protocol() const
+{
+    // The registered "with" keywords: RFC 3848 (ESMTPS) and RFC 6531 3.7.3
+    // (UTF8SMTP, UTF8SMTPS). None is registered for HELO over TLS: "SMTP".
+    bool tls = conn_.tls;
+    if (state_.hello != Hello::ehlo)
+        return "SMTP";
+    if (env_.smtputf8)
+        return tls ? "UTF8SMTPS" : "UTF8SMTP";
+    return tls ? "ESMTPS" : "ESMTP";
+}
+
 void Session::log(int level, std::string_view text)
 {
     if (log_ && level <= cfg_.log_level)
@@ -134,26 +145,70 @@ void Session::error(std::string_view text)
 {
     if (log_)
         log_->error(text);
-    log(txlog_session, std::string("error: ").append(text));
+    log(log_session, std::string("error: ").append(text));
 }
 
-bool Session::add_command(std::string_view pattern, CommandCallback callback, std::string *error)
-{
-    return commands_table_.add(pattern, std::move(callback), error);
-}
+// ---- state
 
-template <class F> Reply Session::guarded(const char *event, F &&f)
+void Session::transit(State next, std::string_view why)
 {
-    if (logs(txlog_events))
-        log(txlog_events, std::string("event ") + event);
-    try {
-        return f();
-    } catch (const std::exception &e) {
-        log(txlog_session, std::string("handler failed in ") + event + ": " + e.what());
-    } catch (...) {
-        log(txlog_session, std::string("handler failed in ") + event);
+    if (next == state_)
+        return;
+    if (logs(log_events)) {
+        auto show = [](const State &s) {
+            return std::string(phase_name(s.phase)) + "/" + hello_name(s.hello) + "/" + tx_name(s.tx);
+        };
+        log(log_events, "transit [" + std::string(why) + "] " + show(state_) + " -> " + show(next));
     }
-    return Reply(451, "Internal error; try again later", "4.3.0");
+    state_ = next;
+}
+
+void Session::transit_phase(Phase p, std::string_view why)
+{
+    State s = state_;
+    s.phase = p;
+    transit(s, why);
+}
+
+void Session::transit_tx(Tx t, std::string_view why)
+{
+    State s = state_;
+    s.tx = t;
+    transit(s, why);
+}
+
+// ---- asking the handler
+
+template <class F> Reply Session::ask(Event ev, F &&f)
+{
+    const char *name = event_name(ev);
+    if (logs(log_events))
+        log(log_events, std::string("event ") + name);
+    handler_threw_ = false;
+    Reply r;
+    try {
+        r = f();
+    } catch (const std::exception &e) {
+        log(log_session, std::string("handler failed in ") + name + ": " + e.what());
+        handler_threw_ = true;
+        return internal_error_reply();
+    } catch (...) {
+        log(log_session, std::string("handler failed in ") + name);
+        handler_threw_ = true;
+        return internal_error_reply();
+    }
+    if (r.empty())
+        return r;
+    std::string problem = reply_problem(ev, r);
+    if (problem.empty())
+        return r;
+    Reply instead = replacement_reply(ev, r);
+    error("handler reply \"" + std::to_string(r.code) + (r.enhanced.empty() ? "" : " " + r.enhanced) + "\" to " + name +
+          " not sent: " + problem + "; sent " +
+          (instead.empty() ? std::string("the module's default")
+                           : std::to_string(instead.code) + " " + instead.enhanced) +
+          " instead");
+    return instead;
 }
 
 template <class F> void Session::guarded_void(const char *event, F &&f)
@@ -162,12 +217,14 @@ template <class F> void Session::guarded_void(const char *event, F &&f)
         f();
     } catch (const std::exception &e) {
         handler_failed_ = true;
-        log(txlog_session, std::string("handler failed in ") + event + ": " + e.what());
+        log(log_session, std::string("handler failed in ") + event + ": " + e.what());
     } catch (...) {
         handler_failed_ = true;
-        log(txlog_session, std::string("handler failed in ") + event);
+        log(log_session, std::string("handler failed in ") + event);
     }
 }
+
+// ---- replies
 
 void Session::reply(const Reply &r)
 {
@@ -214,19 +271,21 @@ void Session::reply(Reply r, const Reply &dflt, bool enhanced)
 
 void Session::replied(std::size_t before, int code, bool close)
 {
-    if (logs(txlog_commands)) {
+    if (logs(log_commands)) {
         std::string_view first(out_.data() + before, out_.size() - before);
         first = first.substr(0, first.find('\r'));
-        log(txlog_commands, std::string("> ").append(first));
+        log(log_commands, std::string("> ").append(first));
     }
+    bool counts = count_error_;
+    count_error_ = true;
     if (close) {
-        phase_ = Phase::closed;
+        transit_phase(Phase::closed, "reply closes");
         return;
     }
     // ESMTPMaxErrors: a client that keeps failing is most likely not a
     // mail client (Postfix's smtpd_hard_error_limit).
-    if (code >= 400 && cfg_.limits.max_errors && ++errors_ >= cfg_.limits.max_errors) {
-        log(txlog_session, "too many errors (" + std::to_string(errors_) + ")");
+    if (code >= 400 && counts && cfg_.limits.max_errors && ++errors_ >= cfg_.limits.max_errors) {
+        log(log_session, "too many errors (" + std::to_string(errors_) + ")");
         reply(Reply(421, cfg_.hostname + " Error: too many errors", "4.7.0", true));
     }
 }
@@ -235,29 +294,31 @@ bool Session::use_enhanced() const
 {
     // RFC 2034 codes once the client said EHLO (and before HELO/EHLO, like
     // Postfix); a HELO session gets plain RFC 5321 replies.
-    return (cfg_.extensions & ext_enhancedstatuscodes) && (esmtp_ || helo_.empty());
+    return (cfg_.extensions & ext_enhancedstatuscodes) && state_.hello != Hello::helo;
 }
+
+// ---- session
 
 void Session::start()
 {
-    if (phase_ != Phase::greeting)
+    if (state_.phase != Phase::greeting)
         return;
-    phase_ = Phase::command;
-    if (logs(txlog_session))
-        log(txlog_session, std::string("connect from ").append(remote_host()).append("[").append(conn_.client_address) +
-                               "]:" + std::to_string(conn_.client_port));
-    Reply r = guarded("CONNECT", [&] { return handler_->connect(*this); });
-    if (r.code == 451 && r.enhanced == "4.3.0") // the handler threw: no session
+    transit_phase(Phase::command, "connect");
+    if (logs(log_session))
+        log(log_session, std::string("connect from ").append(remote_host()).append("[").append(conn_.client_address) +
+                             "]:" + std::to_string(conn_.client_port));
+    Reply r = ask(Event::connect, [&] { return handler_->connect(*this); });
+    if (handler_threw_) // no session without a working handler
         r = Reply(421, std::string(cfg_.hostname) + " Service not available, closing transmission channel", "4.3.2",
                   true);
-    if (r.code >= 400)
-        refused_ = true;
+    else if (r.code >= 400)
+        transit({state_.phase, Hello::refused, state_.tx}, "CONNECT refused");
     reply(r, Reply(220, cfg_.hostname + " ESMTP mod_esmtp"), false);
 }
 
 void Session::shutdown(const Reply &r)
 {
-    if (phase_ == Phase::closed)
+    if (state_.phase == Phase::closed)
         return;
     Reply c = r;
     c.close = true;
@@ -266,28 +327,31 @@ void Session::shutdown(const Reply &r)
 
 bool Session::pipelining_allowed() const
 {
-    return !cfg_.forbid_unauth_pipelining || (esmtp_ && (cfg_.extensions & ext_pipelining));
+    return !cfg_.forbid_unauth_pipelining || (state_.hello == Hello::ehlo && (cfg_.extensions & ext_pipelining));
 }
 
 void Session::protocol_violation(std::string_view what)
 {
-    log(txlog_session, std::string(what));
+    log(log_session, std::string(what));
     reply(Reply(554, "Error: SMTP protocol synchronization", "5.5.0", true));
 }
 
 void Session::feed(std::string_view in)
 {
-    if (phase_ == Phase::greeting)
+    if (state_.phase == Phase::greeting)
         start();
-    if (commands_ == 0 && !lines_.has_partial() && !in.empty() && in.front() == '\x16' && phase_ == Phase::command) {
+    if (commands_ == 0 && !lines_.has_partial() && !in.empty() && in.front() == '\x16' &&
+        state_.phase == Phase::command) {
         // a TLS ClientHello: this port speaks plaintext SMTP first
-        log(txlog_session, "TLS handshake on a plaintext SMTP port");
-        phase_ = Phase::closed;
+        log(log_session, "TLS handshake on a plaintext SMTP port");
+        transit_phase(Phase::closed, "TLS handshake on a plaintext port");
         return;
     }
-    while (!in.empty() && phase_ != Phase::closed) {
-        if (phase_ == Phase::data) {
-            in.remove_prefix(data_.feed(in, *this));
+    while (!in.empty() && state_.phase != Phase::closed) {
+        if (state_.phase == Phase::data) {
+            std::size_t used = data_.feed(in, *this);
+            transfer_octets_ += used;
+            in.remove_prefix(used);
             if (data_.done()) {
                 finish_data();
                 if (!in.empty() && !pipelining_allowed())
@@ -295,10 +359,11 @@ void Session::feed(std::string_view in)
             }
             continue;
         }
-        if (phase_ == Phase::bdat) {
+        if (state_.phase == Phase::bdat) {
             std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(bdat_remaining_, in.size()));
-            if (!bdat_discard_)
+            if (bdat_refusal_.empty())
                 data_.feed_raw(in.substr(0, take), *this);
+            transfer_octets_ += take;
             in.remove_prefix(take);
             bdat_remaining_ -= take;
             if (bdat_remaining_ == 0)
@@ -310,40 +375,59 @@ void Session::feed(std::string_view in)
         in.remove_prefix(used);
         if (st == LineReader::Status::need_more)
             break;
+        // RFC 2920: without PIPELINING a client waits for each reply. What
+        // the client may do is decided by the state it was answered in: an
+        // EHLO sent together with MAIL had not seen PIPELINING yet.
+        bool may_pipeline = pipelining_allowed();
         if (st == LineReader::Status::too_long) {
             ++commands_;
-            log(txlog_commands, "< (line too long)");
+            log(log_commands, "< (line too long)");
             reply(500, "5.5.2", "Line too long");
-            continue;
-        }
-        std::string_view line = lines_.line();
-        if (lines_.bare_newline() && (!cfg_.normalize_bare_newlines || line.find('\r') != std::string_view::npos)) {
+        } else if (std::string_view line = lines_.line();
+                   lines_.bare_newline() &&
+                   (!cfg_.normalize_bare_newlines || line.find('\r') != std::string_view::npos)) {
             ++commands_;
-            log(txlog_commands, "< (bare LF or CR in command)");
+            log(log_commands, "< (bare LF or CR in command)");
             reply(550, "5.5.2", "Error: bare <LF> or <CR> in command; use <CR><LF>");
         } else {
             command(line);
         }
-        // RFC 2920: without PIPELINING a client waits for each reply.
-        if (!in.empty() && phase_ != Phase::closed && phase_ != Phase::bdat && !pipelining_allowed())
+        if (!in.empty() && state_.phase != Phase::closed && state_.phase != Phase::bdat && !may_pipeline)
             protocol_violation("improper command pipelining");
     }
 }
 
-bool Session::junk_command()
+bool Session::junk_limit_reached()
 {
     if (!cfg_.limits.max_junk_commands || ++junk_ <= cfg_.limits.max_junk_commands)
         return false;
-    log(txlog_session, "too many junk commands");
+    log(log_session, "too many junk commands");
     reply(Reply(421, cfg_.hostname + " Error: too many commands", "4.7.0", true));
     return true;
+}
+
+Canned Session::check(const VerbRule &rule)
+{
+    if (state_.hello == Hello::refused && !rule.when_refused)
+        return {503, "5.5.1", "Error: access denied"};
+    if (rule.extension && (state_.hello != Hello::ehlo || !(cfg_.extensions & rule.extension)))
+        return {502, "5.5.1", "Error: command not implemented"};
+    if (rule.needs_hello && (state_.hello == Hello::none))
+        return {503, "5.5.1", "Error: send HELO/EHLO first"};
+    if (rule.refused_in_tx && state_.tx != Tx::none)
+        return {503, "5.5.1", "Error: nested MAIL command"};
+    if (rule.refused_in_bdat && state_.tx == Tx::bdat)
+        return {503, "5.5.1", rule.verb == Verb::rcpt ? "Error: RCPT after BDAT" : "Error: DATA after BDAT"};
+    if (state_.tx < rule.needs_tx)
+        return {503, "5.5.1", state_.tx == Tx::none ? "Error: need MAIL command" : "Error: need RCPT command"};
+    return {0, {}, {}};
 }
 
 void Session::command(std::string_view line)
 {
     ++commands_;
-    if (logs(txlog_commands))
-        log(txlog_commands, std::string("< ").append(line));
+    if (logs(log_commands))
+        log(log_commands, std::string("< ").append(line));
     if (line.find('\0') != std::string_view::npos) {
         reply(500, "5.5.2", "Error: NUL character in command");
         return;
@@ -352,134 +436,138 @@ void Session::command(std::string_view line)
     // one): answer and hang up, as Postfix does.
     for (std::string_view method : {"GET ", "POST ", "HEAD ", "PUT ", "CONNECT ", "OPTIONS "}) {
         if (line.substr(0, method.size()) == method) {
-            log(txlog_session, "HTTP request on the SMTP port");
+            log(log_session, "HTTP request on the SMTP port");
             reply(Reply(521, "Error: this is an SMTP server, not HTTP; closing", "5.7.0", true));
             return;
         }
     }
-    CommandMatch m = commands_table_.match(line);
-    if (refused_ && m.verb != Verb::quit) {
-        reply(503, "5.5.1", "Error: access denied");
+    CommandMatch m = CommandTable::match(cfg_.commands.get(), line);
+    const VerbRule &rule = verb_rule(m.verb);
+    if (m.verb == Verb::bdat) {
+        // The chunk follows whatever the answer: the table's refusal is sent
+        // after it has been swallowed.
+        do_bdat(m.argument, rule);
         return;
     }
-    std::string_view arg = m.argument;
+    if (rule.junk && junk_limit_reached())
+        return;
+    if (Canned refusal = check(rule); refusal.code) {
+        reply(Reply{}, refusal);
+        return;
+    }
     switch (m.verb) {
     case Verb::helo:
-        do_helo(arg, false);
-        break;
     case Verb::ehlo:
-        do_helo(arg, true);
+        do_helo(m.argument, rule, m.verb == Verb::ehlo);
         break;
     case Verb::mail:
-        do_mail(arg);
+        do_mail(m.argument);
         break;
     case Verb::rcpt:
-        do_rcpt(arg);
+        do_rcpt(m.argument);
         break;
     case Verb::data:
-        do_data(arg);
+        do_data(m.argument);
         break;
-    case Verb::bdat:
-        do_bdat(arg);
-        break;
-    case Verb::rset:
-        if (junk_command())
-            break;
-        if (!arg.empty()) {
-            reply(501, "5.5.4", "Syntax: RSET");
-            break;
-        }
-        reset_transaction(true);
-        reply(guarded("RSET", [&] { return handler_->rset(*this); }), Canned{250, "2.0.0", "Ok"});
-        break;
-    case Verb::noop:
-        if (junk_command())
-            break;
-        reply(guarded("NOOP", [&] { return handler_->noop(*this); }), Canned{250, "2.0.0", "Ok"});
-        break;
-    case Verb::vrfy:
-        if (junk_command())
-            break;
-        if (arg.empty()) {
-            reply(501, "5.5.4", "Syntax: VRFY address");
-            break;
-        }
-        reply(guarded("VRFY", [&] { return handler_->vrfy(*this, arg); }),
-              Canned{252, "2.0.0", "Cannot VRFY user; try RCPT to attempt delivery"});
-        break;
-    case Verb::expn:
-        if (junk_command())
-            break;
-        if (arg.empty()) {
-            reply(501, "5.5.4", "Syntax: EXPN mailing-list");
-            break;
-        }
-        reply(guarded("EXPN", [&] { return handler_->expn(*this, arg); }), Canned{502, "5.5.1", "EXPN not available"});
-        break;
-    case Verb::help:
-        if (junk_command())
-            break;
-        reply(guarded("HELP", [&] { return handler_->help(*this, arg); }),
-              Canned{214, "2.0.0", "Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY"});
-        break;
-    case Verb::quit: {
-        Reply r = guarded("QUIT", [&] { return handler_->quit(*this); });
-        if (!r.empty() && r.code != 221)
-            r = Reply{}; // QUIT always gets 221 and a close (RFC 5321 4.1.1.10)
-        r.close = true;
-        Reply dflt(221, "Bye", "2.0.0", true);
-        reply(r, dflt);
-        break;
-    }
-    case Verb::custom: {
-        Reply r = guarded("COMMAND", [&] { return (*m.callback)(*this, m.captures); });
-        reply(r, Canned{250, "2.0.0", "Ok"});
-        break;
-    }
-    case Verb::unknown:
-        reply(guarded("UNKNOWN", [&] { return handler_->unknown(*this, line); }),
-              Canned{500, "5.5.2", "Command unrecognized"});
+    default:
+        do_simple(m.verb, m.argument, rule, m);
         break;
     }
 }
 
-void Session::do_helo(std::string_view arg, bool extended)
+void Session::do_simple(Verb verb, std::string_view arg, const VerbRule &rule, const CommandMatch &m)
+{
+    switch (verb) {
+    case Verb::rset:
+        if (!arg.empty()) {
+            reply(501, "5.5.4", "Syntax: RSET");
+            return;
+        }
+        if (rule.resets_tx)
+            reset_transaction("RSET");
+        reply(ask(Event::rset, [&] { return handler_->rset(*this); }), default_reply(Event::rset));
+        return;
+    case Verb::noop:
+        reply(ask(Event::noop, [&] { return handler_->noop(*this); }), default_reply(Event::noop));
+        return;
+    case Verb::vrfy:
+        if (arg.empty()) {
+            reply(501, "5.5.4", "Syntax: VRFY address");
+            return;
+        }
+        reply(ask(Event::vrfy, [&] { return handler_->vrfy(*this, arg); }), default_reply(Event::vrfy));
+        return;
+    case Verb::expn:
+        if (arg.empty()) {
+            reply(501, "5.5.4", "Syntax: EXPN mailing-list");
+            return;
+        }
+        reply(ask(Event::expn, [&] { return handler_->expn(*this, arg); }), default_reply(Event::expn));
+        return;
+    case Verb::help: {
+        Reply r = ask(Event::help, [&] { return handler_->help(*this, arg); });
+        if (r.empty())
+            r = Reply(214, help_text(cfg_, state_.hello), "2.0.0");
+        reply(r);
+        return;
+    }
+    case Verb::quit: {
+        Reply r = ask(Event::quit, [&] { return handler_->quit(*this); });
+        r.close = true; // QUIT always gets 221 and a close (RFC 5321 4.1.1.10)
+        reply(r, Reply(221, "Bye", "2.0.0", true));
+        return;
+    }
+    case Verb::custom:
+        reply(ask(Event::command, [&] { return handler_->command(*this, m.name, m.captures); }),
+              default_reply(Event::command));
+        return;
+    default:
+        reply(ask(Event::unknown, [&] { return handler_->unknown(*this, m.argument); }), default_reply(Event::unknown));
+        return;
+    }
+}
+
+void Session::do_helo(std::string_view arg, const VerbRule &rule, bool extended)
 {
     std::string_view domain = arg.substr(0, arg.find_first_of(" \t"));
     if (!valid_helo(domain)) {
         reply(501, "5.5.4", extended ? "Syntax: EHLO hostname" : "Syntax: HELO hostname");
         return;
     }
-    reset_transaction(true);
+    if (rule.resets_tx)
+        reset_transaction(extended ? "EHLO" : "HELO");
+    // The handler sees the new name while it is asked; a refusal restores
+    // the previous one.
     std::string previous = std::move(helo_);
-    bool previous_esmtp = esmtp_;
+    Hello previous_hello = state_.hello;
     helo_.assign(domain);
-    esmtp_ = extended;
-    if (!extended) {
-        Reply r = guarded("HELO", [&] { return handler_->helo(*this, domain); });
-        if (!r.empty() && !r.positive()) {
-            helo_ = std::move(previous);
-            esmtp_ = previous_esmtp;
-        }
-        reply(r, Reply(250, cfg_.hostname), r.code >= 400);
-        return;
-    }
+    transit({state_.phase, extended ? Hello::ehlo : Hello::helo, state_.tx}, extended ? "EHLO" : "HELO");
     std::vector<std::string> ext;
-    for (const auto &x : kExtensions) {
-        if (!(cfg_.extensions & x.bit))
-            continue;
-        if (x.bit == ext_size)
-            ext.push_back("SIZE " + std::to_string(cfg_.limits.max_message_size));
-        else
-            ext.emplace_back(x.name);
+    Reply r;
+    if (!extended) {
+        r = ask(Event::helo, [&] { return handler_->helo(*this, domain); });
+    } else {
+        for (const auto &x : kExtensions) {
+            if (!(cfg_.extensions & x.bit))
+                continue;
+            if (x.bit == ext_size)
+                ext.push_back("SIZE " + std::to_string(cfg_.limits.max_message_size));
+            else
+                ext.emplace_back(x.name);
+        }
+        r = ask(Event::ehlo, [&] { return handler_->ehlo(*this, domain, ext); });
     }
-    Reply r = guarded("EHLO", [&] { return handler_->ehlo(*this, domain, ext); });
     if (!r.empty() && !r.positive()) {
         helo_ = std::move(previous);
-        esmtp_ = previous_esmtp;
+        transit({state_.phase, previous_hello, state_.tx}, "HELO/EHLO refused");
         reply(r);
         return;
     }
+    if (!extended) {
+        reply(r, Reply(250, cfg_.hostname), false);
+        return;
+    }
+    // A handler's text replaces the greeting line only.
     Reply out(250, r.lines.empty() ? cfg_.hostname : r.lines.front());
     for (auto &e : ext)
         out.lines.push_back(std::move(e));
@@ -488,14 +576,6 @@ void Session::do_helo(std::string_view arg, bool extended)
 
 void Session::do_mail(std::string_view arg)
 {
-    if (helo_.empty()) {
-        reply(503, "5.5.1", "Error: send HELO/EHLO first");
-        return;
-    }
-    if (in_transaction_) {
-        reply(503, "5.5.1", "Error: nested MAIL command");
-        return;
-    }
     if (!istarts_with(arg, "FROM:")) {
         reply(501, "5.5.4", "Syntax: MAIL FROM:<address>");
         return;
@@ -516,7 +596,7 @@ void Session::do_mail(std::string_view arg)
     std::uint64_t declared_size = 0;
     for (const Param &p : a.params) {
         unsigned ext = extension_by_name(p.keyword == "BODY" ? "8BITMIME" : p.keyword);
-        if (!esmtp_ || !ext || !(cfg_.extensions & ext)) {
+        if (state_.hello != Hello::ehlo || !ext || !(cfg_.extensions & ext)) {
             reply(555, "5.5.4", "Unsupported parameter " + p.keyword);
             return;
         }
@@ -561,30 +641,22 @@ void Session::do_mail(std::string_view arg)
     env_.body_type = std::move(body_type);
     env_.declared_size = declared_size;
     queue_id_ = make_queue_id();
-    in_transaction_ = true;
-    Reply r = guarded("MAIL", [&] { return handler_->mail(*this, env_.sender, env_.mail_params); });
+    overshoot_ = 0;
+    transit_tx(Tx::mail, "MAIL");
+    Reply r = ask(Event::mail, [&] { return handler_->mail(*this, env_.sender, env_.mail_params); });
     if (!r.empty() && !r.positive()) {
-        in_transaction_ = false;
+        // the transaction never began: no abort()
         env_ = Envelope{};
         queue_id_.clear();
-    } else {
-        if (logs(txlog_commands))
-            log(txlog_commands, "from=<" + env_.sender.mailbox + ">");
+        transit_tx(Tx::none, "MAIL refused");
+    } else if (logs(log_commands)) {
+        log(log_commands, "from=<" + env_.sender.mailbox + ">");
     }
-    reply(r, Canned{250, "2.1.0", "Ok"});
+    reply(r, default_reply(Event::mail));
 }
 
 void Session::do_rcpt(std::string_view arg)
 {
-    if (!in_transaction_) {
-        reply(503, "5.5.1", "Error: need MAIL command");
-        return;
-    }
-    if (bdat_active_) {
-        // the message is already being transferred (RFC 3030)
-        reply(503, "5.5.1", "Error: RCPT after BDAT");
-        return;
-    }
     if (!istarts_with(arg, "TO:")) {
         reply(501, "5.5.4", "Syntax: RCPT TO:<address>");
         return;
@@ -609,19 +681,24 @@ void Session::do_rcpt(std::string_view arg)
         return;
     }
     // No open relay: only our own domains, before the handler is asked.
-    if (!recipient_domain_accepted(a.path)) {
-        log(txlog_session, "relay denied to=<" + a.path.mailbox + ">");
+    if (!recipient_domain_accepted(cfg_, conn_.local_address, a.path)) {
+        log(log_session, "relay denied to=<" + a.path.mailbox + ">");
         reply(550, "5.7.1", "Relay access denied");
         return;
     }
     if (env_.recipients.size() >= cfg_.limits.max_recipients) {
+        // Overshoot is how clients learn the limit: not a client error
+        // until it is far beyond it (Postfix's overshoot limit).
+        count_error_ = ++overshoot_ > cfg_.limits.max_recipient_overshoot;
         reply(452, "4.5.3", "Error: too many recipients");
         return;
     }
-    Reply r = guarded("RCPT", [&] { return handler_->rcpt(*this, a.path, a.params); });
-    if (r.empty() || r.positive())
+    Reply r = ask(Event::rcpt, [&] { return handler_->rcpt(*this, a.path, a.params); });
+    if (r.empty() || r.positive()) {
         env_.recipients.push_back(Recipient{std::move(a.path), std::move(a.params)});
-    reply(r, Canned{250, "2.1.5", "Ok"});
+        transit_tx(Tx::rcpt, "RCPT");
+    }
+    reply(r, default_reply(Event::rcpt));
 }
 
 void Session::do_data(std::string_view arg)
@@ -630,29 +707,18 @@ void Session::do_data(std::string_view arg)
         reply(501, "5.5.4", "Syntax: DATA");
         return;
     }
-    if (!in_transaction_) {
-        reply(503, "5.5.1", "Error: need MAIL command");
-        return;
-    }
-    if (env_.recipients.empty()) {
-        reply(503, "5.5.1", "Error: need RCPT command");
-        return;
-    }
-    if (bdat_active_) {
-        reply(503, "5.5.1", "Error: DATA after BDAT");
-        return;
-    }
     trace_ = esmtp::trace_headers(*this, std::time(nullptr));
-    Reply r = guarded("DATA", [&] { return handler_->data(*this); });
+    Reply r = ask(Event::data, [&] { return handler_->data(*this); });
     if (!r.empty() && r.code != 354) {
         reply(r);
         return;
     }
     handler_failed_ = false;
     content_aborted_ = false;
+    transfer_octets_ = 0;
     data_.reset();
-    phase_ = Phase::data;
-    reply(r, Canned{354, "", "End data with <CR><LF>.<CR><LF>"}, false);
+    transit({Phase::data, state_.hello, Tx::data}, "DATA");
+    reply(r, default_reply(Event::data), false);
 }
 
 bool Session::content_wanted()
@@ -674,8 +740,8 @@ void Session::on_header(const HeaderField &field)
 {
     if (!content_wanted())
         return;
-    if (logs(txlog_events))
-        log(txlog_events, std::string("event HEADER ").append(field.name));
+    if (logs(log_events))
+        log(log_events, std::string("event HEADER ").append(field.name));
     guarded_void("HEADER", [&] { handler_->header(*this, field); });
 }
 
@@ -683,7 +749,7 @@ void Session::on_eoh(std::string_view raw)
 {
     if (!content_wanted())
         return;
-    log(txlog_events, "event EOH");
+    log(log_events, "event EOH");
     guarded_void("EOH", [&] { handler_->eoh(*this, raw); });
 }
 
@@ -691,101 +757,73 @@ void Session::on_body(std::string_view chunk)
 {
     if (!content_wanted())
         return;
-    if (logs(txlog_events))
-        log(txlog_events, "event BODY " + std::to_string(chunk.size()) + " octets");
+    if (logs(log_events))
+        log(log_events, "event BODY " + std::to_string(chunk.size()) + " octets");
     guarded_void("BODY", [&] { handler_->body(*this, chunk); });
 }
 
 void Session::finish_data()
 {
-    phase_ = Phase::command;
+    transit_phase(Phase::command, "end of data");
     complete_message();
 }
 
-bool Session::recipient_domain_accepted(const Path &p) const
+void Session::do_bdat(std::string_view arg, const VerbRule &rule)
 {
-    if (p.domain.empty()) // <postmaster>, RFC 5321 4.5.1
-        return true;
-    std::string_view d = p.domain;
-    if (d.front() == '[') {
-        std::string_view lit = d.substr(1, d.size() - 2);
-        if (istarts_with(lit, "IPV6:"))
-            lit.remove_prefix(5);
-        return domain_matches(conn_.local_address, lit);
-    }
-    for (const std::string &pattern : cfg_.accept_domains)
-        if (domain_matches(pattern, d))
-            return true;
-    return false;
-}
-
-void Session::do_bdat(std::string_view arg)
-{
-    // BDAT SP chunk-size [ SP end-marker ] (RFC 3030)
-    std::string_view size = arg.substr(0, arg.find(' '));
-    std::string_view rest = size.size() < arg.size() ? arg.substr(size.size()) : std::string_view{};
-    while (!rest.empty() && rest.front() == ' ')
-        rest.remove_prefix(1);
+    std::uint64_t size = 0;
     bool last = false;
-    if (!rest.empty()) {
-        if (rest.size() != 4 || !istarts_with(rest, "LAST")) {
-            reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]");
-            return;
-        }
-        last = true;
-    }
-    if (!all_digits(size) || size.size() > 18) {
-        reply(501, "5.5.4", "Syntax: BDAT chunk-size [LAST]");
+    if (!parse_bdat(arg, size, last)) {
+        // Without a size the chunk's end is unknown: its octets would be
+        // read as commands. Close, as Postfix does.
+        log(log_session, "unparsable BDAT command");
+        reply(Reply(521, "Error: BDAT command syntax; closing", "5.5.4", true));
         return;
     }
-    bdat_chunk_ = bdat_remaining_ = std::stoull(std::string(size));
+    bdat_chunk_ = bdat_remaining_ = size;
     bdat_last_ = last;
-    bdat_discard_ = false;
+    transfer_octets_ = 0;
     // The chunk's octets follow the command whatever we answer: a refused
     // BDAT still swallows them, or they would be read as commands.
     Reply refusal;
-    if (!esmtp_ || !(cfg_.extensions & ext_chunking))
-        refusal = Reply(502, "Error: command not implemented", "5.5.1");
-    else if (!in_transaction_)
-        refusal = Reply(503, "Error: need MAIL command", "5.5.1");
-    else if (env_.recipients.empty())
-        refusal = Reply(503, "Error: need RCPT command", "5.5.1");
-    else if (!bdat_active_) {
+    if (Canned c = check(rule); c.code) {
+        refusal = Reply(c.code, std::string(c.text), std::string(c.enhanced));
+    } else if (state_.tx != Tx::bdat) {
         trace_ = esmtp::trace_headers(*this, std::time(nullptr));
-        Reply r = guarded("DATA", [&] { return handler_->data(*this); });
+        Reply r = ask(Event::data, [&] { return handler_->data(*this); });
         if (!r.empty() && r.code != 354) {
             refusal = r;
         } else {
-            bdat_active_ = true;
             handler_failed_ = false;
             content_aborted_ = false;
             data_.reset();
+            transit_tx(Tx::bdat, "first BDAT");
         }
     }
-    if (!refusal.empty()) {
-        bdat_discard_ = true;
-        bdat_error_ = std::move(refusal);
-    }
-    phase_ = Phase::bdat;
+    bdat_refusal_ = std::move(refusal);
+    transit_phase(Phase::bdat, "BDAT chunk");
     if (bdat_remaining_ == 0)
         finish_chunk();
 }
 
 void Session::finish_chunk()
 {
-    phase_ = Phase::command;
-    if (bdat_discard_) {
-        bdat_discard_ = false;
-        reply(bdat_error_);
+    transit_phase(Phase::command, "end of chunk");
+    if (!bdat_refusal_.empty()) {
+        Reply r = std::move(bdat_refusal_);
+        bdat_refusal_ = Reply{};
+        reply(r);
         return;
     }
     content_wanted(); // aborts the handler's copy if a limit was crossed
-    if (data_.size_exceeded() || content_aborted_) {
+    if (content_aborted_) {
         // RFC 3030 lets the server fail the transaction at any chunk.
         Reply r = data_.size_exceeded() ? Reply(552, "Message size exceeds fixed limit", "5.3.4")
-                                        : Reply(451, "Internal error; try again later", "4.3.0");
-        log(txlog_session, "rejected during BDAT: " + std::to_string(r.code) + " " + r.lines.front());
-        reset_transaction(true);
+                  : data_.bare_newline() && !cfg_.normalize_bare_newlines
+                      ? Reply(550, "Message contains bare <CR> or <LF>; use <CR><LF> line endings", "5.5.2")
+                  : data_.line_too_long() ? Reply(500, "Message line too long", "5.5.2")
+                                          : internal_error_reply();
+        log(log_session, "rejected during BDAT: " + std::to_string(r.code) + " " + r.lines.front());
+        reset_transaction("BDAT refused");
         reply(r);
         return;
     }
@@ -808,21 +846,24 @@ void Session::complete_message()
     } else if (data_.line_too_long()) {
         r = Reply(500, "Message line too long", "5.5.2");
     } else if (content_aborted_) {
-        r = Reply(451, "Internal error; try again later", "4.3.0");
+        r = internal_error_reply();
     } else {
-        r = guarded("EOM", [&] { return handler_->eom(*this); });
+        r = ask(Event::eom, [&] { return handler_->eom(*this); });
         if (r.empty())
             r = Reply(250, "Ok: queued as " + queue_id_, "2.0.0");
-        if (!r.positive() || handler_failed_) {
-            // the handler may have stored part of it: let it clean up
+        if (!r.positive()) {
+            // The abort() rule: a transaction that mail() accepted ends in
+            // a 2xx from eom() or in one abort(); after a refused or failed
+            // eom() the handler may have stored part of it.
+            content_aborted_ = true;
             guarded_void("ABORT", [&] { handler_->abort(*this); });
-            if (r.positive())
-                r = Reply(451, "Internal error; try again later", "4.3.0");
         }
     }
-    if (r.positive())
+    if (r.positive()) {
         ++accepted_;
-    if (logs(txlog_session)) {
+        junk_ = 0; // a client that delivers is no junk client (Postfix)
+    }
+    if (logs(log_session)) {
         std::string summary = "from=<" + env_.sender.mailbox + "> to=";
         for (std::size_t i = 0; i < env_.recipients.size(); ++i) {
             if (i)
@@ -831,33 +872,31 @@ void Session::complete_message()
         }
         summary += " size=" + std::to_string(data_.size());
         std::string first = r.lines.empty() ? std::string() : r.lines.front();
-        log(txlog_session,
+        log(log_session,
             (r.positive() ? "accepted " : "rejected ") + summary + ": " + std::to_string(r.code) + " " + first);
     }
     // The transaction is over either way (RFC 5321 4.1.1.4).
-    in_transaction_ = false;
-    content_aborted_ = false;
-    bdat_active_ = false;
-    env_ = Envelope{};
-    queue_id_.clear();
-    trace_.clear();
-    data_.reset();
+    end_transaction("end of message");
     reply(r);
 }
 
-void Session::reset_transaction(bool notify_handler)
+void Session::reset_transaction(std::string_view why)
 {
-    if (!in_transaction_)
+    if (state_.tx == Tx::none)
         return;
-    if (notify_handler && !content_aborted_)
+    if (!content_aborted_)
         guarded_void("ABORT", [&] { handler_->abort(*this); });
-    in_transaction_ = false;
+    end_transaction(why);
+}
+
+void Session::end_transaction(std::string_view why)
+{
     content_aborted_ = false;
-    bdat_active_ = false;
     env_ = Envelope{};
     queue_id_.clear();
     trace_.clear();
     data_.reset();
+    transit_tx(Tx::none, why);
 }
 
 void Session::end()
@@ -865,14 +904,14 @@ void Session::end()
     if (ended_)
         return;
     ended_ = true;
-    if (phase_ == Phase::data || phase_ == Phase::bdat)
-        log(txlog_session, "lost connection during DATA after " + std::to_string(data_.size()) + " octets");
-    reset_transaction(true);
-    phase_ = Phase::closed;
+    if (state_.phase == Phase::data || state_.phase == Phase::bdat)
+        log(log_session, "lost connection during DATA after " + std::to_string(data_.size()) + " octets");
+    reset_transaction("connection ends");
+    transit_phase(Phase::closed, "connection ends");
     guarded_void("DISCONNECT", [&] { handler_->disconnect(*this); });
-    if (logs(txlog_session))
-        log(txlog_session, "disconnect from " + std::string(remote_host()) + "[" + conn_.client_address +
-                               "] commands=" + std::to_string(commands_) + " accepted=" + std::to_string(accepted_));
+    if (logs(log_session))
+        log(log_session, "disconnect from " + std::string(remote_host()) + "[" + conn_.client_address +
+                             "] commands=" + std::to_string(commands_) + " accepted=" + std::to_string(accepted_));
 }
 
 } // namespace esmtp

@@ -1,6 +1,8 @@
 // Transaction log records: "YYYY-mm-dd HH:MM:SS <queue-id> <text> [<client>]".
 #pragma once
 
+#include <esmtp/handler.hpp>
+
 #include <ctime>
 #include <string>
 #include <string_view>
@@ -8,8 +10,13 @@
 namespace esmtp
 {
 
-// Levels of ESMTPLogLevel.
-enum TxLogLevel { txlog_off = 0, txlog_session = 1, txlog_commands = 2, txlog_events = 3 };
+// Levels of ESMTPLogLevel: the public esmtp::LogLevel names, plus off.
+enum TxLogLevel {
+    txlog_off = 0,
+    txlog_session = log_session,
+    txlog_commands = log_commands,
+    txlog_events = log_events
+};
 
 // Newline-terminated record. The queue id is left out when empty; control
 // characters of `text` are shown as '?' so that a client cannot forge records.

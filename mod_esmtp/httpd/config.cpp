@@ -37,6 +37,31 @@ apr_status_t destroy_factory(void *data)
     return APR_SUCCESS;
 }
 
+apr_status_t destroy_commands(void *data)
+{
+    delete static_cast<std::shared_ptr<const CommandTable> *>(data);
+    return APR_SUCCESS;
+}
+
+// The handler's own commands, compiled (and JIT-compiled) once here so
+// that a bad pattern fails `apache2 -t` naming the directive; every
+// session of the server then shares the table.
+const char *compile_commands(cmd_parms *cmd, const char *name, const HandlerFactory &factory,
+                             std::shared_ptr<const CommandTable> &out)
+{
+    std::string error;
+    try {
+        out = CommandTable::compile(factory.commands(), error);
+    } catch (const std::exception &e) {
+        error = e.what();
+    } catch (...) {
+        error = "commands() failed";
+    }
+    if (!out)
+        return apr_psprintf(cmd->pool, "ESMTPHandler %s: bad handler command: %s", name, error.c_str());
+    return nullptr;
+}
+
 const char *set_protocol(cmd_parms *cmd, void *, int on)
 {
     server_config(cmd->server)->enabled = on ? 1 : 0;
@@ -76,10 +101,15 @@ const char *set_handler(cmd_parms *cmd, void *, int argc, char *const argv[])
             error = std::string("ESMTPHandler ") + name + ": " + error;
         return apr_pstrdup(cmd->pool, error.c_str());
     }
+    std::shared_ptr<const CommandTable> commands;
+    if (const char *bad = compile_commands(cmd, name, *factory, commands))
+        return bad;
     ServerConfig *cfg = server_config(cmd->server);
     cfg->handler_name = apr_pstrdup(cmd->pool, name);
     cfg->factory = new std::shared_ptr<HandlerFactory>(std::move(factory));
     apr_pool_cleanup_register(cmd->pool, cfg->factory, destroy_factory, apr_pool_cleanup_null);
+    cfg->commands = new std::shared_ptr<const CommandTable>(std::move(commands));
+    apr_pool_cleanup_register(cmd->pool, cfg->commands, destroy_commands, apr_pool_cleanup_null);
     return nullptr;
 }
 
@@ -324,9 +354,11 @@ void *merge_server_config(apr_pool_t *p, void *base_, void *add_)
     if (add->factory) {
         cfg->handler_name = add->handler_name;
         cfg->factory = add->factory;
+        cfg->commands = add->commands;
     } else {
         cfg->handler_name = base->handler_name;
         cfg->factory = base->factory;
+        cfg->commands = base->commands;
     }
     cfg->hostname = add->hostname ? add->hostname : base->hostname;
     cfg->max_message_size = add->max_message_size != -1 ? add->max_message_size : base->max_message_size;
@@ -363,6 +395,8 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
         static_cast<std::size_t>(cfg->max_recipients > 0 ? cfg->max_recipients : kDefaultMaxRecipients);
     sc.log_level = cfg->log_level >= 0 ? cfg->log_level : kDefaultLogLevel;
     sc.extensions = effective_extensions(cfg);
+    if (cfg->commands)
+        sc.commands = *cfg->commands;
     if (cfg->max_errors >= 0)
         sc.limits.max_errors = static_cast<unsigned>(cfg->max_errors);
     if (cfg->command_timeout > 0)

@@ -18,6 +18,8 @@ struct ServerConfig {
     int enabled;
     const char *handler_name;
     std::shared_ptr<HandlerFactory> *factory; // owned by a pool cleanup
+    // The factory's commands(), compiled once with it (owned by a pool cleanup).
+    std::shared_ptr<const CommandTable> *commands;
     const char *hostname;
     apr_int64_t max_message_size;
     apr_int64_t max_recipients;

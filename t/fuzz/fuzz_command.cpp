@@ -13,11 +13,15 @@
 //    header/eoh/body only between an accepted DATA and EOM/abort, every
 //    transaction ended by exactly one eom or abort, and at EOM the content
 //    it got has message_size() octets, is CRLF-clean and within the limits;
+//  - a handler reply is acted on only if it is valid for its event
+//    (engine/replies.hpp): a recipient is added, a transaction opened, a
+//    message accepted exactly when the module's check lets the reply through;
 //  - transaction-log records are one line without control characters;
 //  - without ESMTPForbidUnauthPipelining (the only chunking-dependent rule)
 //    the replies and handler events are the same whatever the chunking
 //    (the content of a message counts only when it reaches EOM).
 #include "fuzz_util.hpp"
+#include "engine/replies.hpp"
 #include "engine/session.hpp"
 
 #include <memory>
@@ -26,6 +30,7 @@
 #include <string_view>
 #include <vector>
 
+using esmtp::Event;
 using esmtp::Reply;
 using esmtp::SessionView;
 
@@ -46,6 +51,14 @@ enum Flags : unsigned {
 bool contains(std::string_view s, std::string_view what)
 {
     return s.find(what) != std::string_view::npos;
+}
+
+// The module acts on a handler's reply as an acceptance: the default, or a
+// positive reply that is valid for the event (an invalid one is replaced
+// by 451 4.3.0 for these events).
+bool accepted(Event ev, const Reply &r)
+{
+    return r.empty() || (r.positive() && esmtp::reply_problem(ev, r).empty());
 }
 
 bool crlf_clean(std::string_view s)
@@ -107,7 +120,7 @@ class FuzzHandler final : public esmtp::Handler
         FUZZ_CHECK(!tx_); // the previous transaction was ended by eom or abort
         FUZZ_CHECK(!s.queue_id().empty());
         Reply r = odd(from.mailbox, "mail");
-        if (r.empty() || r.positive()) {
+        if (accepted(Event::mail, r)) {
             tx_ = true;
             rcpts_ = 0;
         }
@@ -120,7 +133,7 @@ class FuzzHandler final : public esmtp::Handler
         FUZZ_CHECK(s.envelope().recipients.size() == rcpts_);
         FUZZ_CHECK(rcpts_ < cfg_.limits.max_recipients);
         Reply r = odd(to.mailbox, "rcpt");
-        if (r.empty() || r.positive())
+        if (accepted(Event::rcpt, r))
             ++rcpts_;
         return r;
     }
@@ -130,7 +143,7 @@ class FuzzHandler final : public esmtp::Handler
         FUZZ_CHECK(tx_ && rcpts_ > 0 && !content_);
         FUZZ_CHECK(!s.trace_headers().empty());
         Reply r = (flags_ & f_noisy) ? pick(s.envelope().sender.mailbox, "data") : Reply();
-        if (r.empty() || r.code == 354) {
+        if (accepted(Event::data, r)) {
             content_ = true;
             eoh_ = false;
             message_.clear();
@@ -180,8 +193,8 @@ class FuzzHandler final : public esmtp::Handler
         after_eom_ = true; // a throw is answered 451, then abort
         Reply r = odd(s.envelope().sender.mailbox, "eom");
         if (r.empty())
-            r = Reply(250, "Ok: queued"); // the default names the (time-dependent) queue id
-        after_eom_ = !r.positive();       // the module then calls abort
+            r = Reply(250, "Ok: queued");      // the default names the (time-dependent) queue id
+        after_eom_ = !accepted(Event::eom, r); // the module then calls abort
         return r;
     }
     void abort(SessionView &) override
@@ -224,6 +237,12 @@ class FuzzHandler final : public esmtp::Handler
     {
         event("quit");
         return odd(s.helo_name(), "quit");
+    }
+    Reply command(SessionView &, std::string_view name, const std::vector<std::string> &captures) override
+    {
+        FUZZ_CHECK(name == "XFUZZ" && !captures.empty());
+        event("command " + fuzz::show(captures.front()));
+        return Reply(250, "xfuzz " + captures.back());
     }
     Reply unknown(SessionView &, std::string_view line) override
     {
@@ -386,6 +405,18 @@ Transcript run(unsigned flags, const std::vector<std::string_view> &pieces)
     else
         cfg.accept_domains = {"*"};
 
+    if (flags & f_noisy) {
+        // compiled once, shared by every run, as the glue shares it between sessions
+        static const std::shared_ptr<const esmtp::CommandTable> commands = [] {
+            std::string error;
+            auto t = esmtp::CommandTable::compile({{"XFUZZ", "^XFUZZ(?: (\\S+))?$"}}, error);
+            FUZZ_CHECK(t && error.empty());
+            FUZZ_CHECK(!esmtp::CommandTable::compile({{"XBAD", "(unclosed"}}, error) && !error.empty());
+            return t;
+        }();
+        cfg.commands = commands;
+    }
+
     Observed obs;
     CheckingLog log;
     esmtp::ConnectionInfo conn;
@@ -395,18 +426,6 @@ Transcript run(unsigned flags, const std::vector<std::string_view> &pieces)
     {
         auto session =
             std::make_unique<esmtp::Session>(cfg, conn, std::make_unique<FuzzHandler>(obs, flags, cfg), &log);
-        if (flags & f_noisy) {
-            std::string error;
-            bool ok = session->add_command(
-                "^XFUZZ(?: (\\S+))?$",
-                [](SessionView &, const std::vector<std::string> &captures) {
-                    FUZZ_CHECK(!captures.empty());
-                    return Reply(250, "xfuzz " + captures.back());
-                },
-                &error);
-            FUZZ_CHECK(ok);
-            FUZZ_CHECK(!session->add_command("(unclosed", nullptr, &error) && !error.empty());
-        }
         session->start();
         check_replies(session->output());
         t.replies += session->output();

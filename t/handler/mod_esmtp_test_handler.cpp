@@ -16,8 +16,11 @@
 //     handler throw (the module must answer 451 4.3.0 and go on); local
 //     part "nocode" gets a 550 without enhanced code (5.0.0 is added).
 //   - EOM is answered 250 without storing anything.
-//   - The command "XPING [text]" is added to the session's command table and
-//     answered "250 2.0.0 PONG [text]".
+//   - The command "XPING [text]" is added to the server's command table
+//     (HandlerFactory::commands(), compiled once at configuration time) and
+//     answered "250 2.0.0 PONG [text]" by Handler::command().
+//   - ESMTPHandler test EVENTFILE badcommand: commands() returns a pattern
+//     that does not compile (the configuration must fail).
 //
 // Nothing here may let a C++ exception reach httpd: register_hooks catches
 // everything; handler methods only throw on purpose ("throw" recipient), and
@@ -141,16 +144,19 @@ class TestHandler final : public esmtp::Handler
   public:
     explicit TestHandler(std::shared_ptr<const EventFile> events) : events_(std::move(events)) {}
 
-    Reply connect(SessionView &s) override
+    Reply connect(SessionView &) override
     {
         ev("CONNECT");
-        // A handler-defined command: "XPING [text]" -> 250 PONG [text].
-        s.add_command("^XPING(?:[ \\t]+(.*))?$", [this](SessionView &, const std::vector<std::string> &caps) {
-            std::string arg = caps.size() > 1 ? caps[1] : std::string();
-            ev("XPING" + (arg.empty() ? std::string() : " " + printable(arg)));
-            return Reply(250, arg.empty() ? std::string("PONG") : "PONG " + arg, "2.0.0");
-        });
         return {};
+    }
+    // A handler-defined command: "XPING [text]" -> 250 PONG [text].
+    Reply command(SessionView &, std::string_view name, const std::vector<std::string> &caps) override
+    {
+        if (name != "XPING")
+            return {};
+        std::string arg = caps.size() > 1 ? caps[1] : std::string();
+        ev("XPING" + (arg.empty() ? std::string() : " " + printable(arg)));
+        return Reply(250, arg.empty() ? std::string("PONG") : "PONG " + arg, "2.0.0");
     }
     Reply helo(SessionView &, std::string_view domain) override
     {
@@ -244,11 +250,21 @@ class TestHandler final : public esmtp::Handler
 class TestFactory final : public esmtp::HandlerFactory
 {
   public:
-    explicit TestFactory(std::string path) : events_(std::make_shared<const EventFile>(std::move(path))) {}
+    TestFactory(std::string path, bool bad_command)
+        : events_(std::make_shared<const EventFile>(std::move(path))), bad_command_(bad_command)
+    {
+    }
     std::unique_ptr<esmtp::Handler> create() override { return std::make_unique<TestHandler>(events_); }
+    std::vector<esmtp::CommandSpec> commands() const override
+    {
+        if (bad_command_)
+            return {{"XBROKEN", "^XBROKEN (unclosed$"}};
+        return {{"XPING", "^XPING(?:[ \\t]+(.*))?$"}};
+    }
 
   private:
     std::shared_ptr<const EventFile> events_;
+    bool bad_command_;
 };
 
 class TestProvider final : public esmtp::HandlerProvider
@@ -258,9 +274,10 @@ class TestProvider final : public esmtp::HandlerProvider
     configure(const esmtp::HandlerContext &ctx, const std::vector<std::string> &args, std::string &error) const override
     {
         try {
-            if (args.size() != 1 || args[0].empty()) {
-                error = ctx.directive + " test: exactly one argument expected: the event file (ESMTPHandler test "
-                                        "EVENTFILE)";
+            bool bad_command = args.size() == 2 && args[1] == "badcommand";
+            if ((args.size() != 1 && !bad_command) || args[0].empty()) {
+                error = ctx.directive + " test: one argument expected: the event file (ESMTPHandler test "
+                                        "EVENTFILE [badcommand])";
                 return nullptr;
             }
             std::string path = args[0];
@@ -280,7 +297,7 @@ class TestProvider final : public esmtp::HandlerProvider
                 error = ctx.directive + " test: directory of the event file " + path + " does not exist";
                 return nullptr;
             }
-            return std::make_shared<TestFactory>(path);
+            return std::make_shared<TestFactory>(path, bad_command);
         } catch (const std::exception &e) {
             error = std::string("ESMTPHandler test: ") + e.what();
         } catch (...) {

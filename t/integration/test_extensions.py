@@ -126,12 +126,13 @@ class ExtensionsTest(ServerTestCase):
         r = [self.rcpt(self.md, n) for n in ("one", "two", "three")]
         with RawClient(self.md.port) as c:
             self.assertEqual(c.reply()[0], 220)
-            c.send(("EHLO client.example\r\nMAIL FROM:<alice@client.example>\r\n"
-                    "RCPT TO:<%s>\r\nRCPT TO:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % tuple(r)).encode()
-                   + MESSAGE + b".\r\nQUIT\r\n")
-            code, lines = c.reply()
+            # the client may pipeline once it has seen PIPELINING in the EHLO reply
+            code, lines = c.cmd("EHLO client.example")
             self.assertEqual(code, 250)
             self.assertIn("250-PIPELINING", lines)
+            c.send(("MAIL FROM:<alice@client.example>\r\n"
+                    "RCPT TO:<%s>\r\nRCPT TO:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n" % tuple(r)).encode()
+                   + MESSAGE + b".\r\nQUIT\r\n")
             self.assertEqual(c.reply(), (250, ["250 2.1.0 Ok"]))
             for _ in r:
                 self.assertEqual(c.reply(), (250, ["250 2.1.5 Ok"]))
@@ -302,7 +303,7 @@ class ExtensionsTest(ServerTestCase):
             self.assertEqual(refused, {})
         return_path, received, body = self.new_file(self.md, before)
         self.assertEqual(return_path, ("Return-Path: <%s>\r\n" % sender).encode("utf-8"))
-        self.assertRegex(received, r"\bwith UTF8ESMTP\b")
+        self.assertRegex(received, r"\bwith UTF8SMTP\b")  # RFC 6531 3.7.3
         self.assertIn(rcpt, received)
         self.assertEqual(body, message.encode("utf-8"))
 
@@ -376,8 +377,58 @@ class ExtensionsTest(ServerTestCase):
             self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
             c.send(b"BDAT 6 LAST\r\nQUIT\r\n")
             self.assertEqual(c.reply(), (503, ["503 5.5.1 Error: need RCPT command"]))
-            self.assertEqual(c.cmd("BDAT x"), (501, ["501 5.5.4 Syntax: BDAT chunk-size [LAST]"]))
             self.assertEqual(c.cmd("NOOP"), (250, ["250 2.0.0 Ok"]))
+
+    def test_bdat_unparsable_closes(self):
+        """Without a chunk size the framing is lost (issue 8 #2): 521 and
+        close, so the octets that follow never run as commands."""
+        for line in (b"BDAT x", b"BDAT 3 LAST LAST", b"BDAT -1", b"BDAT", b"BDAT 9999999999999999999 LAST"):
+            with RawClient(self.md.port) as c:
+                self.ehlo(c)
+                c.cmd("MAIL FROM:<a@client.example>")
+                c.cmd("RCPT TO:<%s>" % self.rcpt(self.md))
+                c.send(line + b"\r\nRSET\r\nMAIL FROM:<evil@client.example>\r\n")
+                self.assertEqual(c.reply(), (521, ["521 5.5.4 Error: BDAT command syntax; closing"]), line)
+                self.assertEqual(c.rest(5), "")
+
+    def test_bdat_tab_separator(self):
+        before = self.md.maildir_files()
+        with RawClient(self.md.port) as c:
+            self.ehlo(c)
+            c.cmd("MAIL FROM:<a@client.example>")
+            c.cmd("RCPT TO:<%s>" % self.rcpt(self.md))
+            c.send(b"BDAT 14\tLAST\r\nSubject: tab\r\n")
+            self.assertEqual(c.reply()[0], 250)
+        _, _, body = self.new_file(self.md, before)
+        self.assertEqual(body, b"Subject: tab\r\n")
+
+    def test_bdat_bare_lf_refused(self):
+        """Bare LF in BDAT content: 550 5.5.2 as documented, not 451 (issue 8 #4)."""
+        before = self.md.maildir_files()
+        with RawClient(self.md.port) as c:
+            self.ehlo(c)
+            c.cmd("MAIL FROM:<a@client.example>")
+            c.cmd("RCPT TO:<%s>" % self.rcpt(self.md))
+            chunk = b"Subject: lf\r\n\r\nbare\nlf\r\n"
+            c.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+            code, lines = c.reply()
+            self.assertEqual(code, 550, lines)
+            self.assertTrue(lines[0].startswith("550 5.5.2 "), lines)
+        self.assertNothingNew(self.md, before)
+
+    def test_help_follows_extensions(self):
+        """HELP names BDAT only where CHUNKING is offered (issue 8 #16)."""
+        with RawClient(self.md.port) as c:
+            self.ehlo(c)
+            code, lines = c.cmd("HELP")
+            self.assertEqual(code, 214)
+            self.assertIn(" BDAT", lines[-1])
+        with RawClient(self.noext.port) as c:
+            self.ehlo(c)
+            code, lines = c.cmd("HELP")
+            self.assertEqual(code, 214)
+            self.assertIn(" DATA", lines[-1])
+            self.assertNotIn("BDAT", lines[-1])
 
     def test_bdat_size_limit(self):
         before = self.md.maildir_files()

@@ -6,7 +6,7 @@ import smtplib
 import time
 import unittest
 
-from harness import RawClient, ServerTestCase, wait_for
+from harness import Httpd, RawClient, ServerTestCase, wait_for
 
 # These tests are about delivery, not the relay policy (test_policy.py):
 # accept every recipient domain.
@@ -153,16 +153,38 @@ class TestHandlerEvents(ServerTestCase):
             self.assertEqual(c.cmd("QUIT")[0], 221)
 
     def test_handler_command(self):
-        """A command the handler added to the session's command table."""
+        """A command the handler's factory declared (HandlerFactory::commands(),
+        compiled once when the configuration is read)."""
         start = len(self.vh.event_lines())
         with RawClient(self.vh.port) as c:
             c.reply()
             self.assertEqual(c.cmd("XPING"), (250, ["250 2.0.0 PONG"]))
+            code, lines = c.cmd("HELP")
+            self.assertEqual(code, 214)
+            self.assertIn(" XPING", lines[-1])
             self.assertEqual(c.cmd("xping hello there"), (250, ["250 2.0.0 PONG hello there"]))
             self.assertEqual(c.cmd("XPONG")[0], 500)
             self.assertEqual(c.cmd("QUIT")[0], 221)
         events = self.session_events(start)
-        self.assertEqual(events, ["CONNECT", "XPING", "XPING hello there", "UNKNOWN XPONG", "QUIT", "DISCONNECT"])
+        self.assertEqual(events, ["CONNECT", "XPING", "HELP", "XPING hello there", "UNKNOWN XPONG", "QUIT",
+                                  "DISCONNECT"])
+
+
+class TestHandlerCommandConfig(unittest.TestCase):
+    """A handler command whose pattern does not compile fails `apache2 -t`,
+    naming the directive and the command."""
+
+    def test_bad_command_pattern(self):
+        httpd = Httpd()
+        try:
+            vh = httpd.add_smtp("test")
+            vh.handler.append("badcommand")
+            rc, out = httpd.config_test()
+            self.assertNotEqual(rc, 0, out)
+            self.assertIn("ESMTPHandler", out)
+            self.assertIn("XBROKEN", out)
+        finally:
+            httpd.cleanup()
 
 
 if __name__ == "__main__":

@@ -104,6 +104,20 @@ class LimitsTest(ServerTestCase):
             self.assertEqual(c.cmd("QUIT")[0], 221)
         self.assertEqual(len(wait_for(lambda: set(self.small.maildir_files()) - set(before), 5)), 1)
 
+    def test_smtplib_120_recipients(self):
+        """Recipients beyond ESMTPMaxRecipients get 452 and are no client
+        errors (issue 8 #3): smtplib delivers to the first 100 and learns
+        which 20 to send again, instead of losing the transaction to 421."""
+        before = self.default.maildir_files()
+        rcpts = ["r%d@localhost" % i for i in range(120)]
+        with smtplib.SMTP("127.0.0.1", self.default.port, timeout=20) as s:
+            refused = s.sendmail("a@client.example", rcpts, body_of_size(200))
+            self.assertEqual(sorted(refused), sorted(rcpts[100:]))
+            self.assertTrue(all(code == 452 for code, _ in refused.values()), refused)
+            # the rest in a second transaction on the same connection
+            self.assertEqual(s.sendmail("a@client.example", rcpts[100:], body_of_size(200)), {})
+        self.assertEqual(len(wait_for(lambda: set(self.default.maildir_files()) - set(before), 5)), 2)
+
     def test_text_line_too_long(self):
         before = self.default.maildir_files()
         with RawClient(self.default.port) as c:

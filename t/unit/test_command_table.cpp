@@ -1,50 +1,31 @@
-// CommandTable: built-in verbs first, then added commands, first match wins.
+// CommandTable: built-in verbs first, then the handler's commands
+// (HandlerFactory::commands(), compiled once), first match wins.
 
 #include "engine/command_table.hpp"
+#include "engine/defaults.hpp"
+#include "engine/verbs.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
 using esmtp::CommandMatch;
 using esmtp::CommandTable;
-using esmtp::Reply;
-using esmtp::SessionView;
 using esmtp::Verb;
 
 namespace
 {
 
-// Enough of a session to call a CommandCallback.
-class FakeView final : public SessionView
+// Compile `specs`; fails the test when they do not compile.
+std::shared_ptr<const CommandTable> table(const std::vector<esmtp::CommandSpec> &specs)
 {
-  public:
-    std::string_view client_address() const override { return "192.0.2.1"; }
-    unsigned client_port() const override { return 1234; }
-    std::string_view remote_host() const override { return "192.0.2.1"; }
-    std::string_view local_address() const override { return "127.0.0.1"; }
-    unsigned local_port() const override { return 25; }
-    std::string_view hostname() const override { return "mx.example.org"; }
-    std::string_view helo_name() const override { return ""; }
-    bool esmtp() const override { return false; }
-    std::string_view protocol() const override { return "SMTP"; }
-    const esmtp::Envelope &envelope() const override { return env_; }
-    std::string_view queue_id() const override { return ""; }
-    std::string_view trace_headers() const override { return ""; }
-    std::uint64_t message_size() const override { return 0; }
-    std::uint64_t max_message_size() const override { return 0; }
-    void log(int, std::string_view) override {}
-    void error(std::string_view) override {}
-    bool add_command(std::string_view, esmtp::CommandCallback, std::string *) override { return false; }
-
-  private:
-    esmtp::Envelope env_;
-};
-
-esmtp::CommandCallback replying(int code, std::string text)
-{
-    return [code, text](SessionView &, const std::vector<std::string> &) { return Reply(code, text); };
+    std::string err;
+    auto t = CommandTable::compile(specs, err);
+    CPPUNIT_ASSERT_MESSAGE(err, t != nullptr);
+    CPPUNIT_ASSERT(err.empty());
+    return t;
 }
 
 } // namespace
@@ -64,6 +45,8 @@ class CommandTableTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testFirstMatchWins);
     CPPUNIT_TEST(testBadRegex);
     CPPUNIT_TEST(testCannotOverrideBuiltin);
+    CPPUNIT_TEST(testVerbTable);
+    CPPUNIT_TEST(testHelpText);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -89,7 +72,7 @@ class CommandTableTest : public CppUnit::TestFixture
         for (const auto &c : cases) {
             CommandMatch m = t.match(c.line);
             CPPUNIT_ASSERT_MESSAGE(c.line, m.verb == c.verb);
-            CPPUNIT_ASSERT_MESSAGE(c.line, m.callback == nullptr);
+            CPPUNIT_ASSERT_MESSAGE(c.line, m.name.empty());
         }
     }
 
@@ -167,90 +150,111 @@ class CommandTableTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(t.match("GET / HTTP/1.1").verb == Verb::unknown);
         CPPUNIT_ASSERT(t.match("   ").verb == Verb::unknown);
         CommandMatch m = t.match("XYZZY");
-        CPPUNIT_ASSERT(m.callback == nullptr);
+        CPPUNIT_ASSERT(m.name.empty());
         CPPUNIT_ASSERT(m.captures.empty());
     }
 
     void testCustomCommandWithCaptures()
     {
-        CommandTable t;
-        std::string err;
-        CPPUNIT_ASSERT(t.add("^XCLIENT NAME=(\\S+) ADDR=(\\S+)$", replying(220, "xclient"), &err));
-        CPPUNIT_ASSERT(err.empty());
-
-        CommandMatch m = t.match("XCLIENT NAME=host.example ADDR=192.0.2.7");
+        auto t = table({{"XCLIENT", "^XCLIENT NAME=(\\S+) ADDR=(\\S+)$"}});
+        CommandMatch m = t->match("XCLIENT NAME=host.example ADDR=192.0.2.7");
         CPPUNIT_ASSERT(m.verb == Verb::custom);
-        CPPUNIT_ASSERT(m.callback != nullptr);
+        CPPUNIT_ASSERT_EQUAL(std::string("XCLIENT"), std::string(m.name));
         CPPUNIT_ASSERT_EQUAL(std::size_t(3), m.captures.size());
         CPPUNIT_ASSERT_EQUAL(std::string("XCLIENT NAME=host.example ADDR=192.0.2.7"), m.captures[0]);
         CPPUNIT_ASSERT_EQUAL(std::string("host.example"), m.captures[1]);
         CPPUNIT_ASSERT_EQUAL(std::string("192.0.2.7"), m.captures[2]);
-
-        FakeView view;
-        Reply r = (*m.callback)(view, m.captures);
-        CPPUNIT_ASSERT_EQUAL(220, r.code);
-        CPPUNIT_ASSERT_EQUAL(std::string("xclient"), r.lines.at(0));
-
         // lines that do not match the pattern stay unknown
-        CPPUNIT_ASSERT(t.match("XCLIENT").verb == Verb::unknown);
+        CPPUNIT_ASSERT(t->match("XCLIENT").verb == Verb::unknown);
+        // a null table knows the built-in verbs only
+        CPPUNIT_ASSERT(CommandTable::match(nullptr, "XCLIENT NAME=a ADDR=b").verb == Verb::unknown);
+        CPPUNIT_ASSERT(CommandTable::match(nullptr, "NOOP").verb == Verb::noop);
     }
 
     void testCustomCommandCaseInsensitive()
     {
-        CommandTable t;
-        CPPUNIT_ASSERT(t.add("^XPING$", replying(250, "pong"), nullptr));
-        CPPUNIT_ASSERT(t.match("xping").verb == Verb::custom);
-        CPPUNIT_ASSERT(t.match("XpInG").verb == Verb::custom);
+        auto t = table({{"XPING", "^XPING$"}});
+        CPPUNIT_ASSERT(t->match("xping").verb == Verb::custom);
+        CPPUNIT_ASSERT(t->match("XpInG").verb == Verb::custom);
     }
 
     void testFirstMatchWins()
     {
-        CommandTable t;
-        CPPUNIT_ASSERT(t.add("^XFOO (\\d+)$", replying(250, "first"), nullptr));
-        CPPUNIT_ASSERT(t.add("^XFOO .*$", replying(250, "second"), nullptr));
-
-        FakeView view;
-        CommandMatch m = t.match("XFOO 42");
+        auto t = table({{"first", "^XFOO (\\d+)$"}, {"second", "^XFOO .*$"}});
+        CommandMatch m = t->match("XFOO 42");
         CPPUNIT_ASSERT(m.verb == Verb::custom);
-        CPPUNIT_ASSERT_EQUAL(std::string("first"), (*m.callback)(view, m.captures).lines.at(0));
+        CPPUNIT_ASSERT_EQUAL(std::string("first"), std::string(m.name));
         CPPUNIT_ASSERT_EQUAL(std::string("42"), m.captures.at(1));
-
         // only the second one matches this line
-        m = t.match("XFOO bar");
-        CPPUNIT_ASSERT(m.verb == Verb::custom);
-        CPPUNIT_ASSERT_EQUAL(std::string("second"), (*m.callback)(view, m.captures).lines.at(0));
+        m = t->match("XFOO bar");
+        CPPUNIT_ASSERT_EQUAL(std::string("second"), std::string(m.name));
+        CPPUNIT_ASSERT(t->names() == (std::vector<std::string_view>{"first", "second"}));
     }
 
     void testBadRegex()
     {
-        CommandTable t;
         std::string err;
-        CPPUNIT_ASSERT(!t.add("^XBAD (unclosed$", replying(250, "x"), &err));
+        CPPUNIT_ASSERT(!CommandTable::compile({{"XOK", "^XOK$"}, {"XBAD", "^XBAD (unclosed$"}}, err));
+        CPPUNIT_ASSERT_MESSAGE(err, err.find("XBAD") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(err, err.find("offset") != std::string::npos);
+        err.clear();
+        CPPUNIT_ASSERT(!CommandTable::compile({{"", "^X$"}}, err)); // a command needs a name
         CPPUNIT_ASSERT(!err.empty());
-        CPPUNIT_ASSERT(!t.add("*oops", replying(250, "x"), nullptr)); // error pointer may be null
-        // the failed pattern did not end up in the table
-        CPPUNIT_ASSERT(t.match("XBAD (unclosed").verb == Verb::unknown);
-        // and the table still works
-        CPPUNIT_ASSERT(t.match("NOOP").verb == Verb::noop);
+        CPPUNIT_ASSERT(CommandTable::compile({}, err) != nullptr);
     }
 
     void testCannotOverrideBuiltin()
     {
-        CommandTable t;
-        t.add("^NOOP.*$", replying(500, "hijacked"), nullptr);
-        t.add("^MAIL FROM:.*$", replying(500, "hijacked"), nullptr);
-        t.add(".*", replying(500, "everything"), nullptr);
-
-        CommandMatch m = t.match("NOOP");
+        auto t = table({{"a", "^NOOP.*$"}, {"b", "^MAIL FROM:.*$"}, {"all", ".*"}});
+        CommandMatch m = t->match("NOOP");
         CPPUNIT_ASSERT(m.verb == Verb::noop);
-        CPPUNIT_ASSERT(m.callback == nullptr);
-        m = t.match("MAIL FROM:<a@b>");
+        CPPUNIT_ASSERT(m.name.empty());
+        m = t->match("MAIL FROM:<a@b>");
         CPPUNIT_ASSERT(m.verb == Verb::mail);
         CPPUNIT_ASSERT_EQUAL(std::string("FROM:<a@b>"), std::string(m.argument));
-
         // the catch-all gets what is not a built-in verb
-        m = t.match("WHATEVER");
+        m = t->match("WHATEVER");
         CPPUNIT_ASSERT(m.verb == Verb::custom);
+        CPPUNIT_ASSERT_EQUAL(std::string("all"), std::string(m.name));
+    }
+
+    // The verb table's rows (engine/verbs.cpp): the sequencing rules.
+    void testVerbTable()
+    {
+        using esmtp::Tx;
+        using esmtp::verb_rule;
+        for (Verb v : {Verb::helo, Verb::ehlo, Verb::mail, Verb::rset, Verb::noop, Verb::vrfy, Verb::expn, Verb::help})
+            CPPUNIT_ASSERT_MESSAGE(verb_rule(v).name, verb_rule(v).junk);
+        for (Verb v : {Verb::rcpt, Verb::data, Verb::bdat, Verb::quit, Verb::custom, Verb::unknown})
+            CPPUNIT_ASSERT_MESSAGE(verb_rule(v).name, !verb_rule(v).junk);
+        for (Verb v : {Verb::helo, Verb::ehlo, Verb::mail, Verb::rcpt, Verb::data, Verb::bdat, Verb::rset, Verb::noop,
+                       Verb::vrfy, Verb::expn, Verb::help, Verb::quit})
+            CPPUNIT_ASSERT_EQUAL(std::string(esmtp::verb_name(v)), std::string(verb_rule(v).name));
+        CPPUNIT_ASSERT(verb_rule(Verb::quit).when_refused);
+        CPPUNIT_ASSERT(!verb_rule(Verb::noop).when_refused);
+        CPPUNIT_ASSERT(verb_rule(Verb::mail).needs_hello && verb_rule(Verb::mail).refused_in_tx);
+        CPPUNIT_ASSERT(verb_rule(Verb::rcpt).needs_tx == Tx::mail && verb_rule(Verb::rcpt).refused_in_bdat);
+        CPPUNIT_ASSERT(verb_rule(Verb::data).needs_tx == Tx::rcpt && verb_rule(Verb::data).refused_in_bdat);
+        CPPUNIT_ASSERT(verb_rule(Verb::bdat).needs_tx == Tx::rcpt && !verb_rule(Verb::bdat).refused_in_bdat);
+        CPPUNIT_ASSERT_EQUAL(unsigned(esmtp::ext_chunking), verb_rule(Verb::bdat).extension);
+        for (Verb v : {Verb::helo, Verb::ehlo, Verb::rset})
+            CPPUNIT_ASSERT(verb_rule(v).resets_tx);
+        CPPUNIT_ASSERT(!verb_rule(Verb::noop).resets_tx);
+    }
+
+    void testHelpText()
+    {
+        esmtp::SessionConfig cfg;
+        CPPUNIT_ASSERT_EQUAL(std::string("Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT HELP VRFY"),
+                             esmtp::help_text(cfg, esmtp::Hello::ehlo));
+        // no BDAT after a plain HELO, nor without CHUNKING
+        CPPUNIT_ASSERT_EQUAL(std::string::npos, esmtp::help_text(cfg, esmtp::Hello::helo).find("BDAT"));
+        cfg.extensions &= ~esmtp::ext_chunking;
+        CPPUNIT_ASSERT_EQUAL(std::string::npos, esmtp::help_text(cfg, esmtp::Hello::ehlo).find("BDAT"));
+        std::string err;
+        cfg.commands = CommandTable::compile({{"XPING", "^XPING$"}}, err);
+        CPPUNIT_ASSERT_EQUAL(std::string("Commands: HELO EHLO MAIL RCPT DATA RSET NOOP QUIT HELP VRFY XPING"),
+                             esmtp::help_text(cfg, esmtp::Hello::none));
     }
 };
 

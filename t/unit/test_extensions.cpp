@@ -4,7 +4,7 @@
 // HELO vs EHLO, SIZE, 8BITMIME, SMTPUTF8, CHUNKING (BDAT), the recipient
 // (relay) policy (SessionConfig::accept_domains) and limits.max_errors.
 
-#include "engine/session.hpp"
+#include "session_harness.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 
@@ -22,172 +22,12 @@ using esmtp::SessionView;
 namespace
 {
 
-// What the handler saw and how it answers; shared with the test.
-struct Rec {
-    std::vector<std::string> events;           // consecutive "body" merged
-    std::string content;                       // raw headers + eoh + body, byte for byte
-    std::map<std::string, Reply> rcpt_replies; // by mailbox
-    std::vector<std::string> ehlo_add;         // keywords added at EHLO
-    std::vector<std::string> rcpts_seen;
-    esmtp::Envelope env_at_data;
-    std::string protocol_at_data;
-    std::string trace_at_data;
-
-    std::string events_string() const
-    {
-        std::string s;
-        for (const auto &e : events)
-            s += (s.empty() ? "" : " ") + e;
-        return s;
-    }
-    int count(const std::string &e) const
-    {
-        int n = 0;
-        for (const auto &x : events)
-            n += x == e;
-        return n;
-    }
-};
-
-class RecHandler final : public esmtp::Handler
-{
-  public:
-    explicit RecHandler(std::shared_ptr<Rec> r) : r_(std::move(r)) {}
-
-    Reply ehlo(SessionView &, std::string_view, std::vector<std::string> &ext) override
-    {
-        ev("ehlo");
-        ext.insert(ext.end(), r_->ehlo_add.begin(), r_->ehlo_add.end());
-        return {};
-    }
-    Reply helo(SessionView &, std::string_view) override
-    {
-        ev("helo");
-        return {};
-    }
-    Reply mail(SessionView &, const esmtp::Path &, const esmtp::Params &) override
-    {
-        ev("mail");
-        return {};
-    }
-    Reply rcpt(SessionView &, const esmtp::Path &to, const esmtp::Params &) override
-    {
-        ev("rcpt");
-        r_->rcpts_seen.push_back(to.mailbox);
-        auto it = r_->rcpt_replies.find(to.mailbox);
-        return it == r_->rcpt_replies.end() ? Reply() : it->second;
-    }
-    Reply data(SessionView &s) override
-    {
-        ev("data");
-        r_->content.clear();
-        r_->env_at_data = s.envelope();
-        r_->protocol_at_data = std::string(s.protocol());
-        r_->trace_at_data = std::string(s.trace_headers());
-        return {};
-    }
-    void header(SessionView &, const esmtp::HeaderField &f) override
-    {
-        ev("header");
-        r_->content.append(f.raw);
-    }
-    void eoh(SessionView &, std::string_view raw) override
-    {
-        ev("eoh");
-        r_->content.append(raw);
-    }
-    void body(SessionView &, std::string_view chunk) override
-    {
-        if (r_->events.empty() || r_->events.back() != "body")
-            ev("body");
-        r_->content.append(chunk);
-    }
-    Reply eom(SessionView &) override
-    {
-        ev("eom");
-        return {};
-    }
-    void abort(SessionView &) override { ev("abort"); }
-    void disconnect(SessionView &) override { ev("disconnect"); }
-
-  private:
-    void ev(const char *e) { r_->events.emplace_back(e); }
-    std::shared_ptr<Rec> r_;
-};
-
-struct H {
-    std::shared_ptr<Rec> rec = std::make_shared<Rec>();
-    SessionConfig cfg;
-    ConnectionInfo conn;
-    std::unique_ptr<Session> session;
-
-    H()
-    {
-        cfg.hostname = "mx.example.org";
-        cfg.accept_domains = {"example.org"};
-        conn.client_address = "192.0.2.7";
-        conn.local_address = "127.0.0.1";
-    }
-    std::string start()
-    {
-        session = std::make_unique<Session>(cfg, conn, std::make_unique<RecHandler>(rec), nullptr);
-        session->start();
-        return take();
-    }
-    std::string send(std::string_view in)
-    {
-        session->feed(in);
-        return take();
-    }
-    // Feed one byte at a time (the worst case of TCP segmentation).
-    std::string send_bytewise(std::string_view in)
-    {
-        std::string out;
-        for (char c : in) {
-            session->feed(std::string_view(&c, 1));
-            out += take();
-        }
-        return out;
-    }
-    std::string take()
-    {
-        std::string out = session->output();
-        session->output().clear();
-        return out;
-    }
-    void ehlo()
-    {
-        start();
-        send("EHLO client.example\r\n");
-    }
-    void helo()
-    {
-        start();
-        send("HELO client.example\r\n");
-    }
-    Session &s() { return *session; }
-};
+using H = esmtp::test::Harness;
+using esmtp::test::lines_of;
 
 bool starts_with(const std::string &s, const std::string &p)
 {
     return s.compare(0, p.size(), p) == 0;
-}
-
-// The reply lines of `out`, one entry per reply line.
-std::vector<std::string> lines_of(const std::string &out)
-{
-    std::vector<std::string> v;
-    std::size_t pos = 0;
-    while (pos < out.size()) {
-        auto eol = out.find("\r\n", pos);
-        if (eol == std::string::npos) {
-            v.push_back(out.substr(pos));
-            break;
-        }
-        v.push_back(out.substr(pos, eol - pos));
-        pos = eol + 2;
-    }
-    return v;
 }
 
 const std::string kFullEhlo = "250-mx.example.org\r\n"
@@ -531,9 +371,9 @@ class ExtensionsTest : public CppUnit::TestFixture
                                          "354 End data with <CR><LF>.<CR><LF>\r\n"),
                              out);
         CPPUNIT_ASSERT(h.rec->env_at_data.smtputf8);
-        CPPUNIT_ASSERT_EQUAL(std::string("UTF8ESMTP"), h.rec->protocol_at_data);
+        CPPUNIT_ASSERT_EQUAL(std::string("UTF8SMTP"), h.rec->protocol_at_data);
         CPPUNIT_ASSERT_MESSAGE(h.rec->trace_at_data,
-                               h.rec->trace_at_data.find(" with UTF8ESMTP id ") != std::string::npos);
+                               h.rec->trace_at_data.find(" with UTF8SMTP id ") != std::string::npos);
         CPPUNIT_ASSERT_EQUAL(std::string("\xe7\x94\xa8\xe6\x88\xb7@example.org"), h.rec->rcpts_seen.at(0));
         out = h.send("Subject: =?utf-8?q?x?=\r\n\r\nJ\xc3\xb6rg\r\n.\r\n");
         CPPUNIT_ASSERT_MESSAGE(out, starts_with(out, kQueued));
@@ -581,7 +421,8 @@ class ExtensionsTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_MESSAGE(l[4], starts_with(l[4], kQueued));
         CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 Ok"), l[5]);
         CPPUNIT_ASSERT_EQUAL(part1 + part2 + part3, h.rec->content);
-        CPPUNIT_ASSERT_EQUAL(std::string("ehlo mail rcpt data header header eoh body eom"), h.rec->events_string());
+        CPPUNIT_ASSERT_EQUAL(std::string("connect ehlo mail rcpt data header header eoh body eom noop"),
+                             h.rec->event_string());
         CPPUNIT_ASSERT_EQUAL(1u, h.s().messages_accepted());
         CPPUNIT_ASSERT(!h.s().closing());
     }
@@ -665,15 +506,22 @@ class ExtensionsTest : public CppUnit::TestFixture
 
     void testBdatSyntax()
     {
+        // A BDAT line without a usable size loses the framing: 521 and close
+        // (issue 8 #2); see SessionDefectsTest for the octets that follow.
+        for (const char *bad : {"BDAT\r\n", "BDAT x\r\n", "BDAT 5 LASTX\r\n", "BDAT -1\r\n", "BDAT 5 FIRST\r\n",
+                                "BDAT 1e3\r\n", "BDAT 99999999999999999999999\r\n"}) {
+            H h;
+            h.ehlo();
+            h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+            CPPUNIT_ASSERT_EQUAL_MESSAGE(bad, std::string("521 5.5.4 Error: BDAT command syntax; closing\r\n"),
+                                         h.send(bad));
+            CPPUNIT_ASSERT(h.s().closing());
+            CPPUNIT_ASSERT_EQUAL(0, h.rec->count("data"));
+        }
+        // "last" in any case
         H h;
         h.ehlo();
         h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
-        const std::string syntax = "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n";
-        for (const char *bad : {"BDAT\r\n", "BDAT x\r\n", "BDAT 5 LASTX\r\n", "BDAT -1\r\n", "BDAT 5 FIRST\r\n",
-                                "BDAT 1e3\r\n", "BDAT 99999999999999999999999\r\n"})
-            CPPUNIT_ASSERT_EQUAL_MESSAGE(bad, syntax, h.send(bad));
-        CPPUNIT_ASSERT_EQUAL(0, h.rec->count("data"));
-        // "last" in any case
         std::string out = h.send("BDAT 12 last\r\nSubject: y\r\n");
         CPPUNIT_ASSERT_MESSAGE(out, starts_with(out, kQueued));
     }
@@ -730,9 +578,11 @@ class ExtensionsTest : public CppUnit::TestFixture
     {
         H h;
         h.start();
-        std::string out = h.send("EHLO client.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n"
-                                 "RCPT TO:<c@other.test>\r\nRCPT TO:<d@example.org>\r\nDATA\r\n"
-                                 "Subject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n");
+        // the client waits for the EHLO reply (it has not seen PIPELINING yet)
+        std::string out = h.send("EHLO client.example\r\n");
+        out += h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n"
+                      "RCPT TO:<c@other.test>\r\nRCPT TO:<d@example.org>\r\nDATA\r\n"
+                      "Subject: p\r\n\r\nbody\r\n.\r\nQUIT\r\n");
         auto l = lines_of(out);
         CPPUNIT_ASSERT_EQUAL_MESSAGE(out, std::size_t(7 + 7), l.size());
         CPPUNIT_ASSERT_EQUAL(std::string("250 CHUNKING"), l[6]);
@@ -884,7 +734,7 @@ class ExtensionsTest : public CppUnit::TestFixture
                                  "RCPT TO:<b@example.org>\r\n"
                                  "MAIL FROM:<a@example.com>\r\n" // 503 nested (3)
                                  "NOOP\r\n"
-                                 "BDAT x\r\n" // 501 (4)
+                                 "VRFY\r\n" // 501 (4)
                                  "NOOP\r\n");
         auto l = lines_of(out);
         CPPUNIT_ASSERT_EQUAL_MESSAGE(out, std::size_t(8), l.size());

@@ -1,6 +1,6 @@
 // esmtp::Session driven byte-wise with a recording handler and log.
 
-#include "engine/session.hpp"
+#include "session_harness.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 
@@ -22,207 +22,8 @@ using esmtp::SessionView;
 namespace
 {
 
-// What the handler saw; shared with the test because the session owns the handler.
-struct Record {
-    std::vector<std::string> events; // consecutive "body" merged
-    std::vector<std::string> headers;
-    std::string body;
-    std::string trace_at_data, trace_at_eom, qid_at_eom;
-    int aborts = 0;
-    int disconnects = 0;
-    int rcpt_calls = 0;
-
-    // behaviour
-    Reply connect_reply;
-    Reply mail_reply;
-    std::map<std::string, Reply> rcpt_replies; // by mailbox
-    std::string throw_in;                      // event name: throw there once
-    std::function<void(SessionView &)> on_connect;
-
-    std::string event_string() const
-    {
-        std::string s;
-        for (const auto &e : events)
-            s += (s.empty() ? "" : " ") + e;
-        return s;
-    }
-    bool saw(const std::string &e) const
-    {
-        for (const auto &x : events)
-            if (x == e)
-                return true;
-        return false;
-    }
-};
-
-class RecordingHandler final : public esmtp::Handler
-{
-  public:
-    explicit RecordingHandler(std::shared_ptr<Record> r) : r_(std::move(r)) {}
-
-    Reply connect(SessionView &s) override
-    {
-        event("connect");
-        if (r_->on_connect)
-            r_->on_connect(s);
-        return r_->connect_reply;
-    }
-    Reply helo(SessionView &, std::string_view) override
-    {
-        event("helo");
-        return {};
-    }
-    Reply ehlo(SessionView &, std::string_view, std::vector<std::string> &) override
-    {
-        event("ehlo");
-        return {};
-    }
-    Reply mail(SessionView &, const esmtp::Path &, const esmtp::Params &) override
-    {
-        event("mail");
-        return r_->mail_reply;
-    }
-    Reply rcpt(SessionView &, const esmtp::Path &to, const esmtp::Params &) override
-    {
-        event("rcpt");
-        ++r_->rcpt_calls;
-        auto it = r_->rcpt_replies.find(to.mailbox);
-        return it == r_->rcpt_replies.end() ? Reply() : it->second;
-    }
-    Reply data(SessionView &s) override
-    {
-        event("data");
-        r_->trace_at_data = std::string(s.trace_headers());
-        return {};
-    }
-    void header(SessionView &, const esmtp::HeaderField &f) override
-    {
-        event("header");
-        r_->headers.emplace_back(f.name);
-    }
-    void eoh(SessionView &, std::string_view) override { event("eoh"); }
-    void body(SessionView &, std::string_view chunk) override
-    {
-        if (r_->events.empty() || r_->events.back() != "body")
-            event("body");
-        r_->body += chunk;
-    }
-    Reply eom(SessionView &s) override
-    {
-        event("eom");
-        r_->trace_at_eom = std::string(s.trace_headers());
-        r_->qid_at_eom = std::string(s.queue_id());
-        return {};
-    }
-    void abort(SessionView &) override
-    {
-        event("abort");
-        ++r_->aborts;
-    }
-    Reply rset(SessionView &) override
-    {
-        event("rset");
-        return {};
-    }
-    Reply noop(SessionView &) override
-    {
-        event("noop");
-        return {};
-    }
-    Reply vrfy(SessionView &, std::string_view) override
-    {
-        event("vrfy");
-        return {};
-    }
-    Reply expn(SessionView &, std::string_view) override
-    {
-        event("expn");
-        return {};
-    }
-    Reply help(SessionView &, std::string_view) override
-    {
-        event("help");
-        return {};
-    }
-    Reply quit(SessionView &) override
-    {
-        event("quit");
-        return {};
-    }
-    Reply unknown(SessionView &, std::string_view) override
-    {
-        event("unknown");
-        return {};
-    }
-    void disconnect(SessionView &) override
-    {
-        event("disconnect");
-        ++r_->disconnects;
-    }
-
-  private:
-    void event(const std::string &name)
-    {
-        r_->events.push_back(name);
-        if (r_->throw_in == name) {
-            r_->throw_in.clear();
-            throw std::runtime_error("handler failure in " + name);
-        }
-    }
-    std::shared_ptr<Record> r_;
-};
-
-class RecordingLog final : public esmtp::TxLogSink
-{
-  public:
-    void error(std::string_view) override {}
-    void write(int level, std::string_view record) override { records.emplace_back(level, std::string(record)); }
-    std::vector<std::pair<int, std::string>> records;
-};
-
-// A session with a recording handler and log.
-struct Harness {
-    std::shared_ptr<Record> rec = std::make_shared<Record>();
-    RecordingLog log;
-    SessionConfig cfg;
-    std::unique_ptr<Session> session;
-
-    Harness()
-    {
-        cfg.hostname = "mx.example.org";
-        cfg.accept_domains = {"example.org", "d", "b"};
-    }
-
-    // Create the session and return the greeting.
-    std::string start()
-    {
-        ConnectionInfo conn;
-        conn.client_address = "192.0.2.7";
-        conn.client_port = 40000;
-        session = std::make_unique<Session>(cfg, conn, std::make_unique<RecordingHandler>(rec), &log);
-        session->start();
-        return take();
-    }
-    // Feed `in` in one go; return what the session answered.
-    std::string send(std::string_view in)
-    {
-        session->feed(in);
-        return take();
-    }
-    std::string take()
-    {
-        std::string out = session->output();
-        session->output().clear();
-        return out;
-    }
-    // Greeting + EHLO, output discarded.
-    void ehlo()
-    {
-        start();
-        send("EHLO client.example\r\n");
-    }
-    Session &s() { return *session; }
-};
+using Harness = esmtp::test::Harness;
+using esmtp::test::lines_of;
 
 const std::string kEhloReply = "250-mx.example.org\r\n"
                                "250-PIPELINING\r\n"
@@ -232,8 +33,9 @@ const std::string kEhloReply = "250-mx.example.org\r\n"
                                "250-SMTPUTF8\r\n"
                                "250 CHUNKING\r\n";
 
-const std::string kTransaction = "EHLO client.example\r\n"
-                                 "MAIL FROM:<alice@example.com>\r\n"
+// After "EHLO client.example\r\n" (a client waits for the EHLO reply
+// before it pipelines).
+const std::string kTransaction = "MAIL FROM:<alice@example.com>\r\n"
                                  "RCPT TO:<bob@example.org>\r\n"
                                  "DATA\r\n"
                                  "From: alice@example.com\r\n"
@@ -294,7 +96,7 @@ class SessionTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testMessageLineTooLong);
     CPPUNIT_TEST(testTraceHeaders);
     CPPUNIT_TEST(testQueueId);
-    CPPUNIT_TEST(testAddCommandFromConnect);
+    CPPUNIT_TEST(testHandlerCommands);
     CPPUNIT_TEST(testEndFiresDisconnectOnce);
     CPPUNIT_TEST(testEndMidDataAborts);
     CPPUNIT_TEST(testDestructorFiresDisconnect);
@@ -586,7 +388,8 @@ class SessionTest : public CppUnit::TestFixture
     {
         Harness h;
         h.start();
-        std::string out = h.send(kTransaction);
+        std::string out = h.send("EHLO client.example\r\n");
+        out += h.send(kTransaction);
         CPPUNIT_ASSERT(!h.rec->qid_at_eom.empty());
         std::string expected = kEhloReply +
                                "250 2.1.0 Ok\r\n"
@@ -605,10 +408,12 @@ class SessionTest : public CppUnit::TestFixture
     {
         Harness whole;
         std::string expected = whole.start();
+        expected += whole.send("EHLO client.example\r\n");
         expected += whole.send(kTransaction);
 
         Harness bytes;
         std::string out = bytes.start();
+        out += bytes.send_bytewise("EHLO client.example\r\n");
         for (char c : kTransaction)
             out += bytes.send(std::string_view(&c, 1));
         CPPUNIT_ASSERT_EQUAL(mask_queue_ids(expected), mask_queue_ids(out));
@@ -620,7 +425,7 @@ class SessionTest : public CppUnit::TestFixture
     void testEventOrder()
     {
         Harness h;
-        h.start();
+        h.ehlo();
         h.send(kTransaction);
         h.s().end();
         CPPUNIT_ASSERT_EQUAL(std::string("connect ehlo mail rcpt data header header eoh body eom quit disconnect"),
@@ -801,23 +606,24 @@ class SessionTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(h.s().queue_id().empty());
     }
 
-    void testAddCommandFromConnect()
+    void testHandlerCommands()
     {
         Harness h;
-        bool added = false;
-        std::string error;
-        h.rec->on_connect = [&](SessionView &s) {
-            added = s.add_command(
-                "^XHELLO (\\w+)$",
-                [](SessionView &, const std::vector<std::string> &cap) { return Reply(250, "hello " + cap.at(1)); },
-                &error);
-        };
+        std::string err;
+        h.cfg.commands = esmtp::CommandTable::compile({{"XHELLO", "^XHELLO (\\w+)$"}}, err);
+        h.rec->replies["command"] = Reply(250, "hello");
         h.ehlo();
-        CPPUNIT_ASSERT(added);
-        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 hello bob\r\n"), h.send("XHELLO bob\r\n"));
-        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 hello Ann\r\n"), h.send("xhello Ann\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 hello\r\n"), h.send("XHELLO bob\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 hello\r\n"), h.send("xhello Ann\r\n"));
+        CPPUNIT_ASSERT(h.rec->command_names == (std::vector<std::string>{"XHELLO", "XHELLO"}));
+        CPPUNIT_ASSERT_EQUAL(std::string("Ann"), h.rec->captures.at(1).at(1));
         CPPUNIT_ASSERT_EQUAL(std::string("500 5.5.2 Command unrecognized\r\n"), h.send("XHELLO two words\r\n"));
         CPPUNIT_ASSERT(h.rec->saw("unknown"));
+        // HELP names it
+        CPPUNIT_ASSERT(h.send("HELP\r\n").find(" XHELLO") != std::string::npos);
+        // the handler's default for its commands
+        h.rec->replies.erase("command");
+        CPPUNIT_ASSERT_EQUAL(std::string("502 5.5.1 Command not implemented\r\n"), h.send("XHELLO x\r\n"));
     }
 
     void testEndFiresDisconnectOnce()
@@ -901,7 +707,7 @@ class SessionTest : public CppUnit::TestFixture
     {
         Harness h;
         h.cfg.log_level = esmtp::txlog_session;
-        h.start();
+        h.ehlo();
         h.send(kTransaction);
         h.s().end();
         CPPUNIT_ASSERT(!h.log.records.empty());
@@ -917,13 +723,13 @@ class SessionTest : public CppUnit::TestFixture
     {
         Harness quiet;
         quiet.cfg.log_level = esmtp::txlog_session;
-        quiet.start();
+        quiet.ehlo();
         quiet.send(kTransaction);
         quiet.s().end();
 
         Harness h;
         h.cfg.log_level = esmtp::txlog_commands;
-        h.start();
+        h.ehlo();
         h.send(kTransaction);
         h.s().end();
         bool command_records = false, rcpt_seen = false;
@@ -940,7 +746,7 @@ class SessionTest : public CppUnit::TestFixture
 
         Harness off;
         off.cfg.log_level = esmtp::txlog_off;
-        off.start();
+        off.ehlo();
         off.send(kTransaction);
         off.s().end();
         CPPUNIT_ASSERT(off.log.records.empty());
@@ -948,3 +754,296 @@ class SessionTest : public CppUnit::TestFixture
 };
 
 CPPUNIT_TEST_SUITE_REGISTRATION(SessionTest);
+
+// The defects of issue 8 that live in the session, each with its test.
+class SessionDefectsTest : public CppUnit::TestFixture
+{
+    CPPUNIT_TEST_SUITE(SessionDefectsTest);
+    CPPUNIT_TEST(testBdatUnparsableCloses);
+    CPPUNIT_TEST(testBdatTabSeparator);
+    CPPUNIT_TEST(testRecipientOvershootIsNoError);
+    CPPUNIT_TEST(testBdatBareLineFeed);
+    CPPUNIT_TEST(testEhloAndMailInOneWrite);
+    CPPUNIT_TEST(testJunkCounterResetsAfterDelivery);
+    CPPUNIT_TEST(testHeloEhloMailAreJunk);
+    CPPUNIT_TEST(testHandler451AtConnect);
+    CPPUNIT_TEST(testHelpListsOfferedVerbs);
+    CPPUNIT_TEST(testProtocolOverTls);
+    CPPUNIT_TEST(testInvalidCodeForRcpt);
+    CPPUNIT_TEST(testEnhancedClassMismatch);
+    CPPUNIT_TEST(testInvalidGreeting);
+    CPPUNIT_TEST(testInvalidDataAndEomReplies);
+    CPPUNIT_TEST(testAbortAfterRefusedEom);
+    CPPUNIT_TEST(testTransferOctets);
+    CPPUNIT_TEST(testTransitionsLogged);
+    CPPUNIT_TEST_SUITE_END();
+
+    static std::string bdat(const std::string &chunk, bool last = false)
+    {
+        return "BDAT " + std::to_string(chunk.size()) + (last ? " LAST" : "") + "\r\n" + chunk;
+    }
+
+  public:
+    // #2: the framing is lost; the octets that follow must not run as commands.
+    void testBdatUnparsableCloses()
+    {
+        for (std::string bad : {"BDAT 9999999999999999999 LAST", "BDAT 3 LAST LAST", "BDAT -1", "BDAT", "BDAT 3x"}) {
+            Harness h;
+            h.ehlo();
+            h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+            std::string out = h.send(bad + "\r\nRSET\r\nMAIL FROM:<c@example.com>\r\n");
+            CPPUNIT_ASSERT_MESSAGE(bad + ": " + out, starts_with(out, "521 5.5.4 "));
+            CPPUNIT_ASSERT_MESSAGE(bad + ": " + out, out.find("250") == std::string::npos);
+            CPPUNIT_ASSERT_MESSAGE(bad, h.s().closing());
+            CPPUNIT_ASSERT_MESSAGE(bad, !h.rec->saw("rset"));
+        }
+    }
+
+    // #2: Postfix takes a tab between the BDAT arguments.
+    void testBdatTabSeparator()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+        std::string out = h.send("BDAT 6\tLAST\r\nx: y\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, starts_with(out, "250 2.0.0 Ok: queued as "));
+        CPPUNIT_ASSERT_EQUAL(1u, h.s().messages_accepted());
+    }
+
+    // #3: 452 for recipients beyond ESMTPMaxRecipients is no client error.
+    void testRecipientOvershootIsNoError()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\n");
+        std::string all;
+        for (int i = 1; i <= 130; ++i)
+            all += "RCPT TO:<r" + std::to_string(i) + "@example.org>\r\n";
+        auto l = lines_of(h.send(all));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(130), l.size());
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.5 Ok"), l[99]);
+        CPPUNIT_ASSERT_EQUAL(std::string("452 4.5.3 Error: too many recipients"), l[129]);
+        CPPUNIT_ASSERT(!h.s().closing());
+        CPPUNIT_ASSERT_EQUAL(std::string("354 End data with <CR><LF>.<CR><LF>\r\n"), h.send("DATA\r\n"));
+    }
+
+    // #4: bare LF in BDAT content is the documented 550 5.5.2, not 451.
+    void testBdatBareLineFeed()
+    {
+        Harness h;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+        std::string out = h.send(bdat("Subject: x\r\n\r\nbare\nlf\r\n", true));
+        CPPUNIT_ASSERT_MESSAGE(out, starts_with(out, "550 5.5.2 "));
+        CPPUNIT_ASSERT_EQUAL(0u, h.s().messages_accepted());
+        CPPUNIT_ASSERT_EQUAL(0, h.rec->count("eom"));
+    }
+
+    // #5: the client had not seen PIPELINING when it sent MAIL with EHLO.
+    void testEhloAndMailInOneWrite()
+    {
+        Harness h;
+        h.start();
+        std::string out = h.send("EHLO client.example\r\nMAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out,
+                               out.find("554 5.5.0 Error: SMTP protocol synchronization\r\n") != std::string::npos);
+        CPPUNIT_ASSERT(h.s().closing());
+        CPPUNIT_ASSERT(!h.rec->saw("mail"));
+    }
+
+    // #6: a reused connection that delivers keeps its junk budget.
+    void testJunkCounterResetsAfterDelivery()
+    {
+        Harness h;
+        h.ehlo();
+        for (int m = 0; m < 5; ++m) {
+            std::string in;
+            for (int i = 0; i < 40; ++i)
+                in += "RSET\r\n";
+            in += "MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n";
+            std::string out = h.send(in);
+            CPPUNIT_ASSERT_MESSAGE(out, out.find("421") == std::string::npos);
+        }
+        CPPUNIT_ASSERT_EQUAL(5u, h.s().messages_accepted());
+        CPPUNIT_ASSERT(!h.s().closing());
+    }
+
+    // #6: HELO, EHLO and MAIL without delivery count toward the junk limit.
+    void testHeloEhloMailAreJunk()
+    {
+        Harness h;
+        h.ehlo();
+        std::string out;
+        for (int i = 0; i < 10000 && !h.s().closing(); ++i)
+            out = h.send("EHLO client.example\r\nMAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT(h.s().closing());
+        CPPUNIT_ASSERT_MESSAGE(out,
+                               out.find("421 4.7.0 mx.example.org Error: too many commands\r\n") != std::string::npos);
+
+        Harness helo;
+        helo.helo();
+        for (int i = 0; i < 200 && !helo.s().closing(); ++i)
+            out = helo.send("HELO client.example\r\n");
+        CPPUNIT_ASSERT(helo.s().closing());
+    }
+
+    // #7: a handler's own 451 4.3.0 is a refusal, not a handler failure.
+    void testHandler451AtConnect()
+    {
+        Harness h;
+        h.rec->connect_reply = Reply(451, "try again later", "4.3.0");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 try again later\r\n"), h.start()); // greetings carry no enhanced code
+        CPPUNIT_ASSERT(!h.s().closing());
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: access denied\r\n"), h.send("EHLO client.example\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("221 2.0.0 Bye\r\n"), h.send("QUIT\r\n"));
+    }
+
+    // #16: HELP names the verbs this server offers.
+    void testHelpListsOfferedVerbs()
+    {
+        Harness h;
+        h.ehlo();
+        std::string help = h.send("HELP\r\n");
+        CPPUNIT_ASSERT_MESSAGE(help, help.find(" BDAT") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(help, help.find(" VRFY") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(help, help.find("EXPN") == std::string::npos); // its default is 502
+        Harness off;
+        off.cfg.extensions &= ~esmtp::ext_chunking;
+        off.ehlo();
+        help = off.send("HELP\r\n");
+        CPPUNIT_ASSERT_MESSAGE(help, help.find("BDAT") == std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(help, help.find(" DATA") != std::string::npos);
+    }
+
+    // #15: RFC 3848 / RFC 6531 "with" keywords over TLS.
+    void testProtocolOverTls()
+    {
+        Harness h;
+        h.conn.tls = true;
+        h.start();
+        h.send("HELO client.example\r\n");
+        // no keyword is registered for HELO over TLS
+        CPPUNIT_ASSERT_EQUAL(std::string("SMTP"), std::string(h.s().protocol()));
+        h.send("EHLO client.example\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("ESMTPS"), std::string(h.s().protocol()));
+        h.send("MAIL FROM:<a@example.com> SMTPUTF8\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("UTF8SMTPS"), std::string(h.s().protocol()));
+        Harness plain;
+        plain.ehlo();
+        plain.send("MAIL FROM:<a@example.com> SMTPUTF8\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("UTF8SMTP"), std::string(plain.s().protocol()));
+    }
+
+    // Reply validation: 354 is no RCPT reply; the recipient is not added.
+    void testInvalidCodeForRcpt()
+    {
+        Harness h;
+        h.rec->rcpt_replies["odd@example.org"] = Reply(354, "go ahead");
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Internal error; try again later\r\n"),
+                             h.send("RCPT TO:<odd@example.org>\r\n"));
+        CPPUNIT_ASSERT(h.s().envelope().recipients.empty());
+        CPPUNIT_ASSERT(h.log.has("354"));
+        CPPUNIT_ASSERT(!h.log.errors.empty());
+    }
+
+    // Reply validation: 550 with a success enhanced code is not sent.
+    void testEnhancedClassMismatch()
+    {
+        Harness h;
+        h.rec->rcpt_replies["x@example.org"] = Reply(550, "no", "2.1.5");
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Internal error; try again later\r\n"),
+                             h.send("RCPT TO:<x@example.org>\r\n"));
+        CPPUNIT_ASSERT(h.s().envelope().recipients.empty());
+        // and a 250 with a 5.x.x code from a harmless event gets the default
+        h.rec->replies["noop"] = Reply(250, "fine", "5.0.0");
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 Ok\r\n"), h.send("NOOP\r\n"));
+    }
+
+    // Reply validation: a greeting is 220, 4xx or 5xx.
+    void testInvalidGreeting()
+    {
+        Harness h;
+        h.rec->connect_reply = Reply(250, "hello");
+        CPPUNIT_ASSERT_EQUAL(std::string("220 mx.example.org ESMTP mod_esmtp\r\n"), h.start());
+        CPPUNIT_ASSERT(h.log.has("250"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 mx.example.org\r\n"), h.send("HELO client.example\r\n"));
+    }
+
+    // Reply validation: DATA answers 354 (or refuses), EOM never 354.
+    void testInvalidDataAndEomReplies()
+    {
+        Harness h;
+        h.rec->replies["data"] = Reply(250, "ok?");
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Internal error; try again later\r\n"), h.send("DATA\r\n"));
+        CPPUNIT_ASSERT(h.s().phase() == Session::Phase::command);
+        h.rec->replies["data"] = Reply();
+        h.rec->replies["eom"] = Reply(354, "more?");
+        h.send("DATA\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Internal error; try again later\r\n"),
+                             h.send("Subject: x\r\n\r\nhi\r\n.\r\n"));
+        CPPUNIT_ASSERT_EQUAL(0u, h.s().messages_accepted());
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+    }
+
+    // The abort() rule: a refused eom() is followed by abort(), once.
+    void testAbortAfterRefusedEom()
+    {
+        Harness h;
+        h.rec->replies["eom"] = Reply(554, "no thanks", "5.7.1");
+        h.ehlo();
+        std::string out = h.send(
+            "MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nRSET\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("554 5.7.1 no thanks\r\n") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+        CPPUNIT_ASSERT_EQUAL(std::string("eom abort rset"),
+                             h.rec->event_string().substr(h.rec->event_string().size() - 14));
+    }
+
+    // #13: the octets of a refused BDAT chunk being swallowed count for
+    // ESMTPMinDataRate, as do DATA's and accepted chunks'.
+    void testTransferOctets()
+    {
+        Harness h;
+        h.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string(""), h.send("BDAT 1000\r\n" + std::string(400, 'x')));
+        CPPUNIT_ASSERT(h.s().phase() == Session::Phase::bdat);
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(400), h.s().transfer_octets());
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), h.s().message_size()); // nothing is stored
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: need MAIL command\r\n"), h.send(std::string(600, 'x')));
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(1000), h.s().transfer_octets());
+
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(0), h.s().transfer_octets());
+        h.send("Subject: x\r\n\r\n..");
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(16), h.s().transfer_octets());
+        h.send("\r\n.\r\n");
+        CPPUNIT_ASSERT_EQUAL(1u, h.s().messages_accepted());
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nBDAT 10\r\n12345");
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(5), h.s().transfer_octets());
+    }
+
+    // Every state change goes through transit(), logged at level events.
+    void testTransitionsLogged()
+    {
+        Harness h;
+        h.cfg.log_level = esmtp::log_events;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
+        CPPUNIT_ASSERT(h.log.has("transit [EHLO] command/none/none -> command/ehlo/none"));
+        CPPUNIT_ASSERT(h.log.has("transit [MAIL] command/ehlo/none -> command/ehlo/mail"));
+        CPPUNIT_ASSERT(h.log.has("transit [RCPT] command/ehlo/mail -> command/ehlo/rcpt"));
+        CPPUNIT_ASSERT(h.log.has("transit [DATA] command/ehlo/rcpt -> data/ehlo/data"));
+        CPPUNIT_ASSERT(h.log.has("-> command/ehlo/none"));
+        for (const auto &[level, record] : h.log.records)
+            if (record.find("transit [") != std::string::npos)
+                CPPUNIT_ASSERT_EQUAL(int(esmtp::log_events), level);
+    }
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(SessionDefectsTest);

@@ -1,0 +1,92 @@
+// The one table of defaults: every protocol limit and session setting,
+// named, with its default value. The httpd glue starts from SessionConfig{}
+// and overrides only what a directive set, so the module, the engine and
+// the README cannot disagree (the README's directive reference quotes
+// these values).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace esmtp
+{
+
+struct Limits {
+    // RFC 5321 4.5.3.1.4: command line including CRLF.
+    std::size_t max_command_line = 512;
+    // RFC 5321 4.5.3.1.6: text line of DATA including CRLF.
+    std::size_t max_text_line = 1000;
+    // ESMTPMaxMessageSize: message octets (after dot-unstuffing, without trace headers).
+    std::uint64_t max_message_size = 10240000;
+    // ESMTPMaxRecipients.
+    std::size_t max_recipients = 100;
+    // Recipients beyond max_recipients answered 452 4.5.3 without counting
+    // as client errors (Postfix's smtpd_recipient_overshoot_limit): a
+    // client such as Python's smtplib sends them all and delivers in turns.
+    std::size_t max_recipient_overshoot = 1000;
+    // ESMTPMaxErrors: error replies before 421 and close (0: no limit).
+    unsigned max_errors = 20;
+    // ESMTPMaxJunkCommands: commands the verb table marks as junk (HELO,
+    // EHLO, MAIL, RSET, NOOP, VRFY, EXPN, HELP) before 421 and close; the
+    // count restarts after each delivered message (0: no limit).
+    unsigned max_junk_commands = 100;
+    // A single header field (folded lines together) bigger than this ends
+    // header parsing: the rest goes to the handler as body, byte-exact.
+    std::size_t max_header_field = 64 * 1024;
+};
+
+// ESMTP extensions a server offers (ESMTPExtensions).
+enum Extension : unsigned {
+    ext_pipelining = 1u << 0,
+    ext_size = 1u << 1,
+    ext_8bitmime = 1u << 2,
+    ext_enhancedstatuscodes = 1u << 3,
+    ext_smtputf8 = 1u << 4,
+    ext_chunking = 1u << 5,
+    ext_all = (1u << 6) - 1,
+};
+
+// The EHLO keyword of an extension bit, and back (0 when unknown).
+const char *extension_name(Extension e);
+unsigned extension_by_name(std::string_view name);
+
+class CommandTable;
+
+struct SessionConfig {
+    std::string hostname = "localhost";
+    Limits limits;
+    // ESMTPLogLevel (esmtp::log_session .. log_events).
+    int log_level = 1;
+    unsigned extensions = ext_all;
+    // Recipient domains this server accepts mail for: lower-case patterns
+    // with the wildcards * and ? ("*" alone accepts every domain, an open
+    // relay). <postmaster> and the local address literal are always accepted.
+    std::vector<std::string> accept_domains;
+    // ESMTPBareLineFeed: false = reject (550 5.5.2) commands and messages
+    // with a bare LF or CR; true = take a bare LF or CR as CRLF.
+    bool normalize_bare_newlines = false;
+    // ESMTPForbidUnauthPipelining: commands sent ahead of our reply without
+    // PIPELINING (HELO sessions, before EHLO) end the session.
+    bool forbid_unauth_pipelining = true;
+    // RFC 5321 4.5.3.2 timeouts in seconds, enforced by the I/O glue.
+    unsigned command_timeout = 300;
+    unsigned data_timeout = 180;
+    // ESMTPGreetingDelay (milliseconds): wait this long before the 220; a
+    // client that talks first is refused (554 5.5.0). Enforced by the glue.
+    unsigned greeting_delay_ms = 0;
+    // ESMTPMinDataRate (octets/second, 0 off): slower DATA/BDAT transfers
+    // are ended with 421 4.4.2 after a grace period. Enforced by the glue
+    // with Session::transfer_octets(). A modem does 3,000 octets/s: a
+    // client slower than this is holding the session, not sending mail.
+    unsigned min_data_rate = 128;
+    // The handler's own commands (HandlerFactory::commands()), compiled
+    // once when ESMTPHandler is read and shared by every session of the
+    // server; null: built-in verbs only.
+    std::shared_ptr<const CommandTable> commands;
+};
+
+} // namespace esmtp

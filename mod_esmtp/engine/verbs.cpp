@@ -1,0 +1,111 @@
+#include "engine/verbs.hpp"
+
+#include "engine/defaults.hpp"
+
+#include <array>
+
+namespace esmtp
+{
+
+namespace
+{
+
+constexpr bool Y = true;
+constexpr bool N = false;
+
+// clang-format off
+constexpr std::array<VerbRule, 14> kVerbs{{
+    // verb          name       extension      junk refused hello needs_tx   in_tx in_bdat resets help
+    {Verb::helo,    "HELO",    0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y},
+    {Verb::ehlo,    "EHLO",    0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y},
+    {Verb::mail,    "MAIL",    0,             Y,   N,      Y,    Tx::none,  Y,    N,      N,     Y},
+    {Verb::rcpt,    "RCPT",    0,             N,   N,      N,    Tx::mail,  N,    Y,      N,     Y},
+    {Verb::data,    "DATA",    0,             N,   N,      N,    Tx::rcpt,  N,    Y,      N,     Y},
+    {Verb::bdat,    "BDAT",    ext_chunking,  N,   N,      N,    Tx::rcpt,  N,    N,      N,     Y},
+    {Verb::rset,    "RSET",    0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y},
+    {Verb::noop,    "NOOP",    0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y},
+    {Verb::quit,    "QUIT",    0,             N,   Y,      N,    Tx::none,  N,    N,      N,     Y},
+    {Verb::help,    "HELP",    0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y},
+    {Verb::vrfy,    "VRFY",    0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y},
+    // EXPN's default is 502: not named by HELP
+    {Verb::expn,    "EXPN",    0,             Y,   N,      N,    Tx::none,  N,    N,      N,     N},
+    // the handler's commands and unknown lines: the handler decides
+    {Verb::custom,  "COMMAND", 0,             N,   N,      N,    Tx::none,  N,    N,      N,     N},
+    {Verb::unknown, "UNKNOWN", 0,             N,   N,      N,    Tx::none,  N,    N,      N,     N},
+}};
+// clang-format on
+
+} // namespace
+
+const VerbRule &verb_rule(Verb v)
+{
+    for (const auto &r : kVerbs)
+        if (r.verb == v)
+            return r;
+    return kVerbs.back();
+}
+
+std::string help_text(const SessionConfig &cfg, Hello hello)
+{
+    std::string s = "Commands:";
+    for (const auto &r : kVerbs) {
+        if (!r.in_help || (r.extension && (!(cfg.extensions & r.extension) || hello == Hello::helo)))
+            continue;
+        s.append(" ").append(r.name);
+    }
+    if (cfg.commands)
+        for (std::string_view n : cfg.commands->names())
+            s.append(" ").append(n);
+    return s;
+}
+
+const char *phase_name(Phase p)
+{
+    switch (p) {
+    case Phase::greeting:
+        return "greeting";
+    case Phase::command:
+        return "command";
+    case Phase::data:
+        return "data";
+    case Phase::bdat:
+        return "bdat";
+    case Phase::closed:
+        return "closed";
+    }
+    return "?";
+}
+
+const char *hello_name(Hello h)
+{
+    switch (h) {
+    case Hello::none:
+        return "none";
+    case Hello::refused:
+        return "refused";
+    case Hello::helo:
+        return "helo";
+    case Hello::ehlo:
+        return "ehlo";
+    }
+    return "?";
+}
+
+const char *tx_name(Tx t)
+{
+    switch (t) {
+    case Tx::none:
+        return "none";
+    case Tx::mail:
+        return "mail";
+    case Tx::rcpt:
+        return "rcpt";
+    case Tx::data:
+        return "data";
+    case Tx::bdat:
+        return "bdat";
+    }
+    return "?";
+}
+
+} // namespace esmtp

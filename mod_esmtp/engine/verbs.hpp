@@ -1,0 +1,74 @@
+// The session's states and the verb table: the only place where the
+// sequencing rules of the protocol live (as Postfix's smtpd_cmd_table).
+//
+// A verb's row says what the session's state must be for the verb to run;
+// Session::command() checks the row before the verb's own code runs, and
+// the state changes only through Session::transit(). A coming feature is a
+// new column (TLS required, AUTH required, allowed before a PROXY header,
+// the milter stage a verb reaches), not a new boolean in the session.
+#pragma once
+
+#include "engine/command_table.hpp"
+
+#include <string>
+
+namespace esmtp
+{
+
+struct SessionConfig;
+
+// Connection phase: what the next input octets are.
+enum class Phase {
+    greeting, // nothing sent yet
+    command,  // command lines
+    data,     // DATA content, up to CRLF.CRLF
+    bdat,     // the octets of a BDAT chunk (taken or swallowed)
+    closed,   // nothing more is read
+};
+
+// What the client said about itself: HELO/EHLO, or CONNECT refused it.
+enum class Hello {
+    none,    // no HELO/EHLO yet
+    refused, // the handler refused the session at CONNECT: only QUIT
+    helo,    // HELO: plain SMTP
+    ehlo,    // EHLO: ESMTP
+};
+
+// The mail transaction (RFC 5321 3.3). Ordered: a verb that needs a
+// transaction "at least this far" compares with <.
+enum class Tx {
+    none, // no MAIL accepted
+    mail, // MAIL accepted, no recipient yet
+    rcpt, // at least one recipient accepted
+    data, // DATA content is being received
+    bdat, // a BDAT transfer is open (between or during chunks)
+};
+
+const char *phase_name(Phase p);
+const char *hello_name(Hello h);
+const char *tx_name(Tx t);
+
+// One row per verb.
+struct VerbRule {
+    Verb verb;
+    const char *name;
+    unsigned extension;   // offered only after EHLO with this ESMTPExtensions bit (0: always); else 502
+    bool junk;            // counts toward ESMTPMaxJunkCommands (reset after a delivered message)
+    bool when_refused;    // allowed after CONNECT refused the session
+    bool needs_hello;     // 503 before HELO/EHLO
+    Tx needs_tx;          // 503 unless the transaction is at least this far (mail: need MAIL, rcpt: need RCPT)
+    bool refused_in_tx;   // 503 inside a transaction (nested MAIL)
+    bool refused_in_bdat; // 503 while a BDAT transfer is open (RFC 3030)
+    bool resets_tx;       // ends an open transaction (the handler's abort()) once its syntax is valid
+    bool in_help;         // named by HELP (when offered)
+};
+
+// The row of a verb; Verb::custom and Verb::unknown have permissive rows.
+const VerbRule &verb_rule(Verb v);
+
+// The text of the default HELP reply: the verbs this configuration offers
+// to a client in state `hello` (no extension verbs after a plain HELO) and
+// the handler's own commands.
+std::string help_text(const SessionConfig &cfg, Hello hello);
+
+} // namespace esmtp
