@@ -204,6 +204,31 @@ class SecurityTest(_Helpers, ServerTestCase):
         self.assertEqual(self.body_of(files[0]),
                          b"Subject: norm\r\n\r\nline one\r\nline two\r\nline three\r\nx\r\n.\r\nMAIL FROM:<evil@x>\r\n")
 
+    def test_normalize_lf_only_message(self):
+        """Issue 8 defect 1: an ordinary LF-only message (25 lines of 50
+        octets) was refused as one over-long line; each LF ends a text line."""
+        before = self.norm.maildir_files()
+        body = b"".join(b"%02d" % i + b"x" * 48 + b"\n" for i in range(25))
+        with self.greet(self.norm, ehlo=None) as c:
+            c.send("EHLO client.example\n")
+            self.assertEqual(c.reply()[0], 250)
+            for cmd in ("MAIL FROM:<a@client.example>\n", "RCPT TO:<b@norm.sec.test>\n"):
+                c.send(cmd)
+                self.assertEqual(c.reply()[0], 250)
+            c.send("DATA\n")
+            self.assertEqual(c.reply()[0], 354)
+            c.send(b"Subject: lf only\n\n" + body + b"\r\n.\r\n")
+            code, lines = c.reply()
+            self.assertEqual(code, 250, lines)
+            # a line that is too long once stored with CRLF is still refused
+            self.transaction(c, "b@norm.sec.test")
+            c.send(b"Subject: long\n\nshort\n" + b"y" * 999 + b"\nshort\n\r\n.\r\n")
+            self.assertEqual(c.reply(), (500, ["500 5.5.2 Message line too long"]))
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        files = self.new_files(self.norm, before, 1)
+        self.assertEqual(self.body_of(files[0]),
+                         b"Subject: lf only\r\n\r\n" + body.replace(b"\n", b"\r\n") + b"\r\n")
+
     # --- early talkers
 
     def test_early_talker_with_greeting_delay(self):
