@@ -7,6 +7,7 @@
 #include <cppunit/extensions/HelperMacros.h>
 
 #include <cctype>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <optional>
@@ -28,6 +29,8 @@ class TxLogFormatTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testRecordLocalTime);
     CPPUNIT_TEST(testNoQueueId);
     CPPUNIT_TEST(testControlCharacters);
+    CPPUNIT_TEST(testNonAsciiEscaped);
+    CPPUNIT_TEST(testUnicodeLineSeparatorsCannotForge);
     CPPUNIT_TEST(testQueueIdUnique);
     CPPUNIT_TEST(testQueueIdAlphanumeric);
     CPPUNIT_TEST(testRfc5322DateUtc);
@@ -81,12 +84,55 @@ class TxLogFormatTest : public CppUnit::TestFixture
     {
         std::string r = esmtp::format_txlog(kTime, "Q1",
                                             "a\r\nb\tc\x01"
-                                            "d\x1b[0m",
+                                            "d\x1b[0m\x7f",
                                             "192.0.2.1");
-        CPPUNIT_ASSERT_EQUAL(std::string("2023-11-14 22:13:20 Q1 a??b?c?d?[0m [192.0.2.1]\n"), r);
+        CPPUNIT_ASSERT_EQUAL(std::string("2023-11-14 22:13:20 Q1 a\\x0d\\x0ab\\x09c\\x01d\\x1b[0m\\x7f [192.0.2.1]\n"),
+                             r);
         // a forged record cannot start: one newline, at the end
         std::string forged = esmtp::format_txlog(kTime, "Q1", "x\n2023-11-14 22:13:20 Q2 fake [10.0.0.1]", "192.0.2.1");
         CPPUNIT_ASSERT_EQUAL(forged.size() - 1, forged.find('\n'));
+        // a backslash is escaped too, so that every escape reads one way
+        CPPUNIT_ASSERT_EQUAL(std::string("2023-11-14 22:13:20 Q1 \"a\\\\\\\\x0a\"@b [192.0.2.1]\n"),
+                             esmtp::format_txlog(kTime, "Q1", "\"a\\\\x0a\"@b", "192.0.2.1"));
+    }
+
+    // Issue 8 defect 10: every octet outside printable ASCII is written as
+    // \xHH, C1 controls and UTF-8 alike; printable ASCII passes unchanged.
+    void testNonAsciiEscaped()
+    {
+        std::string printable;
+        for (int c = 0x20; c < 0x7f; ++c)
+            if (c != '\\')
+                printable.push_back(static_cast<char>(c));
+        CPPUNIT_ASSERT_EQUAL("2023-11-14 22:13:20 " + printable + "\n", esmtp::format_txlog(kTime, "", printable, ""));
+        for (int c = 0x80; c <= 0xff; ++c) {
+            std::string r = esmtp::format_txlog(kTime, "", std::string(1, static_cast<char>(c)), "");
+            char want[8];
+            std::snprintf(want, sizeof want, "\\x%02x", c);
+            CPPUNIT_ASSERT_EQUAL("2023-11-14 22:13:20 " + std::string(want) + "\n", r);
+        }
+        // UTF-8 (an SMTPUTF8 address) too: the record stays ASCII
+        CPPUNIT_ASSERT_EQUAL(std::string("2023-11-14 22:13:20 Q1 to=<j\\xc3\\xb6rg@example.com> [192.0.2.1]\n"),
+                             esmtp::format_txlog(kTime, "Q1", "to=<j\xc3\xb6rg@example.com>", "192.0.2.1"));
+    }
+
+    void testUnicodeLineSeparatorsCannotForge()
+    {
+        CPPUNIT_ASSERT_EQUAL(std::string("a\\xe2\\x80\\xa8b\\\\c"), esmtp::escape_log_text("a\xe2\x80\xa8"
+                                                                                           "b\\c"));
+        // U+0085 (NEL, as UTF-8 and as the raw C1 octet), U+2028, U+2029:
+        // readers that split on Unicode newlines must see one record.
+        for (std::string sep : {std::string("\xc2\x85"), std::string("\x85"), std::string("\xe2\x80\xa8"),
+                                std::string("\xe2\x80\xa9"), std::string("\x0b"), std::string("\x0c"),
+                                std::string("\x1c"), std::string("\x1d"), std::string("\x1e")}) {
+            std::string r = esmtp::format_txlog(kTime, "Q1", "HELO x" + sep + "2023-11-14 22:13:20 Q2 fake [10.0.0.1]",
+                                                "192.0.2.1");
+            for (std::size_t i = 0; i + 1 < r.size(); ++i) {
+                auto c = static_cast<unsigned char>(r[i]);
+                CPPUNIT_ASSERT_MESSAGE(r, c >= 0x20 && c < 0x7f);
+            }
+            CPPUNIT_ASSERT_EQUAL('\n', r.back());
+        }
     }
 
     void testQueueIdUnique()
