@@ -317,6 +317,17 @@ int pidfd_open(pid_t pid)
 #endif
 }
 
+// The one rule for every value a client chooses that can reach the
+// command's argv or environment: its HELO/EHLO name, the sender, each
+// recipient, and its reverse-DNS name (chosen by whoever owns the PTR
+// record). A value starting with '-' would be taken for an option
+// (`HELO -oQ/tmp/x`, `MAIL FROM:<-f@x>`), wherever it lands in argv, so it
+// is refused, at the command that brings it and again before any run.
+bool client_value_ok(std::string_view v)
+{
+    return !v.starts_with('-');
+}
+
 // How a run ended.
 struct Outcome {
     enum { exited, signaled, timed_out, lost } how = lost;
@@ -329,16 +340,24 @@ class PipeHandler final : public Handler
   public:
     explicit PipeHandler(std::shared_ptr<const Settings> s) : settings_(std::move(s)) {}
 
-    Reply mail(SessionView &, const Path &from, const Params &) override
+    Reply helo(SessionView &, std::string_view domain) override { return check_helo(domain); }
+    Reply ehlo(SessionView &, std::string_view domain, std::vector<std::string> &) override
     {
-        // A command would take "-oQ/tmp/x@d" for an option.
-        if (from.mailbox.starts_with('-'))
+        return check_helo(domain);
+    }
+    Reply mail(SessionView &s, const Path &from, const Params &) override
+    {
+        if (!client_value_ok(from.mailbox))
             return Reply(553, "Address must not begin with '-'", "5.1.7");
+        if (!client_value_ok(s.remote_host())) {
+            s.log(1, "pipe: client host name " + std::string(s.remote_host()) + " begins with '-'");
+            return Reply(550, "Client host name must not begin with '-'", "5.7.1");
+        }
         return {};
     }
     Reply rcpt(SessionView &, const Path &to, const Params &) override
     {
-        if (to.mailbox.starts_with('-'))
+        if (!client_value_ok(to.mailbox))
             return Reply(553, "Address must not begin with '-'", "5.1.3");
         return {};
     }
@@ -380,10 +399,28 @@ class PipeHandler final : public Handler
     void abort(SessionView &) override { discard(); }
 
   private:
+    static Reply check_helo(std::string_view domain)
+    {
+        if (!client_value_ok(domain))
+            return Reply(501, "HELO name must not begin with '-'", "5.5.4");
+        return {};
+    }
+
     Reply run(SessionView &s)
     {
         const Settings &cfg = *settings_;
         const Envelope &env = s.envelope();
+        // The last gate: every client-chosen value once more, whatever let
+        // it through before (the checks above run only where this handler
+        // was asked).
+        bool ok =
+            client_value_ok(env.sender.mailbox) && client_value_ok(s.helo_name()) && client_value_ok(s.remote_host());
+        for (const auto &r : env.recipients)
+            ok = ok && client_value_ok(r.path.mailbox);
+        if (!ok) {
+            s.log(1, "pipe: " + cfg.command + " not run: a client-chosen value begins with '-'");
+            return Reply(554, "Envelope value must not begin with '-'", "5.3.0");
+        }
         Values v;
         v.sender = env.sender.is_null() ? cfg.null_sender : env.sender.mailbox;
         v.client_address = s.client_address();

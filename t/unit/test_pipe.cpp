@@ -151,6 +151,8 @@ class PipeTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testExpansions);
     CPPUNIT_TEST(testHostileAddresses);
     CPPUNIT_TEST(testLeadingDashRefused);
+    CPPUNIT_TEST(testLeadingDashHeloRefused);
+    CPPUNIT_TEST(testLeadingDashClientHostnameRefused);
     CPPUNIT_TEST(testNullSender);
     CPPUNIT_TEST(testTempfail);
     CPPUNIT_TEST(testPermanentFailure);
@@ -327,6 +329,48 @@ class PipeTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
         CPPUNIT_ASSERT(m.send("Subject: x\r\n\r\nx\r\n.\r\n").rfind("250 ", 0) == 0);
         CPPUNIT_ASSERT_EQUAL(join({"a@d.example", "b@d.example"}), join(argv()));
+    }
+
+    // Issue 8 defect 11: the HELO/EHLO name is client-chosen like the
+    // addresses: `HELO -oQ/tmp/x` must not reach argv as an option.
+    void testLeadingDashHeloRefused()
+    {
+        PipeSession m({script("rec"), "$(helo_name)", "${sender}"});
+        std::string out = m.send("HELO -oQ/tmp/x\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("501 ", 0) == 0);
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("must not begin with '-'") != std::string::npos);
+        out = m.send("EHLO -fx\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("501 ", 0) == 0);
+        // the refused name was not taken: the earlier EHLO's name stands
+        CPPUNIT_ASSERT(m.deliver("a@d.example", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(join({"client.example", "a@d.example"}), join(argv()));
+        // a dash inside the name is fine
+        CPPUNIT_ASSERT(m.send("EHLO mx-1.example\r\n").rfind("250", 0) == 0);
+        CPPUNIT_ASSERT(m.deliver("a@d.example", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(join({"mx-1.example", "a@d.example"}), join(argv()));
+    }
+
+    // The reverse-DNS name is chosen by whoever owns the client's PTR record.
+    void testLeadingDashClientHostnameRefused()
+    {
+        esmtp::PipeProvider p;
+        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
+        std::string error;
+        auto factory = p.configure(ctx, {script("rec"), "$(client_hostname)"}, error);
+        CPPUNIT_ASSERT_MESSAGE(error, factory);
+        esmtp::SessionConfig cfg;
+        cfg.hostname = "mx.example.org";
+        cfg.accept_domains = {"*"};
+        esmtp::ConnectionInfo conn;
+        conn.client_address = "192.0.2.7";
+        conn.remote_host = "-oQ/tmp/x";
+        esmtp::Session s(cfg, conn, factory->create(), nullptr);
+        s.start();
+        s.feed("EHLO client.example\r\nMAIL FROM:<a@d.example>\r\n");
+        std::string out = s.output();
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("\r\n550 5.7.1 Client host name must not begin with '-'\r\n") !=
+                                        std::string::npos);
+        CPPUNIT_ASSERT(!fs::exists(dir_ / "argv"));
     }
 
     void testNullSender()
