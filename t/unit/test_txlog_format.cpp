@@ -7,12 +7,15 @@
 #include <cppunit/extensions/HelperMacros.h>
 
 #include <cctype>
+#include <clocale>
 #include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <optional>
 #include <string>
 #include <unordered_set>
+#include <utility>
+#include <vector>
 
 namespace
 {
@@ -36,6 +39,7 @@ class TxLogFormatTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testRfc5322DateUtc);
     CPPUNIT_TEST(testRfc5322DateOffset);
     CPPUNIT_TEST(testRfc5322DateNegativeOffset);
+    CPPUNIT_TEST(testRfc5322DateIgnoresLocale);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -175,6 +179,36 @@ class TxLogFormatTest : public CppUnit::TestFixture
     {
         set_tz("XYZ5");
         CPPUNIT_ASSERT_EQUAL(std::string("Tue, 14 Nov 2023 17:13:20 -0500"), esmtp::rfc5322_date(kTime));
+    }
+
+    // Issue 8 defect 15: the Received: date is RFC 5322's, with English
+    // names, whatever LC_TIME a co-loaded module set. Runs under every
+    // non-C locale that is installed (none may be: then under C only). To
+    // see it bite without installing one: `localedef -i de_DE -f UTF-8
+    // /tmp/loc/de_DE.UTF-8` and run the tests with LOCPATH=/tmp/loc.
+    void testRfc5322DateIgnoresLocale()
+    {
+        static const std::pair<std::time_t, const char *> dates[] = {
+            {1704243723, "Wed, 03 Jan 2024 01:02:03 +0000"}, {1707094923, "Mon, 05 Feb 2024 01:02:03 +0000"},
+            {1709773323, "Thu, 07 Mar 2024 01:02:03 +0000"}, {1712624523, "Tue, 09 Apr 2024 01:02:03 +0000"},
+            {1715389323, "Sat, 11 May 2024 01:02:03 +0000"}, {1718240523, "Thu, 13 Jun 2024 01:02:03 +0000"},
+            {1721005323, "Mon, 15 Jul 2024 01:02:03 +0000"}, {1723856523, "Sat, 17 Aug 2024 01:02:03 +0000"},
+            {1726707723, "Thu, 19 Sep 2024 01:02:03 +0000"}, {1729472523, "Mon, 21 Oct 2024 01:02:03 +0000"},
+            {1732323723, "Sat, 23 Nov 2024 01:02:03 +0000"}, {1735088523, "Wed, 25 Dec 2024 01:02:03 +0000"},
+            {1704416523, "Fri, 05 Jan 2024 01:02:03 +0000"}, {1704589323, "Sun, 07 Jan 2024 01:02:03 +0000"},
+        };
+        std::string saved = std::setlocale(LC_ALL, nullptr);
+        std::vector<std::string> tried{"C"};
+        for (const char *name : {"de_DE.UTF-8", "de_DE.utf8", "fr_FR.UTF-8", "fr_FR.utf8", "ru_RU.UTF-8", "ja_JP.UTF-8",
+                                 "tr_TR.UTF-8", "ar_SA.UTF-8", "de_DE", "fr_FR"})
+            if (std::setlocale(LC_TIME, name))
+                tried.emplace_back(name);
+        for (const auto &loc : tried) {
+            std::setlocale(LC_ALL, loc.c_str());
+            for (const auto &[t, want] : dates)
+                CPPUNIT_ASSERT_EQUAL_MESSAGE("LC_ALL=" + loc, std::string(want), esmtp::rfc5322_date(t));
+        }
+        std::setlocale(LC_ALL, saved.c_str());
     }
 
   private:
