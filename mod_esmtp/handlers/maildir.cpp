@@ -1,4 +1,5 @@
 #include "handlers/maildir.hpp"
+#include "handlers/fd.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -121,14 +122,21 @@ class DirMaker
 // durable. With `create`, `dir` and its missing parents are created;
 // without, `dir` must exist. On failure errno is set and `failed` names
 // the path.
+// `dir` and its missing ancestors.
+bool make_path(DirMaker &m, const std::string &dir)
+{
+    for (std::size_t pos = 1; (pos = dir.find('/', pos)) != std::string::npos; ++pos)
+        if (!m.make(dir.substr(0, pos)))
+            return false;
+    return m.make(dir);
+}
+
 bool ensure_maildir(const std::string &dir, bool create, std::string &failed)
 {
     DirMaker m;
     bool ok = true;
     if (create) {
-        for (std::size_t pos = 1; ok && (pos = dir.find('/', pos)) != std::string::npos; ++pos)
-            ok = m.make(dir.substr(0, pos));
-        ok = ok && m.make(dir);
+        ok = make_path(m, dir);
     } else {
         struct stat st;
         if (stat(dir.c_str(), &st) != 0) {
@@ -164,34 +172,6 @@ bool write_all(int fd, const char *p, std::size_t n)
     }
     return true;
 }
-
-// An open file descriptor, closed on destruction.
-class Fd
-{
-  public:
-    explicit Fd(int fd = -1) : fd_(fd) {}
-    ~Fd() { reset(); }
-    Fd(const Fd &) = delete;
-    Fd &operator=(const Fd &) = delete;
-    int get() const { return fd_; }
-    bool valid() const { return fd_ >= 0; }
-    void reset(int fd = -1)
-    {
-        if (fd_ >= 0)
-            ::close(fd_);
-        fd_ = fd;
-    }
-    // Close and report close(2)'s result.
-    bool close()
-    {
-        int fd = fd_;
-        fd_ = -1;
-        return fd < 0 || ::close(fd) == 0;
-    }
-
-  private:
-    int fd_;
-};
 
 bool copy_contents(int in, int out)
 {
@@ -604,6 +584,61 @@ class MaildirFactory final : public HandlerFactory
     {
     }
     std::unique_ptr<Handler> create() override { return std::make_unique<MaildirHandler>(path_, host_, options_); }
+
+    // As the server's user, at child start: can a delivery write where it
+    // must? A fixed DIR is made a Maildir as the first delivery would (with
+    // create=yes) and a file is created and removed in DIR/tmp. For a
+    // per-recipient path the directory before the first placeholder is
+    // checked: writable with create=yes (mailboxes are made there),
+    // reachable with create=no.
+    bool check(std::string &why) const override
+    {
+        const std::string &prefix = path_->prefix();
+        std::string probe_dir;
+        if (!path_->per_recipient()) {
+            std::string failed;
+            if (!ensure_maildir(prefix, options_.create, failed)) {
+                why = "maildir: cannot " + std::string(options_.create ? "create" : "use") + " Maildir " + prefix +
+                      (failed.empty() || failed == prefix ? "" : " (at " + failed + ")") + ": " + std::strerror(errno) +
+                      running_as();
+                return false;
+            }
+            probe_dir = prefix + "/tmp";
+        } else {
+            auto slash = prefix.rfind('/');
+            std::string base = slash == 0 || slash == std::string::npos ? "/" : prefix.substr(0, slash);
+            if (options_.create) {
+                DirMaker m;
+                if (!make_path(m, base) || !m.sync()) {
+                    why = "maildir: cannot create " + base +
+                          (m.failed().empty() || m.failed() == base ? "" : " (at " + m.failed() + ")") + ": " +
+                          std::strerror(errno) + running_as();
+                    return false;
+                }
+                probe_dir = base;
+            } else {
+                struct stat st;
+                if (stat(base.c_str(), &st) != 0 || (!S_ISDIR(st.st_mode) && (errno = ENOTDIR)) ||
+                    faccessat(AT_FDCWD, base.c_str(), X_OK, AT_EACCESS) != 0) {
+                    why = "maildir: cannot reach " + base + ": " + std::strerror(errno) + running_as();
+                    return false;
+                }
+                return true;
+            }
+        }
+        std::string probe = probe_dir + "/.esmtp-check." + std::to_string(getpid());
+        Fd fd(open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        if (!fd && errno == EEXIST) { // left by a killed child with our pid
+            unlink(probe.c_str());
+            fd.reset(open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        }
+        if (!fd) {
+            why = "maildir: cannot write in " + probe_dir + ": " + std::strerror(errno) + running_as();
+            return false;
+        }
+        unlink(probe.c_str());
+        return true;
+    }
 
   private:
     const std::shared_ptr<const MaildirPath> path_;

@@ -274,11 +274,17 @@ std::string reply_text(std::string_view err, std::string_view fallback)
     return out.empty() ? std::string(fallback) : out;
 }
 
+// Where the spool lives: $TMPDIR when absolute, else /tmp.
+std::string spool_dir()
+{
+    const char *env = std::getenv("TMPDIR");
+    return env && *env == '/' ? env : "/tmp";
+}
+
 // An unlinked temporary file: nothing to clean up on disk, whatever happens.
 Fd open_spool()
 {
-    const char *env = std::getenv("TMPDIR");
-    std::string dir = env && *env == '/' ? env : "/tmp";
+    std::string dir = spool_dir();
     int fd = -1;
 #ifdef O_TMPFILE
     fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -367,7 +373,8 @@ class PipeHandler final : public Handler
         discard();
         spool_ = open_spool();
         if (!spool_) {
-            s.log(1, std::string("pipe: cannot create a temporary file: ") + std::strerror(errno));
+            s.error(std::string("pipe: cannot create a temporary file in ") + spool_dir() + ": " +
+                    std::strerror(errno));
             return Reply(451, "Local error in processing", "4.3.0");
         }
         error_ = 0;
@@ -387,7 +394,8 @@ class PipeHandler final : public Handler
         if (error_ == 0 && ::lseek(spool_.get(), 0, SEEK_SET) != 0)
             error_ = errno;
         if (error_ != 0) {
-            s.log(1, std::string("pipe: cannot write the temporary file: ") + std::strerror(error_));
+            s.error(std::string("pipe: cannot write the temporary file in ") + spool_dir() + ": " +
+                    std::strerror(error_));
             discard();
             return Reply(451, "Local error in processing", "4.3.0");
         }
@@ -485,8 +493,8 @@ class PipeHandler final : public Handler
         }
         // Could not start it, or its exit status was lost: the message may or
         // may not have been delivered; a retry (maybe a duplicate) is better
-        // than a loss.
-        s.log(1, what + ": " + o.err);
+        // than a loss. Either is for the administrator to look at.
+        s.error(what + ": " + o.err);
         return Reply(451, "Local error in processing", "4.3.0");
     }
 
@@ -642,6 +650,22 @@ class PipeFactory final : public HandlerFactory
   public:
     explicit PipeFactory(Settings s) : settings_(std::make_shared<const Settings>(std::move(s))) {}
     std::unique_ptr<Handler> create() override { return std::make_unique<PipeHandler>(settings_); }
+
+    // As the server's user, at child start: the command must be executable
+    // by that user (configure() ran as the user who started httpd), and the
+    // spool must be creatable.
+    bool check(std::string &why) const override
+    {
+        if (::faccessat(AT_FDCWD, settings_->command.c_str(), X_OK, AT_EACCESS) != 0) {
+            why = "pipe: cannot execute " + settings_->command + ": " + std::strerror(errno) + running_as();
+            return false;
+        }
+        if (!open_spool()) {
+            why = "pipe: cannot create a temporary file in " + spool_dir() + ": " + std::strerror(errno) + running_as();
+            return false;
+        }
+        return true;
+    }
 
   private:
     std::shared_ptr<const Settings> settings_;

@@ -124,6 +124,10 @@ class MaildirTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testCreateNoRefusesUnknownMailbox);
     CPPUNIT_TEST(testCreateNoFixedMaildirMissing);
     CPPUNIT_TEST(testCreateOptionParsing);
+    CPPUNIT_TEST(testCheckWritable);
+    CPPUNIT_TEST(testCheckBlocked);
+    CPPUNIT_TEST(testCheckPerRecipient);
+    CPPUNIT_TEST(testCheckCreateNoMissing);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -673,6 +677,62 @@ class MaildirTest : public CppUnit::TestFixture
         error.clear();
         p.configure(ctx, {(dir_ / "%u").string(), "create=maybe"}, error);
         CPPUNIT_ASSERT_MESSAGE(error, error.find("create=yes or create=no") != std::string::npos);
+    }
+
+    // Issue 8 defect 18: HandlerFactory::check() (child_init, as the
+    // server's user) proves the Maildir writable by creating and removing
+    // a file in DIR/tmp, and leaves nothing behind.
+    void testCheckWritable()
+    {
+        auto f = esmtp::make_maildir_factory((dir_ / "new-box").string());
+        std::string why;
+        CPPUNIT_ASSERT_MESSAGE(why, f->check(why));
+        CPPUNIT_ASSERT(fs::is_directory(dir_ / "new-box/tmp")); // created as a delivery would
+        CPPUNIT_ASSERT(files_in(dir_ / "new-box/tmp").empty());
+        CPPUNIT_ASSERT(files_in(dir_ / "new-box/new").empty());
+    }
+
+    void testCheckBlocked()
+    {
+        std::ofstream(dir_ / "file") << "x";
+        auto f = esmtp::make_maildir_factory((dir_ / "file/Maildir").string());
+        std::string why;
+        CPPUNIT_ASSERT(!f->check(why));
+        CPPUNIT_ASSERT_MESSAGE(why, why.find((dir_ / "file").string()) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(why, why.find(std::strerror(ENOTDIR)) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(why, why.rfind("maildir: ", 0) == 0);
+    }
+
+    void testCheckPerRecipient()
+    {
+        // the fixed part before the first placeholder is what is checked
+        auto f = esmtp::make_maildir_factory((dir_ / "vhosts/%d/%u/Maildir").string());
+        std::string why;
+        CPPUNIT_ASSERT_MESSAGE(why, f->check(why));
+        CPPUNIT_ASSERT(fs::is_directory(dir_ / "vhosts"));
+        CPPUNIT_ASSERT(files_in(dir_ / "vhosts").empty());
+
+        std::ofstream(dir_ / "plain") << "x";
+        f = esmtp::make_maildir_factory((dir_ / "plain/%u").string());
+        CPPUNIT_ASSERT(!f->check(why));
+        CPPUNIT_ASSERT_MESSAGE(why, why.find((dir_ / "plain").string()) != std::string::npos);
+    }
+
+    void testCheckCreateNoMissing()
+    {
+        esmtp::MaildirOptions opts;
+        opts.create = false;
+        auto f = esmtp::make_maildir_factory((dir_ / "absent").string(), opts);
+        std::string why;
+        CPPUNIT_ASSERT(!f->check(why));
+        CPPUNIT_ASSERT_MESSAGE(why, why.find((dir_ / "absent").string()) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(why, why.find(std::strerror(ENOENT)) != std::string::npos);
+        CPPUNIT_ASSERT(!fs::exists(dir_ / "absent")); // create=no creates nothing
+        // per-recipient with create=no: the base must exist
+        f = esmtp::make_maildir_factory((dir_ / "absent/%u").string(), opts);
+        CPPUNIT_ASSERT(!f->check(why));
+        f = esmtp::make_maildir_factory((dir_ / "%u").string(), opts);
+        CPPUNIT_ASSERT_MESSAGE(why, f->check(why));
     }
 
   private:
