@@ -291,7 +291,9 @@ bool parse_mailbox(std::string_view in, Path &out)
         if (local_len == std::string_view::npos || !valid_dot_string(in.substr(0, local_len)))
             return false;
     }
-    if (local_len >= in.size() || in[local_len] != '@' || local_len > 64 + 2)
+    // RFC 5321 4.5.3.1.1: 64 octets, counted as sent (a Quoted-string with
+    // its quotes and backslashes: that is the grammar's Local-part).
+    if (local_len >= in.size() || in[local_len] != '@' || local_len > 64)
         return false;
     std::string_view domain = in.substr(local_len + 1);
     if (!valid_domain_or_literal(domain))

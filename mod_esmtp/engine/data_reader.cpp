@@ -84,7 +84,7 @@ std::size_t DataReader::feed(std::string_view in, DataSink &sink)
                 ++i;
             } else {
                 bare_newline_ = true;
-                emit(normalize_ ? "\r\n" : "\r", sink); // ".<CR>x" is content, not an end
+                bare_cr(sink); // ".<CR>x" is content, not an end
                 state_ = State::in_line;
             }
             break;
@@ -106,15 +106,12 @@ std::size_t DataReader::feed(std::string_view in, DataSink &sink)
         }
         case State::cr:
             if (in[i] == '\n') {
-                emit("\r\n", sink);
-                if (line_len_ > limits_.max_text_line)
-                    line_too_long_ = true;
-                line_len_ = 0;
+                end_line(sink);
                 state_ = State::line_start;
                 ++i;
             } else {
                 bare_newline_ = true;
-                emit(normalize_ ? "\r\n" : "\r", sink); // bare CR is content, never a line end
+                bare_cr(sink); // bare CR is content, never a line end for end-of-data
                 state_ = State::in_line;
             }
             break;
@@ -190,9 +187,27 @@ void DataReader::emit_text(std::string_view bytes, DataSink &sink)
         }
         if (pos)
             emit(bytes.substr(0, pos), sink);
-        emit("\r\n", sink);
+        end_line(sink);
         bytes.remove_prefix(pos + 1);
     }
+}
+
+void DataReader::end_line(DataSink &sink)
+{
+    // The limit applies to the line as it is stored, CRLF included: with
+    // normalize a bare LF or CR ends a text line as CRLF does.
+    emit("\r\n", sink);
+    if (line_len_ > limits_.max_text_line)
+        line_too_long_ = true;
+    line_len_ = 0;
+}
+
+void DataReader::bare_cr(DataSink &sink)
+{
+    if (normalize_)
+        end_line(sink);
+    else
+        emit("\r", sink);
 }
 
 void DataReader::scan_raw(std::string_view bytes)

@@ -52,7 +52,8 @@ class DataReader
     // A bare LF or bare CR was seen in the content (SMTP smuggling).
     bool bare_newline() const { return bare_newline_; }
     // ESMTPBareLineFeed normalize: DATA content gets CRLF for each bare LF
-    // or CR (end-of-data detection is not affected).
+    // or CR (end-of-data detection is not affected), and the text-line
+    // limit applies to each line so ended (its CRLF counted, as stored).
     void set_normalize(bool on) { normalize_ = on; }
 
   private:
@@ -61,6 +62,8 @@ class DataReader
 
     void emit(std::string_view bytes, DataSink &sink);
     void emit_text(std::string_view bytes, DataSink &sink);
+    void end_line(DataSink &sink);
+    void bare_cr(DataSink &sink);
     std::size_t scan_body(std::string_view in, std::size_t i, DataSink &sink);
     void scan_raw(std::string_view bytes);
     void header_bytes(std::string_view bytes, DataSink &sink);

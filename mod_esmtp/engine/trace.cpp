@@ -8,14 +8,21 @@ namespace esmtp
 
 std::string rfc5322_date(std::time_t t)
 {
+    // Built by hand, not with strftime: %a and %b follow LC_TIME, which any
+    // module loaded into httpd may change with setlocale(). RFC 5322 3.3
+    // wants these English names and a numeric zone.
+    static constexpr const char *kDays[] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
+    static constexpr const char *kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                              "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     struct tm tm;
     localtime_r(&t, &tm);
-    char buf[64];
-    std::size_t n = std::strftime(buf, sizeof buf, "%a, %d %b %Y %H:%M:%S ", &tm);
     long off = tm.tm_gmtoff / 60;
     char sign = off < 0 ? '-' : '+';
     off = std::labs(off);
-    std::snprintf(buf + n, sizeof buf - n, "%c%02ld%02ld", sign, off / 60, off % 60);
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d %c%02ld%02ld", kDays[(tm.tm_wday % 7 + 7) % 7],
+                  tm.tm_mday, kMonths[(tm.tm_mon % 12 + 12) % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                  sign, off / 60, off % 60);
     return buf;
 }
 

@@ -9,7 +9,8 @@
 namespace esmtp
 {
 
-// RFC 5322 date-time in local time: "Sat, 21 Nov 2026 23:45:55 +0000".
+// RFC 5322 date-time in local time: "Sat, 21 Nov 2026 23:45:55 +0000",
+// with English day and month names whatever the process locale.
 std::string rfc5322_date(std::time_t t);
 
 // "Return-Path: <sender>\r\nReceived: from ...\r\n". The for clause is

@@ -18,8 +18,12 @@ enum TxLogLevel {
     txlog_events = log_events
 };
 
-// Newline-terminated record. The queue id is left out when empty; control
-// characters of `text` are shown as '?' so that a client cannot forge records.
+// Newline-terminated record of printable ASCII. The queue id is left out
+// when empty. So that a client cannot forge records, in every field a
+// backslash is written "\\" and every octet outside 0x20-0x7e "\xhh"
+// (lower-case hex): controls, C1, U+2028/U+2029 and UTF-8 alike.
+// The same escaping for text bound elsewhere (httpd's error log).
+std::string escape_log_text(std::string_view text);
 std::string format_txlog(std::time_t t, std::string_view queue_id, std::string_view text, std::string_view client);
 
 class TxLogSink

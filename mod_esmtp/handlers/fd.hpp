@@ -1,9 +1,13 @@
 // A file descriptor (file, pipe, socket) that is closed with its owner, on
-// every path.
+// every path; and running_as() for the handlers' start-up checks.
 #pragma once
 
+#include <cerrno>
+#include <pwd.h>
+#include <string>
 #include <unistd.h>
 #include <utility>
+#include <vector>
 
 namespace esmtp
 {
@@ -26,6 +30,14 @@ class Fd
 
     int get() const { return fd_; }
     explicit operator bool() const { return fd_ >= 0; }
+    bool valid() const { return fd_ >= 0; }
+    // Close now and report close(2)'s result (some file systems report a
+    // failed write only there).
+    bool close()
+    {
+        int fd = std::exchange(fd_, -1);
+        return fd < 0 || ::close(fd) == 0;
+    }
     void reset(int fd = -1)
     {
         if (fd_ >= 0)
@@ -36,5 +48,25 @@ class Fd
   private:
     int fd_ = -1;
 };
+
+// " (as user NAME)" for the effective user: a check that fails in
+// child_init fails for the user httpd's children run as (User), which is
+// not the one who ran `apache2 -t`.
+// Leaves errno alone, so that it can sit in one expression with strerror(errno).
+inline std::string running_as()
+{
+    const int saved = errno;
+    struct Restore {
+        int e;
+        ~Restore() { errno = e; }
+    } restore{saved};
+    uid_t uid = ::geteuid();
+    passwd pw{};
+    passwd *found = nullptr;
+    std::vector<char> buf(4096);
+    if (::getpwuid_r(uid, &pw, buf.data(), buf.size(), &found) == 0 && found)
+        return std::string(" (as user ") + found->pw_name + ")";
+    return " (as uid " + std::to_string(uid) + ")";
+}
 
 } // namespace esmtp

@@ -15,6 +15,7 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 #include <utility>
@@ -602,7 +603,9 @@ class LmtpHandler final : public Handler
         std::string error;
         Fd fd = open_socket(settings_->target, deadline, error);
         if (!fd) {
-            s.log(1, "lmtp: cannot connect to " + settings_->target.to_string() + ": " + error);
+            // every RCPT refused for it says so in the error log: the
+            // administrator has an LMTP server to start or a path to fix
+            s.error("lmtp: cannot connect to " + settings_->target.to_string() + ": " + error);
             return false;
         }
         conn_ = std::move(fd);
@@ -610,16 +613,16 @@ class LmtpHandler final : public Handler
         has_8bitmime_ = has_smtputf8_ = false;
         ServerReply r;
         if (!read_reply(s, r)) {
-            drop(s, "no greeting");
+            unavailable(s, "no greeting");
             return false;
         }
         if (r.code != 220) {
-            drop(s, "bad greeting: " + describe(r));
+            unavailable(s, "bad greeting: " + describe(r));
             return false;
         }
         std::string lhlo = "LHLO " + std::string(s.hostname());
         if (!safe_line(lhlo) || !send_all(lhlo + "\r\n", settings_->timeout) || !read_reply(s, r) || r.code != 250) {
-            drop(s, "LHLO refused: " + describe(r));
+            unavailable(s, "LHLO refused: " + describe(r));
             return false;
         }
         for (std::size_t i = 1; i < r.lines.size(); ++i) {
@@ -748,6 +751,14 @@ class LmtpHandler final : public Handler
         return lost_reply();
     }
 
+    // A new connection that did not get as far as LHLO: the LMTP server
+    // does not work, which the error log must say.
+    void unavailable(SessionView &s, const std::string &why)
+    {
+        s.error("lmtp: " + settings_->target.to_string() + ": " + why);
+        drop(s, why);
+    }
+
     void close()
     {
         conn_.reset();
@@ -777,6 +788,31 @@ class LmtpFactory final : public HandlerFactory
   public:
     explicit LmtpFactory(Settings s) : settings_(std::make_shared<const Settings>(std::move(s))) {}
     std::unique_ptr<Handler> create() override { return std::make_unique<LmtpHandler>(settings_); }
+
+    // As the server's user, at child start: for a unix socket, its
+    // directory must be reachable and the socket, if it exists yet (the
+    // LMTP server may start later), writable. For TCP there is nothing to
+    // check before connecting.
+    bool check(std::string &why) const override
+    {
+        const lmtp::Target &t = settings_->target;
+        if (!t.is_unix)
+            return true;
+        auto slash = t.path.rfind('/');
+        std::string dir = slash == 0 || slash == std::string::npos ? "/" : t.path.substr(0, slash);
+        struct stat st;
+        if (::stat(dir.c_str(), &st) != 0 || (!S_ISDIR(st.st_mode) && (errno = ENOTDIR)) ||
+            ::faccessat(AT_FDCWD, dir.c_str(), X_OK, AT_EACCESS) != 0) {
+            why = "lmtp: cannot reach the directory " + dir + " of unix:" + t.path + ": " + std::strerror(errno) +
+                  running_as();
+            return false;
+        }
+        if (::stat(t.path.c_str(), &st) == 0 && ::faccessat(AT_FDCWD, t.path.c_str(), W_OK, AT_EACCESS) != 0) {
+            why = "lmtp: cannot write to unix:" + t.path + ": " + std::strerror(errno) + running_as();
+            return false;
+        }
+        return true;
+    }
 
   private:
     std::shared_ptr<const Settings> settings_;

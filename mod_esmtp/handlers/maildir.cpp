@@ -1,5 +1,7 @@
 #include "handlers/maildir.hpp"
+#include "handlers/fd.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -39,28 +41,120 @@ std::string local_hostname()
     return h;
 }
 
-bool make_dir(const std::string &path)
+MaildirSyscallHook &syscall_hook()
 {
-    return mkdir(path.c_str(), 0700) == 0 || errno == EEXIST;
-}
-
-bool ensure_maildir(const std::string &dir)
-{
-    // Create missing parents too: a per-server or per-recipient DIR may not
-    // exist yet.
-    for (std::size_t pos = 1; (pos = dir.find('/', pos)) != std::string::npos; ++pos)
-        if (!make_dir(dir.substr(0, pos)))
-            return false;
-    return make_dir(dir) && make_dir(dir + "/tmp") && make_dir(dir + "/new") && make_dir(dir + "/cur");
+    static MaildirSyscallHook hook;
+    return hook;
 }
 
 bool fsync_dir(const std::string &path)
 {
+    if (auto &hook = syscall_hook()) {
+        if (int e = hook("fsync", path)) {
+            errno = e;
+            return false;
+        }
+    }
     int fd = open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (fd < 0)
         return false;
     bool ok = fsync(fd) == 0;
     close(fd);
+    return ok;
+}
+
+std::string parent_of(const std::string &path)
+{
+    auto slash = path.rfind('/');
+    return slash == 0 || slash == std::string::npos ? std::string("/") : path.substr(0, slash);
+}
+
+// Directories made for a Maildir; sync() makes them durable.
+class DirMaker
+{
+  public:
+    // mkdir `path` unless it exists. On failure errno is set and failed()
+    // names the path.
+    bool make(const std::string &path)
+    {
+        if (mkdir(path.c_str(), 0700) == 0) {
+            created_.push_back(path);
+            if (auto &hook = syscall_hook())
+                hook("mkdir", path);
+            return true;
+        }
+        if (errno == EEXIST)
+            return true;
+        failed_ = path;
+        return false;
+    }
+    // A new directory's name lives in its parent and its own entries in
+    // itself: fsync every created directory and its parent, deepest first,
+    // once everything exists (RFC 5321 6.1: once we say 250 the message,
+    // and so the directory chain holding it, must survive a crash).
+    bool sync()
+    {
+        std::vector<std::string> dirs;
+        for (const auto &d : created_) {
+            dirs.push_back(d);
+            dirs.push_back(parent_of(d));
+        }
+        std::sort(dirs.begin(), dirs.end(), [](const std::string &a, const std::string &b) {
+            return a.size() != b.size() ? a.size() > b.size() : a < b;
+        });
+        dirs.erase(std::unique(dirs.begin(), dirs.end()), dirs.end());
+        for (const auto &d : dirs)
+            if (!fsync_dir(d)) {
+                failed_ = d;
+                return false;
+            }
+        created_.clear();
+        return true;
+    }
+    const std::string &failed() const { return failed_; }
+
+  private:
+    std::vector<std::string> created_;
+    std::string failed_;
+};
+
+// Make `dir` a Maildir (tmp/ new/ cur/) and everything created for it
+// durable. With `create`, `dir` and its missing parents are created;
+// without, `dir` must exist. On failure errno is set and `failed` names
+// the path.
+// `dir` and its missing ancestors.
+bool make_path(DirMaker &m, const std::string &dir)
+{
+    for (std::size_t pos = 1; (pos = dir.find('/', pos)) != std::string::npos; ++pos)
+        if (!m.make(dir.substr(0, pos)))
+            return false;
+    return m.make(dir);
+}
+
+bool ensure_maildir(const std::string &dir, bool create, std::string &failed)
+{
+    DirMaker m;
+    bool ok = true;
+    if (create) {
+        ok = make_path(m, dir);
+    } else {
+        struct stat st;
+        if (stat(dir.c_str(), &st) != 0) {
+            failed = dir;
+            return false;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+            failed = dir;
+            errno = ENOTDIR;
+            return false;
+        }
+    }
+    ok = ok && m.make(dir + "/tmp") && m.make(dir + "/new") && m.make(dir + "/cur") && m.sync();
+    if (!ok) {
+        int e = errno;
+        failed = m.failed();
+        errno = e;
+    }
     return ok;
 }
 
@@ -78,34 +172,6 @@ bool write_all(int fd, const char *p, std::size_t n)
     }
     return true;
 }
-
-// An open file descriptor, closed on destruction.
-class Fd
-{
-  public:
-    explicit Fd(int fd = -1) : fd_(fd) {}
-    ~Fd() { reset(); }
-    Fd(const Fd &) = delete;
-    Fd &operator=(const Fd &) = delete;
-    int get() const { return fd_; }
-    bool valid() const { return fd_ >= 0; }
-    void reset(int fd = -1)
-    {
-        if (fd_ >= 0)
-            ::close(fd_);
-        fd_ = fd;
-    }
-    // Close and report close(2)'s result.
-    bool close()
-    {
-        int fd = fd_;
-        fd_ = -1;
-        return fd < 0 || ::close(fd) == 0;
-    }
-
-  private:
-    int fd_;
-};
 
 bool copy_contents(int in, int out)
 {
@@ -329,8 +395,8 @@ struct Copy {
 class MaildirHandler final : public Handler
 {
   public:
-    MaildirHandler(std::shared_ptr<const MaildirPath> path, const std::string &host)
-        : path_(std::move(path)), host_(host)
+    MaildirHandler(std::shared_ptr<const MaildirPath> path, const std::string &host, const MaildirOptions &options)
+        : path_(std::move(path)), host_(host), options_(options)
     {
     }
     ~MaildirHandler() override { discard(); }
@@ -338,9 +404,25 @@ class MaildirHandler final : public Handler
     Reply rcpt(SessionView &s, const Path &to, const Params &) override
     {
         std::string dir;
-        if (path_->per_recipient() && !path_->expand(to, s.hostname(), dir)) {
+        if (!path_->per_recipient())
+            return {};
+        if (!path_->expand(to, s.hostname(), dir)) {
             s.log(1, "maildir: no safe Maildir path for <" + to.mailbox + ">");
             return Reply(553, "Recipient address cannot be mapped to a mailbox", "5.1.3");
+        }
+        if (!options_.create) {
+            // create=no: the recipient exists when its Maildir does.
+            struct stat st;
+            int rc = stat(dir.c_str(), &st);
+            if (rc == 0 && S_ISDIR(st.st_mode))
+                return {};
+            if (rc == 0 || errno == ENOENT || errno == ENOTDIR) {
+                s.log(1, "maildir: no mailbox " + dir + " for <" + to.mailbox + ">");
+                return Reply(550, "No such user here", "5.1.1");
+            }
+            // EACCES and the like: ours to fix, not the client's
+            s.error("maildir: cannot look up " + dir + ": " + std::strerror(errno));
+            return Reply(451, "Local error in processing; try again later", "4.3.0");
         }
         return {};
     }
@@ -367,12 +449,14 @@ class MaildirHandler final : public Handler
         if (copies_.empty()) // no recipient (cannot happen after the module's checks)
             copies_.push_back({path_->prefix(), {}, {}});
         for (const auto &c : copies_) {
-            if (!ensure_maildir(c.dir)) {
+            std::string failed;
+            if (!ensure_maildir(c.dir, options_.create, failed)) {
                 int e = errno;
                 std::string dir = c.dir;
                 discard();
                 errno = e;
-                return fail(s, "cannot create Maildir " + dir);
+                return fail(s, (options_.create ? "cannot create Maildir " : "cannot use Maildir ") +
+                                   (failed.empty() || failed == dir ? dir : dir + " (at " + failed + ")"));
             }
         }
         name_ = std::to_string(std::time(nullptr)) + "." + std::string(s.queue_id()) + "." + host_;
@@ -434,9 +518,12 @@ class MaildirHandler final : public Handler
     void abort(SessionView &) override { discard(); }
 
   private:
+    // A message we cannot store: the administrator has to fix something
+    // (permissions, disk, a missing directory), so it goes to httpd's error
+    // log too, with the path and the reason.
     Reply fail(SessionView &s, const std::string &what)
     {
-        s.log(1, "maildir: " + what + ": " + std::strerror(errno));
+        s.error("maildir: " + what + ": " + std::strerror(errno));
         return Reply(451, "Local error in processing; message not stored", "4.3.0");
     }
 
@@ -481,6 +568,7 @@ class MaildirHandler final : public Handler
 
     const std::shared_ptr<const MaildirPath> path_;
     const std::string host_;
+    const MaildirOptions options_;
     std::string name_;
     std::vector<Copy> copies_;
     std::string buf_;
@@ -491,19 +579,82 @@ class MaildirHandler final : public Handler
 class MaildirFactory final : public HandlerFactory
 {
   public:
-    explicit MaildirFactory(std::shared_ptr<const MaildirPath> path) : path_(std::move(path)), host_(local_hostname())
+    MaildirFactory(std::shared_ptr<const MaildirPath> path, const MaildirOptions &options)
+        : path_(std::move(path)), host_(local_hostname()), options_(options)
     {
     }
-    std::unique_ptr<Handler> create() override { return std::make_unique<MaildirHandler>(path_, host_); }
+    std::unique_ptr<Handler> create() override { return std::make_unique<MaildirHandler>(path_, host_, options_); }
+
+    // As the server's user, at child start: can a delivery write where it
+    // must? A fixed DIR is made a Maildir as the first delivery would (with
+    // create=yes) and a file is created and removed in DIR/tmp. For a
+    // per-recipient path the directory before the first placeholder is
+    // checked: writable with create=yes (mailboxes are made there),
+    // reachable with create=no.
+    bool check(std::string &why) const override
+    {
+        const std::string &prefix = path_->prefix();
+        std::string probe_dir;
+        if (!path_->per_recipient()) {
+            std::string failed;
+            if (!ensure_maildir(prefix, options_.create, failed)) {
+                why = "maildir: cannot " + std::string(options_.create ? "create" : "use") + " Maildir " + prefix +
+                      (failed.empty() || failed == prefix ? "" : " (at " + failed + ")") + ": " + std::strerror(errno) +
+                      running_as();
+                return false;
+            }
+            probe_dir = prefix + "/tmp";
+        } else {
+            auto slash = prefix.rfind('/');
+            std::string base = slash == 0 || slash == std::string::npos ? "/" : prefix.substr(0, slash);
+            if (options_.create) {
+                DirMaker m;
+                if (!make_path(m, base) || !m.sync()) {
+                    why = "maildir: cannot create " + base +
+                          (m.failed().empty() || m.failed() == base ? "" : " (at " + m.failed() + ")") + ": " +
+                          std::strerror(errno) + running_as();
+                    return false;
+                }
+                probe_dir = base;
+            } else {
+                struct stat st;
+                if (stat(base.c_str(), &st) != 0 || (!S_ISDIR(st.st_mode) && (errno = ENOTDIR)) ||
+                    faccessat(AT_FDCWD, base.c_str(), X_OK, AT_EACCESS) != 0) {
+                    why = "maildir: cannot reach " + base + ": " + std::strerror(errno) + running_as();
+                    return false;
+                }
+                return true;
+            }
+        }
+        std::string probe = probe_dir + "/.esmtp-check." + std::to_string(getpid());
+        Fd fd(open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        if (!fd && errno == EEXIST) { // left by a killed child with our pid
+            unlink(probe.c_str());
+            fd.reset(open(probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+        }
+        if (!fd) {
+            why = "maildir: cannot write in " + probe_dir + ": " + std::strerror(errno) + running_as();
+            return false;
+        }
+        unlink(probe.c_str());
+        return true;
+    }
 
   private:
     const std::shared_ptr<const MaildirPath> path_;
     const std::string host_;
+    const MaildirOptions options_;
 };
 
 } // namespace
 
-std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir, std::string *error)
+void set_maildir_syscall_hook(MaildirSyscallHook hook)
+{
+    syscall_hook() = std::move(hook);
+}
+
+std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir, const MaildirOptions &options,
+                                                     std::string *error)
 {
     auto path = std::make_shared<MaildirPath>();
     std::string err;
@@ -512,22 +663,43 @@ std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir, std
             *error = err;
         return nullptr;
     }
-    return std::make_shared<MaildirFactory>(std::move(path));
+    return std::make_shared<MaildirFactory>(std::move(path), options);
+}
+
+std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir, std::string *error)
+{
+    return make_maildir_factory(dir, MaildirOptions{}, error);
 }
 
 std::shared_ptr<HandlerFactory>
 MaildirProvider::configure(const HandlerContext &ctx, const std::vector<std::string> &args, std::string &error) const
 {
-    if (args.size() != 1 || args[0].empty()) {
-        error = ctx.directive + " maildir: takes exactly one argument, the Maildir directory";
+    const std::string prefix = ctx.directive + " maildir: ";
+    if (args.empty() || args[0].empty() || args[0].starts_with("create=")) {
+        error = prefix + "expects DIR [create=yes|no]";
         return nullptr;
+    }
+    MaildirOptions options;
+    for (std::size_t i = 1; i < args.size(); ++i) {
+        const std::string &a = args[i];
+        if (a == "create=yes") {
+            options.create = true;
+        } else if (a == "create=no") {
+            options.create = false;
+        } else if (a.starts_with("create=")) {
+            error = prefix + "create=yes or create=no, not '" + a + "'";
+            return nullptr;
+        } else {
+            error = prefix + "unknown option '" + a + "' after the directory (options: create=yes|no)";
+            return nullptr;
+        }
     }
     std::string dir = args[0];
     if (dir.front() != '/')
         dir = ctx.server_root + "/" + dir;
     while (dir.size() > 1 && dir.back() == '/')
         dir.pop_back();
-    return make_maildir_factory(dir, &error);
+    return make_maildir_factory(dir, options, &error);
 }
 
 } // namespace esmtp

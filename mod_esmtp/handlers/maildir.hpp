@@ -10,6 +10,7 @@
 
 #include <esmtp/provider.hpp>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -64,8 +65,25 @@ class MaildirPath
     bool per_recipient_ = false;
 };
 
+struct MaildirOptions {
+    // create=yes (default): a missing Maildir is created, with its missing
+    // parents. create=no: only Maildirs that exist are delivered to; with a
+    // per-recipient path, RCPT to a recipient whose directory does not exist
+    // gets 550 5.1.1 (its tmp/ new/ cur/ are still created when missing).
+    bool create = true;
+};
+
 // For the unit tests: a factory delivering into `dir` (absolute path, may
 // contain %u/%d). Returns nullptr and sets *error for a bad template.
 std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir, std::string *error = nullptr);
+std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir, const MaildirOptions &options,
+                                                     std::string *error = nullptr);
+
+// For the unit tests: sees every directory the handler creates ("mkdir",
+// after the fact) and every directory fsync ("fsync", before it; a non-zero
+// return is taken as that errno and the real fsync is skipped). Not
+// thread-safe: set it only while no session runs; an empty function removes it.
+using MaildirSyscallHook = std::function<int(std::string_view op, const std::string &path)>;
+void set_maildir_syscall_hook(MaildirSyscallHook hook);
 
 } // namespace esmtp

@@ -274,11 +274,17 @@ std::string reply_text(std::string_view err, std::string_view fallback)
     return out.empty() ? std::string(fallback) : out;
 }
 
+// Where the spool lives: $TMPDIR when absolute, else /tmp.
+std::string spool_dir()
+{
+    const char *env = std::getenv("TMPDIR");
+    return env && *env == '/' ? env : "/tmp";
+}
+
 // An unlinked temporary file: nothing to clean up on disk, whatever happens.
 Fd open_spool()
 {
-    const char *env = std::getenv("TMPDIR");
-    std::string dir = env && *env == '/' ? env : "/tmp";
+    std::string dir = spool_dir();
     int fd = -1;
 #ifdef O_TMPFILE
     fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -317,6 +323,17 @@ int pidfd_open(pid_t pid)
 #endif
 }
 
+// The one rule for every value a client chooses that can reach the
+// command's argv or environment: its HELO/EHLO name, the sender, each
+// recipient, and its reverse-DNS name (chosen by whoever owns the PTR
+// record). A value starting with '-' would be taken for an option
+// (`HELO -oQ/tmp/x`, `MAIL FROM:<-f@x>`), wherever it lands in argv, so it
+// is refused, at the command that brings it and again before any run.
+bool client_value_ok(std::string_view v)
+{
+    return !v.starts_with('-');
+}
+
 // How a run ended.
 struct Outcome {
     enum { exited, signaled, timed_out, lost } how = lost;
@@ -329,16 +346,24 @@ class PipeHandler final : public Handler
   public:
     explicit PipeHandler(std::shared_ptr<const Settings> s) : settings_(std::move(s)) {}
 
-    Reply mail(SessionView &, const Path &from, const Params &) override
+    Reply helo(SessionView &, std::string_view domain) override { return check_helo(domain); }
+    Reply ehlo(SessionView &, std::string_view domain, std::vector<std::string> &) override
     {
-        // A command would take "-oQ/tmp/x@d" for an option.
-        if (from.mailbox.starts_with('-'))
+        return check_helo(domain);
+    }
+    Reply mail(SessionView &s, const Path &from, const Params &) override
+    {
+        if (!client_value_ok(from.mailbox))
             return Reply(553, "Address must not begin with '-'", "5.1.7");
+        if (!client_value_ok(s.remote_host())) {
+            s.log(1, "pipe: client host name " + std::string(s.remote_host()) + " begins with '-'");
+            return Reply(550, "Client host name must not begin with '-'", "5.7.1");
+        }
         return {};
     }
     Reply rcpt(SessionView &, const Path &to, const Params &) override
     {
-        if (to.mailbox.starts_with('-'))
+        if (!client_value_ok(to.mailbox))
             return Reply(553, "Address must not begin with '-'", "5.1.3");
         return {};
     }
@@ -348,7 +373,8 @@ class PipeHandler final : public Handler
         discard();
         spool_ = open_spool();
         if (!spool_) {
-            s.log(1, std::string("pipe: cannot create a temporary file: ") + std::strerror(errno));
+            s.error(std::string("pipe: cannot create a temporary file in ") + spool_dir() + ": " +
+                    std::strerror(errno));
             return Reply(451, "Local error in processing", "4.3.0");
         }
         error_ = 0;
@@ -368,7 +394,8 @@ class PipeHandler final : public Handler
         if (error_ == 0 && ::lseek(spool_.get(), 0, SEEK_SET) != 0)
             error_ = errno;
         if (error_ != 0) {
-            s.log(1, std::string("pipe: cannot write the temporary file: ") + std::strerror(error_));
+            s.error(std::string("pipe: cannot write the temporary file in ") + spool_dir() + ": " +
+                    std::strerror(error_));
             discard();
             return Reply(451, "Local error in processing", "4.3.0");
         }
@@ -380,10 +407,28 @@ class PipeHandler final : public Handler
     void abort(SessionView &) override { discard(); }
 
   private:
+    static Reply check_helo(std::string_view domain)
+    {
+        if (!client_value_ok(domain))
+            return Reply(501, "HELO name must not begin with '-'", "5.5.4");
+        return {};
+    }
+
     Reply run(SessionView &s)
     {
         const Settings &cfg = *settings_;
         const Envelope &env = s.envelope();
+        // The last gate: every client-chosen value once more, whatever let
+        // it through before (the checks above run only where this handler
+        // was asked).
+        bool ok =
+            client_value_ok(env.sender.mailbox) && client_value_ok(s.helo_name()) && client_value_ok(s.remote_host());
+        for (const auto &r : env.recipients)
+            ok = ok && client_value_ok(r.path.mailbox);
+        if (!ok) {
+            s.log(1, "pipe: " + cfg.command + " not run: a client-chosen value begins with '-'");
+            return Reply(554, "Envelope value must not begin with '-'", "5.3.0");
+        }
         Values v;
         v.sender = env.sender.is_null() ? cfg.null_sender : env.sender.mailbox;
         v.client_address = s.client_address();
@@ -448,8 +493,8 @@ class PipeHandler final : public Handler
         }
         // Could not start it, or its exit status was lost: the message may or
         // may not have been delivered; a retry (maybe a duplicate) is better
-        // than a loss.
-        s.log(1, what + ": " + o.err);
+        // than a loss. Either is for the administrator to look at.
+        s.error(what + ": " + o.err);
         return Reply(451, "Local error in processing", "4.3.0");
     }
 
@@ -605,6 +650,22 @@ class PipeFactory final : public HandlerFactory
   public:
     explicit PipeFactory(Settings s) : settings_(std::make_shared<const Settings>(std::move(s))) {}
     std::unique_ptr<Handler> create() override { return std::make_unique<PipeHandler>(settings_); }
+
+    // As the server's user, at child start: the command must be executable
+    // by that user (configure() ran as the user who started httpd), and the
+    // spool must be creatable.
+    bool check(std::string &why) const override
+    {
+        if (::faccessat(AT_FDCWD, settings_->command.c_str(), X_OK, AT_EACCESS) != 0) {
+            why = "pipe: cannot execute " + settings_->command + ": " + std::strerror(errno) + running_as();
+            return false;
+        }
+        if (!open_spool()) {
+            why = "pipe: cannot create a temporary file in " + spool_dir() + ": " + std::strerror(errno) + running_as();
+            return false;
+        }
+        return true;
+    }
 
   private:
     std::shared_ptr<const Settings> settings_;

@@ -17,7 +17,10 @@
 // about every one it does not know. ${size} counts the octets on stdin
 // (trace headers included); ${sender} is null_sender (default
 // MAILER-DAEMON, as Postfix) for MAIL FROM:<>. Each expansion is exactly one
-// argv element, and addresses starting with '-' are refused at MAIL/RCPT.
+// argv element. Every value the client chooses (HELO/EHLO name, sender,
+// recipients, reverse-DNS name) must not start with '-': HELO/EHLO gets
+// 501 5.5.4, MAIL 553 5.1.7 (550 5.7.1 for the host name), RCPT 553 5.1.3,
+// and no command runs with one.
 //
 // Environment (nothing of httpd's): SENDER, RECIPIENT (space-separated; a
 // quoted local part may hold a space, the argv is exact), CLIENT_ADDRESS,

@@ -5,7 +5,7 @@
 //    well-formed byte sequences table of the Unicode standard (table 3-7);
 //  - has_non_ascii is "some octet >= 0x80";
 //  - a parsed mailbox is local_part "@" domain == the input, UTF-8, at most
-//    320 octets, its domain passes valid_domain_or_literal, and parsing it
+//    320 octets, its local part at most 64 (quotes included), its domain passes valid_domain_or_literal, and parsing it
 //    again gives the same parts;
 //  - valid_domain_or_literal agrees with reference checks: RFC 5321 domain
 //    (LDH labels of 1-63 octets, UTF-8 U-labels allowed, at most 255),
@@ -169,6 +169,7 @@ void check_mailbox(std::string_view in)
     FUZZ_CHECK(p.mailbox == in);
     FUZZ_CHECK(p.local_part + "@" + p.domain == p.mailbox);
     FUZZ_CHECK(!p.local_part.empty() && !p.domain.empty());
+    FUZZ_CHECK(p.local_part.size() <= 64); // RFC 5321 4.5.3.1.1, quotes included
     FUZZ_CHECK(p.mailbox.size() <= 320 && esmtp::valid_utf8(p.mailbox));
     FUZZ_CHECK(esmtp::valid_domain_or_literal(p.domain));
     esmtp::Path again;

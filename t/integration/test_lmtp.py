@@ -10,7 +10,7 @@ import smtplib
 import threading
 import unittest
 
-from harness import Httpd, RawClient, ServerTestCase, free_port, queue_id_of, split_delivered
+from harness import Httpd, RawClient, ServerTestCase, free_port, queue_id_of, split_delivered, wait_for
 
 try:
     from aiosmtpd.controller import Controller, UnixSocketController
@@ -87,6 +87,8 @@ class LmtpUnixController(UnixSocketController):
 
 @unittest.skipIf(LMTP is None, "python3-aiosmtpd is not installed")
 class LmtpTest(ServerTestCase):
+    # the LMTP server that is down on purpose: each refusal is an error-log line
+    allowed_log = (r"\[esmtp:error\].*esmtp: lmtp: cannot connect to 127\.0\.0\.1:\d+: Connection refused",)
 
     @classmethod
     def configure(cls, httpd):
@@ -209,6 +211,10 @@ class LmtpTest(ServerTestCase):
             self.assertEqual(c.cmd("RCPT TO:<good@smtp3.test>"), (451, ["451 4.4.1 LMTP server unavailable"]))
             self.assertEqual(c.cmd("DATA"), (503, ["503 5.5.1 Error: need RCPT command"]))
             self.assertEqual(c.cmd("QUIT")[0], 221)
+        # issue 8 defect 18: the administrator learns why, in the error log
+        lines = wait_for(lambda: [l for l in self.httpd.log_lines()
+                                  if "[esmtp:error]" in l and "lmtp: cannot connect to" in l], 5)
+        self.assertTrue(lines, "no error-log line for the unreachable LMTP server")
 
     def test_large_message(self):
         body = b"".join(b"%06d .line with a dot inside and 8-bit \xe2\x82\xac\r\n.%06d\r\n" % (i, i)

@@ -5,9 +5,14 @@ directory share one, and a template with an unknown placeholder fails
 `apache2 -t`."""
 
 import os
+import re
+import shutil
+import signal
+import subprocess
+import time
 import unittest
 
-from harness import Httpd, RawClient, ServerTestCase, queue_id_of, split_delivered, wait_for
+from harness import Httpd, RawClient, ServerTestCase, children_of, queue_id_of, split_delivered, wait_for
 
 MESSAGE = (b"From: alice@client.example\r\n"
            b"Subject: per-recipient maildir\r\n"
@@ -55,6 +60,12 @@ class MaildirPathsTest(ServerTestCase):
         cls.vh = httpd.add_smtp(["maildir", os.path.join(cls.mail, "%d", "%u", "Maildir")],
                                 hostname="mx.paths.test", accept_domains=["*"], log_file="esmtp.log",
                                 log_level=3)
+        # create=no: only mailboxes that exist (alice's, made here; the
+        # harness gives the tree to the children's user at start)
+        cls.known = os.path.join(httpd.root, "known")
+        os.makedirs(os.path.join(cls.known, "localhost", "alice", "Maildir"))
+        cls.existing = httpd.add_smtp(["maildir", os.path.join(cls.known, "%d", "%u", "Maildir"), "create=no"],
+                                      hostname="mx.known.test", accept_domains=["*"])
 
     def outside_mail(self):
         """Files of the ServerRoot outside mail/, logs/, conf/ and run/."""
@@ -135,6 +146,76 @@ class MaildirPathsTest(ServerTestCase):
             self.assertEqual(mode, 0o700, rel)
 
 
+    # --- issue 8 defect 12
+
+    def test_create_no_only_existing_mailboxes(self):
+        """`maildir DIR create=no`: RCPT to a mailbox that does not exist gets
+        550 5.1.1 and no directory is made; an existing one is delivered to."""
+        before = sorted(os.listdir(self.known))
+        with RawClient(self.existing.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
+            for r in ("nobody@localhost", "bob@elsewhere.example", "\"../alice\"@localhost"):
+                self.assertEqual(c.cmd("RCPT TO:<%s>" % r), (550, ["550 5.1.1 No such user here"]), r)
+            self.assertEqual(c.cmd("RCPT TO:<Alice@localhost>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(MESSAGE + b".\r\n")
+            code, lines = c.reply()
+            self.assertEqual(code, 250, lines)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(sorted(os.listdir(self.known)), before)
+        self.assertEqual(os.listdir(os.path.join(self.known, "localhost")), ["alice"])
+        new = os.path.join(self.known, "localhost", "alice", "Maildir", "new")
+        self.assertEqual(len(wait_for(lambda: os.listdir(new), 5)), 1)
+
+    def test_new_directories_fsynced(self):
+        """Every directory made for a new mailbox, and its parent, is
+        fsynced before the 250 (seen with strace on httpd's children)."""
+        if not shutil.which("strace"):
+            self.skipTest("strace is not installed")
+        pids = children_of(self.httpd.proc.pid)
+        self.assertTrue(pids)
+        trace = os.path.join(self.httpd.root, "logs", "strace.out")
+        cmd = ["strace", "-f", "-qq", "-y", "-e", "trace=mkdir,mkdirat,fsync,fdatasync", "-o", trace]
+        for p in pids:
+            cmd += ["-p", str(p)]
+        st = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(1.0)  # strace attaches to every thread
+            with RawClient(self.vh.port) as c:
+                self.assertEqual(c.reply()[0], 220)
+                self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+                qid = self.transaction(c, ["dave@fsync.example"])
+                self.assertEqual(c.cmd("QUIT")[0], 221)
+            time.sleep(0.3)
+        finally:
+            os.kill(st.pid, signal.SIGINT)
+            st.wait(10)
+        self.assertTrue(qid)
+        with open(trace) as f:
+            calls = f.read().splitlines()
+        created, synced = [], []
+        for line in calls:
+            m = re.search(r'mkdir(?:at)?\((?:AT_FDCWD[^,]*, )?"([^"]+)", 0700\) = 0', line)
+            if m:
+                created.append(m.group(1))
+                synced = []  # fsyncs that count come after the last mkdir
+                continue
+            m = re.search(r'fsync\(\d+<([^>]+)>\) = 0', line)
+            if m:
+                synced.append(m.group(1))
+        box = os.path.join(self.mail, "fsync.example", "dave", "Maildir")
+        self.assertEqual(created, [os.path.join(self.mail, "fsync.example"),
+                                   os.path.join(self.mail, "fsync.example", "dave"), box,
+                                   os.path.join(box, "tmp"), os.path.join(box, "new"), os.path.join(box, "cur")],
+                         "\n".join(calls))
+        for d in created:
+            self.assertIn(d, synced, "created directory not fsynced:\n" + "\n".join(calls))
+            self.assertIn(os.path.dirname(d), synced, "parent of a created directory not fsynced:\n"
+                          + "\n".join(calls))
+
+
 class MaildirTemplateConfigTest(unittest.TestCase):
     """`apache2 -t` checks the template."""
 
@@ -160,6 +241,24 @@ class MaildirTemplateConfigTest(unittest.TestCase):
     def test_valid_template(self):
         rc, out = self.check("mail/100%%/%d/%u/Maildir")
         self.assertEqual(rc, 0, out)
+
+    def check_args(self, *args):
+        httpd = Httpd()
+        try:
+            httpd.add_smtp(["maildir"] + [os.path.join(httpd.root, args[0])] + list(args[1:]), accept_domains=["*"])
+            return httpd.config_test()
+        finally:
+            httpd.cleanup()
+
+    def test_create_option(self):
+        for value in ("create=no", "create=yes"):
+            rc, out = self.check_args("mail/%d/%u", value)
+            self.assertEqual(rc, 0, out)
+        for bad in ("create=maybe", "create=", "creat=no"):
+            rc, out = self.check_args("mail/%d/%u", bad)
+            self.assertNotEqual(rc, 0, out)
+            self.assertIn("ESMTPHandler maildir:", out)
+            self.assertIn(bad, out)
 
 
 if __name__ == "__main__":

@@ -84,6 +84,7 @@ class PipeTest(ServerTestCase):
         cls.vh = httpd.add_smtp(["pipe", cls.script, "-f", "$(sender)", "--", "${recipient}"],
                                 accept_domains=["*"])
         cls.slow = httpd.add_smtp(["pipe", "timeout=2", cls.script, "$(recipient)"], accept_domains=["*"])
+        cls.helo = httpd.add_smtp(["pipe", cls.script, "$(helo_name)", "$(recipient)"], accept_domains=["*"])
         cls.pwn = "/tmp/esmtp-pwn-%s" % uuid.uuid4().hex
 
     def record(self, qid):
@@ -175,6 +176,27 @@ class PipeTest(ServerTestCase):
             self.assertEqual(c.cmd("RCPT TO:<-oQ/tmp/x@d.example>"),
                              (553, ["553 5.1.3 Address must not begin with '-'"]))
             self.assertEqual(c.cmd("QUIT")[0], 221)
+
+    def test_leading_dash_helo_refused(self):
+        """Issue 8 defect 11: $(helo_name) is client-chosen like the
+        addresses; `HELO -oQ/tmp/x` must not become an option of the command."""
+        with RawClient(self.helo.port) as c:
+            c.reply()
+            for verb in ("HELO", "EHLO"):
+                code, lines = c.cmd("%s -oQ/tmp/x" % verb)
+                self.assertEqual(code, 501, lines)
+                self.assertIn("must not begin with '-'", lines[0])
+            self.assertEqual(c.cmd("MAIL FROM:<a@d.example>")[0], 503)  # no HELO was taken
+            self.assertEqual(c.cmd("EHLO good-name.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@d.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<b@d.example>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(b"Subject: helo\r\n\r\nbody\r\n.\r\n")
+            code, lines = c.reply()
+            self.assertEqual(code, 250, lines)
+            qid = queue_id_of(lines[0])
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(self.record(qid)["argv"], [b"good-name.example", b"b@d.example"])
 
     def send_one(self, port, rcpt):
         with RawClient(port, timeout=30) as c:

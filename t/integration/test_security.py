@@ -4,6 +4,8 @@
 the junk-command limit (ESMTPMaxJunkCommands), the minimum data rate
 (ESMTPMinDataRate), a command trickled byte by byte (ESMTPTimeout command=),
 line limits, NUL bytes, HTTP requests and TLS ClientHellos on the SMTP port.
+After the last of them (in tearDownClass, so whatever the test names sort
+to) every vhost must still deliver, or the suite fails.
 
 AbuseCorpusTest replays t/integration/abuse/corpus.json, one test per case:
 each gets its expected replies, the memory of the httpd children stays
@@ -71,6 +73,24 @@ class RssSampler(threading.Thread):
 
 def message(subject, body=b"body\r\n"):
     return b"Subject: " + subject.encode() + b"\r\n\r\n" + body
+
+
+def assert_delivers(vh, subject):
+    """A normal delivery with smtplib to `vh` ends in its Maildir, or
+    AssertionError (usable outside a TestCase, e.g. in tearDownClass)."""
+    before = set(vh.maildir_files())
+    with smtplib.SMTP("127.0.0.1", vh.port, local_hostname="client.example", timeout=20) as s:
+        s.ehlo()
+        s.mail("a@client.example")
+        code, text = s.rcpt("b@%s" % vh.server_name)
+        if code != 250:
+            raise AssertionError("RCPT: %d %r" % (code, text))
+        code, text = s.data(message(subject))
+        if code != 250:
+            raise AssertionError("DATA: %d %r" % (code, text))
+    new = wait_for(lambda: sorted(set(vh.maildir_files()) - before), 5)
+    if len(new) != 1:
+        raise AssertionError("expected one new message, found %r" % new)
 
 
 class _Helpers:
@@ -203,6 +223,31 @@ class SecurityTest(_Helpers, ServerTestCase):
         files = self.new_files(self.norm, before, 1)
         self.assertEqual(self.body_of(files[0]),
                          b"Subject: norm\r\n\r\nline one\r\nline two\r\nline three\r\nx\r\n.\r\nMAIL FROM:<evil@x>\r\n")
+
+    def test_normalize_lf_only_message(self):
+        """Issue 8 defect 1: an ordinary LF-only message (25 lines of 50
+        octets) was refused as one over-long line; each LF ends a text line."""
+        before = self.norm.maildir_files()
+        body = b"".join(b"%02d" % i + b"x" * 48 + b"\n" for i in range(25))
+        with self.greet(self.norm, ehlo=None) as c:
+            c.send("EHLO client.example\n")
+            self.assertEqual(c.reply()[0], 250)
+            for cmd in ("MAIL FROM:<a@client.example>\n", "RCPT TO:<b@norm.sec.test>\n"):
+                c.send(cmd)
+                self.assertEqual(c.reply()[0], 250)
+            c.send("DATA\n")
+            self.assertEqual(c.reply()[0], 354)
+            c.send(b"Subject: lf only\n\n" + body + b"\r\n.\r\n")
+            code, lines = c.reply()
+            self.assertEqual(code, 250, lines)
+            # a line that is too long once stored with CRLF is still refused
+            self.transaction(c, "b@norm.sec.test")
+            c.send(b"Subject: long\n\nshort\n" + b"y" * 999 + b"\nshort\n\r\n.\r\n")
+            self.assertEqual(c.reply(), (500, ["500 5.5.2 Message line too long"]))
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        files = self.new_files(self.norm, before, 1)
+        self.assertEqual(self.body_of(files[0]),
+                         b"Subject: lf only\r\n\r\n" + body.replace(b"\n", b"\r\n") + b"\r\n")
 
     # --- early talkers
 
@@ -401,9 +446,25 @@ class SecurityTest(_Helpers, ServerTestCase):
             c.send(bytes.fromhex("16030100c4010000c00303") + os.urandom(32) + b"\x00" * 150)
             self.assertClosed(c)
 
-    def test_alive_afterwards(self):
-        for vh in (self.rej, self.norm, self.junk, self.rate, self.trickle):
-            self.deliver(vh)
+    @classmethod
+    def tearDownClass(cls):
+        """After all the abuse above, every vhost still delivers. This runs
+        after the last test whatever the names sort to (issue 8 defect 17: a
+        test_alive_afterwards ran first); a failure fails the suite."""
+        problems = []
+        if not cls.httpd.running():
+            problems.append("httpd is not running any more")
+        else:
+            for vh in (cls.rej, cls.norm, cls.delay, cls.pipe_ok, cls.junk, cls.rate, cls.trickle):
+                try:
+                    assert_delivers(vh, "alive after the abuse")
+                except Exception as e:  # noqa: BLE001 - every kind of failure counts
+                    problems.append("%s: %s: %s" % (vh.server_name, type(e).__name__, e))
+        if problems:
+            cls._failed = True  # keep the server's files for a look
+        super().tearDownClass()
+        if problems:
+            raise AssertionError("the server did not survive the security tests:\n" + "\n".join(problems))
 
 
 # ---------------------------------------------------------------- abuse corpus

@@ -57,6 +57,7 @@ class AddressTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testBadLocalParts);
     CPPUNIT_TEST(testParseMailbox);
     CPPUNIT_TEST(testParseMailboxRejects);
+    CPPUNIT_TEST(testLocalPartLength);
     CPPUNIT_TEST(testValidDomains);
     CPPUNIT_TEST(testInvalidDomains);
     CPPUNIT_TEST(testLiterals);
@@ -310,6 +311,45 @@ class AddressTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(!esmtp::parse_mailbox("user@@example.com", p));
         CPPUNIT_ASSERT(!esmtp::parse_mailbox("", p));
         CPPUNIT_ASSERT(!esmtp::parse_mailbox("user@example.com ", p));
+    }
+
+    // Issue 8 defect 9: RFC 5321 4.5.3.1.1, a local part is at most 64
+    // octets; for a quoted one that is the Quoted-string as sent, quotes and
+    // backslashes included (the grammar's Local-part).
+    void testLocalPartLength()
+    {
+        esmtp::Path p;
+        for (std::size_t n : {1, 63, 64}) {
+            std::string lp(n, 'a');
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(n), esmtp::parse_mailbox(lp + "@example.com", p));
+            CPPUNIT_ASSERT_EQUAL(lp, p.local_part);
+            CPPUNIT_ASSERT(rcpt_ok("<" + lp + "@example.com>"));
+            CPPUNIT_ASSERT(mail_ok("<" + lp + "@example.com>"));
+        }
+        for (std::size_t n : {65, 66, 67, 200}) {
+            std::string lp(n, 'a');
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(n), !esmtp::parse_mailbox(lp + "@example.com", p));
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(n), !rcpt_ok("<" + lp + "@example.com>"));
+            CPPUNIT_ASSERT_MESSAGE(std::to_string(n), !mail_ok("<" + lp + "@example.com>"));
+        }
+        // dots count
+        CPPUNIT_ASSERT(esmtp::parse_mailbox(std::string(32, 'a') + "." + std::string(31, 'b') + "@example.com", p));
+        CPPUNIT_ASSERT(!esmtp::parse_mailbox(std::string(32, 'a') + "." + std::string(32, 'b') + "@example.com", p));
+        // quoted: 64 octets with the quotes
+        CPPUNIT_ASSERT(esmtp::parse_mailbox("\"" + std::string(62, 'q') + "\"@example.com", p));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(64), p.local_part.size());
+        CPPUNIT_ASSERT(!esmtp::parse_mailbox("\"" + std::string(63, 'q') + "\"@example.com", p));
+        CPPUNIT_ASSERT(!esmtp::parse_mailbox("\"" + std::string(64, 'q') + "\"@example.com", p));
+        CPPUNIT_ASSERT(!rcpt_ok("<\"" + std::string(64, 'q') + "\"@example.com>"));
+        // backslash escapes are octets too
+        CPPUNIT_ASSERT(esmtp::parse_mailbox("\"" + std::string(60, 'q') + "\\\"\"@example.com", p));
+        CPPUNIT_ASSERT(!esmtp::parse_mailbox("\"" + std::string(61, 'q') + "\\\"\"@example.com", p));
+        // UTF-8: octets, not characters (32 two-octet characters are 64)
+        std::string e_acute;
+        for (int i = 0; i < 32; ++i)
+            e_acute += "\xc3\xa9";
+        CPPUNIT_ASSERT(esmtp::parse_mailbox(e_acute + "@example.com", p));
+        CPPUNIT_ASSERT(!esmtp::parse_mailbox(e_acute + "x@example.com", p));
     }
 
     void testValidDomains()

@@ -126,6 +126,9 @@ class DataReaderTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testSize);
     CPPUNIT_TEST(testSizeExceeded);
     CPPUNIT_TEST(testLineTooLong);
+    CPPUNIT_TEST(testNormalizeLfOnlyLinesAreNotTooLong);
+    CPPUNIT_TEST(testNormalizeBareCrLinesAreNotTooLong);
+    CPPUNIT_TEST(testNormalizeLongLfLineIsTooLong);
     CPPUNIT_TEST(testHugeHeaderField);
     CPPUNIT_TEST(testReset);
     CPPUNIT_TEST_SUITE_END();
@@ -459,6 +462,74 @@ class DataReaderTest : public CppUnit::TestFixture
         in = "Subject: " + long_line + "\r\n\r\n.\r\n";
         feed_whole(r, in, s3);
         CPPUNIT_ASSERT(r.done());
+        CPPUNIT_ASSERT(r.line_too_long());
+    }
+
+    // Issue 8 defect 1: with ESMTPBareLineFeed normalize, each bare LF ends
+    // a text line, so the line-length limit applies per LF-terminated line
+    // (25 lines of 50 octets were "too long" together).
+    void testNormalizeLfOnlyLinesAreNotTooLong()
+    {
+        Limits lim;
+        DataReader r(lim);
+        r.set_normalize(true);
+        std::string line(50, 'a');
+        std::string in = "Subject: lf only\n\n", expect = "Subject: lf only\r\n\r\n";
+        for (int i = 0; i < 25; ++i) {
+            in += line + "\n";
+            expect += line + "\r\n";
+        }
+        in += "\r\n.\r\n";
+        expect += "\r\n";
+        for (std::size_t piece : {in.size(), std::size_t(1), std::size_t(7)}) {
+            RecordingSink s;
+            CPPUNIT_ASSERT_EQUAL(in.size(), feed_pieces(r, in, s, {piece}));
+            CPPUNIT_ASSERT(r.done());
+            CPPUNIT_ASSERT_MESSAGE("LF-only lines counted as one long line", !r.line_too_long());
+            CPPUNIT_ASSERT(r.bare_newline());
+            CPPUNIT_ASSERT_EQUAL(expect, s.all);
+            CPPUNIT_ASSERT_EQUAL(std::string("Subject"), s.headers.at(0).name);
+        }
+    }
+
+    void testNormalizeBareCrLinesAreNotTooLong()
+    {
+        Limits lim;
+        lim.max_text_line = 20;
+        DataReader r(lim);
+        r.set_normalize(true);
+        RecordingSink s;
+        // each line 15 octets + CR: 17 with the CRLF it becomes; a stuffed
+        // dot line ending in a bare CR too
+        std::string in = "\r\n" + std::string(15, 'b') + "\r" + std::string(15, 'c') + "\r..dot" +
+                         std::string(12, 'd') + "\r" + std::string(15, 'e') + "\r\n.\r\n";
+        CPPUNIT_ASSERT_EQUAL(in.size(), feed_whole(r, in, s));
+        CPPUNIT_ASSERT(r.done());
+        CPPUNIT_ASSERT(!r.line_too_long());
+        CPPUNIT_ASSERT_EQUAL("\r\n" + std::string(15, 'b') + "\r\n" + std::string(15, 'c') + "\r\n..dot" +
+                                 std::string(12, 'd') + "\r\n" + std::string(15, 'e') + "\r\n",
+                             s.all);
+    }
+
+    void testNormalizeLongLfLineIsTooLong()
+    {
+        Limits lim;
+        DataReader r(lim);
+        r.set_normalize(true);
+        // 998 octets + LF becomes 998 + CRLF: 1000, allowed
+        RecordingSink s;
+        std::string in = "\r\n" + std::string(998, 'a') + "\nshort\n\r\n.\r\n";
+        CPPUNIT_ASSERT_EQUAL(in.size(), feed_whole(r, in, s));
+        CPPUNIT_ASSERT(!r.line_too_long());
+        // 999 octets + LF is stored as 1001 octets with CRLF: too long
+        RecordingSink s2;
+        in = "\r\nshort\n" + std::string(999, 'a') + "\nshort\r\n.\r\n";
+        CPPUNIT_ASSERT_EQUAL(in.size(), feed_whole(r, in, s2));
+        CPPUNIT_ASSERT(r.line_too_long());
+        // and a bare-CR-terminated one
+        RecordingSink s3;
+        in = "\r\nshort\r" + std::string(999, 'a') + "\rshort\r\n.\r\n";
+        CPPUNIT_ASSERT_EQUAL(in.size(), feed_whole(r, in, s3));
         CPPUNIT_ASSERT(r.line_too_long());
     }
 

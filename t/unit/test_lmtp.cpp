@@ -8,6 +8,10 @@
 
 #include <cppunit/extensions/HelperMacros.h>
 
+#include <fstream>
+
+#include <cstring>
+
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -259,6 +263,8 @@ class LmtpTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testFoldAllPermanent);
     CPPUNIT_TEST(testFoldMixed);
     CPPUNIT_TEST(testServerDown);
+    CPPUNIT_TEST(testServerDownIsAnError);
+    CPPUNIT_TEST(testCheck);
     CPPUNIT_TEST(testBadGreeting);
     CPPUNIT_TEST(testConnectionLostMidTransaction);
     CPPUNIT_TEST(testConnectionLostAfterDot);
@@ -580,6 +586,55 @@ class LmtpTest : public CppUnit::TestFixture
         FakeLmtp srv(sock_);
         srv.start();
         CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 ok\r\n"), m.send("RCPT TO:<d@example.org>\r\n"));
+    }
+
+    // Issue 8 defect 18: an LMTP server that cannot be reached is the
+    // administrator's problem: each refusal says so in httpd's error log.
+    void testServerDownIsAnError()
+    {
+        struct ErrorLog final : esmtp::TxLogSink {
+            void write(int, std::string_view) override {}
+            void error(std::string_view text) override { errors.emplace_back(text); }
+            std::vector<std::string> errors;
+        } log;
+        esmtp::LmtpProvider p;
+        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
+        std::string error;
+        auto f = p.configure(ctx, {"unix:" + sock_}, error);
+        CPPUNIT_ASSERT_MESSAGE(error, f);
+        esmtp::SessionConfig cfg;
+        cfg.hostname = "mx.example.org";
+        cfg.accept_domains = {"*"};
+        esmtp::Session s(cfg, esmtp::ConnectionInfo{}, f->create(), &log);
+        s.start();
+        s.feed("EHLO c.example\r\nMAIL FROM:<a@example.com>\r\n");
+        s.output().clear();
+        s.feed("RCPT TO:<b@example.org>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 LMTP server unavailable\r\n"), s.output());
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), log.errors.size());
+        CPPUNIT_ASSERT_MESSAGE(log.errors[0], log.errors[0].find(sock_) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(log.errors[0], log.errors[0].find(std::strerror(ENOENT)) != std::string::npos);
+    }
+
+    // check(): a unix socket's directory must be reachable; the socket
+    // itself may appear later (the LMTP server not started yet).
+    void testCheck()
+    {
+        esmtp::LmtpProvider p;
+        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
+        std::string error, why;
+        auto f = p.configure(ctx, {"unix:" + sock_}, error);
+        CPPUNIT_ASSERT_MESSAGE(why, f->check(why));
+        f = p.configure(ctx, {"unix:" + (dir_ / "nodir/lmtp.sock").string()}, error);
+        CPPUNIT_ASSERT(!f->check(why));
+        CPPUNIT_ASSERT_MESSAGE(why, why.find((dir_ / "nodir").string()) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(why, why.find(std::strerror(ENOENT)) != std::string::npos);
+        std::ofstream(dir_ / "file") << "x";
+        f = p.configure(ctx, {"unix:" + (dir_ / "file/lmtp.sock").string()}, error);
+        CPPUNIT_ASSERT(!f->check(why));
+        // TCP: nothing to check before connecting
+        f = p.configure(ctx, {"127.0.0.1:1"}, error);
+        CPPUNIT_ASSERT_MESSAGE(why, f->check(why));
     }
 
     void testBadGreeting()

@@ -6,7 +6,9 @@
 
 #include <cppunit/extensions/HelperMacros.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <functional>
 #include <fstream>
@@ -116,6 +118,16 @@ class MaildirTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testDirectoryBlockedAtData);
     CPPUNIT_TEST(testDirectoriesCreated0700);
     CPPUNIT_TEST(testUnmappableRecipientRefused);
+    CPPUNIT_TEST(testCreatedDirectoriesFsynced);
+    CPPUNIT_TEST(testCreatedFixedMaildirFsynced);
+    CPPUNIT_TEST(testCreatedDirectoryFsyncFails);
+    CPPUNIT_TEST(testCreateNoRefusesUnknownMailbox);
+    CPPUNIT_TEST(testCreateNoFixedMaildirMissing);
+    CPPUNIT_TEST(testCreateOptionParsing);
+    CPPUNIT_TEST(testCheckWritable);
+    CPPUNIT_TEST(testCheckBlocked);
+    CPPUNIT_TEST(testCheckPerRecipient);
+    CPPUNIT_TEST(testCheckCreateNoMissing);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -516,7 +528,273 @@ class MaildirTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(files_in(dir_).empty());
     }
 
+    // Issue 8 defect 12: every directory created for a new mailbox, and the
+    // directory holding it, is fsynced before the 250 (after the last
+    // mkdir): otherwise a crash can take the acknowledged message away with
+    // its directory chain.
+    void testCreatedDirectoriesFsynced()
+    {
+        fs::path box = dir_ / "deep/example.org/bob/Maildir";
+        std::vector<std::string> ops = record_syscalls([&] {
+            MaildirSession m((dir_ / "deep/%d/%u/Maildir").string());
+            std::string out = deliver(m, {"bob@example.org"});
+            CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
+        });
+        std::vector<std::string> created = check_created_synced(ops);
+        std::vector<std::string> want{(dir_ / "deep").string(),
+                                      (dir_ / "deep/example.org").string(),
+                                      (dir_ / "deep/example.org/bob").string(),
+                                      box.string(),
+                                      (box / "tmp").string(),
+                                      (box / "new").string(),
+                                      (box / "cur").string()};
+        CPPUNIT_ASSERT_EQUAL(join(want), join(created));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), files_in(box / "new").size());
+
+        // the mailbox exists now: the next message creates nothing and
+        // syncs only new/
+        ops = record_syscalls([&] {
+            MaildirSession m((dir_ / "deep/%d/%u/Maildir").string());
+            std::string out = deliver(m, {"bob@example.org"});
+            CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
+        });
+        CPPUNIT_ASSERT_EQUAL(join({"fsync " + (box / "new").string()}), join(ops));
+    }
+
+    void testCreatedFixedMaildirFsynced()
+    {
+        fs::path box = dir_ / "a/Maildir";
+        std::vector<std::string> ops = record_syscalls([&] {
+            MaildirSession m(box.string());
+            std::string out = deliver(m, {"bob@example.org"});
+            CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
+        });
+        std::vector<std::string> created = check_created_synced(ops);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(5), created.size());
+    }
+
+    // A directory fsync that fails: 451, nothing stored, and the reason in
+    // httpd's error log (SessionView::error).
+    void testCreatedDirectoryFsyncFails()
+    {
+        fs::path box = dir_ / "x/Maildir";
+        esmtp::set_maildir_syscall_hook([&](std::string_view op, const std::string &path) {
+            return op == "fsync" && path == (dir_ / "x").string() ? EIO : 0;
+        });
+        ErrorLog log;
+        std::string out;
+        {
+            auto factory = esmtp::make_maildir_factory(box.string());
+            esmtp::SessionConfig cfg;
+            cfg.hostname = "mx.example.org";
+            cfg.accept_domains = {"*"};
+            esmtp::Session s(cfg, esmtp::ConnectionInfo{}, factory->create(), &log);
+            s.start();
+            s.feed("EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+            s.feed(stuffed(kMessage) + ".\r\n");
+            out = s.output();
+        }
+        esmtp::set_maildir_syscall_hook({});
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.3.0 ") != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("queued as") == std::string::npos);
+        CPPUNIT_ASSERT(files_in(box / "new").empty());
+        CPPUNIT_ASSERT(files_in(box / "tmp").empty());
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), log.errors.size());
+        CPPUNIT_ASSERT_MESSAGE(log.errors[0], log.errors[0].find((dir_ / "x").string()) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(log.errors[0], log.errors[0].find(std::strerror(EIO)) != std::string::npos);
+    }
+
+    // maildir DIR create=no: only mailboxes that exist; RCPT to any other
+    // gets 550 5.1.1 and no directory is made for it.
+    void testCreateNoRefusesUnknownMailbox()
+    {
+        fs::create_directories(dir_ / "example.org/alice"); // exists, without tmp/ new/ cur/
+        esmtp::MaildirOptions opts;
+        opts.create = false;
+        auto factory = esmtp::make_maildir_factory((dir_ / "%d/%u").string(), opts);
+        CPPUNIT_ASSERT(factory);
+        esmtp::SessionConfig cfg;
+        cfg.hostname = "mx.example.org";
+        cfg.accept_domains = {"*"};
+        esmtp::Session s(cfg, esmtp::ConnectionInfo{}, factory->create(), nullptr);
+        s.start();
+        s.feed("EHLO c.example\r\nMAIL FROM:<a@example.com>\r\n");
+        s.output().clear();
+        s.feed("RCPT TO:<nobody@example.org>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("550 5.1.1 No such user here\r\n"), s.output());
+        s.output().clear();
+        s.feed("RCPT TO:<bob@other.example>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("550 5.1.1 No such user here\r\n"), s.output());
+        s.output().clear();
+        s.feed("RCPT TO:<Alice@example.org>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.5 Ok\r\n"), s.output());
+        s.output().clear();
+        s.feed("DATA\r\n" + stuffed(kMessage) + ".\r\n");
+        CPPUNIT_ASSERT_MESSAGE(s.output(), s.output().find("250 2.0.0 Ok: queued as ") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), files_in(dir_ / "example.org/alice/new").size());
+        CPPUNIT_ASSERT(!fs::exists(dir_ / "example.org/nobody"));
+        CPPUNIT_ASSERT(!fs::exists(dir_ / "other.example"));
+    }
+
+    // A fixed Maildir with create=no that is missing: an administrator's
+    // problem, 451 and a line in the error log, not a 550.
+    void testCreateNoFixedMaildirMissing()
+    {
+        esmtp::MaildirOptions opts;
+        opts.create = false;
+        auto factory = esmtp::make_maildir_factory((dir_ / "missing").string(), opts);
+        CPPUNIT_ASSERT(factory);
+        ErrorLog log;
+        esmtp::SessionConfig cfg;
+        cfg.hostname = "mx.example.org";
+        cfg.accept_domains = {"*"};
+        esmtp::Session s(cfg, esmtp::ConnectionInfo{}, factory->create(), &log);
+        s.start();
+        s.feed("EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+        CPPUNIT_ASSERT_MESSAGE(s.output(), s.output().find("451 4.3.0 ") != std::string::npos);
+        CPPUNIT_ASSERT(!fs::exists(dir_ / "missing"));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), log.errors.size());
+        CPPUNIT_ASSERT_MESSAGE(log.errors[0], log.errors[0].find((dir_ / "missing").string()) != std::string::npos);
+    }
+
+    void testCreateOptionParsing()
+    {
+        esmtp::MaildirProvider p;
+        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
+        std::string error;
+        CPPUNIT_ASSERT(p.configure(ctx, {(dir_ / "%u").string(), "create=no"}, error));
+        CPPUNIT_ASSERT(p.configure(ctx, {(dir_ / "%u").string(), "create=yes"}, error));
+        CPPUNIT_ASSERT(p.configure(ctx, {(dir_ / "%u").string()}, error));
+        for (std::vector<std::string> bad : {std::vector<std::string>{(dir_ / "%u").string(), "create=maybe"},
+                                             std::vector<std::string>{(dir_ / "%u").string(), "create="},
+                                             std::vector<std::string>{(dir_ / "%u").string(), "frobnicate=1"},
+                                             std::vector<std::string>{(dir_ / "%u").string(), "other/dir"},
+                                             std::vector<std::string>{"create=no"}, std::vector<std::string>{}}) {
+            error.clear();
+            CPPUNIT_ASSERT_MESSAGE(join(bad), !p.configure(ctx, bad, error));
+            CPPUNIT_ASSERT_MESSAGE(error, error.rfind("ESMTPHandler maildir: ", 0) == 0);
+        }
+        error.clear();
+        p.configure(ctx, {(dir_ / "%u").string(), "create=maybe"}, error);
+        CPPUNIT_ASSERT_MESSAGE(error, error.find("create=yes or create=no") != std::string::npos);
+    }
+
+    // Issue 8 defect 18: HandlerFactory::check() (child_init, as the
+    // server's user) proves the Maildir writable by creating and removing
+    // a file in DIR/tmp, and leaves nothing behind.
+    void testCheckWritable()
+    {
+        auto f = esmtp::make_maildir_factory((dir_ / "new-box").string());
+        std::string why;
+        CPPUNIT_ASSERT_MESSAGE(why, f->check(why));
+        CPPUNIT_ASSERT(fs::is_directory(dir_ / "new-box/tmp")); // created as a delivery would
+        CPPUNIT_ASSERT(files_in(dir_ / "new-box/tmp").empty());
+        CPPUNIT_ASSERT(files_in(dir_ / "new-box/new").empty());
+    }
+
+    void testCheckBlocked()
+    {
+        std::ofstream(dir_ / "file") << "x";
+        auto f = esmtp::make_maildir_factory((dir_ / "file/Maildir").string());
+        std::string why;
+        CPPUNIT_ASSERT(!f->check(why));
+        CPPUNIT_ASSERT_MESSAGE(why, why.find((dir_ / "file").string()) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(why, why.find(std::strerror(ENOTDIR)) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(why, why.rfind("maildir: ", 0) == 0);
+    }
+
+    void testCheckPerRecipient()
+    {
+        // the fixed part before the first placeholder is what is checked
+        auto f = esmtp::make_maildir_factory((dir_ / "vhosts/%d/%u/Maildir").string());
+        std::string why;
+        CPPUNIT_ASSERT_MESSAGE(why, f->check(why));
+        CPPUNIT_ASSERT(fs::is_directory(dir_ / "vhosts"));
+        CPPUNIT_ASSERT(files_in(dir_ / "vhosts").empty());
+
+        std::ofstream(dir_ / "plain") << "x";
+        f = esmtp::make_maildir_factory((dir_ / "plain/%u").string());
+        CPPUNIT_ASSERT(!f->check(why));
+        CPPUNIT_ASSERT_MESSAGE(why, why.find((dir_ / "plain").string()) != std::string::npos);
+    }
+
+    void testCheckCreateNoMissing()
+    {
+        esmtp::MaildirOptions opts;
+        opts.create = false;
+        auto f = esmtp::make_maildir_factory((dir_ / "absent").string(), opts);
+        std::string why;
+        CPPUNIT_ASSERT(!f->check(why));
+        CPPUNIT_ASSERT_MESSAGE(why, why.find((dir_ / "absent").string()) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(why, why.find(std::strerror(ENOENT)) != std::string::npos);
+        CPPUNIT_ASSERT(!fs::exists(dir_ / "absent")); // create=no creates nothing
+        // per-recipient with create=no: the base must exist
+        f = esmtp::make_maildir_factory((dir_ / "absent/%u").string(), opts);
+        CPPUNIT_ASSERT(!f->check(why));
+        f = esmtp::make_maildir_factory((dir_ / "%u").string(), opts);
+        CPPUNIT_ASSERT_MESSAGE(why, f->check(why));
+    }
+
   private:
+    struct ErrorLog final : esmtp::TxLogSink {
+        void write(int, std::string_view) override {}
+        void error(std::string_view text) override { errors.emplace_back(text); }
+        std::vector<std::string> errors;
+    };
+
+    static std::string join(const std::vector<std::string> &v)
+    {
+        std::string s;
+        for (const auto &x : v)
+            s += "[" + x + "]";
+        return s;
+    }
+
+    // Runs `f` with the maildir syscall hook recording "mkdir PATH" and
+    // "fsync PATH" in order.
+    static std::vector<std::string> record_syscalls(const std::function<void()> &f)
+    {
+        std::vector<std::string> ops;
+        esmtp::set_maildir_syscall_hook([&](std::string_view op, const std::string &path) {
+            ops.push_back(std::string(op) + " " + path);
+            return 0;
+        });
+        try {
+            f();
+        } catch (...) {
+            esmtp::set_maildir_syscall_hook({});
+            throw;
+        }
+        esmtp::set_maildir_syscall_hook({});
+        return ops;
+    }
+
+    // Every created directory and its parent are fsynced after the last
+    // mkdir; returns the created directories in order.
+    static std::vector<std::string> check_created_synced(const std::vector<std::string> &ops)
+    {
+        std::vector<std::string> created;
+        std::size_t last_mkdir = 0;
+        for (std::size_t i = 0; i < ops.size(); ++i)
+            if (ops[i].rfind("mkdir ", 0) == 0) {
+                created.push_back(ops[i].substr(6));
+                last_mkdir = i;
+            }
+        CPPUNIT_ASSERT(!created.empty());
+        auto synced_after = [&](const std::string &p) {
+            for (std::size_t i = last_mkdir + 1; i < ops.size(); ++i)
+                if (ops[i] == "fsync " + p)
+                    return true;
+            return false;
+        };
+        for (const auto &d : created) {
+            CPPUNIT_ASSERT_MESSAGE("not fsynced: " + d + " in " + join(ops), synced_after(d));
+            std::string parent = fs::path(d).parent_path().string();
+            CPPUNIT_ASSERT_MESSAGE("parent not fsynced: " + parent + " in " + join(ops), synced_after(parent));
+        }
+        return created;
+    }
+
     fs::path dir_;
 };
 

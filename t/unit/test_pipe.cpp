@@ -11,6 +11,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -151,6 +152,8 @@ class PipeTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testExpansions);
     CPPUNIT_TEST(testHostileAddresses);
     CPPUNIT_TEST(testLeadingDashRefused);
+    CPPUNIT_TEST(testLeadingDashHeloRefused);
+    CPPUNIT_TEST(testLeadingDashClientHostnameRefused);
     CPPUNIT_TEST(testNullSender);
     CPPUNIT_TEST(testTempfail);
     CPPUNIT_TEST(testPermanentFailure);
@@ -158,6 +161,8 @@ class PipeTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testTimeoutKillsProcessGroup);
     CPPUNIT_TEST(testCommandVanished);
     CPPUNIT_TEST(testAbortRunsNothing);
+    CPPUNIT_TEST(testCheck);
+    CPPUNIT_TEST(testCommandVanishedIsAnError);
     CPPUNIT_TEST(testNoFdOrProcessLeft);
     CPPUNIT_TEST(testLargeMessage);
     CPPUNIT_TEST_SUITE_END();
@@ -329,6 +334,48 @@ class PipeTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(join({"a@d.example", "b@d.example"}), join(argv()));
     }
 
+    // Issue 8 defect 11: the HELO/EHLO name is client-chosen like the
+    // addresses: `HELO -oQ/tmp/x` must not reach argv as an option.
+    void testLeadingDashHeloRefused()
+    {
+        PipeSession m({script("rec"), "$(helo_name)", "${sender}"});
+        std::string out = m.send("HELO -oQ/tmp/x\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("501 ", 0) == 0);
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("must not begin with '-'") != std::string::npos);
+        out = m.send("EHLO -fx\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("501 ", 0) == 0);
+        // the refused name was not taken: the earlier EHLO's name stands
+        CPPUNIT_ASSERT(m.deliver("a@d.example", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(join({"client.example", "a@d.example"}), join(argv()));
+        // a dash inside the name is fine
+        CPPUNIT_ASSERT(m.send("EHLO mx-1.example\r\n").rfind("250", 0) == 0);
+        CPPUNIT_ASSERT(m.deliver("a@d.example", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(join({"mx-1.example", "a@d.example"}), join(argv()));
+    }
+
+    // The reverse-DNS name is chosen by whoever owns the client's PTR record.
+    void testLeadingDashClientHostnameRefused()
+    {
+        esmtp::PipeProvider p;
+        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
+        std::string error;
+        auto factory = p.configure(ctx, {script("rec"), "$(client_hostname)"}, error);
+        CPPUNIT_ASSERT_MESSAGE(error, factory);
+        esmtp::SessionConfig cfg;
+        cfg.hostname = "mx.example.org";
+        cfg.accept_domains = {"*"};
+        esmtp::ConnectionInfo conn;
+        conn.client_address = "192.0.2.7";
+        conn.remote_host = "-oQ/tmp/x";
+        esmtp::Session s(cfg, conn, factory->create(), nullptr);
+        s.start();
+        s.feed("EHLO client.example\r\nMAIL FROM:<a@d.example>\r\n");
+        std::string out = s.output();
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("\r\n550 5.7.1 Client host name must not begin with '-'\r\n") !=
+                                        std::string::npos);
+        CPPUNIT_ASSERT(!fs::exists(dir_ / "argv"));
+    }
+
     void testNullSender()
     {
         {
@@ -403,6 +450,56 @@ class PipeTest : public CppUnit::TestFixture
         fs::remove(sh);
         CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Local error in processing\r\n"),
                              m.deliver("a@d.example", {"b@d.example"}, kMessage));
+    }
+
+    // Issue 8 defect 18: check() (child_init, as the server's user): the
+    // command must be executable by that user.
+    void testCheck()
+    {
+        std::string sh = script("rec");
+        esmtp::PipeProvider p;
+        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
+        std::string error, why;
+        auto f = p.configure(ctx, {sh, "$(sender)"}, error);
+        CPPUNIT_ASSERT_MESSAGE(error, f);
+        CPPUNIT_ASSERT_MESSAGE(why, f->check(why));
+        fs::permissions(sh, fs::perms::owner_read | fs::perms::owner_write); // no x for anyone, root included
+        CPPUNIT_ASSERT(!f->check(why));
+        CPPUNIT_ASSERT_MESSAGE(why, why.find(sh) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(why, why.find(std::strerror(EACCES)) != std::string::npos);
+        fs::remove(sh);
+        CPPUNIT_ASSERT(!f->check(why));
+        CPPUNIT_ASSERT_MESSAGE(why, why.find(std::strerror(ENOENT)) != std::string::npos);
+    }
+
+    // A command that cannot be run is the administrator's problem: it goes
+    // to httpd's error log (SessionView::error), path and reason.
+    void testCommandVanishedIsAnError()
+    {
+        struct ErrorLog final : esmtp::TxLogSink {
+            void write(int, std::string_view) override {}
+            void error(std::string_view text) override { errors.emplace_back(text); }
+            std::vector<std::string> errors;
+        } log;
+        std::string sh = script("gone");
+        esmtp::PipeProvider p;
+        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
+        std::string error;
+        auto f = p.configure(ctx, {sh}, error);
+        CPPUNIT_ASSERT_MESSAGE(error, f);
+        fs::remove(sh);
+        esmtp::SessionConfig cfg;
+        cfg.hostname = "mx.example.org";
+        cfg.accept_domains = {"*"};
+        esmtp::Session s(cfg, esmtp::ConnectionInfo{}, f->create(), &log);
+        s.start();
+        s.feed("EHLO c.example\r\nMAIL FROM:<a@d.example>\r\nRCPT TO:<b@d.example>\r\nDATA\r\n");
+        s.output().clear();
+        s.feed("Subject: x\r\n\r\nx\r\n.\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Local error in processing\r\n"), s.output());
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), log.errors.size());
+        CPPUNIT_ASSERT_MESSAGE(log.errors[0], log.errors[0].find(sh) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(log.errors[0], log.errors[0].find(std::strerror(ENOENT)) != std::string::npos);
     }
 
     void testAbortRunsNothing()
