@@ -334,20 +334,39 @@ class SecurityTest(_Helpers, ServerTestCase):
     # --- ESMTPMaxJunkCommands
 
     def test_junk_command_limit(self):
+        # ESMTPMaxJunkCommands 5: EHLO is the first junk command
         with self.greet(self.junk) as c:
-            c.send("NOOP\r\nRSET\r\nVRFY postmaster\r\nHELP\r\nEXPN list\r\n")
-            self.assertEqual([c.reply()[0] for _ in range(5)], [250, 250, 252, 214, 502])
-            # MAIL/RCPT are not junk
+            c.send("NOOP\r\nRSET\r\nVRFY postmaster\r\nHELP\r\n")
+            self.assertEqual([c.reply()[0] for _ in range(4)], [250, 250, 252, 214])
+            self.assertEqual(c.cmd("EXPN list"), (421, ["421 4.7.0 junk.sec.test Error: too many commands"]))
+            self.assertClosed(c)
+
+    def test_junk_counter_restarts_after_delivery(self):
+        # as Postfix: a client that delivers is not a junk sender
+        with self.greet(self.junk) as c:
+            self.assertEqual(c.cmd("NOOP")[0], 250)
+            self.transaction(c, "b@junk.sec.test")  # MAIL is junk: 3 so far, RCPT and DATA are not
+            self.assertEqual(c.cmd("Subject: x\r\n\r\nbody\r\n.")[0], 250)
+            c.send("NOOP\r\n" * 6)
+            self.assertEqual([c.reply()[0] for _ in range(6)], [250] * 5 + [421])
+            self.assertClosed(c)
+
+    def test_ehlo_and_mail_are_junk(self):
+        # EHLO + MAIL without a delivery (defect: they counted toward no limit)
+        with self.greet(self.junk) as c:
             self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
-            self.assertEqual(c.cmd("RCPT TO:<b@junk.sec.test>")[0], 250)
-            self.assertEqual(c.cmd("NOOP"), (421, ["421 4.7.0 junk.sec.test Error: too many commands"]))
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 421)
             self.assertClosed(c)
 
     def test_junk_command_default_limit(self):
+        # the default is 100, EHLO included
         with self.greet(self.rej) as c:
-            c.send("NOOP\r\n" * 101)
-            codes = [c.reply()[0] for _ in range(101)]
-            self.assertEqual(codes, [250] * 100 + [421])
+            c.send("NOOP\r\n" * 100)
+            codes = [c.reply()[0] for _ in range(100)]
+            self.assertEqual(codes, [250] * 99 + [421])
             self.assertClosed(c)
 
     # --- ESMTPMinDataRate (checked after a 10 s grace)
