@@ -607,7 +607,8 @@ class LmtpTest : public CppUnit::TestFixture
         cfg.accept_domains = {"*"};
         esmtp::Session s(cfg, esmtp::ConnectionInfo{}, f->create(), &log);
         s.start();
-        s.feed("EHLO c.example\r\nMAIL FROM:<a@example.com>\r\n");
+        s.feed("EHLO c.example\r\n");
+        s.feed("MAIL FROM:<a@example.com>\r\n");
         s.output().clear();
         s.feed("RCPT TO:<b@example.org>\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 LMTP server unavailable\r\n"), s.output());

@@ -590,7 +590,8 @@ class MaildirTest : public CppUnit::TestFixture
             cfg.accept_domains = {"*"};
             esmtp::Session s(cfg, esmtp::ConnectionInfo{}, factory->create(), &log);
             s.start();
-            s.feed("EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+            s.feed("EHLO c.example\r\n");
+            s.feed("MAIL FROM:<a@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
             s.feed(stuffed(kMessage) + ".\r\n");
             out = s.output();
         }
@@ -618,7 +619,8 @@ class MaildirTest : public CppUnit::TestFixture
         cfg.accept_domains = {"*"};
         esmtp::Session s(cfg, esmtp::ConnectionInfo{}, factory->create(), nullptr);
         s.start();
-        s.feed("EHLO c.example\r\nMAIL FROM:<a@example.com>\r\n");
+        s.feed("EHLO c.example\r\n");
+        s.feed("MAIL FROM:<a@example.com>\r\n");
         s.output().clear();
         s.feed("RCPT TO:<nobody@example.org>\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("550 5.1.1 No such user here\r\n"), s.output());
@@ -650,7 +652,8 @@ class MaildirTest : public CppUnit::TestFixture
         cfg.accept_domains = {"*"};
         esmtp::Session s(cfg, esmtp::ConnectionInfo{}, factory->create(), &log);
         s.start();
-        s.feed("EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+        s.feed("EHLO c.example\r\n");
+        s.feed("MAIL FROM:<a@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
         CPPUNIT_ASSERT_MESSAGE(s.output(), s.output().find("451 4.3.0 ") != std::string::npos);
         CPPUNIT_ASSERT(!fs::exists(dir_ / "missing"));
         CPPUNIT_ASSERT_EQUAL(std::size_t(1), log.errors.size());

@@ -369,7 +369,8 @@ class PipeTest : public CppUnit::TestFixture
         conn.remote_host = "-oQ/tmp/x";
         esmtp::Session s(cfg, conn, factory->create(), nullptr);
         s.start();
-        s.feed("EHLO client.example\r\nMAIL FROM:<a@d.example>\r\n");
+        s.feed("EHLO client.example\r\n");
+        s.feed("MAIL FROM:<a@d.example>\r\n");
         std::string out = s.output();
         CPPUNIT_ASSERT_MESSAGE(out, out.find("\r\n550 5.7.1 Client host name must not begin with '-'\r\n") !=
                                         std::string::npos);
@@ -493,7 +494,8 @@ class PipeTest : public CppUnit::TestFixture
         cfg.accept_domains = {"*"};
         esmtp::Session s(cfg, esmtp::ConnectionInfo{}, f->create(), &log);
         s.start();
-        s.feed("EHLO c.example\r\nMAIL FROM:<a@d.example>\r\nRCPT TO:<b@d.example>\r\nDATA\r\n");
+        s.feed("EHLO c.example\r\n");
+        s.feed("MAIL FROM:<a@d.example>\r\nRCPT TO:<b@d.example>\r\nDATA\r\n");
         s.output().clear();
         s.feed("Subject: x\r\n\r\nx\r\n.\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Local error in processing\r\n"), s.output());
