@@ -7,11 +7,12 @@
 //     h.start();                               // greeting
 //     std::string out = h.send("EHLO x\r\n");  // replies to that input
 //
-// A test of another handler (maildir, pipe, lmtp) sets `make_handler`
-// before start(); `rec` then stays unused.
+// A test of another handler (maildir, pipe, lmtp) gives its factory to
+// use() (or sets `make_handler`) before start(); `rec` then stays unused.
 #pragma once
 
 #include "engine/session.hpp"
+#include <esmtp/provider.hpp>
 
 #include <functional>
 #include <map>
@@ -190,6 +191,21 @@ class RecordingLog final : public TxLogSink
     std::vector<std::string> errors;
 };
 
+// What a client sends after DATA's 354: `content` (whole lines) dot-stuffed,
+// then the final dot.
+inline std::string data_section(std::string_view content)
+{
+    std::string out;
+    bool bol = true;
+    for (char c : content) {
+        if (bol && c == '.')
+            out += '.';
+        out += c;
+        bol = c == '\n';
+    }
+    return out + ".\r\n";
+}
+
 struct Harness {
     std::shared_ptr<Record> rec = std::make_shared<Record>();
     RecordingLog log;
@@ -208,6 +224,14 @@ struct Harness {
         conn.local_address = "127.0.0.1";
     }
 
+    // The sessions of the next start()s get their handler from `factory`
+    // and accept any recipient domain: a test of a handler is about the
+    // handler, not about the relay policy.
+    void use(std::shared_ptr<HandlerFactory> factory)
+    {
+        make_handler = [factory] { return factory->create(); };
+        cfg.accept_domains = {"*"};
+    }
     // Create the session (with cfg and conn as they are now) and return the greeting.
     std::string start()
     {
@@ -246,6 +270,24 @@ struct Harness {
     {
         start();
         send("HELO client.example\r\n");
+    }
+    // One transaction, a write per command: MAIL FROM:<from>, RCPT TO:<r>
+    // for each of `to`, DATA and, if DATA got 354, data_section(content).
+    // Returns the replies in that order; `trace` gets the trace headers the
+    // session gives the handler (those it prepends to the message).
+    std::vector<std::string> transaction(std::string_view from, const std::vector<std::string> &to,
+                                         std::string_view content, std::string *trace = nullptr)
+    {
+        std::vector<std::string> replies{send("MAIL FROM:<" + std::string(from) + ">\r\n")};
+        for (const auto &r : to)
+            replies.push_back(send("RCPT TO:<" + r + ">\r\n"));
+        replies.push_back(send("DATA\r\n"));
+        if (replies.back().rfind("354 ", 0) != 0)
+            return replies;
+        if (trace)
+            *trace = std::string(session->trace_headers());
+        replies.push_back(send(data_section(content)));
+        return replies;
     }
     Session &s() { return *session; }
 };

@@ -4,7 +4,7 @@
 // connections, a server that is down).
 
 #include "handlers/lmtp.hpp"
-#include "engine/session.hpp"
+#include "session_harness.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 
@@ -206,41 +206,30 @@ class FakeLmtp
     std::atomic<bool> stop_{false};
 };
 
-// A session whose handler is `lmtp ARGS...`.
-struct LmtpSession {
-    esmtp::SessionConfig cfg; // outlives the session
-    std::unique_ptr<esmtp::Session> s;
+using H = esmtp::test::Harness;
 
-    explicit LmtpSession(const std::vector<std::string> &args)
-    {
-        esmtp::LmtpProvider p;
-        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
-        std::string error;
-        auto factory = p.configure(ctx, args, error);
-        CPPUNIT_ASSERT_MESSAGE(error, factory);
-        cfg.hostname = "mx.example.org";
-        cfg.accept_domains = {"*"};
-        s = std::make_unique<esmtp::Session>(cfg, esmtp::ConnectionInfo{}, factory->create(), nullptr);
-        s->start();
-        send("EHLO client.example\r\n");
-    }
-    std::string send(std::string_view in)
-    {
-        s->feed(in);
-        std::string out = s->output();
-        s->output().clear();
-        return out;
-    }
-};
+// The factory of `ESMTPHandler lmtp ARGS...`, or nullptr and `error`.
+std::shared_ptr<esmtp::HandlerFactory> configure(const std::vector<std::string> &args, std::string &error)
+{
+    esmtp::LmtpProvider p;
+    return p.configure({"/srv", "mx.example.org", "ESMTPHandler"}, args, error);
+}
 
 std::string configure_error(const std::vector<std::string> &args)
 {
-    esmtp::LmtpProvider p;
-    esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
     std::string error;
-    CPPUNIT_ASSERT(!p.configure(ctx, args, error));
+    CPPUNIT_ASSERT(!configure(args, error));
     CPPUNIT_ASSERT_MESSAGE(error, error.rfind("ESMTPHandler lmtp: ", 0) == 0);
     return error;
+}
+
+// `h` gets the handler `lmtp ARGS...`, for any recipient domain.
+void use_lmtp(H &h, const std::vector<std::string> &args)
+{
+    std::string error;
+    auto factory = configure(args, error);
+    CPPUNIT_ASSERT_MESSAGE(error, factory);
+    h.use(factory);
 }
 
 } // namespace
@@ -326,11 +315,9 @@ class LmtpTest : public CppUnit::TestFixture
         configure_error({"127.0.0.1:24", "timeout=0"});
         configure_error({"127.0.0.1:24", "timeout=x"});
         configure_error({"127.0.0.1:24", "bogus=1"});
-        esmtp::LmtpProvider p;
-        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
         std::string error;
-        CPPUNIT_ASSERT(p.configure(ctx, {"[::1]:24", "timeout=5"}, error));
-        CPPUNIT_ASSERT(p.configure(ctx, {"unix:/run/lmtp"}, error));
+        CPPUNIT_ASSERT(configure({"[::1]:24", "timeout=5"}, error));
+        CPPUNIT_ASSERT(configure({"unix:/run/lmtp"}, error));
     }
 
     void testDotStuffingSimple()
@@ -465,11 +452,13 @@ class LmtpTest : public CppUnit::TestFixture
         srv.start();
         std::string trace;
         {
-            LmtpSession m({"unix:" + sock_});
+            H m;
+            use_lmtp(m, {"unix:" + sock_});
+            m.ehlo();
             CPPUNIT_ASSERT(m.send("MAIL FROM:<alice@example.com> BODY=8BITMIME\r\n").rfind("250 ", 0) == 0);
             CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 ok\r\n"), m.send("RCPT TO:<bob@example.org>\r\n"));
             CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
-            trace = std::string(m.s->trace_headers());
+            trace = std::string(m.s().trace_headers());
             std::string out = m.send("Subject: x\r\n\r\n..dot line\r\n\xff\xfe 8bit\r\n.\r\n");
             CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 2.0.0 Ok: queued as ", 0) == 0);
             CPPUNIT_ASSERT(m.send("QUIT\r\n").rfind("221 ", 0) == 0);
@@ -493,7 +482,9 @@ class LmtpTest : public CppUnit::TestFixture
         srv.replies["RCPT TO:<plain@example.org>"] = "550 no enhanced code here\r\n";
         srv.replies["RCPT TO:<ctl@example.org>"] = "550 5.7.1 bell\x07 here\r\n";
         srv.start();
-        LmtpSession m({"unix:" + sock_});
+        H m;
+        use_lmtp(m, {"unix:" + sock_});
+        m.ehlo();
         m.send("MAIL FROM:<a@example.com>\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("550 5.1.1 <nobody@example.org>: no such user\r\n"),
                              m.send("RCPT TO:<nobody@example.org>\r\n"));
@@ -511,21 +502,26 @@ class LmtpTest : public CppUnit::TestFixture
     {
         srv.data_replies = replies;
         srv.start();
-        LmtpSession m({"unix:" + sock_});
-        m.send("MAIL FROM:<a@example.com>\r\n");
+        H m;
+        use_lmtp(m, {"unix:" + sock_});
+        m.ehlo();
+        std::vector<std::string> to;
         for (std::size_t i = 0; i < replies.size(); ++i)
-            CPPUNIT_ASSERT(m.send("RCPT TO:<r" + std::to_string(i) + "@example.org>\r\n").rfind("250 ", 0) == 0);
-        CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
-        std::string out = m.send("Subject: x\r\n\r\nbody\r\n.\r\n");
+            to.push_back("r" + std::to_string(i) + "@example.org");
+        std::vector<std::string> r = m.transaction("a@example.com", to, "Subject: x\r\n\r\nbody\r\n");
+        for (std::size_t i = 0; i < to.size(); ++i)
+            CPPUNIT_ASSERT(r[i + 1].rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(r[to.size() + 1].rfind("354 ", 0) == 0);
+        std::string out = r.back();
         // the connection is still in step: a second transaction works
         {
             std::lock_guard<std::mutex> l(srv.mu);
             srv.data_replies.assign(1, "250 2.0.0 ok\r\n");
         }
-        m.send("MAIL FROM:<a@example.com>\r\n");
-        CPPUNIT_ASSERT(m.send("RCPT TO:<again@example.org>\r\n").rfind("250 ", 0) == 0);
-        CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
-        std::string second = m.send("x\r\n.\r\n");
+        r = m.transaction("a@example.com", {"again@example.org"}, "x\r\n");
+        CPPUNIT_ASSERT(r[1].rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(r[2].rfind("354 ", 0) == 0);
+        std::string second = r.back();
         CPPUNIT_ASSERT_MESSAGE(second, second.rfind("250 2.0.0 Ok: queued as", 0) == 0);
         return out;
     }
@@ -571,14 +567,18 @@ class LmtpTest : public CppUnit::TestFixture
 
     void testServerDown()
     {
-        LmtpSession m({"unix:" + sock_}); // nobody listens there
+        H m;
+        use_lmtp(m, {"unix:" + sock_}); // nobody listens there
+        m.ehlo();
         m.send("MAIL FROM:<a@example.com>\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 LMTP server unavailable\r\n"),
                              m.send("RCPT TO:<b@example.org>\r\n"));
         CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 LMTP server unavailable\r\n"),
                              m.send("RCPT TO:<c@example.org>\r\n"));
         // TCP too: a port nobody listens on
-        LmtpSession t({"127.0.0.1:1", "timeout=2"});
+        H t;
+        use_lmtp(t, {"127.0.0.1:1", "timeout=2"});
+        t.ehlo();
         t.send("MAIL FROM:<a@example.com>\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 LMTP server unavailable\r\n"),
                              t.send("RCPT TO:<b@example.org>\r\n"));
@@ -592,48 +592,33 @@ class LmtpTest : public CppUnit::TestFixture
     // administrator's problem: each refusal says so in httpd's error log.
     void testServerDownIsAnError()
     {
-        struct ErrorLog final : esmtp::TxLogSink {
-            void write(int, std::string_view) override {}
-            void error(std::string_view text) override { errors.emplace_back(text); }
-            std::vector<std::string> errors;
-        } log;
-        esmtp::LmtpProvider p;
-        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
-        std::string error;
-        auto f = p.configure(ctx, {"unix:" + sock_}, error);
-        CPPUNIT_ASSERT_MESSAGE(error, f);
-        esmtp::SessionConfig cfg;
-        cfg.hostname = "mx.example.org";
-        cfg.accept_domains = {"*"};
-        esmtp::Session s(cfg, esmtp::ConnectionInfo{}, f->create(), &log);
-        s.start();
-        s.feed("EHLO c.example\r\nMAIL FROM:<a@example.com>\r\n");
-        s.output().clear();
-        s.feed("RCPT TO:<b@example.org>\r\n");
-        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 LMTP server unavailable\r\n"), s.output());
-        CPPUNIT_ASSERT_EQUAL(std::size_t(1), log.errors.size());
-        CPPUNIT_ASSERT_MESSAGE(log.errors[0], log.errors[0].find(sock_) != std::string::npos);
-        CPPUNIT_ASSERT_MESSAGE(log.errors[0], log.errors[0].find(std::strerror(ENOENT)) != std::string::npos);
+        H h;
+        use_lmtp(h, {"unix:" + sock_});
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 LMTP server unavailable\r\n"),
+                             h.send("RCPT TO:<b@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), h.log.errors.size());
+        CPPUNIT_ASSERT_MESSAGE(h.log.errors[0], h.log.errors[0].find(sock_) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(h.log.errors[0], h.log.errors[0].find(std::strerror(ENOENT)) != std::string::npos);
     }
 
     // check(): a unix socket's directory must be reachable; the socket
     // itself may appear later (the LMTP server not started yet).
     void testCheck()
     {
-        esmtp::LmtpProvider p;
-        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
         std::string error, why;
-        auto f = p.configure(ctx, {"unix:" + sock_}, error);
+        auto f = configure({"unix:" + sock_}, error);
         CPPUNIT_ASSERT_MESSAGE(why, f->check(why));
-        f = p.configure(ctx, {"unix:" + (dir_ / "nodir/lmtp.sock").string()}, error);
+        f = configure({"unix:" + (dir_ / "nodir/lmtp.sock").string()}, error);
         CPPUNIT_ASSERT(!f->check(why));
         CPPUNIT_ASSERT_MESSAGE(why, why.find((dir_ / "nodir").string()) != std::string::npos);
         CPPUNIT_ASSERT_MESSAGE(why, why.find(std::strerror(ENOENT)) != std::string::npos);
         std::ofstream(dir_ / "file") << "x";
-        f = p.configure(ctx, {"unix:" + (dir_ / "file/lmtp.sock").string()}, error);
+        f = configure({"unix:" + (dir_ / "file/lmtp.sock").string()}, error);
         CPPUNIT_ASSERT(!f->check(why));
         // TCP: nothing to check before connecting
-        f = p.configure(ctx, {"127.0.0.1:1"}, error);
+        f = configure({"127.0.0.1:1"}, error);
         CPPUNIT_ASSERT_MESSAGE(why, f->check(why));
     }
 
@@ -642,7 +627,9 @@ class LmtpTest : public CppUnit::TestFixture
         FakeLmtp srv(sock_);
         srv.greeting = "554 go away\r\n";
         srv.start();
-        LmtpSession m({"unix:" + sock_});
+        H m;
+        use_lmtp(m, {"unix:" + sock_});
+        m.ehlo();
         m.send("MAIL FROM:<a@example.com>\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 LMTP server unavailable\r\n"),
                              m.send("RCPT TO:<b@example.org>\r\n"));
@@ -660,7 +647,9 @@ class LmtpTest : public CppUnit::TestFixture
         FakeLmtp srv(sock_);
         srv.replies["RCPT TO:<crash@example.org>"] = "<close>";
         srv.start();
-        LmtpSession m({"unix:" + sock_});
+        H m;
+        use_lmtp(m, {"unix:" + sock_});
+        m.ehlo();
         m.send("MAIL FROM:<a@example.com>\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 ok\r\n"), m.send("RCPT TO:<b@example.org>\r\n"));
         CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.2 LMTP connection lost; try again later\r\n"),
@@ -679,7 +668,7 @@ class LmtpTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 ok\r\n"), m.send("RCPT TO:<b@example.org>\r\n"));
         CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
         CPPUNIT_ASSERT(m.send("x\r\n.\r\n").rfind("250 2.0.0 Ok: queued as", 0) == 0);
-        m.s->end();
+        m.s().end();
         srv.stop();
         CPPUNIT_ASSERT_EQUAL(2, srv.connections);
     }
@@ -689,11 +678,13 @@ class LmtpTest : public CppUnit::TestFixture
         FakeLmtp srv(sock_);
         srv.data_replies = {"250 2.0.0 ok\r\n", "<close>"};
         srv.start();
-        LmtpSession m({"unix:" + sock_});
+        H m;
+        use_lmtp(m, {"unix:" + sock_});
+        m.ehlo();
         m.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nRCPT TO:<c@example.org>\r\n");
         CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
         CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.2 LMTP connection lost; try again later\r\n"), m.send("x\r\n.\r\n"));
-        CPPUNIT_ASSERT_EQUAL(0u, m.s->messages_accepted());
+        CPPUNIT_ASSERT_EQUAL(0u, m.s().messages_accepted());
     }
 
     void testRsetAndReuse()
@@ -701,7 +692,9 @@ class LmtpTest : public CppUnit::TestFixture
         FakeLmtp srv(sock_);
         srv.start();
         {
-            LmtpSession m({"unix:" + sock_});
+            H m;
+            use_lmtp(m, {"unix:" + sock_});
+            m.ehlo();
             m.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
             CPPUNIT_ASSERT(m.send("RSET\r\n").rfind("250 ", 0) == 0);
             m.send("MAIL FROM:<a2@example.com>\r\nRCPT TO:<b2@example.org>\r\n");
@@ -726,10 +719,12 @@ class LmtpTest : public CppUnit::TestFixture
         FakeLmtp srv(sock_);
         srv.start();
         {
-            LmtpSession m({"unix:" + sock_});
+            H m;
+            use_lmtp(m, {"unix:" + sock_});
+            m.ehlo();
             m.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
             m.send("Subject: cut\r\n\r\nhalf a bo");
-            m.s->end(); // client gone mid-DATA: the LMTP server must not get a final dot
+            m.s().end(); // client gone mid-DATA: the LMTP server must not get a final dot
         }
         srv.stop();
         CPPUNIT_ASSERT(srv.data.empty());
@@ -741,13 +736,15 @@ class LmtpTest : public CppUnit::TestFixture
         FakeLmtp srv(sock_);
         srv.lhlo_reply = "250-lmtp.test\r\n250 8BITMIME\r\n";
         srv.start();
-        LmtpSession m({"unix:" + sock_});
+        H m;
+        use_lmtp(m, {"unix:" + sock_});
+        m.ehlo();
         CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com> SMTPUTF8\r\n").rfind("250 ", 0) == 0);
         CPPUNIT_ASSERT_EQUAL(std::string("553 5.6.7 LMTP server does not support SMTPUTF8\r\n"),
                              m.send("RCPT TO:<b@example.org>\r\n"));
         m.send("RSET\r\nMAIL FROM:<a@example.com>\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 ok\r\n"), m.send("RCPT TO:<b@example.org>\r\n"));
-        m.s->end();
+        m.s().end();
         srv.stop();
         for (const auto &c : srv.commands)
             CPPUNIT_ASSERT_MESSAGE(c, c.find("SMTPUTF8") == std::string::npos);
@@ -758,7 +755,9 @@ class LmtpTest : public CppUnit::TestFixture
         FakeLmtp srv(sock_);
         srv.replies["DATA"] = "554 5.6.0 no data today\r\n";
         srv.start();
-        LmtpSession m({"unix:" + sock_});
+        H m;
+        use_lmtp(m, {"unix:" + sock_});
+        m.ehlo();
         m.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("554 5.6.0 no data today\r\n"), m.send("DATA\r\n"));
     }
@@ -771,13 +770,15 @@ class LmtpTest : public CppUnit::TestFixture
         srv.data_replies = {"250 2.0.0 ok\r\n", "<close>"};
         srv.start();
         {
-            LmtpSession m({"unix:" + sock_});
+            H m;
+            use_lmtp(m, {"unix:" + sock_});
+            m.ehlo();
             m.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
             CPPUNIT_ASSERT(m.send("x\r\n.\r\n").rfind("250 2.0.0 Ok: queued as", 0) == 0);
             std::this_thread::sleep_for(std::chrono::milliseconds(100));
             m.send("MAIL FROM:<a@example.com>\r\n");
             CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 ok\r\n"), m.send("RCPT TO:<c@example.org>\r\n"));
-            m.s->end();
+            m.s().end();
         }
         srv.stop();
         CPPUNIT_ASSERT_EQUAL(2, srv.connections);

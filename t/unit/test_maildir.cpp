@@ -2,7 +2,7 @@
 // nothing left in tmp/, nothing at all for a message that was not accepted.
 
 #include "handlers/maildir.hpp"
-#include "engine/session.hpp"
+#include "session_harness.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 
@@ -49,52 +49,27 @@ const std::string kMessage = "From: alice@example.com\r\n"
                              "\r\n"
                              "Last line.\r\n";
 
-// Dot-stuff `msg` for the wire.
-std::string stuffed(const std::string &msg)
+using H = esmtp::test::Harness;
+using esmtp::test::data_section;
+
+// `h` gets a maildir handler delivering into `dir`, for any recipient
+// domain (these tests are about storage).
+void use_maildir(H &h, const std::string &dir, const esmtp::MaildirOptions &opts = {})
 {
-    std::string out;
-    bool bol = true;
-    for (char c : msg) {
-        if (bol && c == '.')
-            out += '.';
-        out += c;
-        bol = c == '\n';
-    }
-    return out;
+    std::string error;
+    auto factory = esmtp::make_maildir_factory(dir, opts, &error);
+    CPPUNIT_ASSERT_MESSAGE(error, factory);
+    h.use(factory);
 }
 
-// A session with a maildir handler.
-struct MaildirSession {
-    esmtp::SessionConfig cfg; // outlives the session
-    std::unique_ptr<esmtp::Session> s;
-
-    explicit MaildirSession(const std::string &dir)
-    {
-        std::string error;
-        auto factory = esmtp::make_maildir_factory(dir, &error);
-        CPPUNIT_ASSERT_MESSAGE(error, factory);
-        cfg.hostname = "mx.example.org";
-        cfg.accept_domains = {"*"}; // any recipient domain: these tests are about storage
-        cfg.limits.max_message_size = 4096;
-        s = std::make_unique<esmtp::Session>(cfg, esmtp::ConnectionInfo{}, factory->create(), nullptr);
-        s->start();
-        send("EHLO client.example\r\n");
-    }
-    std::string send(std::string_view in)
-    {
-        s->feed(in);
-        std::string out = s->output();
-        s->output().clear();
-        return out;
-    }
-    // MAIL, RCPT, DATA; returns the trace headers the session will prepend.
-    std::string begin()
-    {
-        std::string out = send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
-        CPPUNIT_ASSERT_MESSAGE(out, out.find("354 ") != std::string::npos);
-        return std::string(s->trace_headers());
-    }
-};
+// A message from alice to `rcpts`; returns all the replies.
+std::string deliver(H &h, const std::vector<std::string> &rcpts, std::string *trace = nullptr)
+{
+    std::string out;
+    for (const auto &r : h.transaction("alice@example.com", rcpts, kMessage, trace))
+        out += r;
+    return out;
+}
 
 } // namespace
 
@@ -145,11 +120,14 @@ class MaildirTest : public CppUnit::TestFixture
 
     void testDeliver()
     {
-        MaildirSession m(dir_);
-        std::string trace = m.begin();
+        H h;
+        use_maildir(h, dir_.string());
+        h.ehlo();
+        std::string trace;
+        std::vector<std::string> r = h.transaction("alice@example.com", {"bob@example.org"}, kMessage, &trace);
+        CPPUNIT_ASSERT_MESSAGE(r[2], r[2].rfind("354 ", 0) == 0);
         CPPUNIT_ASSERT(!trace.empty());
-        std::string out = m.send(stuffed(kMessage) + ".\r\n");
-        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 2.0.0 Ok: queued as ", 0) == 0);
+        CPPUNIT_ASSERT_MESSAGE(r.back(), r.back().rfind("250 2.0.0 Ok: queued as ", 0) == 0);
 
         auto news = files_in(dir_ / "new");
         CPPUNIT_ASSERT_EQUAL(std::size_t(1), news.size());
@@ -162,10 +140,13 @@ class MaildirTest : public CppUnit::TestFixture
     void testAbortMidData()
     {
         {
-            MaildirSession m(dir_);
-            m.begin();
-            m.send("From: alice@example.com\r\n\r\nhalf of the bo");
-            m.s->end(); // the client went away
+            H h;
+            use_maildir(h, dir_.string());
+            h.ehlo();
+            std::string out = h.send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+            CPPUNIT_ASSERT_MESSAGE(out, out.find("354 ") != std::string::npos);
+            h.send("From: alice@example.com\r\n\r\nhalf of the bo");
+            h.s().end(); // the client went away
         }
         CPPUNIT_ASSERT(files_in(dir_ / "new").empty());
         CPPUNIT_ASSERT(files_in(dir_ / "tmp").empty());
@@ -173,13 +154,16 @@ class MaildirTest : public CppUnit::TestFixture
 
     void testTooBigNotDelivered()
     {
-        MaildirSession m(dir_);
-        m.begin();
+        H h;
+        use_maildir(h, dir_.string());
+        h.cfg.limits.max_message_size = 4096;
+        h.ehlo();
         std::string big = "Subject: big\r\n\r\n";
         while (big.size() < 5000)
             big += "0123456789012345678901234567890123456789\r\n";
-        std::string out = m.send(big + ".\r\n");
-        CPPUNIT_ASSERT_EQUAL(std::string("552 5.3.4 Message size exceeds fixed limit\r\n"), out);
+        std::vector<std::string> r = h.transaction("alice@example.com", {"bob@example.org"}, big);
+        CPPUNIT_ASSERT_MESSAGE(r[2], r[2].rfind("354 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(std::string("552 5.3.4 Message size exceeds fixed limit\r\n"), r.back());
         CPPUNIT_ASSERT(files_in(dir_ / "new").empty());
         CPPUNIT_ASSERT(files_in(dir_ / "tmp").empty());
     }
@@ -191,22 +175,26 @@ class MaildirTest : public CppUnit::TestFixture
         std::ofstream(blocker) << "x";
         fs::path maildir = blocker / "Maildir";
 
-        MaildirSession m(maildir.string());
-        std::string out = m.send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
-        out += m.send(stuffed(kMessage) + ".\r\n");
+        H h;
+        use_maildir(h, maildir.string());
+        h.ehlo();
+        std::string out = h.send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+        out += h.send(data_section(kMessage));
         CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.3.0 ") != std::string::npos);
         CPPUNIT_ASSERT_MESSAGE(out, out.find("queued as") == std::string::npos);
-        CPPUNIT_ASSERT_EQUAL(0u, m.s->messages_accepted());
+        CPPUNIT_ASSERT_EQUAL(0u, h.s().messages_accepted());
     }
 
     void testTwoMessagesTwoFiles()
     {
-        MaildirSession m(dir_);
-        std::string trace1 = m.begin();
-        std::string out = m.send("Subject: one\r\n\r\nfirst\r\n.\r\n");
+        H h;
+        use_maildir(h, dir_.string());
+        h.ehlo();
+        std::string trace1, trace2;
+        std::string out =
+            h.transaction("alice@example.com", {"bob@example.org"}, "Subject: one\r\n\r\nfirst\r\n", &trace1).back();
         CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 2.0.0 Ok: queued as ", 0) == 0);
-        std::string trace2 = m.begin();
-        out = m.send("Subject: two\r\n\r\nsecond\r\n.\r\n");
+        out = h.transaction("alice@example.com", {"bob@example.org"}, "Subject: two\r\n\r\nsecond\r\n", &trace2).back();
         CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 2.0.0 Ok: queued as ", 0) == 0);
 
         auto news = files_in(dir_ / "new");
@@ -375,24 +363,14 @@ class MaildirTest : public CppUnit::TestFixture
         return out;
     }
 
-    std::string deliver(MaildirSession &m, const std::vector<std::string> &rcpts, std::string *trace = nullptr)
-    {
-        std::string out = m.send("MAIL FROM:<alice@example.com>\r\n");
-        for (const auto &r : rcpts)
-            out += m.send("RCPT TO:<" + r + ">\r\n");
-        out += m.send("DATA\r\n");
-        if (trace)
-            *trace = std::string(m.s->trace_headers());
-        out += m.send(stuffed(kMessage) + ".\r\n");
-        return out;
-    }
-
     void testPerRecipientDedupe()
     {
-        MaildirSession m((dir_ / "%d/%u/Maildir").string());
+        H h;
+        use_maildir(h, (dir_ / "%d/%u/Maildir").string());
+        h.ehlo();
         std::string trace;
         std::string out =
-            deliver(m, {"bob@example.org", "BOB@Example.Org", "carol@example.org", "bob@example.org"}, &trace);
+            deliver(h, {"bob@example.org", "BOB@Example.Org", "carol@example.org", "bob@example.org"}, &trace);
         CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
         auto bob = files_in(dir_ / "example.org/bob/Maildir/new");
         auto carol = files_in(dir_ / "example.org/carol/Maildir/new");
@@ -403,7 +381,9 @@ class MaildirTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(fs::is_directory(dir_ / "example.org/carol/Maildir/cur"));
         CPPUNIT_ASSERT_EQUAL(std::size_t(2), all_files(dir_).size()); // nothing in tmp/, nothing else
         // one directory per domain with %d only
-        MaildirSession d((dir_ / "dom/%d").string());
+        H d;
+        use_maildir(d, (dir_ / "dom/%d").string());
+        d.ehlo();
         out = deliver(d, {"a@one.test", "b@one.test", "c@two.test"});
         CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
         CPPUNIT_ASSERT_EQUAL(std::size_t(1), files_in(dir_ / "dom/one.test/new").size());
@@ -413,18 +393,18 @@ class MaildirTest : public CppUnit::TestFixture
     void testPerRecipientHostileSession()
     {
         fs::path base = dir_ / "mail";
-        MaildirSession m((base / "%d/%u/Maildir").string());
+        H h;
+        use_maildir(h, (base / "%d/%u/Maildir").string());
+        h.ehlo();
         const std::vector<std::string> rcpts = {"\"../../x\"@localhost", "\"a/b\"@localhost", "\".hidden\"@localhost",
                                                 "\"..\"@localhost",      "user@[127.0.0.1]",  "UPPER@Example.ORG",
                                                 "\"x y\"@localhost",     "postmaster",        "upper@example.org"};
-        std::string out = m.send("MAIL FROM:<alice@example.com>\r\n");
-        for (const auto &r : rcpts) {
-            std::string o = m.send("RCPT TO:<" + r + ">\r\n");
-            CPPUNIT_ASSERT_MESSAGE(r + ": " + o, o.rfind("250 ", 0) == 0);
-        }
-        out = m.send("DATA\r\n");
+        std::vector<std::string> replies = h.transaction("alice@example.com", rcpts, kMessage);
+        for (std::size_t i = 0; i < rcpts.size(); ++i)
+            CPPUNIT_ASSERT_MESSAGE(rcpts[i] + ": " + replies[i + 1], replies[i + 1].rfind("250 ", 0) == 0);
+        std::string out = replies[rcpts.size() + 1];
         CPPUNIT_ASSERT_MESSAGE(out, out.rfind("354 ", 0) == 0);
-        out = m.send(stuffed(kMessage) + ".\r\n");
+        out = replies.back();
         CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 2.0.0 Ok: queued as ", 0) == 0);
 
         const std::set<std::string> want = {"localhost/=2E.=2F..=2Fx/Maildir", "localhost/a=2Fb/Maildir",
@@ -448,16 +428,18 @@ class MaildirTest : public CppUnit::TestFixture
     // and must make the second copy fail. Nothing may remain anywhere.
     void check_all_or_nothing(const std::function<void()> &sabotage)
     {
-        MaildirSession m((dir_ / "%u").string());
-        std::string out = m.send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<one@example.org>\r\n"
+        H h;
+        use_maildir(h, (dir_ / "%u").string());
+        h.ehlo();
+        std::string out = h.send("MAIL FROM:<alice@example.com>\r\nRCPT TO:<one@example.org>\r\n"
                                  "RCPT TO:<two@example.org>\r\nDATA\r\n");
         CPPUNIT_ASSERT_MESSAGE(out, out.find("354 ") != std::string::npos);
         CPPUNIT_ASSERT(fs::is_directory(dir_ / "one/tmp"));
         CPPUNIT_ASSERT(fs::is_directory(dir_ / "two/new"));
         sabotage();
-        out = m.send(stuffed(kMessage) + ".\r\n");
+        out = h.send(data_section(kMessage));
         CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Local error in processing; message not stored\r\n"), out);
-        CPPUNIT_ASSERT_EQUAL(0u, m.s->messages_accepted());
+        CPPUNIT_ASSERT_EQUAL(0u, h.s().messages_accepted());
         CPPUNIT_ASSERT(files_in(dir_ / "one/new").empty());
         CPPUNIT_ASSERT(files_in(dir_ / "one/tmp").empty());
         if (fs::is_directory(dir_ / "two/tmp"))
@@ -465,7 +447,7 @@ class MaildirTest : public CppUnit::TestFixture
         if (fs::is_directory(dir_ / "two/new"))
             CPPUNIT_ASSERT(files_in(dir_ / "two/new").empty());
         // the session goes on and the next message is stored in both
-        out = deliver(m, {"one@example.org"});
+        out = deliver(h, {"one@example.org"});
         CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
         CPPUNIT_ASSERT_EQUAL(std::size_t(1), files_in(dir_ / "one/new").size());
     }
@@ -492,8 +474,10 @@ class MaildirTest : public CppUnit::TestFixture
     {
         // a regular file where the second recipient's Maildir would be
         std::ofstream(dir_ / "two") << "in the way";
-        MaildirSession m((dir_ / "%u").string());
-        std::string out = deliver(m, {"one@example.org", "two@example.org"});
+        H h;
+        use_maildir(h, (dir_ / "%u").string());
+        h.ehlo();
+        std::string out = deliver(h, {"one@example.org", "two@example.org"});
         CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.3.0 ") != std::string::npos);
         CPPUNIT_ASSERT_MESSAGE(out, out.find("queued as") == std::string::npos);
         CPPUNIT_ASSERT(files_in(dir_ / "one/new").empty());
@@ -503,8 +487,10 @@ class MaildirTest : public CppUnit::TestFixture
 
     void testDirectoriesCreated0700()
     {
-        MaildirSession m((dir_ / "deep/%d/x/%u/Maildir").string());
-        std::string out = deliver(m, {"bob@example.org"});
+        H h;
+        use_maildir(h, (dir_ / "deep/%d/x/%u/Maildir").string());
+        h.ehlo();
+        std::string out = deliver(h, {"bob@example.org"});
         CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
         for (const fs::path &d : {dir_ / "deep", dir_ / "deep/example.org", dir_ / "deep/example.org/x/bob",
                                   dir_ / "deep/example.org/x/bob/Maildir", dir_ / "deep/example.org/x/bob/Maildir/new"})
@@ -520,11 +506,13 @@ class MaildirTest : public CppUnit::TestFixture
         for (int i = 0; i < 30; ++i)
             label += "\xc3\xa9";
         std::string domain = label + "." + label + "." + label + ".org";
-        MaildirSession m((dir_ / "%d/%u").string());
-        m.send("MAIL FROM:<alice@example.com> SMTPUTF8\r\n");
+        H h;
+        use_maildir(h, (dir_ / "%d/%u").string());
+        h.ehlo();
+        h.send("MAIL FROM:<alice@example.com> SMTPUTF8\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("553 5.1.3 Recipient address cannot be mapped to a mailbox\r\n"),
-                             m.send("RCPT TO:<a@" + domain + ">\r\n"));
-        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.5 Ok\r\n"), m.send("RCPT TO:<a@" + label + ".org>\r\n"));
+                             h.send("RCPT TO:<a@" + domain + ">\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.5 Ok\r\n"), h.send("RCPT TO:<a@" + label + ".org>\r\n"));
         CPPUNIT_ASSERT(files_in(dir_).empty());
     }
 
@@ -536,8 +524,10 @@ class MaildirTest : public CppUnit::TestFixture
     {
         fs::path box = dir_ / "deep/example.org/bob/Maildir";
         std::vector<std::string> ops = record_syscalls([&] {
-            MaildirSession m((dir_ / "deep/%d/%u/Maildir").string());
-            std::string out = deliver(m, {"bob@example.org"});
+            H h;
+            use_maildir(h, (dir_ / "deep/%d/%u/Maildir").string());
+            h.ehlo();
+            std::string out = deliver(h, {"bob@example.org"});
             CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
         });
         std::vector<std::string> created = check_created_synced(ops);
@@ -554,8 +544,10 @@ class MaildirTest : public CppUnit::TestFixture
         // the mailbox exists now: the next message creates nothing and
         // syncs only new/
         ops = record_syscalls([&] {
-            MaildirSession m((dir_ / "deep/%d/%u/Maildir").string());
-            std::string out = deliver(m, {"bob@example.org"});
+            H h;
+            use_maildir(h, (dir_ / "deep/%d/%u/Maildir").string());
+            h.ehlo();
+            std::string out = deliver(h, {"bob@example.org"});
             CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
         });
         CPPUNIT_ASSERT_EQUAL(join({"fsync " + (box / "new").string()}), join(ops));
@@ -565,8 +557,10 @@ class MaildirTest : public CppUnit::TestFixture
     {
         fs::path box = dir_ / "a/Maildir";
         std::vector<std::string> ops = record_syscalls([&] {
-            MaildirSession m(box.string());
-            std::string out = deliver(m, {"bob@example.org"});
+            H h;
+            use_maildir(h, box.string());
+            h.ehlo();
+            std::string out = deliver(h, {"bob@example.org"});
             CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
         });
         std::vector<std::string> created = check_created_synced(ops);
@@ -581,27 +575,20 @@ class MaildirTest : public CppUnit::TestFixture
         esmtp::set_maildir_syscall_hook([&](std::string_view op, const std::string &path) {
             return op == "fsync" && path == (dir_ / "x").string() ? EIO : 0;
         });
-        ErrorLog log;
-        std::string out;
-        {
-            auto factory = esmtp::make_maildir_factory(box.string());
-            esmtp::SessionConfig cfg;
-            cfg.hostname = "mx.example.org";
-            cfg.accept_domains = {"*"};
-            esmtp::Session s(cfg, esmtp::ConnectionInfo{}, factory->create(), &log);
-            s.start();
-            s.feed("EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
-            s.feed(stuffed(kMessage) + ".\r\n");
-            out = s.output();
-        }
+        H h;
+        use_maildir(h, box.string());
+        h.ehlo();
+        std::string out = h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+        out += h.send(data_section(kMessage));
+        h.session.reset(); // ends while the hook still fails
         esmtp::set_maildir_syscall_hook({});
         CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.3.0 ") != std::string::npos);
         CPPUNIT_ASSERT_MESSAGE(out, out.find("queued as") == std::string::npos);
         CPPUNIT_ASSERT(files_in(box / "new").empty());
         CPPUNIT_ASSERT(files_in(box / "tmp").empty());
-        CPPUNIT_ASSERT_EQUAL(std::size_t(1), log.errors.size());
-        CPPUNIT_ASSERT_MESSAGE(log.errors[0], log.errors[0].find((dir_ / "x").string()) != std::string::npos);
-        CPPUNIT_ASSERT_MESSAGE(log.errors[0], log.errors[0].find(std::strerror(EIO)) != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), h.log.errors.size());
+        CPPUNIT_ASSERT_MESSAGE(h.log.errors[0], h.log.errors[0].find((dir_ / "x").string()) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(h.log.errors[0], h.log.errors[0].find(std::strerror(EIO)) != std::string::npos);
     }
 
     // maildir DIR create=no: only mailboxes that exist; RCPT to any other
@@ -611,26 +598,16 @@ class MaildirTest : public CppUnit::TestFixture
         fs::create_directories(dir_ / "example.org/alice"); // exists, without tmp/ new/ cur/
         esmtp::MaildirOptions opts;
         opts.create = false;
-        auto factory = esmtp::make_maildir_factory((dir_ / "%d/%u").string(), opts);
-        CPPUNIT_ASSERT(factory);
-        esmtp::SessionConfig cfg;
-        cfg.hostname = "mx.example.org";
-        cfg.accept_domains = {"*"};
-        esmtp::Session s(cfg, esmtp::ConnectionInfo{}, factory->create(), nullptr);
-        s.start();
-        s.feed("EHLO c.example\r\nMAIL FROM:<a@example.com>\r\n");
-        s.output().clear();
-        s.feed("RCPT TO:<nobody@example.org>\r\n");
-        CPPUNIT_ASSERT_EQUAL(std::string("550 5.1.1 No such user here\r\n"), s.output());
-        s.output().clear();
-        s.feed("RCPT TO:<bob@other.example>\r\n");
-        CPPUNIT_ASSERT_EQUAL(std::string("550 5.1.1 No such user here\r\n"), s.output());
-        s.output().clear();
-        s.feed("RCPT TO:<Alice@example.org>\r\n");
-        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.5 Ok\r\n"), s.output());
-        s.output().clear();
-        s.feed("DATA\r\n" + stuffed(kMessage) + ".\r\n");
-        CPPUNIT_ASSERT_MESSAGE(s.output(), s.output().find("250 2.0.0 Ok: queued as ") != std::string::npos);
+        H h;
+        use_maildir(h, (dir_ / "%d/%u").string(), opts);
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("550 5.1.1 No such user here\r\n"),
+                             h.send("RCPT TO:<nobody@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("550 5.1.1 No such user here\r\n"), h.send("RCPT TO:<bob@other.example>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.5 Ok\r\n"), h.send("RCPT TO:<Alice@example.org>\r\n"));
+        std::string out = h.send("DATA\r\n" + data_section(kMessage));
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
         CPPUNIT_ASSERT_EQUAL(std::size_t(1), files_in(dir_ / "example.org/alice/new").size());
         CPPUNIT_ASSERT(!fs::exists(dir_ / "example.org/nobody"));
         CPPUNIT_ASSERT(!fs::exists(dir_ / "other.example"));
@@ -642,19 +619,14 @@ class MaildirTest : public CppUnit::TestFixture
     {
         esmtp::MaildirOptions opts;
         opts.create = false;
-        auto factory = esmtp::make_maildir_factory((dir_ / "missing").string(), opts);
-        CPPUNIT_ASSERT(factory);
-        ErrorLog log;
-        esmtp::SessionConfig cfg;
-        cfg.hostname = "mx.example.org";
-        cfg.accept_domains = {"*"};
-        esmtp::Session s(cfg, esmtp::ConnectionInfo{}, factory->create(), &log);
-        s.start();
-        s.feed("EHLO c.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
-        CPPUNIT_ASSERT_MESSAGE(s.output(), s.output().find("451 4.3.0 ") != std::string::npos);
+        H h;
+        use_maildir(h, (dir_ / "missing").string(), opts);
+        h.ehlo();
+        std::string out = h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.3.0 ") != std::string::npos);
         CPPUNIT_ASSERT(!fs::exists(dir_ / "missing"));
-        CPPUNIT_ASSERT_EQUAL(std::size_t(1), log.errors.size());
-        CPPUNIT_ASSERT_MESSAGE(log.errors[0], log.errors[0].find((dir_ / "missing").string()) != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), h.log.errors.size());
+        CPPUNIT_ASSERT_MESSAGE(h.log.errors[0], h.log.errors[0].find((dir_ / "missing").string()) != std::string::npos);
     }
 
     void testCreateOptionParsing()
@@ -736,12 +708,6 @@ class MaildirTest : public CppUnit::TestFixture
     }
 
   private:
-    struct ErrorLog final : esmtp::TxLogSink {
-        void write(int, std::string_view) override {}
-        void error(std::string_view text) override { errors.emplace_back(text); }
-        std::vector<std::string> errors;
-    };
-
     static std::string join(const std::vector<std::string> &v)
     {
         std::string s;

@@ -3,7 +3,7 @@
 // the timeout, and no fd or process left behind.
 
 #include "handlers/pipe.hpp"
-#include "engine/session.hpp"
+#include "session_harness.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
 
@@ -72,75 +72,44 @@ const std::string kMessage = "From: alice@example.com\r\n"
                              ".A line that started with a dot.\r\n"
                              "8-bit: \xc3\xa9\xff\r\n";
 
-std::string stuffed(const std::string &msg)
+using H = esmtp::test::Harness;
+
+// The factory of `ESMTPHandler pipe ARGS...`, or nullptr and `error`.
+std::shared_ptr<esmtp::HandlerFactory> configure(const std::vector<std::string> &args, std::string &error)
 {
-    std::string out;
-    bool bol = true;
-    for (char c : msg) {
-        if (bol && c == '.')
-            out += '.';
-        out += c;
-        bol = c == '\n';
-    }
-    return out;
+    esmtp::PipeProvider p;
+    return p.configure({"/srv", "mx.example.org", "ESMTPHandler"}, args, error);
 }
 
 std::string configure_error(const std::vector<std::string> &args)
 {
-    esmtp::PipeProvider p;
-    esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
     std::string error;
-    auto f = p.configure(ctx, args, error);
-    CPPUNIT_ASSERT_MESSAGE("configure accepted " + join(args), !f);
+    CPPUNIT_ASSERT_MESSAGE("configure accepted " + join(args), !configure(args, error));
     CPPUNIT_ASSERT_MESSAGE(error, error.rfind("ESMTPHandler pipe: ", 0) == 0);
     return error;
 }
 
-// A session whose handler is `pipe ARGS...`.
-struct PipeSession {
-    esmtp::SessionConfig cfg; // outlives the session
-    std::unique_ptr<esmtp::Session> s;
+// `h` gets the handler `pipe ARGS...`, for any recipient domain.
+void use_pipe(H &h, const std::vector<std::string> &args)
+{
+    std::string error;
+    auto factory = configure(args, error);
+    CPPUNIT_ASSERT_MESSAGE(error, factory);
+    h.use(factory);
+}
 
-    explicit PipeSession(const std::vector<std::string> &args)
-    {
-        esmtp::PipeProvider p;
-        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
-        std::string error;
-        auto factory = p.configure(ctx, args, error);
-        CPPUNIT_ASSERT_MESSAGE(error, factory);
-        cfg.hostname = "mx.example.org";
-        cfg.accept_domains = {"*"};
-        esmtp::ConnectionInfo conn;
-        conn.client_address = "192.0.2.7";
-        s = std::make_unique<esmtp::Session>(cfg, conn, factory->create(), nullptr);
-        s->start();
-        send("EHLO client.example\r\n");
-    }
-    std::string send(std::string_view in)
-    {
-        s->feed(in);
-        std::string out = s->output();
-        s->output().clear();
-        return out;
-    }
-    // One message; returns the reply to the final dot. `trace` gets the
-    // trace headers the handler was given.
-    std::string deliver(const std::string &from, const std::vector<std::string> &to, const std::string &msg,
-                        std::string *trace = nullptr)
-    {
-        std::string out = send("MAIL FROM:<" + from + ">\r\n");
-        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 ", 0) == 0);
-        for (const auto &r : to) {
-            out = send("RCPT TO:<" + r + ">\r\n");
-            CPPUNIT_ASSERT_MESSAGE(r + ": " + out, out.rfind("250 ", 0) == 0);
-        }
-        out = send("DATA\r\n");
-        CPPUNIT_ASSERT_MESSAGE(out, out.rfind("354 ", 0) == 0);
-        if (trace)
-            *trace = std::string(s->trace_headers());
-        return send(stuffed(msg) + ".\r\n");
-    }
-};
+// One message, the envelope and DATA accepted; returns the reply to the
+// final dot. `trace` gets the trace headers the handler was given.
+std::string deliver(H &h, const std::string &from, const std::vector<std::string> &to, const std::string &msg,
+                    std::string *trace = nullptr)
+{
+    std::vector<std::string> r = h.transaction(from, to, msg, trace);
+    CPPUNIT_ASSERT_MESSAGE(r[0], r[0].rfind("250 ", 0) == 0);
+    for (std::size_t i = 0; i < to.size(); ++i)
+        CPPUNIT_ASSERT_MESSAGE(to[i] + ": " + r[i + 1], r[i + 1].rfind("250 ", 0) == 0);
+    CPPUNIT_ASSERT_MESSAGE(r[to.size() + 1], r[to.size() + 1].rfind("354 ", 0) == 0);
+    return r.back();
+}
 
 } // namespace
 
@@ -222,18 +191,18 @@ class PipeTest : public CppUnit::TestFixture
         std::ofstream(dir_ / "noexec") << "#!/bin/sh\n";
         configure_error({(dir_ / "noexec").string()});
 
-        esmtp::PipeProvider p;
-        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
         std::string error;
-        CPPUNIT_ASSERT(p.configure(ctx, {"timeout=5", "null_sender=", sh, "${sender}", "$$", "a$b"}, error));
+        CPPUNIT_ASSERT(configure({"timeout=5", "null_sender=", sh, "${sender}", "$$", "a$b"}, error));
         CPPUNIT_ASSERT(error.empty());
     }
 
     void testDeliverArgvStdinEnvironment()
     {
-        PipeSession m({script("rec"), "-f", "${sender}", "--", "${recipient}"});
+        H m;
+        use_pipe(m, {script("rec"), "-f", "${sender}", "--", "${recipient}"});
+        m.ehlo();
         std::string trace;
-        std::string out = m.deliver("alice@example.com", {"bob@example.org", "carol@example.net"}, kMessage, &trace);
+        std::string out = deliver(m, "alice@example.com", {"bob@example.org", "carol@example.net"}, kMessage, &trace);
         CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 2.0.0 Ok: queued as ", 0) == 0);
         CPPUNIT_ASSERT(trace.rfind("Return-Path: <alice@example.com>\r\nReceived: ", 0) == 0);
         CPPUNIT_ASSERT_EQUAL(trace + kMessage, slurp(dir_ / "stdin"));
@@ -259,11 +228,13 @@ class PipeTest : public CppUnit::TestFixture
 
     void testExpansions()
     {
-        PipeSession m({script("rec"), "ip=${client_address}", "host=${client_hostname}", "helo=${helo_name}",
-                       "qid=${queue_id}", "size=${size}", "to=${recipient}!", "$$sender", "$x", "${sender}${sender}",
-                       "$(sender)|$(helo_name)", "rcpt=$(recipient)"});
+        H m;
+        use_pipe(m, {script("rec"), "ip=${client_address}", "host=${client_hostname}", "helo=${helo_name}",
+                     "qid=${queue_id}", "size=${size}", "to=${recipient}!", "$$sender", "$x", "${sender}${sender}",
+                     "$(sender)|$(helo_name)", "rcpt=$(recipient)"});
+        m.ehlo();
         std::string trace;
-        std::string out = m.deliver("a@b.example", {"r1@x.example", "r2@y.example", "r3@z.example"}, kMessage, &trace);
+        std::string out = deliver(m, "a@b.example", {"r1@x.example", "r2@y.example", "r3@z.example"}, kMessage, &trace);
         CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 ", 0) == 0);
         std::string qid = out.substr(std::string("250 2.0.0 Ok: queued as ").size());
         qid = qid.substr(0, qid.find('\r'));
@@ -305,9 +276,11 @@ class PipeTest : public CppUnit::TestFixture
             "\"-oQ/tmp/x\"@d.example",
             "\" \"@d.example",
         };
-        PipeSession m({script("rec"), "${sender}", "${recipient}", "x${recipient}"});
+        H m;
+        use_pipe(m, {script("rec"), "${sender}", "${recipient}", "x${recipient}"});
+        m.ehlo();
         std::string sender = "\"$(touch " + p + ");\"@evil.example";
-        std::string out = m.deliver(sender, hostile, kMessage);
+        std::string out = deliver(m, sender, hostile, kMessage);
         CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 ", 0) == 0);
         std::vector<std::string> expect{sender};
         expect.insert(expect.end(), hostile.begin(), hostile.end());
@@ -320,7 +293,9 @@ class PipeTest : public CppUnit::TestFixture
 
     void testLeadingDashRefused()
     {
-        PipeSession m({script("rec"), "${sender}", "${recipient}"});
+        H m;
+        use_pipe(m, {script("rec"), "${sender}", "${recipient}"});
+        m.ehlo();
         CPPUNIT_ASSERT_EQUAL(std::string("553 5.1.7 Address must not begin with '-'\r\n"),
                              m.send("MAIL FROM:<-oQ/tmp/x@d.example>\r\n"));
         CPPUNIT_ASSERT_EQUAL(std::string("553 5.1.7 Address must not begin with '-'\r\n"),
@@ -338,54 +313,49 @@ class PipeTest : public CppUnit::TestFixture
     // addresses: `HELO -oQ/tmp/x` must not reach argv as an option.
     void testLeadingDashHeloRefused()
     {
-        PipeSession m({script("rec"), "$(helo_name)", "${sender}"});
+        H m;
+        use_pipe(m, {script("rec"), "$(helo_name)", "${sender}"});
+        m.ehlo();
         std::string out = m.send("HELO -oQ/tmp/x\r\n");
         CPPUNIT_ASSERT_MESSAGE(out, out.rfind("501 ", 0) == 0);
         CPPUNIT_ASSERT_MESSAGE(out, out.find("must not begin with '-'") != std::string::npos);
         out = m.send("EHLO -fx\r\n");
         CPPUNIT_ASSERT_MESSAGE(out, out.rfind("501 ", 0) == 0);
         // the refused name was not taken: the earlier EHLO's name stands
-        CPPUNIT_ASSERT(m.deliver("a@d.example", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(deliver(m, "a@d.example", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
         CPPUNIT_ASSERT_EQUAL(join({"client.example", "a@d.example"}), join(argv()));
         // a dash inside the name is fine
         CPPUNIT_ASSERT(m.send("EHLO mx-1.example\r\n").rfind("250", 0) == 0);
-        CPPUNIT_ASSERT(m.deliver("a@d.example", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(deliver(m, "a@d.example", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
         CPPUNIT_ASSERT_EQUAL(join({"mx-1.example", "a@d.example"}), join(argv()));
     }
 
     // The reverse-DNS name is chosen by whoever owns the client's PTR record.
     void testLeadingDashClientHostnameRefused()
     {
-        esmtp::PipeProvider p;
-        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
-        std::string error;
-        auto factory = p.configure(ctx, {script("rec"), "$(client_hostname)"}, error);
-        CPPUNIT_ASSERT_MESSAGE(error, factory);
-        esmtp::SessionConfig cfg;
-        cfg.hostname = "mx.example.org";
-        cfg.accept_domains = {"*"};
-        esmtp::ConnectionInfo conn;
-        conn.client_address = "192.0.2.7";
-        conn.remote_host = "-oQ/tmp/x";
-        esmtp::Session s(cfg, conn, factory->create(), nullptr);
-        s.start();
-        s.feed("EHLO client.example\r\nMAIL FROM:<a@d.example>\r\n");
-        std::string out = s.output();
-        CPPUNIT_ASSERT_MESSAGE(out, out.find("\r\n550 5.7.1 Client host name must not begin with '-'\r\n") !=
-                                        std::string::npos);
+        H h;
+        use_pipe(h, {script("rec"), "$(client_hostname)"});
+        h.conn.remote_host = "-oQ/tmp/x";
+        h.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("550 5.7.1 Client host name must not begin with '-'\r\n"),
+                             h.send("MAIL FROM:<a@d.example>\r\n"));
         CPPUNIT_ASSERT(!fs::exists(dir_ / "argv"));
     }
 
     void testNullSender()
     {
         {
-            PipeSession m({script("rec"), "${sender}"});
-            CPPUNIT_ASSERT(m.deliver("", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
+            H m;
+            use_pipe(m, {script("rec"), "${sender}"});
+            m.ehlo();
+            CPPUNIT_ASSERT(deliver(m, "", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
             CPPUNIT_ASSERT_EQUAL(join({"MAILER-DAEMON"}), join(argv()));
         }
         {
-            PipeSession m({"null_sender=", script("rec"), "-f", "${sender}"});
-            CPPUNIT_ASSERT(m.deliver("", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
+            H m;
+            use_pipe(m, {"null_sender=", script("rec"), "-f", "${sender}"});
+            m.ehlo();
+            CPPUNIT_ASSERT(deliver(m, "", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
             CPPUNIT_ASSERT_EQUAL(join({"-f", ""}), join(argv()));
             CPPUNIT_ASSERT(slurp(dir_ / "environ").find(std::string("SENDER=\0", 8)) != std::string::npos);
         }
@@ -393,43 +363,57 @@ class PipeTest : public CppUnit::TestFixture
 
     void testTempfail()
     {
-        PipeSession m({script("tf", "echo 'mailbox locked, later' >&2; echo second line >&2; exit 75")});
-        std::string out = m.deliver("a@d.example", {"b@d.example"}, kMessage);
+        H m;
+        use_pipe(m, {script("tf", "echo 'mailbox locked, later' >&2; echo second line >&2; exit 75")});
+        m.ehlo();
+        std::string out = deliver(m, "a@d.example", {"b@d.example"}, kMessage);
         CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 mailbox locked, later\r\n"), out);
-        CPPUNIT_ASSERT_EQUAL(0u, m.s->messages_accepted());
+        CPPUNIT_ASSERT_EQUAL(0u, m.s().messages_accepted());
 
-        PipeSession quiet({script("tf2", "exit 75")});
+        H quiet;
+        use_pipe(quiet, {script("tf2", "exit 75")});
+        quiet.ehlo();
         CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 temporary failure\r\n"),
-                             quiet.deliver("a@d.example", {"b@d.example"}, kMessage));
+                             deliver(quiet, "a@d.example", {"b@d.example"}, kMessage));
     }
 
     void testPermanentFailure()
     {
-        PipeSession m({script("pf", "printf '  no such\\001 user?\\r\\n' >&2; exit 1")});
+        H m;
+        use_pipe(m, {script("pf", "printf '  no such\\001 user?\\r\\n' >&2; exit 1")});
+        m.ehlo();
         CPPUNIT_ASSERT_EQUAL(std::string("554 5.3.0 no such? user?\r\n"),
-                             m.deliver("a@d.example", {"b@d.example"}, kMessage));
-        PipeSession quiet({script("pf2", "exit 2")});
+                             deliver(m, "a@d.example", {"b@d.example"}, kMessage));
+        H quiet;
+        use_pipe(quiet, {script("pf2", "exit 2")});
+        quiet.ehlo();
         CPPUNIT_ASSERT_EQUAL(std::string("554 5.3.0 delivery failed (exit 2)\r\n"),
-                             quiet.deliver("a@d.example", {"b@d.example"}, kMessage));
+                             deliver(quiet, "a@d.example", {"b@d.example"}, kMessage));
         // a transaction after a failure works
-        PipeSession again({script("pf3", "exit 1")});
-        again.deliver("a@d.example", {"b@d.example"}, kMessage);
+        H again;
+        use_pipe(again, {script("pf3", "exit 1")});
+        again.ehlo();
+        deliver(again, "a@d.example", {"b@d.example"}, kMessage);
         CPPUNIT_ASSERT(again.send("MAIL FROM:<a@d.example>\r\n").rfind("250 ", 0) == 0);
     }
 
     void testKilledBySignal()
     {
-        PipeSession m({script("sig", "kill -9 $$")});
+        H m;
+        use_pipe(m, {script("sig", "kill -9 $$")});
+        m.ehlo();
         CPPUNIT_ASSERT_EQUAL(std::string("554 5.3.0 delivery failed (signal 9)\r\n"),
-                             m.deliver("a@d.example", {"b@d.example"}, kMessage));
+                             deliver(m, "a@d.example", {"b@d.example"}, kMessage));
     }
 
     void testTimeoutKillsProcessGroup()
     {
         // the script starts a grandchild that would outlive a plain kill
-        PipeSession m({"timeout=1", script("slow", "sleep 60 & echo $! > \"$d/grandchild\"; wait")});
+        H m;
+        use_pipe(m, {"timeout=1", script("slow", "sleep 60 & echo $! > \"$d/grandchild\"; wait")});
+        m.ehlo();
         auto t0 = std::chrono::steady_clock::now();
-        std::string out = m.deliver("a@d.example", {"b@d.example"}, kMessage);
+        std::string out = deliver(m, "a@d.example", {"b@d.example"}, kMessage);
         auto took = std::chrono::steady_clock::now() - t0;
         CPPUNIT_ASSERT_EQUAL(std::string("554 5.3.0 command timed out\r\n"), out);
         CPPUNIT_ASSERT(took >= std::chrono::milliseconds(900));
@@ -446,10 +430,12 @@ class PipeTest : public CppUnit::TestFixture
     void testCommandVanished()
     {
         std::string sh = script("gone");
-        PipeSession m({sh});
+        H m;
+        use_pipe(m, {sh});
+        m.ehlo();
         fs::remove(sh);
         CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Local error in processing\r\n"),
-                             m.deliver("a@d.example", {"b@d.example"}, kMessage));
+                             deliver(m, "a@d.example", {"b@d.example"}, kMessage));
     }
 
     // Issue 8 defect 18: check() (child_init, as the server's user): the
@@ -457,10 +443,8 @@ class PipeTest : public CppUnit::TestFixture
     void testCheck()
     {
         std::string sh = script("rec");
-        esmtp::PipeProvider p;
-        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
         std::string error, why;
-        auto f = p.configure(ctx, {sh, "$(sender)"}, error);
+        auto f = configure({sh, "$(sender)"}, error);
         CPPUNIT_ASSERT_MESSAGE(error, f);
         CPPUNIT_ASSERT_MESSAGE(why, f->check(why));
         fs::permissions(sh, fs::perms::owner_read | fs::perms::owner_write); // no x for anyone, root included
@@ -476,42 +460,32 @@ class PipeTest : public CppUnit::TestFixture
     // to httpd's error log (SessionView::error), path and reason.
     void testCommandVanishedIsAnError()
     {
-        struct ErrorLog final : esmtp::TxLogSink {
-            void write(int, std::string_view) override {}
-            void error(std::string_view text) override { errors.emplace_back(text); }
-            std::vector<std::string> errors;
-        } log;
         std::string sh = script("gone");
-        esmtp::PipeProvider p;
-        esmtp::HandlerContext ctx{"/srv", "mx.example.org", "ESMTPHandler"};
-        std::string error;
-        auto f = p.configure(ctx, {sh}, error);
-        CPPUNIT_ASSERT_MESSAGE(error, f);
+        H h;
+        use_pipe(h, {sh});
         fs::remove(sh);
-        esmtp::SessionConfig cfg;
-        cfg.hostname = "mx.example.org";
-        cfg.accept_domains = {"*"};
-        esmtp::Session s(cfg, esmtp::ConnectionInfo{}, f->create(), &log);
-        s.start();
-        s.feed("EHLO c.example\r\nMAIL FROM:<a@d.example>\r\nRCPT TO:<b@d.example>\r\nDATA\r\n");
-        s.output().clear();
-        s.feed("Subject: x\r\n\r\nx\r\n.\r\n");
-        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Local error in processing\r\n"), s.output());
-        CPPUNIT_ASSERT_EQUAL(std::size_t(1), log.errors.size());
-        CPPUNIT_ASSERT_MESSAGE(log.errors[0], log.errors[0].find(sh) != std::string::npos);
-        CPPUNIT_ASSERT_MESSAGE(log.errors[0], log.errors[0].find(std::strerror(ENOENT)) != std::string::npos);
+        h.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.3.0 Local error in processing\r\n"),
+                             deliver(h, "a@d.example", {"b@d.example"}, "Subject: x\r\n\r\nx\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), h.log.errors.size());
+        CPPUNIT_ASSERT_MESSAGE(h.log.errors[0], h.log.errors[0].find(sh) != std::string::npos);
+        CPPUNIT_ASSERT_MESSAGE(h.log.errors[0], h.log.errors[0].find(std::strerror(ENOENT)) != std::string::npos);
     }
 
     void testAbortRunsNothing()
     {
         {
-            PipeSession m({script("rec")});
+            H m;
+            use_pipe(m, {script("rec")});
+            m.ehlo();
             m.send("MAIL FROM:<a@d.example>\r\nRCPT TO:<b@d.example>\r\nDATA\r\n");
             m.send("Subject: cut\r\n\r\nhalf a bo");
-            m.s->end(); // client gone mid-DATA
+            m.s().end(); // client gone mid-DATA
         }
         {
-            PipeSession m({script("rec")});
+            H m;
+            use_pipe(m, {script("rec")});
+            m.ehlo();
             m.send("MAIL FROM:<a@d.example>\r\nRCPT TO:<b@d.example>\r\nRSET\r\nQUIT\r\n");
         }
         CPPUNIT_ASSERT(!fs::exists(dir_ / "argv"));
@@ -524,17 +498,25 @@ class PipeTest : public CppUnit::TestFixture
         std::string slow = script("slow", "sleep 30");
         std::size_t before = open_fds();
         for (int i = 0; i < 10; ++i) {
-            PipeSession a({ok});
-            CPPUNIT_ASSERT(a.deliver("a@d.example", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
-            CPPUNIT_ASSERT(a.deliver("a@d.example", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
-            PipeSession b({fail});
-            CPPUNIT_ASSERT(b.deliver("a@d.example", {"b@d.example"}, kMessage).rfind("554 ", 0) == 0);
-            PipeSession c({ok});
+            H a;
+            use_pipe(a, {ok});
+            a.ehlo();
+            CPPUNIT_ASSERT(deliver(a, "a@d.example", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
+            CPPUNIT_ASSERT(deliver(a, "a@d.example", {"b@d.example"}, kMessage).rfind("250 ", 0) == 0);
+            H b;
+            use_pipe(b, {fail});
+            b.ehlo();
+            CPPUNIT_ASSERT(deliver(b, "a@d.example", {"b@d.example"}, kMessage).rfind("554 ", 0) == 0);
+            H c;
+            use_pipe(c, {ok});
+            c.ehlo();
             c.send("MAIL FROM:<a@d.example>\r\nRCPT TO:<b@d.example>\r\nDATA\r\nSubject: x\r\n\r\nabc");
             // destroyed mid-DATA: the spool must be closed
         }
-        PipeSession d({"timeout=1", slow});
-        CPPUNIT_ASSERT(d.deliver("a@d.example", {"b@d.example"}, kMessage).rfind("554 ", 0) == 0);
+        H d;
+        use_pipe(d, {"timeout=1", slow});
+        d.ehlo();
+        CPPUNIT_ASSERT(deliver(d, "a@d.example", {"b@d.example"}, kMessage).rfind("554 ", 0) == 0);
         CPPUNIT_ASSERT_EQUAL(before, open_fds());
         int st;
         errno = 0;
@@ -548,10 +530,12 @@ class PipeTest : public CppUnit::TestFixture
         std::string msg = "Subject: big\r\n\r\n";
         while (msg.size() < 3 * 1024 * 1024)
             msg += "0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
-        PipeSession m({script("rec")});
+        H m;
+        use_pipe(m, {script("rec")});
+        m.ehlo();
         // the default limit (10 MB) leaves room for it
         std::string trace;
-        std::string out = m.deliver("a@d.example", {"b@d.example"}, msg, &trace);
+        std::string out = deliver(m, "a@d.example", {"b@d.example"}, msg, &trace);
         CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 ", 0) == 0);
         CPPUNIT_ASSERT(trace + msg == slurp(dir_ / "stdin"));
     }
