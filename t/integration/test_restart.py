@@ -1,12 +1,15 @@
 """Graceful (SIGUSR1) and hard (SIGHUP) restarts: httpd unloads and reloads
 the DSOs, so handler providers and C++ objects must survive the cycle."""
 
+import os
+import signal
 import smtplib
+import socket
 import threading
 import time
 import unittest
 
-from harness import ServerTestCase, queue_id_of, wait_for
+from harness import Httpd, ServerTestCase, children_of, queue_id_of, wait_for
 
 # These tests are about delivery, not the relay policy (test_policy.py):
 # accept every recipient domain.
@@ -73,3 +76,72 @@ class RestartTest(ServerTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class StopAfterMassCloseTest(unittest.TestCase):
+    """Issue 8: children outlived SIGTERM by about 5 s after thousands of
+    sessions closed at once. N sessions park in one event child (greeted,
+    EHLO answered), all of them close at the same moment, and httpd gets
+    SIGTERM right after: every process must be gone within STOP_LIMIT
+    seconds, as quickly as a stop without the mass close."""
+
+    SESSIONS = 400
+    STOP_LIMIT = 2.5  # seconds; a healthy stop takes well under 1 s
+
+    def setUp(self):
+        from test_load import raise_nofile
+        raise_nofile(4096)
+        self.httpd = Httpd(mpm="event", mpm_lines=[
+            "StartServers 1", "ServerLimit 1", "ThreadsPerChild 16", "ThreadLimit 16",
+            "MinSpareThreads 1", "MaxSpareThreads 16", "MaxRequestWorkers 16",
+            "AsyncRequestWorkerFactor 64", "ListenBacklog 1024"])
+        self.vh = self.httpd.add_smtp("discard", accept_domains=ANY)
+        self.httpd.start()
+        self.addCleanup(self.httpd.cleanup)
+
+    def open_parked_sessions(self, n):
+        socks = []
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", self.vh.port), timeout=20)
+            socks.append(s)
+        for s in socks:
+            self.assertTrue(s.recv(512).startswith(b"220"))
+            s.sendall(b"EHLO stop.example\r\n")
+        for s in socks:
+            buf = b""
+            while b"250 " not in buf:
+                chunk = s.recv(4096)
+                self.assertTrue(chunk, "closed before the EHLO reply")
+                buf += chunk
+        return socks
+
+    def stop_seconds(self):
+        pid = self.httpd.proc.pid
+        children = children_of(pid)
+        self.assertTrue(children)
+        start = time.monotonic()
+        os.kill(pid, signal.SIGTERM)
+        self.httpd.proc.wait(30)
+        # the parent waits for its children, but make sure none is left
+        wait_for(lambda: not any(os.path.exists("/proc/%d" % c) for c in children), 10, 0.01)
+        return time.monotonic() - start
+
+    def check_stop(self, end_session):
+        socks = self.open_parked_sessions(self.SESSIONS)
+        for s in socks:
+            end_session(s)
+        took = self.stop_seconds()
+        self.httpd.proc = None
+        self.assertLess(took, self.STOP_LIMIT, "httpd took %.2f s to stop after %d sessions closed at once"
+                        % (took, self.SESSIONS))
+        for s in socks:
+            s.close()
+
+    def test_stop_right_after_mass_close(self):
+        self.check_stop(lambda s: s.close())
+
+    def test_stop_right_after_mass_quit(self):
+        self.check_stop(lambda s: s.sendall(b"QUIT\r\n"))
+
+    def test_stop_with_parked_sessions(self):
+        self.check_stop(lambda s: None)
