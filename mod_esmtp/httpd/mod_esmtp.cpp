@@ -1,13 +1,18 @@
 // mod_esmtp: an ESMTP server inside Apache httpd. This file holds only the
-// module record and hook registration; see connection.cpp for the I/O glue
-// and session.cpp for the protocol engine.
+// module record and hook registration. The glue (this directory): config
+// (directives), hooks (connection hooks), smtp_connection (a session's I/O
+// loop and deadlines), io (brigades), parking (event MPM, child_stopping),
+// txlog, guard (the wrapper of every C entry point). The protocol engine is
+// in ../engine, the built-in handlers in ../handlers.
 #include "httpd/mod_esmtp.hpp"
 
 #include "httpd/config.hpp"
-#include "httpd/connection.hpp"
+#include "httpd/hooks.hpp"
+#include "httpd/parking.hpp"
 #include "httpd/txlog.hpp"
 
 #include <http_connection.h>
+#include <mpm_common.h>
 
 namespace esmtp
 {
@@ -24,6 +29,7 @@ void register_hooks(apr_pool_t *p)
     ap_hook_open_logs(esmtp::open_logs, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_post_config(esmtp::post_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_init(esmtp::child_init, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_child_stopping(esmtp::child_stopping, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_process_connection(esmtp::process_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_pre_close_connection(esmtp::pre_close_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
 }
