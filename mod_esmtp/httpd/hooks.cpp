@@ -208,13 +208,14 @@ int process_connection(conn_rec *c)
     const ServerConfig *cfg = server_config(c->base_server);
     if (!cfg || cfg->enabled != 1 || !cfg->factory || !cfg->session)
         return DECLINED;
-    return guarded({"process_connection", c}, [c, cfg] { return process(c, cfg); },
-                   [c](const char *) {
-                       // pre_close_connection ends the session
-                       if (c->cs)
-                           c->cs->state = CONN_STATE_LINGER;
-                       return OK;
-                   });
+    return guarded(
+        {"process_connection", c}, [c, cfg] { return process(c, cfg); },
+        [c](const char *) {
+            // pre_close_connection ends the session
+            if (c->cs)
+                c->cs->state = CONN_STATE_LINGER;
+            return OK;
+        });
 }
 
 int pre_close_connection(conn_rec *c)

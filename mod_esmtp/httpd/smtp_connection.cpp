@@ -268,8 +268,9 @@ apr_time_t SmtpConnection::wake_time() const
     unsigned rate = cfg_->session->min_data_rate;
     if (rate && in_data() && data_start_) {
         double needed = static_cast<double>(transfer_octets()) * APR_USEC_PER_SEC / rate;
-        apr_interval_time_t after = std::max<apr_interval_time_t>(
-            kDataRateGrace, needed > 1e15 ? static_cast<apr_interval_time_t>(1e15) : static_cast<apr_interval_time_t>(needed));
+        apr_interval_time_t after =
+            std::max<apr_interval_time_t>(kDataRateGrace, needed > 1e15 ? static_cast<apr_interval_time_t>(1e15)
+                                                                        : static_cast<apr_interval_time_t>(needed));
         t = std::min(t, data_start_ + after + 1);
     }
     return t;
@@ -281,7 +282,7 @@ void SmtpConnection::finish()
         return;
     wait_.end();
     io_.send(session_->output(), true);
-    session_->end(); // DISCONNECT
+    session_->end();  // DISCONNECT
     session_.reset(); // the handler's destructor runs here, in a hook
 }
 

@@ -6,7 +6,9 @@ import os
 import re
 import unittest
 
-from harness import TOP_SRCDIR, Httpd, MOD_ESMTP
+from harness import TOP_BUILDDIR, TOP_SRCDIR, Httpd, MOD_ESMTP, q
+
+MOD_OLD_API_HANDLER = os.path.join(TOP_BUILDDIR, "t", "handler", ".libs", "mod_esmtp_old_api_handler.so")
 
 
 class ConfigTest(unittest.TestCase):
@@ -42,6 +44,26 @@ class ConfigTest(unittest.TestCase):
         self.httpd.add_smtp("nosuch")
         out = self.assertConfigFails("ESMTPHandler")
         self.assertIn("nosuch", out)
+
+    def test_unknown_handler_lists_registered_names(self):
+        """The message lists the handlers actually registered (built-in ones
+        and the test module's), not a fixed list."""
+        self.httpd.add_smtp("nosuch")
+        out = self.assertConfigFails("ESMTPHandler: unknown handler 'nosuch'")
+        registered = re.search(r"registered: ([^;)]*)", out)
+        self.assertTrue(registered, out)
+        self.assertEqual(sorted(registered.group(1).split(", ")), ["discard", "lmtp", "maildir", "pipe", "test"])
+
+    def test_handler_built_against_another_api_major(self):
+        """A handler module built against API 1 is named as such, not as
+        an unknown handler."""
+        if not os.path.exists(MOD_OLD_API_HANDLER):
+            self.skipTest("%s not built (make check builds it)" % MOD_OLD_API_HANDLER)
+        self.httpd.main_extra.append("LoadModule esmtp_old_api_handler_module %s" % q(MOD_OLD_API_HANDLER))
+        self.httpd.add_smtp("oldapi")
+        out = self.assertConfigFails("ESMTPHandler: handler 'oldapi' was built against mod_esmtp API 1, "
+                                     "this mod_esmtp has API 2; rebuild it")
+        self.assertNotIn("unknown handler", out)
 
     def test_maildir_without_directory(self):
         self.httpd.add_smtp(["maildir"])
