@@ -19,7 +19,6 @@ namespace
 {
 
 bool g_can_park = false;
-bool g_stop_signalled = false;
 
 // Sessions waiting for their client. `stopping` is written under the
 // mutex, so that a session either registers before the stop (and is woken
@@ -41,8 +40,6 @@ Waiting &waiting()
 void parking_child_init(server_rec *)
 {
     g_can_park = false;
-    int threaded = AP_MPMQ_NOT_SUPPORTED;
-    g_stop_signalled = ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded) == APR_SUCCESS && threaded != AP_MPMQ_NOT_SUPPORTED;
 #if ESMTP_HAVE_PARKING
     int can_waitio = 0;
     g_can_park = ap_mpm_query(AP_MPMQ_CAN_WAITIO, &can_waitio) == APR_SUCCESS && can_waitio;
@@ -52,11 +49,6 @@ void parking_child_init(server_rec *)
 bool can_park()
 {
     return g_can_park;
-}
-
-bool stop_is_signalled()
-{
-    return g_stop_signalled;
 }
 
 bool child_is_stopping()

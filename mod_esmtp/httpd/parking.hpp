@@ -32,9 +32,6 @@ namespace esmtp
 void parking_child_init(server_rec *s);
 // The MPM parks idle connections for us (event MPM, httpd >= 2.4.63).
 bool can_park();
-// The MPM runs child_stopping on a graceful stop too (threaded MPMs; not
-// prefork).
-bool stop_is_signalled();
 // This child is going away (child_stopping ran, or the MPM says so).
 bool child_is_stopping();
 // child_stopping hook.

@@ -24,8 +24,11 @@ constexpr apr_interval_time_t kLingerBeforePark = 1000; // microseconds
 constexpr apr_interval_time_t kStopGrace = apr_time_from_msec(200);
 // ESMTPMinDataRate is enforced once a transfer has run this long.
 constexpr apr_interval_time_t kDataRateGrace = apr_time_from_sec(10);
-// prefork runs no child_stopping hook on a graceful restart: an idle
-// session waiting in its (only) thread asks the MPM this often.
+// A session waiting in a thread also wakes this often: on a hard stop the
+// threaded MPMs close the sockets of busy workers before child_stopping
+// runs (a poll() on a closed descriptor is not woken, and the shutdown of
+// child_stopping finds it closed), and prefork runs no child_stopping on a
+// graceful restart.
 constexpr apr_interval_time_t kStopCheckInterval = apr_time_from_sec(1);
 } // namespace
 
@@ -192,9 +195,7 @@ bool SmtpConnection::run(bool may_park)
             continue; // the stop has begun: the branch above ends the session
         // Wait in this thread until input, the deadline or the moment the
         // transfer becomes too slow; child_stopping ends the wait early.
-        apr_interval_time_t left = std::max<apr_interval_time_t>(wake_time() - now, 1000);
-        if (registered && !stop_is_signalled())
-            left = std::min(left, kStopCheckInterval);
+        apr_interval_time_t left = std::clamp<apr_interval_time_t>(wake_time() - now, 1000, kStopCheckInterval);
         if (sock)
             apr_socket_timeout_set(sock, left);
         r = io_.read(*session_, APR_BLOCK_READ, rv);
