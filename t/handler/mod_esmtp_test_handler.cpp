@@ -244,10 +244,24 @@ class TestHandler final : public esmtp::Handler
 class TestFactory final : public esmtp::HandlerFactory
 {
   public:
-    explicit TestFactory(std::string path) : events_(std::make_shared<const EventFile>(std::move(path))) {}
+    explicit TestFactory(std::string path) : path_(path), events_(std::make_shared<const EventFile>(std::move(path))) {}
     std::unique_ptr<esmtp::Handler> create() override { return std::make_unique<TestHandler>(events_); }
+    // As the server's user (child_init): the event file must be writable.
+    bool check(std::string &why) const override
+    {
+        if (::access(path_.c_str(), W_OK) == 0 || (errno == ENOENT && writable_dir()))
+            return true;
+        why = "event file " + path_ + " is not writable by the server's user: " + std::strerror(errno);
+        return false;
+    }
 
   private:
+    bool writable_dir() const
+    {
+        std::string dir = path_.substr(0, path_.find_last_of('/') + 1);
+        return ::access(dir.empty() ? "." : dir.c_str(), W_OK | X_OK) == 0;
+    }
+    std::string path_;
     std::shared_ptr<const EventFile> events_;
 };
 
