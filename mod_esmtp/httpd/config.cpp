@@ -23,14 +23,25 @@ namespace
 
 apr_status_t destroy_session_config(void *data)
 {
-    delete static_cast<SessionConfig *>(data);
-    return APR_SUCCESS;
+    return guarded(
+        {"SessionConfig cleanup"},
+        [data] {
+            delete static_cast<SessionConfig *>(data);
+            return APR_SUCCESS;
+        },
+        [](const char *) { return APR_SUCCESS; });
 }
 
+// The last reference runs the factory's destructor (a handler module's code).
 apr_status_t destroy_factory(void *data)
 {
-    delete static_cast<std::shared_ptr<HandlerFactory> *>(data);
-    return APR_SUCCESS;
+    return guarded(
+        {"HandlerFactory cleanup"},
+        [data] {
+            delete static_cast<std::shared_ptr<HandlerFactory> *>(data);
+            return APR_SUCCESS;
+        },
+        [](const char *) { return APR_SUCCESS; });
 }
 
 const char *set_protocol(cmd_parms *cmd, void *, int on)
@@ -359,7 +370,8 @@ const command_rec directives[] = {
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 
-void *create_server_config(apr_pool_t *p, server_rec *)
+// Only touches the pool (C calls): nothing here can throw.
+void *create_server_config(apr_pool_t *p, server_rec *) noexcept
 {
     auto *cfg = static_cast<ServerConfig *>(apr_pcalloc(p, sizeof(ServerConfig)));
     cfg->enabled = -1;
@@ -378,7 +390,7 @@ void *create_server_config(apr_pool_t *p, server_rec *)
     return cfg;
 }
 
-void *merge_server_config(apr_pool_t *p, void *base_, void *add_)
+static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
 {
     auto *base = static_cast<ServerConfig *>(base_);
     auto *add = static_cast<ServerConfig *>(add_);
@@ -411,6 +423,13 @@ void *merge_server_config(apr_pool_t *p, void *base_, void *add_)
     cfg->greeting_delay_ms = add->greeting_delay_ms != -1 ? add->greeting_delay_ms : base->greeting_delay_ms;
     cfg->min_data_rate = add->min_data_rate != -1 ? add->min_data_rate : base->min_data_rate;
     return cfg;
+}
+
+void *merge_server_config(apr_pool_t *p, void *base, void *add) noexcept
+{
+    // on failure the virtual host keeps its own settings, unmerged
+    return guarded(
+        {"merge_server_config"}, [=] { return merge_servers(p, base, add); }, [add](const char *) { return add; });
 }
 
 SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)

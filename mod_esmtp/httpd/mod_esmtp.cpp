@@ -7,6 +7,7 @@
 #include "httpd/mod_esmtp.hpp"
 
 #include "httpd/config.hpp"
+#include "httpd/guard.hpp"
 #include "httpd/hooks.hpp"
 #include "httpd/parking.hpp"
 #include "httpd/txlog.hpp"
@@ -24,7 +25,8 @@ namespace
 
 void register_hooks(apr_pool_t *p)
 {
-    esmtp::register_builtin_handlers(p);
+    esmtp::guarded(
+        {"register_hooks"}, [p] { esmtp::register_builtin_handlers(p); }, [](const char *) {});
     ap_hook_check_config(esmtp::check_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_open_logs(esmtp::open_logs, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_post_config(esmtp::post_config, nullptr, nullptr, APR_HOOK_MIDDLE);
