@@ -140,6 +140,17 @@ class TestHandler final : public esmtp::Handler
 {
   public:
     explicit TestHandler(std::shared_ptr<const EventFile> events) : events_(std::move(events)) {}
+    // After "HELO slow-destroy.test": the destructor takes 300 ms (as an
+    // lmtp handler's QUIT can) and records DESTROY, so that a test can see
+    // where the handler is destroyed (before the connection closes, in a
+    // hook; not in c->pool's cleanup).
+    ~TestHandler() override
+    {
+        if (!slow_destroy_)
+            return;
+        ::usleep(300 * 1000);
+        ev("DESTROY");
+    }
 
     Reply connect(SessionView &s) override
     {
@@ -155,6 +166,7 @@ class TestHandler final : public esmtp::Handler
     Reply helo(SessionView &, std::string_view domain) override
     {
         ev("HELO " + printable(domain));
+        slow_destroy_ = domain == "slow-destroy.test";
         return {};
     }
     Reply ehlo(SessionView &, std::string_view domain, std::vector<std::string> &extensions) override
@@ -237,6 +249,7 @@ class TestHandler final : public esmtp::Handler
 
   private:
     void ev(std::string_view e) const noexcept { events_->record(e); }
+    bool slow_destroy_ = false;
 
     std::shared_ptr<const EventFile> events_;
 };
