@@ -61,28 +61,36 @@ bool child_is_stopping()
     return ap_mpm_query(AP_MPMQ_MPM_STATE, &state) == APR_SUCCESS && state == AP_MPMQ_STOPPING;
 }
 
-void child_stopping(apr_pool_t *, int)
+void child_stopping(apr_pool_t *, int graceful)
 {
     guarded(
         {"child_stopping", nullptr, ap_server_conf},
-        [] {
+        [graceful] {
             Waiting &w = waiting();
             w.stopping.store(true, std::memory_order_release);
-            // prefork and worker may run this hook from a signal handler
-            // (clean_child_exit), possibly on the thread that holds the
-            // mutex: never block on it there. Holders keep it for
-            // microseconds, so a few tries succeed in a threaded child; a
-            // child that exits from a signal handler closes every socket
-            // anyway.
-            std::unique_lock<std::mutex> lock(w.mutex, std::defer_lock);
-            for (int i = 0; i < 100 && !lock.try_lock(); ++i)
-                apr_sleep(1000);
-            if (!lock.owns_lock())
+            // On a hard stop the MPM closes the connections itself (event's
+            // listener leaves, busy workers' sockets are closed), and this
+            // hook may run in a signal handler (prefork's and worker's
+            // clean_child_exit): set the flag only. Waking parked sessions
+            // there would also hand event's listener a burst of readable
+            // sockets as it leaves: httpd 2.4's ap_queue_info_wait_for_idler()
+            // does not look at `terminated` before it waits, so a listener
+            // still dispatching them when the workers exit waits for an idle
+            // worker that never comes, until join_workers() gives up after
+            // 10 x 500 ms (AH00475): a child outliving SIGTERM by 5 s. A
+            // burst of clients closing at once can hit that race by itself
+            // (httpd's; about 1 stop in 10 here, with or without this module).
+            if (!graceful)
                 return;
-            // The sessions see EOF (the client may still be there) and, when
-            // idle, end with 421; the MPM hands parked ones back as readable.
+            // Graceful: the sessions see EOF (the client may still be there)
+            // and, when idle, end with 421; the MPM hands parked ones back as
+            // readable.
+            std::lock_guard<std::mutex> lock(w.mutex);
             for (apr_socket_t *s : w.sockets)
                 apr_socket_shutdown(s, APR_SHUTDOWN_READ);
+            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ap_server_conf,
+                         "esmtp: child stopping (graceful), %" APR_SIZE_T_FMT " waiting session(s) woken",
+                         w.sockets.size());
             w.sockets.clear();
         },
         [](const char *) {});

@@ -110,6 +110,7 @@ bool SmtpConnection::greet()
 void SmtpConnection::unparked()
 {
     woken_by_stop_ = wait_.end();
+    ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, c_, "esmtp: back from the MPM%s", woken_by_stop_ ? " (stop)" : "");
 }
 
 bool SmtpConnection::run(bool may_park)
@@ -157,7 +158,9 @@ bool SmtpConnection::run(bool may_park)
                 progress();
                 continue;
             }
-            if (r == ReadResult::timeout || r == ReadResult::again)
+            // EOF here is usually child_stopping's shutdown of the read side
+            // (the client may still be there): 421 either way.
+            if (r == ReadResult::timeout || r == ReadResult::again || r == ReadResult::eof)
                 stopping();
             else
                 input_ended(r, rv, false);
@@ -216,6 +219,7 @@ bool SmtpConnection::run(bool may_park)
 
 void SmtpConnection::input_ended(ReadResult r, apr_status_t rv, bool woken_by_stop)
 {
+
     if (r == ReadResult::error)
         ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c_, "esmtp: read failed");
     else if (r == ReadResult::eof && woken_by_stop && idle())

@@ -4,7 +4,7 @@ ESMTP_TEST_MPM), and what must hold on every MPM."""
 import smtplib
 import unittest
 
-from harness import RawClient, ServerTestCase, queue_id_of, split_delivered, wait_for
+from harness import PARKING, RawClient, ServerTestCase, queue_id_of, split_delivered, wait_for
 
 # These tests are about delivery, not the relay policy (test_policy.py):
 # accept every recipient domain.
@@ -63,6 +63,7 @@ class EventMpmTest(_MpmDelivery, ServerTestCase):
     mpm = "event"
 
 
+@unittest.skipUnless(PARKING, "the module does not park sessions")
 class ParkedTimeoutTest(ServerTestCase):
     """A parked session the event MPM times out (the main server's Timeout)
     gets 421 from pre_close_connection, which also ends the session and
