@@ -160,6 +160,7 @@ int process(conn_rec *c, const ServerConfig *cfg)
         may_park = false;
     if (!conn->run(may_park)) {
         // Parked with the MPM: no thread is held until the client sends more.
+        conn->parked();
         park_with_mpm(c);
         return OK;
     }
@@ -226,11 +227,15 @@ int pre_close_connection(conn_rec *c)
             SmtpConnection *conn = get_connection(c);
             if (!conn || conn->finished())
                 return OK;
-            conn->unparked();
             // The MPM gave up waiting for a parked session (its Timeout), or
             // process_connection failed.
-            if (!conn->session().closing())
-                conn->timed_out();
+            bool parked = conn->unparked();
+            if (!conn->session().closing()) {
+                if (parked)
+                    conn->timed_out();
+                else
+                    conn->failed();
+            }
             conn->finish();
             return OK;
         },

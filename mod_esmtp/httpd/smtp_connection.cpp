@@ -70,6 +70,11 @@ void SmtpConnection::timed_out()
     ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: client timed out");
 }
 
+void SmtpConnection::failed()
+{
+    session_->shutdown(Reply(421, cfg_->session->hostname + " Error: internal error", "4.3.0", true));
+}
+
 void SmtpConnection::stopping()
 {
     session_->shutdown(Reply(421, cfg_->session->hostname + " Server shutting down", "4.3.2", true));
@@ -107,10 +112,12 @@ bool SmtpConnection::greet()
     return true;
 }
 
-void SmtpConnection::unparked()
+bool SmtpConnection::unparked()
 {
+    bool was = parked_;
+    parked_ = false;
     woken_by_stop_ = wait_.end();
-    ap_log_cerror(APLOG_MARK, APLOG_TRACE1, 0, c_, "esmtp: back from the MPM%s", woken_by_stop_ ? " (stop)" : "");
+    return was;
 }
 
 bool SmtpConnection::run(bool may_park)

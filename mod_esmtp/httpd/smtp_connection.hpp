@@ -38,14 +38,16 @@ class SmtpConnection
     // the caller parks the connection with the MPM.
     bool run(bool may_park);
 
-    // Back from the MPM after parking.
-    void unparked();
-    // Registered as waiting while parked.
-    void parked();
+    // Handed to the MPM to wait for the client (event MPM).
+    void parked() { parked_ = true; }
+    // Back from the MPM (or torn down by it): false when it was not parked.
+    bool unparked();
 
     // The phase's timeout (ESMTPTimeout).
     apr_interval_time_t phase_timeout() const;
     void timed_out();
+    // process_connection failed: 421 and close.
+    void failed();
     // Send what is left, fire DISCONNECT and destroy the handler. Called
     // from process_connection or pre_close_connection, never from a cleanup.
     void finish();
@@ -70,6 +72,7 @@ class SmtpConnection
     TxLog txlog_;
     std::unique_ptr<Session> session_;
     WaitRegistration wait_;
+    bool parked_ = false;
     bool woken_by_stop_ = false;
     apr_time_t deadline_ = 0;
     apr_time_t data_start_ = 0;
