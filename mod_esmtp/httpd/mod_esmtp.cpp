@@ -12,8 +12,14 @@
 #include "httpd/parking.hpp"
 #include "httpd/txlog.hpp"
 
+#include <ap_mmn.h>
 #include <http_connection.h>
 #include <mpm_common.h>
+
+// child_stopping and ap_create_request() (configure checks this too).
+#if !AP_MODULE_MAGIC_AT_LEAST(20120211, 110)
+#error "mod_esmtp needs httpd 2.4.49 or later"
+#endif
 
 namespace esmtp
 {
