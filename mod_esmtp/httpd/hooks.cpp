@@ -37,11 +37,13 @@ namespace
 // - event's close_connection() without lingering close: only when
 //   apr_pollset_add() fails while parking (AH10503), in write completion
 //   (AH03465) or keep-alive (AH03093); the child then stops gracefully.
-// - When a child exits, parked connections' pools (children of pconf, not
-//   of pchild) are never cleaned up: neither hook nor cleanup runs; the
-//   sockets close with the process.
-// On the pollset-failure path the session is abandoned (leaked, logged at
-// error level), not ended here.
+// - When an event child exits, parked connections' pools (children of
+//   pconf, not of pchild) are never cleaned up: neither hook nor cleanup
+//   runs; the sockets close with the process.
+// - prefork's SIGTERM handler (just_die -> clean_child_exit) destroys pchild,
+//   and with it the pool of the session in progress, then exits.
+// On those paths the session is abandoned (leaked, logged at warning
+// level), not ended here: the process is going away or stops gracefully.
 apr_status_t destroy_connection(void *data)
 {
     auto *conn = static_cast<SmtpConnection *>(data);
