@@ -14,9 +14,8 @@ static void register_hooks(apr_pool_t *p)
     ap_register_provider(p, "esmtp_handler", "oldapi", "1", &old_provider);
 }
 
-AP_DECLARE_MODULE(esmtp_old_api_handler) = {
-    STANDARD20_MODULE_STUFF, NULL, NULL, NULL, NULL, NULL, register_hooks,
+AP_DECLARE_MODULE(esmtp_old_api_handler) = {STANDARD20_MODULE_STUFF, NULL, NULL, NULL, NULL, NULL, register_hooks,
 #if defined(AP_MODULE_FLAG_NONE)
-    AP_MODULE_FLAG_NONE
+                                            AP_MODULE_FLAG_NONE
 #endif
 };
