@@ -4,9 +4,13 @@ sample configuration in conf/ is valid."""
 
 import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import unittest
 
-from harness import TOP_BUILDDIR, TOP_SRCDIR, Httpd, MOD_ESMTP, q
+from harness import IS_ROOT, TOP_BUILDDIR, TOP_SRCDIR, Httpd, MOD_ESMTP, q
 
 MOD_OLD_API_HANDLER = os.path.join(TOP_BUILDDIR, "t", "handler", ".libs", "mod_esmtp_old_api_handler.so")
 
@@ -113,6 +117,38 @@ class ConfigTest(unittest.TestCase):
         with open(os.path.join(TOP_SRCDIR, "conf", "debian", "esmtp.load")) as f:
             load = f.read()
         self.assertRegex(load, r"(?m)^LoadModule esmtp_module /usr/lib/apache2/modules/mod_esmtp\.so$")
+
+
+@unittest.skipUnless(IS_ROOT and shutil.which("runuser"), "needs root (httpd's children then run as another user)")
+class QuickStartDirectoryTest(unittest.TestCase):
+    """Issue 8 (#18): a tree cloned into a directory httpd's User cannot
+    enter (/root, mode 700) and run by root: the quick-start server's
+    Maildir must still be writable by the children's user (it was
+    BUILDDIR/run/Maildir, and every message got 451)."""
+
+    def test_maildir_reachable_by_the_children(self):
+        home = tempfile.mkdtemp(prefix="esmtp-qs-home-")  # root-owned, like /root
+        self.addCleanup(shutil.rmtree, home, True)
+        os.chmod(home, 0o700)
+        tree = os.path.join(home, "mod_esmtp")
+        os.makedirs(os.path.join(tree, ".libs"))
+        shutil.copy(MOD_ESMTP, os.path.join(tree, ".libs", "mod_esmtp.so"))
+        env = dict(os.environ, top_builddir=tree, top_srcdir=tree)
+        p = subprocess.run([sys.executable, os.path.join(TOP_SRCDIR, "t", "integration", "run_server.py"),
+                            "--port", "2", "--config-only"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        out = p.stdout.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 0, out)
+        conf = out.strip().splitlines()[-1]
+        with open(conf) as f:
+            text = f.read()
+        root = re.search(r'(?m)^ServerRoot "([^"]+)"', text).group(1)
+        self.addCleanup(shutil.rmtree, root, True)
+        user = re.search(r"(?m)^User (\S+)", text).group(1)
+        maildir = re.search(r'ESMTPHandler maildir "([^"]+)"', text).group(1)
+        for sub in ("tmp", "new"):
+            r = subprocess.run(["runuser", "-u", user, "--", "test", "-w", os.path.join(maildir, sub)])
+            self.assertEqual(r.returncode, 0, "%s cannot write %s/%s (ServerRoot %s)" % (user, maildir, sub, root))
 
 
 if __name__ == "__main__":
