@@ -1,10 +1,13 @@
 #include "httpd/config.hpp"
 
+#include "httpd/guard.hpp"
+
 #include <apr_strings.h>
 #include <http_core.h>
 #include <ap_provider.h>
 #include <http_main.h>
 
+#include <algorithm>
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
@@ -18,29 +21,38 @@ namespace esmtp
 namespace
 {
 
-constexpr apr_int64_t kDefaultMaxMessageSize = 10240000;
-constexpr apr_int64_t kDefaultMaxRecipients = 100;
-constexpr int kDefaultLogLevel = 1;
-// A modem does 3,000 octets/s; a client slower than this for the whole
-// transfer is holding the session open, not sending mail.
-constexpr unsigned kDefaultMinDataRate = 128;
-
 apr_status_t destroy_session_config(void *data)
 {
-    delete static_cast<SessionConfig *>(data);
-    return APR_SUCCESS;
+    return guarded(
+        {"SessionConfig cleanup"},
+        [data] {
+            delete static_cast<SessionConfig *>(data);
+            return APR_SUCCESS;
+        },
+        [](const char *) { return APR_SUCCESS; });
 }
 
+// The last reference runs the factory's destructor (a handler module's code).
 apr_status_t destroy_factory(void *data)
 {
-    delete static_cast<std::shared_ptr<HandlerFactory> *>(data);
-    return APR_SUCCESS;
+    return guarded(
+        {"HandlerFactory cleanup"},
+        [data] {
+            delete static_cast<std::shared_ptr<HandlerFactory> *>(data);
+            return APR_SUCCESS;
+        },
+        [](const char *) { return APR_SUCCESS; });
 }
 
 apr_status_t destroy_commands(void *data)
 {
-    delete static_cast<std::shared_ptr<const CommandTable> *>(data);
-    return APR_SUCCESS;
+    return guarded(
+        {"CommandTable cleanup"},
+        [data] {
+            delete static_cast<std::shared_ptr<const CommandTable> *>(data);
+            return APR_SUCCESS;
+        },
+        [](const char *) { return APR_SUCCESS; });
 }
 
 // The handler's own commands, compiled (and JIT-compiled) once here so
@@ -68,6 +80,45 @@ const char *set_protocol(cmd_parms *cmd, void *, int on)
     return nullptr;
 }
 
+// The handler names registered under this mod_esmtp's API major, sorted.
+std::string registered_handlers(apr_pool_t *p)
+{
+    std::vector<std::string> names;
+    if (apr_array_header_t *list =
+            ap_list_provider_names(p, ESMTP_HANDLER_PROVIDER_GROUP, ESMTP_HANDLER_PROVIDER_VERSION))
+        for (int i = 0; i < list->nelts; ++i)
+            names.emplace_back(APR_ARRAY_IDX(list, i, ap_list_provider_names_t).provider_name);
+    std::sort(names.begin(), names.end());
+    std::string out;
+    for (const std::string &n : names)
+        out += (out.empty() ? "" : ", ") + n;
+    return out.empty() ? "none" : out;
+}
+
+// ESMTPHandler names no provider of our API major: a handler module built
+// against another major (registered under that version) gets a message of
+// its own, anything else the list of what is registered.
+const char *unknown_handler(apr_pool_t *p, const char *name)
+{
+    if (apr_array_header_t *groups = ap_list_provider_groups(p)) {
+        for (int i = 0; i < groups->nelts; ++i) {
+            const auto &g = APR_ARRAY_IDX(groups, i, ap_list_provider_groups_t);
+            if (strcmp(g.provider_group, ESMTP_HANDLER_PROVIDER_GROUP) != 0 ||
+                strcmp(g.provider_version, ESMTP_HANDLER_PROVIDER_VERSION) == 0)
+                continue;
+            if (ap_lookup_provider(ESMTP_HANDLER_PROVIDER_GROUP, name, g.provider_version))
+                return apr_psprintf(p,
+                                    "ESMTPHandler: handler '%s' was built against mod_esmtp API %s, this mod_esmtp "
+                                    "has API %d; rebuild it against this mod_esmtp's headers",
+                                    name, g.provider_version, ESMTP_API_MAJOR);
+        }
+    }
+    return apr_psprintf(p,
+                        "ESMTPHandler: unknown handler '%s' (registered: %s; is the module providing it loaded "
+                        "before this line?)",
+                        name, registered_handlers(p).c_str());
+}
+
 const char *set_handler(cmd_parms *cmd, void *, int argc, char *const argv[])
 {
     if (argc < 1)
@@ -76,10 +127,7 @@ const char *set_handler(cmd_parms *cmd, void *, int argc, char *const argv[])
     auto *provider = static_cast<const HandlerProvider *>(
         ap_lookup_provider(ESMTP_HANDLER_PROVIDER_GROUP, name, ESMTP_HANDLER_PROVIDER_VERSION));
     if (!provider)
-        return apr_psprintf(cmd->pool,
-                            "ESMTPHandler: unknown handler '%s' (built in: maildir, discard; is the module "
-                            "providing it loaded before this line?)",
-                            name);
+        return unknown_handler(cmd->pool, name);
     HandlerContext ctx;
     ctx.server_root = ap_server_root;
     ctx.server_name = cmd->server->server_hostname ? cmd->server->server_hostname : "";
@@ -282,51 +330,83 @@ const char *set_min_data_rate(cmd_parms *cmd, void *, const char *arg)
     return nullptr;
 }
 
-unsigned effective_extensions(const ServerConfig *c)
+// `dflt`: the engine's default set (SessionConfig::extensions).
+unsigned effective_extensions(const ServerConfig *c, unsigned dflt)
 {
-    unsigned m = c->ext_set >= 0 ? static_cast<unsigned>(c->ext_set) : ext_all;
+    unsigned m = c->ext_set >= 0 ? static_cast<unsigned>(c->ext_set) : dflt;
     return (m | c->ext_on) & ~c->ext_off;
+}
+
+// Every directive handler runs through guarded(): an exception becomes the
+// directive's error message instead of reaching httpd.
+const char *directive_failed(cmd_parms *cmd, const char *what) noexcept
+{
+    return apr_pstrcat(cmd->pool, cmd->cmd->name, ": internal error: ", what, nullptr);
+}
+
+template <const char *(*Fn)(cmd_parms *, void *, const char *)>
+const char *take1(cmd_parms *cmd, void *d, const char *arg) noexcept
+{
+    return guarded(
+        {cmd->cmd->name, nullptr, cmd->server}, [&] { return Fn(cmd, d, arg); },
+        [cmd](const char *what) { return directive_failed(cmd, what); });
+}
+
+template <const char *(*Fn)(cmd_parms *, void *, int)> const char *flag(cmd_parms *cmd, void *d, int on) noexcept
+{
+    return guarded(
+        {cmd->cmd->name, nullptr, cmd->server}, [&] { return Fn(cmd, d, on); },
+        [cmd](const char *what) { return directive_failed(cmd, what); });
+}
+
+template <const char *(*Fn)(cmd_parms *, void *, int, char *const[])>
+const char *take_argv(cmd_parms *cmd, void *d, int argc, char *const argv[]) noexcept
+{
+    return guarded(
+        {cmd->cmd->name, nullptr, cmd->server}, [&] { return Fn(cmd, d, argc, argv); },
+        [cmd](const char *what) { return directive_failed(cmd, what); });
 }
 
 } // namespace
 
 const command_rec directives[] = {
-    AP_INIT_FLAG("ESMTPProtocol", reinterpret_cast<cmd_func>(set_protocol), nullptr, RSRC_CONF,
+    AP_INIT_FLAG("ESMTPProtocol", reinterpret_cast<cmd_func>(flag<set_protocol>), nullptr, RSRC_CONF,
                  "Whether this server speaks ESMTP (On|Off)"),
-    AP_INIT_TAKE_ARGV("ESMTPHandler", reinterpret_cast<cmd_func>(set_handler), nullptr, RSRC_CONF,
+    AP_INIT_TAKE_ARGV("ESMTPHandler", reinterpret_cast<cmd_func>(take_argv<set_handler>), nullptr, RSRC_CONF,
                       "The handler of this server's sessions: NAME [ARGS...] (maildir DIR, discard, ...)"),
-    AP_INIT_TAKE1("ESMTPHostname", reinterpret_cast<cmd_func>(set_hostname), nullptr, RSRC_CONF,
+    AP_INIT_TAKE1("ESMTPHostname", reinterpret_cast<cmd_func>(take1<set_hostname>), nullptr, RSRC_CONF,
                   "The name this server gives in its greeting and trace headers (default: ServerName)"),
-    AP_INIT_TAKE1("ESMTPMaxMessageSize", reinterpret_cast<cmd_func>(set_max_message_size), nullptr, RSRC_CONF,
-                  "Largest message accepted, in bytes (default 10240000)"),
-    AP_INIT_TAKE1("ESMTPMaxRecipients", reinterpret_cast<cmd_func>(set_max_recipients), nullptr, RSRC_CONF,
-                  "Most recipients per message (default 100)"),
-    AP_INIT_TAKE1("ESMTPLogLevel", reinterpret_cast<cmd_func>(set_log_level), nullptr, RSRC_CONF,
+    AP_INIT_TAKE1("ESMTPMaxMessageSize", reinterpret_cast<cmd_func>(take1<set_max_message_size>), nullptr, RSRC_CONF,
+                  "Largest message accepted, in bytes"),
+    AP_INIT_TAKE1("ESMTPMaxRecipients", reinterpret_cast<cmd_func>(take1<set_max_recipients>), nullptr, RSRC_CONF,
+                  "Most recipients per message"),
+    AP_INIT_TAKE1("ESMTPLogLevel", reinterpret_cast<cmd_func>(take1<set_log_level>), nullptr, RSRC_CONF,
                   "Transaction log detail: 0 off, 1 sessions and messages, 2 commands, 3 handler events"),
-    AP_INIT_TAKE_ARGV("ESMTPExtensions", reinterpret_cast<cmd_func>(set_extensions), nullptr, RSRC_CONF,
+    AP_INIT_TAKE_ARGV("ESMTPExtensions", reinterpret_cast<cmd_func>(take_argv<set_extensions>), nullptr, RSRC_CONF,
                       "ESMTP extensions offered: [+|-]KEYWORD ... (default: all)"),
-    AP_INIT_TAKE_ARGV("ESMTPAcceptDomains", reinterpret_cast<cmd_func>(set_accept_domains), nullptr, RSRC_CONF,
-                      "Recipient domains accepted (default: ServerName and ServerAlias)"),
-    AP_INIT_TAKE1("ESMTPMaxErrors", reinterpret_cast<cmd_func>(set_max_errors), nullptr, RSRC_CONF,
-                  "Error replies before the session is closed with 421 (default 20, 0: no limit)"),
-    AP_INIT_TAKE_ARGV("ESMTPTimeout", reinterpret_cast<cmd_func>(set_timeout), nullptr, RSRC_CONF,
-                      "Timeouts in seconds: command=N (default 300) data=N (default 180)"),
-    AP_INIT_TAKE1("ESMTPBareLineFeed", reinterpret_cast<cmd_func>(set_bare_line_feed), nullptr, RSRC_CONF,
+    AP_INIT_TAKE_ARGV("ESMTPAcceptDomains", reinterpret_cast<cmd_func>(take_argv<set_accept_domains>), nullptr,
+                      RSRC_CONF, "Recipient domains accepted (default: ServerName and ServerAlias)"),
+    AP_INIT_TAKE1("ESMTPMaxErrors", reinterpret_cast<cmd_func>(take1<set_max_errors>), nullptr, RSRC_CONF,
+                  "Error replies before the session is closed with 421 (0: no limit)"),
+    AP_INIT_TAKE_ARGV("ESMTPTimeout", reinterpret_cast<cmd_func>(take_argv<set_timeout>), nullptr, RSRC_CONF,
+                      "Timeouts in seconds: command=N data=N"),
+    AP_INIT_TAKE1("ESMTPBareLineFeed", reinterpret_cast<cmd_func>(take1<set_bare_line_feed>), nullptr, RSRC_CONF,
                   "Bare LF/CR in commands and messages: reject (default) or normalize"),
-    AP_INIT_FLAG("ESMTPForbidUnauthPipelining", reinterpret_cast<cmd_func>(set_forbid_unauth_pipelining), nullptr,
+    AP_INIT_FLAG("ESMTPForbidUnauthPipelining", reinterpret_cast<cmd_func>(flag<set_forbid_unauth_pipelining>), nullptr,
                  RSRC_CONF, "End sessions that pipeline without PIPELINING (default On)"),
-    AP_INIT_TAKE1("ESMTPMaxJunkCommands", reinterpret_cast<cmd_func>(set_max_junk_commands), nullptr, RSRC_CONF,
-                  "NOOP/RSET/VRFY/EXPN/HELP commands per session before 421 (default 100, 0: no limit)"),
-    AP_INIT_TAKE1("ESMTPGreetingDelay", reinterpret_cast<cmd_func>(set_greeting_delay), nullptr, RSRC_CONF,
+    AP_INIT_TAKE1("ESMTPMaxJunkCommands", reinterpret_cast<cmd_func>(take1<set_max_junk_commands>), nullptr, RSRC_CONF,
+                  "NOOP/RSET/VRFY/EXPN/HELP commands per session before 421 (0: no limit)"),
+    AP_INIT_TAKE1("ESMTPGreetingDelay", reinterpret_cast<cmd_func>(take1<set_greeting_delay>), nullptr, RSRC_CONF,
                   "Seconds to wait before the greeting; early talkers are refused (default 0)"),
-    AP_INIT_TAKE1("ESMTPMinDataRate", reinterpret_cast<cmd_func>(set_min_data_rate), nullptr, RSRC_CONF,
-                  "Slowest accepted DATA/BDAT transfer in octets per second (default 128, 0: off)"),
-    AP_INIT_TAKE1("ESMTPLogFileName", reinterpret_cast<cmd_func>(set_log_file_name), nullptr, RSRC_CONF,
+    AP_INIT_TAKE1("ESMTPMinDataRate", reinterpret_cast<cmd_func>(take1<set_min_data_rate>), nullptr, RSRC_CONF,
+                  "Slowest accepted DATA/BDAT transfer in octets per second (0: off)"),
+    AP_INIT_TAKE1("ESMTPLogFileName", reinterpret_cast<cmd_func>(take1<set_log_file_name>), nullptr, RSRC_CONF,
                   "Transaction log file (relative to ServerRoot/logs) or |piped command"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 
-void *create_server_config(apr_pool_t *p, server_rec *)
+// Only touches the pool (C calls): nothing here can throw.
+void *create_server_config(apr_pool_t *p, server_rec *) noexcept
 {
     auto *cfg = static_cast<ServerConfig *>(apr_pcalloc(p, sizeof(ServerConfig)));
     cfg->enabled = -1;
@@ -345,7 +425,7 @@ void *create_server_config(apr_pool_t *p, server_rec *)
     return cfg;
 }
 
-void *merge_server_config(apr_pool_t *p, void *base_, void *add_)
+static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
 {
     auto *base = static_cast<ServerConfig *>(base_);
     auto *add = static_cast<ServerConfig *>(add_);
@@ -366,7 +446,7 @@ void *merge_server_config(apr_pool_t *p, void *base_, void *add_)
     cfg->log_level = add->log_level != -1 ? add->log_level : base->log_level;
     cfg->log_file_name = add->log_file_name ? add->log_file_name : base->log_file_name;
     // +/- in the virtual host change what it inherits
-    unsigned inherited = effective_extensions(base);
+    unsigned inherited = effective_extensions(base, SessionConfig().extensions);
     unsigned m = add->ext_set >= 0 ? static_cast<unsigned>(add->ext_set) : inherited;
     cfg->ext_set = static_cast<int>((m | add->ext_on) & ~add->ext_off);
     cfg->accept_domains = add->accept_domains ? add->accept_domains : base->accept_domains;
@@ -382,19 +462,29 @@ void *merge_server_config(apr_pool_t *p, void *base_, void *add_)
     return cfg;
 }
 
+void *merge_server_config(apr_pool_t *p, void *base, void *add) noexcept
+{
+    // on failure the virtual host keeps its own settings, unmerged
+    return guarded(
+        {"merge_server_config"}, [=] { return merge_servers(p, base, add); }, [add](const char *) { return add; });
+}
+
 SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
 {
+    // Every default comes from the engine's table (SessionConfig, Limits):
+    // only what the configuration sets is changed here.
     SessionConfig sc;
     if (cfg->hostname)
         sc.hostname = cfg->hostname;
     else if (s->server_hostname)
         sc.hostname = s->server_hostname;
-    sc.limits.max_message_size =
-        static_cast<std::uint64_t>(cfg->max_message_size > 0 ? cfg->max_message_size : kDefaultMaxMessageSize);
-    sc.limits.max_recipients =
-        static_cast<std::size_t>(cfg->max_recipients > 0 ? cfg->max_recipients : kDefaultMaxRecipients);
-    sc.log_level = cfg->log_level >= 0 ? cfg->log_level : kDefaultLogLevel;
-    sc.extensions = effective_extensions(cfg);
+    if (cfg->max_message_size > 0)
+        sc.limits.max_message_size = static_cast<std::uint64_t>(cfg->max_message_size);
+    if (cfg->max_recipients > 0)
+        sc.limits.max_recipients = static_cast<std::size_t>(cfg->max_recipients);
+    if (cfg->log_level >= 0)
+        sc.log_level = cfg->log_level;
+    sc.extensions = effective_extensions(cfg, sc.extensions);
     if (cfg->commands)
         sc.commands = *cfg->commands;
     if (cfg->max_errors >= 0)
@@ -403,12 +493,16 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
         sc.command_timeout = static_cast<unsigned>(cfg->command_timeout);
     if (cfg->data_timeout > 0)
         sc.data_timeout = static_cast<unsigned>(cfg->data_timeout);
-    sc.normalize_bare_newlines = cfg->bare_lf_normalize == 1;
-    sc.forbid_unauth_pipelining = cfg->forbid_unauth_pipelining != 0;
+    if (cfg->bare_lf_normalize >= 0)
+        sc.normalize_bare_newlines = cfg->bare_lf_normalize == 1;
+    if (cfg->forbid_unauth_pipelining >= 0)
+        sc.forbid_unauth_pipelining = cfg->forbid_unauth_pipelining == 1;
     if (cfg->max_junk_commands >= 0)
         sc.limits.max_junk_commands = static_cast<unsigned>(cfg->max_junk_commands);
-    sc.greeting_delay_ms = cfg->greeting_delay_ms > 0 ? static_cast<unsigned>(cfg->greeting_delay_ms) : 0;
-    sc.min_data_rate = cfg->min_data_rate >= 0 ? static_cast<unsigned>(cfg->min_data_rate) : kDefaultMinDataRate;
+    if (cfg->greeting_delay_ms >= 0)
+        sc.greeting_delay_ms = static_cast<unsigned>(cfg->greeting_delay_ms);
+    if (cfg->min_data_rate >= 0)
+        sc.min_data_rate = static_cast<unsigned>(cfg->min_data_rate);
     // No open relay by default: the names of this (virtual) server.
     auto add_domain = [&sc](const char *d) {
         if (d && *d) {
@@ -433,16 +527,21 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
 
 int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
 {
-    for (server_rec *s = main; s; s = s->next) {
-        ServerConfig *cfg = server_config(s);
-        auto *sc = new SessionConfig(session_config(s, cfg));
-        apr_pool_cleanup_register(pconf, sc, destroy_session_config, apr_pool_cleanup_null);
-        cfg->session = sc;
-    }
-    return OK;
+    return guarded(
+        {"post_config", nullptr, main},
+        [pconf, main] {
+            for (server_rec *s = main; s; s = s->next) {
+                ServerConfig *cfg = server_config(s);
+                auto sc = std::make_unique<SessionConfig>(session_config(s, cfg));
+                apr_pool_cleanup_register(pconf, sc.get(), destroy_session_config, apr_pool_cleanup_null);
+                cfg->session = sc.release(); // owned by the cleanup
+            }
+            return OK;
+        },
+        [](const char *) { return HTTP_INTERNAL_SERVER_ERROR; });
 }
 
-int check_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *main)
+static int check_servers(server_rec *main)
 {
     int rv = OK;
     for (server_rec *s = main; s; s = s->next) {
@@ -459,4 +558,10 @@ int check_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *main)
     return rv;
 }
 
+int check_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *main)
+{
+    return guarded(
+        {"check_config", nullptr, main}, [main] { return check_servers(main); },
+        [](const char *) { return HTTP_INTERNAL_SERVER_ERROR; });
+}
 } // namespace esmtp

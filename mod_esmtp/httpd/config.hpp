@@ -51,8 +51,8 @@ inline ServerConfig *server_config(const server_rec *s)
 // Effective values (defaults applied) for one server.
 SessionConfig session_config(const server_rec *s, const ServerConfig *cfg);
 
-void *create_server_config(apr_pool_t *p, server_rec *s);
-void *merge_server_config(apr_pool_t *p, void *base, void *add);
+void *create_server_config(apr_pool_t *p, server_rec *s) noexcept;
+void *merge_server_config(apr_pool_t *p, void *base, void *add) noexcept;
 // check_config hook: runs before `apache2 -t` reports; refuses incomplete servers.
 int check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s);
 // post_config hook: builds each server's SessionConfig.

@@ -1,13 +1,25 @@
 // mod_esmtp: an ESMTP server inside Apache httpd. This file holds only the
-// module record and hook registration; see connection.cpp for the I/O glue
-// and session.cpp for the protocol engine.
+// module record and hook registration. The glue (this directory): config
+// (directives), hooks (connection hooks), smtp_connection (a session's I/O
+// loop and deadlines), io (brigades), parking (event MPM, child_stopping),
+// txlog, guard (the wrapper of every C entry point). The protocol engine is
+// in ../engine, the built-in handlers in ../handlers.
 #include "httpd/mod_esmtp.hpp"
 
 #include "httpd/config.hpp"
-#include "httpd/connection.hpp"
+#include "httpd/guard.hpp"
+#include "httpd/hooks.hpp"
+#include "httpd/parking.hpp"
 #include "httpd/txlog.hpp"
 
+#include <ap_mmn.h>
 #include <http_connection.h>
+#include <mpm_common.h>
+
+// child_stopping and ap_create_request() (configure checks this too).
+#if !AP_MODULE_MAGIC_AT_LEAST(20120211, 110)
+#error "mod_esmtp needs httpd 2.4.49 or later"
+#endif
 
 namespace esmtp
 {
@@ -19,11 +31,13 @@ namespace
 
 void register_hooks(apr_pool_t *p)
 {
-    esmtp::register_builtin_handlers(p);
+    esmtp::guarded(
+        {"register_hooks"}, [p] { esmtp::register_builtin_handlers(p); }, [](const char *) {});
     ap_hook_check_config(esmtp::check_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_open_logs(esmtp::open_logs, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_post_config(esmtp::post_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_init(esmtp::child_init, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_child_stopping(esmtp::child_stopping, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_process_connection(esmtp::process_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_pre_close_connection(esmtp::pre_close_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
 }

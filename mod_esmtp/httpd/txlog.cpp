@@ -1,5 +1,7 @@
 #include "httpd/txlog.hpp"
 
+#include "httpd/guard.hpp"
+
 #include <apr_hash.h>
 #include <apr_strings.h>
 #include <http_log.h>
@@ -28,7 +30,10 @@ void TxLog::write(int level, std::string_view record)
     ap_log_cerror(APLOG_MARK, aplevel, 0, c_, "%.*s", static_cast<int>(line.size()), line.data());
 }
 
-int open_logs(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
+namespace
+{
+
+int open_log_files(apr_pool_t *pconf, server_rec *main)
 {
     apr_hash_t *opened = apr_hash_make(pconf);
     for (server_rec *s = main; s; s = s->next) {
@@ -63,6 +68,15 @@ int open_logs(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
         apr_hash_set(opened, name, APR_HASH_KEY_STRING, cfg->log_file);
     }
     return OK;
+}
+
+} // namespace
+
+int open_logs(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
+{
+    return guarded(
+        {"open_logs", nullptr, main}, [pconf, main] { return open_log_files(pconf, main); },
+        [](const char *) { return HTTP_INTERNAL_SERVER_ERROR; });
 }
 
 } // namespace esmtp

@@ -143,6 +143,17 @@ class TestHandler final : public esmtp::Handler
 {
   public:
     explicit TestHandler(std::shared_ptr<const EventFile> events) : events_(std::move(events)) {}
+    // After "HELO slow-destroy.test": the destructor takes 300 ms (as an
+    // lmtp handler's QUIT can) and records DESTROY, so that a test can see
+    // where the handler is destroyed (before the connection closes, in a
+    // hook; not in c->pool's cleanup).
+    ~TestHandler() override
+    {
+        if (!slow_destroy_)
+            return;
+        ::usleep(300 * 1000);
+        ev("DESTROY");
+    }
 
     Reply connect(SessionView &) override
     {
@@ -161,6 +172,7 @@ class TestHandler final : public esmtp::Handler
     Reply helo(SessionView &, std::string_view domain) override
     {
         ev("HELO " + printable(domain));
+        slow_destroy_ = domain == "slow-destroy.test";
         return {};
     }
     Reply ehlo(SessionView &, std::string_view domain, std::vector<std::string> &extensions) override
@@ -243,6 +255,7 @@ class TestHandler final : public esmtp::Handler
 
   private:
     void ev(std::string_view e) const noexcept { events_->record(e); }
+    bool slow_destroy_ = false;
 
     std::shared_ptr<const EventFile> events_;
 };
@@ -251,7 +264,7 @@ class TestFactory final : public esmtp::HandlerFactory
 {
   public:
     TestFactory(std::string path, bool bad_command)
-        : events_(std::make_shared<const EventFile>(std::move(path))), bad_command_(bad_command)
+        : path_(path), events_(std::make_shared<const EventFile>(std::move(path))), bad_command_(bad_command)
     {
     }
     std::unique_ptr<esmtp::Handler> create() override { return std::make_unique<TestHandler>(events_); }
@@ -261,8 +274,22 @@ class TestFactory final : public esmtp::HandlerFactory
             return {{"XBROKEN", "^XBROKEN (unclosed$"}};
         return {{"XPING", "^XPING(?:[ \\t]+(.*))?$"}};
     }
+    // As the server's user (child_init): the event file must be writable.
+    bool check(std::string &why) const override
+    {
+        if (::access(path_.c_str(), W_OK) == 0 || (errno == ENOENT && writable_dir()))
+            return true;
+        why = "event file " + path_ + " is not writable by the server's user: " + std::strerror(errno);
+        return false;
+    }
 
   private:
+    bool writable_dir() const
+    {
+        std::string dir = path_.substr(0, path_.find_last_of('/') + 1);
+        return ::access(dir.empty() ? "." : dir.c_str(), W_OK | X_OK) == 0;
+    }
+    std::string path_;
     std::shared_ptr<const EventFile> events_;
     bool bad_command_;
 };

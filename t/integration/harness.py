@@ -16,6 +16,8 @@ Environment overrides:
     ESMTP_TEST_MPM             event (default), worker or prefork
     ESMTP_KEEP=1               keep every temporary ServerRoot (else only
                                those of failed tests are kept)
+    ESMTP_TEST_NO_PARKING=1    the module cannot park idle sessions
+                               (configure --disable-parking, httpd < 2.4.63)
     ESMTP_TEST_LD_PRELOAD      LD_PRELOAD for httpd only (libasan for a module
                                built with -fsanitize=address: docs/sanitizers.md)
     ESMTP_TEST_ASAN_OPTIONS    ASAN_OPTIONS for httpd only
@@ -71,6 +73,11 @@ MOD_TEST_HANDLER = os.environ.get("ESMTP_TEST_HANDLER_MODULE") or os.path.join(
     TOP_BUILDDIR, "t", "handler", ".libs", "mod_esmtp_test_handler.so")
 DEFAULT_MPM = os.environ.get("ESMTP_TEST_MPM", "event")
 KEEP_ALWAYS = os.environ.get("ESMTP_KEEP") == "1"
+# The module under test parks idle sessions with the event MPM (httpd >=
+# 2.4.63); ESMTP_TEST_NO_PARKING=1 for a module built with
+# --disable-parking (or against an older httpd), whose idle sessions each
+# hold a thread.
+PARKING = os.environ.get("ESMTP_TEST_NO_PARKING") != "1"
 
 
 def _httpd_env():

@@ -4,9 +4,15 @@ sample configuration in conf/ is valid."""
 
 import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
 import unittest
 
-from harness import TOP_SRCDIR, Httpd, MOD_ESMTP
+from harness import IS_ROOT, TOP_BUILDDIR, TOP_SRCDIR, Httpd, MOD_ESMTP, q
+
+MOD_OLD_API_HANDLER = os.path.join(TOP_BUILDDIR, "t", "handler", ".libs", "mod_esmtp_old_api_handler.so")
 
 
 class ConfigTest(unittest.TestCase):
@@ -42,6 +48,26 @@ class ConfigTest(unittest.TestCase):
         self.httpd.add_smtp("nosuch")
         out = self.assertConfigFails("ESMTPHandler")
         self.assertIn("nosuch", out)
+
+    def test_unknown_handler_lists_registered_names(self):
+        """The message lists the handlers actually registered (built-in ones
+        and the test module's), not a fixed list."""
+        self.httpd.add_smtp("nosuch")
+        out = self.assertConfigFails("ESMTPHandler: unknown handler 'nosuch'")
+        registered = re.search(r"registered: ([^;)]*)", out)
+        self.assertTrue(registered, out)
+        self.assertEqual(sorted(registered.group(1).split(", ")), ["discard", "lmtp", "maildir", "pipe", "test"])
+
+    def test_handler_built_against_another_api_major(self):
+        """A handler module built against API 1 is named as such, not as
+        an unknown handler."""
+        if not os.path.exists(MOD_OLD_API_HANDLER):
+            self.skipTest("%s not built (make check builds it)" % MOD_OLD_API_HANDLER)
+        self.httpd.main_extra.append("LoadModule esmtp_old_api_handler_module %s" % q(MOD_OLD_API_HANDLER))
+        self.httpd.add_smtp("oldapi")
+        out = self.assertConfigFails("ESMTPHandler: handler 'oldapi' was built against mod_esmtp API 1, "
+                                     "this mod_esmtp has API 2; rebuild it")
+        self.assertNotIn("unknown handler", out)
 
     def test_maildir_without_directory(self):
         self.httpd.add_smtp(["maildir"])
@@ -91,6 +117,38 @@ class ConfigTest(unittest.TestCase):
         with open(os.path.join(TOP_SRCDIR, "conf", "debian", "esmtp.load")) as f:
             load = f.read()
         self.assertRegex(load, r"(?m)^LoadModule esmtp_module /usr/lib/apache2/modules/mod_esmtp\.so$")
+
+
+@unittest.skipUnless(IS_ROOT and shutil.which("runuser"), "needs root (httpd's children then run as another user)")
+class QuickStartDirectoryTest(unittest.TestCase):
+    """Issue 8 (#18): a tree cloned into a directory httpd's User cannot
+    enter (/root, mode 700) and run by root: the quick-start server's
+    Maildir must still be writable by the children's user (it was
+    BUILDDIR/run/Maildir, and every message got 451)."""
+
+    def test_maildir_reachable_by_the_children(self):
+        home = tempfile.mkdtemp(prefix="esmtp-qs-home-")  # root-owned, like /root
+        self.addCleanup(shutil.rmtree, home, True)
+        os.chmod(home, 0o700)
+        tree = os.path.join(home, "mod_esmtp")
+        os.makedirs(os.path.join(tree, ".libs"))
+        shutil.copy(MOD_ESMTP, os.path.join(tree, ".libs", "mod_esmtp.so"))
+        env = dict(os.environ, top_builddir=tree, top_srcdir=tree)
+        p = subprocess.run([sys.executable, os.path.join(TOP_SRCDIR, "t", "integration", "run_server.py"),
+                            "--port", "2", "--config-only"], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, timeout=60)
+        out = p.stdout.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 0, out)
+        conf = out.strip().splitlines()[-1]
+        with open(conf) as f:
+            text = f.read()
+        root = re.search(r'(?m)^ServerRoot "([^"]+)"', text).group(1)
+        self.addCleanup(shutil.rmtree, root, True)
+        user = re.search(r"(?m)^User (\S+)", text).group(1)
+        maildir = re.search(r'ESMTPHandler maildir "([^"]+)"', text).group(1)
+        for sub in ("tmp", "new"):
+            r = subprocess.run(["runuser", "-u", user, "--", "test", "-w", os.path.join(maildir, sub)])
+            self.assertEqual(r.returncode, 0, "%s cannot write %s/%s (ServerRoot %s)" % (user, maildir, sub, root))
 
 
 if __name__ == "__main__":

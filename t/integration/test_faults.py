@@ -257,6 +257,62 @@ class GracefulRestartTest(ServerTestCase):
         smtplib_deliver(self, self.vh, "<after-graceful@client.example>")
 
 
+# ---------------------------------------------------------------- unusable handlers
+
+# child_init's HandlerFactory::check() failure, at error level in the error log
+CHECK_FAILED_RE = r"\[esmtp:error\] .*esmtp: ESMTPHandler %s of %s \(.*\) cannot work: "
+
+
+class UnusableHandlerTest(ServerTestCase):
+    """Issue 8 (#18): a handler that cannot write where it must says so at
+    error level in the error log when the children start (checked as the
+    server's user in child_init), not only in the transaction log when mail
+    comes. The directories are made read-only (mode 0555: neither the
+    children's User nor, when not root, we ourselves can write there)."""
+
+    allowed_log = (r"\[esmtp:error\]",)
+
+    @classmethod
+    def configure(cls, httpd):
+        locked = os.path.join(httpd.root, "locked")
+        os.makedirs(locked)
+        cls.test_vh = httpd.add_smtp(["test", os.path.join(locked, "events.log")], accept_domains=ANY)
+        cls.maildir_vh = httpd.add_smtp("maildir", accept_domains=ANY, log_file="esmtp.log", log_level=1)
+        cls.fine_vh = httpd.add_smtp("test", accept_domains=ANY)
+        for d in [locked, cls.maildir_vh.maildir] + [os.path.join(cls.maildir_vh.maildir, sub)
+                                                      for sub in ("tmp", "new", "cur")]:
+            os.chmod(d, 0o555)
+
+    def startup_lines(self, pattern):
+        rx = re.compile(pattern)
+        return wait_for(lambda: [l for l in self.httpd.log_lines() if rx.search(l)], 5)
+
+    def test_test_handler_check_fails_at_startup(self):
+        lines = self.startup_lines(CHECK_FAILED_RE % ("test", re.escape(self.test_vh.server_name)))
+        self.assertTrue(lines, "no start-up error for the unwritable event file:\n" +
+                        "\n".join(self.httpd.log_lines()[-20:]))
+        self.assertIn("is not writable", lines[0])
+        # the server whose handler is fine is not named
+        fine = CHECK_FAILED_RE % ("test", re.escape(self.fine_vh.server_name))
+        self.assertFalse([l for l in self.httpd.log_lines() if re.search(fine, l)])
+
+    def test_maildir_check_fails_at_startup_and_refusal_is_logged(self):
+        """Needs the maildir handler's check() (helper HANDLERS)."""
+        lines = self.startup_lines(CHECK_FAILED_RE % ("maildir", re.escape(self.maildir_vh.server_name)))
+        self.assertTrue(lines, "no start-up error for the unwritable Maildir:\n" +
+                        "\n".join(self.httpd.log_lines()[-20:]))
+        self.httpd.new_log_lines()
+        with smtplib.SMTP("127.0.0.1", self.maildir_vh.port, timeout=20) as s:
+            s.ehlo("fault.example")
+            s.mail("a@client.example")
+            s.rcpt("b@localhost")
+            code, text = s.data(b"Subject: x\r\n\r\nbody\r\n")
+        self.assertEqual(code // 100, 4, text)
+        # each refusal also says why in the error log, at error level
+        refusal = wait_for(lambda: [l for l in self.httpd.new_log_lines() if "[esmtp:error]" in l], 5)
+        self.assertTrue(refusal, "the refusal left no error-level line in the error log")
+
+
 # ---------------------------------------------------------------- vanishing clients
 
 def _abort(sock):

@@ -1,10 +1,10 @@
 """The worker and prefork MPMs (the other tests run on event, or on
-ESMTP_TEST_MPM)."""
+ESMTP_TEST_MPM), and what must hold on every MPM."""
 
 import smtplib
 import unittest
 
-from harness import ServerTestCase, queue_id_of, split_delivered, wait_for
+from harness import PARKING, RawClient, ServerTestCase, queue_id_of, split_delivered, wait_for
 
 # These tests are about delivery, not the relay policy (test_policy.py):
 # accept every recipient domain.
@@ -40,6 +40,49 @@ class _MpmDelivery:
             s.ehlo()
         events = wait_for(lambda: "DISCONNECT" in self.events.event_lines() and self.events.event_lines(), 5)
         self.assertEqual(events, ["CONNECT", "EHLO mpm.example", "QUIT", "DISCONNECT"])
+
+
+    def test_handler_destroyed_before_the_connection_closes(self):
+        """Issue 8: no handler code runs from c->pool's cleanup. The session
+        ends (DISCONNECT) and the handler is destroyed in the connection's
+        hooks, before httpd closes the socket; the test handler's
+        destructor takes 300 ms after HELO slow-destroy.test, so a
+        destructor run from the pool cleanup (after the close) shows as a
+        DESTROY event missing when the client sees the end of the
+        connection."""
+        with RawClient(self.events.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("HELO slow-destroy.test")[0], 250)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+            self.assertEqual(c.rest(timeout=10), "")  # until the server closes
+            events = self.events.event_lines()
+        self.assertEqual(events[-2:], ["DISCONNECT", "DESTROY"], events)
+
+
+class EventMpmTest(_MpmDelivery, ServerTestCase):
+    mpm = "event"
+
+
+@unittest.skipUnless(PARKING, "the module does not park sessions")
+class ParkedTimeoutTest(ServerTestCase):
+    """A parked session the event MPM times out (the main server's Timeout)
+    gets 421 from pre_close_connection, which also ends the session and
+    destroys the handler: not c->pool's cleanup."""
+    mpm = "event"
+    httpd_options = {"main_extra": ["Timeout 2"]}
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.events = httpd.add_smtp("test", accept_domains=ANY)
+
+    def test_parked_session_timed_out_by_the_mpm(self):
+        with RawClient(self.events.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("HELO slow-destroy.test")[0], 250)
+            rest = c.rest(timeout=15)  # parked until the MPM's Timeout
+            events = self.events.event_lines()
+        self.assertTrue(rest.startswith("421 ") and "timeout exceeded" in rest, rest)
+        self.assertEqual(events[-2:], ["DISCONNECT", "DESTROY"], events)
 
 
 class WorkerMpmTest(_MpmDelivery, ServerTestCase):

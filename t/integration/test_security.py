@@ -399,6 +399,23 @@ class SecurityTest(_Helpers, ServerTestCase):
             self.assertClosed(c)
         self.new_files(self.rate, before, 0)
 
+    def test_min_data_rate_counts_a_refused_bdat_chunk(self):
+        # A refused BDAT chunk (no MAIL yet) is read and dropped; its octets
+        # count toward ESMTPMinDataRate like any others (they did not: the
+        # session got 421 after the grace although the client sent fast enough).
+        with self.greet(self.rate) as c:
+            size = 2000 * 12
+            c.send("BDAT %d LAST\r\n" % size)
+            start = time.time()
+            sent = 0
+            while sent < size:
+                n = min(1000, size - sent)  # 2000 octets/s, twice the minimum
+                c.sock.sendall(b"x" * n)
+                sent += n
+                time.sleep(max(0, start + sent / 2000.0 - time.time()))
+            self.assertEqual(c.reply(), (503, ["503 5.5.1 Error: need MAIL command"]))
+            self.assertEqual(c.cmd("NOOP")[0], 250)
+
     # --- ESMTPTimeout command=: trickling a line does not reset it
 
     def test_command_trickle(self):

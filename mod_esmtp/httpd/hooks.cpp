@@ -1,0 +1,247 @@
+#include "httpd/hooks.hpp"
+
+#include "httpd/config.hpp"
+#include "httpd/guard.hpp"
+#include "httpd/io.hpp"
+#include "httpd/parking.hpp"
+#include "httpd/smtp_connection.hpp"
+
+#include <ap_mpm.h>
+#include <http_connection.h>
+#include <http_core.h>
+#include <http_log.h>
+#include <http_main.h>
+#include <http_ssl.h>
+#include <scoreboard.h>
+
+#include <memory>
+#include <set>
+#include <string>
+
+namespace esmtp
+{
+
+namespace
+{
+
+// c->pool's cleanup frees the connection's C++ state and runs no handler
+// code: the session is ended (DISCONNECT, handler destroyed) in
+// process_connection or pre_close_connection.
+//
+// Which paths reach this cleanup without pre_close_connection? (read in
+// httpd 2.4.x server/mpm/event/event.c and server/connection.c)
+// - Every ordinary close goes through ap_start_lingering_close() (event's
+//   process_lingering_close(), and ap_lingering_close() in worker and
+//   prefork), which runs pre_close_connection first; so does a parked
+//   connection the MPM times out (waitio_q -> defer_lingering_close).
+// - event's close_connection() without lingering close: only when
+//   apr_pollset_add() fails while parking (AH10503), in write completion
+//   (AH03465) or keep-alive (AH03093); the child then stops gracefully.
+// - When an event child exits, parked connections' pools (children of
+//   pconf, not of pchild) are never cleaned up: neither hook nor cleanup
+//   runs; the sockets close with the process.
+// - prefork's SIGTERM handler (just_die -> clean_child_exit) destroys pchild,
+//   and with it the pool of the session in progress, then exits.
+// On those paths the session is abandoned (leaked, logged at warning
+// level), not ended here: the process is going away or stops gracefully.
+apr_status_t destroy_connection(void *data)
+{
+    auto *conn = static_cast<SmtpConnection *>(data);
+    return guarded(
+        {"connection cleanup"},
+        [conn] {
+            conn->abandon();
+            delete conn;
+            return APR_SUCCESS;
+        },
+        [](const char *) { return APR_SUCCESS; });
+}
+
+SmtpConnection *get_connection(conn_rec *c)
+{
+    return static_cast<SmtpConnection *>(ap_get_module_config(c->conn_config, &esmtp_module));
+}
+
+// First call for a connection: greet, or refuse when no handler can be had.
+SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
+{
+    server_rec *s = c->base_server;
+    // HTTP's request timeouts make no sense for SMTP sessions.
+    for (ap_filter_t *f = c->input_filters; f; f = f->next) {
+        if (f->frec && f->frec->name && !strcasecmp(f->frec->name, "reqtimeout")) {
+            ap_remove_input_filter(f);
+            break;
+        }
+    }
+    ap_update_child_status_from_conn(static_cast<ap_sb_handle_t *>(c->sbh), SERVER_BUSY_READ, c);
+    if (apr_socket_t *sock = ap_get_conn_socket(c))
+        apr_socket_timeout_set(sock, apr_time_from_sec(cfg->session->command_timeout));
+
+    // Runs the TLS handshake under mod_ssl (implicit TLS).
+    apr_status_t rv = init_connection_filters(c);
+    if (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv)) {
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c, "esmtp: connection setup failed");
+        return nullptr;
+    }
+
+    ConnectionInfo ci;
+    ci.client_address = c->client_ip ? c->client_ip : "";
+    ci.client_port = c->client_addr ? c->client_addr->port : 0;
+    if (const char *host = ap_get_remote_host(c, s->lookup_defaults, REMOTE_NAME, nullptr))
+        ci.remote_host = host;
+    ci.local_address = c->local_ip ? c->local_ip : "";
+    ci.local_port = c->local_addr ? c->local_addr->port : 0;
+    // After a successful AP_MODE_INIT read on an SSLEngine vhost the
+    // handshake is done (before it, mod_ssl already answers true).
+    ci.tls = ap_ssl_conn_is_ssl(c) != 0;
+
+    std::unique_ptr<Handler> handler;
+    try {
+        handler = (*cfg->factory)->create();
+    } catch (const std::exception &e) {
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, "esmtp: handler %s could not be created: %s", cfg->handler_name,
+                      e.what());
+    } catch (...) {
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, "esmtp: handler %s could not be created", cfg->handler_name);
+    }
+    if (!handler) {
+        send_refusal(c, "421 4.3.0 " + cfg->session->hostname + " Service temporarily unavailable\r\n");
+        return nullptr;
+    }
+
+    auto owned = std::make_unique<SmtpConnection>(c, cfg, std::move(handler), std::move(ci));
+    SmtpConnection *conn = owned.get();
+    apr_pool_cleanup_register(c->pool, conn, destroy_connection, apr_pool_cleanup_null);
+    owned.release(); // owned by the cleanup from here
+    ap_set_module_config(c->conn_config, &esmtp_module, conn);
+    bool greeted = conn->greet();
+    conn->io().send(conn->session().output(), true);
+    if (!greeted) {
+        conn->finish();
+        return nullptr;
+    }
+    return conn;
+}
+
+int close_connection(conn_rec *c, SmtpConnection *conn)
+{
+    if (conn && !conn->finished()) {
+        bool closing = conn->session().closing();
+        conn->finish();
+        // After QUIT (or any close we chose) with everything sent and
+        // nothing unread, a lingering close only costs the MPM another poll
+        // round: close at once, as an MTA does. With unread input (junk
+        // after QUIT) the lingering close stays, so that the client's copy
+        // of our last reply is not lost to a reset.
+        if (!c->aborted && closing && input_drained(c))
+            c->aborted = 1;
+    }
+    // Tell an async MPM (event) that this connection is finished.
+    if (c->cs)
+        c->cs->state = CONN_STATE_LINGER;
+    return OK;
+}
+
+int process(conn_rec *c, const ServerConfig *cfg)
+{
+    SmtpConnection *conn = get_connection(c);
+    if (!conn) {
+        conn = open_connection(c, cfg);
+        if (!conn)
+            return close_connection(c, nullptr);
+    } else if (conn->finished()) {
+        return close_connection(c, conn);
+    } else {
+        conn->unparked();
+    }
+    bool may_park = can_park() && c->cs;
+    // An ESMTPTimeout shorter than the MPM's wait (the main server's
+    // Timeout) could not be kept while parked: wait here instead (README,
+    // Security).
+    if (may_park && conn->phase_timeout() < ap_server_conf->timeout)
+        may_park = false;
+    if (!conn->run(may_park)) {
+        // Parked with the MPM: no thread is held until the client sends more.
+        conn->parked();
+        park_with_mpm(c);
+        return OK;
+    }
+    return close_connection(c, conn);
+}
+
+void check_handlers(server_rec *main)
+{
+    std::set<const HandlerFactory *> checked; // virtual hosts share their server's factory
+    for (server_rec *s = main; s; s = s->next) {
+        const ServerConfig *cfg = server_config(s);
+        if (cfg->enabled != 1 || !cfg->factory || !*cfg->factory || !checked.insert(cfg->factory->get()).second)
+            continue;
+        std::string why;
+        bool ok = false;
+        try {
+            ok = (*cfg->factory)->check(why);
+        } catch (const std::exception &e) {
+            why = e.what();
+        } catch (...) {
+            why = "check failed";
+        }
+        if (!ok)
+            ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "esmtp: ESMTPHandler %s of %s (%s:%d) cannot work: %s",
+                         cfg->handler_name, s->server_hostname ? s->server_hostname : "?",
+                         s->defn_name ? s->defn_name : "?", s->defn_line_number,
+                         why.empty() ? "(no reason given)" : why.c_str());
+    }
+}
+
+} // namespace
+
+void child_init(apr_pool_t *, server_rec *s)
+{
+    guarded(
+        {"child_init", nullptr, s},
+        [s] {
+            parking_child_init(s);
+            check_handlers(s);
+        },
+        [](const char *) {});
+}
+
+int process_connection(conn_rec *c)
+{
+    const ServerConfig *cfg = server_config(c->base_server);
+    if (!cfg || cfg->enabled != 1 || !cfg->factory || !cfg->session)
+        return DECLINED;
+    return guarded(
+        {"process_connection", c}, [c, cfg] { return process(c, cfg); },
+        [c](const char *) {
+            // pre_close_connection ends the session
+            if (c->cs)
+                c->cs->state = CONN_STATE_LINGER;
+            return OK;
+        });
+}
+
+int pre_close_connection(conn_rec *c)
+{
+    return guarded(
+        {"pre_close_connection", c},
+        [c] {
+            SmtpConnection *conn = get_connection(c);
+            if (!conn || conn->finished())
+                return OK;
+            // The MPM gave up waiting for a parked session (its Timeout), or
+            // process_connection failed.
+            bool parked = conn->unparked();
+            if (!conn->session().closing()) {
+                if (parked)
+                    conn->timed_out();
+                else
+                    conn->failed();
+            }
+            conn->finish();
+            return OK;
+        },
+        [](const char *) { return OK; });
+}
+
+} // namespace esmtp

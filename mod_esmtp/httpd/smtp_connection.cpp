@@ -1,0 +1,316 @@
+#include "httpd/smtp_connection.hpp"
+
+#include <http_connection.h>
+#include <http_core.h>
+#include <http_log.h>
+#include <util_filter.h>
+#include <scoreboard.h>
+
+#include <algorithm>
+
+namespace esmtp
+{
+
+namespace
+{
+// Output is passed on (without flush) once this much is pending.
+constexpr std::size_t kWriteHighWater = 64 * 1024;
+// How long an async session waits in its thread for the client's next
+// command before it is parked with the MPM: short, so that a burst of
+// sessions cannot occupy the workers.
+constexpr apr_interval_time_t kLingerBeforePark = 1000; // microseconds
+// When the child is stopping, an idle session waits this long for a prompt
+// command (QUIT gets its 221), then ends with 421.
+constexpr apr_interval_time_t kStopGrace = apr_time_from_msec(200);
+// ESMTPMinDataRate is enforced once a transfer has run this long.
+constexpr apr_interval_time_t kDataRateGrace = apr_time_from_sec(10);
+// A session waiting in a thread also wakes this often: on a hard stop the
+// threaded MPMs close the sockets of busy workers before child_stopping
+// runs (a poll() on a closed descriptor is not woken, and the shutdown of
+// child_stopping finds it closed), and prefork runs no child_stopping on a
+// graceful restart.
+constexpr apr_interval_time_t kStopCheckInterval = apr_time_from_sec(1);
+} // namespace
+
+SmtpConnection::SmtpConnection(conn_rec *c, const ServerConfig *cfg, std::unique_ptr<Handler> handler,
+                               ConnectionInfo ci)
+    : c_(c), cfg_(cfg), io_(c), txlog_(c, cfg->log_file),
+      session_(std::make_unique<Session>(*cfg->session, std::move(ci), std::move(handler), &txlog_))
+{
+}
+
+SmtpConnection::~SmtpConnection()
+{
+    if (session_)
+        abandon();
+}
+
+apr_interval_time_t SmtpConnection::phase_timeout() const
+{
+    const SessionConfig &sc = *cfg_->session;
+    return apr_time_from_sec(session_ && in_data() ? sc.data_timeout : sc.command_timeout);
+}
+
+bool SmtpConnection::in_data() const
+{
+    return session_->phase() == Session::Phase::data || session_->phase() == Session::Phase::bdat;
+}
+
+// The client is between transactions: ending with 421 loses nothing.
+bool SmtpConnection::idle() const
+{
+    return session_->phase() == Session::Phase::command && !session_->has_partial_input() &&
+           !session_->in_transaction();
+}
+
+void SmtpConnection::timed_out()
+{
+    session_->shutdown(Reply(421, cfg_->session->hostname + " Error: timeout exceeded", "4.4.2", true));
+    session_->log(txlog_session, "timeout exceeded");
+    ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: client timed out");
+}
+
+void SmtpConnection::failed()
+{
+    session_->shutdown(Reply(421, cfg_->session->hostname + " Error: internal error", "4.3.0", true));
+}
+
+void SmtpConnection::stopping()
+{
+    session_->shutdown(Reply(421, cfg_->session->hostname + " Server shutting down", "4.3.2", true));
+    ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: httpd is stopping, session closed");
+}
+
+bool SmtpConnection::greet()
+{
+    const SessionConfig &sc = *cfg_->session;
+    apr_bucket_brigade *bb = apr_brigade_create(c_->pool, c_->bucket_alloc);
+    apr_socket_t *sock = ap_get_conn_socket(c_);
+    apr_status_t rv;
+    // ESMTPGreetingDelay waits in this thread, on every MPM (README,
+    // Security): a client that talks first does not wait for the server and
+    // is refused.
+    if (sc.greeting_delay_ms && sock) {
+        apr_socket_timeout_set(sock, apr_time_from_msec(sc.greeting_delay_ms));
+        rv = ap_get_brigade(c_->input_filters, bb, AP_MODE_SPECULATIVE, APR_BLOCK_READ, 1);
+        apr_socket_timeout_set(sock, apr_time_from_sec(sc.command_timeout));
+    } else {
+        rv = ap_get_brigade(c_->input_filters, bb, AP_MODE_SPECULATIVE, APR_NONBLOCK_READ, 1);
+    }
+    bool talked = rv == APR_SUCCESS && !APR_BRIGADE_EMPTY(bb) && !APR_BUCKET_IS_EOS(APR_BRIGADE_FIRST(bb));
+    apr_brigade_destroy(bb);
+    if (talked) {
+        session_->log(txlog_session, "client talked before the greeting");
+        session_->shutdown(Reply(554, sc.hostname + " Error: SMTP protocol synchronization", "5.5.0", true));
+        return false;
+    }
+    if (rv == APR_EOF || (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv) && !APR_STATUS_IS_TIMEUP(rv))) {
+        c_->aborted = 1;
+        return false;
+    }
+    session_->start();
+    return true;
+}
+
+bool SmtpConnection::unparked()
+{
+    bool was = parked_;
+    parked_ = false;
+    woken_by_stop_ = wait_.end();
+    return was;
+}
+
+bool SmtpConnection::run(bool may_park)
+{
+    apr_socket_t *sock = ap_get_conn_socket(c_);
+    while (!session_->closing() && !c_->aborted) {
+        // Take what is already there (pipelined commands) without waiting;
+        // flush the replies only once the client has nothing more queued.
+        apr_status_t rv;
+        ReadResult r = io_.read(*session_, APR_NONBLOCK_READ, rv);
+        if (r == ReadResult::fed) {
+            woken_by_stop_ = false;
+            progress();
+            if (session_->output().size() >= kWriteHighWater && !io_.send(session_->output(), false))
+                return true;
+            continue;
+        }
+        if (r != ReadResult::again) {
+            input_ended(r, rv, woken_by_stop_);
+            return true;
+        }
+        woken_by_stop_ = false;
+        apr_interval_time_t timeout = phase_timeout();
+        if (sock)
+            apr_socket_timeout_set(sock, timeout);
+        if (!io_.send(session_->output(), true) || session_->closing())
+            return true;
+        apr_time_t now = apr_time_now();
+        if (deadline_ == 0)
+            deadline_ = now + timeout; // RFC 5321 4.5.3.2, from the last command or data
+        if (now >= deadline_ || too_slow(now)) {
+            timed_out();
+            return true;
+        }
+        bool stop = child_is_stopping();
+        if (stop && idle()) {
+            // A child that is going away must not wait on us: a short grace
+            // for a prompt command, then 421.
+            if (sock)
+                apr_socket_timeout_set(sock, kStopGrace);
+            r = io_.read(*session_, APR_BLOCK_READ, rv);
+            if (sock)
+                apr_socket_timeout_set(sock, timeout);
+            if (r == ReadResult::fed) {
+                progress();
+                continue;
+            }
+            // EOF here is usually child_stopping's shutdown of the read side
+            // (the client may still be there): 421 either way.
+            if (r == ReadResult::timeout || r == ReadResult::again || r == ReadResult::eof)
+                stopping();
+            else
+                input_ended(r, rv, false);
+            return true;
+        }
+        // A parked session in a stopping child would wait for the MPM's
+        // Timeout: wait here instead.
+        if (may_park && !stop) {
+            // A client in a conversation answers within moments (tens of
+            // microseconds on a LAN): wait that long here before parking,
+            // which saves the MPM round trip (epoll, listener, another
+            // worker) on every command of a lock-step client.
+            if (sock) {
+                apr_socket_timeout_set(sock, kLingerBeforePark);
+                r = io_.read(*session_, APR_BLOCK_READ, rv);
+                apr_socket_timeout_set(sock, timeout);
+                if (r == ReadResult::fed) {
+                    progress();
+                    continue;
+                }
+                if (r != ReadResult::timeout && r != ReadResult::again) {
+                    input_ended(r, rv, false);
+                    return true;
+                }
+            }
+            // An idle session is woken by child_stopping; registering fails
+            // when the stop has begun meanwhile: then loop and end it.
+            if (!idle() || wait_.begin(c_))
+                return false;
+            continue;
+        }
+        ap_update_child_status_from_conn(static_cast<ap_sb_handle_t *>(c_->sbh), SERVER_BUSY_READ, c_);
+        bool registered = idle() && wait_.begin(c_);
+        if (idle() && !registered)
+            continue; // the stop has begun: the branch above ends the session
+        // Wait in this thread until input, the deadline or the moment the
+        // transfer becomes too slow; child_stopping ends the wait early.
+        apr_interval_time_t left = std::clamp<apr_interval_time_t>(wake_time() - now, 1000, kStopCheckInterval);
+        if (sock)
+            apr_socket_timeout_set(sock, left);
+        r = io_.read(*session_, APR_BLOCK_READ, rv);
+        bool woken = wait_.end();
+        if (sock)
+            apr_socket_timeout_set(sock, timeout);
+        if (r == ReadResult::fed) {
+            progress();
+            continue;
+        }
+        if (r == ReadResult::timeout)
+            continue; // the checks above decide: deadline, rate, stop
+        input_ended(r, rv, woken);
+        return true;
+    }
+    return true;
+}
+
+void SmtpConnection::input_ended(ReadResult r, apr_status_t rv, bool woken_by_stop)
+{
+
+    if (r == ReadResult::error)
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c_, "esmtp: read failed");
+    else if (r == ReadResult::eof && woken_by_stop && idle())
+        stopping(); // child_stopping shut the read side: the client is still there
+}
+
+// Input arrived. The phase timeout restarts only when it moved the session
+// on (a complete command, or message data): a client that trickles a
+// command byte by byte does not keep its session forever.
+void SmtpConnection::progress()
+{
+    if (in_data()) {
+        if (data_start_ == 0)
+            data_start_ = apr_time_now();
+        deadline_ = 0;
+        return;
+    }
+    data_start_ = 0;
+    if (session_->commands_seen() != commands_) {
+        commands_ = session_->commands_seen();
+        deadline_ = 0;
+    }
+}
+
+// The octets of the current DATA/BDAT transfer that ESMTPMinDataRate
+// measures: a refused BDAT chunk being swallowed counts too.
+std::uint64_t SmtpConnection::transfer_octets() const
+{
+    return session_->transfer_octets();
+}
+
+// ESMTPMinDataRate: after a grace period, the transfer so far must average
+// the minimum rate.
+bool SmtpConnection::too_slow(apr_time_t now) const
+{
+    unsigned rate = cfg_->session->min_data_rate;
+    if (!rate || !in_data() || data_start_ == 0)
+        return false;
+    apr_interval_time_t elapsed = now - data_start_;
+    if (elapsed < kDataRateGrace)
+        return false;
+    double expected = static_cast<double>(rate) * static_cast<double>(elapsed) / APR_USEC_PER_SEC;
+    return static_cast<double>(transfer_octets()) < expected;
+}
+
+// When the wait must end at the latest: the phase deadline, or the moment
+// the transfer so far falls below ESMTPMinDataRate.
+apr_time_t SmtpConnection::wake_time() const
+{
+    apr_time_t t = deadline_;
+    unsigned rate = cfg_->session->min_data_rate;
+    if (rate && in_data() && data_start_) {
+        double needed = static_cast<double>(transfer_octets()) * APR_USEC_PER_SEC / rate;
+        apr_interval_time_t after =
+            std::max<apr_interval_time_t>(kDataRateGrace, needed > 1e15 ? static_cast<apr_interval_time_t>(1e15)
+                                                                        : static_cast<apr_interval_time_t>(needed));
+        t = std::min(t, data_start_ + after + 1);
+    }
+    return t;
+}
+
+void SmtpConnection::finish()
+{
+    if (!session_)
+        return;
+    wait_.end();
+    io_.send(session_->output(), true);
+    session_->end();  // DISCONNECT
+    session_.reset(); // the handler's destructor runs here, in a hook
+}
+
+void SmtpConnection::abandon()
+{
+    wait_.end();
+    if (!session_)
+        return;
+    // Deliberately leaked: destroying the session would run the handler's
+    // DISCONNECT and destructor (an lmtp QUIT can block) in a pool cleanup.
+    // (prefork's SIGTERM handler destroys the pool of a session in progress
+    // on its way out: a warning, not an error.)
+    ap_log_cerror(APLOG_MARK, APLOG_WARNING, 0, c_,
+                  "esmtp: connection torn down by the MPM without pre_close_connection; the session's handler "
+                  "is abandoned without DISCONNECT");
+    (void)session_.release();
+}
+
+} // namespace esmtp
