@@ -395,7 +395,7 @@ const command_rec directives[] = {
     AP_INIT_FLAG("ESMTPForbidUnauthPipelining", reinterpret_cast<cmd_func>(flag<set_forbid_unauth_pipelining>), nullptr,
                  RSRC_CONF, "End sessions that pipeline without PIPELINING (default On)"),
     AP_INIT_TAKE1("ESMTPMaxJunkCommands", reinterpret_cast<cmd_func>(take1<set_max_junk_commands>), nullptr, RSRC_CONF,
-                  "NOOP/RSET/VRFY/EXPN/HELP commands per session before 421 (0: no limit)"),
+                  "HELO/EHLO/MAIL/RSET/NOOP/VRFY/EXPN/HELP commands since the last delivery before 421 (0: no limit)"),
     AP_INIT_TAKE1("ESMTPGreetingDelay", reinterpret_cast<cmd_func>(take1<set_greeting_delay>), nullptr, RSRC_CONF,
                   "Seconds to wait before the greeting; early talkers are refused (default 0)"),
     AP_INIT_TAKE1("ESMTPMinDataRate", reinterpret_cast<cmd_func>(take1<set_min_data_rate>), nullptr, RSRC_CONF,
