@@ -57,7 +57,8 @@ int client_table_post_config(apr_pool_t *pconf, server_rec *main, std::size_t en
         // A new size: a new table. Children of the old generation keep
         // their mapping of the old one (counts start again from zero).
         ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, main,
-                     "esmtp: ESMTPClientLimitTableSize changed (%zu -> %zu entries): per-client counts start again",
+                     "esmtp: ESMTPClientLimitTableSize changed (%" APR_SIZE_T_FMT " -> %" APR_SIZE_T_FMT
+                     " entries): per-client counts start again",
                      r->entries, entries);
         apr_shm_destroy(r->shm);
         r->shm = nullptr;
@@ -72,7 +73,9 @@ int client_table_post_config(apr_pool_t *pconf, server_rec *main, std::size_t en
         if (rv != APR_SUCCESS) {
             r->shm = nullptr;
             ap_log_error(APLOG_MARK, APLOG_EMERG, rv, main,
-                         "esmtp: cannot create the per-client table (%zu bytes of anonymous shared memory)", bytes);
+                         "esmtp: cannot create the per-client table (%" APR_SIZE_T_FMT
+                         " bytes of anonymous shared memory)",
+                         bytes);
             return !OK;
         }
         std::uint64_t seed = 0;
@@ -80,7 +83,9 @@ int client_table_post_config(apr_pool_t *pconf, server_rec *main, std::size_t en
         ClientTable::format(apr_shm_baseaddr_get(r->shm), apr_shm_size_get(r->shm), entries, seed);
         r->entries = entries;
         ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, main,
-                     "esmtp: per-client table of %zu entries (%zu bytes) in anonymous shared memory", entries, bytes);
+                     "esmtp: per-client table of %" APR_SIZE_T_FMT " entries (%" APR_SIZE_T_FMT
+                     " bytes) in anonymous shared memory",
+                     entries, bytes);
     }
     g_table = ClientTable(apr_shm_baseaddr_get(r->shm), apr_shm_size_get(r->shm));
     if (!g_table.valid()) {
@@ -96,9 +101,10 @@ int client_table_post_config(apr_pool_t *pconf, server_rec *main, std::size_t en
         g_table.reset_connections();
     ClientTable::Stats st = g_table.stats();
     ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, main,
-                 "esmtp: per-client table: %zu of %zu entries used, %zu sessions, %llu evictions, %llu untracked",
-                 st.used, st.capacity, st.sessions, static_cast<unsigned long long>(st.evictions),
-                 static_cast<unsigned long long>(st.untracked));
+                 "esmtp: per-client table: %" APR_SIZE_T_FMT " of %" APR_SIZE_T_FMT " entries used, %" APR_SIZE_T_FMT
+                 " sessions, %" APR_UINT64_T_FMT " evictions, %" APR_UINT64_T_FMT " untracked",
+                 st.used, st.capacity, st.sessions, static_cast<apr_uint64_t>(st.evictions),
+                 static_cast<apr_uint64_t>(st.untracked));
     return OK;
 }
 
