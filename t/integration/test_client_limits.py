@@ -274,6 +274,28 @@ class PreforkChildrenTest(ServerTestCase):
             quit_all(sessions)
         self.assertEqual(greeted_when_free(self.vh.port), "220")
 
+    def test_killed_child_count_dropped_at_hard_restart(self):
+        # A child killed with SIGKILL cannot give its sessions back: they
+        # count until a non-graceful restart, when no child is left.
+        mark = len(self.httpd.log_lines())
+        sessions = open_sessions(self.vh.port, 3)
+        try:
+            self.assertEqual([code for _, code, _ in sessions], ["220"] * 3)
+            pids = wait_for(lambda: len(pids_of_sessions(self.httpd.log_lines()[mark:])) >= 3 and
+                            pids_of_sessions(self.httpd.log_lines()[mark:]), 5)
+            self.assertEqual(len(pids), 3)
+            for pid in pids:
+                os.kill(pid, 9)
+            time.sleep(1)
+            c = Client(self.vh.port)
+            self.assertEqual(c.greeting()[0], "421", "the killed sessions still count")
+            c.close()
+            self.httpd.restart(graceful=False)
+            self.assertEqual(greeted_when_free(self.vh.port, timeout=5), "220")
+        finally:
+            for c, _, _ in sessions:
+                c.close()
+
 
 class GracefulRestartTest(ServerTestCase):
     """Sessions of the old generation still count after a graceful restart,
