@@ -11,6 +11,7 @@ import socket
 import time
 import unittest
 
+import harness
 from harness import Httpd, ServerTestCase, wait_for
 
 ANY = ["*"]
@@ -368,6 +369,63 @@ class FloodTest(ServerTestCase):
         self.assertGreaterEqual(evictions, 400 - 64)
         evicted = sum("evicted an idle entry" in line for line in self.httpd.log_lines())
         self.assertGreaterEqual(evicted, 400 - 64)
+
+
+MOD_QOS = os.path.join(harness.MODULESDIR, "mod_qos.so")
+# Debian's mod_qos 11.63 was built for an httpd that exported PCRE1's
+# symbols; httpd 2.4.71 uses PCRE2, so it loads only with libpcre.so.3
+# preloaded ("undefined symbol: pcre_free" otherwise).
+LIBPCRE3 = "/lib/x86_64-linux-gnu/libpcre.so.3"
+
+
+@unittest.skipUnless(os.path.exists(MOD_QOS) and os.path.exists(LIBPCRE3), "mod_qos (libapache2-mod-qos) not installed")
+class ModQosTest(ServerTestCase):
+    """What mod_qos's QS_SrvMaxConnPerIP does on an SMTP virtual host: the
+    excess connections are closed before any greeting (no 421), logged at
+    error level."""
+
+    allowed_log = (r"mod_qos\(031\): access denied, QS_SrvMaxConnPerIP", r"mod_qos\(009\)")
+    httpd_options = {"main_extra": ["LoadModule qos_module %s" % MOD_QOS]}
+
+    @classmethod
+    def setUpClass(cls):
+        cls._saved_preload = harness.HTTPD_ENV.get("LD_PRELOAD")
+        harness.HTTPD_ENV["LD_PRELOAD"] = " ".join(p for p in (LIBPCRE3, cls._saved_preload) if p)
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            if cls._saved_preload is None:
+                harness.HTTPD_ENV.pop("LD_PRELOAD", None)
+            else:
+                harness.HTTPD_ENV["LD_PRELOAD"] = cls._saved_preload
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("maildir", accept_domains=ANY,
+                                extra=["QS_SrvMaxConnPerIP 2", "ESMTPClientConnectionLimit 0"])
+
+    def test_excess_connections_closed_without_reply(self):
+        socks = []
+        try:
+            for _ in range(4):
+                s = socket.create_connection(("127.0.0.1", self.vh.port), timeout=10)
+                socks.append(s)
+                data = b""
+                try:
+                    data = s.recv(1000)
+                except (ConnectionResetError, socket.timeout):
+                    pass
+                socks[-1] = (s, data)
+            got = [data for _, data in socks]
+            self.assertTrue(got[0].startswith(b"220 ") and got[1].startswith(b"220 "), got)
+            self.assertEqual(got[2:], [b"", b""], "closed without a reply")
+        finally:
+            for s in socks:
+                (s[0] if isinstance(s, tuple) else s).close()
 
 
 class BadValuesTest(unittest.TestCase):
