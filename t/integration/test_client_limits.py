@@ -175,6 +175,46 @@ class ConnectionLimitTest(ServerTestCase):
             quit_all(sessions + first)
 
 
+class EndPathsTest(ServerTestCase):
+    """Every way a session ends gives its count back exactly once: after
+    QUIT, a timeout, a client gone mid-DATA and one gone while idle, the
+    limit admits exactly as many sessions as before."""
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("maildir", accept_domains=ANY, timeouts={"command": 2},
+                                extra=["ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 4"])
+
+    def test_each_end_path_decrements_once(self):
+        for _ in range(2):
+            sessions = open_sessions(self.vh.port, 5)
+            self.assertEqual([code for _, code, _ in sessions], ["220"] * 4 + ["421"])
+            (quit, _, _), (timeout, _, _), (mid_data, _, _), (gone, _, _) = sessions[:4]
+            quit.cmd("QUIT")
+            mid_data.cmd("EHLO x.example")
+            mid_data.cmd("MAIL FROM:<a@x.example>")
+            mid_data.cmd("RCPT TO:<b@localhost>")
+            mid_data.cmd("DATA")
+            mid_data.sock.sendall(b"Subject: cut\r\n\r\nhalf a mes")
+            mid_data.close()
+            gone.close()
+            code, text = timeout.reply()  # 421 4.4.2 after command=2
+            self.assertEqual(code, "421", text)
+            for c, _, _ in sessions:
+                c.close()
+            again = wait_for(lambda: self._exactly(4), 10, 0.5)
+            self.assertTrue(again, "4 sessions admitted and the 5th refused")
+
+    def _exactly(self, n):
+        sessions = open_sessions(self.vh.port, n + 1)
+        try:
+            return [code for _, code, _ in sessions] == ["220"] * n + ["421"]
+        finally:
+            quit_all(sessions)
+            # let the server end them before the next round counts
+            time.sleep(0.3)
+
+
 class RatesTest(ServerTestCase):
     """Connection, message and recipient rates hit, then recover after the
     time unit (3 s here: the hits happen well within it)."""
