@@ -1,6 +1,7 @@
 #include "engine/client_limits.hpp"
 
 #include <arpa/inet.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <unistd.h>
@@ -79,6 +80,25 @@ std::uint64_t mix(std::uint64_t x)
     return x;
 }
 
+// This process's pid without a system call per lock (glibc's getpid() is
+// one): cached, and forgotten in a forked child.
+std::atomic<std::uint32_t> g_pid{0};
+
+std::uint32_t self_pid()
+{
+    static const bool registered = [] {
+        pthread_atfork(nullptr, nullptr, [] { g_pid.store(0, std::memory_order_relaxed); });
+        return true;
+    }();
+    (void)registered;
+    std::uint32_t p = g_pid.load(std::memory_order_relaxed);
+    if (!p) {
+        p = static_cast<std::uint32_t>(getpid());
+        g_pid.store(p, std::memory_order_relaxed);
+    }
+    return p;
+}
+
 // The bucket's lock word holds its owner's pid. A process that dies inside
 // the few instructions it is held (SIGKILL, a crash) would wedge every
 // client of the bucket: a waiter that has yielded a while checks the owner
@@ -88,7 +108,7 @@ class BucketLock
   public:
     explicit BucketLock(std::uint32_t &word) : word_(word)
     {
-        std::uint32_t me = static_cast<std::uint32_t>(getpid());
+        std::uint32_t me = self_pid();
         unsigned spins = 0;
         for (;;) {
             std::uint32_t expected = 0;
