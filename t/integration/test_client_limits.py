@@ -111,7 +111,7 @@ def pids_of_sessions(lines, client="127.0.0.1"):
 
 class ConnectionLimitTest(ServerTestCase):
     """The default limit of 50 sessions per client, on the event MPM with
-    two children (the sessions land on both)."""
+    two children."""
 
     @classmethod
     def configure(cls, httpd):
@@ -139,9 +139,10 @@ class ConnectionLimitTest(ServerTestCase):
             self.assertEqual(c.cmd("Subject: x\r\n\r\nhi\r\n.")[0], "250")
             c.cmd("QUIT")
             c.close()
-            # the sessions went to both children: the count is shared
-            pids = pids_of_sessions(self.httpd.log_lines())
-            self.assertGreaterEqual(len(pids), 1)
+            # Which child took each session is the kernel's choice (both
+            # usually do); PreforkChildrenTest shows the count shared by
+            # processes for certain.
+            self.assertGreaterEqual(len(pids_of_sessions(self.httpd.log_lines())), 1)
             # the refusals are logged with the address and the limit
             log = "\n".join(self.httpd.log_lines())
             self.assertIn("too many connections from 127.0.0.1: connection limit 50", log)
