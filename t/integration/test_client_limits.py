@@ -216,6 +216,48 @@ class EndPathsTest(ServerTestCase):
             time.sleep(0.3)
 
 
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@unittest.skipUnless(ipv6_loopback(), "no IPv6 loopback")
+class Ipv6Test(ServerTestCase):
+    """An IPv6 client (::1) is counted like any other (per /64 network)."""
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.port = harness.free_port()
+        httpd.main_extra += [
+            "Listen [::1]:%d smtp" % cls.port,
+            "<VirtualHost [::1]:%d>" % cls.port,
+            "    ServerName smtp6.test",
+            "    ESMTPProtocol On",
+            "    ESMTPHandler discard",
+            "    ESMTPClientLimitExceptions none",
+            "    ESMTPClientConnectionLimit 2",
+            "</VirtualHost>",
+        ]
+
+    def test_ipv6_client_limited(self):
+        socks = []
+        try:
+            replies = []
+            for _ in range(3):
+                s = socket.create_connection(("::1", self.port), timeout=10)
+                socks.append(s)
+                replies.append(s.recv(1000).decode())
+            self.assertTrue(replies[0].startswith("220 ") and replies[1].startswith("220 "), replies)
+            self.assertEqual(replies[2], "421 4.7.0 smtp6.test Error: too many connections from ::1\r\n")
+        finally:
+            for s in socks:
+                s.close()
+
+
 class RatesTest(ServerTestCase):
     """Connection, message and recipient rates hit, then recover after the
     time unit (3 s here: the hits happen well within it)."""
