@@ -250,7 +250,8 @@ class Bench:
         for name in self.args.servers:
             if name == "mod_esmtp":
                 servers.append(ModEsmtp(wd, mode, log_level=self.args.esmtp_log_level,
-                                        threads=self.args.threads, async_factor=self.args.async_factor))
+                                        threads=self.args.threads, async_factor=self.args.async_factor,
+                                        extra=self.args.esmtp_directive))
             elif name == "smtp-sink" and mode == "discard":
                 servers.append(SmtpSink(wd))
             elif name == "postfix":
@@ -455,6 +456,9 @@ def parse_args(argv):
     ap.add_argument("--threads", type=int, default=25, help="httpd ThreadsPerChild (default 25)")
     ap.add_argument("--async-factor", type=float, default=4, help="httpd AsyncRequestWorkerFactor (default 4)")
     ap.add_argument("--esmtp-log-level", type=int, default=0, help="ESMTPLogLevel of mod_esmtp (default 0)")
+    ap.add_argument("--esmtp-directive", action="append", default=[], metavar="LINE",
+                    help="a directive line for mod_esmtp's virtual host (repeatable), e.g. "
+                    "'ESMTPClientLimitExceptions none'")
     ap.add_argument("--wait-quiet", type=float, default=None, help="before each run, wait up to this many seconds "
                     "until other processes use less than --quiet-pct of a core (default 5, quick 0; 0: do not wait)")
     ap.add_argument("--quiet-pct", type=float, default=20, help="see --wait-quiet (default 20)")

@@ -5,6 +5,8 @@
 // these values).
 #pragma once
 
+#include "engine/client_limits.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -87,6 +89,11 @@ struct SessionConfig {
     // once when ESMTPHandler is read and shared by every session of the
     // server; null: built-in verbs only.
     std::shared_ptr<const CommandTable> commands;
+    // ESMTPClient*: per-client limits (engine/client_limits.hpp holds the
+    // defaults: 50 sessions per client, rates off, loopback exempt).
+    // Applied by the glue (sessions, connection rate) and through the
+    // session's ClientLimiter (message and recipient rates).
+    ClientLimitsConfig client_limits;
 };
 
 } // namespace esmtp

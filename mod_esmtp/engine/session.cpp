@@ -633,6 +633,13 @@ void Session::do_mail(std::string_view arg)
         reply(553, "5.6.7", "Must declare SMTPUTF8 to send UTF-8 address");
         return;
     }
+    // Postfix's smtpd_client_message_rate_limit: counted at MAIL, refused
+    // without closing.
+    if (limiter_ && !limiter_->allow_message()) {
+        log(log_session, "too much mail from " + conn_.client_address + ": " + limiter_->message_limit());
+        reply(450, "4.7.1", "Error: too much mail from " + conn_.client_address);
+        return;
+    }
     // The handler sees the envelope and queue id of the transaction it is asked about.
     env_.sender = std::move(a.path);
     env_.mail_params = std::move(a.params);
@@ -691,6 +698,12 @@ void Session::do_rcpt(std::string_view arg)
         // until it is far beyond it (Postfix's overshoot limit).
         count_error_ = ++overshoot_ > cfg_.limits.max_recipient_overshoot;
         reply(452, "4.5.3", "Error: too many recipients");
+        return;
+    }
+    // smtpd_client_recipient_rate_limit
+    if (limiter_ && !limiter_->allow_recipient()) {
+        log(log_session, "too many recipients from " + conn_.client_address + ": " + limiter_->recipient_limit());
+        reply(450, "4.7.1", "Error: too many recipients from " + conn_.client_address);
         return;
     }
     Reply r = ask(Event::rcpt, [&] { return handler_->rcpt(*this, a.path, a.params); });

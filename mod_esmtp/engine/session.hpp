@@ -59,6 +59,11 @@ class Session final : public SessionView, private DataSink
     Session(const Session &) = delete;
     Session &operator=(const Session &) = delete;
 
+    // The client's rate limits (per-client, shared by all sessions of the
+    // client): MAIL and RCPT beyond them get 450 4.7.1. Null: none. Must
+    // outlive the session.
+    void set_client_limiter(ClientLimiter *l) { limiter_ = l; }
+
     // Send the greeting (CONNECT event).
     void start();
     // Process client bytes. Replies are appended to output().
@@ -158,6 +163,7 @@ class Session final : public SessionView, private DataSink
     ConnectionInfo conn_;
     std::unique_ptr<Handler> handler_;
     TxLogSink *log_;
+    ClientLimiter *limiter_ = nullptr;
     LineReader lines_;
     DataReader data_;
 

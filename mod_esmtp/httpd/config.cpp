@@ -1,5 +1,6 @@
 #include "httpd/config.hpp"
 
+#include "httpd/client_table.hpp"
 #include "httpd/guard.hpp"
 
 #include <apr_strings.h>
@@ -330,6 +331,78 @@ const char *set_min_data_rate(cmd_parms *cmd, void *, const char *arg)
     return nullptr;
 }
 
+const char *set_client_connection_limit(cmd_parms *cmd, void *, const char *arg)
+{
+    if (!parse_number(arg, 0, 1000000, server_config(cmd->server)->client_connection_limit))
+        return "ESMTPClientConnectionLimit: needs a number of sessions per client address (0 for no limit)";
+    return nullptr;
+}
+
+const char *set_client_rate(cmd_parms *cmd, const char *arg, int which)
+{
+    RateLimit r;
+    if (!RateLimit::parse(arg, r))
+        return apr_psprintf(cmd->pool,
+                            "%s: '%s' is not N/SECONDS (N from 1, SECONDS from 1 to 86400; off or 0 for no limit)",
+                            cmd->cmd->name, arg);
+    ServerConfig *cfg = server_config(cmd->server);
+    cfg->client_rates[which] = r;
+    cfg->client_rates_set[which] = 1;
+    return nullptr;
+}
+
+const char *set_client_connection_rate(cmd_parms *cmd, void *, const char *arg)
+{
+    return set_client_rate(cmd, arg, 0);
+}
+
+const char *set_client_message_rate(cmd_parms *cmd, void *, const char *arg)
+{
+    return set_client_rate(cmd, arg, 1);
+}
+
+const char *set_client_recipient_rate(cmd_parms *cmd, void *, const char *arg)
+{
+    return set_client_rate(cmd, arg, 2);
+}
+
+const char *set_client_ipv6_prefix(cmd_parms *cmd, void *, const char *arg)
+{
+    if (!parse_number(arg, 1, 128, server_config(cmd->server)->client_ipv6_prefix))
+        return "ESMTPClientIPv6Prefix: needs a prefix length from 1 to 128 (IPv6 clients are counted per network)";
+    return nullptr;
+}
+
+const char *set_client_exceptions(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    if (argc < 1)
+        return "ESMTPClientLimitExceptions: needs addresses or networks (CIDR), or none";
+    ServerConfig *cfg = server_config(cmd->server);
+    cfg->client_exceptions = apr_array_make(cmd->pool, argc, sizeof(Network));
+    if (argc == 1 && !strcasecmp(argv[0], "none"))
+        return nullptr;
+    for (int i = 0; i < argc; ++i) {
+        Network n;
+        if (!Network::parse(argv[i], n))
+            return apr_psprintf(cmd->pool,
+                                "ESMTPClientLimitExceptions: '%s' is not an address or network (e.g. 192.0.2.0/24, "
+                                "2001:db8::/32, or none alone)",
+                                argv[i]);
+        APR_ARRAY_PUSH(cfg->client_exceptions, Network) = n;
+    }
+    return nullptr;
+}
+
+const char *set_client_table_size(cmd_parms *cmd, void *, const char *arg)
+{
+    if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
+        return err;
+    if (!parse_number(arg, ClientTable::kSlotsPerBucket, APR_INT64_C(1) << 24,
+                      server_config(cmd->server)->client_table_size))
+        return "ESMTPClientLimitTableSize: needs a number of client entries from 8 to 16777216";
+    return nullptr;
+}
+
 // `dflt`: the engine's default set (SessionConfig::extensions).
 unsigned effective_extensions(const ServerConfig *c, unsigned dflt)
 {
@@ -400,6 +473,20 @@ const command_rec directives[] = {
                   "Seconds to wait before the greeting; early talkers are refused (default 0)"),
     AP_INIT_TAKE1("ESMTPMinDataRate", reinterpret_cast<cmd_func>(take1<set_min_data_rate>), nullptr, RSRC_CONF,
                   "Slowest accepted DATA/BDAT transfer in octets per second (0: off)"),
+    AP_INIT_TAKE1("ESMTPClientConnectionLimit", reinterpret_cast<cmd_func>(take1<set_client_connection_limit>), nullptr,
+                  RSRC_CONF, "Concurrent sessions per client address (default 50, 0: no limit)"),
+    AP_INIT_TAKE1("ESMTPClientConnectionRate", reinterpret_cast<cmd_func>(take1<set_client_connection_rate>), nullptr,
+                  RSRC_CONF, "New sessions per client address: N/SECONDS (default off)"),
+    AP_INIT_TAKE1("ESMTPClientMessageRate", reinterpret_cast<cmd_func>(take1<set_client_message_rate>), nullptr,
+                  RSRC_CONF, "MAIL commands per client address: N/SECONDS (default off)"),
+    AP_INIT_TAKE1("ESMTPClientRecipientRate", reinterpret_cast<cmd_func>(take1<set_client_recipient_rate>), nullptr,
+                  RSRC_CONF, "RCPT commands per client address: N/SECONDS (default off)"),
+    AP_INIT_TAKE1("ESMTPClientIPv6Prefix", reinterpret_cast<cmd_func>(take1<set_client_ipv6_prefix>), nullptr,
+                  RSRC_CONF, "IPv6 clients are counted per network of this prefix length (default 64)"),
+    AP_INIT_TAKE_ARGV("ESMTPClientLimitExceptions", reinterpret_cast<cmd_func>(take_argv<set_client_exceptions>),
+                      nullptr, RSRC_CONF, "Clients not limited: CIDR ... or none (default 127.0.0.0/8 ::1)"),
+    AP_INIT_TAKE1("ESMTPClientLimitTableSize", reinterpret_cast<cmd_func>(take1<set_client_table_size>), nullptr,
+                  RSRC_CONF, "Client entries in the shared per-client table (server config; default 8192)"),
     AP_INIT_TAKE1("ESMTPLogFileName", reinterpret_cast<cmd_func>(take1<set_log_file_name>), nullptr, RSRC_CONF,
                   "Transaction log file (relative to ServerRoot/logs) or |piped command"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
@@ -422,6 +509,9 @@ void *create_server_config(apr_pool_t *p, server_rec *) noexcept
     cfg->max_junk_commands = -1;
     cfg->greeting_delay_ms = -1;
     cfg->min_data_rate = -1;
+    cfg->client_connection_limit = -1;
+    cfg->client_ipv6_prefix = -1;
+    cfg->client_table_size = -1;
     return cfg;
 }
 
@@ -459,6 +549,16 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->max_junk_commands = add->max_junk_commands != -1 ? add->max_junk_commands : base->max_junk_commands;
     cfg->greeting_delay_ms = add->greeting_delay_ms != -1 ? add->greeting_delay_ms : base->greeting_delay_ms;
     cfg->min_data_rate = add->min_data_rate != -1 ? add->min_data_rate : base->min_data_rate;
+    cfg->client_connection_limit =
+        add->client_connection_limit != -1 ? add->client_connection_limit : base->client_connection_limit;
+    for (int i = 0; i < 3; ++i) {
+        const ServerConfig *from = add->client_rates_set[i] ? add : base;
+        cfg->client_rates[i] = from->client_rates[i];
+        cfg->client_rates_set[i] = from->client_rates_set[i];
+    }
+    cfg->client_ipv6_prefix = add->client_ipv6_prefix != -1 ? add->client_ipv6_prefix : base->client_ipv6_prefix;
+    cfg->client_exceptions = add->client_exceptions ? add->client_exceptions : base->client_exceptions;
+    cfg->client_table_size = base->client_table_size;
     return cfg;
 }
 
@@ -503,6 +603,20 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
         sc.greeting_delay_ms = static_cast<unsigned>(cfg->greeting_delay_ms);
     if (cfg->min_data_rate >= 0)
         sc.min_data_rate = static_cast<unsigned>(cfg->min_data_rate);
+    ClientLimitsConfig &cl = sc.client_limits;
+    if (cfg->client_connection_limit >= 0)
+        cl.connection_limit = static_cast<unsigned>(cfg->client_connection_limit);
+    RateLimit *rates[3] = {&cl.connection_rate, &cl.message_rate, &cl.recipient_rate};
+    for (int i = 0; i < 3; ++i)
+        if (cfg->client_rates_set[i])
+            *rates[i] = cfg->client_rates[i];
+    if (cfg->client_ipv6_prefix > 0)
+        cl.ipv6_prefix = static_cast<unsigned>(cfg->client_ipv6_prefix);
+    if (cfg->client_exceptions) {
+        cl.exceptions.clear();
+        for (int i = 0; i < cfg->client_exceptions->nelts; ++i)
+            cl.exceptions.push_back(APR_ARRAY_IDX(cfg->client_exceptions, i, Network));
+    }
     // No open relay by default: the names of this (virtual) server.
     auto add_domain = [&sc](const char *d) {
         if (d && *d) {
@@ -530,13 +644,22 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
     return guarded(
         {"post_config", nullptr, main},
         [pconf, main] {
+            bool limits = false;
             for (server_rec *s = main; s; s = s->next) {
                 ServerConfig *cfg = server_config(s);
                 auto sc = std::make_unique<SessionConfig>(session_config(s, cfg));
+                limits = limits || (cfg->enabled == 1 && sc->client_limits.any());
                 apr_pool_cleanup_register(pconf, sc.get(), destroy_session_config, apr_pool_cleanup_null);
                 cfg->session = sc.release(); // owned by the cleanup
             }
-            return OK;
+            // Only a server that limits clients needs the shared table.
+            if (!limits) {
+                client_table_off();
+                return OK;
+            }
+            apr_int64_t entries = server_config(main)->client_table_size;
+            return client_table_post_config(
+                pconf, main, entries > 0 ? static_cast<std::size_t>(entries) : ClientTable::kDefaultEntries);
         },
         [](const char *) { return HTTP_INTERNAL_SERVER_ERROR; });
 }

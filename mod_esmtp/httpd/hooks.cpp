@@ -1,5 +1,6 @@
 #include "httpd/hooks.hpp"
 
+#include "httpd/client_table.hpp"
 #include "httpd/config.hpp"
 #include "httpd/guard.hpp"
 #include "httpd/io.hpp"
@@ -14,6 +15,7 @@
 #include <http_ssl.h>
 #include <scoreboard.h>
 
+#include <ctime>
 #include <memory>
 #include <set>
 #include <string>
@@ -62,6 +64,24 @@ SmtpConnection *get_connection(conn_rec *c)
     return static_cast<SmtpConnection *>(ap_get_module_config(c->conn_config, &esmtp_module));
 }
 
+// 421 and close, as Postfix's smtpd: "421 4.7.0 <host> Error: too many
+// connections from <addr>" (for the connection rate too). Logged at
+// ESMTPLogLevel 1 with the limit hit.
+void refuse_client(conn_rec *c, const ServerConfig *cfg, const ConnectionInfo &ci, const ClientAdmission &adm)
+{
+    const SessionConfig &sc = *cfg->session;
+    if (sc.log_level >= txlog_session) {
+        TxLog log(c, cfg->log_file);
+        log.write(txlog_session, format_txlog(std::time(nullptr), "",
+                                              "too many connections from " + ci.client_address + ": " + adm.limit +
+                                                  " (sessions: " + std::to_string(adm.count) + ")",
+                                              ci.client_address));
+    }
+    send_refusal(c, "421 4.7.0 " + sc.hostname + " Error: too many connections from " + ci.client_address + "\r\n");
+    // nothing the client sends is read: close at once, no lingering close
+    c->aborted = 1;
+}
+
 // First call for a connection: greet, or refuse when no handler can be had.
 SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
 {
@@ -95,6 +115,28 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
     // handshake is done (before it, mod_ssl already answers true).
     ci.tls = ap_ssl_conn_is_ssl(c) != 0;
 
+    // Per-client limits (Postfix's anvil), before the handler is made: a
+    // refused client costs no handler and no CONNECT event.
+    ClientSlot client;
+    if (ClientTable table = client_table(); table.valid()) {
+        ClientAdmission adm = admit_client(table, cfg->session->client_limits, ci.client_address,
+                                           static_cast<std::uint16_t>(ci.local_port), monotonic_ms());
+        if (adm.evicted)
+            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c, "esmtp: per-client table: evicted an idle entry for %s",
+                          ci.client_address.c_str());
+        if (adm.verdict == ClientTable::Verdict::untracked)
+            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c,
+                          "esmtp: per-client table: no free entry for %s (every entry of its bucket holds sessions); "
+                          "not counted",
+                          ci.client_address.c_str());
+        if (adm.verdict == ClientTable::Verdict::too_many_connections ||
+            adm.verdict == ClientTable::Verdict::connection_rate) {
+            refuse_client(c, cfg, ci, adm);
+            return nullptr;
+        }
+        client = std::move(adm.slot);
+    }
+
     std::unique_ptr<Handler> handler;
     try {
         handler = (*cfg->factory)->create();
@@ -109,7 +151,7 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
         return nullptr;
     }
 
-    auto owned = std::make_unique<SmtpConnection>(c, cfg, std::move(handler), std::move(ci));
+    auto owned = std::make_unique<SmtpConnection>(c, cfg, std::move(handler), std::move(ci), std::move(client));
     SmtpConnection *conn = owned.get();
     apr_pool_cleanup_register(c->pool, conn, destroy_connection, apr_pool_cleanup_null);
     owned.release(); // owned by the cleanup from here

@@ -33,10 +33,12 @@ constexpr apr_interval_time_t kStopCheckInterval = apr_time_from_sec(1);
 } // namespace
 
 SmtpConnection::SmtpConnection(conn_rec *c, const ServerConfig *cfg, std::unique_ptr<Handler> handler,
-                               ConnectionInfo ci)
-    : c_(c), cfg_(cfg), io_(c), txlog_(c, cfg->log_file),
+                               ConnectionInfo ci, ClientSlot client)
+    : c_(c), cfg_(cfg), io_(c), txlog_(c, cfg->log_file), client_(std::move(client)),
       session_(std::make_unique<Session>(*cfg->session, std::move(ci), std::move(handler), &txlog_))
 {
+    if (client_.held())
+        session_->set_client_limiter(&client_);
 }
 
 SmtpConnection::~SmtpConnection()
@@ -296,11 +298,15 @@ void SmtpConnection::finish()
     io_.send(session_->output(), true);
     session_->end();  // DISCONNECT
     session_.reset(); // the handler's destructor runs here, in a hook
+    client_.release();
 }
 
 void SmtpConnection::abandon()
 {
     wait_.end();
+    // The client's session count goes back on every path (lock-free: this
+    // may run in prefork's SIGTERM handler).
+    client_.release();
     if (!session_)
         return;
     // Deliberately leaked: destroying the session would run the handler's

@@ -17,7 +17,10 @@ namespace esmtp
 class SmtpConnection
 {
   public:
-    SmtpConnection(conn_rec *c, const ServerConfig *cfg, std::unique_ptr<Handler> handler, ConnectionInfo ci);
+    // `client`: the session's entry in the per-client table (may hold
+    // nothing); given back when the session ends.
+    SmtpConnection(conn_rec *c, const ServerConfig *cfg, std::unique_ptr<Handler> handler, ConnectionInfo ci,
+                   ClientSlot client);
     // Runs no handler code: finish() has ended the session and destroyed
     // the handler, or abandon() has let go of it.
     ~SmtpConnection();
@@ -70,6 +73,8 @@ class SmtpConnection
     const ServerConfig *cfg_;
     Io io_;
     TxLog txlog_;
+    // Before session_: the session's ClientLimiter outlives it.
+    ClientSlot client_;
     std::unique_ptr<Session> session_;
     WaitRegistration wait_;
     bool parked_ = false;

@@ -1,0 +1,550 @@
+#include "engine/client_limits.hpp"
+
+#include <arpa/inet.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+#include <new>
+
+namespace esmtp
+{
+
+// ---- the layout in the shared block (plain words; the shared ones are
+// accessed through std::atomic_ref, everything else under the bucket lock)
+
+struct ClientTable::Header {
+    std::uint64_t magic;
+    std::uint32_t version;
+    std::uint32_t buckets;
+    std::uint64_t seed;
+    std::uint64_t evictions; // atomic
+    std::uint64_t untracked; // atomic
+    std::uint64_t reserved[3];
+};
+
+struct ClientTable::Slot {
+    std::uint64_t state; // atomic: generation << 32 | sessions
+    std::uint8_t addr[16];
+    std::uint16_t zone;
+    std::uint16_t used;
+    std::uint32_t pad;
+    std::int64_t last_ms;
+    std::int64_t window_start[kWindows];
+    std::uint32_t window_count[kWindows];
+    std::uint32_t pad2;
+};
+
+struct ClientTable::Bucket {
+    std::uint32_t lock; // atomic: owner pid, 0 when free
+    std::uint32_t pad;
+    Slot slots[kSlotsPerBucket];
+};
+
+namespace
+{
+
+constexpr std::uint64_t kMagic = 0x6d6f645f65736d74ULL; // "mod_esmt"
+constexpr std::uint32_t kVersion = 1;
+
+static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);
+static_assert(sizeof(ClientTable::Header) % 8 == 0);
+
+std::uint32_t sessions_of(std::uint64_t state)
+{
+    return static_cast<std::uint32_t>(state);
+}
+std::uint32_t gen_of(std::uint64_t state)
+{
+    return static_cast<std::uint32_t>(state >> 32);
+}
+std::uint64_t make_state(std::uint32_t gen, std::uint32_t sessions)
+{
+    return static_cast<std::uint64_t>(gen) << 32 | sessions;
+}
+
+std::uint64_t mix(std::uint64_t x)
+{
+    // splitmix64's finalizer
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+// This process's pid without a system call per lock (glibc's getpid() is
+// one): cached, and forgotten in a forked child.
+std::atomic<std::uint32_t> g_pid{0};
+
+std::uint32_t self_pid()
+{
+    static const bool registered = [] {
+        pthread_atfork(nullptr, nullptr, [] { g_pid.store(0, std::memory_order_relaxed); });
+        return true;
+    }();
+    (void)registered;
+    std::uint32_t p = g_pid.load(std::memory_order_relaxed);
+    if (!p) {
+        p = static_cast<std::uint32_t>(getpid());
+        g_pid.store(p, std::memory_order_relaxed);
+    }
+    return p;
+}
+
+// The bucket's lock word holds its owner's pid. A process that dies inside
+// the few instructions it is held (SIGKILL, a crash) would wedge every
+// client of the bucket: a waiter that has yielded a while checks the owner
+// and takes over a lock whose owner is gone.
+class BucketLock
+{
+  public:
+    explicit BucketLock(std::uint32_t &word) : word_(word)
+    {
+        std::uint32_t me = self_pid();
+        unsigned spins = 0;
+        for (;;) {
+            std::uint32_t expected = 0;
+            if (word_.compare_exchange_weak(expected, me, std::memory_order_acquire, std::memory_order_relaxed))
+                return;
+            if (++spins < 64)
+                continue;
+            sched_yield();
+            if (spins % 1024 == 0 && expected && expected != me && kill(static_cast<pid_t>(expected), 0) != 0 &&
+                errno == ESRCH &&
+                word_.compare_exchange_strong(expected, me, std::memory_order_acquire, std::memory_order_relaxed))
+                return;
+        }
+    }
+    ~BucketLock() { word_.store(0, std::memory_order_release); }
+    BucketLock(const BucketLock &) = delete;
+    BucketLock &operator=(const BucketLock &) = delete;
+
+  private:
+    std::atomic_ref<std::uint32_t> word_;
+};
+
+bool same_key(const ClientTable::Slot &s, const ClientTable::Key &k)
+{
+    return s.used && s.zone == k.zone && std::memcmp(s.addr, k.addr.data(), 16) == 0;
+}
+
+// Fixed windows, as anvil's: a window starts with its first event and lasts
+// rate.seconds; the count restarts with the next window.
+bool window_event(std::int64_t &start, std::uint32_t &count, std::int64_t now_ms, RateLimit rate)
+{
+    if (count == 0 || now_ms - start >= static_cast<std::int64_t>(rate.seconds) * 1000) {
+        start = now_ms;
+        count = 0;
+    }
+    if (count >= rate.count)
+        return false;
+    ++count;
+    return true;
+}
+
+} // namespace
+
+// ---- addresses
+
+bool IpAddress::parse(std::string_view text, IpAddress &out)
+{
+    char buf[64];
+    if (text.empty() || text.size() >= sizeof buf)
+        return false;
+    std::memcpy(buf, text.data(), text.size());
+    buf[text.size()] = '\0';
+    IpAddress a;
+    unsigned char raw[16];
+    if (inet_pton(AF_INET, buf, raw) == 1) {
+        a.octets[10] = a.octets[11] = 0xff;
+        std::memcpy(a.octets.data() + 12, raw, 4);
+        a.v4 = true;
+    } else if (inet_pton(AF_INET6, buf, raw) == 1) {
+        std::memcpy(a.octets.data(), raw, 16);
+        static const std::uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        a.v4 = std::memcmp(raw, mapped, 12) == 0;
+    } else {
+        return false;
+    }
+    out = a;
+    return true;
+}
+
+bool Network::parse(std::string_view text, Network &out)
+{
+    std::size_t slash = text.find('/');
+    Network n;
+    if (!IpAddress::parse(text.substr(0, slash), n.base))
+        return false;
+    unsigned width = n.base.v4 ? 32 : 128;
+    unsigned prefix = width;
+    if (slash != std::string_view::npos) {
+        std::string_view p = text.substr(slash + 1);
+        if (p.empty() || p.size() > 3)
+            return false;
+        prefix = 0;
+        for (char c : p) {
+            if (c < '0' || c > '9')
+                return false;
+            prefix = prefix * 10 + static_cast<unsigned>(c - '0');
+        }
+        if (prefix > width)
+            return false;
+    }
+    n.prefix = prefix + (n.base.v4 ? 96 : 0);
+    // the host bits of the base do not matter
+    for (unsigned bit = n.prefix; bit < 128; ++bit)
+        n.base.octets[bit / 8] &= static_cast<std::uint8_t>(~(0x80u >> (bit % 8)));
+    out = n;
+    return true;
+}
+
+bool Network::contains(const IpAddress &a) const
+{
+    unsigned full = prefix / 8, rest = prefix % 8;
+    if (std::memcmp(a.octets.data(), base.octets.data(), full) != 0)
+        return false;
+    if (!rest)
+        return true;
+    auto mask = static_cast<std::uint8_t>(0xff00u >> rest);
+    return (a.octets[full] & mask) == (base.octets[full] & mask);
+}
+
+bool RateLimit::parse(std::string_view text, RateLimit &out)
+{
+    if (text == "off" || text == "0") {
+        out = RateLimit{};
+        return true;
+    }
+    std::size_t slash = text.find('/');
+    if (slash == std::string_view::npos)
+        return false;
+    auto number = [](std::string_view s, unsigned max, unsigned &v) {
+        if (s.empty() || s.size() > 9)
+            return false;
+        v = 0;
+        for (char c : s) {
+            if (c < '0' || c > '9')
+                return false;
+            v = v * 10 + static_cast<unsigned>(c - '0');
+        }
+        return v >= 1 && v <= max;
+    };
+    RateLimit r;
+    if (!number(text.substr(0, slash), 100000000, r.count) || !number(text.substr(slash + 1), 86400, r.seconds))
+        return false;
+    out = r;
+    return true;
+}
+
+std::string RateLimit::text() const
+{
+    if (!on())
+        return "off";
+    return std::to_string(count) + "/" + std::to_string(seconds) + "s";
+}
+
+std::vector<Network> loopback_networks()
+{
+    std::vector<Network> v(2);
+    Network::parse("127.0.0.0/8", v[0]);
+    Network::parse("::1/128", v[1]);
+    return v;
+}
+
+bool ClientLimitsConfig::exempt(const IpAddress &a) const
+{
+    for (const Network &n : exceptions)
+        if (n.contains(a))
+            return true;
+    return false;
+}
+
+// ---- the table
+
+std::size_t ClientTable::round_entries(std::size_t entries)
+{
+    std::size_t buckets = (entries + kSlotsPerBucket - 1) / kSlotsPerBucket;
+    return (buckets ? buckets : 1) * kSlotsPerBucket;
+}
+
+std::size_t ClientTable::bytes_for(std::size_t entries)
+{
+    return sizeof(Header) + round_entries(entries) / kSlotsPerBucket * sizeof(Bucket);
+}
+
+ClientTable ClientTable::format(void *mem, std::size_t bytes, std::size_t entries, std::uint64_t seed)
+{
+    if (!mem || bytes < bytes_for(entries) || reinterpret_cast<std::uintptr_t>(mem) % 8)
+        return ClientTable();
+    std::memset(mem, 0, bytes_for(entries));
+    auto *h = static_cast<Header *>(mem);
+    h->version = kVersion;
+    h->buckets = static_cast<std::uint32_t>(round_entries(entries) / kSlotsPerBucket);
+    h->seed = seed;
+    std::atomic_ref<std::uint64_t>(h->magic).store(kMagic, std::memory_order_release);
+    return ClientTable(mem, bytes);
+}
+
+ClientTable::ClientTable(void *mem, std::size_t bytes)
+{
+    auto *h = static_cast<Header *>(mem);
+    if (!h || bytes < sizeof(Header) || reinterpret_cast<std::uintptr_t>(mem) % 8 ||
+        std::atomic_ref<std::uint64_t>(h->magic).load(std::memory_order_acquire) != kMagic || h->version != kVersion ||
+        !h->buckets || bytes < sizeof(Header) + h->buckets * sizeof(Bucket))
+        return;
+    hdr_ = h;
+}
+
+std::size_t ClientTable::capacity() const
+{
+    return hdr_ ? static_cast<std::size_t>(hdr_->buckets) * kSlotsPerBucket : 0;
+}
+
+ClientTable::Bucket *ClientTable::bucket(std::uint32_t index) const
+{
+    return reinterpret_cast<Bucket *>(reinterpret_cast<char *>(hdr_) + sizeof(Header)) + index;
+}
+
+ClientTable::Slot *ClientTable::slot(std::uint32_t index) const
+{
+    return &bucket(index / kSlotsPerBucket)->slots[index % kSlotsPerBucket];
+}
+
+std::uint32_t ClientTable::bucket_of(const Key &k) const
+{
+    std::uint64_t a, b;
+    std::memcpy(&a, k.addr.data(), 8);
+    std::memcpy(&b, k.addr.data() + 8, 8);
+    std::uint64_t h = mix(hdr_->seed ^ a);
+    h = mix(h ^ b);
+    h = mix(h ^ k.zone);
+    return static_cast<std::uint32_t>(h % hdr_->buckets);
+}
+
+ClientTable::Key ClientTable::key_of(const IpAddress &a, unsigned ipv6_prefix, std::uint16_t zone)
+{
+    Key k;
+    k.addr = a.octets;
+    k.zone = zone;
+    if (!a.v4)
+        for (unsigned bit = ipv6_prefix; bit < 128; ++bit)
+            k.addr[bit / 8] &= static_cast<std::uint8_t>(~(0x80u >> (bit % 8)));
+    return k;
+}
+
+ClientTable::Admission ClientTable::connect(const Key &k, std::int64_t now_ms, unsigned limit, RateLimit rate)
+{
+    Admission out;
+    if (!hdr_)
+        return out;
+    std::uint32_t b = bucket_of(k);
+    Bucket *bk = bucket(b);
+    BucketLock lock(bk->lock);
+    Slot *found = nullptr, *free_slot = nullptr, *victim = nullptr;
+    for (Slot &s : bk->slots) {
+        if (same_key(s, k)) {
+            found = &s;
+            break;
+        }
+        if (!s.used) {
+            if (!free_slot)
+                free_slot = &s;
+        } else if (sessions_of(std::atomic_ref<std::uint64_t>(s.state).load(std::memory_order_relaxed)) == 0 &&
+                   (!victim || s.last_ms < victim->last_ms)) {
+            victim = &s;
+        }
+    }
+    if (!found) {
+        Slot *s = free_slot ? free_slot : victim;
+        if (!s) {
+            // every entry of the bucket holds sessions: not counted
+            std::atomic_ref<std::uint64_t>(hdr_->untracked).fetch_add(1, std::memory_order_relaxed);
+            out.verdict = Verdict::untracked;
+            return out;
+        }
+        if (!free_slot) {
+            out.evicted = true;
+            std::atomic_ref<std::uint64_t>(hdr_->evictions).fetch_add(1, std::memory_order_relaxed);
+        }
+        // A new generation: handles of the entry's previous client are stale.
+        // Its session count is 0 (free, or chosen for that), and only
+        // connect() raises it, under this lock.
+        std::atomic_ref<std::uint64_t> st(s->state);
+        st.store(make_state(gen_of(st.load(std::memory_order_relaxed)) + 1, 0), std::memory_order_release);
+        std::memcpy(s->addr, k.addr.data(), 16);
+        s->zone = k.zone;
+        s->used = 1;
+        for (unsigned w = 0; w < kWindows; ++w) {
+            s->window_start[w] = 0;
+            s->window_count[w] = 0;
+        }
+        found = s;
+    }
+    found->last_ms = now_ms;
+    std::atomic_ref<std::uint64_t> st(found->state);
+    std::uint64_t cur = st.load(std::memory_order_acquire);
+    out.count = sessions_of(cur);
+    if (limit && sessions_of(cur) >= limit) {
+        out.verdict = Verdict::too_many_connections;
+        return out;
+    }
+    if (rate.on() &&
+        !window_event(found->window_start[connection_window], found->window_count[connection_window], now_ms, rate)) {
+        out.verdict = Verdict::connection_rate;
+        return out;
+    }
+    // disconnect() may lower the count meanwhile (without the lock)
+    while (!st.compare_exchange_weak(cur, make_state(gen_of(cur), sessions_of(cur) + 1), std::memory_order_acq_rel,
+                                     std::memory_order_acquire)) {
+    }
+    out.count = sessions_of(cur) + 1;
+    out.handle.slot = static_cast<std::uint32_t>(b * kSlotsPerBucket + (found - bk->slots));
+    out.handle.gen = gen_of(cur);
+    return out;
+}
+
+void ClientTable::disconnect(Handle h)
+{
+    if (!hdr_ || !h.valid() || h.slot >= capacity())
+        return;
+    std::atomic_ref<std::uint64_t> st(slot(h.slot)->state);
+    std::uint64_t cur = st.load(std::memory_order_acquire);
+    do {
+        if (gen_of(cur) != h.gen || sessions_of(cur) == 0)
+            return; // stale: reset_connections() ran
+    } while (!st.compare_exchange_weak(cur, cur - 1, std::memory_order_acq_rel, std::memory_order_acquire));
+}
+
+bool ClientTable::event(Handle h, Window w, std::int64_t now_ms, RateLimit rate)
+{
+    if (!hdr_ || !h.valid() || h.slot >= capacity() || w >= kWindows || !rate.on())
+        return true;
+    Bucket *bk = bucket(h.slot / kSlotsPerBucket);
+    BucketLock lock(bk->lock);
+    Slot *s = slot(h.slot);
+    if (gen_of(std::atomic_ref<std::uint64_t>(s->state).load(std::memory_order_acquire)) != h.gen)
+        return true;
+    s->last_ms = now_ms;
+    return window_event(s->window_start[w], s->window_count[w], now_ms, rate);
+}
+
+void ClientTable::reset_connections()
+{
+    if (!hdr_)
+        return;
+    for (std::uint32_t i = 0; i < capacity(); ++i) {
+        std::atomic_ref<std::uint64_t> st(slot(i)->state);
+        std::uint64_t cur = st.load(std::memory_order_acquire);
+        while (!st.compare_exchange_weak(cur, make_state(gen_of(cur) + 1, 0), std::memory_order_acq_rel,
+                                         std::memory_order_acquire)) {
+        }
+    }
+}
+
+ClientTable::Stats ClientTable::stats() const
+{
+    Stats s;
+    if (!hdr_)
+        return s;
+    s.capacity = capacity();
+    for (std::uint32_t b = 0; b < hdr_->buckets; ++b) {
+        Bucket *bk = bucket(b);
+        BucketLock lock(bk->lock);
+        for (const Slot &sl : bk->slots) {
+            s.used += sl.used ? 1 : 0;
+            s.sessions += sessions_of(
+                std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t &>(sl.state)).load(std::memory_order_relaxed));
+        }
+    }
+    s.evictions = std::atomic_ref<std::uint64_t>(hdr_->evictions).load(std::memory_order_relaxed);
+    s.untracked = std::atomic_ref<std::uint64_t>(hdr_->untracked).load(std::memory_order_relaxed);
+    return s;
+}
+
+// ---- a session's entry
+
+ClientSlot::ClientSlot(ClientSlot &&o) noexcept : table_(o.table_), handle_(o.handle_), cfg_(o.cfg_)
+{
+    o.handle_ = ClientTable::Handle{};
+}
+
+ClientSlot &ClientSlot::operator=(ClientSlot &&o) noexcept
+{
+    if (this != &o) {
+        release();
+        table_ = o.table_;
+        handle_ = o.handle_;
+        cfg_ = o.cfg_;
+        o.handle_ = ClientTable::Handle{};
+    }
+    return *this;
+}
+
+void ClientSlot::release() noexcept
+{
+    if (!handle_.valid())
+        return;
+    table_.disconnect(handle_);
+    handle_ = ClientTable::Handle{};
+}
+
+bool ClientSlot::allow_message()
+{
+    return !cfg_ || table_.event(handle_, ClientTable::message_window, monotonic_ms(), cfg_->message_rate);
+}
+
+bool ClientSlot::allow_recipient()
+{
+    return !cfg_ || table_.event(handle_, ClientTable::recipient_window, monotonic_ms(), cfg_->recipient_rate);
+}
+
+std::string ClientSlot::message_limit() const
+{
+    return "message rate " + (cfg_ ? cfg_->message_rate.text() : std::string("off"));
+}
+
+std::string ClientSlot::recipient_limit() const
+{
+    return "recipient rate " + (cfg_ ? cfg_->recipient_rate.text() : std::string("off"));
+}
+
+std::int64_t monotonic_ms()
+{
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return static_cast<std::int64_t>(ts.tv_sec) * 1000 + ts.tv_nsec / 1000000;
+}
+
+ClientAdmission admit_client(ClientTable table, const ClientLimitsConfig &cfg, std::string_view address,
+                             std::uint16_t zone, std::int64_t now_ms)
+{
+    ClientAdmission out;
+    IpAddress a;
+    if (!table.valid() || !cfg.any() || !IpAddress::parse(address, a) || cfg.exempt(a)) {
+        out.exempt = true;
+        return out;
+    }
+    ClientTable::Admission adm =
+        table.connect(ClientTable::key_of(a, cfg.ipv6_prefix, zone), now_ms, cfg.connection_limit, cfg.connection_rate);
+    out.verdict = adm.verdict;
+    out.count = adm.count;
+    out.evicted = adm.evicted;
+    if (adm.verdict == ClientTable::Verdict::ok)
+        out.slot = ClientSlot(table, adm.handle, &cfg);
+    else if (adm.verdict == ClientTable::Verdict::too_many_connections)
+        out.limit = "connection limit " + std::to_string(cfg.connection_limit);
+    else if (adm.verdict == ClientTable::Verdict::connection_rate)
+        out.limit = "connection rate " + cfg.connection_rate.text();
+    return out;
+}
+
+} // namespace esmtp

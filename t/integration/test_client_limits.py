@@ -1,0 +1,556 @@
+"""Per-client limits (ESMTPClient*), as Postfix's anvil keeps them: sessions
+and connection, message and recipient rates per client address, shared by
+every child process and kept across a graceful restart.
+
+The tests run on loopback, which is exempt by default: each server here
+sets ESMTPClientLimitExceptions to none (or to another address)."""
+
+import os
+import re
+import socket
+import time
+import unittest
+
+import harness
+from harness import Httpd, ServerTestCase, wait_for
+
+ANY = ["*"]
+TOO_MANY_RE = re.compile(r"^421 4\.7\.0 \S+ Error: too many connections from 127\.0\.0\.1\r\n")
+
+
+class Client:
+    """A raw SMTP client, optionally bound to a source address (127.0.0.0/8
+    is all local on Linux)."""
+
+    def __init__(self, port, source="127.0.0.1", timeout=20):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+        self.buf = b""
+
+    def reply(self):
+        lines = []
+        while True:
+            while b"\r\n" not in self.buf:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    raise EOFError("closed; buffered %r" % self.buf)
+                self.buf += chunk
+            line, _, self.buf = self.buf.partition(b"\r\n")
+            line = line.decode()
+            lines.append(line)
+            if len(line) < 4 or line[3] != "-":
+                return line[:3], "\r\n".join(lines) + "\r\n"
+
+    def greeting(self):
+        return self.reply()
+
+    def cmd(self, text):
+        self.sock.sendall(text.encode() + b"\r\n")
+        return self.reply()
+
+    def closed(self, timeout=5):
+        """True when the server closes the connection within `timeout`."""
+        self.sock.settimeout(timeout)
+        try:
+            return self.sock.recv(1) == b""
+        except (socket.timeout, ConnectionResetError):
+            return False
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+def open_sessions(port, n, source="127.0.0.1"):
+    """n sessions, each greeted before the next connects: [(client, code, text)]."""
+    out = []
+    for _ in range(n):
+        c = Client(port, source)
+        code, text = c.greeting()
+        out.append((c, code, text))
+    return out
+
+
+def quit_all(sessions):
+    for c, code, _ in sessions:
+        if code == "220":
+            try:
+                c.cmd("QUIT")
+            except (OSError, EOFError):
+                pass
+        c.close()
+
+
+def greeted_when_free(port, source="127.0.0.1", timeout=10):
+    """Connect until a session is greeted (decrements land when the server
+    has ended the sessions); the code of the last try."""
+    deadline = time.time() + timeout
+    while True:
+        c = Client(port, source)
+        code, _ = c.greeting()
+        if code == "220":
+            c.cmd("QUIT")
+        c.close()
+        if code == "220" or time.time() > deadline:
+            return code
+        time.sleep(0.2)
+
+
+def pids_of_sessions(lines, client="127.0.0.1"):
+    """Pids of the error-log lines "connect from ...[client]" (the
+    transaction log at level 1 goes to the error log at info)."""
+    pids = set()
+    for line in lines:
+        if "connect from" in line and "[%s]" % client in line:
+            m = re.search(r"\[pid (\d+)", line)
+            if m:
+                pids.add(int(m.group(1)))
+    return pids
+
+
+class ConnectionLimitTest(ServerTestCase):
+    """The default limit of 50 sessions per client, on the event MPM with
+    two children."""
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("maildir", accept_domains=ANY, extra=["ESMTPClientLimitExceptions none"])
+        # loopback exempt (the default): never limited
+        cls.exempt = httpd.add_smtp("maildir", accept_domains=ANY, extra=["ESMTPClientConnectionLimit 2"])
+        cls.other = httpd.add_smtp("maildir", accept_domains=ANY,
+                                   extra=["ESMTPClientConnectionLimit 1", "ESMTPClientLimitExceptions 127.0.0.2"])
+
+    def test_51st_session_refused_second_address_served(self):
+        sessions = open_sessions(self.vh.port, 60)
+        try:
+            codes = [code for _, code, _ in sessions]
+            self.assertEqual(codes, ["220"] * 50 + ["421"] * 10)
+            for c, code, text in sessions[50:]:
+                self.assertRegex(text, TOO_MANY_RE)
+                self.assertTrue(c.closed(), "a refused session is closed")
+            # another address is its own client
+            c = Client(self.vh.port, "127.0.0.2")
+            self.assertEqual(c.greeting()[0], "220")
+            self.assertEqual(c.cmd("EHLO two.example")[0], "250")
+            self.assertEqual(c.cmd("MAIL FROM:<a@two.example>")[0], "250")
+            self.assertEqual(c.cmd("RCPT TO:<b@localhost>")[0], "250")
+            self.assertEqual(c.cmd("DATA")[0], "354")
+            self.assertEqual(c.cmd("Subject: x\r\n\r\nhi\r\n.")[0], "250")
+            c.cmd("QUIT")
+            c.close()
+            # Which child took each session is the kernel's choice (both
+            # usually do); PreforkChildrenTest shows the count shared by
+            # processes for certain.
+            self.assertGreaterEqual(len(pids_of_sessions(self.httpd.log_lines())), 1)
+            # the refusals are logged with the address and the limit
+            log = "\n".join(self.httpd.log_lines())
+            self.assertIn("too many connections from 127.0.0.1: connection limit 50", log)
+        finally:
+            quit_all(sessions)
+        # every ended session gave its count back
+        self.assertEqual(greeted_when_free(self.vh.port), "220")
+        again = wait_for(lambda: self._all_greeted(50), 10, 0.5)
+        self.assertTrue(again, "50 sessions again after the first 50 ended")
+
+    def _all_greeted(self, n):
+        sessions = open_sessions(self.vh.port, n)
+        try:
+            return all(code == "220" for _, code, _ in sessions)
+        finally:
+            quit_all(sessions)
+
+    def test_exceptions_not_limited(self):
+        sessions = open_sessions(self.exempt.port, 6)
+        try:
+            self.assertEqual([code for _, code, _ in sessions], ["220"] * 6)
+        finally:
+            quit_all(sessions)
+        # an exception of its own: 127.0.0.2 unlimited, 127.0.0.1 limited to 1
+        sessions = open_sessions(self.other.port, 3, "127.0.0.2")
+        first = open_sessions(self.other.port, 2)
+        try:
+            self.assertEqual([code for _, code, _ in sessions], ["220"] * 3)
+            self.assertEqual([code for _, code, _ in first], ["220", "421"])
+        finally:
+            quit_all(sessions + first)
+
+
+class EndPathsTest(ServerTestCase):
+    """Every way a session ends gives its count back exactly once: after
+    QUIT, a timeout, a client gone mid-DATA and one gone while idle, the
+    limit admits exactly as many sessions as before."""
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("maildir", accept_domains=ANY, timeouts={"command": 2},
+                                extra=["ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 4"])
+
+    def test_each_end_path_decrements_once(self):
+        for _ in range(2):
+            sessions = open_sessions(self.vh.port, 5)
+            self.assertEqual([code for _, code, _ in sessions], ["220"] * 4 + ["421"])
+            (quit, _, _), (timeout, _, _), (mid_data, _, _), (gone, _, _) = sessions[:4]
+            quit.cmd("QUIT")
+            mid_data.cmd("EHLO x.example")
+            mid_data.cmd("MAIL FROM:<a@x.example>")
+            mid_data.cmd("RCPT TO:<b@localhost>")
+            mid_data.cmd("DATA")
+            mid_data.sock.sendall(b"Subject: cut\r\n\r\nhalf a mes")
+            mid_data.close()
+            gone.close()
+            code, text = timeout.reply()  # 421 4.4.2 after command=2
+            self.assertEqual(code, "421", text)
+            for c, _, _ in sessions:
+                c.close()
+            again = wait_for(lambda: self._exactly(4), 10, 0.5)
+            self.assertTrue(again, "4 sessions admitted and the 5th refused")
+
+    def _exactly(self, n):
+        sessions = open_sessions(self.vh.port, n + 1)
+        try:
+            return [code for _, code, _ in sessions] == ["220"] * n + ["421"]
+        finally:
+            quit_all(sessions)
+            # let the server end them before the next round counts
+            time.sleep(0.3)
+
+
+def ipv6_loopback():
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+@unittest.skipUnless(ipv6_loopback(), "no IPv6 loopback")
+class Ipv6Test(ServerTestCase):
+    """An IPv6 client (::1) is counted like any other (per /64 network)."""
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.port = harness.free_port()
+        httpd.main_extra += [
+            "Listen [::1]:%d smtp" % cls.port,
+            "<VirtualHost [::1]:%d>" % cls.port,
+            "    ServerName smtp6.test",
+            "    ESMTPProtocol On",
+            "    ESMTPHandler discard",
+            "    ESMTPClientLimitExceptions none",
+            "    ESMTPClientConnectionLimit 2",
+            "</VirtualHost>",
+        ]
+
+    def test_ipv6_client_limited(self):
+        socks = []
+        try:
+            replies = []
+            for _ in range(3):
+                s = socket.create_connection(("::1", self.port), timeout=10)
+                socks.append(s)
+                replies.append(s.recv(1000).decode())
+            self.assertTrue(replies[0].startswith("220 ") and replies[1].startswith("220 "), replies)
+            self.assertEqual(replies[2], "421 4.7.0 smtp6.test Error: too many connections from ::1\r\n")
+        finally:
+            for s in socks:
+                s.close()
+
+
+class RatesTest(ServerTestCase):
+    """Connection, message and recipient rates hit, then recover after the
+    time unit (3 s here: the hits happen well within it)."""
+
+    @classmethod
+    def configure(cls, httpd):
+        none = "ESMTPClientLimitExceptions none"
+        cls.conn = httpd.add_smtp("maildir", accept_domains=ANY, extra=[none, "ESMTPClientConnectionRate 3/3"])
+        cls.mail = httpd.add_smtp("maildir", accept_domains=ANY, extra=[none, "ESMTPClientMessageRate 2/3"])
+        cls.rcpt = httpd.add_smtp("maildir", accept_domains=ANY, extra=[none, "ESMTPClientRecipientRate 3/3"])
+
+    def test_connection_rate(self):
+        start = time.time()
+        codes = []
+        for _ in range(4):
+            c = Client(self.conn.port)
+            code, text = c.greeting()
+            codes.append(code)
+            if code == "220":
+                c.cmd("QUIT")
+            else:
+                self.assertRegex(text, TOO_MANY_RE)
+            c.close()
+        if time.time() - start < 2.5:
+            self.assertEqual(codes, ["220", "220", "220", "421"])
+        time.sleep(max(0, start + 3.2 - time.time()))
+        self.assertEqual(greeted_when_free(self.conn.port, timeout=5), "220")
+        self.assertIn("connection rate 3/3s", "\n".join(self.httpd.log_lines()))
+
+    def test_message_rate(self):
+        c = Client(self.mail.port)
+        self.assertEqual(c.greeting()[0], "220")
+        c.cmd("EHLO rate.example")
+        start = time.time()
+        self.assertEqual(c.cmd("MAIL FROM:<a@rate.example>")[0], "250")
+        c.cmd("RSET")
+        self.assertEqual(c.cmd("MAIL FROM:<a@rate.example>")[0], "250")
+        c.cmd("RSET")
+        code, text = c.cmd("MAIL FROM:<a@rate.example>")
+        # another session of the same client shares the count
+        d = Client(self.mail.port)
+        d.greeting()
+        d.cmd("EHLO rate.example")
+        code2, text2 = d.cmd("MAIL FROM:<a@rate.example>")
+        if time.time() - start < 2.5:
+            self.assertEqual(text, "450 4.7.1 Error: too much mail from 127.0.0.1\r\n")
+            self.assertEqual(text2, "450 4.7.1 Error: too much mail from 127.0.0.1\r\n")
+        # not closed
+        self.assertEqual(c.cmd("NOOP")[0], "250")
+        time.sleep(max(0, start + 3.2 - time.time()))
+        self.assertEqual(c.cmd("MAIL FROM:<a@rate.example>")[0], "250")
+        c.cmd("QUIT")
+        d.cmd("QUIT")
+        c.close()
+        d.close()
+        self.assertIn("too much mail from 127.0.0.1: message rate 2/3s", "\n".join(self.httpd.log_lines()))
+
+    def test_recipient_rate(self):
+        c = Client(self.rcpt.port)
+        self.assertEqual(c.greeting()[0], "220")
+        c.cmd("EHLO rate.example")
+        c.cmd("MAIL FROM:<a@rate.example>")
+        start = time.time()
+        codes = [c.cmd("RCPT TO:<r%d@localhost>" % i)[1] for i in range(4)]
+        if time.time() - start < 2.5:
+            self.assertEqual(codes, ["250 2.1.5 Ok\r\n"] * 3 + ["450 4.7.1 Error: too many recipients from 127.0.0.1\r\n"])
+        # the message goes to the accepted ones
+        self.assertEqual(c.cmd("DATA")[0], "354")
+        self.assertEqual(c.cmd("Subject: x\r\n\r\nhi\r\n.")[0], "250")
+        time.sleep(max(0, start + 3.2 - time.time()))
+        c.cmd("MAIL FROM:<a@rate.example>")
+        self.assertEqual(c.cmd("RCPT TO:<later@localhost>")[0], "250")
+        c.cmd("QUIT")
+        c.close()
+        self.assertIn("too many recipients from 127.0.0.1: recipient rate 3/3s", "\n".join(self.httpd.log_lines()))
+
+
+class PreforkChildrenTest(ServerTestCase):
+    """prefork: every session is in its own process; the count is shared."""
+
+    mpm = "prefork"
+    httpd_options = {"mpm_lines": ["StartServers 6", "MinSpareServers 6", "MaxSpareServers 10", "ServerLimit 16",
+                                   "MaxRequestWorkers 16"]}
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("maildir", accept_domains=ANY,
+                                extra=["ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 3"])
+
+    def test_count_shared_by_processes(self):
+        sessions = open_sessions(self.vh.port, 4)
+        try:
+            self.assertEqual([code for _, code, _ in sessions], ["220", "220", "220", "421"])
+            pids = wait_for(lambda: len(pids_of_sessions(self.httpd.log_lines())) >= 3 and
+                            pids_of_sessions(self.httpd.log_lines()), 5)
+            self.assertEqual(len(pids), 3, "three sessions in three processes")
+        finally:
+            quit_all(sessions)
+        self.assertEqual(greeted_when_free(self.vh.port), "220")
+
+    def test_killed_child_count_dropped_at_hard_restart(self):
+        # A child killed with SIGKILL cannot give its sessions back: they
+        # count until a non-graceful restart, when no child is left.
+        mark = len(self.httpd.log_lines())
+        sessions = open_sessions(self.vh.port, 3)
+        try:
+            self.assertEqual([code for _, code, _ in sessions], ["220"] * 3)
+            pids = wait_for(lambda: len(pids_of_sessions(self.httpd.log_lines()[mark:])) >= 3 and
+                            pids_of_sessions(self.httpd.log_lines()[mark:]), 5)
+            self.assertEqual(len(pids), 3)
+            for pid in pids:
+                os.kill(pid, 9)
+            time.sleep(1)
+            c = Client(self.vh.port)
+            self.assertEqual(c.greeting()[0], "421", "the killed sessions still count")
+            c.close()
+            self.httpd.restart(graceful=False)
+            self.assertEqual(greeted_when_free(self.vh.port, timeout=5), "220")
+        finally:
+            for c, _, _ in sessions:
+                c.close()
+
+
+class GracefulRestartTest(ServerTestCase):
+    """Sessions of the old generation still count after a graceful restart,
+    and give their count back when they end."""
+
+    allowed_log = (r"AH03092",)
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("maildir", accept_domains=ANY,
+                                extra=["ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 2"])
+
+    def test_counts_survive_graceful_restart(self):
+        sessions = open_sessions(self.vh.port, 2)
+        try:
+            for c, code, _ in sessions:
+                self.assertEqual(code, "220")
+                c.cmd("EHLO restart.example")
+                # in a transaction: not idle, so the old child keeps the session
+                self.assertEqual(c.cmd("MAIL FROM:<a@restart.example>")[0], "250")
+            self.httpd.restart(graceful=True)
+            c = Client(self.vh.port)
+            code, text = c.greeting()
+            c.close()
+            self.assertEqual(code, "421", "the old generation's sessions still count: " + text)
+            # the old sessions go on and end
+            for s, _, _ in sessions:
+                self.assertEqual(s.cmd("RCPT TO:<b@localhost>")[0], "250")
+        finally:
+            quit_all(sessions)
+        self.assertEqual(greeted_when_free(self.vh.port), "220")
+
+
+class FloodTest(ServerTestCase):
+    """One-shot sessions from 400 addresses of 127.0.0.0/8 through a table of
+    64 entries: all are served (idle entries are evicted), the table stays at
+    its size, and the limit still holds afterwards."""
+
+    httpd_options = {"main_extra": ["ESMTPClientLimitTableSize 64"], "log_level": "warn esmtp:debug"}
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("maildir", accept_domains=ANY,
+                                extra=["ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 2"])
+
+    def test_flood_bounded(self):
+        log = "\n".join(self.httpd.log_lines())
+        m = re.search(r"per-client table of 64 entries \((\d+) bytes\)", log)
+        self.assertTrue(m, "table size logged")
+        for i in range(400):
+            src = "127.0.%d.%d" % (1 + i // 200, 1 + i % 200)
+            c = Client(self.vh.port, src)
+            code, text = c.greeting()
+            self.assertEqual(code, "220", "%s: %s" % (src, text))
+            c.cmd("QUIT")
+            c.close()
+        # the limit still holds for a client after the flood
+        sessions = open_sessions(self.vh.port, 3)
+        try:
+            self.assertEqual([code for _, code, _ in sessions], ["220", "220", "421"])
+        finally:
+            quit_all(sessions)
+        # at the next generation the table reports its use: within its bound
+        self.httpd.restart(graceful=True)
+        stats = wait_for(lambda: re.findall(r"per-client table: (\d+) of (\d+) entries used, \d+ sessions, (\d+) "
+                                            r"evictions", "\n".join(self.httpd.log_lines())), 5)
+        used, capacity, evictions = map(int, stats[-1])
+        self.assertEqual(capacity, 64)
+        self.assertLessEqual(used, 64)
+        self.assertGreaterEqual(evictions, 400 - 64)
+        evicted = sum("evicted an idle entry" in line for line in self.httpd.log_lines())
+        self.assertGreaterEqual(evicted, 400 - 64)
+
+
+MOD_QOS = os.path.join(harness.MODULESDIR, "mod_qos.so")
+# Debian's mod_qos 11.63 was built for an httpd that exported PCRE1's
+# symbols; httpd 2.4.71 uses PCRE2, so it loads only with libpcre.so.3
+# preloaded ("undefined symbol: pcre_free" otherwise).
+LIBPCRE3 = "/lib/x86_64-linux-gnu/libpcre.so.3"
+
+
+@unittest.skipUnless(os.path.exists(MOD_QOS) and os.path.exists(LIBPCRE3), "mod_qos (libapache2-mod-qos) not installed")
+class ModQosTest(ServerTestCase):
+    """What mod_qos's QS_SrvMaxConnPerIP does on an SMTP virtual host: the
+    excess connections are closed before any greeting (no 421), logged at
+    error level."""
+
+    allowed_log = (r"mod_qos\(031\): access denied, QS_SrvMaxConnPerIP", r"mod_qos\(009\)")
+    httpd_options = {"main_extra": ["LoadModule qos_module %s" % MOD_QOS]}
+
+    @classmethod
+    def setUpClass(cls):
+        cls._saved_preload = harness.HTTPD_ENV.get("LD_PRELOAD")
+        harness.HTTPD_ENV["LD_PRELOAD"] = " ".join(p for p in (LIBPCRE3, cls._saved_preload) if p)
+        super().setUpClass()
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            if cls._saved_preload is None:
+                harness.HTTPD_ENV.pop("LD_PRELOAD", None)
+            else:
+                harness.HTTPD_ENV["LD_PRELOAD"] = cls._saved_preload
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("maildir", accept_domains=ANY,
+                                extra=["QS_SrvMaxConnPerIP 2", "ESMTPClientConnectionLimit 0"])
+
+    def test_excess_connections_closed_without_reply(self):
+        socks = []
+        try:
+            for _ in range(4):
+                s = socket.create_connection(("127.0.0.1", self.vh.port), timeout=10)
+                socks.append(s)
+                data = b""
+                try:
+                    data = s.recv(1000)
+                except (ConnectionResetError, socket.timeout):
+                    pass
+                socks[-1] = (s, data)
+            got = [data for _, data in socks]
+            self.assertTrue(got[0].startswith(b"220 ") and got[1].startswith(b"220 "), got)
+            self.assertEqual(got[2:], [b"", b""], "closed without a reply")
+        finally:
+            for s in socks:
+                (s[0] if isinstance(s, tuple) else s).close()
+
+
+class BadValuesTest(unittest.TestCase):
+    """Bad values fail `apache2 -t` naming the directive."""
+
+    CASES = [
+        ("ESMTPClientConnectionLimit -1", "ESMTPClientConnectionLimit"),
+        ("ESMTPClientConnectionLimit many", "ESMTPClientConnectionLimit"),
+        ("ESMTPClientConnectionRate 10", "ESMTPClientConnectionRate"),
+        ("ESMTPClientConnectionRate 10/0", "ESMTPClientConnectionRate"),
+        ("ESMTPClientMessageRate 0/60", "ESMTPClientMessageRate"),
+        ("ESMTPClientRecipientRate 5/minute", "ESMTPClientRecipientRate"),
+        ("ESMTPClientIPv6Prefix 129", "ESMTPClientIPv6Prefix"),
+        ("ESMTPClientLimitExceptions 10.0.0.0/33", "ESMTPClientLimitExceptions"),
+        ("ESMTPClientLimitExceptions none 127.0.0.1", "ESMTPClientLimitExceptions"),
+        ("ESMTPClientLimitTableSize 4", "ESMTPClientLimitTableSize"),
+        ("ESMTPClientLimitTableSize 64", "ESMTPClientLimitTableSize"),  # in a VirtualHost: server config only
+    ]
+
+    def test_bad_values(self):
+        for line, directive in self.CASES:
+            with self.subTest(line=line):
+                httpd = Httpd()
+                try:
+                    httpd.add_smtp("maildir", extra=[line])
+                    rc, out = httpd.config_test()
+                    self.assertNotEqual(rc, 0, out)
+                    self.assertIn(directive, out)
+                finally:
+                    httpd.cleanup()
+
+    def test_good_values(self):
+        httpd = Httpd(main_extra=["ESMTPClientLimitTableSize 100000", "ESMTPClientConnectionRate off"])
+        try:
+            httpd.add_smtp("maildir", extra=["ESMTPClientConnectionLimit 0", "ESMTPClientMessageRate 100/3600",
+                                             "ESMTPClientRecipientRate 0", "ESMTPClientIPv6Prefix 56",
+                                             "ESMTPClientLimitExceptions 192.0.2.0/24 2001:db8::/32 127.0.0.1"])
+            rc, out = httpd.config_test()
+            self.assertEqual(rc, 0, out)
+        finally:
+            httpd.cleanup()
+
+
+if __name__ == "__main__":
+    unittest.main()
