@@ -41,6 +41,9 @@ struct ServerConfig {
     apr_int64_t min_data_rate;
     // The effective session settings, built once in post_config.
     const SessionConfig *session;
+    // This server's row in the live counters (httpd/status.cpp), set in
+    // post_config; 0: none.
+    unsigned stats_server;
 };
 
 inline ServerConfig *server_config(const server_rec *s)
