@@ -5,10 +5,12 @@ graceful restart); the scoreboard names the protocol and the verb only; the
 module works without mod_status."""
 
 import os
+import shutil
 import smtplib
-import socket
-import time
+import ssl
+import subprocess
 import unittest
+import urllib.error
 import urllib.request
 
 from harness import MODULESDIR, PARKING, Httpd, RawClient, ServerTestCase, q, wait_for
@@ -257,6 +259,52 @@ class StatusPreforkTest(StatusMixin, ServerTestCase):
         self.assertEqual(after["ESMTPSessions"], 0, after)
         self.assertEqual(after["ESMTPMessagesAccepted"] - before["ESMTPMessagesAccepted"], 3, after)
         self.assertEqual(after["ESMTPConnections"] - before["ESMTPConnections"], 4, after)
+
+
+MOD_SSL = os.path.join(MODULESDIR, "mod_ssl.so")
+MOD_SHMCB = os.path.join(MODULESDIR, "mod_socache_shmcb.so")
+OPENSSL = shutil.which("openssl")
+
+
+@unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
+class StatusTlsTest(StatusMixin, ServerTestCase):
+    httpd_options = {"main_extra": list(STATUS_LINES)}
+
+    @classmethod
+    def configure(cls, httpd):
+        cert = os.path.join(httpd.root, "conf", "cert.pem")
+        key = os.path.join(httpd.root, "conf", "key.pem")
+        subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                        "-keyout", key, "-out", cert, "-days", "2"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        httpd.main_extra += ["LoadModule socache_shmcb_module %s" % q(MOD_SHMCB),
+                             "LoadModule ssl_module %s" % q(MOD_SSL),
+                             "SSLSessionCache none",
+                             "SSLRandomSeed startup builtin"]
+        httpd.add_http()
+        cls.tls = httpd.add_smtp("test", accept_domains=["localhost"], extra=[
+            "SSLEngine on", "SSLCertificateFile %s" % q(cert), "SSLCertificateKeyFile %s" % q(key)])
+        cls.plain = httpd.add_smtp("test", accept_domains=["localhost"])
+
+    def test_tls_and_plaintext_sessions(self):
+        self.idle()
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        tls = smtplib.SMTP_SSL("127.0.0.1", self.tls.port, context=ctx, timeout=20)
+        plain = smtplib.SMTP("127.0.0.1", self.plain.port, timeout=20)
+        try:
+            tls.ehlo("tls.example")
+            plain.ehlo("plain.example")
+            a = wait_for(lambda: (lambda x: x if x["ESMTPSessions"] == 2 else None)(self.auto()), 10)
+            self.assertTrue(a, self.auto())
+            self.assertEqual(a["ESMTPSessionsTLS"], 1, a)
+            self.assertEqual(a["ESMTPSessionsPlaintext"], 1, a)
+        finally:
+            tls.quit()
+            plain.quit()
+        after = self.idle()
+        self.assertEqual(after["ESMTPSessionsTLS"], 0, after)
 
 
 class WithoutModStatusTest(StatusMixin, ServerTestCase):
