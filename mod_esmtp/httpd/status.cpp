@@ -65,6 +65,7 @@ struct GaugeRow {
 struct Segment {
     std::uint32_t magic;
     std::uint32_t rows;
+    std::uint64_t size;                 // with magic: the layout of the module that made it
     std::atomic<std::uint32_t> servers; // rows of server[] in use
     std::atomic<std::uint64_t> next_error;
     ErrorSlot errors[kErrors];
@@ -336,11 +337,17 @@ int status_post_config(apr_pool_t *, apr_pool_t *, apr_pool_t *ptemp, server_rec
                 std::memset(static_cast<void *>(seg), 0, segment_size(rows)); // zero atomics are valid
                 seg->magic = kMagic;
                 seg->rows = rows;
+                seg->size = segment_size(rows);
                 apr_pool_userdata_set(seg, kKey, apr_pool_cleanup_null, proc);
                 data = seg;
             }
             g_seg = static_cast<Segment *>(data);
-            if (g_seg->magic != kMagic) { // a differently built module after a restart
+            if (g_seg->magic != kMagic || g_seg->size != segment_size(g_seg->rows)) {
+                // a module of another layout was loaded by a restart (an
+                // upgrade): no counting until httpd is started again
+                ap_log_error(APLOG_MARK, APLOG_WARNING, 0, main,
+                             "esmtp: the mod_status counters of the running httpd have another layout; counting is "
+                             "off until httpd is stopped and started");
                 g_seg = nullptr;
                 return OK;
             }
