@@ -417,6 +417,7 @@ ConnStats::~ConnStats()
 {
     if (!srv_)
         return;
+    flush_octets();
     phase_changed(phase_, Phase::closed);
     parked(false);
     if (tls_)
@@ -475,6 +476,8 @@ void ConnStats::command(std::string_view verb)
 {
     // The scoreboard's request column: the verb only, never its arguments
     // (addresses are personal data; AUTH's are secrets).
+    if (!ap_extended_status)
+        return; // the column is not kept (ExtendedStatus Off)
     copy_text(verb_, sizeof verb_, verb);
     ap_update_child_status_descr(static_cast<ap_sb_handle_t *>(c_->sbh), SERVER_BUSY_READ, verb_);
 }
@@ -489,14 +492,22 @@ void ConnStats::waiting()
 
 void ConnStats::received(std::uint64_t octets)
 {
-    if (srv_)
-        add(srv_, c_octets, octets);
+    octets_ += octets;
+}
+
+void ConnStats::flush_octets()
+{
+    if (srv_ && octets_) {
+        add(srv_, c_octets, octets_);
+        octets_ = 0;
+    }
 }
 
 void ConnStats::message(int code, unsigned recipients, std::uint64_t)
 {
     if (!srv_)
         return;
+    flush_octets();
     if (code >= 200 && code < 300) {
         add(srv_, c_accepted);
         add(srv_, c_recipients, recipients);

@@ -65,6 +65,10 @@ class ConnStats final : public SessionObserver
     bool parked_ = false;
     bool tls_ = false;
     char verb_[24] = "";
+    // Octets not yet added to the shared counter: added once per message
+    // and at the end, not per read (fewer atomics on a shared cache line).
+    std::uint64_t octets_ = 0;
+    void flush_octets();
 };
 
 } // namespace esmtp
