@@ -13,7 +13,9 @@ import unittest
 import urllib.error
 import urllib.request
 
-from harness import MODULESDIR, PARKING, Httpd, RawClient, ServerTestCase, q, wait_for
+import signal
+
+from harness import MODULESDIR, PARKING, RawClient, ServerTestCase, children_of, q, wait_for
 
 STATUS_LINES = [
     "LoadModule status_module %s" % q(os.path.join(MODULESDIR, "mod_status.so")),
@@ -213,8 +215,9 @@ class StatusPreforkTest(StatusMixin, ServerTestCase):
     httpd_options = {"main_extra": STATUS_LINES,
                      "mpm_lines": ["StartServers 3", "MinSpareServers 3", "MaxSpareServers 6",
                                    "ServerLimit 8", "MaxRequestWorkers 8"]}
-    # the old generation's children end their sessions on the restart
-    allowed_log = (r"AH00169",)
+    # the old generation's children end their sessions on the restart;
+    # children killed on purpose
+    allowed_log = (r"AH00169", r"AH00052: child pid \d+ exit signal Killed \(9\)")
 
     @classmethod
     def configure(cls, httpd):
@@ -259,6 +262,36 @@ class StatusPreforkTest(StatusMixin, ServerTestCase):
         self.assertEqual(after["ESMTPSessions"], 0, after)
         self.assertEqual(after["ESMTPMessagesAccepted"] - before["ESMTPMessagesAccepted"], 3, after)
         self.assertEqual(after["ESMTPConnections"] - before["ESMTPConnections"], 4, after)
+
+
+    def test_killed_children_drop_out_of_the_sessions(self):
+        # SIGKILL runs no cleanup: the sessions of a dead child must not stay
+        # counted (each child has its own row of gauges; dead rows are skipped)
+        self.idle()
+        clients = [self.greeted(self.vh.port) for _ in range(2)]
+        try:
+            for c in clients:
+                self.assertEqual(c.cmd("EHLO k.example")[0], 250)
+            now = wait_for(lambda: (lambda x: x if x["ESMTPSessions"] == 2 else None)(self.auto()), 10)
+            self.assertTrue(now, self.auto())
+            for pid in children_of(self.httpd.proc.pid):
+                os.kill(pid, signal.SIGKILL)
+            for c in clients:
+                c.rest(timeout=5)  # the connection dies with its child
+        finally:
+            for c in clients:
+                c.close()
+        after = wait_for(lambda: (lambda x: x if x["ESMTPSessions"] == 0 else None)(self._auto_retry()), 15)
+        self.assertTrue(after, self._auto_retry())
+        self.assertEqual(after["ESMTPSessionsCommand"], 0, after)
+        self.assertEqual(self.deliver(self.vh.port)[0], 250)
+
+    def _auto_retry(self):
+        """?auto while the parent replaces the killed children."""
+        try:
+            return self.auto()
+        except (OSError, urllib.error.URLError):
+            return {"ESMTPSessions": -1}
 
 
 MOD_SSL = os.path.join(MODULESDIR, "mod_ssl.so")
