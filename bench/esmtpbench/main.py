@@ -423,6 +423,13 @@ class Bench:
                        "targets": [{"target": a, "measured": b, "verdict": c} for a, b, c in targets],
                        "runs": self.runs, "idle_runs": self.idle_runs, "notes": self.notes}, f, indent=1,
                       default=str)
+        try:  # the chart needs python3-matplotlib (bench/setup.sh installs it)
+            from . import chart
+            log("chart: %s" % chart.draw(out))
+        except ImportError:
+            log("chart: python3-matplotlib is not installed; bench/chart %s draws it later" % out)
+        except Exception as e:  # a chart is no reason to lose the report
+            log("chart failed: %s" % e)
         cdir = os.path.join(out, "configs")
         os.makedirs(cdir, exist_ok=True)
         for key, d in self.configs.items():

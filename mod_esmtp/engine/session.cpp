@@ -160,6 +160,8 @@ void Session::transit(State next, std::string_view why)
         };
         log(log_events, "transit [" + std::string(why) + "] " + show(state_) + " -> " + show(next));
     }
+    if (obs_ && next.phase != state_.phase)
+        obs_->phase_changed(state_.phase, next.phase);
     state_ = next;
 }
 
@@ -191,10 +193,12 @@ template <class F> Reply Session::ask(Event ev, F &&f)
     } catch (const std::exception &e) {
         log(log_session, std::string("handler failed in ") + name + ": " + e.what());
         handler_threw_ = true;
+        report(RejectCause::handler_error, std::string("handler failed in ") + name);
         return internal_error_reply();
     } catch (...) {
         log(log_session, std::string("handler failed in ") + name);
         handler_threw_ = true;
+        report(RejectCause::handler_error, std::string("handler failed in ") + name);
         return internal_error_reply();
     }
     if (r.empty())
@@ -218,9 +222,11 @@ template <class F> void Session::guarded_void(const char *event, F &&f)
     } catch (const std::exception &e) {
         handler_failed_ = true;
         log(log_session, std::string("handler failed in ") + event + ": " + e.what());
+        report(RejectCause::handler_error, std::string("handler failed in ") + event);
     } catch (...) {
         handler_failed_ = true;
         log(log_session, std::string("handler failed in ") + event);
+        report(RejectCause::handler_error, std::string("handler failed in ") + event);
     }
 }
 
@@ -286,6 +292,7 @@ void Session::replied(std::size_t before, int code, bool close)
     // mail client (Postfix's smtpd_hard_error_limit).
     if (code >= 400 && counts && cfg_.limits.max_errors && ++errors_ >= cfg_.limits.max_errors) {
         log(log_session, "too many errors (" + std::to_string(errors_) + ")");
+        report(RejectCause::limits, "too many errors");
         reply(Reply(421, cfg_.hostname + " Error: too many errors", "4.7.0", true));
     }
 }
@@ -333,6 +340,7 @@ bool Session::pipelining_allowed() const
 void Session::protocol_violation(std::string_view what)
 {
     log(log_session, std::string(what));
+    report(RejectCause::pipelining, what);
     reply(Reply(554, "Error: SMTP protocol synchronization", "5.5.0", true));
 }
 
@@ -347,6 +355,8 @@ void Session::feed(std::string_view in)
         transit_phase(Phase::closed, "TLS handshake on a plaintext port");
         return;
     }
+    if (obs_)
+        obs_->received(in.size());
     while (!in.empty() && state_.phase != Phase::closed) {
         if (state_.phase == Phase::data) {
             std::size_t used = data_.feed(in, *this);
@@ -382,12 +392,14 @@ void Session::feed(std::string_view in)
         if (st == LineReader::Status::too_long) {
             ++commands_;
             log(log_commands, "< (line too long)");
+            report(RejectCause::limits, "command line too long");
             reply(500, "5.5.2", "Line too long");
         } else if (std::string_view line = lines_.line();
                    lines_.bare_newline() &&
                    (!cfg_.normalize_bare_newlines || line.find('\r') != std::string_view::npos)) {
             ++commands_;
             log(log_commands, "< (bare LF or CR in command)");
+            report(RejectCause::bare_newline, "bare <LF> or <CR> in command");
             reply(550, "5.5.2", "Error: bare <LF> or <CR> in command; use <CR><LF>");
         } else {
             command(line);
@@ -402,6 +414,7 @@ bool Session::junk_limit_reached()
     if (!cfg_.limits.max_junk_commands || ++junk_ <= cfg_.limits.max_junk_commands)
         return false;
     log(log_session, "too many junk commands");
+    report(RejectCause::limits, "too many junk commands");
     reply(Reply(421, cfg_.hostname + " Error: too many commands", "4.7.0", true));
     return true;
 }
@@ -443,6 +456,8 @@ void Session::command(std::string_view line)
     }
     CommandMatch m = CommandTable::match(cfg_.commands.get(), line);
     const VerbRule &rule = verb_rule(m.verb);
+    if (obs_)
+        obs_->command(m.verb == Verb::custom ? m.name : std::string_view(rule.name)); // never the arguments
     if (m.verb == Verb::bdat) {
         // The chunk follows whatever the answer: the table's refusal is sent
         // after it has been swallowed.
@@ -613,6 +628,7 @@ void Session::do_mail(std::string_view arg)
             }
             // more than 19 digits is more than any limit (and than stoull takes)
             if (p.value.size() > 19 || std::stoull(p.value) > cfg_.limits.max_message_size) {
+                report(RejectCause::limits, "declared SIZE exceeds the limit");
                 reply(552, "5.3.4", "Message size exceeds fixed limit");
                 return;
             }
@@ -690,6 +706,7 @@ void Session::do_rcpt(std::string_view arg)
     // No open relay: only our own domains, before the handler is asked.
     if (!recipient_domain_accepted(cfg_, conn_.local_address, a.path)) {
         log(log_session, "relay denied to=<" + a.path.mailbox + ">");
+        report(RejectCause::relay, "relay denied from " + conn_.client_address);
         reply(550, "5.7.1", "Relay access denied");
         return;
     }
@@ -697,6 +714,7 @@ void Session::do_rcpt(std::string_view arg)
         // Overshoot is how clients learn the limit: not a client error
         // until it is far beyond it (Postfix's overshoot limit).
         count_error_ = ++overshoot_ > cfg_.limits.max_recipient_overshoot;
+        report(RejectCause::limits, "too many recipients");
         reply(452, "4.5.3", "Error: too many recipients");
         return;
     }
@@ -836,6 +854,10 @@ void Session::finish_chunk()
                   : data_.line_too_long() ? Reply(500, "Message line too long", "5.5.2")
                                           : internal_error_reply();
         log(log_session, "rejected during BDAT: " + std::to_string(r.code) + " " + r.lines.front());
+        if (obs_) {
+            content_refused();
+            obs_->message(r.code, static_cast<unsigned>(env_.recipients.size()), data_.size());
+        }
         reset_transaction("BDAT refused");
         reply(r);
         return;
@@ -846,6 +868,17 @@ void Session::finish_chunk()
     }
     data_.finish_raw(*this);
     complete_message();
+}
+
+// A message refused for what it contained: the cause for the counters.
+void Session::content_refused()
+{
+    if (data_.size_exceeded())
+        report(RejectCause::limits, "message size exceeds the limit");
+    else if (data_.bare_newline() && !cfg_.normalize_bare_newlines)
+        report(RejectCause::bare_newline, "bare <LF> or <CR> in message");
+    else if (data_.line_too_long())
+        report(RejectCause::limits, "message line too long");
 }
 
 void Session::complete_message()
@@ -875,6 +908,11 @@ void Session::complete_message()
     if (r.positive()) {
         ++accepted_;
         junk_ = 0; // a client that delivers is no junk client (Postfix)
+    }
+    if (obs_) {
+        if (!r.positive())
+            content_refused();
+        obs_->message(r.code, static_cast<unsigned>(env_.recipients.size()), data_.size());
     }
     if (logs(log_session)) {
         std::string summary = "from=<" + env_.sender.mailbox + "> to=";

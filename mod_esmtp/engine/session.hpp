@@ -15,6 +15,7 @@
 #include "engine/data_reader.hpp"
 #include "engine/defaults.hpp"
 #include "engine/line_reader.hpp"
+#include "engine/observer.hpp"
 #include "engine/policy.hpp"
 #include "engine/replies.hpp"
 #include "engine/txlog_format.hpp"
@@ -74,6 +75,17 @@ class Session final : public SessionView, private DataSink
     // The connection is gone or about to be closed: aborts an open
     // transaction and fires DISCONNECT (once; the destructor calls it too).
     void end();
+
+    // The live counters' sink (may be null: nothing reported). Must outlive
+    // the session; set before start().
+    void set_observer(SessionObserver *o) { obs_ = o; }
+    // Something outside the engine refused the client (early talker,
+    // timeout): reported to the observer like the engine's own refusals.
+    void report(RejectCause cause, std::string_view what)
+    {
+        if (obs_)
+            obs_->rejected(cause, what);
+    }
 
     std::string &output() { return out_; }
     const State &state() const { return state_; }
@@ -135,6 +147,7 @@ class Session final : public SessionView, private DataSink
     void finish_chunk();
     void finish_data();
     void complete_message();
+    void content_refused();
     bool use_enhanced() const;
     bool pipelining_allowed() const;
     void protocol_violation(std::string_view what);
@@ -164,6 +177,7 @@ class Session final : public SessionView, private DataSink
     std::unique_ptr<Handler> handler_;
     TxLogSink *log_;
     ClientLimiter *limiter_ = nullptr;
+    SessionObserver *obs_ = nullptr;
     LineReader lines_;
     DataReader data_;
 

@@ -48,6 +48,9 @@ struct ServerConfig {
     apr_int64_t client_table_size;         // main server only
     // The effective session settings, built once in post_config.
     const SessionConfig *session;
+    // This server's row in the live counters (httpd/status.cpp), set in
+    // post_config; 0: none.
+    unsigned stats_server;
 };
 
 inline ServerConfig *server_config(const server_rec *s)

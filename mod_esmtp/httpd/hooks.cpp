@@ -6,6 +6,7 @@
 #include "httpd/io.hpp"
 #include "httpd/parking.hpp"
 #include "httpd/smtp_connection.hpp"
+#include "httpd/status.hpp"
 
 #include <ap_mpm.h>
 #include <http_connection.h>
@@ -147,6 +148,7 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
         ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, "esmtp: handler %s could not be created", cfg->handler_name);
     }
     if (!handler) {
+        status_connection_refused(cfg, c, RejectCause::handler_error, "handler could not be created");
         send_refusal(c, "421 4.3.0 " + cfg->session->hostname + " Service temporarily unavailable\r\n");
         return nullptr;
     }
@@ -243,6 +245,7 @@ void child_init(apr_pool_t *, server_rec *s)
         {"child_init", nullptr, s},
         [s] {
             parking_child_init(s);
+            status_child_init(nullptr, s);
             check_handlers(s);
         },
         [](const char *) {});

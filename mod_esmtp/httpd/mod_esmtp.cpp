@@ -2,14 +2,16 @@
 // module record and hook registration. The glue (this directory): config
 // (directives), hooks (connection hooks), smtp_connection (a session's I/O
 // loop and deadlines), io (brigades), parking (event MPM, child_stopping),
-// txlog, guard (the wrapper of every C entry point). The protocol engine is
-// in ../engine, the built-in handlers in ../handlers.
+// txlog, status (live counters for mod_status), guard (the wrapper of every
+// C entry point). The protocol engine is in ../engine, the built-in
+// handlers in ../handlers.
 #include "httpd/mod_esmtp.hpp"
 
 #include "httpd/config.hpp"
 #include "httpd/guard.hpp"
 #include "httpd/hooks.hpp"
 #include "httpd/parking.hpp"
+#include "httpd/status.hpp"
 #include "httpd/txlog.hpp"
 
 #include <ap_mmn.h>
@@ -36,6 +38,8 @@ void register_hooks(apr_pool_t *p)
     ap_hook_check_config(esmtp::check_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_open_logs(esmtp::open_logs, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_post_config(esmtp::post_config, nullptr, nullptr, APR_HOOK_MIDDLE);
+    ap_hook_post_config(esmtp::status_post_config, nullptr, nullptr, APR_HOOK_MIDDLE);
+    esmtp::status_register_hooks();
     ap_hook_child_init(esmtp::child_init, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(esmtp::child_stopping, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_process_connection(esmtp::process_connection, nullptr, nullptr, APR_HOOK_MIDDLE);

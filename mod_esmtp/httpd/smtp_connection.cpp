@@ -34,11 +34,12 @@ constexpr apr_interval_time_t kStopCheckInterval = apr_time_from_sec(1);
 
 SmtpConnection::SmtpConnection(conn_rec *c, const ServerConfig *cfg, std::unique_ptr<Handler> handler,
                                ConnectionInfo ci, ClientSlot client)
-    : c_(c), cfg_(cfg), io_(c), txlog_(c, cfg->log_file), client_(std::move(client)),
+    : c_(c), cfg_(cfg), io_(c), txlog_(c, cfg->log_file), client_(std::move(client)), stats_(c, cfg, ci.tls),
       session_(std::make_unique<Session>(*cfg->session, std::move(ci), std::move(handler), &txlog_))
 {
     if (client_.held())
         session_->set_client_limiter(&client_);
+    session_->set_observer(&stats_);
 }
 
 SmtpConnection::~SmtpConnection()
@@ -69,6 +70,7 @@ void SmtpConnection::timed_out()
 {
     session_->shutdown(Reply(421, cfg_->session->hostname + " Error: timeout exceeded", "4.4.2", true));
     session_->log(txlog_session, "timeout exceeded");
+    session_->report(RejectCause::timeout, in_data() ? "timeout or too slow in data" : "timeout");
     ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: client timed out");
 }
 
@@ -103,6 +105,7 @@ bool SmtpConnection::greet()
     apr_brigade_destroy(bb);
     if (talked) {
         session_->log(txlog_session, "client talked before the greeting");
+        session_->report(RejectCause::early_talker, "client talked before the greeting");
         session_->shutdown(Reply(554, sc.hostname + " Error: SMTP protocol synchronization", "5.5.0", true));
         return false;
     }
@@ -118,6 +121,7 @@ bool SmtpConnection::unparked()
 {
     bool was = parked_;
     parked_ = false;
+    stats_.parked(false);
     woken_by_stop_ = wait_.end();
     return was;
 }
@@ -201,7 +205,7 @@ bool SmtpConnection::run(bool may_park)
                 return false;
             continue;
         }
-        ap_update_child_status_from_conn(static_cast<ap_sb_handle_t *>(c_->sbh), SERVER_BUSY_READ, c_);
+        stats_.waiting();
         bool registered = idle() && wait_.begin(c_);
         if (idle() && !registered)
             continue; // the stop has begun: the branch above ends the session

@@ -7,6 +7,7 @@
 #include "httpd/config.hpp"
 #include "httpd/io.hpp"
 #include "httpd/parking.hpp"
+#include "httpd/status.hpp"
 #include "httpd/txlog.hpp"
 
 #include <memory>
@@ -42,7 +43,11 @@ class SmtpConnection
     bool run(bool may_park);
 
     // Handed to the MPM to wait for the client (event MPM).
-    void parked() { parked_ = true; }
+    void parked()
+    {
+        parked_ = true;
+        stats_.parked(true);
+    }
     // Back from the MPM (or torn down by it): false when it was not parked.
     bool unparked();
 
@@ -75,6 +80,7 @@ class SmtpConnection
     TxLog txlog_;
     // Before session_: the session's ClientLimiter outlives it.
     ClientSlot client_;
+    ConnStats stats_; // outlives session_, which reports to it
     std::unique_ptr<Session> session_;
     WaitRegistration wait_;
     bool parked_ = false;

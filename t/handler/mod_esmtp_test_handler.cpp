@@ -15,7 +15,8 @@
 //     local part "tempfail" gets 451 4.2.0; local part "throw" makes the
 //     handler throw (the module must answer 451 4.3.0 and go on); local
 //     part "nocode" gets a 550 without enhanced code (5.0.0 is added).
-//   - EOM is answered 250 without storing anything.
+//   - EOM is answered 250 without storing anything; 451 4.3.0 when the
+//     sender's local part is "eom451".
 //   - The command "XPING [text]" is added to the server's command table
 //     (HandlerFactory::commands(), compiled once at configuration time) and
 //     answered "250 2.0.0 PONG [text]" by Handler::command().
@@ -184,6 +185,7 @@ class TestHandler final : public esmtp::Handler
     Reply mail(SessionView &, const Path &from, const Params &params) override
     {
         ev("MAIL <" + printable(from.mailbox) + ">" + params_text(params));
+        eom451_ = local_part_is(from, "eom451");
         return {};
     }
     Reply rcpt(SessionView &, const Path &to, const Params &params) override
@@ -213,6 +215,8 @@ class TestHandler final : public esmtp::Handler
     Reply eom(SessionView &s) override
     {
         ev("EOM");
+        if (eom451_)
+            return Reply(451, "Try again later (test handler)", "4.3.0");
         return Reply(250, "Ok: accepted as " + std::string(s.queue_id()) + " (test handler, not stored)", "2.0.0");
     }
     void abort(SessionView &) override { ev("ABORT"); }
@@ -256,6 +260,7 @@ class TestHandler final : public esmtp::Handler
   private:
     void ev(std::string_view e) const noexcept { events_->record(e); }
     bool slow_destroy_ = false;
+    bool eom451_ = false; // MAIL FROM local part "eom451": EOM answers 451
 
     std::shared_ptr<const EventFile> events_;
 };

@@ -214,6 +214,8 @@ struct Harness {
     // The handler of the next start(); the recording handler by default.
     std::function<std::unique_ptr<Handler>()> make_handler;
     std::unique_ptr<Session> session;
+    // The live counters' sink of the next start()s (may stay null).
+    SessionObserver *observer = nullptr;
 
     Harness()
     {
@@ -237,6 +239,7 @@ struct Harness {
     {
         std::unique_ptr<Handler> handler = make_handler ? make_handler() : std::make_unique<RecordingHandler>(rec);
         session = std::make_unique<Session>(cfg, conn, std::move(handler), &log);
+        session->set_observer(observer);
         session->start();
         return take();
     }

@@ -1,0 +1,96 @@
+"""Draws a benchmark's results.json as chart.png (matplotlib from Debian:
+python3-matplotlib): throughput and server CPU per message, per server and
+shape, one row per mode, with the spread of the repeats as a min-max bar.
+
+    bench/chart bench/results/YYYYmmdd-HHMMSS     # writes chart.png there
+
+bench/run calls it after writing the report when matplotlib is installed."""
+
+import json
+import os
+import sys
+
+SERVERS = ["mod_esmtp", "smtp-sink", "postfix"]
+COLORS = {"mod_esmtp": "#c0392b", "smtp-sink": "#7f8c8d", "postfix": "#2c6fbb"}
+LABELS = {"mod_esmtp": "mod_esmtp", "smtp-sink": "Postfix smtp-sink", "postfix": "Postfix smtpd"}
+SHAPE_TEXT = {"a": "(a) 1 msg/conn", "b": "(b) many msgs/conn", "c": "(c) 1 MB msgs",
+              "p-data": "pipelined DATA", "p-bdat": "pipelined BDAT"}
+ORDER = ["a", "b", "p-data", "p-bdat", "c"]
+
+
+def _spread(runs, mode, shape, server, key):
+    vals = [r[key] for r in runs if r.get("ok") and r["mode"] == mode and r["shape"] == shape
+            and r["server"] == server and r.get(key) is not None]
+    return (min(vals), max(vals)) if vals else None
+
+
+def _panel(ax, summary, runs, mode, shapes, key, run_key, ylabel):
+    width = 0.8 / len(SERVERS)
+    for i, server in enumerate(SERVERS):
+        xs, ys, lo, hi = [], [], [], []
+        for j, shape in enumerate(shapes):
+            row = summary.get((mode, shape, server))
+            if not row or row.get(key) is None:
+                continue
+            y = row[key]
+            s = _spread(runs, mode, shape, server, run_key) or (y, y)
+            xs.append(j + (i - (len(SERVERS) - 1) / 2) * width)
+            ys.append(y)
+            lo.append(max(0.0, y - s[0]))
+            hi.append(max(0.0, s[1] - y))
+        if xs:
+            ax.bar(xs, ys, width, color=COLORS[server], label=LABELS[server], yerr=[lo, hi], capsize=2,
+                   error_kw={"elinewidth": 0.8})
+    ax.set_xticks(range(len(shapes)))
+    ax.set_xticklabels([SHAPE_TEXT.get(s, s) for s in shapes], fontsize=8)
+    ax.set_yscale("log")
+    ax.set_ylabel(ylabel)
+    ax.grid(axis="y", which="both", alpha=0.3)
+
+
+def draw(result_dir, out_name="chart.png"):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(os.path.join(result_dir, "results.json")) as f:
+        data = json.load(f)
+    summary = {(r["mode"], r["shape"], r["server"]): r for r in data["summary"]}
+    runs = data.get("runs", [])
+    modes = [m for m in ("discard", "durable") if any(k[0] == m for k in summary)]
+    if not modes:
+        raise SystemExit("no discard or durable runs in %s" % result_dir)
+    fig, axes = plt.subplots(len(modes), 3, figsize=(15, 4.2 * len(modes)), squeeze=False,
+                             gridspec_kw={"width_ratios": [4, 1.3, 5]})
+    for row, mode in enumerate(modes):
+        present = [s for s in ORDER if any(k[0] == mode and k[1] == s for k in summary)]
+        msgs = [s for s in present if s != "c"]
+        _panel(axes[row][0], summary, runs, mode, msgs, "msgs_s", "msgs_s", "messages/s (log)")
+        axes[row][0].set_title("%s: throughput" % mode)
+        if "c" in present:
+            _panel(axes[row][1], summary, runs, mode, ["c"], "mb_s", "mb_s", "MB/s (log)")
+            axes[row][1].set_title("%s: 1 MB messages" % mode)
+        else:
+            axes[row][1].axis("off")
+        _panel(axes[row][2], summary, runs, mode, present, "cpu_us_msg", "cpu_us_msg",
+               "server CPU µs per message (log)")
+        axes[row][2].set_title("%s: server CPU per message (lower is better)" % mode)
+    axes[0][0].legend(fontsize=8, loc="upper left")
+    machine = data.get("machine", {})
+    when = machine.get("date") or os.path.basename(os.path.normpath(result_dir))
+    fig.suptitle("mod_esmtp benchmark %s: medians of %s repeats; bars show min-max of the repeats"
+                 % (when, data.get("args", {}).get("repeat", "the")), fontsize=10)
+    fig.tight_layout()
+    path = os.path.join(result_dir, out_name)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: bench/chart RESULTS_DIR", file=sys.stderr)
+        return 2
+    print(draw(argv[0]))
+    return 0
