@@ -653,6 +653,7 @@ void Session::do_mail(std::string_view arg)
     // without closing.
     if (limiter_ && !limiter_->allow_message()) {
         log(log_session, "too much mail from " + conn_.client_address + ": " + limiter_->message_limit());
+        report(RejectCause::limits, "client message rate");
         reply(450, "4.7.1", "Error: too much mail from " + conn_.client_address);
         return;
     }
@@ -721,6 +722,7 @@ void Session::do_rcpt(std::string_view arg)
     // smtpd_client_recipient_rate_limit
     if (limiter_ && !limiter_->allow_recipient()) {
         log(log_session, "too many recipients from " + conn_.client_address + ": " + limiter_->recipient_limit());
+        report(RejectCause::limits, "client recipient rate");
         reply(450, "4.7.1", "Error: too many recipients from " + conn_.client_address);
         return;
     }

@@ -79,6 +79,7 @@ void refuse_client(conn_rec *c, const ServerConfig *cfg, const ConnectionInfo &c
                                               ci.client_address));
     }
     send_refusal(c, "421 4.7.0 " + sc.hostname + " Error: too many connections from " + ci.client_address + "\r\n");
+    status_connection_refused(cfg, c, RejectCause::limits, "too many connections from one client");
     // nothing the client sends is read: close at once, no lingering close
     c->aborted = 1;
 }

@@ -88,6 +88,8 @@ class StatusEventTest(StatusMixin, ServerTestCase):
         cls.vh = httpd.add_smtp("test", accept_domains=["localhost"], max_recipients=2)
         cls.early = httpd.add_smtp("test", accept_domains=["localhost"], extra=["ESMTPGreetingDelay 1"])
         cls.slow = httpd.add_smtp("test", accept_domains=["localhost"], timeouts={"command": 1})
+        cls.limited = httpd.add_smtp("test", accept_domains=["localhost"], extra=[
+            "ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 1", "ESMTPClientMessageRate 1/60"])
 
     def test_auto_keys(self):
         a = self.auto()
@@ -95,6 +97,21 @@ class StatusEventTest(StatusMixin, ServerTestCase):
             self.assertIn(k, a)
         # mod_status's own lines are still there
         self.assertIn("Total Accesses", fetch(self.httpd.http_port, "?auto"))
+
+    def test_per_client_limits_are_counted(self):
+        before = self.idle()
+        with self.greeted(self.limited.port) as c:
+            # a second session from the same address: 421
+            with RawClient(self.limited.port) as second:
+                self.assertEqual(second.reply()[0], 421)
+            # the message rate (1 a minute): the second MAIL gets 450
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
+            self.assertEqual(c.cmd("RSET")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 450)
+            c.cmd("QUIT")
+        after = self.idle()
+        self.assertEqual(after["ESMTPRejectsLimits"] - before["ESMTPRejectsLimits"], 2)
 
     def test_counters_match_what_was_sent(self):
         before = self.idle()
