@@ -114,6 +114,11 @@ class SessionView
     // write, a program it cannot run): written to httpd's error log at level
     // error, naming the client, and to the transaction log.
     virtual void error(std::string_view text) = 0;
+    // API 2.1: a milter quarantined the message (ESMTPMilter): the reason
+    // it gave, from eom() on; empty otherwise. The message also carries it
+    // in an X-Quarantine: header field. A handler that can hold mail
+    // apart should store it there.
+    virtual std::string_view quarantine_reason() const { return {}; }
 
   protected:
     ~SessionView() = default;

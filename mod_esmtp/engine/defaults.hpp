@@ -55,6 +55,10 @@ const char *extension_name(Extension e);
 unsigned extension_by_name(std::string_view name);
 
 class CommandTable;
+namespace milter
+{
+struct Config;
+}
 
 struct SessionConfig {
     std::string hostname = "localhost";
@@ -87,6 +91,9 @@ struct SessionConfig {
     // once when ESMTPHandler is read and shared by every session of the
     // server; null: built-in verbs only.
     std::shared_ptr<const CommandTable> commands;
+    // ESMTPMilter (milter/client.hpp): the milters, in order; null: none
+    // (then no spooling, no extra copy of the message).
+    std::shared_ptr<const milter::Config> milters;
 };
 
 } // namespace esmtp

@@ -161,6 +161,40 @@ const char *set_handler(cmd_parms *cmd, void *, int argc, char *const argv[])
     return nullptr;
 }
 
+apr_status_t destroy_milters(void *data)
+{
+    return guarded(
+        {"milter::Config cleanup"},
+        [data] {
+            delete static_cast<milter::Config *>(data);
+            return APR_SUCCESS;
+        },
+        [](const char *) { return APR_SUCCESS; });
+}
+
+const char *add_milter(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    milter::Spec spec;
+    std::string error;
+    if (!milter::parse_spec(std::vector<std::string>(argv, argv + argc), spec, error))
+        return apr_pstrcat(cmd->pool, "ESMTPMilter: ", error.c_str(), nullptr);
+    ServerConfig *cfg = server_config(cmd->server);
+    if (!cfg->milters) {
+        cfg->milters = new milter::Config;
+        apr_pool_cleanup_register(cmd->pool, cfg->milters, destroy_milters, apr_pool_cleanup_null);
+    }
+    cfg->milters->milters.push_back(std::move(spec));
+    return nullptr;
+}
+
+const char *set_milter_spool_dir(cmd_parms *cmd, void *, const char *arg)
+{
+    if (!*arg)
+        return "ESMTPMilterSpoolDir: needs a directory";
+    server_config(cmd->server)->milter_spool_dir = ap_server_root_relative(cmd->pool, arg);
+    return nullptr;
+}
+
 const char *set_hostname(cmd_parms *cmd, void *, const char *arg)
 {
     if (!*arg || std::string_view(arg).find_first_of(" \t\r\n") != std::string_view::npos)
@@ -402,6 +436,11 @@ const command_rec directives[] = {
                   "Slowest accepted DATA/BDAT transfer in octets per second (0: off)"),
     AP_INIT_TAKE1("ESMTPLogFileName", reinterpret_cast<cmd_func>(take1<set_log_file_name>), nullptr, RSRC_CONF,
                   "Transaction log file (relative to ServerRoot/logs) or |piped command"),
+    AP_INIT_TAKE_ARGV("ESMTPMilter", reinterpret_cast<cmd_func>(take_argv<add_milter>), nullptr, RSRC_CONF,
+                      "A milter: inet:HOST:PORT|inet6:[ADDR]:PORT|unix:/PATH [connect_timeout=S] "
+                      "[command_timeout=S] [content_timeout=S] [default_action=accept|reject|tempfail]; repeatable"),
+    AP_INIT_TAKE1("ESMTPMilterSpoolDir", reinterpret_cast<cmd_func>(take1<set_milter_spool_dir>), nullptr, RSRC_CONF,
+                  "Directory for the spool files of messages that go through milters (default $TMPDIR or /tmp)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 
@@ -459,6 +498,8 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->max_junk_commands = add->max_junk_commands != -1 ? add->max_junk_commands : base->max_junk_commands;
     cfg->greeting_delay_ms = add->greeting_delay_ms != -1 ? add->greeting_delay_ms : base->greeting_delay_ms;
     cfg->min_data_rate = add->min_data_rate != -1 ? add->min_data_rate : base->min_data_rate;
+    cfg->milters = add->milters ? add->milters : base->milters;
+    cfg->milter_spool_dir = add->milter_spool_dir ? add->milter_spool_dir : base->milter_spool_dir;
     return cfg;
 }
 
@@ -503,6 +544,12 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
         sc.greeting_delay_ms = static_cast<unsigned>(cfg->greeting_delay_ms);
     if (cfg->min_data_rate >= 0)
         sc.min_data_rate = static_cast<unsigned>(cfg->min_data_rate);
+    if (cfg->milters && !cfg->milters->milters.empty()) {
+        auto m = std::make_shared<milter::Config>(*cfg->milters);
+        if (cfg->milter_spool_dir)
+            m->spool_dir = cfg->milter_spool_dir;
+        sc.milters = std::move(m);
+    }
     // No open relay by default: the names of this (virtual) server.
     auto add_domain = [&sc](const char *d) {
         if (d && *d) {

@@ -3,6 +3,7 @@
 
 #include "httpd/mod_esmtp.hpp"
 #include "engine/session.hpp"
+#include "milter/client.hpp"
 #include <esmtp/provider.hpp>
 
 #include <apr_file_io.h>
@@ -39,6 +40,10 @@ struct ServerConfig {
     apr_int64_t max_junk_commands;
     apr_int64_t greeting_delay_ms;
     apr_int64_t min_data_rate;
+    // ESMTPMilter lines of this server, in order (owned by a pool cleanup);
+    // null: inherited. ESMTPMilterSpoolDir.
+    milter::Config *milters;
+    const char *milter_spool_dir;
     // The effective session settings, built once in post_config.
     const SessionConfig *session;
 };

@@ -1,6 +1,7 @@
 #include "httpd/hooks.hpp"
 
 #include "httpd/config.hpp"
+#include "milter/handler.hpp"
 #include "httpd/guard.hpp"
 #include "httpd/io.hpp"
 #include "httpd/parking.hpp"
@@ -103,6 +104,13 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
                       e.what());
     } catch (...) {
         ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, "esmtp: handler %s could not be created", cfg->handler_name);
+    }
+    if (handler && cfg->session->milters) {
+        try {
+            handler = milter::wrap(std::move(handler), cfg->session->milters);
+        } catch (...) {
+            handler.reset();
+        }
     }
     if (!handler) {
         send_refusal(c, "421 4.3.0 " + cfg->session->hostname + " Service temporarily unavailable\r\n");
