@@ -143,6 +143,7 @@ class View final : public SessionView
     std::uint64_t size = 0;        // modified size, or 0
     bool size_set = false;
     std::string quarantine;
+    std::string trace; // set when the sender changed
 
     std::string_view client_address() const override { return s->client_address(); }
     unsigned client_port() const override { return s->client_port(); }
@@ -155,7 +156,8 @@ class View final : public SessionView
     std::string_view protocol() const override { return s->protocol(); }
     const Envelope &envelope() const override { return env ? *env : s->envelope(); }
     std::string_view queue_id() const override { return s->queue_id(); }
-    std::string_view trace_headers() const override { return s->trace_headers(); }
+    // After a change of sender the Return-Path names the new one.
+    std::string_view trace_headers() const override { return trace.empty() ? s->trace_headers() : trace; }
     std::uint64_t message_size() const override { return size_set ? size : s->message_size(); }
     std::uint64_t max_message_size() const override { return s->max_message_size(); }
     void log(int level, std::string_view text) override { s->log(level, text); }
@@ -264,18 +266,19 @@ class MilterHandler final : public Handler
         return or_else(stage(s, kRcpt, m, pk), r);
     }
 
+    // The wrapped handler's data() waits for the end of the message: it
+    // then sees the envelope as the milters left it (a handler such as
+    // maildir picks its directories and writes Return-Path there).
     Reply data(SessionView &s) override
     {
         view_.s = &s;
-        Reply r = inner_->data(view_);
-        if (!r.empty() && r.code != 354)
-            return r;
         std::string pk;
         encode_simple(pk, cmd::data);
         Reply mr = stage(s, kData, {{"i", std::string(s.queue_id())}}, pk);
-        if (mr.empty() || mr.positive())
-            open_spool(s);
-        return mr.empty() || mr.positive() ? r : mr;
+        if (!mr.empty() && !mr.positive())
+            return mr;
+        open_spool(s);
+        return {};
     }
 
     void header(SessionView &, const HeaderField &f) override
@@ -690,6 +693,11 @@ class MilterHandler final : public Handler
                 }
                 env().sender = std::move(from);
                 env().mail_params = std::move(ps);
+                if (std::string_view t = s.trace_headers(); t.starts_with("Return-Path:")) {
+                    std::size_t eol = t.find("\r\n");
+                    view_.trace = "Return-Path: <" + env().sender.mailbox + ">" +
+                                  std::string(eol == std::string_view::npos ? std::string_view() : t.substr(eol));
+                }
                 break;
             }
             case K::quarantine:
@@ -755,6 +763,8 @@ class MilterHandler final : public Handler
             inner_->abort(view_);
             return Reply(250, "Ok: queued as " + std::string(s.queue_id()), "2.0.0");
         }
+        if (Reply r = inner_->data(view_); !r.empty() && r.code != 354)
+            return r.positive() ? Reply(451, "Internal error; try again later", "4.3.0") : r;
         std::uint64_t size = 0;
         for (const Field &f : headers_) {
             std::string raw = f.raw.empty() ? f.name + ":" + to_crlf(f.value) + "\r\n" : f.raw;
@@ -829,6 +839,7 @@ class MilterHandler final : public Handler
         view_.env = nullptr;
         view_.size_set = false;
         view_.quarantine.clear();
+        view_.trace.clear();
     }
 
     // The transaction is over: ABORT to the filters still in it (when

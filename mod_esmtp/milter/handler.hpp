@@ -7,13 +7,15 @@
 // validation (replies.hpp) checks what comes back, and the abort() rule
 // holds for the wrapped handler.
 //
-// Order, as Postfix runs its restrictions before its milters: at each
-// command the wrapped handler is asked first and the milters only when it
-// accepted; the first milter that refuses decides. At DATA the content is
-// spooled (headers in memory, body in an unlinked temporary file), not
-// given to the wrapped handler; at the end of the message it goes to each
-// milter, their modifications are applied in milter order, and then the
-// wrapped handler receives the modified message and envelope and decides.
+// Order, as Postfix runs its restrictions before its milters: at CONNECT,
+// HELO/EHLO, MAIL and RCPT the wrapped handler is asked first and the
+// milters only when it accepted; the first milter that refuses decides. At
+// DATA only the milters are asked and the content is spooled (headers in
+// memory, body in an unlinked temporary file in ESMTPMilterSpoolDir); at
+// the end of the message the content goes to each milter, their
+// modifications are applied in milter order, and then the wrapped handler
+// gets data(), the modified message and eom(), seeing the modified
+// envelope (and Return-Path) throughout.
 #pragma once
 
 #include "milter/client.hpp"

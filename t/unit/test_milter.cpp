@@ -451,6 +451,8 @@ class MilterTest : public CppUnit::TestFixture
                                          "X-Added: yes\r\n\r\nnew body\r\nsecond line\r\n"),
                              h.rec->content);
         CPPUNIT_ASSERT(h.log.has("quarantine: looks odd"));
+        CPPUNIT_ASSERT_MESSAGE(h.rec->trace_at_eom,
+                               h.rec->trace_at_eom.starts_with("Return-Path: <new@example.net>\r\n"));
         CPPUNIT_ASSERT_EQUAL(0, h.rec->aborts);
     }
 
