@@ -249,7 +249,7 @@ class MilterHandler final : public Handler
             // the wrapped handler accepted the transaction the session now
             // refuses: the abort() rule
             inner_->abort(view_);
-            end_tx(false);
+            end_tx(true); // the filters that took MAIL hear of its end
         }
         return mr.empty() ? r : mr;
     }
@@ -290,13 +290,14 @@ class MilterHandler final : public Handler
         headers_.push_back(Field{std::string(f.name), std::string(v), std::string(f.raw)});
     }
     void eoh(SessionView &, std::string_view raw) override { eoh_raw_.assign(raw); }
-    void body(SessionView &, std::string_view chunk) override
+    void body(SessionView &s, std::string_view chunk) override
     {
         if (spool_failed_)
             return;
         if (!body_ || !write_all(body_.get(), chunk)) {
             spool_failed_ = true;
-            spool_error_ = body_ ? std::string("cannot write the spool file: ") + std::strerror(errno) : spool_error_;
+            if (body_) // (a spool that could not be created was logged then)
+                s.error(std::string("milter: cannot write the spool file: ") + std::strerror(errno));
             return;
         }
         body_size_ += chunk.size();
@@ -305,10 +306,8 @@ class MilterHandler final : public Handler
     Reply eom(SessionView &s) override
     {
         view_.s = &s;
-        if (spool_failed_) {
-            s.error("milter: " + spool_error_);
+        if (spool_failed_)
             return Reply(451, "Local error in processing; try again later", "4.3.0");
-        }
         std::vector<std::vector<Response>> mods(peers_.size());
         Reply verdict;
         for (std::size_t i = 0; i < peers_.size() && verdict.empty(); ++i)
@@ -807,8 +806,7 @@ class MilterHandler final : public Handler
         std::string tmpl = dir + "/esmtp-milter-XXXXXX";
         int fd = ::mkstemp(tmpl.data());
         if (fd < 0) {
-            spool_error_ = "cannot create a spool file in " + dir + ": " + std::strerror(errno);
-            s.error("milter: " + spool_error_);
+            s.error("milter: cannot create a spool file in " + dir + ": " + std::strerror(errno));
             return Fd();
         }
         // unlinked at once: nothing is left behind, whatever path the session takes
@@ -832,7 +830,6 @@ class MilterHandler final : public Handler
         body_size_ = 0;
         body_cr_ = false;
         spool_failed_ = false;
-        spool_error_.clear();
         discard_ = false;
         discarded_by_.clear();
         env_.reset();
@@ -883,7 +880,6 @@ class MilterHandler final : public Handler
     std::uint64_t max_size_ = 0;
     bool body_cr_ = false;
     bool spool_failed_ = false;
-    std::string spool_error_;
     bool discard_ = false;
     std::string discarded_by_;
     std::unique_ptr<Envelope> env_;

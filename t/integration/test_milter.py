@@ -18,7 +18,7 @@ import threading
 import time
 import unittest
 
-from harness import RawClient, ServerTestCase, free_port, wait_for
+from harness import IS_ROOT, RUN_USER, Httpd, RawClient, ServerTestCase, free_port, wait_for
 
 PY = "/usr/bin/python3"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -429,6 +429,98 @@ class FailingMilterTest(ServerTestCase):
 
     def test_close_mid_message(self):
         self.check("close", "eom")
+
+
+class MilterConfigTest(unittest.TestCase):
+    def test_bad_directives_fail_config_test(self):
+        for line, words in (("ESMTPMilter", "needs a socket"),
+                            ("ESMTPMilter 127.0.0.1:8891", "expected inet:"),
+                            ("ESMTPMilter inet:127.0.0.1:0", "port"),
+                            ("ESMTPMilter inet:[::1]:8891", "inet6:"),
+                            ("ESMTPMilter unix:relative.sock", "absolute"),
+                            ("ESMTPMilter inet:127.0.0.1:8891 default_action=maybe", "default_action"),
+                            ("ESMTPMilter inet:127.0.0.1:8891 command_timeout=0", "command_timeout"),
+                            ("ESMTPMilter inet:127.0.0.1:8891 colour=blue", "unknown option")):
+            with self.subTest(line=line):
+                httpd = Httpd()
+                try:
+                    httpd.add_smtp("discard", extra=[line])
+                    rc, out = httpd.config_test()
+                    self.assertNotEqual(rc, 0, "accepted %r:\n%s" % (line, out))
+                    self.assertIn("ESMTPMilter: ", out)
+                    self.assertIn(words, out)
+                finally:
+                    httpd.cleanup()
+
+    def test_good_directives_pass(self):
+        httpd = Httpd()
+        try:
+            httpd.add_smtp("discard", extra=[
+                "ESMTPMilter inet:127.0.0.1:8891",
+                "ESMTPMilter inet6:[::1]:8892 connect_timeout=5 command_timeout=10 content_timeout=60 "
+                "default_action=accept",
+                "ESMTPMilter unix:/run/milter.sock default_action=reject",
+                "ESMTPMilterSpoolDir spool"])
+            rc, out = httpd.config_test()
+            self.assertEqual(rc, 0, out)
+        finally:
+            httpd.cleanup()
+
+
+class MilterInheritanceTest(ServerTestCase):
+    """The main server's ESMTPMilter list is inherited by a virtual host that
+    sets none, and replaced by one that sets its own; ESMTPMilterSpoolDir is
+    where the message waits (and nothing is left there)."""
+
+    allowed_log = (r"\[esmtp:error\].*milter inet:127\.0\.0\.1:\d+: ",
+                   r"\[esmtp:error\].*milter: cannot create a spool file in ")
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.down = free_port()
+        cls.filter = BadFilter("none")
+        cls.filter.start()
+        httpd.main_extra = list(httpd.main_extra) + [
+            "ESMTPMilter inet:127.0.0.1:%d default_action=reject connect_timeout=2" % cls.down]
+        cls.inherits = httpd.add_smtp("maildir", accept_domains=["*"])
+        cls.spool = os.path.join(httpd.root, "spool")
+        os.makedirs(cls.spool)
+        if IS_ROOT:
+            shutil.chown(cls.spool, RUN_USER)
+        cls.own = httpd.add_smtp("maildir", accept_domains=["*"], extra=[
+            "ESMTPMilter inet:127.0.0.1:%d" % cls.filter.port, "ESMTPMilterSpoolDir %s" % cls.spool])
+        cls.nospool = httpd.add_smtp("maildir", accept_domains=["*"], extra=[
+            "ESMTPMilter inet:127.0.0.1:%d" % cls.filter.port,
+            "ESMTPMilterSpoolDir %s" % os.path.join(httpd.root, "no-such-dir")])
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.filter.stop()
+
+    def test_inherited(self):
+        with RawClient(self.inherits.port) as c:
+            self.assertEqual(c.reply(), (554, ["554 Access denied"]))  # greetings carry no enhanced code
+
+    def test_own_list_and_spool(self):
+        body = b"".join(b"line %06d of a body bigger than a socket buffer\r\n" % i for i in range(5000))
+        before = len(self.own.maildir_files())
+        with smtplib.SMTP("127.0.0.1", self.own.port, timeout=30) as s:
+            s.sendmail("a@example.net", ["b@smtp.test"], b"Subject: spooled\r\n\r\n" + body)
+        self.assertTrue(delivered(self.own, before).endswith(body))
+        self.assertEqual(os.listdir(self.spool), [])
+
+    def test_unusable_spool_dir(self):
+        with smtplib.SMTP("127.0.0.1", self.nospool.port, timeout=30) as s:
+            s.ehlo()
+            s.mail("a@example.net")
+            s.rcpt("b@smtp.test")
+            code, text = s.data(b"Subject: nowhere\r\n\r\nbody\r\n")
+        self.assertEqual(code, 451, text)
+        self.assertTrue(text.startswith(b"4.3.0 "), text)
+        self.assertEqual(self.nospool.maildir_files(), [])
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@
 
 #include <cppunit/extensions/HelperMacros.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <chrono>
@@ -227,6 +228,14 @@ class MilterTest : public CppUnit::TestFixture
     CPPUNIT_TEST(stalled_milter_times_out);
     CPPUNIT_TEST(garbage_gets_default_action);
     CPPUNIT_TEST(close_mid_message_gets_default_action);
+    CPPUNIT_TEST(unknown_and_abort_reach_the_filter);
+    CPPUNIT_TEST(milters_in_order);
+    CPPUNIT_TEST(shutdown_closes_the_session);
+    CPPUNIT_TEST(bdat_goes_through_milters);
+    CPPUNIT_TEST(skipped_and_unanswered_steps);
+    CPPUNIT_TEST(unnegotiated_modification_is_an_error);
+    CPPUNIT_TEST(spool_dir_unusable);
+    CPPUNIT_TEST(change_header_index_and_append);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -579,6 +588,170 @@ class MilterTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.7.1 Service unavailable") != std::string::npos);
         CPPUNIT_ASSERT(!h.rec->saw("eom"));
         CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+    }
+
+    void unknown_and_abort_reach_the_filter()
+    {
+        FakeMilter m;
+        m.script = [](char c, const std::string &) {
+            return c == 'U' ? pkt('y', cstr("502 5.5.1 not here")) : pkt('c');
+        };
+        m.run();
+        Harness h;
+        use_milter(h, config_for(m.path));
+        h.start();
+        h.send("EHLO c\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("502 5.5.1 not here\r\n"), h.send("FROB x\r\n"));
+        h.send("MAIL FROM:<s@example.net>\r\n");
+        h.send("RSET\r\n");
+        h.send("QUIT\r\n");
+        h.session.reset();
+        CPPUNIT_ASSERT_EQUAL(std::string("ODCHUDMAQ"), m.commands());
+        CPPUNIT_ASSERT_EQUAL(cstr("FROB x"), m.data_of('U'));
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+    }
+
+    void milters_in_order()
+    {
+        // both see the message; modifications apply in order; the first
+        // refusal decides and the later filter is not asked
+        FakeMilter a, b;
+        a.script = [](char c, const std::string &d) {
+            if (c == 'R' && d.find("no@") != std::string::npos)
+                return pkt('r');
+            return c == 'E' ? pkt('h', cstr("X-One") + cstr("1")) + pkt('c') : pkt('c');
+        };
+        b.script = [](char c, const std::string &) {
+            return c == 'E' ? pkt('h', cstr("X-Two") + cstr("2")) + pkt('c') : pkt('c');
+        };
+        a.run();
+        b.run();
+        auto cfg = config_for(a.path);
+        cfg->milters.push_back(config_for(b.path)->milters[0]);
+        Harness h;
+        use_milter(h, cfg);
+        h.start();
+        std::string out = deliver(h, "RCPT TO:<no@example.org>\r\nRCPT TO:<a@example.org>\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued") != std::string::npos);
+        CPPUNIT_ASSERT(h.rec->content.find("X-One: 1\r\nX-Two: 2\r\n") != std::string::npos);
+        std::string bc = b.commands();
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), std::size_t(std::count(bc.begin(), bc.end(), 'R')));
+        CPPUNIT_ASSERT_EQUAL(cstr("<a@example.org>"), b.data_of('R'));
+    }
+
+    void shutdown_closes_the_session()
+    {
+        FakeMilter m;
+        m.script = [](char c, const std::string &) { return c == 'M' ? pkt('4') : pkt('c'); };
+        m.run();
+        Harness h;
+        use_milter(h, config_for(m.path));
+        h.start();
+        h.send("EHLO c\r\n");
+        std::string out = h.send("MAIL FROM:<s@example.net>\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, out.starts_with("421 4.7.0 "));
+        CPPUNIT_ASSERT(h.session->closing());
+    }
+
+    void bdat_goes_through_milters()
+    {
+        FakeMilter m;
+        m.script = [](char c, const std::string &) {
+            return c == 'E' ? pkt('h', cstr("X-Bdat") + cstr("seen")) + pkt('c') : pkt('c');
+        };
+        m.run();
+        Harness h;
+        use_milter(h, config_for(m.path));
+        h.start();
+        h.send("EHLO c\r\n");
+        h.send("MAIL FROM:<s@example.net>\r\n");
+        h.send("RCPT TO:<a@example.org>\r\n");
+        std::string part1 = "Subject: b\r\n\r\nfirst ";
+        std::string part2 = "second\r\n";
+        h.send("BDAT " + std::to_string(part1.size()) + "\r\n" + part1);
+        std::string out = h.send("BDAT " + std::to_string(part2.size()) + " LAST\r\n" + part2);
+        CPPUNIT_ASSERT_MESSAGE(out, out.starts_with("250 2.0.0 Ok: queued"));
+        CPPUNIT_ASSERT_EQUAL(std::string("Subject: b\r\nX-Bdat: seen\r\n\r\nfirst second\r\n"), h.rec->content);
+        CPPUNIT_ASSERT_EQUAL(std::string("first second\r\n"), m.data_of('B'));
+    }
+
+    void skipped_and_unanswered_steps()
+    {
+        FakeMilter m;
+        m.steps = p_nohelo | p_nr_rcpt | p_nohdrs | p_nr_body | p_noeoh;
+        std::atomic<int> answered_rcpt{0};
+        m.script = [&](char c, const std::string &) {
+            if (c == 'R') {
+                ++answered_rcpt;
+                return std::string(); // no reply: none is expected
+            }
+            if (c == 'B')
+                return std::string();
+            return pkt('c');
+        };
+        m.run();
+        Harness h;
+        use_milter(h, config_for(m.path));
+        h.start();
+        std::string out = deliver(h);
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued") != std::string::npos);
+        h.send("QUIT\r\n");
+        h.session.reset();
+        CPPUNIT_ASSERT_EQUAL(std::string("ODCDMDRDTBDEQ"), m.commands());
+        CPPUNIT_ASSERT_EQUAL(1, answered_rcpt.load());
+    }
+
+    void unnegotiated_modification_is_an_error()
+    {
+        FakeMilter m;
+        m.actions = act_addhdrs; // not CHGBODY
+        m.script = [](char c, const std::string &) { return c == 'E' ? pkt('b', "x\r\n") + pkt('c') : pkt('c'); };
+        m.run();
+        Harness h;
+        use_milter(h, config_for(m.path));
+        h.start();
+        std::string out = deliver(h);
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.7.1") != std::string::npos);
+        CPPUNIT_ASSERT(h.log.errors.at(0).find("REPLBODY without negotiating it") != std::string::npos);
+    }
+
+    void spool_dir_unusable()
+    {
+        FakeMilter m;
+        m.run();
+        auto cfg = config_for(m.path);
+        cfg->spool_dir = "/nonexistent/esmtp-spool";
+        Harness h;
+        use_milter(h, cfg);
+        h.start();
+        std::string out = deliver(h);
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.3.0") != std::string::npos);
+        CPPUNIT_ASSERT(!h.rec->saw("eom"));
+        CPPUNIT_ASSERT(!h.log.errors.empty());
+        CPPUNIT_ASSERT(h.log.errors.at(0).find("/nonexistent/esmtp-spool") != std::string::npos);
+    }
+
+    void change_header_index_and_append()
+    {
+        FakeMilter m;
+        m.script = [](char c, const std::string &) {
+            if (c != 'E')
+                return pkt('c');
+            // the 2nd "x-d" (case-insensitive), and one past the last: added
+            return pkt('m', u32(2) + cstr("x-d") + cstr("second")) + pkt('m', u32(5) + cstr("X-New") + cstr("n")) +
+                   pkt('c');
+        };
+        m.run();
+        Harness h;
+        use_milter(h, config_for(m.path));
+        h.start();
+        h.send("EHLO c\r\n");
+        h.send("MAIL FROM:<s@example.net>\r\n");
+        h.send("RCPT TO:<a@example.org>\r\n");
+        h.send("DATA\r\n");
+        std::string out = h.send(test::data_section("X-D: 1\r\nX-D: 2\r\nX-D: 3\r\n\r\nb\r\n"));
+        CPPUNIT_ASSERT_MESSAGE(out, out.starts_with("250 "));
+        CPPUNIT_ASSERT_EQUAL(std::string("X-D: 1\r\nX-D: second\r\nX-D: 3\r\nX-New: n\r\n\r\nb\r\n"), h.rec->content);
     }
 };
 
