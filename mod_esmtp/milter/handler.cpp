@@ -3,6 +3,7 @@
 #include "engine/address.hpp"
 
 #include <cerrno>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fcntl.h>
@@ -60,6 +61,13 @@ std::uint32_t needed_action(Response::Kind k)
     default:
         return 0;
     }
+}
+
+std::string hex(std::uint32_t v)
+{
+    char buf[16];
+    std::snprintf(buf, sizeof buf, "0x%x", v);
+    return buf;
 }
 
 // LF not preceded by CR becomes CRLF (filters fold with "\n\t").
@@ -196,7 +204,10 @@ class MilterHandler final : public Handler
                 Reply d = failed(s, *p, kConnect);
                 if (!d.empty())
                     return d;
+                continue;
             }
+            s.log(log_events, "milter " + p->name() + ": negotiated actions " + hex(p->client.actions()) + " steps " +
+                                  hex(p->client.steps()));
         }
         char family = s.client_address().find(':') != std::string_view::npos ? '6' : '4';
         Macros m{{"j", std::string(s.hostname())},

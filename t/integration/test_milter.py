@@ -141,6 +141,11 @@ class OpendkimTest(ServerTestCase):
         self.assertTrue(lines)
         self.assertTrue(any("milter inet:127.0.0.1:%d: verdict" % self.dkim_port in l for l in lines))
         self.assertTrue(any("milter inet:127.0.0.1:%d: EOB" % self.dkim_port in l for l in self.vh.log_lines()))
+        # opendkim asks for the header values as they are (SMFIP_HDR_LEADSPC)
+        steps = [int(m.group(1), 16) for l in self.vh.log_lines()
+                 for m in [re.search(r"negotiated actions 0x[0-9a-f]+ steps (0x[0-9a-f]+)", l)] if m]
+        self.assertTrue(steps)
+        self.assertTrue(steps[-1] & 0x100000, hex(steps[-1]))
 
 
 # ---------------------------------------------------------------- python3-milter
