@@ -814,13 +814,18 @@ class MilterHandler final : public Handler
             const char *t = std::getenv("TMPDIR");
             dir = t && *t ? t : "/tmp";
         }
+        // O_TMPFILE: a file without a name, gone with its descriptor on
+        // every path (and one system call); mkstemp + unlink where the file
+        // system cannot do it
+        int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+        if (fd >= 0)
+            return Fd(fd);
         std::string tmpl = dir + "/esmtp-milter-XXXXXX";
-        int fd = ::mkstemp(tmpl.data());
+        fd = ::mkstemp(tmpl.data());
         if (fd < 0) {
             s.error("milter: cannot create a spool file in " + dir + ": " + std::strerror(errno));
             return Fd();
         }
-        // unlinked at once: nothing is left behind, whatever path the session takes
         ::unlink(tmpl.c_str());
         ::fcntl(fd, F_SETFD, FD_CLOEXEC);
         return Fd(fd);
