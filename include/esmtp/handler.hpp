@@ -119,6 +119,10 @@ class SessionView
     // in an X-Quarantine: header field. A handler that can hold mail
     // apart should store it there.
     virtual std::string_view quarantine_reason() const { return {}; }
+    // API 2.1: the TLS protocol ("TLSv1.3") and cipher of a session over
+    // TLS, as mod_ssl names them; empty without TLS.
+    virtual std::string_view tls_version() const { return {}; }
+    virtual std::string_view tls_cipher() const { return {}; }
 
   protected:
     ~SessionView() = default;

@@ -95,6 +95,12 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
     // After a successful AP_MODE_INIT read on an SSLEngine vhost the
     // handshake is done (before it, mod_ssl already answers true).
     ci.tls = ap_ssl_conn_is_ssl(c) != 0;
+    if (ci.tls) { // for the milters' {tls_version} and {cipher}
+        if (const char *v = ap_ssl_var_lookup(c->pool, s, c, nullptr, "SSL_PROTOCOL"))
+            ci.tls_version = v;
+        if (const char *v = ap_ssl_var_lookup(c->pool, s, c, nullptr, "SSL_CIPHER"))
+            ci.tls_cipher = v;
+    }
 
     std::unique_ptr<Handler> handler;
     try {

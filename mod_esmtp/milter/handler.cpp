@@ -171,6 +171,8 @@ class View final : public SessionView
     void log(int level, std::string_view text) override { s->log(level, text); }
     void error(std::string_view text) override { s->error(text); }
     std::string_view quarantine_reason() const override { return quarantine; }
+    std::string_view tls_version() const override { return s->tls_version(); }
+    std::string_view tls_cipher() const override { return s->tls_cipher(); }
 };
 
 struct Peer {
@@ -407,7 +409,10 @@ class MilterHandler final : public Handler
     {
         std::string pk;
         encode_helo(pk, domain);
-        return stage(s, kHelo, {}, pk);
+        Macros m;
+        if (!s.tls_version().empty())
+            m = {{"{tls_version}", std::string(s.tls_version())}, {"{cipher}", std::string(s.tls_cipher())}};
+        return stage(s, kHelo, m, pk);
     }
 
     // The reply for a filter's verdict at a stage; empty to go on.

@@ -43,6 +43,7 @@ class Filter(Milter.Base):
 
     def hello(self, name):
         self.helo = name
+        self._macros(["{tls_version}", "{cipher}"])
         return Milter.CONTINUE
 
     def envfrom(self, f, *args):

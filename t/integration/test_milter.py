@@ -18,7 +18,9 @@ import threading
 import time
 import unittest
 
-from harness import IS_ROOT, RUN_USER, Httpd, RawClient, ServerTestCase, free_port, wait_for
+from harness import IS_ROOT, MODULESDIR, RUN_USER, Httpd, RawClient, ServerTestCase, free_port, wait_for
+
+MOD_SSL = os.path.join(MODULESDIR, "mod_ssl.so")
 
 PY = "/usr/bin/python3"
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -164,6 +166,18 @@ class PyMilterTest(ServerTestCase):
         m = "ESMTPMilter inet:127.0.0.1:%d content_timeout=2" % cls.port
         cls.vh = httpd.add_smtp("maildir", accept_domains=["*"], log_file="py.log", log_level=1, extra=[m])
         cls.tvh = httpd.add_smtp("test", accept_domains=["*"], extra=[m])
+        cls.tls = None
+        if os.path.exists(MOD_SSL) and shutil.which("openssl"):
+            cert = os.path.join(httpd.root, "conf", "cert.pem")
+            key = os.path.join(httpd.root, "conf", "key.pem")
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                            "-keyout", key, "-out", cert, "-days", "2"],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+            httpd.main_extra += ["LoadModule socache_shmcb_module %s" % os.path.join(MODULESDIR, "mod_socache_shmcb.so"),
+                                 "LoadModule ssl_module %s" % MOD_SSL, "SSLSessionCache none",
+                                 "SSLRandomSeed startup builtin"]
+            cls.tls = httpd.add_smtp("maildir", accept_domains=["*"], extra=[
+                m, "SSLEngine on", "SSLCertificateFile %s" % cert, "SSLCertificateKeyFile %s" % key])
 
     @classmethod
     def tearDownClass(cls):
@@ -220,6 +234,27 @@ class PyMilterTest(ServerTestCase):
         self.assertIn(["X-Tight", "tight"], r["headers"])
         self.assertIn(["X-Folded", "one\n\ttwo"], r["headers"])
         self.assertEqual(r["body"], "body line\r\n")
+
+    def test_tls_macros(self):
+        if self.tls is None:
+            self.skipTest("mod_ssl or openssl missing")
+        import ssl
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        with smtplib.SMTP_SSL("127.0.0.1", self.tls.port, context=ctx, timeout=60) as s:
+            s.ehlo("tls.example")
+            s.mail("sender@example.net")
+            s.rcpt("bob@smtp.test")
+            code, text = s.data(b"From: a@example.net\r\nSubject: report\r\n\r\nover TLS\r\n")
+            version, cipher = s.sock.version(), s.sock.cipher()[0]
+        self.assertEqual(code, 250, text)
+        m = self.reports()[-1]["macros"]
+        self.assertEqual(m.get("{tls_version}"), version)
+        self.assertEqual(m.get("{cipher}"), cipher)
+        # and none without TLS
+        self.send(self.vh, "report")
+        self.assertNotIn("{tls_version}", self.reports()[-1]["macros"])
 
     def test_every_modification(self):
         before = len(self.vh.maildir_files())

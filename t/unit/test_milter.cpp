@@ -236,6 +236,7 @@ class MilterTest : public CppUnit::TestFixture
     CPPUNIT_TEST(unnegotiated_modification_is_an_error);
     CPPUNIT_TEST(spool_dir_unusable);
     CPPUNIT_TEST(change_header_index_and_append);
+    CPPUNIT_TEST(tls_macros_at_helo);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -752,6 +753,25 @@ class MilterTest : public CppUnit::TestFixture
         std::string out = h.send(test::data_section("X-D: 1\r\nX-D: 2\r\nX-D: 3\r\n\r\nb\r\n"));
         CPPUNIT_ASSERT_MESSAGE(out, out.starts_with("250 "));
         CPPUNIT_ASSERT_EQUAL(std::string("X-D: 1\r\nX-D: second\r\nX-D: 3\r\nX-New: n\r\n\r\nb\r\n"), h.rec->content);
+    }
+
+    void tls_macros_at_helo()
+    {
+        FakeMilter m;
+        m.run();
+        Harness h;
+        h.conn.tls = true;
+        h.conn.tls_version = "TLSv1.3";
+        h.conn.tls_cipher = "TLS_AES_256_GCM_SHA384";
+        use_milter(h, config_for(m.path));
+        h.start();
+        h.send("EHLO c\r\n");
+        h.send("QUIT\r\n");
+        h.session.reset();
+        CPPUNIT_ASSERT_EQUAL(std::string("ODCDHQ"), m.commands());
+        CPPUNIT_ASSERT_EQUAL(std::string("H") + cstr("{tls_version}") + cstr("TLSv1.3") + cstr("{cipher}") +
+                                 cstr("TLS_AES_256_GCM_SHA384"),
+                             m.data_of('D', 1));
     }
 };
 
