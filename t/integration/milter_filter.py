@@ -9,7 +9,7 @@ RCPT local part: reject -> REJECT, tempfail -> TEMPFAIL, multiline ->
 REPLYCODE with a three-line text, accept -> ACCEPT (no more filtering of
 the message), discard -> DISCARD.
 Subject (at end of message): "modify" -> every modification, "discard" ->
-DISCARD, "eomreject" -> REPLYCODE at end of message, "slow" -> four
+DISCARD, "eomreject" -> REPLYCODE at end of message, "slow" -> five
 PROGRESS one second apart, then CONTINUE, "skip" -> SKIP at the first body
 chunk, "report" -> a header X-Report with the macros and headers the filter
 saw. Every end of message appends one line of JSON to REPORTFILE.
@@ -98,7 +98,7 @@ class Filter(Milter.Base):
             self.setreply("554", "5.7.1", "rejected at end of message by the filter")
             return Milter.REJECT
         if "slow" in s:
-            for _ in range(4):
+            for _ in range(5):
                 time.sleep(1.0)
                 self.progress()
         if "modify" in s:

@@ -163,7 +163,7 @@ class PyMilterTest(ServerTestCase):
                                      "inet:%d@127.0.0.1" % cls.port, cls.report],
                                     stdout=cls.out, stderr=subprocess.STDOUT)
         wait_port(cls.port)
-        m = "ESMTPMilter inet:127.0.0.1:%d content_timeout=2" % cls.port
+        m = "ESMTPMilter inet:127.0.0.1:%d content_timeout=3" % cls.port
         cls.vh = httpd.add_smtp("maildir", accept_domains=["*"], log_file="py.log", log_level=1, extra=[m])
         cls.tvh = httpd.add_smtp("test", accept_domains=["*"], extra=[m])
         cls.tls = None
@@ -312,12 +312,12 @@ class PyMilterTest(ServerTestCase):
         self.assertEqual(len(self.reports()), n)
 
     def test_progress_keeps_a_slow_filter_alive(self):
-        # 4 s of work with PROGRESS every second against content_timeout=2
+        # 5 s of work with PROGRESS every second against content_timeout=3
         before = len(self.vh.maildir_files())
         t0 = time.time()
         code, text = self.send(self.vh, "slow")
         self.assertEqual(code, 250, text)
-        self.assertGreater(time.time() - t0, 3.5)
+        self.assertGreater(time.time() - t0, 4.5)
         delivered(self.vh, before)
 
     def test_skip(self):

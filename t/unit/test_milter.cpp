@@ -151,8 +151,8 @@ class FakeMilter
                 else
                     out = pkt('c');
                 if (out == "PROGRESS") {
-                    for (int i = 0; i < 3; ++i) {
-                        std::this_thread::sleep_for(std::chrono::milliseconds(600));
+                    for (int i = 0; i < 4; ++i) {
+                        std::this_thread::sleep_for(std::chrono::milliseconds(800));
                         std::string pr = pkt('p');
                         if (::write(fd, pr.data(), pr.size()) < 0)
                             break;
@@ -513,17 +513,19 @@ class MilterTest : public CppUnit::TestFixture
 
     void progress_restarts_the_timeout()
     {
-        // 3 x 0.6 s with PROGRESS in between: more than the 1 s content
-        // timeout in all, but never 1 s without a word
+        // 4 x 0.8 s with PROGRESS in between: more than the 2 s content
+        // timeout in all, but never 2 s without a word
         FakeMilter m;
         m.script = [](char c, const std::string &) { return c == 'E' ? std::string("PROGRESS") : pkt('c'); };
         m.run();
         Harness h;
-        use_milter(h, config_for(m.path, "content_timeout=1"));
+        use_milter(h, config_for(m.path, "content_timeout=2"));
         h.start();
+        auto t0 = std::chrono::steady_clock::now();
         std::string out = deliver(h);
         CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued") != std::string::npos);
         CPPUNIT_ASSERT(h.log.errors.empty());
+        CPPUNIT_ASSERT(std::chrono::steady_clock::now() - t0 > std::chrono::seconds(3));
     }
 
     void down_milter_gets_default_action()
