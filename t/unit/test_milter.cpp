@@ -92,6 +92,13 @@ class FakeMilter
     {
         th_ = std::thread([this] { serve(); });
     }
+    // Wait (at most 10 s) until the MTA side closed the connection and
+    // everything it sent was read.
+    void wait_closed()
+    {
+        for (int i = 0; i < 1000 && !done_; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     std::string commands()
     {
         std::lock_guard<std::mutex> g(mu);
@@ -118,6 +125,10 @@ class FakeMilter
         if (stop_)
             return;
         int fd = ::accept(lfd_, nullptr, nullptr);
+        struct Done {
+            std::atomic<bool> &d;
+            ~Done() { d = true; }
+        } done{done_};
         std::string buf;
         char tmp[65536];
         while (!stop_) {
@@ -172,6 +183,7 @@ class FakeMilter
 
     int lfd_ = -1;
     std::atomic<bool> stop_{false};
+    std::atomic<bool> done_{false};
     std::thread th_;
 };
 
@@ -376,6 +388,7 @@ class MilterTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as") != std::string::npos);
         h.send("QUIT\r\n");
         h.session.reset();
+        m.wait_closed();
         std::string cmds = m.commands();
         // OPTNEG, macros + CONNECT, HELO, MAIL, RCPT, DATA, headers, EOH, body, EOB, QUIT
         CPPUNIT_ASSERT_EQUAL(std::string("ODCHDMDRDTLLDNBDEQ"), cmds);
@@ -609,6 +622,7 @@ class MilterTest : public CppUnit::TestFixture
         h.send("RSET\r\n");
         h.send("QUIT\r\n");
         h.session.reset();
+        m.wait_closed();
         CPPUNIT_ASSERT_EQUAL(std::string("ODCHUDMAQ"), m.commands());
         CPPUNIT_ASSERT_EQUAL(cstr("FROB x"), m.data_of('U'));
         CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
@@ -700,6 +714,7 @@ class MilterTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued") != std::string::npos);
         h.send("QUIT\r\n");
         h.session.reset();
+        m.wait_closed();
         CPPUNIT_ASSERT_EQUAL(std::string("ODCDMDRDTBDEQ"), m.commands());
         CPPUNIT_ASSERT_EQUAL(1, answered_rcpt.load());
     }
@@ -770,6 +785,7 @@ class MilterTest : public CppUnit::TestFixture
         h.send("EHLO c\r\n");
         h.send("QUIT\r\n");
         h.session.reset();
+        m.wait_closed();
         CPPUNIT_ASSERT_EQUAL(std::string("ODCDHQ"), m.commands());
         CPPUNIT_ASSERT_EQUAL(std::string("H") + cstr("{tls_version}") + cstr("TLSv1.3") + cstr("{cipher}") +
                                  cstr("TLS_AES_256_GCM_SHA384"),
