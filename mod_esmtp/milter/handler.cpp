@@ -325,8 +325,8 @@ class MilterHandler final : public Handler
         Reply verdict;
         for (std::size_t i = 0; i < peers_.size() && verdict.empty(); ++i)
             verdict = message_to(s, *peers_[i], mods[i]);
-        for (auto &p : peers_)
-            p->in_tx = false;
+        // (a filter left before its end of body, after a refusal, gets
+        // ABORT from the abort() the session then calls)
         if (!verdict.empty() && !verdict.positive())
             return verdict; // the session calls abort(): the wrapped handler's too
         if (discard_) {
@@ -607,6 +607,7 @@ class MilterHandler final : public Handler
         encode_simple(out, cmd::eob);
         s.log(log_events, "milter " + p.name() + ": EOB");
         Response r;
+        p.in_tx = false; // its transaction ends here, whatever comes back
         if (!p.client.exchange(out, p.client.spec().content_timeout, r, &mods)) {
             mods.clear();
             return failed(s, p, kEob);

@@ -249,6 +249,7 @@ class MilterTest : public CppUnit::TestFixture
     CPPUNIT_TEST(spool_dir_unusable);
     CPPUNIT_TEST(change_header_index_and_append);
     CPPUNIT_TEST(tls_macros_at_helo);
+    CPPUNIT_TEST(refusal_at_end_aborts_later_filters);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -790,6 +791,28 @@ class MilterTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(std::string("H") + cstr("{tls_version}") + cstr("TLSv1.3") + cstr("{cipher}") +
                                  cstr("TLS_AES_256_GCM_SHA384"),
                              m.data_of('D', 1));
+    }
+
+    void refusal_at_end_aborts_later_filters()
+    {
+        FakeMilter a, b;
+        a.script = [](char c, const std::string &) { return c == 'E' ? pkt('t') : pkt('c'); };
+        a.run();
+        b.run();
+        auto cfg = config_for(a.path);
+        cfg->milters.push_back(config_for(b.path)->milters[0]);
+        Harness h;
+        use_milter(h, cfg);
+        h.start();
+        std::string out = deliver(h);
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.7.1 Service unavailable") != std::string::npos);
+        h.send("QUIT\r\n");
+        h.session.reset();
+        a.wait_closed();
+        b.wait_closed();
+        CPPUNIT_ASSERT_EQUAL(std::string("ODCHDMDRDTLLDNBDEQ"), a.commands());
+        CPPUNIT_ASSERT_EQUAL(std::string("ODCHDMDRDTAQ"), b.commands()); // no content, an ABORT
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
     }
 };
 
