@@ -330,6 +330,79 @@ class PyMilterTest(ServerTestCase):
         self.assertTrue(delivered(self.vh, before).endswith(body))
 
 
+# ---------------------------------------------------------------- rspamd
+
+RSPAMD = shutil.which("rspamd") or "/usr/bin/rspamd"
+GTUBE = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X"
+
+
+@unittest.skipUnless(os.path.exists(RSPAMD) and os.path.exists("/etc/rspamd/rspamd.conf"), "rspamd missing")
+class RspamdTest(ServerTestCase):
+    """rspamd's proxy worker in milter mode (Debian's rspamd, its stock
+    configuration with every writable path and every listener moved to the
+    test's directory and loopback ports, DNS pointed at a closed port; no
+    redis, no network): GTUBE is rejected, a plain message delivered."""
+
+    @classmethod
+    def configure(cls, httpd):
+        d = os.path.join(httpd.root, "rspamd")
+        local = os.path.join(d, "local")
+        for sub in ("override.d", "local.d", "db", "run", "log"):
+            os.makedirs(os.path.join(local if sub.endswith(".d") else d, sub))
+        cls.port = free_port()
+        normal, controller = free_port(), free_port()
+        files = {
+            "override.d/worker-proxy.inc": 'milter = yes;\ntimeout = 120s;\nbind_socket = "127.0.0.1:%d";\n'
+                                           'self_scan = yes;\ncount = 1;\n'
+                                           'upstream "local" { default = yes; hosts = "127.0.0.1:%d"; }\n'
+                                           % (cls.port, normal),
+            "override.d/worker-normal.inc": 'bind_socket = "127.0.0.1:%d";\ncount = 1;\n' % normal,
+            "override.d/worker-controller.inc": 'bind_socket = "127.0.0.1:%d";\ncount = 1;\n' % controller,
+            "override.d/logging.inc": 'type = "file";\nfilename = "%s/log/rspamd.log";\nlevel = "notice";\n' % d,
+            "local.d/options.inc": 'dns { nameserver = ["127.0.0.1:1"]; timeout = 0.1s; retransmits = 0; }\n',
+        }
+        for name, text in files.items():
+            with open(os.path.join(local, name), "w") as f:
+                f.write(text)
+        cmd = [RSPAMD, "-f", "-c", "/etc/rspamd/rspamd.conf", "--var", "LOCAL_CONFDIR=" + local,
+               "--var", "DBDIR=" + os.path.join(d, "db"), "--var", "RUNDIR=" + os.path.join(d, "run"),
+               "--var", "LOGDIR=" + os.path.join(d, "log")]
+        if IS_ROOT:
+            cmd[2:2] = ["-i", "-u", "root", "-g", "root"]
+        cls.out = open(os.path.join(d, "rspamd.out"), "w")
+        cls.proc = subprocess.Popen(cmd, stdout=cls.out, stderr=subprocess.STDOUT, start_new_session=True)
+        wait_port(cls.port, timeout=90)  # rspamd compiles its rules at start: seconds on a busy machine
+        cls.vh = httpd.add_smtp("maildir", accept_domains=["*"],
+                                extra=["ESMTPMilter inet:127.0.0.1:%d content_timeout=60" % cls.port])
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            stop(getattr(cls, "proc", None))
+            cls.out.close()
+
+    def send(self, body):
+        with smtplib.SMTP("127.0.0.1", self.vh.port, timeout=90) as s:
+            s.ehlo("client.example")
+            s.mail("alice@example.net")
+            s.rcpt("bob@smtp.test")
+            return s.data(b"From: alice@example.net\r\nTo: bob@smtp.test\r\nSubject: rspamd\r\n"
+                          b"Date: Tue, 1 Dec 2026 12:00:00 +0000\r\nMessage-ID: <rspamd-%d@example.net>\r\n\r\n"
+                          % int(time.time() * 1000) + body)
+
+    def test_gtube_rejected_ham_delivered(self):
+        code, text = self.send(b"This is the GTUBE test string:\r\n" + GTUBE + b"\r\n")
+        # rspamd's reject action, as its REPLYCODE says it
+        self.assertEqual((code, text), (554, b"5.7.1 Gtube pattern"))
+        self.assertEqual(self.vh.maildir_files(), [])
+        before = len(self.vh.maildir_files())
+        code, text = self.send(b"Hello Bob, a plain message.\r\n")
+        self.assertEqual(code, 250, text)
+        delivered(self.vh, before)
+
+
 # ---------------------------------------------------------------- filters that fail
 
 class BadFilter(threading.Thread):
