@@ -110,7 +110,7 @@ class Filter(Milter.Base):
             self.addrcpt("<added@smtp.test>")
             self.addrcpt("<addedpar@smtp.test>", "NOTIFY=NEVER")
             self.delrcpt("<modify@smtp.test>")
-            self.chgfrom("<newsender@example.net>")
+            self.chgfrom("<newsender@example.net>", "BODY=8BITMIME")
             self.quarantine("suspicious content")
         if "report" in s:
             self.addheader("X-Report", json.dumps({"macros": self.macros, "headers": self.headers}))

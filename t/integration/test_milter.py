@@ -282,7 +282,7 @@ class PyMilterTest(ServerTestCase):
         code, text = self.send(self.tvh, "modify", rcpts=("modify@smtp.test", "keep@smtp.test"))
         self.assertEqual(code, 250, text)
         events = wait_for(lambda: [e for e in self.tvh.event_lines() if e.startswith(("ENVELOPE", "QUARANTINE"))], 5)
-        self.assertIn("ENVELOPE <newsender@example.net> <keep@smtp.test><added@smtp.test>"
+        self.assertIn("ENVELOPE <newsender@example.net> BODY=8BITMIME <keep@smtp.test><added@smtp.test>"
                       "<addedpar@smtp.test> NOTIFY=NEVER", events)
         self.assertIn("QUARANTINE suspicious content", events)
 
