@@ -407,18 +407,30 @@ class RspamdTest(ServerTestCase):
 
 class BadFilter(threading.Thread):
     """Negotiates, then misbehaves at one command: "close" at the first body
-    chunk, "garbage" at MAIL, "stall" at RCPT (answers nothing)."""
+    chunk, "garbage" at MAIL, "stall" at RCPT (answers nothing), "stall-eob"
+    at end of body. "noaccept": listens with a full backlog and never
+    accepts, so that a connect() hangs (the kernel drops the SYN)."""
 
     def __init__(self, mode):
         super().__init__(daemon=True)
         self.mode = mode
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(16)
+        self.sock.listen(0 if mode == "noaccept" else 16)
         self.port = self.sock.getsockname()[1]
         self.stopping = False
+        self.fillers = []
+        if mode == "noaccept":
+            # the accept queue (backlog 0 holds one) is full: later SYNs are dropped
+            for _ in range(3):
+                c = socket.socket()
+                c.setblocking(False)
+                c.connect_ex(("127.0.0.1", self.port))
+                self.fillers.append(c)
 
     def run(self):
+        if self.mode == "noaccept":
+            return
         self.sock.settimeout(0.2)
         while not self.stopping:
             try:
@@ -451,7 +463,7 @@ class BadFilter(threading.Thread):
                         return
                     elif self.mode == "garbage" and cmd == b"M":
                         c.sendall(b"\x7f\xff\xff\xffgarbage")
-                    elif self.mode == "stall" and cmd == b"R":
+                    elif (self.mode == "stall" and cmd == b"R") or (self.mode == "stall-eob" and cmd == b"E"):
                         time.sleep(30)
                         return
                     else:
@@ -465,6 +477,8 @@ class BadFilter(threading.Thread):
         self.stopping = True
         self.join(5)
         self.sock.close()
+        for c in self.fillers:
+            c.close()
 
 
 ACTIONS = ("accept", "reject", "tempfail")
@@ -475,12 +489,12 @@ class FailingMilterTest(ServerTestCase):
 
     @classmethod
     def configure(cls, httpd):
-        cls.filters = {m: BadFilter(m) for m in ("close", "garbage", "stall")}
+        cls.filters = {m: BadFilter(m) for m in ("close", "garbage", "stall", "stall-eob", "noaccept")}
         for f in cls.filters.values():
             f.start()
         down = free_port()
         cls.vhs = {}
-        for mode in ("down", "close", "garbage", "stall"):
+        for mode in ("down", "close", "garbage", "stall", "stall-eob", "noaccept"):
             port = down if mode == "down" else cls.filters[mode].port
             for act in ACTIONS:
                 cls.vhs[mode, act] = httpd.add_smtp(
@@ -542,6 +556,15 @@ class FailingMilterTest(ServerTestCase):
 
     def test_close_mid_message(self):
         self.check("close", "eom")
+
+    def test_stall_past_content_timeout(self):
+        self.check("stall-eob", "eom")
+
+    def test_connect_timeout(self):
+        self.check("noaccept", "greeting")
+        port = self.filters["noaccept"].port
+        self.assertTrue(any("milter inet:127.0.0.1:%d: CONNECT: cannot connect: connect timed out" % port in l
+                            for l in self.httpd.log_lines()))
 
 
 class MilterConfigTest(unittest.TestCase):
