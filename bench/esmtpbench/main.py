@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 
-from . import loads, procstat, report
+from . import loads, procstat, report, servers
 from .servers import ModEsmtp, PostfixSmtpd, SmtpSink, harness, which
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -123,6 +123,7 @@ class Bench:
         self.notes = []
         self.started = []
         self.to_remove = []
+        self.milter = None  # Opendkim with --milter opendkim
 
     # ------------------------------------------------------------ helpers
 
@@ -247,15 +248,20 @@ class Bench:
     def make_servers(self, mode):
         wd = self.args.workdir
         servers = []
+        milter = self.milter
         for name in self.args.servers:
             if name == "mod_esmtp":
                 servers.append(ModEsmtp(wd, mode, log_level=self.args.esmtp_log_level,
                                         threads=self.args.threads, async_factor=self.args.async_factor,
-                                        extra=self.args.esmtp_directive))
-            elif name == "smtp-sink" and mode == "discard":
+                                        extra=list(self.args.esmtp_directive or ()) +
+                                        list(milter.esmtp_lines() if milter else ())))
+            elif name == "smtp-sink" and mode == "discard" and not milter:
                 servers.append(SmtpSink(wd))
             elif name == "postfix":
-                servers.append(PostfixSmtpd(wd, mode))
+                servers.append(PostfixSmtpd(wd, mode, extra_main=milter.postfix_lines() if milter else ()))
+        if milter:
+            for s in servers:
+                s.label += " + opendkim"
         return servers
 
     def record_config(self, mode, server):
@@ -383,6 +389,12 @@ class Bench:
                       info["mod_esmtp_sha256"][:12], info["argv"], self.args.repeat, t_total,
                       " QUICK MODE: tiny counts, smoke test only, figures are not meaningful." if self.args.quick
                       else ""))
+        if self.milter:
+            md.append("")
+            md.append("Milter shape: one opendkim (`Mode s`, 2048-bit RSA, signing for %s) on 127.0.0.1:%d in front "
+                      "of both servers (`ESMTPMilter` / `smtpd_milters`); every message is signed. The cost of the "
+                      "milter round trips per message is the difference from a run without `--milter`." % (
+                          servers.SENDER.split("@")[1], self.milter.port))
         md.append("")
         md.append("msgs/s and MB/s (payload, 10^6 bytes) are measured by the load generator's wall time; CPU is the "
                   "server's process tree (user+system) per message, including, for Postfix, the queue manager and "
@@ -475,6 +487,8 @@ def parse_args(argv):
     ap.add_argument("--out", default=None, help="results directory (default bench/results/YYYYmmdd-HHMMSS)")
     ap.add_argument("--module", default=None, help="mod_esmtp.so to measure (default: the build tree's "
                     ".libs/mod_esmtp.so; copied before the run)")
+    ap.add_argument("--milter", default="none", choices=("none", "opendkim"),
+                    help="put a milter in front of mod_esmtp and Postfix: opendkim signing (smtp-sink is skipped)")
     ap.add_argument("--keep", action="store_true", help="keep the servers' temporary directories")
     args = ap.parse_args(argv)
     args.shapes = [s for s in args.shapes.split(",") if s]
@@ -529,6 +543,9 @@ def main(argv=None):
     t0 = time.monotonic()
     interrupted = False
     try:
+        if args.milter == "opendkim":
+            bench.milter = servers.Opendkim(args.workdir)
+            bench.milter.start()
         for mode in args.modes:
             log("=== mode %s" % mode)
             bench.run_mode(mode)
@@ -545,6 +562,9 @@ def main(argv=None):
         interrupted = True
     finally:
         bench.stop_all()
+        if bench.milter:
+            bench.milter.stop()
+            shutil.rmtree(bench.milter.root, ignore_errors=True)
         shutil.rmtree(module_dir, ignore_errors=True)
     text = bench.write(info, time.monotonic() - t0)
     sys.stdout.write(text)

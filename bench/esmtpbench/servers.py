@@ -237,6 +237,51 @@ class SmtpSink(Server):
         return {"command": " ".join(self.cmd)}
 
 
+class Opendkim:
+    """An opendkim signing for the sender's domain on 127.0.0.1:PORT, shared
+    by mod_esmtp (`ESMTPMilter`) and Postfix (`smtpd_milters`): the milter
+    shape (`--milter opendkim`)."""
+
+    def __init__(self, workdir):
+        self.port = harness.free_port()
+        self.root = tempfile.mkdtemp(prefix="esmtp-bench-opendkim-", dir=workdir)
+        os.chmod(self.root, 0o755)
+        domain = SENDER.split("@")[1]
+        subprocess.run([which("opendkim-genkey"), "-b", "2048", "-d", domain, "-s", "bench", "-D", self.root],
+                       check=True)
+        self.conf = os.path.join(self.root, "opendkim.conf")
+        with open(self.conf, "w") as f:
+            f.write("Syslog no\nBackground no\nMode s\nDomain %s\nSelector bench\nKeyFile %s/bench.private\n"
+                    "Socket inet:%d@127.0.0.1\nPidFile %s/opendkim.pid\nInternalHosts 127.0.0.1\n"
+                    "RequireSafeKeys no\n" % (domain, self.root, self.port, self.root))
+        self.cmd = [which("opendkim"), "-f", "-x", self.conf]
+        self.proc = None
+
+    def start(self):
+        self.out = open(os.path.join(self.root, "opendkim.out"), "wb")
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.out,
+                                     start_new_session=True, close_fds=True)
+        if not _wait_port(self.port):
+            self.stop()
+            raise RuntimeError("opendkim did not listen on %d" % self.port)
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self.proc = None
+
+    def esmtp_lines(self):
+        return ["ESMTPMilter inet:127.0.0.1:%d" % self.port]
+
+    def postfix_lines(self):
+        return ["smtpd_milters = inet:127.0.0.1:%d" % self.port, "milter_default_action = tempfail"]
+
+
 class PostfixSmtpd(Server):
     """A private Postfix instance with smtpd on 127.0.0.1:PORT."""
 

@@ -114,6 +114,15 @@ class SessionView
     // write, a program it cannot run): written to httpd's error log at level
     // error, naming the client, and to the transaction log.
     virtual void error(std::string_view text) = 0;
+    // API 2.1: a milter quarantined the message (ESMTPMilter): the reason
+    // it gave, from eom() on; empty otherwise. The message also carries it
+    // in an X-Quarantine: header field. A handler that can hold mail
+    // apart should store it there.
+    virtual std::string_view quarantine_reason() const { return {}; }
+    // API 2.1: the TLS protocol ("TLSv1.3") and cipher of a session over
+    // TLS, as mod_ssl names them; empty without TLS.
+    virtual std::string_view tls_version() const { return {}; }
+    virtual std::string_view tls_cipher() const { return {}; }
 
   protected:
     ~SessionView() = default;

@@ -57,6 +57,10 @@ const char *extension_name(Extension e);
 unsigned extension_by_name(std::string_view name);
 
 class CommandTable;
+namespace milter
+{
+struct Config;
+}
 
 struct SessionConfig {
     std::string hostname = "localhost";
@@ -94,6 +98,9 @@ struct SessionConfig {
     // Applied by the glue (sessions, connection rate) and through the
     // session's ClientLimiter (message and recipient rates).
     ClientLimitsConfig client_limits;
+    // ESMTPMilter (milter/client.hpp): the milters, in order; null: none
+    // (then no spooling, no extra copy of the message).
+    std::shared_ptr<const milter::Config> milters;
 };
 
 } // namespace esmtp

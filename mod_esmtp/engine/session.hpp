@@ -37,7 +37,9 @@ struct ConnectionInfo {
     std::string remote_host; // empty: same as client_address
     std::string local_address = "127.0.0.1";
     unsigned local_port = 25;
-    bool tls = false; // the session runs over TLS (implicit TLS, later STARTTLS)
+    bool tls = false;        // the session runs over TLS (implicit TLS, later STARTTLS)
+    std::string tls_version; // mod_ssl's SSL_PROTOCOL and SSL_CIPHER, when tls
+    std::string tls_cipher;
 };
 
 class Session final : public SessionView, private DataSink
@@ -122,6 +124,8 @@ class Session final : public SessionView, private DataSink
     std::uint64_t max_message_size() const override { return cfg_.limits.max_message_size; }
     void log(int level, std::string_view text) override;
     void error(std::string_view text) override;
+    std::string_view tls_version() const override { return conn_.tls_version; }
+    std::string_view tls_cipher() const override { return conn_.tls_cipher; }
 
   private:
     // DataSink

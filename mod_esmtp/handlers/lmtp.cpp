@@ -853,4 +853,12 @@ std::shared_ptr<HandlerFactory> LmtpProvider::configure(const HandlerContext &ct
     return std::make_shared<LmtpFactory>(std::move(s));
 }
 
+namespace lmtp
+{
+Fd connect_target(const Target &t, std::chrono::steady_clock::time_point deadline, std::string &error)
+{
+    return open_socket(t, deadline, error);
+}
+} // namespace lmtp
+
 } // namespace esmtp

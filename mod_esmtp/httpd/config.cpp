@@ -162,6 +162,40 @@ const char *set_handler(cmd_parms *cmd, void *, int argc, char *const argv[])
     return nullptr;
 }
 
+apr_status_t destroy_milters(void *data)
+{
+    return guarded(
+        {"milter::Config cleanup"},
+        [data] {
+            delete static_cast<milter::Config *>(data);
+            return APR_SUCCESS;
+        },
+        [](const char *) { return APR_SUCCESS; });
+}
+
+const char *add_milter(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    milter::Spec spec;
+    std::string error;
+    if (!milter::parse_spec(std::vector<std::string>(argv, argv + argc), spec, error))
+        return apr_pstrcat(cmd->pool, "ESMTPMilter: ", error.c_str(), nullptr);
+    ServerConfig *cfg = server_config(cmd->server);
+    if (!cfg->milters) {
+        cfg->milters = new milter::Config;
+        apr_pool_cleanup_register(cmd->pool, cfg->milters, destroy_milters, apr_pool_cleanup_null);
+    }
+    cfg->milters->milters.push_back(std::move(spec));
+    return nullptr;
+}
+
+const char *set_milter_spool_dir(cmd_parms *cmd, void *, const char *arg)
+{
+    if (!*arg)
+        return "ESMTPMilterSpoolDir: needs a directory";
+    server_config(cmd->server)->milter_spool_dir = ap_server_root_relative(cmd->pool, arg);
+    return nullptr;
+}
+
 const char *set_hostname(cmd_parms *cmd, void *, const char *arg)
 {
     if (!*arg || std::string_view(arg).find_first_of(" \t\r\n") != std::string_view::npos)
@@ -489,6 +523,11 @@ const command_rec directives[] = {
                   RSRC_CONF, "Client entries in the shared per-client table (server config; default 8192)"),
     AP_INIT_TAKE1("ESMTPLogFileName", reinterpret_cast<cmd_func>(take1<set_log_file_name>), nullptr, RSRC_CONF,
                   "Transaction log file (relative to ServerRoot/logs) or |piped command"),
+    AP_INIT_TAKE_ARGV("ESMTPMilter", reinterpret_cast<cmd_func>(take_argv<add_milter>), nullptr, RSRC_CONF,
+                      "A milter: inet:HOST:PORT|inet6:[ADDR]:PORT|unix:/PATH [connect_timeout=S] "
+                      "[command_timeout=S] [content_timeout=S] [default_action=accept|reject|tempfail]; repeatable"),
+    AP_INIT_TAKE1("ESMTPMilterSpoolDir", reinterpret_cast<cmd_func>(take1<set_milter_spool_dir>), nullptr, RSRC_CONF,
+                  "Directory for the spool files of messages that go through milters (default $TMPDIR or /tmp)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 
@@ -559,6 +598,8 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->client_ipv6_prefix = add->client_ipv6_prefix != -1 ? add->client_ipv6_prefix : base->client_ipv6_prefix;
     cfg->client_exceptions = add->client_exceptions ? add->client_exceptions : base->client_exceptions;
     cfg->client_table_size = base->client_table_size;
+    cfg->milters = add->milters ? add->milters : base->milters;
+    cfg->milter_spool_dir = add->milter_spool_dir ? add->milter_spool_dir : base->milter_spool_dir;
     return cfg;
 }
 
@@ -616,6 +657,12 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
         cl.exceptions.clear();
         for (int i = 0; i < cfg->client_exceptions->nelts; ++i)
             cl.exceptions.push_back(APR_ARRAY_IDX(cfg->client_exceptions, i, Network));
+    }
+    if (cfg->milters && !cfg->milters->milters.empty()) {
+        auto m = std::make_shared<milter::Config>(*cfg->milters);
+        if (cfg->milter_spool_dir)
+            m->spool_dir = cfg->milter_spool_dir;
+        sc.milters = std::move(m);
     }
     // No open relay by default: the names of this (virtual) server.
     auto add_domain = [&sc](const char *d) {

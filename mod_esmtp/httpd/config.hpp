@@ -3,6 +3,7 @@
 
 #include "httpd/mod_esmtp.hpp"
 #include "engine/session.hpp"
+#include "milter/client.hpp"
 #include <esmtp/provider.hpp>
 
 #include <apr_file_io.h>
@@ -46,6 +47,10 @@ struct ServerConfig {
     apr_int64_t client_ipv6_prefix;
     apr_array_header_t *client_exceptions; // Network; empty: "none"
     apr_int64_t client_table_size;         // main server only
+    // ESMTPMilter lines of this server, in order (owned by a pool cleanup);
+    // null: inherited. ESMTPMilterSpoolDir.
+    milter::Config *milters;
+    const char *milter_spool_dir;
     // The effective session settings, built once in post_config.
     const SessionConfig *session;
     // This server's row in the live counters (httpd/status.cpp), set in

@@ -2,6 +2,7 @@
 
 #include "httpd/client_table.hpp"
 #include "httpd/config.hpp"
+#include "milter/handler.hpp"
 #include "httpd/guard.hpp"
 #include "httpd/io.hpp"
 #include "httpd/parking.hpp"
@@ -116,6 +117,12 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
     // After a successful AP_MODE_INIT read on an SSLEngine vhost the
     // handshake is done (before it, mod_ssl already answers true).
     ci.tls = ap_ssl_conn_is_ssl(c) != 0;
+    if (ci.tls) { // for the milters' {tls_version} and {cipher}
+        if (const char *v = ap_ssl_var_lookup(c->pool, s, c, nullptr, "SSL_PROTOCOL"))
+            ci.tls_version = v;
+        if (const char *v = ap_ssl_var_lookup(c->pool, s, c, nullptr, "SSL_CIPHER"))
+            ci.tls_cipher = v;
+    }
 
     // Per-client limits (Postfix's anvil), before the handler is made: a
     // refused client costs no handler and no CONNECT event.
@@ -147,6 +154,13 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
                       e.what());
     } catch (...) {
         ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, "esmtp: handler %s could not be created", cfg->handler_name);
+    }
+    if (handler && cfg->session->milters) {
+        try {
+            handler = milter::wrap(std::move(handler), cfg->session->milters);
+        } catch (...) {
+            handler.reset();
+        }
     }
     if (!handler) {
         status_connection_refused(cfg, c, RejectCause::handler_error, "handler could not be created");

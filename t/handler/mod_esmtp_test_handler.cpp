@@ -144,6 +144,7 @@ class TestHandler final : public esmtp::Handler
 {
   public:
     explicit TestHandler(std::shared_ptr<const EventFile> events) : events_(std::move(events)) {}
+    std::string from_seen_, rcpts_seen_;
     // After "HELO slow-destroy.test": the destructor takes 300 ms (as an
     // lmtp handler's QUIT can) and records DESTROY, so that a test can see
     // where the handler is destroyed (before the connection closes, in a
@@ -186,6 +187,8 @@ class TestHandler final : public esmtp::Handler
     {
         ev("MAIL <" + printable(from.mailbox) + ">" + params_text(params));
         eom451_ = local_part_is(from, "eom451");
+        from_seen_ = from.mailbox;
+        rcpts_seen_.clear();
         return {};
     }
     Reply rcpt(SessionView &, const Path &to, const Params &params) override
@@ -199,6 +202,7 @@ class TestHandler final : public esmtp::Handler
             return Reply(550, "Refused without an enhanced code");
         if (local_part_is(to, "throw"))
             throw std::runtime_error("test handler: exception on purpose");
+        rcpts_seen_ += "<" + printable(to.mailbox) + ">" + params_text(params);
         return {};
     }
     Reply data(SessionView &) override
@@ -215,6 +219,16 @@ class TestHandler final : public esmtp::Handler
     Reply eom(SessionView &s) override
     {
         ev("EOM");
+        // What a milter changed (ESMTPMilter): the envelope when it is not
+        // what MAIL and RCPT said, and a quarantine (API 2.1).
+        std::string rcpts;
+        for (const auto &r : s.envelope().recipients)
+            rcpts += "<" + printable(r.path.mailbox) + ">" + params_text(r.params);
+        if (s.envelope().sender.mailbox != from_seen_ || rcpts != rcpts_seen_)
+            ev("ENVELOPE <" + printable(s.envelope().sender.mailbox) + ">" + params_text(s.envelope().mail_params) +
+               " " + rcpts);
+        if (!s.quarantine_reason().empty())
+            ev("QUARANTINE " + printable(s.quarantine_reason()));
         if (eom451_)
             return Reply(451, "Try again later (test handler)", "4.3.0");
         return Reply(250, "Ok: accepted as " + std::string(s.queue_id()) + " (test handler, not stored)", "2.0.0");
