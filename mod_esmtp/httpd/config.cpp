@@ -1,6 +1,7 @@
 #include "httpd/config.hpp"
 
 #include "httpd/guard.hpp"
+#include "httpd/tls.hpp"
 
 #include <apr_strings.h>
 #include <http_core.h>
@@ -269,16 +270,20 @@ const char *set_timeout(cmd_parms *cmd, void *, int argc, char *const argv[])
 {
     ServerConfig *cfg = server_config(cmd->server);
     if (argc < 1)
-        return "ESMTPTimeout: needs command=SECONDS and/or data=SECONDS";
+        return "ESMTPTimeout: needs command=SECONDS, data=SECONDS and/or tls=SECONDS";
     for (int i = 0; i < argc; ++i) {
         std::string_view a(argv[i]);
         std::size_t eq = a.find('=');
         std::string phase(a.substr(0, eq));
-        apr_int64_t *slot = phase == "command" ? &cfg->command_timeout : phase == "data" ? &cfg->data_timeout : nullptr;
+        apr_int64_t *slot = phase == "command" ? &cfg->command_timeout
+                            : phase == "data"  ? &cfg->data_timeout
+                            : phase == "tls"   ? &cfg->tls_timeout
+                                               : nullptr;
         if (!slot || eq == std::string_view::npos ||
             !parse_number(std::string(a.substr(eq + 1)).c_str(), 1, 86400, *slot))
-            return apr_psprintf(
-                cmd->pool, "ESMTPTimeout: '%s' is not PHASE=SECONDS (phases: command, data; 1 to 86400 s)", argv[i]);
+            return apr_psprintf(cmd->pool,
+                                "ESMTPTimeout: '%s' is not PHASE=SECONDS (phases: command, data, tls; 1 to 86400 s)",
+                                argv[i]);
     }
     return nullptr;
 }
@@ -327,6 +332,18 @@ const char *set_min_data_rate(cmd_parms *cmd, void *, const char *arg)
 {
     if (!parse_number(arg, 0, APR_INT64_C(1) << 30, server_config(cmd->server)->min_data_rate))
         return "ESMTPMinDataRate: needs octets per second (0 for no minimum)";
+    return nullptr;
+}
+
+const char *set_starttls(cmd_parms *cmd, void *, const char *arg)
+{
+    int v = !strcasecmp(arg, "off")        ? static_cast<int>(StartTls::off)
+            : !strcasecmp(arg, "on")       ? static_cast<int>(StartTls::on)
+            : !strcasecmp(arg, "required") ? static_cast<int>(StartTls::required)
+                                           : -1;
+    if (v < 0)
+        return "ESMTPStartTLS: needs Off, On or Required";
+    server_config(cmd->server)->starttls = v;
     return nullptr;
 }
 
@@ -400,6 +417,8 @@ const command_rec directives[] = {
                   "Seconds to wait before the greeting; early talkers are refused (default 0)"),
     AP_INIT_TAKE1("ESMTPMinDataRate", reinterpret_cast<cmd_func>(take1<set_min_data_rate>), nullptr, RSRC_CONF,
                   "Slowest accepted DATA/BDAT transfer in octets per second (0: off)"),
+    AP_INIT_TAKE1("ESMTPStartTLS", reinterpret_cast<cmd_func>(take1<set_starttls>), nullptr, RSRC_CONF,
+                  "STARTTLS (needs SSLEngine on): Off (with SSLEngine on: implicit TLS), On or Required"),
     AP_INIT_TAKE1("ESMTPLogFileName", reinterpret_cast<cmd_func>(take1<set_log_file_name>), nullptr, RSRC_CONF,
                   "Transaction log file (relative to ServerRoot/logs) or |piped command"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
@@ -422,6 +441,8 @@ void *create_server_config(apr_pool_t *p, server_rec *) noexcept
     cfg->max_junk_commands = -1;
     cfg->greeting_delay_ms = -1;
     cfg->min_data_rate = -1;
+    cfg->starttls = -1;
+    cfg->tls_timeout = -1;
     return cfg;
 }
 
@@ -459,6 +480,8 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->max_junk_commands = add->max_junk_commands != -1 ? add->max_junk_commands : base->max_junk_commands;
     cfg->greeting_delay_ms = add->greeting_delay_ms != -1 ? add->greeting_delay_ms : base->greeting_delay_ms;
     cfg->min_data_rate = add->min_data_rate != -1 ? add->min_data_rate : base->min_data_rate;
+    cfg->starttls = add->starttls != -1 ? add->starttls : base->starttls;
+    cfg->tls_timeout = add->tls_timeout != -1 ? add->tls_timeout : base->tls_timeout;
     return cfg;
 }
 
@@ -503,6 +526,10 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
         sc.greeting_delay_ms = static_cast<unsigned>(cfg->greeting_delay_ms);
     if (cfg->min_data_rate >= 0)
         sc.min_data_rate = static_cast<unsigned>(cfg->min_data_rate);
+    if (cfg->starttls >= 0)
+        sc.starttls = static_cast<StartTls>(cfg->starttls);
+    if (cfg->tls_timeout > 0)
+        sc.tls_timeout = static_cast<unsigned>(cfg->tls_timeout);
     // No open relay by default: the names of this (virtual) server.
     auto add_domain = [&sc](const char *d) {
         if (d && *d) {
@@ -550,6 +577,15 @@ static int check_servers(server_rec *main)
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, nullptr,
                          "ESMTPProtocol On for server %s (%s:%d) needs an ESMTPHandler (e.g. ESMTPHandler maildir "
                          "DIR)",
+                         s->server_hostname ? s->server_hostname : "?", s->defn_name ? s->defn_name : "?",
+                         s->defn_line_number);
+            rv = !OK;
+        }
+        if (cfg->enabled == 1 && cfg->starttls > 0 && !ssl_engine_on(s)) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, nullptr,
+                         "ESMTPStartTLS %s for server %s (%s:%d) needs SSLEngine on (and a certificate) in the same "
+                         "VirtualHost",
+                         cfg->starttls == static_cast<int>(StartTls::required) ? "Required" : "On",
                          s->server_hostname ? s->server_hostname : "?", s->defn_name ? s->defn_name : "?",
                          s->defn_line_number);
             rv = !OK;

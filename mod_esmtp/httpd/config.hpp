@@ -39,6 +39,8 @@ struct ServerConfig {
     apr_int64_t max_junk_commands;
     apr_int64_t greeting_delay_ms;
     apr_int64_t min_data_rate;
+    int starttls;            // ESMTPStartTLS: -1 unset, else a StartTls value
+    apr_int64_t tls_timeout; // ESMTPTimeout tls=
     // The effective session settings, built once in post_config.
     const SessionConfig *session;
 };

@@ -7,6 +7,7 @@
 #include "httpd/config.hpp"
 #include "httpd/io.hpp"
 #include "httpd/parking.hpp"
+#include "httpd/tls.hpp"
 #include "httpd/txlog.hpp"
 
 #include <memory>
@@ -26,6 +27,8 @@ class SmtpConnection
 
     Session &session() { return *session_; }
     Io &io() { return io_; }
+    // mod_ssl's filters, unlinked until STARTTLS (ESMTPStartTLS On|Required).
+    void set_tls_filters(TlsFilters f) { tls_ = f; }
     // The session has ended (DISCONNECT fired, handler destroyed).
     bool finished() const { return !session_; }
 
@@ -65,6 +68,10 @@ class SmtpConnection
     bool too_slow(apr_time_t now) const;
     apr_time_t wake_time() const;
     std::uint64_t transfer_octets() const;
+    // STARTTLS: what run() does while the session waits for TLS.
+    enum class TlsStep { done, wait, closed };
+    TlsStep start_tls();
+    TlsStep handshake(bool may_park);
 
     conn_rec *c_;
     const ServerConfig *cfg_;
@@ -77,6 +84,9 @@ class SmtpConnection
     apr_time_t deadline_ = 0;
     apr_time_t data_start_ = 0;
     unsigned commands_ = 0;
+    TlsFilters tls_;
+    bool handshaking_ = false; // filters linked back, handshake under way
+    apr_time_t tls_deadline_ = 0;
 };
 
 } // namespace esmtp

@@ -1,0 +1,356 @@
+"""STARTTLS (RFC 3207) through mod_ssl's own filters (issue 9):
+ESMTPStartTLS On|Required in a VirtualHost with `SSLEngine on`, driven by
+real clients (Python's smtplib, openssl s_client, swaks, curl), the
+plaintext-injection attack (CVE-2011-0411), Required mode's 530s, bad
+input, the TLS facts in Received: and the transaction log, and the
+configuration check. Implicit TLS stays in test_tls.py."""
+
+import os
+import re
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import time
+import unittest
+
+from harness import (MODULESDIR, Httpd, RawClient, ServerTestCase, q, split_delivered, wait_for)
+
+MOD_SSL = os.path.join(MODULESDIR, "mod_ssl.so")
+MOD_SHMCB = os.path.join(MODULESDIR, "mod_socache_shmcb.so")
+OPENSSL = shutil.which("openssl")
+SWAKS = shutil.which("swaks")
+CURL = shutil.which("curl")
+
+USING_RE = re.compile(r"\(using TLSv1\.[23] with cipher [A-Z0-9_-]+ \(\d+/\d+ bits\)\)")
+
+
+def make_cert(directory, cn="localhost", names=("localhost",), prefix=""):
+    cert = os.path.join(directory, prefix + "cert.pem")
+    key = os.path.join(directory, prefix + "key.pem")
+    subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=%s" % cn,
+                    "-addext", "subjectAltName=" + ",".join("DNS:" + n for n in names),
+                    "-keyout", key, "-out", cert, "-days", "2"],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    return cert, key
+
+
+def ssl_main_lines():
+    return ["LoadModule socache_shmcb_module %s" % q(MOD_SHMCB),
+            "LoadModule ssl_module %s" % q(MOD_SSL),
+            "SSLSessionCache none",
+            "SSLRandomSeed startup builtin"]
+
+
+def ssl_vhost_lines(cert, key, starttls=None):
+    out = ["SSLEngine on", "SSLCertificateFile %s" % q(cert), "SSLCertificateKeyFile %s" % q(key)]
+    if starttls:
+        out.append("ESMTPStartTLS %s" % starttls)
+    return out
+
+
+def client_context():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def ehlo_keywords(lines):
+    return [l[4:].split(" ")[0].upper() for l in lines[1:]]
+
+
+def tls_wrap(raw, ctx=None, server_hostname=None):
+    """Upgrade a RawClient after 220 (what it buffered must be empty)."""
+    assert raw.buf == b"", raw.buf
+    raw.sock = (ctx or client_context()).wrap_socket(raw.sock, server_hostname=server_hostname)
+    return raw
+
+
+class StartTlsBase(ServerTestCase):
+    allowed_log = (r"AH0199[0-9]|AH0200[0-9]|SSL handshake|SSL Library Error|ssl_engine", )
+
+    @classmethod
+    def ssl_setup(cls, httpd):
+        d = os.path.join(httpd.root, "conf")
+        cls.cert, cls.key = make_cert(d)
+        httpd.main_extra += ssl_main_lines()
+
+    def received_of(self, vh, count=1):
+        files = wait_for(lambda: len(vh.maildir_files()) >= count and vh.maildir_files(), 5)
+        self.assertTrue(files, "nothing delivered")
+        with open(files[-1], "rb") as f:
+            _, received, _ = split_delivered(f.read())
+        return received
+
+
+@unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
+class StartTlsTest(StartTlsBase):
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.ssl_setup(httpd)
+        cls.on = httpd.add_smtp("maildir", accept_domains=["*"], log_file="on.log", log_level=2,
+                                extra=ssl_vhost_lines(cls.cert, cls.key, "On"))
+        cls.req = httpd.add_smtp("maildir", accept_domains=["*"], log_file="req.log",
+                                 extra=ssl_vhost_lines(cls.cert, cls.key, "Required"))
+        # one write of EHLO, STARTTLS and more is allowed here
+        cls.pipe = httpd.add_smtp("maildir", accept_domains=["*"], log_file="pipe.log",
+                                  extra=ssl_vhost_lines(cls.cert, cls.key, "On") +
+                                  ["ESMTPForbidUnauthPipelining Off"])
+        cls.plain = httpd.add_smtp("maildir", accept_domains=["*"])
+        # STARTTLS then silence: a short handshake deadline
+        cls.short = httpd.add_smtp("maildir", accept_domains=["*"], log_file="short.log",
+                                   timeouts={"tls": 2},
+                                   extra=ssl_vhost_lines(cls.cert, cls.key, "On"))
+        cls.tls13 = httpd.add_smtp("maildir", accept_domains=["*"],
+                                   extra=ssl_vhost_lines(cls.cert, cls.key, "On") + ["SSLProtocol -all +TLSv1.3"])
+
+    # ---- Python's smtplib
+
+    def test_smtplib_starttls_delivers_with_esmtps(self):
+        with smtplib.SMTP("127.0.0.1", self.on.port, timeout=20) as s:
+            code, text = s.ehlo("client.example")
+            self.assertEqual(code, 250)
+            self.assertTrue(s.has_extn("starttls"), text)
+            code, text = s.starttls(context=client_context())
+            self.assertEqual((code, text), (220, b"2.0.0 Ready to start TLS"))
+            self.assertIsInstance(s.sock, ssl.SSLSocket)
+            code, text = s.ehlo("client.example")
+            self.assertEqual(code, 250)
+            self.assertFalse(s.has_extn("starttls"), "STARTTLS offered again after the handshake")
+            s.sendmail("a@client.example", ["b@localhost"], b"Subject: starttls\r\n\r\nover STARTTLS\r\n")
+        received = self.received_of(self.on)
+        self.assertIn(" with ESMTPS ", received)
+        self.assertRegex(received, USING_RE)
+        log = "\n".join(self.on.log_lines())
+        self.assertRegex(log, r"STARTTLS: TLSv1\.[23] cipher=\S+ bits=\d+/\d+")
+        self.assertRegex(log, r"accepted from=<a@client.example> .* tls=TLSv1\.[23] cipher=\S+")
+
+    def test_plaintext_vhost_does_not_offer(self):
+        with smtplib.SMTP("127.0.0.1", self.plain.port, timeout=20) as s:
+            s.ehlo("client.example")
+            self.assertFalse(s.has_extn("starttls"))
+            self.assertEqual(s.docmd("STARTTLS")[0], 502)
+
+    # ---- the rules of RFC 3207 and the issue
+
+    def test_second_starttls_arguments_and_transaction(self):
+        with RawClient(self.on.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("STARTTLS now"), (501, ["501 5.5.4 Syntax: STARTTLS"]))
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
+            code, lines = c.cmd("STARTTLS")
+            self.assertEqual(code, 503, lines)
+            self.assertTrue(lines[0].startswith("503 5.5.1"), lines)
+            self.assertEqual(c.cmd("RSET")[0], 250)
+            self.assertEqual(c.cmd("STARTTLS"), (220, ["220 2.0.0 Ready to start TLS"]))
+            tls_wrap(c)
+            # the session starts over: MAIL needs EHLO again
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 503)
+            code, lines = c.cmd("EHLO client.example")
+            self.assertEqual(code, 250)
+            self.assertNotIn("STARTTLS", ehlo_keywords(lines))
+            self.assertEqual(c.cmd("STARTTLS"), (503, ["503 5.5.1 Error: TLS already active"]))
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+
+    def test_required_refuses_before_tls(self):
+        must = (530, ["530 5.7.0 Must issue a STARTTLS command first"])
+        with RawClient(self.req.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            code, lines = c.cmd("EHLO client.example")
+            self.assertIn("STARTTLS", ehlo_keywords(lines))
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>"), must)
+            self.assertEqual(c.cmd("RCPT TO:<b@localhost>"), must)
+            self.assertEqual(c.cmd("DATA"), must)
+            # BDAT's chunk is swallowed with the refusal
+            c.send("BDAT 6 LAST\r\nRSET\r\n")
+            self.assertEqual(c.reply(), must)
+            self.assertEqual(c.cmd("NOOP")[0], 250)
+            self.assertEqual(c.cmd("STARTTLS")[0], 220)
+            tls_wrap(c)
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<b@localhost>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            self.assertEqual(c.cmd("Subject: req\r\n\r\nafter STARTTLS\r\n.")[0], 250)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertIn(" with ESMTPS ", self.received_of(self.req))
+
+    # ---- CVE-2011-0411
+
+    def injection(self, vh, first_write, discarded_verb):
+        before = len(vh.maildir_files())
+        with RawClient(vh.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            c.send(first_write)
+            code, lines = c.reply()
+            if first_write.startswith("EHLO"):
+                self.assertEqual(code, 250, lines)
+                code, lines = c.reply()
+            self.assertEqual((code, lines), (220, ["220 2.0.0 Ready to start TLS"]))
+            tls_wrap(c)
+            # nothing is answered until the client speaks
+            c.sock.settimeout(1.0)
+            with self.assertRaises((socket.timeout, ssl.SSLError)):
+                data = c.sock.recv(4096)
+                raise AssertionError("unsolicited reply after the handshake: %r" % data)
+            c.sock.settimeout(20)
+            code, lines = c.cmd("EHLO new.example")
+            self.assertEqual(code, 250, lines)
+            self.assertTrue(lines[0].startswith("250-"), lines)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(len(vh.maildir_files()), before)
+        log = "\n".join(vh.log_lines())
+        self.assertIn("CVE-2011-0411", log)
+
+    def test_injection_rset_discarded(self):
+        # EHLO first (the default ESMTPForbidUnauthPipelining On refuses
+        # EHLO and more in one write), then STARTTLS and RSET in one write
+        with RawClient(self.on.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO x")[0], 250)
+            c.send("STARTTLS\r\nRSET\r\n")
+            self.assertEqual(c.reply(), (220, ["220 2.0.0 Ready to start TLS"]))
+            tls_wrap(c)
+            c.sock.settimeout(1.0)
+            with self.assertRaises((socket.timeout, ssl.SSLError)):
+                data = c.sock.recv(4096)
+                raise AssertionError("unsolicited reply after the handshake: %r" % data)
+            c.sock.settimeout(20)
+            code, lines = c.cmd("EHLO new.example")
+            self.assertEqual(code, 250, lines)
+            self.assertTrue(lines[0].startswith("250-"), lines)
+        self.assertTrue(wait_for(lambda: any("CVE-2011-0411" in l for l in self.on.log_lines()), 5))
+
+    def test_injection_one_write_with_ehlo(self):
+        self.injection(self.pipe, "EHLO x\r\nSTARTTLS\r\nRSET\r\n", "RSET")
+
+    def test_injection_mail_variant(self):
+        self.injection(self.pipe, "EHLO x\r\nSTARTTLS\r\nMAIL FROM:<evil@attacker.example>\r\n"
+                       "RCPT TO:<b@localhost>\r\nDATA\r\nSubject: injected\r\n\r\nx\r\n.\r\n", "MAIL")
+
+    def test_one_write_with_ehlo_is_refused_by_default(self):
+        with RawClient(self.on.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            c.send("EHLO x\r\nSTARTTLS\r\nRSET\r\n")
+            rest = c.rest()
+        self.assertIn("554 5.5.0", rest)
+        self.assertNotIn("220 2.0.0", rest)
+
+    # ---- bad input
+
+    def test_client_hello_on_plaintext_vhost(self):
+        with socket.create_connection(("127.0.0.1", self.plain.port), timeout=20) as raw:
+            ctx = client_context()
+            with self.assertRaises((ssl.SSLError, OSError)):
+                with ctx.wrap_socket(raw) as s:
+                    s.recv(10)
+
+    def test_http_bytes_after_starttls(self):
+        with RawClient(self.on.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO x")[0], 250)
+            self.assertEqual(c.cmd("STARTTLS")[0], 220)
+            c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            rest = c.rest(timeout=10)
+        # closed, and nothing in plaintext (no SMTP reply, no HTML page)
+        self.assertEqual(rest, "")
+
+    def test_truncated_handshake(self):
+        # the first 40 octets of a real ClientHello, then close
+        hello = self.client_hello()
+        with RawClient(self.on.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO x")[0], 250)
+            self.assertEqual(c.cmd("STARTTLS")[0], 220)
+            c.send(hello[:40])
+            c.sock.shutdown(socket.SHUT_WR)
+            self.assertEqual(c.rest(timeout=10), "")
+        # the server is fine
+        with smtplib.SMTP("127.0.0.1", self.on.port, timeout=20) as s:
+            self.assertEqual(s.noop()[0], 250)
+
+    def client_hello(self):
+        """The bytes of a ClientHello, from a memory BIO."""
+        ctx = client_context()
+        incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        obj = ctx.wrap_bio(incoming, outgoing)
+        try:
+            obj.do_handshake()
+        except ssl.SSLWantReadError:
+            pass
+        return outgoing.read()
+
+    def test_silence_after_starttls_closed_at_deadline(self):
+        with RawClient(self.short.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO x")[0], 250)
+            self.assertEqual(c.cmd("STARTTLS")[0], 220)
+            start = time.monotonic()
+            rest = c.rest(timeout=30)
+            elapsed = time.monotonic() - start
+        self.assertEqual(rest, "")
+        self.assertGreater(elapsed, 1.5)
+        self.assertLess(elapsed, 20)
+        self.assertTrue(wait_for(lambda: any("TLS handshake failed: timeout" in l
+                                             for l in self.short.log_lines()), 5))
+
+    def test_forbidden_protocol_version(self):
+        ctx = client_context()
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+        before = len(self.tls13.maildir_files())
+        with RawClient(self.tls13.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO x")[0], 250)
+            self.assertEqual(c.cmd("STARTTLS")[0], 220)
+            with self.assertRaises((ssl.SSLError, OSError)):
+                tls_wrap(c, ctx)
+                c.cmd("EHLO x")
+        self.assertEqual(len(self.tls13.maildir_files()), before)
+        # a TLS 1.3 client is fine
+        with smtplib.SMTP("127.0.0.1", self.tls13.port, timeout=20) as s:
+            s.starttls(context=client_context())
+            s.ehlo("x")
+            self.assertEqual(s.sock.version(), "TLSv1.3")
+
+
+@unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
+class StartTlsConfigTest(unittest.TestCase):
+    """ESMTPStartTLS On|Required without SSLEngine on fails `apache2 -t`."""
+
+    def check(self, value, ssl_on):
+        httpd = Httpd()
+        try:
+            cert, key = make_cert(os.path.join(httpd.root, "conf"))
+            httpd.main_extra += ssl_main_lines()
+            extra = ["ESMTPStartTLS %s" % value]
+            if ssl_on:
+                extra = ssl_vhost_lines(cert, key) + extra
+            httpd.add_smtp("maildir", accept_domains=["*"], extra=extra)
+            return httpd.config_test()
+        finally:
+            httpd.cleanup()
+
+    def test_on_without_sslengine_fails(self):
+        for value in ("On", "Required"):
+            rc, out = self.check(value, False)
+            self.assertNotEqual(rc, 0, out)
+            self.assertIn("ESMTPStartTLS %s" % value, out)
+            self.assertIn("SSLEngine on", out)
+
+    def test_with_sslengine_passes(self):
+        rc, out = self.check("Required", True)
+        self.assertEqual(rc, 0, out)
+
+    def test_bad_value(self):
+        rc, out = self.check("Maybe", True)
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("ESMTPStartTLS: needs Off, On or Required", out)
+
+
+if __name__ == "__main__":
+    unittest.main()
