@@ -15,7 +15,7 @@ import subprocess
 import time
 import unittest
 
-from harness import (MODULESDIR, Httpd, RawClient, ServerTestCase, q, split_delivered, wait_for)
+from harness import (MODULESDIR, PARKING, Httpd, RawClient, ServerTestCase, q, split_delivered, wait_for)
 
 MOD_SSL = os.path.join(MODULESDIR, "mod_ssl.so")
 MOD_SHMCB = os.path.join(MODULESDIR, "mod_socache_shmcb.so")
@@ -69,7 +69,9 @@ def tls_wrap(raw, ctx=None, server_hostname=None):
 
 
 class StartTlsBase(ServerTestCase):
-    allowed_log = (r"AH0199[0-9]|AH0200[0-9]|SSL handshake|SSL Library Error|ssl_engine", )
+    # mod_ssl's notes on a self-signed test certificate (at a restart) and on
+    # the bad handshakes the tests make
+    allowed_log = (r"AH0199[0-9]|AH0200[0-9]|AH01873|AH01906|AH01909|SSL handshake|SSL Library Error|ssl_engine", )
 
     @classmethod
     def ssl_setup(cls, httpd):
@@ -316,6 +318,125 @@ class StartTlsTest(StartTlsBase):
             s.starttls(context=client_context())
             s.ehlo("x")
             self.assertEqual(s.sock.version(), "TLSv1.3")
+
+
+class _TlsOnMpm:
+    """A STARTTLS session with pauses between commands (on event it is
+    parked with the MPM between them: nothing may stay buffered in mod_ssl
+    or OpenSSL), a pipelined burst larger than a TLS record, and a graceful
+    restart with a TLS session open (421 over TLS)."""
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.ssl_setup(httpd)
+        cls.vh = httpd.add_smtp("maildir", accept_domains=["*"],
+                                extra=ssl_vhost_lines(cls.cert, cls.key, "On") + ["ESMTPMaxJunkCommands 0"])
+
+    def starttls_client(self, pause=0.0):
+        c = RawClient(self.vh.port)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO x")[0], 250)
+        self.assertEqual(c.cmd("STARTTLS")[0], 220)
+        time.sleep(pause)  # the handshake waits (parked on event)
+        tls_wrap(c)
+        self.assertEqual(c.cmd("EHLO x")[0], 250)
+        return c
+
+    def test_session_with_pauses(self):
+        before = len(self.vh.maildir_files())
+        with self.starttls_client(pause=1.2) as c:
+            for command, code in (("NOOP", 250), ("MAIL FROM:<a@client.example>", 250),
+                                  ("RCPT TO:<b@localhost>", 250), ("DATA", 354)):
+                time.sleep(1.2)
+                self.assertEqual(c.cmd(command)[0], code, command)
+            body = b"".join(b"line %06d of a message bigger than one TLS record\r\n" % i for i in range(3000))
+            c.send(b"Subject: pauses\r\n\r\n" + body + b".\r\n")
+            self.assertEqual(c.reply()[0], 250)
+            time.sleep(1.2)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(len(self.vh.maildir_files()), before + 1)
+        received = self.received_of(self.vh, before + 1)
+        self.assertIn(" with ESMTPS ", received)
+
+    def test_pipelined_burst_bigger_than_a_record(self):
+        with self.starttls_client() as c:
+            n = 4000  # 24,000 octets: two TLS records and more than mod_ssl's 8 KB reads
+            c.send("NOOP\r\n" * n)
+            for i in range(n):
+                self.assertEqual(c.reply()[0], 250, i)
+            time.sleep(1.2)
+            self.assertEqual(c.cmd("NOOP")[0], 250)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+
+    def test_graceful_restart_421_over_tls(self):
+        c = self.starttls_client()
+        try:
+            time.sleep(0.5)
+            self.httpd.restart(graceful=True)
+            c.sock.settimeout(20)
+            code, lines = c.reply()
+            self.assertEqual(code, 421, lines)
+            self.assertIn("4.3.2", lines[0])
+        finally:
+            c.close()
+
+
+@unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
+class EventTlsTest(_TlsOnMpm, StartTlsBase):
+    mpm = "event"
+
+
+@unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
+class WorkerTlsTest(_TlsOnMpm, StartTlsBase):
+    mpm = "worker"
+
+
+@unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
+class PreforkTlsTest(_TlsOnMpm, StartTlsBase):
+    mpm = "prefork"
+
+
+@unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL and PARKING, "mod_ssl, openssl or parking missing")
+class ParkedHandshakeTest(StartTlsBase):
+    """Event MPM, one child with 4 threads: clients that send STARTTLS and go
+    silent hold no thread (their handshake is parked with the MPM) and are
+    closed at the MPM's Timeout, without a plaintext reply."""
+    mpm = "event"
+    httpd_options = {"main_extra": ["Timeout 6"],
+                     "mpm_lines": ["StartServers 1", "ServerLimit 1", "ThreadsPerChild 4", "ThreadLimit 4",
+                                   "MinSpareThreads 1", "MaxSpareThreads 4", "MaxRequestWorkers 4",
+                                   "AsyncRequestWorkerFactor 8"]}
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.ssl_setup(httpd)
+        cls.vh = httpd.add_smtp("maildir", accept_domains=["*"], log_file="parked.log",
+                                extra=ssl_vhost_lines(cls.cert, cls.key, "On"))
+
+    def test_silent_handshakes_hold_no_thread(self):
+        silent = []
+        try:
+            for _ in range(8):
+                c = RawClient(self.vh.port)
+                self.assertEqual(c.reply()[0], 220)
+                self.assertEqual(c.cmd("EHLO x")[0], 250)
+                self.assertEqual(c.cmd("STARTTLS")[0], 220)
+                silent.append(c)
+            # 8 silent handshakes > 4 threads: a new client still gets
+            # through long before the MPM's Timeout (6 s) frees anything
+            start = time.monotonic()
+            with smtplib.SMTP("127.0.0.1", self.vh.port, timeout=5) as s:
+                s.starttls(context=client_context())
+                self.assertEqual(s.ehlo("x")[0], 250)
+            self.assertLess(time.monotonic() - start, 4)
+            for c in silent:
+                self.assertEqual(c.rest(timeout=15), "")
+            self.assertLess(time.monotonic() - start, 15)
+        finally:
+            for c in silent:
+                c.close()
+        self.assertTrue(wait_for(lambda: sum("TLS handshake failed: timeout" in l
+                                             for l in self.vh.log_lines()) == 8, 5), self.vh.log_lines())
 
 
 @unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
