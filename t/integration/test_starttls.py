@@ -439,6 +439,151 @@ class ParkedHandshakeTest(StartTlsBase):
                                              for l in self.vh.log_lines()) == 8, 5), self.vh.log_lines())
 
 
+def make_ca_and_client(directory):
+    """A CA, a client certificate it signed, and a self-signed client certificate."""
+    def run(*args):
+        subprocess.run([OPENSSL] + list(args), check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60, cwd=directory)
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=Test Client CA", "-keyout", "ca.key",
+        "-out", "ca.pem", "-days", "2")
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=client.example/O=Signed", "-keyout", "client.key",
+        "-out", "client.csr")
+    run("x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "client.pem", "-days", "2")
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=stranger.example", "-keyout",
+        "stranger.key", "-out", "stranger.pem", "-days", "2")
+    return {n: os.path.join(directory, n) for n in ("ca.pem", "client.pem", "client.key", "stranger.pem",
+                                                     "stranger.key")}
+
+
+def der_fingerprint(pem_path):
+    out = subprocess.run([OPENSSL, "x509", "-in", pem_path, "-noout", "-fingerprint", "-sha256"],
+                         check=True, stdout=subprocess.PIPE, timeout=30).stdout.decode()
+    return out.strip().split("=", 1)[1]
+
+
+@unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
+class RealClientsTest(StartTlsBase):
+    """openssl s_client, swaks and curl; two certificates on one port by
+    SNI (mod_ssl's name-based virtual hosts); client certificates with
+    SSLVerifyClient optional_no_ca, seen by the handler (SessionView::tls())."""
+
+    @classmethod
+    def configure(cls, httpd):
+        httpd.main_extra += ssl_main_lines()
+        d = os.path.join(httpd.root, "conf")
+        cls.cert_a, cls.key_a = make_cert(d, "a.test", ("a.test",), "a-")
+        cls.cert_b, cls.key_b = make_cert(d, "b.test", ("b.test",), "b-")
+        cls.pki = make_ca_and_client(d)
+        client_ca = ["SSLVerifyClient optional_no_ca", "SSLVerifyDepth 2",
+                     "SSLCACertificateFile %s" % q(cls.pki["ca.pem"])]
+        cls.vh = httpd.add_smtp("test", accept_domains=["*"], server_name="a.test", log_file="clients.log",
+                                extra=ssl_vhost_lines(cls.cert_a, cls.key_a, "On") + client_ca)
+        # the second name on the same port: mod_ssl picks its certificate by
+        # SNI (the session keeps the first VirtualHost's ESMTP settings)
+        httpd.main_extra += [
+            "<VirtualHost 127.0.0.1:%d>" % cls.vh.port,
+            "    ServerName b.test",
+            "    ESMTPProtocol On",
+            "    ESMTPHandler test %s" % q(cls.vh.events),
+            "    ESMTPAcceptDomains *",
+            "    ESMTPLogFileName clients.log",
+        ] + ["    " + l for l in ssl_vhost_lines(cls.cert_b, cls.key_b, "On") + client_ca] + ["</VirtualHost>"]
+        cls.implicit = httpd.add_smtp("maildir", accept_domains=["*"], extra=ssl_vhost_lines(cls.cert_a, cls.key_a))
+        cls.mx = httpd.add_smtp("maildir", accept_domains=["*"], extra=ssl_vhost_lines(cls.cert_a, cls.key_a, "On"))
+
+    def tls_events(self, count):
+        ok = wait_for(lambda: len([e for e in self.vh.event_lines() if e.startswith("TLS ")]) >= count, 5)
+        self.assertTrue(ok, self.vh.event_lines())
+        return [e for e in self.vh.event_lines() if e.startswith("TLS ")]
+
+    @unittest.skipUnless(OPENSSL, "openssl missing")
+    def test_openssl_s_client_starttls_and_sni(self):
+        greeted = set()
+        for name in ("a.test", "b.test"):
+            p = subprocess.Popen([OPENSSL, "s_client", "-starttls", "smtp", "-connect",
+                                  "127.0.0.1:%d" % self.vh.port, "-servername", name, "-crlf", "-ign_eof"],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            try:
+                # one command per write: no pipelining without PIPELINING
+                time.sleep(1.0)
+                p.stdin.write(b"EHLO sni.example\n")
+                p.stdin.flush()
+                time.sleep(1.0)
+                p.stdin.write(b"QUIT\n")
+                p.stdin.close()
+                out = p.stdout.read().decode("utf-8", "replace")
+            finally:
+                p.wait(timeout=30)
+            self.assertRegex(out, r"subject=\s*CN\s*=\s*%s" % re.escape(name))
+            after_tls = out.split("Verify return code", 1)[1]
+            m = re.search(r"250-([a-z.]+)\r?\n", after_tls)
+            self.assertTrue(m, out)
+            greeted.add(m.group(1))
+            self.assertNotIn("STARTTLS", after_tls)
+            self.assertIn("221 2.0.0", after_tls)
+            events = self.tls_events(1)
+            self.assertRegex(events[-1], r"^TLS TLSv1\.3 \S+ \d+ sni=%s verify=NONE" % re.escape(name))
+        # SNI picks mod_ssl's certificate; the SMTP settings stay those of
+        # the port's first VirtualHost
+        self.assertEqual(len(greeted), 1, greeted)
+        log = "\n".join(self.vh.log_lines())
+        self.assertIn("sni=b.test", log)
+
+    @unittest.skipUnless(SWAKS, "swaks missing")
+    def test_swaks_tls_with_client_certificates(self):
+        for cert, key, verify in ((self.pki["client.pem"], self.pki["client.key"], "SUCCESS"),
+                                  (self.pki["stranger.pem"], self.pki["stranger.key"], "FAILED:self-signed certificate")):
+            n = len(self.tls_events(0))
+            p = subprocess.run([SWAKS, "--server", "127.0.0.1", "--port", str(self.vh.port), "--tls",
+                                "--tls-cert", cert, "--tls-key", key, "--helo", "swaks.example",
+                                "--from", "a@client.example", "--to", "b@localhost", "--timeout", "20"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+            out = p.stdout.decode("utf-8", "replace")
+            self.assertEqual(p.returncode, 0, out)
+            self.assertIn("TLS started", out)
+            events = self.tls_events(n + 1)
+            # optional_no_ca: the session goes on and the handler sees why
+            # the certificate did not verify
+            self.assertIn("verify=%s" % verify, events[-1])
+            self.assertIn("fp=%s" % der_fingerprint(cert), events[-1])
+            if verify == "SUCCESS":
+                self.assertRegex(events[-1], r"subject=\S*CN=client\.example")
+                self.assertRegex(events[-1], r"subject=\S*O=Signed")
+                self.assertIn("issuer=CN=Test Client CA", events[-1])
+        # without a client certificate
+        p = subprocess.run([SWAKS, "--server", "127.0.0.1", "--port", str(self.mx.port), "--tls",
+                            "--from", "a@client.example", "--to", "b@localhost", "--timeout", "20"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+        self.assertIn(" with ESMTPS ", self.received_of(self.mx))
+
+    @unittest.skipUnless(SWAKS, "swaks missing")
+    def test_swaks_tlsc_implicit(self):
+        p = subprocess.run([SWAKS, "--server", "127.0.0.1", "--port", str(self.implicit.port), "--tlsc",
+                            "--from", "a@client.example", "--to", "b@localhost", "--timeout", "20"],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        out = p.stdout.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 0, out)
+        received = self.received_of(self.implicit)
+        self.assertIn(" with ESMTPS ", received)
+        self.assertRegex(received, USING_RE)
+
+    @unittest.skipUnless(CURL, "curl missing")
+    def test_curl_ssl_reqd_and_smtps(self):
+        msg = os.path.join(self.httpd.root, "curl-message.txt")
+        with open(msg, "wb") as f:
+            f.write(b"Subject: curl\r\n\r\nsent by curl\r\n")
+        for url, vh in (("smtp://127.0.0.1:%d" % self.mx.port, self.mx),
+                        ("smtps://127.0.0.1:%d" % self.implicit.port, self.implicit)):
+            before = len(vh.maildir_files())
+            p = subprocess.run([CURL, "-sS", "--ssl-reqd", "-k", url, "--mail-from", "a@client.example",
+                                "--mail-rcpt", "b@localhost", "-T", msg, "--max-time", "30"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+            self.assertIn(" with ESMTPS ", self.received_of(vh, before + 1))
+
+
 @unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
 class StartTlsConfigTest(unittest.TestCase):
     """ESMTPStartTLS On|Required without SSLEngine on fails `apache2 -t`."""
