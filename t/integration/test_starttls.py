@@ -15,6 +15,7 @@ import subprocess
 import time
 import unittest
 
+import test_postfix
 from harness import (MODULESDIR, PARKING, Httpd, RawClient, ServerTestCase, q, split_delivered, wait_for)
 
 MOD_SSL = os.path.join(MODULESDIR, "mod_ssl.so")
@@ -582,6 +583,64 @@ class RealClientsTest(StartTlsBase):
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
             self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
             self.assertIn(" with ESMTPS ", self.received_of(vh, before + 1))
+
+
+@unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
+@unittest.skipIf(test_postfix.SKIP_REASON, test_postfix.SKIP_REASON or "")
+class PostfixStartTlsTest(StartTlsBase):
+    """A private Postfix relays to a STARTTLS Required vhost with
+    smtp_tls_security_level = encrypt: the message arrives `with ESMTPS`
+    and Postfix logs the TLS connection."""
+
+    postfix = None
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.ssl_setup(httpd)
+        cls.vh = httpd.add_smtp("maildir", server_name="mx.postfix.test", log_file="esmtp.log",
+                                extra=ssl_vhost_lines(cls.cert, cls.key, "Required"))
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        try:
+            cls.postfix = test_postfix.PrivatePostfix(cls.vh.port)
+            with open(os.path.join(cls.postfix.config_dir, "main.cf"), "a") as f:
+                f.write("smtp_tls_security_level = encrypt\nsmtp_tls_loglevel = 1\n")
+            # Postfix's TLS client needs its TLS manager
+            with open(os.path.join(cls.postfix.config_dir, "master.cf"), "a") as f:
+                f.write("tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n")
+            cls.postfix.start()
+        except BaseException:
+            if cls.postfix:
+                cls.postfix.cleanup(keep=True)
+            cls.httpd.cleanup(keep=True)
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            if cls.postfix:
+                cls.postfix.cleanup(keep=cls._failed)
+        finally:
+            super().tearDownClass()
+
+    def test_postfix_relays_with_encrypt(self):
+        rcpt = "rcpt@" + self.vh.server_name
+        message = b"From: <sender@client.example>\nSubject: over TLS from Postfix\n\nencrypted hop\n"
+        before = self.vh.maildir_files()
+        rc, out = self.postfix.run(test_postfix._which("sendmail"), "-C", self.postfix.config_dir,
+                                   "-f", "sender@client.example", rcpt, stdin=message)
+        self.assertEqual(rc, 0, out)
+        files = wait_for(lambda: sorted(set(self.vh.maildir_files()) - set(before)), 60, 0.2)
+        self.assertEqual(len(files), 1, "no delivery within 60 s; Postfix log:\n" + self.postfix.log_text())
+        with open(files[0], "rb") as f:
+            _, received, _ = split_delivered(f.read())
+        self.assertIn(" with ESMTPS ", received)
+        self.assertRegex(received, USING_RE)
+        log = wait_for(lambda: "status=sent" in self.postfix.log_text() and self.postfix.log_text(), 10)
+        self.assertRegex(log, r"TLS connection established to 127\.0\.0\.1\[127\.0\.0\.1\]:%d: TLSv1\.[23]"
+                         % self.vh.port)
 
 
 @unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
