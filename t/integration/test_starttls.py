@@ -644,6 +644,57 @@ class PostfixStartTlsTest(StartTlsBase):
 
 
 @unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
+class ConcurrentTlsTest(StartTlsBase):
+    """200 TLS sessions open at once on the event MPM (idle ones parked),
+    each then delivers nothing and QUITs over TLS; the memory the children
+    hold per idle TLS session is printed for the README."""
+    mpm = "event"
+    httpd_options = {"main_extra": ["AsyncRequestWorkerFactor 10"]}
+    SESSIONS = 200
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.ssl_setup(httpd)
+        cls.vh = httpd.add_smtp("maildir", accept_domains=["*"], extra=ssl_vhost_lines(cls.cert, cls.key, "On"))
+
+    def children_pss(self):
+        from harness import children_of
+        total = 0
+        for pid in children_of(self.httpd.proc.pid):
+            try:
+                with open("/proc/%d/smaps_rollup" % pid) as f:
+                    for line in f:
+                        if line.startswith("Pss:"):
+                            total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
+
+    def test_200_concurrent_tls_sessions(self):
+        clients = []
+        try:
+            before = self.children_pss()
+            for i in range(self.SESSIONS):
+                c = RawClient(self.vh.port, timeout=30)
+                clients.append(c)
+                self.assertEqual(c.reply()[0], 220, i)
+                self.assertEqual(c.cmd("EHLO x")[0], 250, i)
+                self.assertEqual(c.cmd("STARTTLS")[0], 220, i)
+                tls_wrap(c)
+                self.assertEqual(c.cmd("EHLO x")[0], 250, i)
+            time.sleep(0.5)
+            after = self.children_pss()
+            if before and after:
+                print("\n%d idle TLS sessions: children PSS %d KB -> %d KB (%.1f KB per session)"
+                      % (self.SESSIONS, before, after, (after - before) / self.SESSIONS))
+            for i, c in enumerate(clients):
+                self.assertEqual(c.cmd("QUIT")[0], 221, i)
+        finally:
+            for c in clients:
+                c.close()
+
+
+@unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
 class StartTlsConfigTest(unittest.TestCase):
     """ESMTPStartTLS On|Required without SSLEngine on fails `apache2 -t`."""
 
