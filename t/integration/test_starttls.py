@@ -695,6 +695,56 @@ class ConcurrentTlsTest(StartTlsBase):
 
 
 @unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
+class SampleTlsConfigTest(StartTlsBase):
+    """conf/esmtp-tls.conf (ports, certificate and Maildir moved into the
+    test's root) runs: STARTTLS on the MX port, implicit TLS on 465."""
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.ssl_setup(httpd)
+        from harness import TOP_SRCDIR, free_port
+        with open(os.path.join(TOP_SRCDIR, "conf", "esmtp-tls.conf")) as f:
+            sample = f.read()
+        cls.mx_port, cls.sub_port = free_port(), free_port()
+        cls.maildir = os.path.join(httpd.root, "Maildir")
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(cls.maildir, sub))
+        sample = sample.replace("Listen 25 smtp", "Listen 127.0.0.1:%d smtp" % cls.mx_port)
+        sample = sample.replace("Listen 465 smtp", "Listen 127.0.0.1:%d smtp" % cls.sub_port)
+        sample = sample.replace("<VirtualHost *:25>", "<VirtualHost 127.0.0.1:%d>" % cls.mx_port)
+        sample = sample.replace("<VirtualHost *:465>", "<VirtualHost 127.0.0.1:%d>" % cls.sub_port)
+        sample = re.sub(r"(SSLCertificateFile\s+)\S+", lambda m: m.group(1) + q(cls.cert), sample)
+        sample = re.sub(r"(SSLCertificateKeyFile\s+)\S+", lambda m: m.group(1) + q(cls.key), sample)
+        sample = re.sub(r"(ESMTPHandler\s+maildir\s+)\S+", lambda m: m.group(1) + q(cls.maildir), sample)
+        sample = sample.replace("ServerName mx.example.org", "ServerName localhost\n        ESMTPAcceptDomains *")
+        sample = sample.replace("ServerName mail.example.org",
+                                "ServerName localhost\n        ESMTPAcceptDomains *")
+        httpd.main_extra.append(sample)
+        # the harness's ports list drives the start-up probe
+        httpd.add_smtp("maildir", accept_domains=["*"])
+
+    def test_sample_mx_and_submission(self):
+        with smtplib.SMTP("127.0.0.1", self.mx_port, timeout=20) as s:
+            s.ehlo("client.example")
+            self.assertTrue(s.has_extn("starttls"))
+            s.starttls(context=client_context())
+            s.ehlo("client.example")
+            s.sendmail("a@client.example", ["b@localhost"], b"Subject: mx\r\n\r\nmx\r\n")
+        with smtplib.SMTP_SSL("127.0.0.1", self.sub_port, context=client_context(), timeout=20) as s:
+            s.ehlo("client.example")
+            self.assertFalse(s.has_extn("starttls"))
+            s.sendmail("a@client.example", ["b@localhost"], b"Subject: submission\r\n\r\nsub\r\n")
+        files = wait_for(lambda: len(os.listdir(os.path.join(self.maildir, "new"))) == 2 and
+                         os.listdir(os.path.join(self.maildir, "new")), 5)
+        self.assertTrue(files)
+        for name in files:
+            with open(os.path.join(self.maildir, "new", name), "rb") as f:
+                _, received, _ = split_delivered(f.read())
+            self.assertIn(" with ESMTPS ", received)
+            self.assertRegex(received, USING_RE)
+
+
+@unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
 class StartTlsConfigTest(unittest.TestCase):
     """ESMTPStartTLS On|Required without SSLEngine on fails `apache2 -t`."""
 
