@@ -31,7 +31,7 @@ constexpr std::array<VerbRule, 15> kVerbs{{
     {Verb::expn,     "EXPN",     0,             Y,   N,      N,    Tx::none,  N,    N,      N,     N,   N},
     // RFC 3207: not inside a transaction; offered only by ESMTPStartTLS on a
     // plaintext session (Session::do_starttls answers 502/503 otherwise)
-    {Verb::starttls, "STARTTLS", 0,             Y,   N,      N,    Tx::none,  Y,    N,      N,     Y,   N},
+    {Verb::starttls, "STARTTLS", 0,             N,   N,      N,    Tx::none,  Y,    N,      N,     Y,   N},
     // the handler's commands and unknown lines: the handler decides
     {Verb::custom,   "COMMAND",  0,             N,   N,      N,    Tx::none,  N,    N,      N,     N,   N},
     {Verb::unknown,  "UNKNOWN",  0,             N,   N,      N,    Tx::none,  N,    N,      N,     N,   N},
