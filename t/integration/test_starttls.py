@@ -745,6 +745,67 @@ class SampleTlsConfigTest(StartTlsBase):
 
 
 @unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
+class PlaintextChecksOverTlsTest(StartTlsBase):
+    """The project's own plaintext checks, again over STARTTLS: SMTP
+    smuggling, line limits, bare LF, pipelining and the size limit behave
+    the same inside TLS."""
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.ssl_setup(httpd)
+        cls.vh = httpd.add_smtp("maildir", accept_domains=["*"], max_size=5000,
+                                extra=ssl_vhost_lines(cls.cert, cls.key, "Required"))
+
+    def client(self):
+        c = RawClient(self.vh.port)
+        self.assertEqual(c.reply()[0], 220)
+        self.assertEqual(c.cmd("EHLO x")[0], 250)
+        self.assertEqual(c.cmd("STARTTLS")[0], 220)
+        tls_wrap(c)
+        self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+        return c
+
+    def test_smuggling_does_not_end_data(self):
+        before = len(self.vh.maildir_files())
+        with self.client() as c:
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<b@localhost>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send("Subject: smuggle\r\n\r\nbody\n.\nMAIL FROM:<evil@x>\nRCPT TO:<c@localhost>\nDATA\n"
+                   "evil\r\n.\r\n")
+            code, lines = c.reply()
+            # bare LF in the content: refused after the real end, in sync
+            self.assertEqual(code, 550, lines)
+            self.assertEqual(c.cmd("NOOP")[0], 250)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        time.sleep(0.2)
+        self.assertEqual(len(self.vh.maildir_files()), before)
+
+    def test_line_limits_and_bare_lf(self):
+        with self.client() as c:
+            self.assertEqual(c.cmd("NOOP " + "x" * 600), (500, ["500 5.5.2 Line too long"]))
+            c.send("NOOP\n")
+            self.assertEqual(c.reply()[0], 550)
+            self.assertEqual(c.cmd("NOOP")[0], 250)
+
+    def test_pipelined_transaction_and_size_limit(self):
+        before = len(self.vh.maildir_files())
+        with self.client() as c:
+            c.send("MAIL FROM:<a@client.example>\r\nRCPT TO:<b@localhost>\r\nDATA\r\n")
+            self.assertEqual([c.reply()[0] for _ in range(3)], [250, 250, 354])
+            c.send("Subject: pipelined\r\n\r\nin one write\r\n.\r\n")
+            self.assertEqual(c.reply()[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example> SIZE=6000")[0], 552)
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<b@localhost>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send("Subject: big\r\n\r\n" + ("y" * 70 + "\r\n") * 100 + ".\r\n")
+            self.assertEqual(c.reply()[0], 552)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertTrue(wait_for(lambda: len(self.vh.maildir_files()) == before + 1, 5))
+
+
+@unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
 class StartTlsConfigTest(unittest.TestCase):
     """ESMTPStartTLS On|Required without SSLEngine on fails `apache2 -t`."""
 
