@@ -833,6 +833,20 @@ class StartTlsConfigTest(unittest.TestCase):
         rc, out = self.check("Required", True)
         self.assertEqual(rc, 0, out)
 
+    def test_inherited_sslengine(self):
+        """SSLEngine on in the main server counts for a VirtualHost that
+        does not set it; SSLEngine off in the VirtualHost wins."""
+        for vhost_lines, ok in (([], True), (["SSLEngine off"], False)):
+            httpd = Httpd()
+            try:
+                cert, key = make_cert(os.path.join(httpd.root, "conf"))
+                httpd.main_extra += ssl_main_lines() + ssl_vhost_lines(cert, key)
+                httpd.add_smtp("maildir", accept_domains=["*"], extra=vhost_lines + ["ESMTPStartTLS On"])
+                rc, out = httpd.config_test()
+            finally:
+                httpd.cleanup()
+            self.assertEqual(rc == 0, ok, out)
+
     def test_bad_value(self):
         rc, out = self.check("Maybe", True)
         self.assertNotEqual(rc, 0, out)
