@@ -283,10 +283,13 @@ SmtpConnection::TlsStep SmtpConnection::handshake(bool may_park)
         return TlsStep::closed;
     };
     apr_socket_t *sock = ap_get_conn_socket(c_);
+    // one brigade for every attempt: a client that trickles its handshake
+    // wakes the session often, and c->pool never gives memory back
+    if (!tls_bb_)
+        tls_bb_ = apr_brigade_create(c_->pool, c_->bucket_alloc);
     for (;;) {
-        apr_bucket_brigade *bb = apr_brigade_create(c_->pool, c_->bucket_alloc);
-        apr_status_t rv = ap_get_brigade(c_->input_filters, bb, AP_MODE_INIT, APR_NONBLOCK_READ, 0);
-        apr_brigade_destroy(bb);
+        apr_status_t rv = ap_get_brigade(c_->input_filters, tls_bb_, AP_MODE_INIT, APR_NONBLOCK_READ, 0);
+        apr_brigade_cleanup(tls_bb_);
         if (rv == APR_SUCCESS) {
             // mod_ssl may have given up on TLS (bytes that look like HTTP)
             // and passed the connection through: that is no success.

@@ -87,6 +87,7 @@ class SmtpConnection
     TlsFilters tls_;
     bool handshaking_ = false; // filters linked back, handshake under way
     apr_time_t tls_deadline_ = 0;
+    apr_bucket_brigade *tls_bb_ = nullptr;
 };
 
 } // namespace esmtp
