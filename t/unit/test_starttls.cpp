@@ -45,6 +45,7 @@ class StartTlsTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testPipelinedCommandsDiscarded);
     CPPUNIT_TEST(testPipelinedAfterHeloDiscardedWithoutViolation);
     CPPUNIT_TEST(testOneWriteWithEhloWhenPipeliningAllowed);
+    CPPUNIT_TEST(testPartialLineAfterStartTlsDiscarded);
     CPPUNIT_TEST(testRequired);
     CPPUNIT_TEST(testRequiredBdatSwallowsChunk);
     CPPUNIT_TEST(testHandshakeFailedClosesSilently);
@@ -168,6 +169,23 @@ class StartTlsTest : public CppUnit::TestFixture
         out = d.send("EHLO x\r\nSTARTTLS\r\nRSET\r\n");
         CPPUNIT_ASSERT_MESSAGE(out, has(out, "554 5.5.0"));
         CPPUNIT_ASSERT(!d.s().tls_requested());
+    }
+
+    // Half a command after STARTTLS is dropped too: it must not be
+    // completed by the first octets after the handshake.
+    void testPartialLineAfterStartTlsDiscarded()
+    {
+        Harness h;
+        h.cfg.starttls = StartTls::on;
+        h.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("220 2.0.0 Ready to start TLS\r\n"), h.send("STARTTLS\r\nRS"));
+        h.s().plaintext_discarded(0);
+        CPPUNIT_ASSERT(h.log.has("discarded 2 octets"));
+        h.s().tls_started(tls13());
+        CPPUNIT_ASSERT(!h.s().has_partial_input());
+        // "ET\r\n" alone is no RSET
+        CPPUNIT_ASSERT_EQUAL(std::string("500 5.5.2 Command unrecognized\r\n"), h.send("ET\r\n"));
+        CPPUNIT_ASSERT(!h.rec->saw("rset"));
     }
 
     void testRequired()
