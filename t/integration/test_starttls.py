@@ -369,6 +369,76 @@ class _TlsOnMpm:
             self.assertEqual(c.cmd("NOOP")[0], 250)
             self.assertEqual(c.cmd("QUIT")[0], 221)
 
+    def test_split_and_coalesced_records(self):
+        """TLS records cut in the middle with a pause (the server waits,
+        or parks, holding half a record) and several records in one TCP
+        write (all but the first wait inside OpenSSL or httpd's buffers,
+        invisible to the MPM's poll)."""
+        with RawClient(self.vh.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO x")[0], 250)
+            self.assertEqual(c.cmd("STARTTLS")[0], 220)
+            incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+            tls = client_context().wrap_bio(incoming, outgoing)
+
+            def pump_handshake():
+                while True:
+                    try:
+                        tls.do_handshake()
+                        c.sock.sendall(outgoing.read())
+                        return
+                    except ssl.SSLWantReadError:
+                        c.sock.sendall(outgoing.read())
+                        data = c.sock.recv(65536)
+                        self.assertTrue(data, "closed during the handshake")
+                        incoming.write(data)
+
+            def read_reply():
+                buf = b""
+                while True:
+                    try:
+                        buf += tls.read(65536)
+                    except ssl.SSLWantReadError:
+                        data = c.sock.recv(65536)
+                        self.assertTrue(data, "closed")
+                        incoming.write(data)
+                        continue
+                    lines = buf.split(b"\r\n")
+                    for i, line in enumerate(lines[:-1]):
+                        if len(line) >= 4 and line[3:4] == b" ":
+                            return int(line[:3]), b"\r\n".join(lines[i + 1:])
+                    # multi-line reply not complete yet: keep reading
+
+            pump_handshake()
+            tls.write(b"EHLO x\r\n")
+            c.sock.sendall(outgoing.read())
+            code, rest = read_reply()
+            self.assertEqual(code, 250)
+            # one record cut in two, with a pause longer than the server's
+            # wait before parking
+            tls.write(b"NOOP\r\n")
+            record = outgoing.read()
+            c.sock.sendall(record[:len(record) // 2])
+            time.sleep(1.2)
+            c.sock.sendall(record[len(record) // 2:])
+            self.assertEqual(read_reply()[0], 250)
+            # three records in one TCP write, then silence: every reply must come
+            for _ in range(3):
+                tls.write(b"NOOP\r\n")
+            c.sock.sendall(outgoing.read())
+            codes = []
+            pending = b""
+            while len(codes) < 3:
+                try:
+                    pending += tls.read(65536)
+                except ssl.SSLWantReadError:
+                    data = c.sock.recv(65536)
+                    self.assertTrue(data, "closed")
+                    incoming.write(data)
+                    continue
+                codes = [l[:3] for l in pending.split(b"\r\n") if l]
+            self.assertEqual(codes, [b"250"] * 3)
+
     def test_graceful_restart_421_over_tls(self):
         c = self.starttls_client()
         try:
