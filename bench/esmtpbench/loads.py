@@ -21,12 +21,21 @@ SHAPES = {
     "c": (4, 200, 1048576, True),
 }
 QUICK_MESSAGES = {"a": 200, "b": 400, "c": 8}
+# STARTTLS shapes (tlsload.py): one message per connection (a handshake
+# each), and connection reuse
+TLS_SHAPES = {
+    "a-tls": (20, 2000, 4096, False),
+    "b-tls": (20, 20000, 4096, True),
+}
+TLS_QUICK_MESSAGES = {"a-tls": 100, "b-tls": 400}
 SHAPE_TEXT = {
     "a": "one message per connection",
     "b": "connection reuse",
     "c": "large messages (1 MiB)",
     "p-data": "pipelined: MAIL+RCPT+DATA+message in one write",
     "p-bdat": "pipelined: MAIL+RCPT+BDAT LAST+message in one write",
+    "a-tls": "STARTTLS, one message per connection",
+    "b-tls": "STARTTLS, connection reuse",
 }
 
 
@@ -98,3 +107,12 @@ def parse_pipeload(result):
     except (ValueError, IndexError):
         return None
     return data
+
+
+def tlsload_cmd(port, sessions, messages, length, procs, reuse):
+    cmd = [sys.executable, os.path.join(HERE, "tlsload.py"), "--port", str(port), "--sessions", str(sessions),
+           "--messages", str(messages), "--length", str(length), "--procs", str(procs),
+           "--from", SENDER, "--to", RCPT, "--helo", HELO]
+    if reuse:
+        cmd.append("--reuse")
+    return cmd

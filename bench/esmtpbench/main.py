@@ -301,6 +301,50 @@ class Bench:
                 if s in self.started:
                     self.stop(s)
 
+    def run_tls(self, mode):
+        """The STARTTLS shapes (tlsload.py) against mod_esmtp with
+        ESMTPStartTLS On and Postfix smtpd with smtpd_tls_security_level =
+        may, the same self-signed certificate (RSA 2048)."""
+        cert_dir = tempfile_mkdtemp(self.args.workdir)
+        self.to_remove_dirs = getattr(self, "to_remove_dirs", []) + [cert_dir]
+        cert, key = os.path.join(cert_dir, "cert.pem"), os.path.join(cert_dir, "key.pem")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=mx.bench.test",
+                        "-addext", "subjectAltName=DNS:mx.bench.test", "-addext", "basicConstraints=critical,CA:FALSE",
+                        "-keyout", key, "-out", cert, "-days", "2"], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60)
+        os.chmod(cert_dir, 0o755)
+        os.chmod(key, 0o644)  # httpd's children and Postfix's smtpd read it
+        servers = []
+        for name in self.args.servers:
+            if name == "mod_esmtp":
+                servers.append(ModEsmtp(self.args.workdir, mode, log_level=self.args.esmtp_log_level,
+                                        threads=self.args.threads, async_factor=self.args.async_factor, tag="-tls",
+                                        tls=(cert, key)))
+            elif name == "postfix":
+                servers.append(PostfixSmtpd(self.args.workdir, mode, tls=(cert, key)))
+        try:
+            for s in servers:
+                self.start(s)
+                self.record_config(mode + "-tls", s)
+            for shape in self.args.tls_shapes:
+                sessions, messages, length, reuse = loads.TLS_SHAPES[shape]
+                if self.args.quick:
+                    messages = loads.TLS_QUICK_MESSAGES[shape]
+                if self.args.messages_scale != 1.0:
+                    messages = max(sessions, int(messages * self.args.messages_scale))
+                self.commands[shape] = " ".join(loads.tlsload_cmd(0, sessions, messages, length,
+                                                                  self.args.pipe_procs, reuse)).replace(
+                    "--port 0", "--port PORT")
+                for rep in range(self.args.repeat):
+                    for s in servers:
+                        cmd = loads.tlsload_cmd(s.port, sessions, messages, length, self.args.pipe_procs, reuse)
+                        self.measure(s, mode, shape, rep, cmd, messages, length, pipelined=True)
+        finally:
+            for s in servers:
+                if s in self.started:
+                    self.stop(s)
+            shutil.rmtree(cert_dir, ignore_errors=True)
+
     def run_idle(self):
         """N idle sessions (after EHLO) held open while shape (b) runs, each
         N on a freshly started httpd (so memory kept from an earlier N does
@@ -468,7 +512,9 @@ def parse_args(argv):
     ap.add_argument("--no-pipelined", dest="pipelined", action="store_false", help="skip the pipelined load")
     ap.add_argument("--pipe-styles", default="data,bdat", help="pipelined styles: data (DATA+message in one write), "
                     "bdat (BDAT LAST, one write)")
-    ap.add_argument("--pipe-procs", type=int, default=2, help="processes of the pipelined client")
+    ap.add_argument("--pipe-procs", type=int, default=2, help="processes of the pipelined and TLS clients")
+    ap.add_argument("--tls-shapes", default="a-tls,b-tls", help="STARTTLS shapes (a-tls,b-tls; none: skip), "
+                    "mod_esmtp and Postfix smtpd only")
     ap.add_argument("--idle", default=None, help="idle-session counts (default 100,1000,5000; quick 50); "
                     "'none' skips the idle benchmark")
     ap.add_argument("--idle-repeat", type=int, default=None, help="repeats of the idle benchmark (default: --repeat)")
@@ -504,6 +550,10 @@ def parse_args(argv):
         if s not in ALL_SERVERS:
             ap.error("unknown server %r" % s)
     args.pipe_styles = [s for s in args.pipe_styles.split(",") if s]
+    args.tls_shapes = [] if args.tls_shapes == "none" else [s for s in args.tls_shapes.split(",") if s]
+    for s in args.tls_shapes:
+        if s not in loads.TLS_SHAPES:
+            ap.error("unknown TLS shape %r (a-tls, b-tls)" % s)
     if args.repeat is None:
         args.repeat = 1 if args.quick else 3
     if args.wait_quiet is None:
@@ -516,6 +566,11 @@ def parse_args(argv):
     if args.out is None:
         args.out = os.path.join(BENCH, "results", time.strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else ""))
     return args
+
+
+def tempfile_mkdtemp(workdir):
+    import tempfile
+    return tempfile.mkdtemp(prefix="esmtp-bench-cert-", dir=workdir)
 
 
 def tempfile_dir():
@@ -549,6 +604,9 @@ def main(argv=None):
         for mode in args.modes:
             log("=== mode %s" % mode)
             bench.run_mode(mode)
+            if args.tls_shapes:
+                log("=== mode %s, STARTTLS shapes %s" % (mode, ",".join(args.tls_shapes)))
+                bench.run_tls(mode)
         if args.idle and "mod_esmtp" in args.servers:
             log("=== idle sessions %s" % args.idle)
             bench.run_idle()

@@ -61,7 +61,7 @@ def fx(v):
 
 
 def shape_order(shape):
-    order = {"a": 0, "b": 1, "c": 2, "p-data": 3, "p-bdat": 4}
+    order = {"a": 0, "b": 1, "c": 2, "p-data": 3, "p-bdat": 4, "a-tls": 5, "b-tls": 6}
     return order.get(shape, 9)
 
 
@@ -139,6 +139,14 @@ def targets(summary, idle_summary):
         v = get("durable", shape, "mod_esmtp", "x_smtpd_msgs_s")
         if v is not None:
             add("durable pipelined %s: msgs/s vs Postfix smtpd" % shape[2:], v, ">=", 2.0)
+    # issue 9: STARTTLS shapes
+    for mode in ("discard", "durable"):
+        v = get(mode, "a-tls", "mod_esmtp", "x_smtpd_msgs_s")
+        if v is not None:
+            add("%s (a-tls): msgs/s vs Postfix smtpd" % mode, v, ">=", 2.0)
+        tls_b, plain_b = get(mode, "b-tls", "mod_esmtp", "msgs_s"), get(mode, "b", "mod_esmtp", "msgs_s")
+        if tls_b is not None and plain_b:
+            add("%s (b-tls): msgs/s vs mod_esmtp's plaintext (b)" % mode, tls_b / plain_b, ">=", 0.8)
     add("discard (b): CPU/msg vs smtp-sink", get("discard", "b", "mod_esmtp", "x_sink_cpu_us_msg"), "<=", 1.5)
     big = [r for r in idle_summary if r["idle"] >= 5000]
     if big:

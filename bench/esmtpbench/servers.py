@@ -128,7 +128,7 @@ class ModEsmtp(Server):
     name = "mod_esmtp"
 
     def __init__(self, workdir, mode, threads=25, start_servers=2, server_limit=4, async_factor=4,
-                 log_level=0, timeout=300, extra=(), tag=""):
+                 log_level=0, timeout=300, extra=(), tag="", tls=None):
         self.mode = mode
         self.durable = mode == "durable"
         self.label = "mod_esmtp (%s)" % ("maildir" if self.durable else "discard")
@@ -146,8 +146,20 @@ class ModEsmtp(Server):
         self.httpd = _BenchHttpd(self.mpm_lines, mpm="event", esmtp=True, test_handler=False, log_level="warn",
                                  root=tempfile.mkdtemp(prefix="esmtp-bench-httpd%s-" % tag, dir=workdir))
         handler = "maildir" if self.durable else "discard"
+        extra = list(extra)
+        if tls:
+            # (cert, key): STARTTLS through mod_ssl
+            cert, key = tls
+            mods = harness.MODULESDIR
+            self.httpd.main_extra += ["LoadModule socache_shmcb_module %s" % harness.q(os.path.join(mods, "mod_socache_shmcb.so")),
+                                      "LoadModule ssl_module %s" % harness.q(os.path.join(mods, "mod_ssl.so")),
+                                      "SSLSessionCache shmcb:%s(512000)" % os.path.join(self.httpd.root, "run", "ssl_scache"),
+                                      "SSLRandomSeed startup builtin"]
+            extra += ["SSLEngine on", "SSLCertificateFile %s" % harness.q(cert),
+                      "SSLCertificateKeyFile %s" % harness.q(key), "ESMTPStartTLS On"]
+            self.label += " STARTTLS"
         self.vh = self.httpd.add_smtp(handler, server_name="mx." + DOMAIN, accept_domains=[DOMAIN],
-                                      log_level=log_level, extra=list(extra))
+                                      log_level=log_level, extra=extra)
         self.port = self.vh.port
         self.log_problems = []
 
@@ -312,7 +324,7 @@ class PostfixSmtpd(Server):
         postlog   unix-dgram n  -       n       -       1       postlogd
         """)
 
-    def __init__(self, workdir, mode, extra_main=()):
+    def __init__(self, workdir, mode, extra_main=(), tls=None):
         self.mode = mode
         self.durable = mode == "durable"
         self.label = "Postfix smtpd (%s)" % ("virtual Maildir" if self.durable else "discard")
@@ -372,6 +384,13 @@ class PostfixSmtpd(Server):
                         log=self.log_file, root=self.root)
         self.main_cf += "".join(l + "\n" for l in extra_main)
         self.master_cf = self.MASTER_CF.format(port=self.port)
+        if tls:
+            # the same certificate as mod_esmtp's, STARTTLS offered (may)
+            cert, key = tls
+            self.main_cf += ("smtpd_tls_security_level = may\nsmtpd_tls_cert_file = %s\n"
+                             "smtpd_tls_key_file = %s\n" % (cert, key))
+            self.master_cf += "tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n"
+            self.label += " STARTTLS"
         with open(os.path.join(self.config_dir, "main.cf"), "w") as f:
             f.write(self.main_cf)
         with open(os.path.join(self.config_dir, "master.cf"), "w") as f:

@@ -85,6 +85,24 @@ struct HeaderField {
     std::string_view raw;
 };
 
+// The session's TLS state (API 2.1): implicit TLS (SSLEngine on, port 465)
+// from the start, or after a successful STARTTLS. Values are mod_ssl's
+// (ap_ssl_var_lookup), empty when mod_ssl did not give them.
+struct TlsInfo {
+    bool active = false;   // false: plaintext, every other field empty
+    std::string protocol;  // SSL_PROTOCOL: "TLSv1.3"
+    std::string cipher;    // SSL_CIPHER (OpenSSL's name): "TLS_AES_256_GCM_SHA384"
+    unsigned bits = 0;     // SSL_CIPHER_USEKEYSIZE
+    unsigned alg_bits = 0; // SSL_CIPHER_ALGKEYSIZE
+    std::string sni;       // SSL_TLS_SNI: the name the client asked for (may be empty)
+    // A client certificate, with SSLVerifyClient optional or optional_no_ca
+    // in the VirtualHost (require refuses the handshake without one):
+    std::string client_verify;      // SSL_CLIENT_VERIFY: NONE, SUCCESS, GENEROUS or FAILED:reason
+    std::string client_subject;     // SSL_CLIENT_S_DN (RFC 2253)
+    std::string client_issuer;      // SSL_CLIENT_I_DN
+    std::string client_fingerprint; // SHA-256 of the DER certificate, upper-case hex with ':'
+};
+
 // What a handler can see of (and do with) its session.
 class SessionView
 {
@@ -119,10 +137,9 @@ class SessionView
     // in an X-Quarantine: header field. A handler that can hold mail
     // apart should store it there.
     virtual std::string_view quarantine_reason() const { return {}; }
-    // API 2.1: the TLS protocol ("TLSv1.3") and cipher of a session over
-    // TLS, as mod_ssl names them; empty without TLS.
-    virtual std::string_view tls_version() const { return {}; }
-    virtual std::string_view tls_cipher() const { return {}; }
+    // API 2.1: the TLS state (tls().active false on a plaintext session).
+    // After STARTTLS the session starts over (RFC 3207 4.2): HELO/EHLO again.
+    virtual const TlsInfo &tls() const = 0;
 
   protected:
     ~SessionView() = default;

@@ -73,7 +73,7 @@ struct BuiltIn {
     Verb verb;
 };
 
-constexpr std::array<BuiltIn, 12> kBuiltIns{{
+constexpr std::array<BuiltIn, 13> kBuiltIns{{
     {"HELO", Verb::helo},
     {"EHLO", Verb::ehlo},
     {"MAIL", Verb::mail},
@@ -86,6 +86,7 @@ constexpr std::array<BuiltIn, 12> kBuiltIns{{
     {"HELP", Verb::help},
     {"NOOP", Verb::noop},
     {"QUIT", Verb::quit},
+    {"STARTTLS", Verb::starttls},
 }};
 
 } // namespace
@@ -130,17 +131,20 @@ std::vector<std::string_view> CommandTable::names() const
 CommandMatch CommandTable::match(const CommandTable *table, std::string_view line)
 {
     CommandMatch m;
-    // Built-in verbs are matched by their four letters first, without a
-    // regex: "VERB" alone or "VERB" SP argument (the equivalent of
+    // Built-in verbs are matched by their name first, without a regex:
+    // "VERB" alone or "VERB" SP argument (the equivalent of
     // /^VERB(?:\s+(.*))?$/i), first match wins.
-    if (line.size() >= 4 && (line.size() == 4 || line[4] == ' ' || line[4] == '\t')) {
-        char up[4];
-        for (int i = 0; i < 4; ++i)
+    std::size_t word = line.find_first_of(" \t");
+    if (word == std::string_view::npos)
+        word = line.size();
+    if (word >= 4 && word <= 8) {
+        char up[8];
+        for (std::size_t i = 0; i < word; ++i)
             up[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(line[i])));
         for (const auto &b : kBuiltIns) {
-            if (std::string_view(up, 4) == b.name) {
+            if (std::string_view(up, word) == b.name) {
                 m.verb = b.verb;
-                std::string_view arg = line.substr(4);
+                std::string_view arg = line.substr(word);
                 while (!arg.empty() && (arg.front() == ' ' || arg.front() == '\t'))
                     arg.remove_prefix(1);
                 while (!arg.empty() && (arg.back() == ' ' || arg.back() == '\t'))

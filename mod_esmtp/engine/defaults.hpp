@@ -62,6 +62,11 @@ namespace milter
 struct Config;
 }
 
+// ESMTPStartTLS: off (no STARTTLS; with SSLEngine on the port is implicit
+// TLS), on (offered after EHLO on a plaintext session), required (on, and
+// the verbs the table marks needs_tls get 530 5.7.0 until TLS is active).
+enum class StartTls { off, on, required };
+
 struct SessionConfig {
     std::string hostname = "localhost";
     Limits limits;
@@ -81,6 +86,11 @@ struct SessionConfig {
     // RFC 5321 4.5.3.2 timeouts in seconds, enforced by the I/O glue.
     unsigned command_timeout = 300;
     unsigned data_timeout = 180;
+    // ESMTPTimeout tls=N: the TLS handshake after STARTTLS's 220 must end
+    // within this many seconds (whole handshake, not per read).
+    unsigned tls_timeout = 60;
+    // ESMTPStartTLS (the glue checks SSLEngine on for on/required).
+    StartTls starttls = StartTls::off;
     // ESMTPGreetingDelay (milliseconds): wait this long before the 220; a
     // client that talks first is refused (554 5.5.0). Enforced by the glue.
     unsigned greeting_delay_ms = 0;

@@ -86,6 +86,17 @@ bool parse_bdat(std::string_view arg, std::uint64_t &size, bool &last)
     return true;
 }
 
+std::string tls_summary(const TlsInfo &t)
+{
+    std::string s =
+        t.protocol + " cipher=" + t.cipher + " bits=" + std::to_string(t.bits) + "/" + std::to_string(t.alg_bits);
+    if (!t.sni.empty())
+        s += " sni=" + t.sni;
+    if (!t.client_verify.empty() && t.client_verify != "NONE")
+        s += " client_verify=" + t.client_verify + " client_dn=\"" + t.client_subject + "\"";
+    return s;
+}
+
 } // namespace
 
 const char *extension_name(Extension e)
@@ -313,7 +324,8 @@ void Session::start()
     transit_phase(Phase::command, "connect");
     if (logs(log_session))
         log(log_session, std::string("connect from ").append(remote_host()).append("[").append(conn_.client_address) +
-                             "]:" + std::to_string(conn_.client_port));
+                             "]:" + std::to_string(conn_.client_port) +
+                             (conn_.tls ? " tls=" + tls_summary(conn_.tls_info) : std::string()));
     Reply r = ask(Event::connect, [&] { return handler_->connect(*this); });
     if (handler_threw_) // no session without a working handler
         r = Reply(421, std::string(cfg_.hostname) + " Service not available, closing transmission channel", "4.3.2",
@@ -348,6 +360,10 @@ void Session::feed(std::string_view in)
 {
     if (state_.phase == Phase::greeting)
         start();
+    if (state_.phase == Phase::tls) {
+        injected_ += in.size(); // never executed (CVE-2011-0411)
+        return;
+    }
     if (commands_ == 0 && !lines_.has_partial() && !in.empty() && in.front() == '\x16' &&
         state_.phase == Phase::command) {
         // a TLS ClientHello: this port speaks plaintext SMTP first
@@ -404,6 +420,13 @@ void Session::feed(std::string_view in)
         } else {
             command(line);
         }
+        if (state_.phase == Phase::tls) {
+            // CVE-2011-0411: what the client sent after STARTTLS in the same
+            // plaintext packet is dropped, with any partial line.
+            injected_ += in.size();
+            lines_.reset();
+            return;
+        }
         if (!in.empty() && state_.phase != Phase::closed && state_.phase != Phase::bdat && !may_pipeline)
             protocol_violation("improper command pipelining");
     }
@@ -423,12 +446,15 @@ Canned Session::check(const VerbRule &rule)
 {
     if (state_.hello == Hello::refused && !rule.when_refused)
         return {503, "5.5.1", "Error: access denied"};
+    if (rule.needs_tls && cfg_.starttls == StartTls::required && !conn_.tls)
+        return {530, "5.7.0", "Must issue a STARTTLS command first"};
     if (rule.extension && (state_.hello != Hello::ehlo || !(cfg_.extensions & rule.extension)))
         return {502, "5.5.1", "Error: command not implemented"};
     if (rule.needs_hello && (state_.hello == Hello::none))
         return {503, "5.5.1", "Error: send HELO/EHLO first"};
     if (rule.refused_in_tx && state_.tx != Tx::none)
-        return {503, "5.5.1", "Error: nested MAIL command"};
+        return {503, "5.5.1",
+                rule.verb == Verb::mail ? "Error: nested MAIL command" : "Error: MAIL transaction in progress"};
     if (rule.refused_in_bdat && state_.tx == Tx::bdat)
         return {503, "5.5.1", rule.verb == Verb::rcpt ? "Error: RCPT after BDAT" : "Error: DATA after BDAT"};
     if (state_.tx < rule.needs_tx)
@@ -484,10 +510,66 @@ void Session::command(std::string_view line)
     case Verb::data:
         do_data(m.argument);
         break;
+    case Verb::starttls:
+        do_starttls(m.argument);
+        break;
     default:
         do_simple(m.verb, m.argument, rule, m);
         break;
     }
+}
+
+void Session::do_starttls(std::string_view arg)
+{
+    if (cfg_.starttls == StartTls::off) {
+        reply(502, "5.5.1", "Error: command not implemented");
+        return;
+    }
+    if (conn_.tls) {
+        reply(503, "5.5.1", "Error: TLS already active");
+        return;
+    }
+    if (!arg.empty()) {
+        reply(501, "5.5.4", "Syntax: STARTTLS");
+        return;
+    }
+    injected_ = 0;
+    reply(220, "2.0.0", "Ready to start TLS");
+    transit_phase(Phase::tls, "STARTTLS");
+}
+
+void Session::plaintext_discarded(std::size_t octets)
+{
+    injected_ += octets;
+    if (injected_)
+        log(log_session, "discarded " + std::to_string(injected_) +
+                             " octets sent after STARTTLS before the TLS handshake (plaintext injection, "
+                             "CVE-2011-0411)");
+    injected_ = 0;
+}
+
+void Session::tls_started(TlsInfo info)
+{
+    if (state_.phase != Phase::tls)
+        return;
+    info.active = true;
+    conn_.tls = true;
+    conn_.tls_info = std::move(info);
+    // RFC 3207 4.2: discard all knowledge from the client; it starts over
+    // with EHLO. The transaction is empty (STARTTLS is refused inside one).
+    helo_.clear();
+    lines_.reset();
+    transit({Phase::command, Hello::none, Tx::none}, "TLS handshake done");
+    if (logs(log_session))
+        log(log_session, "STARTTLS: " + tls_summary(conn_.tls_info));
+}
+
+void Session::tls_failed(std::string_view why)
+{
+    if (state_.phase != Phase::tls)
+        return;
+    log(log_session, "TLS handshake failed: " + std::string(why));
+    transit_phase(Phase::closed, "TLS handshake failed");
 }
 
 void Session::do_simple(Verb verb, std::string_view arg, const VerbRule &rule, const CommandMatch &m)
@@ -522,7 +604,7 @@ void Session::do_simple(Verb verb, std::string_view arg, const VerbRule &rule, c
     case Verb::help: {
         Reply r = ask(Event::help, [&] { return handler_->help(*this, arg); });
         if (r.empty())
-            r = Reply(214, help_text(cfg_, state_.hello), "2.0.0");
+            r = Reply(214, help_text(cfg_, state_.hello, conn_.tls), "2.0.0");
         reply(r);
         return;
     }
@@ -570,6 +652,8 @@ void Session::do_helo(std::string_view arg, const VerbRule &rule, bool extended)
             else
                 ext.emplace_back(x.name);
         }
+        if (cfg_.starttls != StartTls::off && !conn_.tls)
+            ext.emplace_back("STARTTLS");
         r = ask(Event::ehlo, [&] { return handler_->ehlo(*this, domain, ext); });
     }
     if (!r.empty() && !r.positive()) {
@@ -924,6 +1008,8 @@ void Session::complete_message()
             summary += '<' + env_.recipients[i].path.mailbox + '>';
         }
         summary += " size=" + std::to_string(data_.size());
+        if (conn_.tls)
+            summary += " tls=" + conn_.tls_info.protocol + " cipher=" + conn_.tls_info.cipher;
         std::string first = r.lines.empty() ? std::string() : r.lines.front();
         log(log_session,
             (r.positive() ? "accepted " : "rejected ") + summary + ": " + std::to_string(r.code) + " " + first);

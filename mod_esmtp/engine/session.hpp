@@ -37,9 +37,8 @@ struct ConnectionInfo {
     std::string remote_host; // empty: same as client_address
     std::string local_address = "127.0.0.1";
     unsigned local_port = 25;
-    bool tls = false;        // the session runs over TLS (implicit TLS, later STARTTLS)
-    std::string tls_version; // mod_ssl's SSL_PROTOCOL and SSL_CIPHER, when tls
-    std::string tls_cipher;
+    bool tls = false; // the session runs over TLS from the start (implicit TLS)
+    TlsInfo tls_info; // its facts when tls (active set by the glue)
 };
 
 class Session final : public SessionView, private DataSink
@@ -103,6 +102,20 @@ class Session final : public SessionView, private DataSink
     // refusal). For ESMTPMinDataRate; 0 outside phases data and bdat.
     std::uint64_t transfer_octets() const { return transfer_octets_; }
 
+    // STARTTLS was answered 220: the glue sends output(), discards what the
+    // client sent after STARTTLS in plaintext (plaintext_discarded()), runs
+    // the handshake and calls tls_started() or tls_failed(). No input is
+    // fed meanwhile.
+    bool tls_requested() const { return state_.phase == Phase::tls; }
+    // CVE-2011-0411: `octets` the glue drained from its own buffers after
+    // STARTTLS; logged (ESMTPLogLevel 1) together with what the engine had
+    // buffered, never executed.
+    void plaintext_discarded(std::size_t octets);
+    // The handshake succeeded: the session starts over (RFC 3207 4.2).
+    void tls_started(TlsInfo info);
+    // The handshake failed: closed without a reply (nothing can be sent).
+    void tls_failed(std::string_view why);
+
     // Counters for the log and tests.
     unsigned messages_accepted() const { return accepted_; }
     unsigned commands_seen() const { return commands_; }
@@ -124,8 +137,7 @@ class Session final : public SessionView, private DataSink
     std::uint64_t max_message_size() const override { return cfg_.limits.max_message_size; }
     void log(int level, std::string_view text) override;
     void error(std::string_view text) override;
-    std::string_view tls_version() const override { return conn_.tls_version; }
-    std::string_view tls_cipher() const override { return conn_.tls_cipher; }
+    const TlsInfo &tls() const override { return conn_.tls_info; }
 
   private:
     // DataSink
@@ -147,6 +159,7 @@ class Session final : public SessionView, private DataSink
     void do_rcpt(std::string_view arg);
     void do_data(std::string_view arg);
     void do_bdat(std::string_view arg, const VerbRule &rule);
+    void do_starttls(std::string_view arg);
     void do_simple(Verb verb, std::string_view arg, const VerbRule &rule, const CommandMatch &m);
     void finish_chunk();
     void finish_data();
@@ -202,6 +215,7 @@ class Session final : public SessionView, private DataSink
     unsigned junk_ = 0;
     std::size_t overshoot_ = 0; // recipients refused 452 in this transaction
     std::uint64_t transfer_octets_ = 0;
+    std::size_t injected_ = 0; // plaintext octets after STARTTLS, discarded
     // BDAT: octets of the current chunk still to come, its size, whether it
     // is the last, and the refusal to send once a refused chunk is swallowed.
     std::uint64_t bdat_remaining_ = 0;

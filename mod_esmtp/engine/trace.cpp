@@ -42,7 +42,16 @@ std::string trace_headers(const SessionView &s, std::time_t now)
     }
     h += '[';
     h += s.client_address();
-    h += "])\r\n\tby ";
+    h += "])\r\n\t";
+    // As Postfix writes it, so that operators read it the same way.
+    if (const TlsInfo &t = s.tls(); t.active && !t.protocol.empty()) {
+        h += "(using ";
+        h += t.protocol;
+        h += " with cipher ";
+        h += t.cipher;
+        h += " (" + std::to_string(t.bits) + "/" + std::to_string(t.alg_bits) + " bits))\r\n\t";
+    }
+    h += "by ";
     h += s.hostname();
     h += " (mod_esmtp) with ";
     h += s.protocol();

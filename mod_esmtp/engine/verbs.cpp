@@ -14,24 +14,27 @@ constexpr bool Y = true;
 constexpr bool N = false;
 
 // clang-format off
-constexpr std::array<VerbRule, 14> kVerbs{{
-    // verb          name       extension      junk refused hello needs_tx   in_tx in_bdat resets help
-    {Verb::helo,    "HELO",    0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y},
-    {Verb::ehlo,    "EHLO",    0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y},
-    {Verb::mail,    "MAIL",    0,             Y,   N,      Y,    Tx::none,  Y,    N,      N,     Y},
-    {Verb::rcpt,    "RCPT",    0,             N,   N,      N,    Tx::mail,  N,    Y,      N,     Y},
-    {Verb::data,    "DATA",    0,             N,   N,      N,    Tx::rcpt,  N,    Y,      N,     Y},
-    {Verb::bdat,    "BDAT",    ext_chunking,  N,   N,      N,    Tx::rcpt,  N,    N,      N,     Y},
-    {Verb::rset,    "RSET",    0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y},
-    {Verb::noop,    "NOOP",    0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y},
-    {Verb::quit,    "QUIT",    0,             N,   Y,      N,    Tx::none,  N,    N,      N,     Y},
-    {Verb::help,    "HELP",    0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y},
-    {Verb::vrfy,    "VRFY",    0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y},
+constexpr std::array<VerbRule, 15> kVerbs{{
+    // verb          name        extension      junk refused hello needs_tx   in_tx in_bdat resets help tls
+    {Verb::helo,     "HELO",     0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y,   N},
+    {Verb::ehlo,     "EHLO",     0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y,   N},
+    {Verb::mail,     "MAIL",     0,             Y,   N,      Y,    Tx::none,  Y,    N,      N,     Y,   Y},
+    {Verb::rcpt,     "RCPT",     0,             N,   N,      N,    Tx::mail,  N,    Y,      N,     Y,   Y},
+    {Verb::data,     "DATA",     0,             N,   N,      N,    Tx::rcpt,  N,    Y,      N,     Y,   Y},
+    {Verb::bdat,     "BDAT",     ext_chunking,  N,   N,      N,    Tx::rcpt,  N,    N,      N,     Y,   Y},
+    {Verb::rset,     "RSET",     0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y,   N},
+    {Verb::noop,     "NOOP",     0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y,   N},
+    {Verb::quit,     "QUIT",     0,             N,   Y,      N,    Tx::none,  N,    N,      N,     Y,   N},
+    {Verb::help,     "HELP",     0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y,   N},
+    {Verb::vrfy,     "VRFY",     0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y,   N},
     // EXPN's default is 502: not named by HELP
-    {Verb::expn,    "EXPN",    0,             Y,   N,      N,    Tx::none,  N,    N,      N,     N},
+    {Verb::expn,     "EXPN",     0,             Y,   N,      N,    Tx::none,  N,    N,      N,     N,   N},
+    // RFC 3207: not inside a transaction; offered only by ESMTPStartTLS on a
+    // plaintext session (Session::do_starttls answers 502/503 otherwise)
+    {Verb::starttls, "STARTTLS", 0,             N,   N,      N,    Tx::none,  Y,    N,      N,     Y,   N},
     // the handler's commands and unknown lines: the handler decides
-    {Verb::custom,  "COMMAND", 0,             N,   N,      N,    Tx::none,  N,    N,      N,     N},
-    {Verb::unknown, "UNKNOWN", 0,             N,   N,      N,    Tx::none,  N,    N,      N,     N},
+    {Verb::custom,   "COMMAND",  0,             N,   N,      N,    Tx::none,  N,    N,      N,     N,   N},
+    {Verb::unknown,  "UNKNOWN",  0,             N,   N,      N,    Tx::none,  N,    N,      N,     N,   N},
 }};
 // clang-format on
 
@@ -45,11 +48,13 @@ const VerbRule &verb_rule(Verb v)
     return kVerbs.back();
 }
 
-std::string help_text(const SessionConfig &cfg, Hello hello)
+std::string help_text(const SessionConfig &cfg, Hello hello, bool tls)
 {
     std::string s = "Commands:";
     for (const auto &r : kVerbs) {
         if (!r.in_help || (r.extension && (!(cfg.extensions & r.extension) || hello == Hello::helo)))
+            continue;
+        if (r.verb == Verb::starttls && (cfg.starttls == StartTls::off || tls))
             continue;
         s.append(" ").append(r.name);
     }
@@ -70,6 +75,8 @@ const char *phase_name(Phase p)
         return "data";
     case Phase::bdat:
         return "bdat";
+    case Phase::tls:
+        return "tls";
     case Phase::closed:
         return "closed";
     }

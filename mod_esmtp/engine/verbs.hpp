@@ -23,6 +23,7 @@ enum class Phase {
     command,  // command lines
     data,     // DATA content, up to CRLF.CRLF
     bdat,     // the octets of a BDAT chunk (taken or swallowed)
+    tls,      // STARTTLS answered 220: no input until the glue's TLS handshake ends
     closed,   // nothing more is read
 };
 
@@ -61,14 +62,16 @@ struct VerbRule {
     bool refused_in_bdat; // 503 while a BDAT transfer is open (RFC 3030)
     bool resets_tx;       // ends an open transaction (the handler's abort()) once its syntax is valid
     bool in_help;         // named by HELP (when offered)
+    bool needs_tls;       // 530 5.7.0 before STARTTLS when ESMTPStartTLS is Required
 };
 
 // The row of a verb; Verb::custom and Verb::unknown have permissive rows.
 const VerbRule &verb_rule(Verb v);
 
 // The text of the default HELP reply: the verbs this configuration offers
-// to a client in state `hello` (no extension verbs after a plain HELO) and
-// the handler's own commands.
-std::string help_text(const SessionConfig &cfg, Hello hello);
+// to a client in state `hello` (no extension verbs after a plain HELO;
+// STARTTLS while `tls` is false and ESMTPStartTLS is on) and the handler's
+// own commands.
+std::string help_text(const SessionConfig &cfg, Hello hello, bool tls = false);
 
 } // namespace esmtp

@@ -2,6 +2,7 @@
 
 #include "httpd/client_table.hpp"
 #include "httpd/guard.hpp"
+#include "httpd/tls.hpp"
 
 #include <apr_strings.h>
 #include <http_core.h>
@@ -304,16 +305,20 @@ const char *set_timeout(cmd_parms *cmd, void *, int argc, char *const argv[])
 {
     ServerConfig *cfg = server_config(cmd->server);
     if (argc < 1)
-        return "ESMTPTimeout: needs command=SECONDS and/or data=SECONDS";
+        return "ESMTPTimeout: needs command=SECONDS, data=SECONDS and/or tls=SECONDS";
     for (int i = 0; i < argc; ++i) {
         std::string_view a(argv[i]);
         std::size_t eq = a.find('=');
         std::string phase(a.substr(0, eq));
-        apr_int64_t *slot = phase == "command" ? &cfg->command_timeout : phase == "data" ? &cfg->data_timeout : nullptr;
+        apr_int64_t *slot = phase == "command" ? &cfg->command_timeout
+                            : phase == "data"  ? &cfg->data_timeout
+                            : phase == "tls"   ? &cfg->tls_timeout
+                                               : nullptr;
         if (!slot || eq == std::string_view::npos ||
             !parse_number(std::string(a.substr(eq + 1)).c_str(), 1, 86400, *slot))
-            return apr_psprintf(
-                cmd->pool, "ESMTPTimeout: '%s' is not PHASE=SECONDS (phases: command, data; 1 to 86400 s)", argv[i]);
+            return apr_psprintf(cmd->pool,
+                                "ESMTPTimeout: '%s' is not PHASE=SECONDS (phases: command, data, tls; 1 to 86400 s)",
+                                argv[i]);
     }
     return nullptr;
 }
@@ -437,6 +442,18 @@ const char *set_client_table_size(cmd_parms *cmd, void *, const char *arg)
     return nullptr;
 }
 
+const char *set_starttls(cmd_parms *cmd, void *, const char *arg)
+{
+    int v = !strcasecmp(arg, "off")        ? static_cast<int>(StartTls::off)
+            : !strcasecmp(arg, "on")       ? static_cast<int>(StartTls::on)
+            : !strcasecmp(arg, "required") ? static_cast<int>(StartTls::required)
+                                           : -1;
+    if (v < 0)
+        return "ESMTPStartTLS: needs Off, On or Required";
+    server_config(cmd->server)->starttls = v;
+    return nullptr;
+}
+
 // `dflt`: the engine's default set (SessionConfig::extensions).
 unsigned effective_extensions(const ServerConfig *c, unsigned dflt)
 {
@@ -521,6 +538,8 @@ const command_rec directives[] = {
                       nullptr, RSRC_CONF, "Clients not limited: CIDR ... or none (default 127.0.0.0/8 ::1)"),
     AP_INIT_TAKE1("ESMTPClientLimitTableSize", reinterpret_cast<cmd_func>(take1<set_client_table_size>), nullptr,
                   RSRC_CONF, "Client entries in the shared per-client table (server config; default 8192)"),
+    AP_INIT_TAKE1("ESMTPStartTLS", reinterpret_cast<cmd_func>(take1<set_starttls>), nullptr, RSRC_CONF,
+                  "STARTTLS (needs SSLEngine on): Off (with SSLEngine on: implicit TLS), On or Required"),
     AP_INIT_TAKE1("ESMTPLogFileName", reinterpret_cast<cmd_func>(take1<set_log_file_name>), nullptr, RSRC_CONF,
                   "Transaction log file (relative to ServerRoot/logs) or |piped command"),
     AP_INIT_TAKE_ARGV("ESMTPMilter", reinterpret_cast<cmd_func>(take_argv<add_milter>), nullptr, RSRC_CONF,
@@ -551,6 +570,8 @@ void *create_server_config(apr_pool_t *p, server_rec *) noexcept
     cfg->client_connection_limit = -1;
     cfg->client_ipv6_prefix = -1;
     cfg->client_table_size = -1;
+    cfg->starttls = -1;
+    cfg->tls_timeout = -1;
     return cfg;
 }
 
@@ -600,6 +621,8 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->client_table_size = base->client_table_size;
     cfg->milters = add->milters ? add->milters : base->milters;
     cfg->milter_spool_dir = add->milter_spool_dir ? add->milter_spool_dir : base->milter_spool_dir;
+    cfg->starttls = add->starttls != -1 ? add->starttls : base->starttls;
+    cfg->tls_timeout = add->tls_timeout != -1 ? add->tls_timeout : base->tls_timeout;
     return cfg;
 }
 
@@ -664,6 +687,10 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
             m->spool_dir = cfg->milter_spool_dir;
         sc.milters = std::move(m);
     }
+    if (cfg->starttls >= 0)
+        sc.starttls = static_cast<StartTls>(cfg->starttls);
+    if (cfg->tls_timeout > 0)
+        sc.tls_timeout = static_cast<unsigned>(cfg->tls_timeout);
     // No open relay by default: the names of this (virtual) server.
     auto add_domain = [&sc](const char *d) {
         if (d && *d) {
@@ -720,6 +747,15 @@ static int check_servers(server_rec *main)
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, nullptr,
                          "ESMTPProtocol On for server %s (%s:%d) needs an ESMTPHandler (e.g. ESMTPHandler maildir "
                          "DIR)",
+                         s->server_hostname ? s->server_hostname : "?", s->defn_name ? s->defn_name : "?",
+                         s->defn_line_number);
+            rv = !OK;
+        }
+        if (cfg->enabled == 1 && cfg->starttls > 0 && !ssl_engine_on(s)) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, nullptr,
+                         "ESMTPStartTLS %s for server %s (%s:%d) needs SSLEngine on (and a certificate) in the same "
+                         "VirtualHost",
+                         cfg->starttls == static_cast<int>(StartTls::required) ? "Required" : "On",
                          s->server_hostname ? s->server_hostname : "?", s->defn_name ? s->defn_name : "?",
                          s->defn_line_number);
             rv = !OK;

@@ -51,6 +51,8 @@ struct ServerConfig {
     // null: inherited. ESMTPMilterSpoolDir.
     milter::Config *milters;
     const char *milter_spool_dir;
+    int starttls;            // ESMTPStartTLS: -1 unset, else a StartTls value
+    apr_int64_t tls_timeout; // ESMTPTimeout tls=
     // The effective session settings, built once in post_config.
     const SessionConfig *session;
     // This server's row in the live counters (httpd/status.cpp), set in

@@ -8,6 +8,7 @@
 #include "httpd/parking.hpp"
 #include "httpd/smtp_connection.hpp"
 #include "httpd/status.hpp"
+#include "httpd/tls.hpp"
 
 #include <ap_mpm.h>
 #include <http_connection.h>
@@ -100,8 +101,18 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
     if (apr_socket_t *sock = ap_get_conn_socket(c))
         apr_socket_timeout_set(sock, apr_time_from_sec(cfg->session->command_timeout));
 
-    // Runs the TLS handshake under mod_ssl (implicit TLS).
-    apr_status_t rv = init_connection_filters(c);
+    // ESMTPStartTLS On|Required: mod_ssl's filters wait, unlinked, for
+    // STARTTLS (this hook runs before mod_ssl's, which would handshake).
+    TlsFilters tls;
+    bool starttls = cfg->session->starttls != StartTls::off;
+    if (starttls && !tls.detach(c)) {
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c,
+                      "esmtp: ESMTPStartTLS is on but mod_ssl's filters are not on this connection (SSLEngine on?)");
+        send_refusal(c, "421 4.3.0 " + cfg->session->hostname + " Service temporarily unavailable\r\n");
+        return nullptr;
+    }
+    // Otherwise this runs the TLS handshake under mod_ssl (implicit TLS).
+    apr_status_t rv = starttls ? APR_SUCCESS : init_connection_filters(c);
     if (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv)) {
         ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c, "esmtp: connection setup failed");
         return nullptr;
@@ -115,14 +126,11 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
     ci.local_address = c->local_ip ? c->local_ip : "";
     ci.local_port = c->local_addr ? c->local_addr->port : 0;
     // After a successful AP_MODE_INIT read on an SSLEngine vhost the
-    // handshake is done (before it, mod_ssl already answers true).
-    ci.tls = ap_ssl_conn_is_ssl(c) != 0;
-    if (ci.tls) { // for the milters' {tls_version} and {cipher}
-        if (const char *v = ap_ssl_var_lookup(c->pool, s, c, nullptr, "SSL_PROTOCOL"))
-            ci.tls_version = v;
-        if (const char *v = ap_ssl_var_lookup(c->pool, s, c, nullptr, "SSL_CIPHER"))
-            ci.tls_cipher = v;
-    }
+    // handshake is done (before it, mod_ssl already answers true: with
+    // STARTTLS the session starts in plaintext whatever it says).
+    ci.tls = !starttls && ap_ssl_conn_is_ssl(c) != 0;
+    if (ci.tls)
+        ci.tls_info = tls_info(c);
 
     // Per-client limits (Postfix's anvil), before the handler is made: a
     // refused client costs no handler and no CONNECT event.
@@ -170,6 +178,7 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
 
     auto owned = std::make_unique<SmtpConnection>(c, cfg, std::move(handler), std::move(ci), std::move(client));
     SmtpConnection *conn = owned.get();
+    conn->set_tls_filters(tls);
     apr_pool_cleanup_register(c->pool, conn, destroy_connection, apr_pool_cleanup_null);
     owned.release(); // owned by the cleanup from here
     ap_set_module_config(c->conn_config, &esmtp_module, conn);
@@ -292,7 +301,11 @@ int pre_close_connection(conn_rec *c)
             // The MPM gave up waiting for a parked session (its Timeout), or
             // process_connection failed.
             bool parked = conn->unparked();
-            if (!conn->session().closing()) {
+            if (conn->session().tls_requested()) {
+                // nothing can be sent in the middle of a handshake
+                conn->session().tls_failed(parked ? "timeout" : "aborted");
+                c->aborted = 1;
+            } else if (!conn->session().closing()) {
                 if (parked)
                     conn->timed_out();
                 else

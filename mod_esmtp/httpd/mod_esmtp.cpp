@@ -42,7 +42,10 @@ void register_hooks(apr_pool_t *p)
     esmtp::status_register_hooks();
     ap_hook_child_init(esmtp::child_init, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_child_stopping(esmtp::child_stopping, nullptr, nullptr, APR_HOOK_MIDDLE);
-    ap_hook_process_connection(esmtp::process_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
+    // Before mod_ssl's: with ESMTPStartTLS its filters are unlinked before
+    // its AP_MODE_INIT read would start the handshake.
+    static const char *const before_ssl[] = {"mod_ssl.c", nullptr};
+    ap_hook_process_connection(esmtp::process_connection, nullptr, before_ssl, APR_HOOK_MIDDLE);
     ap_hook_pre_close_connection(esmtp::pre_close_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
 }
 

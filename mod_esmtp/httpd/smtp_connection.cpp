@@ -3,6 +3,9 @@
 #include <http_connection.h>
 #include <http_core.h>
 #include <http_log.h>
+#include <http_main.h>
+#include <http_ssl.h>
+#include <apr_poll.h>
 #include <util_filter.h>
 #include <scoreboard.h>
 
@@ -51,6 +54,8 @@ SmtpConnection::~SmtpConnection()
 apr_interval_time_t SmtpConnection::phase_timeout() const
 {
     const SessionConfig &sc = *cfg_->session;
+    if (session_ && session_->tls_requested())
+        return apr_time_from_sec(sc.tls_timeout);
     return apr_time_from_sec(session_ && in_data() ? sc.data_timeout : sc.command_timeout);
 }
 
@@ -130,6 +135,16 @@ bool SmtpConnection::run(bool may_park)
 {
     apr_socket_t *sock = ap_get_conn_socket(c_);
     while (!session_->closing() && !c_->aborted) {
+        if (session_->tls_requested()) {
+            TlsStep st = handshaking_ ? handshake(may_park) : start_tls();
+            if (st == TlsStep::done && handshaking_)
+                st = handshake(may_park);
+            if (st == TlsStep::wait)
+                return false;
+            if (st == TlsStep::closed)
+                return true;
+            continue;
+        }
         // Take what is already there (pipelined commands) without waiting;
         // flush the replies only once the client has nothing more queued.
         apr_status_t rv;
@@ -228,6 +243,89 @@ bool SmtpConnection::run(bool may_park)
         return true;
     }
     return true;
+}
+
+// STARTTLS was answered: drop what the client sent after it in plaintext
+// (CVE-2011-0411: core's buffer and the socket, read without waiting),
+// send the 220, then link mod_ssl's filters back for the handshake.
+SmtpConnection::TlsStep SmtpConnection::start_tls()
+{
+    std::size_t drained = 0;
+    apr_bucket_brigade *bb = apr_brigade_create(c_->pool, c_->bucket_alloc);
+    // bounded: a client still streaming plaintext fails the handshake anyway
+    for (int i = 0; i < 64; ++i) {
+        apr_status_t rv = ap_get_brigade(c_->input_filters, bb, AP_MODE_READBYTES, APR_NONBLOCK_READ, 64 * 1024);
+        apr_off_t len = 0;
+        if (rv == APR_SUCCESS)
+            apr_brigade_length(bb, 1, &len);
+        apr_brigade_cleanup(bb);
+        if (rv != APR_SUCCESS || len <= 0)
+            break;
+        drained += static_cast<std::size_t>(len);
+    }
+    apr_brigade_destroy(bb);
+    session_->plaintext_discarded(drained);
+    if (!io_.send(session_->output(), true) || !tls_.detached()) {
+        session_->tls_failed(tls_.detached() ? "client gone" : "mod_ssl's filters are missing");
+        c_->aborted = 1;
+        return TlsStep::closed;
+    }
+    tls_.attach(c_);
+    handshaking_ = true;
+    tls_deadline_ = apr_time_now() + apr_time_from_sec(cfg_->session->tls_timeout);
+    return TlsStep::done;
+}
+
+// Drive mod_ssl's handshake without blocking, so that the whole handshake
+// has one deadline (ESMTPTimeout tls=) and, on the event MPM, a client that
+// goes silent after STARTTLS holds no thread.
+SmtpConnection::TlsStep SmtpConnection::handshake(bool may_park)
+{
+    auto fail = [this](const char *why) {
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: TLS handshake after STARTTLS failed: %s", why);
+        handshaking_ = false;
+        session_->tls_failed(why);
+        c_->aborted = 1; // nothing more is sent, not even in plaintext
+        return TlsStep::closed;
+    };
+    apr_socket_t *sock = ap_get_conn_socket(c_);
+    // one brigade for every attempt: a client that trickles its handshake
+    // wakes the session often, and c->pool never gives memory back
+    if (!tls_bb_)
+        tls_bb_ = apr_brigade_create(c_->pool, c_->bucket_alloc);
+    for (;;) {
+        apr_status_t rv = ap_get_brigade(c_->input_filters, tls_bb_, AP_MODE_INIT, APR_NONBLOCK_READ, 0);
+        apr_brigade_cleanup(tls_bb_);
+        if (rv == APR_SUCCESS) {
+            // mod_ssl may have given up on TLS (bytes that look like HTTP)
+            // and passed the connection through: that is no success.
+            if (c_->aborted || !ap_ssl_conn_is_ssl(c_))
+                return fail("not a TLS handshake");
+            handshaking_ = false;
+            session_->tls_started(tls_info(c_));
+            deadline_ = 0;
+            commands_ = session_->commands_seen();
+            return TlsStep::done;
+        }
+        if (!APR_STATUS_IS_EAGAIN(rv) || c_->aborted)
+            return fail("handshake error (see mod_ssl's log at LogLevel ssl:info)");
+        apr_time_t now = apr_time_now();
+        if (now >= tls_deadline_)
+            return fail("timeout");
+        if (child_is_stopping())
+            return fail("httpd is stopping");
+        if (may_park && apr_time_from_sec(cfg_->session->tls_timeout) >= ap_server_conf->timeout)
+            return TlsStep::wait;
+        if (!sock)
+            return fail("no socket");
+        apr_pollfd_t pfd{};
+        pfd.p = c_->pool;
+        pfd.desc_type = APR_POLL_SOCKET;
+        pfd.reqevents = APR_POLLIN;
+        pfd.desc.s = sock;
+        apr_int32_t n = 0;
+        apr_poll(&pfd, 1, &n, std::clamp<apr_interval_time_t>(tls_deadline_ - now, 1000, kStopCheckInterval));
+    }
 }
 
 void SmtpConnection::input_ended(ReadResult r, apr_status_t rv, bool woken_by_stop)

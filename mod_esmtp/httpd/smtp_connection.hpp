@@ -8,6 +8,7 @@
 #include "httpd/io.hpp"
 #include "httpd/parking.hpp"
 #include "httpd/status.hpp"
+#include "httpd/tls.hpp"
 #include "httpd/txlog.hpp"
 
 #include <memory>
@@ -30,6 +31,8 @@ class SmtpConnection
 
     Session &session() { return *session_; }
     Io &io() { return io_; }
+    // mod_ssl's filters, unlinked until STARTTLS (ESMTPStartTLS On|Required).
+    void set_tls_filters(TlsFilters f) { tls_ = f; }
     // The session has ended (DISCONNECT fired, handler destroyed).
     bool finished() const { return !session_; }
 
@@ -73,6 +76,10 @@ class SmtpConnection
     bool too_slow(apr_time_t now) const;
     apr_time_t wake_time() const;
     std::uint64_t transfer_octets() const;
+    // STARTTLS: what run() does while the session waits for TLS.
+    enum class TlsStep { done, wait, closed };
+    TlsStep start_tls();
+    TlsStep handshake(bool may_park);
 
     conn_rec *c_;
     const ServerConfig *cfg_;
@@ -88,6 +95,10 @@ class SmtpConnection
     apr_time_t deadline_ = 0;
     apr_time_t data_start_ = 0;
     unsigned commands_ = 0;
+    TlsFilters tls_;
+    bool handshaking_ = false; // filters linked back, handshake under way
+    apr_time_t tls_deadline_ = 0;
+    apr_bucket_brigade *tls_bb_ = nullptr;
 };
 
 } // namespace esmtp

@@ -171,8 +171,7 @@ class View final : public SessionView
     void log(int level, std::string_view text) override { s->log(level, text); }
     void error(std::string_view text) override { s->error(text); }
     std::string_view quarantine_reason() const override { return quarantine; }
-    std::string_view tls_version() const override { return s->tls_version(); }
-    std::string_view tls_cipher() const override { return s->tls_cipher(); }
+    const TlsInfo &tls() const override { return s->tls(); }
 };
 
 struct Peer {
@@ -410,8 +409,9 @@ class MilterHandler final : public Handler
         std::string pk;
         encode_helo(pk, domain);
         Macros m;
-        if (!s.tls_version().empty())
-            m = {{"{tls_version}", std::string(s.tls_version())}, {"{cipher}", std::string(s.tls_cipher())}};
+        // after STARTTLS too: the session starts over with a new HELO/EHLO
+        if (const TlsInfo &tls = s.tls(); tls.active)
+            m = {{"{tls_version}", tls.protocol}, {"{cipher}", tls.cipher}};
         return stage(s, kHelo, m, pk);
     }
 

@@ -44,7 +44,8 @@ enum Flags : unsigned {
     f_few_extensions = 1u << 3,    // no PIPELINING, CHUNKING, ENHANCEDSTATUSCODES
     f_noisy = 1u << 4,             // the handler answers oddly (refusals, multi-line, CR/LF in text)
     f_throw = 1u << 5,             // the handler throws in some events
-    f_own_domains = 1u << 6,       // accept only a few recipient domains (else "*")
+    f_own_domains = 1u << 6,       // accept only a few recipient domains (else "*"); ESMTPStartTLS On
+                                   // (Required with f_small_limits)
     f_shutdown = 1u << 7,          // the server ends the session at the end (timeout, stopping)
 };
 
@@ -404,6 +405,8 @@ Transcript run(unsigned flags, const std::vector<std::string_view> &pieces)
         cfg.accept_domains = {"example.org", "*.example.net", "d?"};
     else
         cfg.accept_domains = {"*"};
+    if (flags & f_own_domains)
+        cfg.starttls = (flags & f_small_limits) ? esmtp::StartTls::required : esmtp::StartTls::on;
 
     if (flags & f_noisy) {
         // compiled once, shared by every run, as the glue shares it between sessions
@@ -432,14 +435,34 @@ Transcript run(unsigned flags, const std::vector<std::string_view> &pieces)
         session->output().clear();
         bool closed = session->closing();
         for (std::string_view piece : pieces) {
+            bool in_tls = session->tls_requested();
             session->feed(piece);
             std::string &out = session->output();
             check_replies(out);
+            if (in_tls) // CVE-2011-0411: nothing after STARTTLS runs before the handshake
+                FUZZ_CHECK(out.empty() && session->tls_requested());
+            else if (session->tls_requested())
+                FUZZ_CHECK(out.size() >= 30 && out.substr(out.size() - 30) == "220 2.0.0 Ready to start TLS\r\n");
             if (closed)
                 FUZZ_CHECK(out.empty() && session->closing()); // sticky, and silent
             closed = session->closing();
             t.replies += out;
             out.clear();
+        }
+        if (session->tls_requested()) {
+            // the glue's handshake succeeded: the session starts over
+            session->plaintext_discarded(0);
+            esmtp::TlsInfo info;
+            info.protocol = "TLSv1.3";
+            session->tls_started(info);
+            FUZZ_CHECK(!session->tls_requested() && session->tls().active && session->helo_name().empty());
+            FUZZ_CHECK(!session->in_transaction());
+            session->feed("EHLO again.example\r\n");
+            check_replies(session->output());
+            FUZZ_CHECK(session->output().find("STARTTLS") == std::string::npos);
+            t.replies += session->output();
+            session->output().clear();
+            closed = session->closing();
         }
         if (flags & f_shutdown) {
             session->shutdown(Reply(421, "mx.example.org Error: timeout exceeded", "4.4.2"));

@@ -177,9 +177,14 @@ class TestHandler final : public esmtp::Handler
         slow_destroy_ = domain == "slow-destroy.test";
         return {};
     }
-    Reply ehlo(SessionView &, std::string_view domain, std::vector<std::string> &extensions) override
+    Reply ehlo(SessionView &s, std::string_view domain, std::vector<std::string> &extensions) override
     {
         ev("EHLO " + printable(domain));
+        // API 2.1: what the handler sees of TLS
+        if (const esmtp::TlsInfo &t = s.tls(); t.active)
+            ev("TLS " + printable(t.protocol) + " " + printable(t.cipher) + " " + std::to_string(t.bits) + " sni=" +
+               printable(t.sni) + " verify=" + printable(t.client_verify) + " subject=" + printable(t.client_subject) +
+               " issuer=" + printable(t.client_issuer) + " fp=" + printable(t.client_fingerprint));
         extensions.emplace_back("XPING");
         return {};
     }

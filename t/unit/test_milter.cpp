@@ -779,8 +779,9 @@ class MilterTest : public CppUnit::TestFixture
         m.run();
         Harness h;
         h.conn.tls = true;
-        h.conn.tls_version = "TLSv1.3";
-        h.conn.tls_cipher = "TLS_AES_256_GCM_SHA384";
+        h.conn.tls_info.active = true;
+        h.conn.tls_info.protocol = "TLSv1.3";
+        h.conn.tls_info.cipher = "TLS_AES_256_GCM_SHA384";
         use_milter(h, config_for(m.path));
         h.start();
         h.send("EHLO c\r\n");
