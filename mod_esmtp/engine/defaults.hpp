@@ -5,6 +5,9 @@
 // these values).
 #pragma once
 
+#include "engine/cidr.hpp"
+#include "engine/proxy_protocol.hpp"
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -87,6 +90,16 @@ struct SessionConfig {
     // once when ESMTPHandler is read and shared by every session of the
     // server; null: built-in verbs only.
     std::shared_ptr<const CommandTable> commands;
+    // ESMTPProxyProtocol: a PROXY header (v1, v2 or either) is read before
+    // the greeting from the addresses of ESMTPProxyTrusted (required when
+    // on); other clients get 421 4.7.0. ESMTPProxyTimeout: seconds for the
+    // whole header, as Postfix's smtpd_upstream_proxy_timeout. Glue only.
+    ProxyAccept proxy_protocol = ProxyAccept::off;
+    CidrList proxy_trusted;
+    unsigned proxy_timeout = 5;
+    // ESMTPXClientTrusted: the clients that may send XCLIENT (and see it in
+    // EHLO); empty, the default: nobody.
+    CidrList xclient_trusted;
 };
 
 } // namespace esmtp

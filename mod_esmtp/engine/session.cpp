@@ -306,7 +306,8 @@ void Session::start()
     transit_phase(Phase::command, "connect");
     if (logs(log_session))
         log(log_session, std::string("connect from ").append(remote_host()).append("[").append(conn_.client_address) +
-                             "]:" + std::to_string(conn_.client_port));
+                             "]:" + std::to_string(conn_.client_port) +
+                             (conn_.proxied.empty() ? "" : " (" + conn_.proxied + ")"));
     Reply r = ask(Event::connect, [&] { return handler_->connect(*this); });
     if (handler_threw_) // no session without a working handler
         r = Reply(421, std::string(cfg_.hostname) + " Service not available, closing transmission channel", "4.3.2",

@@ -37,6 +37,8 @@ struct ConnectionInfo {
     std::string local_address = "127.0.0.1";
     unsigned local_port = 25;
     bool tls = false; // the session runs over TLS (implicit TLS, later STARTTLS)
+    // What a PROXY header said (ESMTPProxyProtocol), for the log.
+    std::string proxied;
 };
 
 class Session final : public SessionView, private DataSink

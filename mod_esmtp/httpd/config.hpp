@@ -39,6 +39,10 @@ struct ServerConfig {
     apr_int64_t max_junk_commands;
     apr_int64_t greeting_delay_ms;
     apr_int64_t min_data_rate;
+    int proxy_protocol;                  // ESMTPProxyProtocol: -1 unset, else a ProxyAccept
+    apr_array_header_t *proxy_trusted;   // ESMTPProxyTrusted (const char *), checked when read
+    apr_int64_t proxy_timeout;           // ESMTPProxyTimeout, seconds
+    apr_array_header_t *xclient_trusted; // ESMTPXClientTrusted (const char *)
     // The effective session settings, built once in post_config.
     const SessionConfig *session;
 };

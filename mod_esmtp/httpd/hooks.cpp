@@ -4,6 +4,7 @@
 #include "httpd/guard.hpp"
 #include "httpd/io.hpp"
 #include "httpd/parking.hpp"
+#include "httpd/proxy.hpp"
 #include "httpd/smtp_connection.hpp"
 
 #include <ap_mpm.h>
@@ -77,6 +78,11 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
     if (apr_socket_t *sock = ap_get_conn_socket(c))
         apr_socket_timeout_set(sock, apr_time_from_sec(cfg->session->command_timeout));
 
+    // The PROXY header comes before TLS: the real client address first.
+    std::string proxied;
+    if (!accept_proxy_header(c, *cfg->session, proxied))
+        return nullptr;
+
     // Runs the TLS handshake under mod_ssl (implicit TLS).
     apr_status_t rv = init_connection_filters(c);
     if (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv)) {
@@ -94,6 +100,7 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
     // After a successful AP_MODE_INIT read on an SSLEngine vhost the
     // handshake is done (before it, mod_ssl already answers true).
     ci.tls = ap_ssl_conn_is_ssl(c) != 0;
+    ci.proxied = std::move(proxied);
 
     std::unique_ptr<Handler> handler;
     try {

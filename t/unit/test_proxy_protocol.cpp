@@ -1,6 +1,7 @@
 // ProxyParser: PROXY protocol v1 and v2 headers, whole and byte by byte,
 // never taking an octet past the header; every malformation an error.
 
+#include "engine/cidr.hpp"
 #include "engine/proxy_protocol.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
@@ -295,7 +296,11 @@ class ProxyProtocolTest : public CppUnit::TestFixture
             {v2(1, 0x41, good), "family"},
             {v2(1, 0x13, good), "transport"},
             {v2(1, 0x11, good + "\x05\x00"), "truncated TLV"},
-            {v2(1, 0x11, good + std::string("\x05\x00\x09" "abc", 6)), "runs past"},
+            {v2(1, 0x11,
+                good + std::string("\x05\x00\x09"
+                                   "abc",
+                                   6)),
+             "runs past"},
         };
         for (const auto &c : cases) {
             std::size_t used;
@@ -347,3 +352,45 @@ class ProxyProtocolTest : public CppUnit::TestFixture
 };
 
 CPPUNIT_TEST_SUITE_REGISTRATION(ProxyProtocolTest);
+
+// CidrList: ESMTPProxyTrusted / ESMTPXClientTrusted.
+class CidrListTest : public CppUnit::TestFixture
+{
+    CPPUNIT_TEST_SUITE(CidrListTest);
+    CPPUNIT_TEST(testMatching);
+    CPPUNIT_TEST(testBadSpecs);
+    CPPUNIT_TEST_SUITE_END();
+
+  public:
+    void testMatching()
+    {
+        esmtp::CidrList l;
+        CPPUNIT_ASSERT(l.empty());
+        CPPUNIT_ASSERT(!l.contains("127.0.0.1"));
+        CPPUNIT_ASSERT(l.add("127.0.0.0/29"));
+        CPPUNIT_ASSERT(l.add("192.0.2.7"));
+        CPPUNIT_ASSERT(l.add("2001:db8::/32"));
+        CPPUNIT_ASSERT(l.add("10.128.0.0/9"));
+        CPPUNIT_ASSERT(l.contains("127.0.0.1") && l.contains("127.0.0.7"));
+        CPPUNIT_ASSERT(!l.contains("127.0.0.8"));
+        CPPUNIT_ASSERT(l.contains("192.0.2.7") && !l.contains("192.0.2.8"));
+        CPPUNIT_ASSERT(l.contains("::ffff:127.0.0.2")); // mapped IPv4
+        CPPUNIT_ASSERT(l.contains("2001:db8:ffff::1") && !l.contains("2001:db9::1"));
+        CPPUNIT_ASSERT(l.contains("10.200.0.1") && !l.contains("10.127.255.255"));
+        CPPUNIT_ASSERT(!l.contains("") && !l.contains("localhost") && !l.contains("::1"));
+        esmtp::CidrList all;
+        CPPUNIT_ASSERT(all.add("0.0.0.0/0"));
+        CPPUNIT_ASSERT(all.contains("203.0.113.1") && !all.contains("2001:db8::1"));
+    }
+
+    void testBadSpecs()
+    {
+        esmtp::CidrList l;
+        for (const char *bad : {"", "localhost", "10.0.0.1/8", "10.0.0.0/33", "::/129", "10.0.0.0/", "10.0.0.0/x",
+                                "10.0.0.0/08a", "1.2.3", "2001:db8::1/16", "/8"})
+            CPPUNIT_ASSERT_MESSAGE(bad, !l.add(bad));
+        CPPUNIT_ASSERT(l.empty());
+    }
+};
+
+CPPUNIT_TEST_SUITE_REGISTRATION(CidrListTest);
