@@ -73,7 +73,7 @@ struct BuiltIn {
     Verb verb;
 };
 
-constexpr std::array<BuiltIn, 12> kBuiltIns{{
+constexpr std::array<BuiltIn, 13> kBuiltIns{{
     {"HELO", Verb::helo},
     {"EHLO", Verb::ehlo},
     {"MAIL", Verb::mail},
@@ -86,7 +86,31 @@ constexpr std::array<BuiltIn, 12> kBuiltIns{{
     {"HELP", Verb::help},
     {"NOOP", Verb::noop},
     {"QUIT", Verb::quit},
+    {"XCLIENT", Verb::xclient},
 }};
+
+// The built-in verbs of `len` letters.
+bool match_builtin(std::string_view line, std::size_t len, CommandMatch &m)
+{
+    if (line.size() < len || (line.size() > len && line[len] != ' ' && line[len] != '\t'))
+        return false;
+    char up[8];
+    for (std::size_t i = 0; i < len; ++i)
+        up[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(line[i])));
+    for (const auto &b : kBuiltIns) {
+        if (std::string_view(up, len) == b.name) {
+            m.verb = b.verb;
+            std::string_view arg = line.substr(len);
+            while (!arg.empty() && (arg.front() == ' ' || arg.front() == '\t'))
+                arg.remove_prefix(1);
+            while (!arg.empty() && (arg.back() == ' ' || arg.back() == '\t'))
+                arg.remove_suffix(1);
+            m.argument = arg;
+            return true;
+        }
+    }
+    return false;
+}
 
 } // namespace
 
@@ -133,23 +157,8 @@ CommandMatch CommandTable::match(const CommandTable *table, std::string_view lin
     // Built-in verbs are matched by their four letters first, without a
     // regex: "VERB" alone or "VERB" SP argument (the equivalent of
     // /^VERB(?:\s+(.*))?$/i), first match wins.
-    if (line.size() >= 4 && (line.size() == 4 || line[4] == ' ' || line[4] == '\t')) {
-        char up[4];
-        for (int i = 0; i < 4; ++i)
-            up[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(line[i])));
-        for (const auto &b : kBuiltIns) {
-            if (std::string_view(up, 4) == b.name) {
-                m.verb = b.verb;
-                std::string_view arg = line.substr(4);
-                while (!arg.empty() && (arg.front() == ' ' || arg.front() == '\t'))
-                    arg.remove_prefix(1);
-                while (!arg.empty() && (arg.back() == ' ' || arg.back() == '\t'))
-                    arg.remove_suffix(1);
-                m.argument = arg;
-                return m;
-            }
-        }
-    }
+    if (match_builtin(line, 4, m))
+        return m;
     if (table) {
         for (const auto &e : table->entries_) {
             if (e->regex->match(line, m.captures)) {
@@ -160,6 +169,10 @@ CommandMatch CommandTable::match(const CommandTable *table, std::string_view lin
             }
         }
     }
+    // XCLIENT after the handler's commands: a handler that implemented
+    // its own XCLIENT before the module had one keeps it.
+    if (match_builtin(line, 7, m))
+        return m;
     m.verb = Verb::unknown;
     m.argument = line;
     return m;

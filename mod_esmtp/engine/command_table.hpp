@@ -17,7 +17,7 @@
 namespace esmtp
 {
 
-enum class Verb { helo, ehlo, mail, rcpt, data, bdat, rset, vrfy, expn, help, noop, quit, custom, unknown };
+enum class Verb { helo, ehlo, mail, rcpt, data, bdat, rset, vrfy, expn, help, noop, quit, xclient, custom, unknown };
 
 struct CommandMatch {
     Verb verb = Verb::unknown;

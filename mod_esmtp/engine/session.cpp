@@ -4,6 +4,7 @@
 #include "engine/queue_id.hpp"
 #include "engine/reply_format.hpp"
 #include "engine/trace.hpp"
+#include "engine/xclient.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -409,6 +410,9 @@ bool Session::junk_limit_reached()
 
 Canned Session::check(const VerbRule &rule)
 {
+    // Checked first, as Postfix does: an unauthorized client learns nothing more.
+    if (rule.privileged && !xclient_allowed())
+        return {550, "5.7.0", "Error: insufficient authorization"};
     if (state_.hello == Hello::refused && !rule.when_refused)
         return {503, "5.5.1", "Error: access denied"};
     if (rule.extension && (state_.hello != Hello::ehlo || !(cfg_.extensions & rule.extension)))
@@ -416,7 +420,8 @@ Canned Session::check(const VerbRule &rule)
     if (rule.needs_hello && (state_.hello == Hello::none))
         return {503, "5.5.1", "Error: send HELO/EHLO first"};
     if (rule.refused_in_tx && state_.tx != Tx::none)
-        return {503, "5.5.1", "Error: nested MAIL command"};
+        return {503, "5.5.1",
+                rule.verb == Verb::mail ? "Error: nested MAIL command" : "Error: MAIL transaction in progress"};
     if (rule.refused_in_bdat && state_.tx == Tx::bdat)
         return {503, "5.5.1", rule.verb == Verb::rcpt ? "Error: RCPT after BDAT" : "Error: DATA after BDAT"};
     if (state_.tx < rule.needs_tx)
@@ -469,6 +474,10 @@ void Session::command(std::string_view line)
         break;
     case Verb::data:
         do_data(m.argument);
+        break;
+    case Verb::xclient:
+        if (do_xclient(m.argument) && rule.restarts)
+            restart("XCLIENT");
         break;
     default:
         do_simple(m.verb, m.argument, rule, m);
@@ -528,6 +537,56 @@ void Session::do_simple(Verb verb, std::string_view arg, const VerbRule &rule, c
     }
 }
 
+bool Session::do_xclient(std::string_view arg)
+{
+    XClientAttrs a;
+    std::string why;
+    if (!parse_xclient(arg, a, why)) {
+        reply(501, "5.5.4", why);
+        return false;
+    }
+    std::string before = std::string(remote_host()) + "[" + conn_.client_address + "]";
+    if (a.addr) {
+        conn_.client_address = *a.addr;
+        if (!a.name)
+            conn_.remote_host.clear(); // the name was the old address's
+    }
+    if (a.name)
+        conn_.remote_host = *a.name;
+    if (a.port)
+        conn_.client_port = *a.port;
+    if (a.destaddr)
+        conn_.local_address = *a.destaddr;
+    if (a.destport)
+        conn_.local_port = *a.destport;
+    if (a.login)
+        conn_.login = *a.login;
+    // HELO= stands for the client's HELO/EHLO (PROTO says which); without
+    // it the client says HELO/EHLO again after the 220.
+    helo_ = a.helo ? *a.helo : std::string();
+    Hello hello = helo_.empty() ? Hello::none : (a.esmtp.value_or(false) ? Hello::ehlo : Hello::helo);
+    transit({state_.phase, hello, Tx::none}, "XCLIENT");
+    if (logs(log_session))
+        log(log_session, "XCLIENT from " + before + ": client " + std::string(remote_host()) + "[" +
+                             conn_.client_address + "]:" + std::to_string(conn_.client_port) +
+                             (helo_.empty() ? "" : " helo=" + helo_) +
+                             (conn_.login.empty() ? "" : " login=" + conn_.login));
+    return true;
+}
+
+void Session::restart(std::string_view why)
+{
+    // As at the start: the handler judges the new identity (a refusal
+    // leaves only QUIT and XCLIENT), then the greeting.
+    Reply r = ask(Event::connect, [&] { return handler_->connect(*this); });
+    if (handler_threw_)
+        r = Reply(421, std::string(cfg_.hostname) + " Service not available, closing transmission channel", "4.3.2",
+                  true);
+    else if (r.code >= 400)
+        transit({state_.phase, Hello::refused, state_.tx}, std::string(why) + ": CONNECT refused");
+    reply(r, Reply(220, cfg_.hostname + " ESMTP mod_esmtp"), false);
+}
+
 void Session::do_helo(std::string_view arg, const VerbRule &rule, bool extended)
 {
     std::string_view domain = arg.substr(0, arg.find_first_of(" \t"));
@@ -556,6 +615,8 @@ void Session::do_helo(std::string_view arg, const VerbRule &rule, bool extended)
             else
                 ext.emplace_back(x.name);
         }
+        if (xclient_allowed())
+            ext.push_back("XCLIENT " + std::string(kXClientAttributes));
         r = ask(Event::ehlo, [&] { return handler_->ehlo(*this, domain, ext); });
     }
     if (!r.empty() && !r.positive()) {

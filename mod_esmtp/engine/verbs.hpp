@@ -61,6 +61,8 @@ struct VerbRule {
     bool refused_in_bdat; // 503 while a BDAT transfer is open (RFC 3030)
     bool resets_tx;       // ends an open transaction (the handler's abort()) once its syntax is valid
     bool in_help;         // named by HELP (when offered)
+    bool privileged;      // 550 5.7.0 unless the client is in ESMTPXClientTrusted (XCLIENT)
+    bool restarts;        // a success takes the session back to its start (XCLIENT: 220, HELO/EHLO again)
 };
 
 // The row of a verb; Verb::custom and Verb::unknown have permissive rows.

@@ -1,4 +1,6 @@
-// libFuzzer target: the PROXY protocol parser (engine/proxy_protocol.hpp).
+// libFuzzer target: the PROXY protocol parser (engine/proxy_protocol.hpp)
+// and the XCLIENT attribute parser (engine/xclient.hpp), the two parsers of
+// what a front end says about the client.
 //
 // Input: [mode byte] then a chunked payload (fuzz_util.hpp split_input).
 // Invariants:
@@ -8,8 +10,13 @@
 //    taken everything, when done it took consumed() octets, at most 107
 //    for v1 and 16 + 65535 for v2; v1 ends with CRLF, v2 with its length;
 //  - an error has a message; a header with addresses has a family of 4 or
-//    6 and canonical addresses that inet_pton reads back to the same bytes.
+//    6 and canonical addresses that inet_pton reads back to the same bytes;
+//  - XCLIENT: the payload as an argument either parses (at least one
+//    attribute; NAME/HELO/LOGIN printable words of at most 255 octets,
+//    addresses that inet_pton reads, ports <= 65535) or gives a 501 text
+//    that is one printable line; xtext decoding agrees with a reference.
 #include "engine/proxy_protocol.hpp"
+#include "engine/xclient.hpp"
 #include "fuzz_util.hpp"
 
 #include <arpa/inet.h>
@@ -55,6 +62,78 @@ void check_addr(const std::string &text, int family, const std::array<unsigned c
     unsigned char buf[16];
     FUZZ_CHECK(inet_pton(family == 4 ? AF_INET : AF_INET6, text.c_str(), buf) == 1);
     FUZZ_CHECK(std::memcmp(buf, bytes.data(), family == 4 ? 4 : 16) == 0);
+}
+
+bool reference_xtext(std::string_view in, std::string &out)
+{
+    out.clear();
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        unsigned char c = static_cast<unsigned char>(in[i]);
+        if (c == '+') {
+            if (in.size() - i < 3)
+                return false;
+            unsigned v = 0;
+            for (int k = 1; k <= 2; ++k) {
+                char h = in[i + k];
+                if (h >= '0' && h <= '9')
+                    v = v * 16 + unsigned(h - '0');
+                else if (h >= 'A' && h <= 'F')
+                    v = v * 16 + unsigned(h - 'A' + 10);
+                else
+                    return false;
+            }
+            out.push_back(static_cast<char>(v));
+            i += 2;
+        } else if (c >= 33 && c <= 126 && c != '=') {
+            out.push_back(static_cast<char>(c));
+        } else {
+            return false;
+        }
+    }
+    return true;
+}
+
+bool word(const std::string &s)
+{
+    if (s.size() > 255)
+        return false;
+    for (char ch : s)
+        if (static_cast<unsigned char>(ch) <= 32 || static_cast<unsigned char>(ch) >= 127)
+            return false;
+    return true;
+}
+
+bool address(const std::string &a)
+{
+    unsigned char buf[16];
+    return a == "unknown" || inet_pton(AF_INET, a.c_str(), buf) == 1 || inet_pton(AF_INET6, a.c_str(), buf) == 1;
+}
+
+void check_xclient(std::string_view in)
+{
+    std::string x, y;
+    bool ok = esmtp::decode_xtext(in, x);
+    FUZZ_CHECK(ok == reference_xtext(in, y));
+    if (ok)
+        FUZZ_CHECK(x == y);
+    esmtp::XClientAttrs a;
+    std::string error;
+    if (!esmtp::parse_xclient(in, a, error)) {
+        FUZZ_CHECK(!error.empty() && error.size() < 400);
+        for (char c : error)
+            FUZZ_CHECK(static_cast<unsigned char>(c) >= 32 && static_cast<unsigned char>(c) < 127);
+        return;
+    }
+    FUZZ_CHECK(a.name || a.addr || a.port || a.esmtp || a.helo || a.login || a.destaddr || a.destport);
+    for (const auto *w : {&a.name, &a.helo, &a.login})
+        if (*w)
+            FUZZ_CHECK(word(**w));
+    for (const auto *ad : {&a.addr, &a.destaddr})
+        if (*ad)
+            FUZZ_CHECK(address(**ad));
+    for (const auto *p : {&a.port, &a.destport})
+        if (*p)
+            FUZZ_CHECK(**p <= 65535);
 }
 
 } // namespace
@@ -106,5 +185,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
         }
         FUZZ_CHECK(x.authority.size() <= 255 * 4 + 3 && x.unique_id.size() <= 255 * 4 + 3);
     }
+    check_xclient(all);
     return 0;
 }

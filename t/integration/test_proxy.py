@@ -311,6 +311,61 @@ class HAProxyTest(ServerTestCase):
     allowed_log = (r"esmtp:info\].*PROXY header",)
 
 
+class XClientTest(ServerTestCase):
+    """XCLIENT from a trusted front end (127.0.0.1 is trusted on one port,
+    not on the other): the stored message and the log name the client it
+    announced; untrusted clients, transactions and bad attributes are refused."""
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("maildir", accept_domains=ANY, log_file="esmtp.log", log_level=1,
+                                extra=["ESMTPXClientTrusted 127.0.0.0/8"])
+        cls.closed = httpd.add_smtp("discard", accept_domains=ANY, extra=["ESMTPXClientTrusted 192.0.2.0/24"])
+
+    def test_front_end_passes_the_client(self):
+        before = len(self.vh.maildir_files())
+        with RawClient(self.vh.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            code, lines = c.cmd("EHLO front.example")
+            self.assertIn("XCLIENT NAME ADDR PORT PROTO HELO LOGIN DESTADDR DESTPORT", lines[-1])
+            code, lines = c.cmd("XCLIENT NAME=client.example ADDR=IPV6:2001:db8::5 PORT=4321 LOGIN=joe+40example.org")
+            self.assertEqual(code, 220, lines)
+            deliver_raw(c)
+        files = self.vh.maildir_files()
+        self.assertEqual(len(files), before + 1)
+        with open(max(files, key=os.path.getmtime), "rb") as f:
+            msg = f.read()
+        self.assertIn(b"Received: from client.example (client.example [2001:db8::5])", msg)
+        log = "\n".join(self.vh.log_lines())
+        self.assertIn("XCLIENT from 127.0.0.1[127.0.0.1]: client client.example[2001:db8::5]:4321 login=joe@example.org",
+                      log)
+
+    def test_refusals(self):
+        with RawClient(self.vh.port) as c:
+            c.reply()
+            c.cmd("EHLO front.example")
+            self.assertEqual(c.cmd("XCLIENT COLOR=blue"), (501, ["501 5.5.4 Bad XCLIENT attribute name: COLOR"]))
+            self.assertEqual(c.cmd("XCLIENT NAME=bad+xtext")[0], 501)
+            self.assertEqual(c.cmd("XCLIENT HELO=" + "h" * 300)[0], 501)
+            c.cmd("MAIL FROM:<s@client.example>")
+            self.assertEqual(c.cmd("XCLIENT ADDR=192.0.2.1"),
+                             (503, ["503 5.5.1 Error: MAIL transaction in progress"]))
+            c.cmd("RSET")
+            # to an address outside ESMTPXClientTrusted: no further XCLIENT
+            self.assertEqual(c.cmd("XCLIENT ADDR=192.0.2.1")[0], 220)
+            code, lines = c.cmd("EHLO front.example")
+            self.assertNotIn("XCLIENT", "\n".join(lines))
+            self.assertEqual(c.cmd("XCLIENT ADDR=127.0.0.1"), (550, ["550 5.7.0 Error: insufficient authorization"]))
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+
+    def test_untrusted_client(self):
+        with RawClient(self.closed.port) as c:
+            c.reply()
+            code, lines = c.cmd("EHLO front.example")
+            self.assertNotIn("XCLIENT", "\n".join(lines))
+            self.assertEqual(c.cmd("XCLIENT ADDR=192.0.2.1"), (550, ["550 5.7.0 Error: insufficient authorization"]))
+
+
 class ProxyConfigTest(unittest.TestCase):
     def setUp(self):
         self.httpd = Httpd()
