@@ -15,6 +15,7 @@
 #include <sys/socket.h>
 
 #include <cerrno>
+#include <strings.h>
 #include <cstring>
 
 namespace esmtp
@@ -113,12 +114,26 @@ Got read_header(conn_rec *c, int fd, ProxyParser &parser, apr_time_t deadline)
 
 bool accept_proxy_header(conn_rec *c, const SessionConfig &sc, std::string &note)
 {
-    if (sc.proxy_protocol == ProxyAccept::off)
+    // mod_remoteip's RemoteIPProxyProtocol adds this filter to the
+    // connections it takes the header from; the address it finds never
+    // reaches c->client_ip (README, Behind a load balancer).
+    bool remoteip = false;
+    for (ap_filter_t *f = c->input_filters; f; f = f->next)
+        if (f->frec && f->frec->name && !strcasecmp(f->frec->name, "REMOTEIP_INPUT"))
+            remoteip = true;
+    if (sc.proxy_protocol == ProxyAccept::off && !remoteip)
         return true;
     apr_socket_t *sock = ap_get_conn_socket(c);
     apr_os_sock_t fd = -1;
     if (!sock || apr_os_sock_get(&fd, sock) != APR_SUCCESS || fd < 0)
         return false;
+    if (remoteip) {
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c,
+                      "esmtp: mod_remoteip's RemoteIPProxyProtocol is on for this address: it hides the client's "
+                      "address from mod_esmtp; turn it off and use ESMTPProxyProtocol");
+        refuse(c, fd, "421 4.3.0 " + sc.hostname + " Service not available: server misconfigured");
+        return false;
+    }
     const std::string peer = c->client_ip ? c->client_ip : "";
     if (!sc.proxy_trusted.contains(peer)) {
         // Every connection to this server must come through the balancer:

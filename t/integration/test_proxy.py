@@ -16,7 +16,7 @@ import tempfile
 import time
 import unittest
 
-from harness import Httpd, RawClient, ServerTestCase, free_port, split_delivered, wait_for
+from harness import MODULESDIR, Httpd, RawClient, ServerTestCase, free_port, wait_for
 
 ANY = ["*"]
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -364,6 +364,26 @@ class XClientTest(ServerTestCase):
             code, lines = c.cmd("EHLO front.example")
             self.assertNotIn("XCLIENT", "\n".join(lines))
             self.assertEqual(c.cmd("XCLIENT ADDR=192.0.2.1"), (550, ["550 5.7.0 Error: insufficient authorization"]))
+
+
+@unittest.skipUnless(os.path.exists(os.path.join(MODULESDIR, "mod_remoteip.so")), "mod_remoteip is not installed")
+class RemoteIPConflictTest(ServerTestCase):
+    """mod_remoteip's RemoteIPProxyProtocol on an SMTP address would hide the
+    client's address: the connection is refused and the error log says why."""
+
+    httpd_options = {"main_extra": ["LoadModule remoteip_module %s" % os.path.join(MODULESDIR, "mod_remoteip.so")]}
+    allowed_log = (r"esmtp:error\].*RemoteIPProxyProtocol is on for this address",)
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("discard", accept_domains=ANY, extra=["RemoteIPProxyProtocol On"])
+
+    def test_refused_and_explained(self):
+        with RawClient(self.vh.port) as c:
+            c.send(b"PROXY TCP4 192.0.2.1 127.0.0.1 1 2\r\n")
+            rest = c.rest(timeout=10)
+        self.assertTrue(rest.startswith("421 4.3.0"), rest)
+        self.assertTrue(wait_for(lambda: any("use ESMTPProxyProtocol" in l for l in self.httpd.log_lines())))
 
 
 class ProxyConfigTest(unittest.TestCase):
