@@ -16,7 +16,7 @@ TOP=$(pwd)
 
 PACKAGES=(apache2 apache2-dev libapr1-dev libaprutil1-dev libcppunit-dev libpcre2-dev
           swaks curl autoconf automake libtool pkg-config make g++ python3
-          python3-aiosmtpd postfix clang libclang-rt-dev openssl haproxy)
+          python3-aiosmtpd postfix clang libclang-rt-dev openssl haproxy dovecot-core dovecot-lmtpd)
 
 say() { printf '==> %s\n' "$*"; }
 

@@ -6,17 +6,15 @@ a real HAProxy (send-proxy and send-proxy-v2, clients bound to 127.0.0.10
 and 127.0.0.11); bad configurations fail `apache2 -t` naming the directive."""
 
 import os
-import shutil
-import signal
 import smtplib
 import socket
 import struct
 import subprocess
-import tempfile
 import time
 import unittest
 
 from harness import MODULESDIR, Httpd, RawClient, ServerTestCase, free_port, wait_for
+from peers import HAPROXY, HAProxy
 
 ANY = ["*"]
 V2_SIG = b"\r\n\r\n\x00\r\nQUIT\n"
@@ -195,56 +193,6 @@ class ProxyProtocolTest(ServerTestCase):
         self.assertRefused(self.untrusted.port, b"PROXY TCP4 192.0.2.1 127.0.0.1 1 2\r\n", 421, "4.7.0")
 
 
-HAPROXY = shutil.which("haproxy", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
-
-
-class HAProxy:
-    """A private HAProxy (`haproxy -f CFG -db`), loopback only, stopped by pid."""
-
-    def __init__(self, frontends):
-        """`frontends`: [(listen_port, backend_port, "send-proxy" | "send-proxy-v2")]."""
-        self.root = tempfile.mkdtemp(prefix="esmtp-it-haproxy-")
-        self.cfg = os.path.join(self.root, "haproxy.cfg")
-        lines = ["global", "    maxconn 200", "defaults", "    mode tcp", "    timeout connect 5s",
-                 "    timeout client 60s", "    timeout server 60s"]
-        for i, (listen, backend, send) in enumerate(frontends):
-            lines += ["frontend f%d" % i, "    bind 127.0.0.1:%d" % listen, "    default_backend b%d" % i,
-                      "backend b%d" % i, "    server s%d 127.0.0.1:%d %s" % (i, backend, send)]
-        with open(self.cfg, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        self.log = open(os.path.join(self.root, "haproxy.out"), "w+")
-        self.proc = subprocess.Popen([HAPROXY, "-f", self.cfg, "-db"], stdout=self.log, stderr=subprocess.STDOUT)
-        ports = [p for p, _, _ in frontends]
-        if not wait_for(lambda: all(self._listening(p) for p in ports) or self.proc.poll() is not None, 15) \
-                or self.proc.poll() is not None:
-            out = self.output()
-            self.stop()
-            raise RuntimeError("haproxy did not start:\n" + out)
-
-    @staticmethod
-    def _listening(port):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return True
-        except OSError:
-            return False
-
-    def output(self):
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-
 @unittest.skipUnless(HAPROXY, "haproxy is not installed")
 class HAProxyTest(ServerTestCase):
     """HAProxy in front: the stored message and the transaction log name the
@@ -260,8 +208,8 @@ class HAProxyTest(ServerTestCase):
         super().setUpClass()
         cls.v2_port, cls.v1_port = free_port(), free_port()
         try:
-            cls.haproxy = HAProxy([(cls.v2_port, cls.vh.port, "send-proxy-v2"),
-                                   (cls.v1_port, cls.vh.port, "send-proxy")])
+            cls.haproxy = HAProxy([(cls.v2_port, [("127.0.0.1", cls.vh.port)], "send-proxy-v2"),
+                                   (cls.v1_port, [("127.0.0.1", cls.vh.port)], "send-proxy")])
         except BaseException:
             super().tearDownClass()
             raise
