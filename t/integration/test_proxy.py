@@ -314,6 +314,37 @@ class XClientTest(ServerTestCase):
             self.assertEqual(c.cmd("XCLIENT ADDR=192.0.2.1"), (550, ["550 5.7.0 Error: insufficient authorization"]))
 
 
+@unittest.skipUnless(os.path.exists(os.path.join(MODULESDIR, "mod_status.so")), "mod_status is not installed")
+class ScoreboardTest(ServerTestCase):
+    """httpd's scoreboard (mod_status' Client column) shows the address of
+    the PROXY header, not the balancer's."""
+
+    httpd_options = {"main_extra": [
+        "LoadModule status_module %s" % os.path.join(MODULESDIR, "mod_status.so"),
+        "ExtendedStatus On",
+        "<Location /server-status>",
+        "    SetHandler server-status",
+        "    Require all granted",
+        "</Location>"]}
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("discard", accept_domains=ANY,
+                                extra=["ESMTPProxyProtocol v1", "ESMTPProxyTrusted 127.0.0.1"])
+        httpd.add_http()
+
+    def test_client_column(self):
+        import urllib.request
+        with RawClient(self.vh.port) as c:
+            c.send(b"PROXY TCP4 198.51.100.77 127.0.0.1 4077 25\r\n")
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            url = "http://127.0.0.1:%d/server-status" % self.httpd.http_port
+            page = urllib.request.urlopen(url, timeout=10).read().decode("utf-8", "replace")
+            c.cmd("QUIT")
+        self.assertIn("198.51.100.77", page)
+
+
 @unittest.skipUnless(os.path.exists(os.path.join(MODULESDIR, "mod_remoteip.so")), "mod_remoteip is not installed")
 class RemoteIPConflictTest(ServerTestCase):
     """mod_remoteip's RemoteIPProxyProtocol on an SMTP address would hide the
