@@ -6,14 +6,16 @@ a real HAProxy (send-proxy and send-proxy-v2, clients bound to 127.0.0.10
 and 127.0.0.11); bad configurations fail `apache2 -t` naming the directive."""
 
 import os
+import shutil
 import smtplib
 import socket
+import ssl
 import struct
 import subprocess
 import time
 import unittest
 
-from harness import MODULESDIR, Httpd, RawClient, ServerTestCase, free_port, wait_for
+from harness import MODULESDIR, Httpd, RawClient, ServerTestCase, free_port, q, wait_for
 from peers import HAPROXY, HAProxy
 
 ANY = ["*"]
@@ -312,6 +314,50 @@ class XClientTest(ServerTestCase):
             code, lines = c.cmd("EHLO front.example")
             self.assertNotIn("XCLIENT", "\n".join(lines))
             self.assertEqual(c.cmd("XCLIENT ADDR=192.0.2.1"), (550, ["550 5.7.0 Error: insufficient authorization"]))
+
+
+MOD_SSL = os.path.join(MODULESDIR, "mod_ssl.so")
+OPENSSL = shutil.which("openssl")
+
+
+@unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
+class ProxyThenTlsTest(ServerTestCase):
+    """Implicit TLS behind a balancer: the PROXY header comes before the TLS
+    handshake and is taken off the socket before mod_ssl reads."""
+
+    @classmethod
+    def configure(cls, httpd):
+        cert = os.path.join(httpd.root, "conf", "cert.pem")
+        key = os.path.join(httpd.root, "conf", "key.pem")
+        subprocess.run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost", "-keyout", key, "-out", cert, "-days", "2"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        httpd.main_extra += ["LoadModule socache_shmcb_module %s" % q(os.path.join(MODULESDIR,
+                                                                                  "mod_socache_shmcb.so")),
+                             "LoadModule ssl_module %s" % q(MOD_SSL), "SSLSessionCache none",
+                             "SSLRandomSeed startup builtin"]
+        cls.vh = httpd.add_smtp("maildir", accept_domains=ANY, extra=[
+            "SSLEngine on", "SSLCertificateFile %s" % q(cert), "SSLCertificateKeyFile %s" % q(key),
+            "ESMTPProxyProtocol v2", "ESMTPProxyTrusted 127.0.0.1"])
+
+    def test_v2_header_then_tls(self):
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        raw = socket.create_connection(("127.0.0.1", self.vh.port), timeout=20)
+        raw.sendall(v2_inet("203.0.113.80", "127.0.0.1", 8080, 465))
+        tls = ctx.wrap_socket(raw)
+        c = RawClient.__new__(RawClient)  # a RawClient over the TLS socket
+        c.sock, c.buf = tls, b""
+        with c:
+            self.assertEqual(c.reply()[0], 220)
+            deliver_raw(c)
+        files = self.vh.maildir_files()
+        self.assertEqual(len(files), 1)
+        with open(files[0], "rb") as f:
+            msg = f.read()
+        self.assertIn(b"([203.0.113.80])", msg)
+        self.assertIn(b" with ESMTPS ", msg)
 
 
 @unittest.skipUnless(os.path.exists(os.path.join(MODULESDIR, "mod_status.so")), "mod_status is not installed")
