@@ -12,6 +12,8 @@ import socket
 import ssl
 import struct
 import subprocess
+import tempfile
+import threading
 import time
 import unittest
 
@@ -409,6 +411,91 @@ class RemoteIPConflictTest(ServerTestCase):
             rest = c.rest(timeout=10)
         self.assertTrue(rest.startswith("421 4.3.0"), rest)
         self.assertTrue(wait_for(lambda: any("use ESMTPProxyProtocol" in l for l in self.httpd.log_lines())))
+
+
+NGINX = shutil.which("nginx", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin"]))
+NGINX_MAIL = "/usr/lib/nginx/modules/ngx_mail_module.so"
+
+
+@unittest.skipUnless(NGINX and os.path.exists(NGINX_MAIL), "nginx with the mail module is not installed")
+class NginxXClientTest(ServerTestCase):
+    """nginx's mail proxy (`xclient on`, `smtp_auth none`, an auth_http
+    server run by the test) in front of mod_esmtp: nginx sends XCLIENT with
+    the client's address, and the stored message names the client."""
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("maildir", accept_domains=ANY, log_file="esmtp.log", log_level=1,
+                                extra=["ESMTPXClientTrusted 127.0.0.1"])
+
+    @classmethod
+    def setUpClass(cls):
+        import http.server
+        super().setUpClass()
+        backend = cls.vh.port
+
+        class Auth(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Auth-Status", "OK")
+                self.send_header("Auth-Server", "127.0.0.1")
+                self.send_header("Auth-Port", str(backend))
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        cls.auth = http.server.HTTPServer(("127.0.0.1", 0), Auth)
+        threading.Thread(target=cls.auth.serve_forever, daemon=True).start()
+        cls.nginx_root = tempfile.mkdtemp(prefix="esmtp-it-nginx-")
+        cls.nginx_port = free_port()
+        conf = os.path.join(cls.nginx_root, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write("daemon off;\nmaster_process off;\npid %s/nginx.pid;\nerror_log %s/error.log info;\n"
+                    "load_module %s;\nevents { worker_connections 64; }\n"
+                    "mail {\n  server_name front.example;\n  auth_http 127.0.0.1:%d/auth;\n  xclient on;\n"
+                    "  smtp_auth none;\n  server { listen 127.0.0.1:%d; protocol smtp; }\n}\n"
+                    % (cls.nginx_root, cls.nginx_root, NGINX_MAIL, cls.auth.server_address[1], cls.nginx_port))
+        cls.nginx = subprocess.Popen([NGINX, "-e", os.path.join(cls.nginx_root, "error.log"), "-c", conf,
+                                      "-p", cls.nginx_root], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", cls.nginx_port), timeout=1).close()
+                return True
+            except OSError:
+                return cls.nginx.poll() is not None
+        if not wait_for(up, 15) or cls.nginx.poll() is not None:
+            cls.tearDownClass()
+            raise RuntimeError("nginx did not start")
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.nginx.poll() is None:
+            cls.nginx.terminate()
+            try:
+                cls.nginx.wait(10)
+            except subprocess.TimeoutExpired:
+                cls.nginx.kill()
+                cls.nginx.wait(10)
+        cls.auth.shutdown()
+        cls.auth.server_close()
+        shutil.rmtree(cls.nginx_root, ignore_errors=True)
+        super().tearDownClass()
+
+    def test_nginx_passes_the_client(self):
+        before = len(self.vh.maildir_files())
+        with smtplib.SMTP("127.0.0.1", self.nginx_port, timeout=30, source_address=("127.0.0.12", 0)) as s:
+            s.ehlo("client.example")
+            s.sendmail("s@client.example", ["user@example.org"], "Subject: via nginx\r\n\r\nhello\r\n")
+        files = self.vh.maildir_files()
+        self.assertEqual(len(files), before + 1)
+        with open(max(files, key=os.path.getmtime), "rb") as f:
+            msg = f.read()
+        # nginx sends NAME=[UNAVAILABLE] (no reverse lookup): "unknown"
+        self.assertIn(b"Received: from client.example (unknown [127.0.0.12])", msg)
+        self.assertTrue(wait_for(lambda: any("XCLIENT from 127.0.0.1[127.0.0.1]: client unknown[127.0.0.12]" in l
+                                             for l in self.vh.log_lines())), "\n".join(self.vh.log_lines()))
 
 
 class ProxyConfigTest(unittest.TestCase):
