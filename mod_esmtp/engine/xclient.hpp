@@ -1,5 +1,5 @@
 // XCLIENT (Postfix's XCLIENT_README): an authorized front end (nginx's
-// mail proxy, a Postfix before-queue filter) tells the server who the real
+// mail proxy, a filter that reinjects mail) tells the server who the real
 // client is. This parses the command's argument; Session::do_xclient
 // applies it.
 #pragma once
