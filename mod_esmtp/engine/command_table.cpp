@@ -73,7 +73,7 @@ struct BuiltIn {
     Verb verb;
 };
 
-constexpr std::array<BuiltIn, 13> kBuiltIns{{
+constexpr std::array<BuiltIn, 14> kBuiltIns{{
     {"HELO", Verb::helo},
     {"EHLO", Verb::ehlo},
     {"MAIL", Verb::mail},
@@ -87,7 +87,31 @@ constexpr std::array<BuiltIn, 13> kBuiltIns{{
     {"NOOP", Verb::noop},
     {"QUIT", Verb::quit},
     {"STARTTLS", Verb::starttls},
+    {"XCLIENT", Verb::xclient},
 }};
+
+// The built-in verbs of `len` letters.
+bool match_builtin(std::string_view line, std::size_t len, CommandMatch &m)
+{
+    if (line.size() < len || (line.size() > len && line[len] != ' ' && line[len] != '\t'))
+        return false;
+    char up[8];
+    for (std::size_t i = 0; i < len; ++i)
+        up[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(line[i])));
+    for (const auto &b : kBuiltIns) {
+        if (std::string_view(up, len) == b.name) {
+            m.verb = b.verb;
+            std::string_view arg = line.substr(len);
+            while (!arg.empty() && (arg.front() == ' ' || arg.front() == '\t'))
+                arg.remove_prefix(1);
+            while (!arg.empty() && (arg.back() == ' ' || arg.back() == '\t'))
+                arg.remove_suffix(1);
+            m.argument = arg;
+            return true;
+        }
+    }
+    return false;
+}
 
 } // namespace
 
@@ -134,26 +158,9 @@ CommandMatch CommandTable::match(const CommandTable *table, std::string_view lin
     // Built-in verbs are matched by their name first, without a regex:
     // "VERB" alone or "VERB" SP argument (the equivalent of
     // /^VERB(?:\s+(.*))?$/i), first match wins.
-    std::size_t word = line.find_first_of(" \t");
-    if (word == std::string_view::npos)
-        word = line.size();
-    if (word >= 4 && word <= 8) {
-        char up[8];
-        for (std::size_t i = 0; i < word; ++i)
-            up[i] = static_cast<char>(std::toupper(static_cast<unsigned char>(line[i])));
-        for (const auto &b : kBuiltIns) {
-            if (std::string_view(up, word) == b.name) {
-                m.verb = b.verb;
-                std::string_view arg = line.substr(word);
-                while (!arg.empty() && (arg.front() == ' ' || arg.front() == '\t'))
-                    arg.remove_prefix(1);
-                while (!arg.empty() && (arg.back() == ' ' || arg.back() == '\t'))
-                    arg.remove_suffix(1);
-                m.argument = arg;
-                return m;
-            }
-        }
-    }
+    // the verbs of 4 letters, and STARTTLS
+    if (match_builtin(line, 4, m) || match_builtin(line, 8, m))
+        return m;
     if (table) {
         for (const auto &e : table->entries_) {
             if (e->regex->match(line, m.captures)) {
@@ -164,6 +171,10 @@ CommandMatch CommandTable::match(const CommandTable *table, std::string_view lin
             }
         }
     }
+    // XCLIENT after the handler's commands: a handler that implemented
+    // its own XCLIENT before the module had one keeps it.
+    if (match_builtin(line, 7, m))
+        return m;
     m.verb = Verb::unknown;
     m.argument = line;
     return m;

@@ -17,7 +17,24 @@
 namespace esmtp
 {
 
-enum class Verb { helo, ehlo, mail, rcpt, data, bdat, rset, vrfy, expn, help, noop, quit, starttls, custom, unknown };
+enum class Verb {
+    helo,
+    ehlo,
+    mail,
+    rcpt,
+    data,
+    bdat,
+    rset,
+    vrfy,
+    expn,
+    help,
+    noop,
+    quit,
+    starttls,
+    xclient,
+    custom,
+    unknown
+};
 
 struct CommandMatch {
     Verb verb = Verb::unknown;

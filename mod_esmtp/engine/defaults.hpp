@@ -6,6 +6,8 @@
 #pragma once
 
 #include "engine/client_limits.hpp"
+#include "engine/cidr.hpp"
+#include "engine/proxy_protocol.hpp"
 
 #include <cstddef>
 #include <cstdint>
@@ -111,6 +113,16 @@ struct SessionConfig {
     // ESMTPMilter (milter/client.hpp): the milters, in order; null: none
     // (then no spooling, no extra copy of the message).
     std::shared_ptr<const milter::Config> milters;
+    // ESMTPProxyProtocol: a PROXY header (v1, v2 or either) is read before
+    // the greeting from the addresses of ESMTPProxyTrusted (required when
+    // on); other clients get 421 4.7.0. ESMTPProxyTimeout: seconds for the
+    // whole header, as Postfix's smtpd_upstream_proxy_timeout. Glue only.
+    ProxyAccept proxy_protocol = ProxyAccept::off;
+    CidrList proxy_trusted;
+    unsigned proxy_timeout = 5;
+    // ESMTPXClientTrusted: the clients that may send XCLIENT (and see it in
+    // EHLO); empty, the default: nobody.
+    CidrList xclient_trusted;
 };
 
 } // namespace esmtp

@@ -4,6 +4,7 @@
 #include "engine/queue_id.hpp"
 #include "engine/reply_format.hpp"
 #include "engine/trace.hpp"
+#include "engine/xclient.hpp"
 
 #include <algorithm>
 #include <cctype>
@@ -325,7 +326,8 @@ void Session::start()
     if (logs(log_session))
         log(log_session, std::string("connect from ").append(remote_host()).append("[").append(conn_.client_address) +
                              "]:" + std::to_string(conn_.client_port) +
-                             (conn_.tls ? " tls=" + tls_summary(conn_.tls_info) : std::string()));
+                             (conn_.tls ? " tls=" + tls_summary(conn_.tls_info) : std::string()) +
+                             (conn_.proxied.empty() ? "" : " (" + conn_.proxied + ")"));
     Reply r = ask(Event::connect, [&] { return handler_->connect(*this); });
     if (handler_threw_) // no session without a working handler
         r = Reply(421, std::string(cfg_.hostname) + " Service not available, closing transmission channel", "4.3.2",
@@ -444,6 +446,9 @@ bool Session::junk_limit_reached()
 
 Canned Session::check(const VerbRule &rule)
 {
+    // Checked first, as Postfix does: an unauthorized client learns nothing more.
+    if (rule.privileged && !xclient_allowed())
+        return {550, "5.7.0", "Error: insufficient authorization"};
     if (state_.hello == Hello::refused && !rule.when_refused)
         return {503, "5.5.1", "Error: access denied"};
     if (rule.needs_tls && cfg_.starttls == StartTls::required && !conn_.tls)
@@ -512,6 +517,10 @@ void Session::command(std::string_view line)
         break;
     case Verb::starttls:
         do_starttls(m.argument);
+        break;
+    case Verb::xclient:
+        if (do_xclient(m.argument) && rule.restarts)
+            restart("XCLIENT");
         break;
     default:
         do_simple(m.verb, m.argument, rule, m);
@@ -624,6 +633,56 @@ void Session::do_simple(Verb verb, std::string_view arg, const VerbRule &rule, c
     }
 }
 
+bool Session::do_xclient(std::string_view arg)
+{
+    XClientAttrs a;
+    std::string why;
+    if (!parse_xclient(arg, a, why)) {
+        reply(501, "5.5.4", why);
+        return false;
+    }
+    std::string before = std::string(remote_host()) + "[" + conn_.client_address + "]";
+    if (a.addr) {
+        conn_.client_address = *a.addr;
+        if (!a.name)
+            conn_.remote_host.clear(); // the name was the old address's
+    }
+    if (a.name)
+        conn_.remote_host = *a.name;
+    if (a.port)
+        conn_.client_port = *a.port;
+    if (a.destaddr)
+        conn_.local_address = *a.destaddr;
+    if (a.destport)
+        conn_.local_port = *a.destport;
+    if (a.login)
+        conn_.login = *a.login;
+    // HELO= stands for the client's HELO/EHLO (PROTO says which); without
+    // it the client says HELO/EHLO again after the 220.
+    helo_ = a.helo ? *a.helo : std::string();
+    Hello hello = helo_.empty() ? Hello::none : (a.esmtp.value_or(false) ? Hello::ehlo : Hello::helo);
+    transit({state_.phase, hello, Tx::none}, "XCLIENT");
+    if (logs(log_session))
+        log(log_session, "XCLIENT from " + before + ": client " + std::string(remote_host()) + "[" +
+                             conn_.client_address + "]:" + std::to_string(conn_.client_port) +
+                             (helo_.empty() ? "" : " helo=" + helo_) +
+                             (conn_.login.empty() ? "" : " login=" + conn_.login));
+    return true;
+}
+
+void Session::restart(std::string_view why)
+{
+    // As at the start: the handler judges the new identity (a refusal
+    // leaves only QUIT and XCLIENT), then the greeting.
+    Reply r = ask(Event::connect, [&] { return handler_->connect(*this); });
+    if (handler_threw_)
+        r = Reply(421, std::string(cfg_.hostname) + " Service not available, closing transmission channel", "4.3.2",
+                  true);
+    else if (r.code >= 400)
+        transit({state_.phase, Hello::refused, state_.tx}, std::string(why) + ": CONNECT refused");
+    reply(r, Reply(220, cfg_.hostname + " ESMTP mod_esmtp"), false);
+}
+
 void Session::do_helo(std::string_view arg, const VerbRule &rule, bool extended)
 {
     std::string_view domain = arg.substr(0, arg.find_first_of(" \t"));
@@ -654,6 +713,8 @@ void Session::do_helo(std::string_view arg, const VerbRule &rule, bool extended)
         }
         if (cfg_.starttls != StartTls::off && !conn_.tls)
             ext.emplace_back("STARTTLS");
+        if (xclient_allowed())
+            ext.push_back("XCLIENT " + std::string(kXClientAttributes));
         r = ask(Event::ehlo, [&] { return handler_->ehlo(*this, domain, ext); });
     }
     if (!r.empty() && !r.positive()) {

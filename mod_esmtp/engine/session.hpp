@@ -39,6 +39,10 @@ struct ConnectionInfo {
     unsigned local_port = 25;
     bool tls = false; // the session runs over TLS from the start (implicit TLS)
     TlsInfo tls_info; // its facts when tls (active set by the glue)
+    // What a PROXY header said (ESMTPProxyProtocol), for the log.
+    std::string proxied;
+    // XCLIENT LOGIN: the user a front end authenticated (kept for AUTH).
+    std::string login;
 };
 
 class Session final : public SessionView, private DataSink
@@ -160,6 +164,12 @@ class Session final : public SessionView, private DataSink
     void do_data(std::string_view arg);
     void do_bdat(std::string_view arg, const VerbRule &rule);
     void do_starttls(std::string_view arg);
+    // XCLIENT: applies the attributes; false when a reply refused them.
+    bool do_xclient(std::string_view arg);
+    // The session starts again with its new identity (the verb table's
+    // `restarts` column): HELO/EHLO again, CONNECT asked again, 220.
+    void restart(std::string_view why);
+    bool xclient_allowed() const { return cfg_.xclient_trusted.contains(conn_.client_address); }
     void do_simple(Verb verb, std::string_view arg, const VerbRule &rule, const CommandMatch &m);
     void finish_chunk();
     void finish_data();

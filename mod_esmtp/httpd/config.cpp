@@ -432,6 +432,35 @@ const char *set_client_exceptions(cmd_parms *cmd, void *, int argc, char *const 
     return nullptr;
 }
 
+const char *set_proxy_protocol(cmd_parms *cmd, void *, const char *arg)
+{
+    static const std::pair<const char *, ProxyAccept> names[] = {
+        {"off", ProxyAccept::off}, {"v1", ProxyAccept::v1}, {"v2", ProxyAccept::v2}, {"any", ProxyAccept::any}};
+    for (const auto &[name, value] : names)
+        if (!strcasecmp(arg, name)) {
+            server_config(cmd->server)->proxy_protocol = static_cast<int>(value);
+            return nullptr;
+        }
+    return "ESMTPProxyProtocol: needs Off, v1, v2 or any";
+}
+
+// A list of addresses and CIDR blocks, each checked here so that a typo
+// fails `apache2 -t` naming the directive.
+const char *set_cidr_list(cmd_parms *cmd, int argc, char *const argv[], apr_array_header_t *&list)
+{
+    if (argc < 1)
+        return apr_pstrcat(cmd->pool, cmd->cmd->name, ": needs one or more addresses or CIDR blocks", nullptr);
+    list = apr_array_make(cmd->pool, argc, sizeof(const char *));
+    for (int i = 0; i < argc; ++i) {
+        CidrList check;
+        if (!check.add(argv[i]))
+            return apr_pstrcat(cmd->pool, cmd->cmd->name, ": \"", argv[i],
+                               "\" is no IP address or CIDR block (e.g. 192.0.2.0/24, 2001:db8::/32)", nullptr);
+        APR_ARRAY_PUSH(list, const char *) = apr_pstrdup(cmd->pool, argv[i]);
+    }
+    return nullptr;
+}
+
 const char *set_client_table_size(cmd_parms *cmd, void *, const char *arg)
 {
     if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
@@ -451,6 +480,23 @@ const char *set_starttls(cmd_parms *cmd, void *, const char *arg)
     if (v < 0)
         return "ESMTPStartTLS: needs Off, On or Required";
     server_config(cmd->server)->starttls = v;
+    return nullptr;
+}
+
+const char *set_proxy_trusted(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    return set_cidr_list(cmd, argc, argv, server_config(cmd->server)->proxy_trusted);
+}
+
+const char *set_xclient_trusted(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    return set_cidr_list(cmd, argc, argv, server_config(cmd->server)->xclient_trusted);
+}
+
+const char *set_proxy_timeout(cmd_parms *cmd, void *, const char *arg)
+{
+    if (!parse_number(arg, 1, 3600, server_config(cmd->server)->proxy_timeout))
+        return "ESMTPProxyTimeout: needs seconds between 1 and 3600";
     return nullptr;
 }
 
@@ -547,6 +593,14 @@ const command_rec directives[] = {
                       "[command_timeout=S] [content_timeout=S] [default_action=accept|reject|tempfail]; repeatable"),
     AP_INIT_TAKE1("ESMTPMilterSpoolDir", reinterpret_cast<cmd_func>(take1<set_milter_spool_dir>), nullptr, RSRC_CONF,
                   "Directory for the spool files of messages that go through milters (default $TMPDIR or /tmp)"),
+    AP_INIT_TAKE1("ESMTPProxyProtocol", reinterpret_cast<cmd_func>(take1<set_proxy_protocol>), nullptr, RSRC_CONF,
+                  "Read a PROXY protocol header before the greeting: Off (default), v1, v2 or any"),
+    AP_INIT_TAKE_ARGV("ESMTPProxyTrusted", reinterpret_cast<cmd_func>(take_argv<set_proxy_trusted>), nullptr, RSRC_CONF,
+                      "Load balancers that send the PROXY header: addresses or CIDR blocks"),
+    AP_INIT_TAKE1("ESMTPProxyTimeout", reinterpret_cast<cmd_func>(take1<set_proxy_timeout>), nullptr, RSRC_CONF,
+                  "Seconds to wait for the whole PROXY header (default 5)"),
+    AP_INIT_TAKE_ARGV("ESMTPXClientTrusted", reinterpret_cast<cmd_func>(take_argv<set_xclient_trusted>), nullptr,
+                      RSRC_CONF, "Clients allowed to send XCLIENT: addresses or CIDR blocks (default: none)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 
@@ -572,6 +626,8 @@ void *create_server_config(apr_pool_t *p, server_rec *) noexcept
     cfg->client_table_size = -1;
     cfg->starttls = -1;
     cfg->tls_timeout = -1;
+    cfg->proxy_protocol = -1;
+    cfg->proxy_timeout = -1;
     return cfg;
 }
 
@@ -623,6 +679,10 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->milter_spool_dir = add->milter_spool_dir ? add->milter_spool_dir : base->milter_spool_dir;
     cfg->starttls = add->starttls != -1 ? add->starttls : base->starttls;
     cfg->tls_timeout = add->tls_timeout != -1 ? add->tls_timeout : base->tls_timeout;
+    cfg->proxy_protocol = add->proxy_protocol != -1 ? add->proxy_protocol : base->proxy_protocol;
+    cfg->proxy_trusted = add->proxy_trusted ? add->proxy_trusted : base->proxy_trusted;
+    cfg->proxy_timeout = add->proxy_timeout != -1 ? add->proxy_timeout : base->proxy_timeout;
+    cfg->xclient_trusted = add->xclient_trusted ? add->xclient_trusted : base->xclient_trusted;
     return cfg;
 }
 
@@ -691,6 +751,15 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
         sc.starttls = static_cast<StartTls>(cfg->starttls);
     if (cfg->tls_timeout > 0)
         sc.tls_timeout = static_cast<unsigned>(cfg->tls_timeout);
+    if (cfg->proxy_protocol >= 0)
+        sc.proxy_protocol = static_cast<ProxyAccept>(cfg->proxy_protocol);
+    if (cfg->proxy_timeout > 0)
+        sc.proxy_timeout = static_cast<unsigned>(cfg->proxy_timeout);
+    for (auto [from, to] :
+         {std::pair{cfg->proxy_trusted, &sc.proxy_trusted}, std::pair{cfg->xclient_trusted, &sc.xclient_trusted}})
+        if (from)
+            for (int i = 0; i < from->nelts; ++i)
+                to->add(APR_ARRAY_IDX(from, i, const char *)); // checked by the directive
     // No open relay by default: the names of this (virtual) server.
     auto add_domain = [&sc](const char *d) {
         if (d && *d) {
@@ -756,6 +825,14 @@ static int check_servers(server_rec *main)
                          "ESMTPStartTLS %s for server %s (%s:%d) needs SSLEngine on (and a certificate) in the same "
                          "VirtualHost",
                          cfg->starttls == static_cast<int>(StartTls::required) ? "Required" : "On",
+                         s->server_hostname ? s->server_hostname : "?", s->defn_name ? s->defn_name : "?",
+                         s->defn_line_number);
+            rv = !OK;
+        }
+        if (cfg->enabled == 1 && cfg->proxy_protocol > static_cast<int>(ProxyAccept::off) && !cfg->proxy_trusted) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, nullptr,
+                         "ESMTPProxyProtocol for server %s (%s:%d) needs ESMTPProxyTrusted: the addresses of the "
+                         "load balancers allowed to send the PROXY header",
                          s->server_hostname ? s->server_hostname : "?", s->defn_name ? s->defn_name : "?",
                          s->defn_line_number);
             rv = !OK;

@@ -6,6 +6,7 @@
 #include "httpd/guard.hpp"
 #include "httpd/io.hpp"
 #include "httpd/parking.hpp"
+#include "httpd/proxy.hpp"
 #include "httpd/smtp_connection.hpp"
 #include "httpd/status.hpp"
 #include "httpd/tls.hpp"
@@ -101,6 +102,11 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
     if (apr_socket_t *sock = ap_get_conn_socket(c))
         apr_socket_timeout_set(sock, apr_time_from_sec(cfg->session->command_timeout));
 
+    // The PROXY header comes before TLS: the real client address first.
+    std::string proxied;
+    if (!accept_proxy_header(c, *cfg->session, proxied))
+        return nullptr;
+
     // ESMTPStartTLS On|Required: mod_ssl's filters wait, unlinked, for
     // STARTTLS (this hook runs before mod_ssl's, which would handshake).
     TlsFilters tls;
@@ -131,6 +137,8 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
     ci.tls = !starttls && ap_ssl_conn_is_ssl(c) != 0;
     if (ci.tls)
         ci.tls_info = tls_info(c);
+
+    ci.proxied = std::move(proxied);
 
     // Per-client limits (Postfix's anvil), before the handler is made: a
     // refused client costs no handler and no CONNECT event.

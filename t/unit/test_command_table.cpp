@@ -164,10 +164,12 @@ class CommandTableTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(std::string("XCLIENT NAME=host.example ADDR=192.0.2.7"), m.captures[0]);
         CPPUNIT_ASSERT_EQUAL(std::string("host.example"), m.captures[1]);
         CPPUNIT_ASSERT_EQUAL(std::string("192.0.2.7"), m.captures[2]);
-        // lines that do not match the pattern stay unknown
-        CPPUNIT_ASSERT(t->match("XCLIENT").verb == Verb::unknown);
+        // lines that do not match the handler's pattern are the built-in XCLIENT
+        CPPUNIT_ASSERT(t->match("XCLIENT").verb == Verb::xclient);
         // a null table knows the built-in verbs only
-        CPPUNIT_ASSERT(CommandTable::match(nullptr, "XCLIENT NAME=a ADDR=b").verb == Verb::unknown);
+        CPPUNIT_ASSERT(CommandTable::match(nullptr, "XCLIENT NAME=a ADDR=b").verb == Verb::xclient);
+        CPPUNIT_ASSERT(CommandTable::match(nullptr, "xclient\tNAME=a").argument == "NAME=a");
+        CPPUNIT_ASSERT(CommandTable::match(nullptr, "XCLIENTS NAME=a").verb == Verb::unknown);
         CPPUNIT_ASSERT(CommandTable::match(nullptr, "NOOP").verb == Verb::noop);
     }
 

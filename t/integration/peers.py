@@ -1,0 +1,210 @@
+"""Real peers for the integration tests, each private to the test: a HAProxy
+(`haproxy -f CFG -db`) and a Dovecot LMTP server (`dovecot -F -c CONF`),
+configured in a temporary directory, on loopback only, stopped by pid."""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import textwrap
+import time
+
+from harness import free_port, wait_for
+
+SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
+HAPROXY = shutil.which("haproxy", path=SBIN_PATH)
+DOVECOT = shutil.which("dovecot", path=SBIN_PATH)
+
+
+def _listening(host, port):
+    try:
+        socket.create_connection((host, port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _stop(proc, timeout=10):
+    if proc and proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+class HAProxy:
+    """mode tcp. `frontends`: [(listen_port, [(host, port), ...], server_options)],
+    e.g. (p, [("127.0.0.1", 2525)], "send-proxy-v2"). A stats socket
+    answers server_state()."""
+
+    def __init__(self, frontends, extra_defaults=()):
+        self.root = tempfile.mkdtemp(prefix="esmtp-it-haproxy-")
+        self.cfg = os.path.join(self.root, "haproxy.cfg")
+        self.stats = os.path.join(self.root, "stats.sock")
+        lines = ["global", "    maxconn 500", "    stats socket %s level admin" % self.stats,
+                 "defaults", "    mode tcp", "    timeout connect 5s", "    timeout client 60s",
+                 "    timeout server 60s"] + ["    " + e for e in extra_defaults]
+        for i, (listen, servers, options) in enumerate(frontends):
+            lines += ["frontend f%d" % i, "    bind 127.0.0.1:%d" % listen, "    default_backend b%d" % i,
+                      "backend b%d" % i]
+            for k, (host, port) in enumerate(servers):
+                lines.append("    server s%d %s:%d %s" % (k + 1, host, port, options))
+        with open(self.cfg, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        self.log = open(os.path.join(self.root, "haproxy.out"), "w+")
+        self.proc = subprocess.Popen([HAPROXY, "-f", self.cfg, "-db"], stdout=self.log, stderr=subprocess.STDOUT)
+        ports = [p for p, _, _ in frontends]
+        if not wait_for(lambda: all(_listening("127.0.0.1", p) for p in ports) or self.proc.poll() is not None,
+                        15) or self.proc.poll() is not None:
+            out = self.output()
+            self.stop()
+            raise RuntimeError("haproxy did not start:\n" + out)
+
+    def output(self):
+        self.log.seek(0)
+        return self.log.read()
+
+    def command(self, cmd):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.settimeout(5)
+        s.connect(self.stats)
+        s.sendall(cmd.encode() + b"\n")
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        s.close()
+        return data.decode("utf-8", "replace")
+
+    def server_status(self, backend, server):
+        """"UP", "DOWN", "MAINT"... from `show stat`."""
+        out = self.command("show stat")
+        header = None
+        for line in out.splitlines():
+            if line.startswith("# "):
+                header = line[2:].split(",")
+                continue
+            fields = line.split(",")
+            if header and len(fields) > 1 and fields[0] == backend and fields[1] == server:
+                return fields[header.index("status")]
+        return None
+
+    def stop(self):
+        _stop(self.proc)
+        self.proc = None
+        if not self.log.closed:
+            self.log.close()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+class Dovecot:
+    """Dovecot LMTP on 127.0.0.1:`port`: a static passdb and a passwd-file
+    userdb; `users` get a writable home (mail as nobody/nogroup), `broken`
+    users a home they cannot write (their delivery fails with 451, so that
+    per-recipient results differ). Mail: maildir:~/Maildir."""
+
+    def __init__(self, users=("alice", "bob"), broken=("dave",)):
+        import grp
+        import pwd
+        uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+        self.root = tempfile.mkdtemp(prefix="esmtp-it-dovecot-")
+        os.chmod(self.root, 0o755)
+        self.port = free_port()
+        self.log_path = os.path.join(self.root, "dovecot.log")
+        home = os.path.join(self.root, "home")
+        os.makedirs(home)
+        with open(os.path.join(self.root, "users"), "w") as f:
+            for u in list(users) + list(broken):
+                d = os.path.join(home, u)
+                os.makedirs(d)
+                if u in users:
+                    os.chown(d, uid, gid)
+                f.write("%s::%d:%d::%s::\n" % (u, uid, gid, d))
+        self.home = home
+        conf = textwrap.dedent("""\
+            protocols = lmtp
+            base_dir = {root}/run
+            state_dir = {root}/state
+            log_path = {log}
+            ssl = no
+            listen = 127.0.0.1
+            mail_location = maildir:~/Maildir
+            auth_username_format = %Ln
+            passdb {{
+              driver = static
+              args = nopassword=y
+            }}
+            userdb {{
+              driver = passwd-file
+              args = {root}/users
+            }}
+            service lmtp {{
+              inet_listener lmtp {{
+                address = 127.0.0.1
+                port = {port}
+              }}
+            }}
+            """).format(root=self.root, log=self.log_path, port=self.port)
+        self.conf = os.path.join(self.root, "dovecot.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        self.out = open(os.path.join(self.root, "dovecot.out"), "w+")
+        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", self.conf], stdout=self.out, stderr=subprocess.STDOUT)
+        if not wait_for(lambda: _listening("127.0.0.1", self.port) or self.proc.poll() is not None, 20) \
+                or self.proc.poll() is not None:
+            out = self.log_text()
+            self.stop()
+            raise RuntimeError("dovecot did not start:\n" + out)
+
+    def log_text(self):
+        text = ""
+        for p in (self.log_path, self.out.name):
+            try:
+                with open(p, encoding="utf-8", errors="replace") as f:
+                    text += f.read()
+            except FileNotFoundError:
+                pass
+        return text
+
+    def messages(self, user):
+        """The contents of `user`'s stored messages (new/ and cur/)."""
+        out = []
+        for sub in ("new", "cur"):
+            d = os.path.join(self.home, user, "Maildir", sub)
+            if os.path.isdir(d):
+                for n in sorted(os.listdir(d)):
+                    with open(os.path.join(d, n), "rb") as f:
+                        out.append(f.read())
+        return out
+
+    def stop(self):
+        _stop(self.proc)
+        self.proc = None
+        # the master stops its services; make sure none is left on our port
+        wait_for(lambda: not _listening("127.0.0.1", self.port), 10)
+        if not self.out.closed:
+            self.out.close()
+
+    def cleanup(self, keep=False):
+        self.stop()
+        if keep:
+            import sys
+            sys.stderr.write("kept Dovecot root %s\n" % self.root)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
+
+
+def dovecot_missing():
+    if not DOVECOT:
+        return "dovecot is not installed (dovecot-core, dovecot-lmtpd)"
+    if not os.path.exists("/usr/lib/dovecot/lmtp"):
+        return "dovecot-lmtpd is not installed"
+    if os.geteuid() != 0:
+        return "running dovecot needs root"
+    return None
