@@ -128,7 +128,7 @@ class ModEsmtp(Server):
     name = "mod_esmtp"
 
     def __init__(self, workdir, mode, threads=25, start_servers=2, server_limit=4, async_factor=4,
-                 log_level=0, timeout=300, extra=(), tag=""):
+                 log_level=0, timeout=300, extra=(), tag="", log_file=None):
         self.mode = mode
         self.durable = mode == "durable"
         self.label = "mod_esmtp (%s)" % ("maildir" if self.durable else "discard")
@@ -147,7 +147,7 @@ class ModEsmtp(Server):
                                  root=tempfile.mkdtemp(prefix="esmtp-bench-httpd%s-" % tag, dir=workdir))
         handler = "maildir" if self.durable else "discard"
         self.vh = self.httpd.add_smtp(handler, server_name="mx." + DOMAIN, accept_domains=[DOMAIN],
-                                      log_level=log_level, extra=list(extra))
+                                      log_level=log_level, extra=list(extra), log_file=log_file)
         self.port = self.vh.port
         self.log_problems = []
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cerrno>
 #include <climits>
 #include <condition_variable>
@@ -117,24 +118,52 @@ class DirGroup
   public:
     explicit DirGroup(std::string path) : path_(std::move(path)) {}
 
+    // A delivery that will rename into the directory soon (its file is
+    // being written or synced): a leader may wait a little for it. Each
+    // expect() is followed by exactly one commit() or cancel().
+    void expect()
+    {
+        std::lock_guard lock(mutex_);
+        ++arriving_;
+    }
+    void cancel()
+    {
+        std::lock_guard lock(mutex_);
+        --arriving_;
+        arrived_.notify_one();
+    }
+
     // Call after a rename into the directory returned. Returns 0 once a
     // flush that started after it succeeded, else the flush's errno.
     int commit()
     {
         std::unique_lock lock(mutex_);
+        --arriving_;
         Waiter me{++renamed_};
         waiters_.push_back(&me);
+        arrived_.notify_one();
         while (!me.done) {
             if (flushing_) {
                 cond_.wait(lock);
                 continue;
             }
-            // Leader: one flush for every rename numbered so far.
+            // Leader: one flush for every rename numbered so far. Deliveries
+            // still syncing their files would need the next flush: wait for
+            // them, at most as long as the last flush took (so the wait at
+            // most doubles the latency; on an idle server nobody is
+            // arriving and the flush starts at once).
             flushing_ = true;
+            if (arriving_ > 0 && last_flush_.count() > 0) {
+                auto deadline = std::chrono::steady_clock::now() + std::min(last_flush_, kMaxHold);
+                arrived_.wait_until(lock, deadline, [&] { return arriving_ <= 0; });
+            }
             const std::uint64_t covered = renamed_;
             lock.unlock();
+            auto t0 = std::chrono::steady_clock::now();
             int err = fsync_dir(path_) ? 0 : (errno ? errno : EIO);
+            auto took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
             lock.lock();
+            last_flush_ = took;
             flushing_ = false;
             std::erase_if(waiters_, [&](Waiter *w) {
                 if (w->generation > covered)
@@ -149,6 +178,7 @@ class DirGroup
     }
 
   private:
+    static constexpr std::chrono::microseconds kMaxHold{5000};
     struct Waiter {
         std::uint64_t generation;
         bool done = false;
@@ -156,9 +186,12 @@ class DirGroup
     };
     const std::string path_;
     std::mutex mutex_;
-    std::condition_variable cond_;
-    std::uint64_t renamed_ = 0; // generation of the last rename
+    std::condition_variable cond_;    // followers: a flush ended
+    std::condition_variable arrived_; // the leader: a delivery arrived
+    std::uint64_t renamed_ = 0;       // generation of the last rename
+    long arriving_ = 0;               // expect()ed, not yet committed or cancelled
     bool flushing_ = false;
+    std::chrono::microseconds last_flush_{0};
     std::vector<Waiter *> waiters_; // each on its thread's stack, in commit()
 };
 
@@ -182,6 +215,36 @@ std::shared_ptr<DirGroup> dir_group(const std::string &path)
     }
     return g;
 }
+
+// The groups a delivery will commit to, expect()ed from the start of its
+// end of data; those not committed are cancelled when it ends.
+class Arrivals
+{
+  public:
+    Arrivals() = default;
+    Arrivals(const Arrivals &) = delete;
+    Arrivals &operator=(const Arrivals &) = delete;
+    ~Arrivals()
+    {
+        for (auto &g : groups_)
+            if (g)
+                g->cancel();
+    }
+    void expect(const std::string &dir)
+    {
+        groups_.push_back(dir_group(dir));
+        groups_.back()->expect();
+    }
+    // commit() to the i-th group (once).
+    int commit(std::size_t i)
+    {
+        auto g = std::move(groups_.at(i));
+        return g->commit();
+    }
+
+  private:
+    std::vector<std::shared_ptr<DirGroup>> groups_;
+};
 
 std::string parent_of(const std::string &path)
 {
@@ -602,6 +665,11 @@ class MaildirHandler final : public Handler
     {
         if (!fd_.valid() || copies_.empty())
             return Reply(451, "Message not stored; try again later", "4.3.0");
+        // Announced before the file syncs, so that a flush of new/ about to
+        // start may wait for this delivery's rename (see DirGroup).
+        Arrivals arrivals;
+        for (const Copy &c : copies_)
+            arrivals.expect(c.dir + "/new");
         flush();
         if (error_ == 0 && !sync_file(fd_.get(), copies_.front().tmp_path))
             error_ = errno;
@@ -629,9 +697,9 @@ class MaildirHandler final : public Handler
         // The directory entries must be durable too before we say 250: a
         // flush of new/ that started after our rename, shared with the
         // other deliveries of this process (see DirGroup).
-        for (const Copy &c : copies_)
-            if (int e = dir_group(c.dir + "/new")->commit())
-                return rollback(s, e, "cannot fsync " + c.dir + "/new");
+        for (std::size_t i = 0; i < copies_.size(); ++i)
+            if (int e = arrivals.commit(i))
+                return rollback(s, e, "cannot fsync " + copies_[i].dir + "/new");
         g_stored.fetch_add(1, std::memory_order_relaxed);
         for (const Copy &c : copies_)
             s.log(3, "stored " + c.new_path + " (flushes of process " + std::to_string(getpid()) + ": messages " +
