@@ -118,8 +118,9 @@ class DirGroup
   public:
     explicit DirGroup(std::string path) : path_(std::move(path)) {}
 
-    // A delivery that will rename into the directory soon (its file is
-    // being written or synced): a leader may wait a little for it. Each
+    // A delivery that will rename into the directory soon (from its DATA
+    // on: its file is being received, written or synced): a leader may
+    // wait a little for it. Each
     // expect() is followed by exactly one commit() or cancel().
     void expect()
     {
@@ -148,13 +149,16 @@ class DirGroup
                 continue;
             }
             // Leader: one flush for every rename numbered so far. Deliveries
-            // still syncing their files would need the next flush: wait for
-            // them, at most as long as the last flush took (so the wait at
-            // most doubles the latency; on an idle server nobody is
-            // arriving and the flush starts at once).
+            // between their DATA and their rename would need the next
+            // flush: wait for them, as long as the last flush took but at
+            // least kMinHold and at most kMaxHold (measured: without the
+            // floor, on a VM whose fsync takes 0.3 ms, 20 sessions made
+            // 1.33 flushes per message; with 2 ms, 1.21). A lone delivery
+            // has nobody arriving and flushes at once. The wait only delays
+            // the start of the flush: it changes nothing in the argument.
             flushing_ = true;
-            if (arriving_ > 0 && last_flush_.count() > 0) {
-                auto deadline = std::chrono::steady_clock::now() + std::min(last_flush_, kMaxHold);
+            if (arriving_ > 0) {
+                auto deadline = std::chrono::steady_clock::now() + std::clamp(last_flush_, kMinHold, kMaxHold);
                 arrived_.wait_until(lock, deadline, [&] { return arriving_ <= 0; });
             }
             const std::uint64_t covered = renamed_;
@@ -178,6 +182,8 @@ class DirGroup
     }
 
   private:
+    // What a leader waits for arriving deliveries (see commit()).
+    static constexpr std::chrono::microseconds kMinHold{2000};
     static constexpr std::chrono::microseconds kMaxHold{5000};
     struct Waiter {
         std::uint64_t generation;
@@ -653,6 +659,11 @@ class MaildirHandler final : public Handler
             return fail(s, "cannot create " + tmp);
         }
         first.tmp_path = tmp;
+        // Announced from DATA on, so that a flush of new/ about to start
+        // may wait a little for this delivery's rename (see DirGroup).
+        arrivals_ = std::make_unique<Arrivals>();
+        for (const Copy &c : copies_)
+            arrivals_->expect(c.dir + "/new");
         error_ = 0;
         buf_.assign(s.trace_headers());
         return {};
@@ -665,11 +676,7 @@ class MaildirHandler final : public Handler
     {
         if (!fd_.valid() || copies_.empty())
             return Reply(451, "Message not stored; try again later", "4.3.0");
-        // Announced before the file syncs, so that a flush of new/ about to
-        // start may wait for this delivery's rename (see DirGroup).
-        Arrivals arrivals;
-        for (const Copy &c : copies_)
-            arrivals.expect(c.dir + "/new");
+        Arrivals &arrivals = *arrivals_;
         flush();
         if (error_ == 0 && !sync_file(fd_.get(), copies_.front().tmp_path))
             error_ = errno;
@@ -707,6 +714,7 @@ class MaildirHandler final : public Handler
                          std::to_string(g_file_syncs.load(std::memory_order_relaxed)) + " directories " +
                          std::to_string(g_dir_syncs.load(std::memory_order_relaxed)) + ")");
         copies_.clear();
+        arrivals_.reset();
         return {};
     }
 
@@ -752,6 +760,7 @@ class MaildirHandler final : public Handler
 
     void discard()
     {
+        arrivals_.reset();
         fd_.reset();
         for (const Copy &c : copies_) {
             if (!c.tmp_path.empty())
@@ -770,6 +779,7 @@ class MaildirHandler final : public Handler
     const MaildirOptions options_;
     std::string name_;
     std::vector<Copy> copies_;
+    std::unique_ptr<Arrivals> arrivals_; // from data() to the end of eom()
     std::string buf_;
     Fd fd_;
     int error_ = 0;
