@@ -267,7 +267,7 @@ class PostfixSmtpd(Server):
         postlog   unix-dgram n  -       n       -       1       postlogd
         """)
 
-    def __init__(self, workdir, mode, extra_main=()):
+    def __init__(self, workdir, mode, extra_main=(), flush_env=None):
         self.mode = mode
         self.durable = mode == "durable"
         self.label = "Postfix smtpd (%s)" % ("virtual Maildir" if self.durable else "discard")
@@ -325,6 +325,12 @@ class PostfixSmtpd(Server):
             """).format(queue=self.queue_dir, data=self.data_dir, domain=DOMAIN, vmail=self.vmail,
                         uid=nobody_uid, gid=nogroup_gid, transport="virtual" if self.durable else "discard:",
                         log=self.log_file, root=self.root)
+        if flush_env:
+            # the master passes its daemons only what import_environment lists
+            default = subprocess.run([which("postconf"), "-dh", "import_environment"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True).stdout.strip()
+            self.main_cf += "import_environment = %s %s\n" % (
+                default, " ".join("%s=%s" % kv for kv in sorted(flush_env.items())))
         self.main_cf += "".join(l + "\n" for l in extra_main)
         self.master_cf = self.MASTER_CF.format(port=self.port)
         with open(os.path.join(self.config_dir, "main.cf"), "w") as f:
