@@ -57,22 +57,24 @@ def run_one(args, sessions, messages):
     server = ModEsmtp(args.workdir, "durable", log_level=3, threads=args.threads, log_file="flush.log",
                       tag="-flush")
     log_path = server.vh.log_path
-    server.start()
     try:
-        server.prepare_run()
-        cmd = loads.smtp_source_cmd(server.port, sessions, messages, 4096, True)
-        res = loads.run_measured(cmd, args.run_timeout)
-        fin = server.finish_run(messages)
+        server.start()
+        try:
+            server.prepare_run()
+            cmd = loads.smtp_source_cmd(server.port, sessions, messages, 4096, True)
+            res = loads.run_measured(cmd, args.run_timeout)
+            fin = server.finish_run(messages)
+        finally:
+            server.stop()
+        problems = list(fin["problems"]) + list(server.log_problems)
+        if res["rc"] != 0:
+            problems.append("smtp-source exit %s: %s" % (res["rc"], res["stderr"][-500:]))
+        # the records are written by the children before each reply: complete now
+        counters = parse_counters(log_path)
+        msgs, files, dirs = per_message(counters)
     finally:
-        server.stop()
-    problems = list(fin["problems"]) + list(server.log_problems)
-    if res["rc"] != 0:
-        problems.append("smtp-source exit %s: %s" % (res["rc"], res["stderr"][-500:]))
-    # the records are written by the children before each reply: complete now
-    counters = parse_counters(log_path)
-    msgs, files, dirs = per_message(counters)
-    if not args.keep:
-        server.remove_files()
+        if not args.keep:
+            server.remove_files()
     return {"sessions": sessions, "messages": messages, "wall_s": res["wall_s"],
             "msgs_s": messages / res["wall_s"] if res["wall_s"] > 0 else None, "children": len(counters),
             "counted": msgs, "file_flushes": files, "dir_flushes": dirs,
