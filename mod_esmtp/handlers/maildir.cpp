@@ -181,6 +181,12 @@ class DirGroup
         return me.error;
     }
 
+    long arriving()
+    {
+        std::lock_guard lock(mutex_);
+        return arriving_;
+    }
+
   private:
     // What a leader waits for arriving deliveries (see commit()).
     static constexpr std::chrono::microseconds kMinHold{2000};
@@ -206,10 +212,20 @@ class DirGroup
 // kMaxGroups, so it stays bounded by the deliveries in progress.
 constexpr std::size_t kMaxGroups = 256;
 
+struct GroupRegistry {
+    std::mutex mutex;
+    std::unordered_map<std::string, std::weak_ptr<DirGroup>> groups;
+};
+
+GroupRegistry &registry()
+{
+    static GroupRegistry r;
+    return r;
+}
+
 std::shared_ptr<DirGroup> dir_group(const std::string &path)
 {
-    static std::mutex mutex;
-    static std::unordered_map<std::string, std::weak_ptr<DirGroup>> groups;
+    auto &[mutex, groups] = registry();
     std::lock_guard lock(mutex);
     auto &slot = groups[path];
     auto g = slot.lock();
@@ -860,6 +876,19 @@ class MaildirFactory final : public HandlerFactory
 void set_maildir_syscall_hook(MaildirSyscallHook hook)
 {
     syscall_hook() = std::move(hook);
+}
+
+long maildir_arriving(const std::string &dir)
+{
+    std::shared_ptr<DirGroup> g;
+    {
+        auto &r = registry();
+        std::lock_guard lock(r.mutex);
+        auto it = r.groups.find(dir);
+        if (it != r.groups.end())
+            g = it->second.lock();
+    }
+    return g ? g->arriving() : -1;
 }
 
 std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir, const MaildirOptions &options,

@@ -111,6 +111,7 @@ class MaildirTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testGroupCommitConcurrent);
     CPPUNIT_TEST(testGroupCommitFlushFails);
     CPPUNIT_TEST(testFileSyncFails);
+    CPPUNIT_TEST(testArrivalsCounted);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -937,6 +938,57 @@ class MaildirTest : public CppUnit::TestFixture
         for (const auto &o : ops)
             CPPUNIT_ASSERT_MESSAGE(join(ops), o.rfind("rename ", 0) != 0);
         CPPUNIT_ASSERT(files_in(box / "new").empty());
+        CPPUNIT_ASSERT(files_in(box / "tmp").empty());
+    }
+
+    // The group commit counts a delivery as arriving from its DATA to its
+    // rename (a leader waits for those): every way out of a transaction
+    // takes it off again, else leaders would wait for nobody.
+    void testArrivalsCounted()
+    {
+        fs::path box = dir_ / "Maildir";
+        const std::string nw = (box / "new").string();
+        H a, b, c;
+        for (H *h : {&a, &b, &c}) {
+            use_maildir(*h, box.string());
+            h->ehlo();
+        }
+        CPPUNIT_ASSERT_EQUAL(-1L, esmtp::maildir_arriving(nw));
+        const std::string start = "MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n";
+        for (H *h : {&a, &b, &c}) {
+            std::string out = h->send(start);
+            CPPUNIT_ASSERT_MESSAGE(out, out.find("354 ") != std::string::npos);
+        }
+        CPPUNIT_ASSERT_EQUAL(3L, esmtp::maildir_arriving(nw));
+        b.send("Subject: x\r\n\r\nhalf of the bo");
+        b.s().end(); // the client went away mid-DATA
+        CPPUNIT_ASSERT_EQUAL(2L, esmtp::maildir_arriving(nw));
+        // a stored message: no longer arriving
+        std::string out = a.send(data_section(kMessage));
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 ") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(1L, esmtp::maildir_arriving(nw));
+        // a message whose file cannot be synced: 451, no longer arriving
+        esmtp::set_maildir_syscall_hook(
+            [](std::string_view op, const std::string &) { return op == "fdatasync" ? EIO : 0; });
+        out = c.send(data_section(kMessage));
+        esmtp::set_maildir_syscall_hook({});
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.3.0 ") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(-1L, esmtp::maildir_arriving(nw)); // nobody holds the group
+        // and again, a failing directory fsync while another session is in DATA
+        out = a.send(start);
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("354 ") != std::string::npos);
+        out = c.send(start);
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("354 ") != std::string::npos);
+        esmtp::set_maildir_syscall_hook(
+            [&](std::string_view op, const std::string &path) { return op == "fsync" && path == nw ? EIO : 0; });
+        out = c.send(data_section(kMessage));
+        esmtp::set_maildir_syscall_hook({});
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.3.0 ") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(1L, esmtp::maildir_arriving(nw));
+        out = a.send(data_section(kMessage));
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 ") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(-1L, esmtp::maildir_arriving(nw));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(2), files_in(box / "new").size());
         CPPUNIT_ASSERT(files_in(box / "tmp").empty());
     }
 
