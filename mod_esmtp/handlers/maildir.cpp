@@ -336,8 +336,25 @@ bool make_path(DirMaker &m, const std::string &dir)
     return m.make(dir);
 }
 
+// tmp/, new/ and cur/ of `dir` exist: nothing to make. Checked first on
+// every delivery: a stat takes no lock, while mkdir of an existing
+// directory takes its parent's lock exclusively (six EEXIST mkdirs per
+// message for /var/mail/x/Maildir, contending with every other file
+// created in those directories). No measurable gain on the 2-core VM of
+// issue 13, where the flushes' system time dominates.
+bool maildir_ready(const std::string &dir)
+{
+    struct stat st;
+    for (const char *sub : {"/tmp", "/new", "/cur"})
+        if (stat((dir + sub).c_str(), &st) != 0 || !S_ISDIR(st.st_mode))
+            return false;
+    return true;
+}
+
 bool ensure_maildir(const std::string &dir, bool create, std::string &failed)
 {
+    if (maildir_ready(dir))
+        return true;
     DirMaker m;
     bool ok = true;
     if (create) {
