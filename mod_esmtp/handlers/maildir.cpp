@@ -120,8 +120,8 @@ class DirGroup
 
     // A delivery that will rename into the directory soon (from its DATA
     // on: its file is being received, written or synced): a leader may
-    // wait a little for it. Each
-    // expect() is followed by exactly one commit() or cancel().
+    // wait a little for it. Each expect() is followed by exactly one
+    // commit() or cancel().
     void expect()
     {
         std::lock_guard lock(mutex_);
@@ -238,8 +238,8 @@ std::shared_ptr<DirGroup> dir_group(const std::string &path)
     return g;
 }
 
-// The groups a delivery will commit to, expect()ed from the start of its
-// end of data; those not committed are cancelled when it ends.
+// The groups a delivery will commit to, expect()ed from its DATA on; those
+// not committed are cancelled when it ends (stored, refused or cut off).
 class Arrivals
 {
   public:
@@ -707,7 +707,7 @@ class MaildirHandler final : public Handler
 
     Reply eom(SessionView &s) override
     {
-        if (!fd_.valid() || copies_.empty())
+        if (!fd_.valid() || copies_.empty() || !arrivals_)
             return Reply(451, "Message not stored; try again later", "4.3.0");
         Arrivals &arrivals = *arrivals_;
         flush();
