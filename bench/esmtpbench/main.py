@@ -258,7 +258,8 @@ class Bench:
             elif name == "smtp-sink" and mode == "discard" and not milter:
                 servers.append(SmtpSink(wd))
             elif name == "postfix":
-                servers.append(PostfixSmtpd(wd, mode, extra_main=milter.postfix_lines() if milter else ()))
+                servers.append(PostfixSmtpd(wd, mode, extra_main=milter.postfix_lines() if milter else (),
+                                             flush_env=self.args.flush_env))
         if milter:
             for s in servers:
                 s.label += " + opendkim"
@@ -439,6 +440,11 @@ class Bench:
                       "of both servers (`ESMTPMilter` / `smtpd_milters`); every message is signed. The cost of the "
                       "milter round trips per message is the difference from a run without `--milter`." % (
                           servers.SENDER.split("@")[1], self.milter.port))
+        if self.args.flush_env:
+            md.append("")
+            md.append("**Flush delay: %s µs added to every fsync, fdatasync and syncfs of every server** "
+                      "(LD_PRELOAD=%s; Postfix daemons through import_environment), as on a disk whose flush "
+                      "takes that long." % (self.args.flush_delay, self.args.flush_env["LD_PRELOAD"]))
         md.append("")
         md.append("msgs/s and MB/s (payload, 10^6 bytes) are measured by the load generator's wall time; CPU is the "
                   "server's process tree (user+system) per message, including, for Postfix, the queue manager and "
@@ -536,6 +542,10 @@ def parse_args(argv):
     ap.add_argument("--milter", default="none", choices=("none", "opendkim"),
                     help="put a milter in front of mod_esmtp and Postfix: opendkim signing (smtp-sink is skipped)")
     ap.add_argument("--keep", action="store_true", help="keep the servers' temporary directories")
+    ap.add_argument("--flush-delay", type=int, default=0, metavar="US",
+                    help="add US microseconds to every fsync/fdatasync/syncfs of every server (LD_PRELOAD of "
+                    "bench/flushdelay.so, `make bench/flushdelay.so`; Postfix through import_environment); "
+                    "e.g. 2000 for a disk whose flush takes 2 ms (default 0: off)")
     args = ap.parse_args(argv)
     args.shapes = [s for s in args.shapes.split(",") if s]
     for s in args.shapes:
@@ -571,6 +581,13 @@ def parse_args(argv):
 def tempfile_mkdtemp(workdir):
     import tempfile
     return tempfile.mkdtemp(prefix="esmtp-bench-cert-", dir=workdir)
+def flushdelay_lib():
+    """bench/flushdelay.so of the build tree (or the source tree), absolute."""
+    for d in (os.path.join(harness.TOP_BUILDDIR, "bench"), BENCH):
+        p = os.path.join(d, "flushdelay.so")
+        if os.path.exists(p):
+            return os.path.abspath(p)
+    return None
 
 
 def tempfile_dir():
@@ -587,6 +604,15 @@ def main(argv=None):
             sys.stderr.write("bench/run: %s\n" % p)
         return 2
     raise_nofile()
+    if args.flush_delay > 0:
+        shim = flushdelay_lib()
+        if not shim:
+            sys.stderr.write("bench/run: --flush-delay needs bench/flushdelay.so: run `make bench/flushdelay.so`\n")
+            return 2
+        harness.HTTPD_ENV.update(LD_PRELOAD=shim, FLUSHDELAY_US=str(args.flush_delay))
+        args.flush_env = {"LD_PRELOAD": shim, "FLUSHDELAY_US": str(args.flush_delay)}
+    else:
+        args.flush_env = {}
     module_dir, module, digest, mtime = snapshot_module(args.workdir, args.module or harness.MOD_ESMTP)
     source_module = args.module or harness.MOD_ESMTP
     harness.MOD_ESMTP = module
@@ -594,6 +620,7 @@ def main(argv=None):
     info.update(mod_esmtp_module=source_module, mod_esmtp_sha256=digest, mod_esmtp_mtime=mtime,
                 mod_esmtp_copy=module)
     info["argv"] = " ".join(["bench/run"] + argv)
+    info["flush_delay_us"] = args.flush_delay
     bench = Bench(args)
     t0 = time.monotonic()
     interrupted = False

@@ -128,7 +128,7 @@ class ModEsmtp(Server):
     name = "mod_esmtp"
 
     def __init__(self, workdir, mode, threads=25, start_servers=2, server_limit=4, async_factor=4,
-                 log_level=0, timeout=300, extra=(), tag="", tls=None):
+                 log_level=0, timeout=300, extra=(), tag="", tls=None, log_file=None):
         self.mode = mode
         self.durable = mode == "durable"
         self.label = "mod_esmtp (%s)" % ("maildir" if self.durable else "discard")
@@ -159,7 +159,7 @@ class ModEsmtp(Server):
                       "SSLCertificateKeyFile %s" % harness.q(key), "ESMTPStartTLS On"]
             self.label += " STARTTLS"
         self.vh = self.httpd.add_smtp(handler, server_name="mx." + DOMAIN, accept_domains=[DOMAIN],
-                                      log_level=log_level, extra=extra)
+                                      log_level=log_level, extra=list(extra), log_file=log_file)
         self.port = self.vh.port
         self.log_problems = []
 
@@ -324,7 +324,7 @@ class PostfixSmtpd(Server):
         postlog   unix-dgram n  -       n       -       1       postlogd
         """)
 
-    def __init__(self, workdir, mode, extra_main=(), tls=None):
+    def __init__(self, workdir, mode, extra_main=(), tls=None, flush_env=None):
         self.mode = mode
         self.durable = mode == "durable"
         self.label = "Postfix smtpd (%s)" % ("virtual Maildir" if self.durable else "discard")
@@ -382,6 +382,12 @@ class PostfixSmtpd(Server):
             """).format(queue=self.queue_dir, data=self.data_dir, domain=DOMAIN, vmail=self.vmail,
                         uid=nobody_uid, gid=nogroup_gid, transport="virtual" if self.durable else "discard:",
                         log=self.log_file, root=self.root)
+        if flush_env:
+            # the master passes its daemons only what import_environment lists
+            default = subprocess.run([which("postconf"), "-dh", "import_environment"], stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True).stdout.strip()
+            self.main_cf += "import_environment = %s %s\n" % (
+                default, " ".join("%s=%s" % kv for kv in sorted(flush_env.items())))
         self.main_cf += "".join(l + "\n" for l in extra_main)
         self.master_cf = self.MASTER_CF.format(port=self.port)
         if tls:

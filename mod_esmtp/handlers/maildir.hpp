@@ -79,11 +79,20 @@ std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir, std
 std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir, const MaildirOptions &options,
                                                      std::string *error = nullptr);
 
-// For the unit tests: sees every directory the handler creates ("mkdir",
-// after the fact) and every directory fsync ("fsync", before it; a non-zero
-// return is taken as that errno and the real fsync is skipped). Not
-// thread-safe: set it only while no session runs; an empty function removes it.
+// For the unit tests: sees the handler's file system operations, in order:
+// "mkdir" DIR (after the fact), "write" TMPFILE (before each write of the
+// message file), "fdatasync" FILE (before it), "rename" NEWFILE (after it
+// returned), "fsync" DIR (before a directory fsync), "fsynced" DIR (after
+// it returned). For "write", "fdatasync" and "fsync" a non-zero return is
+// taken as that errno and the operation is skipped. Deliveries in several
+// threads call it concurrently (the hook must be thread-safe); set it only
+// while no session runs; an empty function removes it.
 using MaildirSyscallHook = std::function<int(std::string_view op, const std::string &path)>;
 void set_maildir_syscall_hook(MaildirSyscallHook hook);
+
+// For the unit tests: deliveries into `dir` (a new/ directory) between
+// their DATA and their rename, as its group commit counts them; -1 when no
+// delivery holds the directory's group.
+long maildir_arriving(const std::string &dir);
 
 } // namespace esmtp

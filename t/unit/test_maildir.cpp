@@ -6,16 +6,20 @@
 
 #include <cppunit/extensions/HelperMacros.h>
 
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <functional>
 #include <fstream>
 #include <iterator>
+#include <mutex>
 #include <set>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 namespace fs = std::filesystem;
@@ -103,6 +107,11 @@ class MaildirTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testCheckBlocked);
     CPPUNIT_TEST(testCheckPerRecipient);
     CPPUNIT_TEST(testCheckCreateNoMissing);
+    CPPUNIT_TEST(testSyscallOrderOneMessage);
+    CPPUNIT_TEST(testGroupCommitConcurrent);
+    CPPUNIT_TEST(testGroupCommitFlushFails);
+    CPPUNIT_TEST(testFileSyncFails);
+    CPPUNIT_TEST(testArrivalsCounted);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -707,6 +716,282 @@ class MaildirTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_MESSAGE(why, f->check(why));
     }
 
+    // One message: its file written, fdatasynced, renamed into new/, then
+    // new/ fsynced (started after the rename, done before the reply).
+    void testSyscallOrderOneMessage()
+    {
+        fs::path box = dir_ / "Maildir";
+        fs::create_directories(box / "tmp");
+        fs::create_directories(box / "new");
+        fs::create_directories(box / "cur");
+        std::vector<std::string> ops = record_syscalls(
+            [&] {
+                H h;
+                use_maildir(h, box.string());
+                h.ehlo();
+                std::string out = deliver(h, {"bob@example.org"});
+                CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as ") != std::string::npos);
+            },
+            true);
+        auto files = files_in(box / "new");
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), files.size());
+        std::string name = files[0].filename().string();
+        std::vector<std::string> want{"write " + (box / "tmp" / name).string(),
+                                      "fdatasync " + (box / "tmp" / name).string(),
+                                      "rename " + (box / "new" / name).string(), "fsync " + (box / "new").string(),
+                                      "fsynced " + (box / "new").string()};
+        CPPUNIT_ASSERT_EQUAL(join(want), join(ops));
+    }
+
+    // One event of the concurrent tests: which thread, what, on what.
+    struct Event {
+        std::thread::id thread;
+        std::string op, path;
+    };
+
+    // `threads` sessions deliver `per_thread` messages each into one
+    // Maildir at the same time; every directory fsync of new/ takes 10 ms
+    // (a slow disk) and fails with `fail(n)` for the n-th one (0-based).
+    // Returns the events in global order, a "reply" event per message
+    // (path: the final reply) recorded by the delivering thread.
+    std::vector<Event> deliver_concurrently(const fs::path &box, int threads, int per_thread,
+                                            const std::function<int(int)> &fail)
+    {
+        std::mutex mutex;
+        std::vector<Event> events;
+        int dir_syncs = 0;
+        bool armed = false; // not during the first delivery that makes the Maildir
+        const std::string new_dir = (box / "new").string();
+        auto record = [&](std::string_view op, const std::string &path) {
+            std::lock_guard lock(mutex);
+            events.push_back({std::this_thread::get_id(), std::string(op), path});
+        };
+        esmtp::set_maildir_syscall_hook([&](std::string_view op, const std::string &path) {
+            record(op, path);
+            if (op == "fsync" && path == new_dir) {
+                int n;
+                {
+                    std::lock_guard lock(mutex);
+                    if (!armed)
+                        return 0;
+                    n = dir_syncs++;
+                }
+                std::this_thread::sleep_for(std::chrono::milliseconds(10));
+                return fail(n);
+            }
+            return 0;
+        });
+        {
+            // the Maildir exists before: only the group's fsyncs of new/
+            H h;
+            use_maildir(h, box.string());
+            h.ehlo();
+            deliver(h, {"bob@example.org"});
+            fs::remove(files_in(box / "new").at(0));
+        }
+        {
+            std::lock_guard lock(mutex);
+            events.clear();
+            armed = true;
+        }
+        std::atomic<int> ready{0};
+        std::vector<std::thread> pool;
+        std::vector<std::string> problems(static_cast<std::size_t>(threads));
+        for (int t = 0; t < threads; ++t)
+            pool.emplace_back([&, t] {
+                try {
+                    H h;
+                    std::string error;
+                    h.use(esmtp::make_maildir_factory(box.string(), &error));
+                    h.ehlo();
+                    ready.fetch_add(1);
+                    while (ready.load() < threads)
+                        std::this_thread::yield();
+                    for (int i = 0; i < per_thread; ++i) {
+                        auto replies = h.transaction("alice@example.com", {"bob@example.org"}, kMessage);
+                        record("reply", replies.back());
+                    }
+                } catch (const std::exception &e) {
+                    problems[static_cast<std::size_t>(t)] = e.what();
+                }
+            });
+        for (auto &th : pool)
+            th.join();
+        esmtp::set_maildir_syscall_hook({});
+        for (const auto &p : problems)
+            CPPUNIT_ASSERT_MESSAGE(p, p.empty());
+        return events;
+    }
+
+    // Checks the order for every message of `events`; returns the number of
+    // 250s. A 250 needs, in its thread: write, fdatasync of that file,
+    // its rename, then (in any thread) an fsync of new/ that started after
+    // the rename and returned before the reply.
+    static int check_order(const std::vector<Event> &events, const fs::path &box, int *dir_syncs)
+    {
+        const std::string tmp = (box / "tmp").string() + "/", nw = (box / "new").string() + "/";
+        const std::string new_dir = (box / "new").string();
+        int ok = 0;
+        *dir_syncs = 0;
+        for (const auto &e : events)
+            *dir_syncs += e.op == "fsync" && e.path == new_dir;
+        for (std::size_t r = 0; r < events.size(); ++r) {
+            if (events[r].op != "reply")
+                continue;
+            const auto me = events[r].thread;
+            // this message's events: the thread's events since its previous reply
+            std::size_t start = r;
+            while (start > 0 && !(events[start - 1].thread == me && events[start - 1].op == "reply"))
+                --start;
+            std::vector<std::size_t> mine;
+            for (std::size_t i = start; i < r; ++i)
+                if (events[i].thread == me)
+                    mine.push_back(i);
+            std::string seq;
+            for (auto i : mine)
+                seq += "[" + events[i].op + " " + events[i].path + "]";
+            if (events[r].path.rfind("250 ", 0) != 0)
+                continue; // refused: checked by the caller against new/
+            ++ok;
+            std::size_t w = 0, f = 0, rn = 0;
+            std::string name;
+            for (auto i : mine) {
+                const auto &e = events[i];
+                if (e.op == "write" && !w)
+                    w = i + 1, name = e.path.substr(tmp.size());
+                else if (e.op == "fdatasync" && e.path == tmp + name && !f)
+                    f = i + 1;
+                else if (e.op == "rename" && e.path == nw + name)
+                    rn = i + 1;
+            }
+            CPPUNIT_ASSERT_MESSAGE("order " + seq, w && f && rn && w < f && f < rn);
+            // an fsync of new/ started after the rename, returned before the reply
+            bool covered = false;
+            for (std::size_t i = rn; i < r && !covered; ++i) {
+                if (events[i].op != "fsync" || events[i].path != new_dir)
+                    continue;
+                for (std::size_t j = i + 1; j < r; ++j)
+                    if (events[j].thread == events[i].thread && events[j].op == "fsynced" &&
+                        events[j].path == new_dir) {
+                        covered = true;
+                        break;
+                    }
+            }
+            CPPUNIT_ASSERT_MESSAGE("no covering fsync of new/ for " + name, covered);
+        }
+        return ok;
+    }
+
+    // Group commit: 8 sessions at once, 5 messages each; every 250 in the
+    // order above, every message in new/, and fewer fsyncs of new/ than
+    // messages (the flushes were shared).
+    void testGroupCommitConcurrent()
+    {
+        fs::path box = dir_ / "Maildir";
+        const int threads = 8, per_thread = 5;
+        auto events = deliver_concurrently(box, threads, per_thread, [](int) { return 0; });
+        int dir_syncs = 0;
+        int ok = check_order(events, box, &dir_syncs);
+        CPPUNIT_ASSERT_EQUAL(threads * per_thread, ok);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(threads * per_thread), files_in(box / "new").size());
+        CPPUNIT_ASSERT(files_in(box / "tmp").empty());
+        CPPUNIT_ASSERT_MESSAGE("directory fsyncs " + std::to_string(dir_syncs), dir_syncs < threads * per_thread);
+        CPPUNIT_ASSERT(dir_syncs >= 1);
+    }
+
+    // A failing shared flush fails every delivery it was to cover: 451,
+    // its file removed; the 250s are exactly the files in new/.
+    void testGroupCommitFlushFails()
+    {
+        fs::path box = dir_ / "Maildir";
+        const int threads = 6, per_thread = 4;
+        auto events = deliver_concurrently(box, threads, per_thread, [](int n) { return n % 2 == 0 ? EIO : 0; });
+        int dir_syncs = 0;
+        int ok = check_order(events, box, &dir_syncs);
+        int refused = 0;
+        for (const auto &e : events)
+            if (e.op == "reply" && e.path.rfind("250 ", 0) != 0) {
+                CPPUNIT_ASSERT_MESSAGE(e.path, e.path.rfind("451 4.3.0 ", 0) == 0);
+                ++refused;
+            }
+        CPPUNIT_ASSERT_EQUAL(threads * per_thread, ok + refused);
+        CPPUNIT_ASSERT(refused >= 1); // the first flush failed
+        CPPUNIT_ASSERT_EQUAL(std::size_t(ok), files_in(box / "new").size());
+        CPPUNIT_ASSERT(files_in(box / "tmp").empty());
+    }
+
+    // fdatasync of the file fails: 451, no rename, nothing left.
+    void testFileSyncFails()
+    {
+        fs::path box = dir_ / "Maildir";
+        std::vector<std::string> ops;
+        esmtp::set_maildir_syscall_hook([&](std::string_view op, const std::string &path) {
+            ops.push_back(std::string(op) + " " + path);
+            return op == "fdatasync" ? EIO : 0;
+        });
+        H h;
+        use_maildir(h, box.string());
+        h.ehlo();
+        std::string out = deliver(h, {"bob@example.org"});
+        esmtp::set_maildir_syscall_hook({});
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.3.0 ") != std::string::npos);
+        for (const auto &o : ops)
+            CPPUNIT_ASSERT_MESSAGE(join(ops), o.rfind("rename ", 0) != 0);
+        CPPUNIT_ASSERT(files_in(box / "new").empty());
+        CPPUNIT_ASSERT(files_in(box / "tmp").empty());
+    }
+
+    // The group commit counts a delivery as arriving from its DATA to its
+    // rename (a leader waits for those): every way out of a transaction
+    // takes it off again, else leaders would wait for nobody.
+    void testArrivalsCounted()
+    {
+        fs::path box = dir_ / "Maildir";
+        const std::string nw = (box / "new").string();
+        H a, b, c;
+        for (H *h : {&a, &b, &c}) {
+            use_maildir(*h, box.string());
+            h->ehlo();
+        }
+        CPPUNIT_ASSERT_EQUAL(-1L, esmtp::maildir_arriving(nw));
+        const std::string start = "MAIL FROM:<alice@example.com>\r\nRCPT TO:<bob@example.org>\r\nDATA\r\n";
+        for (H *h : {&a, &b, &c}) {
+            std::string out = h->send(start);
+            CPPUNIT_ASSERT_MESSAGE(out, out.find("354 ") != std::string::npos);
+        }
+        CPPUNIT_ASSERT_EQUAL(3L, esmtp::maildir_arriving(nw));
+        b.send("Subject: x\r\n\r\nhalf of the bo");
+        b.s().end(); // the client went away mid-DATA
+        CPPUNIT_ASSERT_EQUAL(2L, esmtp::maildir_arriving(nw));
+        // a stored message: no longer arriving
+        std::string out = a.send(data_section(kMessage));
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 ") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(1L, esmtp::maildir_arriving(nw));
+        // a message whose file cannot be synced: 451, no longer arriving
+        esmtp::set_maildir_syscall_hook(
+            [](std::string_view op, const std::string &) { return op == "fdatasync" ? EIO : 0; });
+        out = c.send(data_section(kMessage));
+        esmtp::set_maildir_syscall_hook({});
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.3.0 ") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(-1L, esmtp::maildir_arriving(nw)); // nobody holds the group
+        // and again, a failing directory fsync while another session is in DATA
+        out = a.send(start);
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("354 ") != std::string::npos);
+        out = c.send(start);
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("354 ") != std::string::npos);
+        esmtp::set_maildir_syscall_hook(
+            [&](std::string_view op, const std::string &path) { return op == "fsync" && path == nw ? EIO : 0; });
+        out = c.send(data_section(kMessage));
+        esmtp::set_maildir_syscall_hook({});
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("451 4.3.0 ") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(1L, esmtp::maildir_arriving(nw));
+        out = a.send(data_section(kMessage));
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 ") != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(-1L, esmtp::maildir_arriving(nw));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(2), files_in(box / "new").size());
+        CPPUNIT_ASSERT(files_in(box / "tmp").empty());
+    }
+
   private:
     static std::string join(const std::vector<std::string> &v)
     {
@@ -717,12 +1002,13 @@ class MaildirTest : public CppUnit::TestFixture
     }
 
     // Runs `f` with the maildir syscall hook recording "mkdir PATH" and
-    // "fsync PATH" in order.
-    static std::vector<std::string> record_syscalls(const std::function<void()> &f)
+    // "fsync PATH" in order (with `all`, every operation the hook sees).
+    static std::vector<std::string> record_syscalls(const std::function<void()> &f, bool all = false)
     {
         std::vector<std::string> ops;
         esmtp::set_maildir_syscall_hook([&](std::string_view op, const std::string &path) {
-            ops.push_back(std::string(op) + " " + path);
+            if (all || op == "mkdir" || op == "fsync")
+                ops.push_back(std::string(op) + " " + path);
             return 0;
         });
         try {
