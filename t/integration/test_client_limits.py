@@ -473,18 +473,27 @@ class ModQosTest(ServerTestCase):
     @classmethod
     def setUpClass(cls):
         cls._saved_preload = harness.HTTPD_ENV.get("LD_PRELOAD")
-        harness.HTTPD_ENV["LD_PRELOAD"] = " ".join(p for p in (LIBPCRE3, cls._saved_preload) if p)
-        super().setUpClass()
+        # after what is preloaded already (a sanitizer's runtime must come first)
+        harness.HTTPD_ENV["LD_PRELOAD"] = " ".join(p for p in (cls._saved_preload, LIBPCRE3) if p)
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls._restore_preload()  # tearDownClass does not run after a failed setUpClass
+            raise
+
+    @classmethod
+    def _restore_preload(cls):
+        if cls._saved_preload is None:
+            harness.HTTPD_ENV.pop("LD_PRELOAD", None)
+        else:
+            harness.HTTPD_ENV["LD_PRELOAD"] = cls._saved_preload
 
     @classmethod
     def tearDownClass(cls):
         try:
             super().tearDownClass()
         finally:
-            if cls._saved_preload is None:
-                harness.HTTPD_ENV.pop("LD_PRELOAD", None)
-            else:
-                harness.HTTPD_ENV["LD_PRELOAD"] = cls._saved_preload
+            cls._restore_preload()
 
     @classmethod
     def configure(cls, httpd):
