@@ -264,28 +264,6 @@ struct Settings {
     int timeout = kDefaultTimeout;
 };
 
-int ms_left(clock_type::time_point deadline)
-{
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now()).count();
-    return ms <= 0 ? 0 : ms > 0x7fffffff ? 0x7fffffff : static_cast<int>(ms);
-}
-
-// Wait for `events` on fd until `deadline`; false on timeout or error.
-bool wait_for(int fd, short events, clock_type::time_point deadline)
-{
-    for (;;) {
-        int left = ms_left(deadline);
-        if (left == 0)
-            return false;
-        pollfd p{fd, events, 0};
-        int r = ::poll(&p, 1, left);
-        if (r > 0)
-            return true;
-        if (r < 0 && errno != EINTR)
-            return false;
-    }
-}
-
 // A non-blocking connect with a deadline; the socket stays non-blocking (all
 // later I/O goes through poll()).
 Fd connect_to(const sockaddr *addr, socklen_t len, clock_type::time_point deadline, std::string &error)

@@ -24,27 +24,6 @@ clock_type::time_point deadline_in(unsigned seconds)
     return clock_type::now() + std::chrono::seconds(seconds);
 }
 
-int ms_left(clock_type::time_point deadline)
-{
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now()).count();
-    return ms <= 0 ? 0 : ms > 0x7fffffff ? 0x7fffffff : static_cast<int>(ms);
-}
-
-bool wait_for(int fd, short events, clock_type::time_point deadline)
-{
-    for (;;) {
-        int left = ms_left(deadline);
-        if (left == 0)
-            return false;
-        pollfd p{fd, events, 0};
-        int r = ::poll(&p, 1, left);
-        if (r > 0)
-            return true;
-        if (r < 0 && errno != EINTR)
-            return false;
-    }
-}
-
 bool parse_seconds(std::string_view v, unsigned &out)
 {
     if (v.empty() || v.size() > 6)
