@@ -1,5 +1,7 @@
 #include "engine/cidr.hpp"
 
+#include "engine/text.hpp"
+
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
@@ -41,16 +43,7 @@ bool Network::parse(std::string_view text, Network &out, HostBits host_bits)
     unsigned width = n.base.v4 ? 32 : 128;
     unsigned prefix = width;
     if (slash != std::string_view::npos) {
-        std::string_view p = text.substr(slash + 1);
-        if (p.empty() || p.size() > 3)
-            return false;
-        prefix = 0;
-        for (char c : p) {
-            if (c < '0' || c > '9')
-                return false;
-            prefix = prefix * 10 + static_cast<unsigned>(c - '0');
-        }
-        if (prefix > width)
+        if (!parse_decimal(text.substr(slash + 1), 3, width, prefix))
             return false;
     }
     n.prefix = prefix + (n.base.v4 ? 96 : 0);

@@ -1,5 +1,7 @@
 #include "engine/client_limits.hpp"
 
+#include "engine/text.hpp"
+
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -160,17 +162,7 @@ bool RateLimit::parse(std::string_view text, RateLimit &out)
     std::size_t slash = text.find('/');
     if (slash == std::string_view::npos)
         return false;
-    auto number = [](std::string_view s, unsigned max, unsigned &v) {
-        if (s.empty() || s.size() > 9)
-            return false;
-        v = 0;
-        for (char c : s) {
-            if (c < '0' || c > '9')
-                return false;
-            v = v * 10 + static_cast<unsigned>(c - '0');
-        }
-        return v >= 1 && v <= max;
-    };
+    auto number = [](std::string_view s, unsigned max, unsigned &v) { return parse_decimal(s, 9, max, v) && v >= 1; };
     RateLimit r;
     if (!number(text.substr(0, slash), 100000000, r.count) || !number(text.substr(slash + 1), 86400, r.seconds))
         return false;

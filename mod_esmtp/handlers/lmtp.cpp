@@ -1,3 +1,4 @@
+#include "engine/text.hpp"
 #include "handlers/fd.hpp"
 #include "handlers/lmtp.hpp"
 
@@ -42,15 +43,8 @@ namespace
 
 bool valid_port(std::string_view p)
 {
-    if (p.empty() || p.size() > 5)
-        return false;
     unsigned v = 0;
-    for (char c : p) {
-        if (c < '0' || c > '9')
-            return false;
-        v = v * 10 + unsigned(c - '0');
-    }
-    return v >= 1 && v <= 65535;
+    return parse_decimal(p, 5, 65535, v) && v >= 1;
 }
 
 } // namespace

@@ -1,5 +1,7 @@
 #include "milter/client.hpp"
 
+#include "engine/text.hpp"
+
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -26,15 +28,8 @@ clock_type::time_point deadline_in(unsigned seconds)
 
 bool parse_seconds(std::string_view v, unsigned &out)
 {
-    if (v.empty() || v.size() > 6)
-        return false;
     unsigned n = 0;
-    for (char c : v) {
-        if (c < '0' || c > '9')
-            return false;
-        n = n * 10 + unsigned(c - '0');
-    }
-    if (n == 0)
+    if (!parse_decimal(v, 6, 999999, n) || n == 0)
         return false;
     out = n;
     return true;
