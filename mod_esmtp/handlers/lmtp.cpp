@@ -668,25 +668,8 @@ class LmtpHandler final : public Handler
 
     bool send_all(std::string_view data, int seconds)
     {
-        if (!conn_)
-            return false;
-        const auto deadline = clock_type::now() + std::chrono::seconds(seconds);
-        while (!data.empty()) {
-            ssize_t n = ::send(conn_.get(), data.data(), data.size(), MSG_NOSIGNAL);
-            if (n > 0) {
-                data.remove_prefix(static_cast<std::size_t>(n));
-                continue;
-            }
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                if (!wait_for(conn_.get(), POLLOUT, deadline))
-                    return false;
-                continue;
-            }
-            return false;
-        }
-        return true;
+        return conn_ &&
+               esmtp::send_all(conn_.get(), data, clock_type::now() + std::chrono::seconds(seconds)) == SendResult::ok;
     }
 
     // The transaction at the LMTP server ends without a message: RSET, or

@@ -124,23 +124,15 @@ bool Client::fail(std::string why)
 
 bool Client::write_all(std::string_view data, unsigned timeout)
 {
-    auto deadline = deadline_in(timeout);
-    while (!data.empty()) {
-        ssize_t n = ::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL);
-        if (n > 0) {
-            data.remove_prefix(static_cast<std::size_t>(n));
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!wait_for(fd_.get(), POLLOUT, deadline))
-                return fail("write timed out after " + std::to_string(timeout) + "s");
-            continue;
-        }
-        return fail(std::string("write failed: ") + std::strerror(errno));
+    switch (send_all(fd_.get(), data, deadline_in(timeout))) {
+    case SendResult::ok:
+        return true;
+    case SendResult::timeout:
+        return fail("write timed out after " + std::to_string(timeout) + "s");
+    case SendResult::error:
+        break;
     }
-    return true;
+    return fail(std::string("write failed: ") + std::strerror(errno));
 }
 
 bool Client::open()
