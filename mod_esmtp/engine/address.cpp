@@ -1,5 +1,7 @@
 #include "engine/address.hpp"
 
+#include "engine/text.hpp"
+
 #include <cctype>
 
 namespace esmtp
@@ -204,16 +206,6 @@ bool valid_value(std::string_view v)
         if (c < 33 || c > 126 || c == '=')
             return false;
     }
-    return true;
-}
-
-bool iequals(std::string_view a, std::string_view b)
-{
-    if (a.size() != b.size())
-        return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (std::tolower(static_cast<unsigned char>(a[i])) != std::tolower(static_cast<unsigned char>(b[i])))
-            return false;
     return true;
 }
 

@@ -1,5 +1,7 @@
 #include "engine/cidr.hpp"
 
+#include "engine/text.hpp"
+
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
@@ -8,85 +10,80 @@
 namespace esmtp
 {
 
-namespace
+bool IpAddress::parse(std::string_view text, IpAddress &out)
 {
-
-// Any address as 16 octets, IPv4 mapped into ::ffff:0:0/96.
-bool to_v6(std::string_view text, std::array<unsigned char, 16> &out, bool &v4)
-{
-    if (text.empty() || text.size() > 45)
+    char buf[64];
+    if (text.empty() || text.size() >= sizeof buf)
         return false;
-    std::string z(text);
-    unsigned char b4[4];
-    out.fill(0);
-    if (inet_pton(AF_INET, z.c_str(), b4) == 1) {
-        out[10] = out[11] = 0xFF;
-        std::memcpy(out.data() + 12, b4, 4);
-        v4 = true;
-        return true;
+    std::memcpy(buf, text.data(), text.size());
+    buf[text.size()] = '\0';
+    IpAddress a;
+    unsigned char raw[16];
+    if (inet_pton(AF_INET, buf, raw) == 1) {
+        a.octets[10] = a.octets[11] = 0xff;
+        std::memcpy(a.octets.data() + 12, raw, 4);
+        a.v4 = true;
+    } else if (inet_pton(AF_INET6, buf, raw) == 1) {
+        std::memcpy(a.octets.data(), raw, 16);
+        static const std::uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+        a.v4 = std::memcmp(raw, mapped, 12) == 0;
+    } else {
+        return false;
     }
-    v4 = false;
-    return inet_pton(AF_INET6, z.c_str(), out.data()) == 1;
+    out = a;
+    return true;
 }
 
-bool prefix_equal(const std::array<unsigned char, 16> &a, const std::array<unsigned char, 16> &b, unsigned bits)
+bool Network::parse(std::string_view text, Network &out, HostBits host_bits)
 {
-    unsigned full = bits / 8, rest = bits % 8;
-    if (std::memcmp(a.data(), b.data(), full) != 0)
+    std::size_t slash = text.find('/');
+    Network n;
+    if (!IpAddress::parse(text.substr(0, slash), n.base))
         return false;
-    if (rest == 0)
-        return true;
-    unsigned char mask = static_cast<unsigned char>(0xFF << (8 - rest));
-    return (a[full] & mask) == (b[full] & mask);
+    unsigned width = n.base.v4 ? 32 : 128;
+    unsigned prefix = width;
+    if (slash != std::string_view::npos) {
+        if (!parse_decimal(text.substr(slash + 1), 3, width, prefix))
+            return false;
+    }
+    n.prefix = prefix + (n.base.v4 ? 96 : 0);
+    for (unsigned bit = n.prefix; bit < 128; ++bit) {
+        auto mask = static_cast<std::uint8_t>(0x80u >> (bit % 8));
+        if ((n.base.octets[bit / 8] & mask) && host_bits == HostBits::reject)
+            return false;
+        n.base.octets[bit / 8] &= static_cast<std::uint8_t>(~mask);
+    }
+    out = n;
+    return true;
 }
 
-} // namespace
+bool Network::contains(const IpAddress &a) const
+{
+    unsigned full = prefix / 8, rest = prefix % 8;
+    if (std::memcmp(a.octets.data(), base.octets.data(), full) != 0)
+        return false;
+    if (!rest)
+        return true;
+    auto mask = static_cast<std::uint8_t>(0xff00u >> rest);
+    return (a.octets[full] & mask) == (base.octets[full] & mask);
+}
 
 bool CidrList::add(std::string_view spec)
 {
-    Entry e;
-    std::string_view addr = spec;
-    std::size_t slash = spec.find('/');
-    bool v4 = false;
-    if (slash != std::string_view::npos)
-        addr = spec.substr(0, slash);
-    if (!to_v6(addr, e.net, v4))
+    Network n;
+    if (!Network::parse(spec, n, Network::HostBits::reject))
         return false;
-    unsigned max = v4 ? 32 : 128;
-    unsigned bits = max;
-    if (slash != std::string_view::npos) {
-        std::string_view n = spec.substr(slash + 1);
-        if (n.empty() || n.size() > 3)
-            return false;
-        bits = 0;
-        for (char c : n) {
-            if (c < '0' || c > '9')
-                return false;
-            bits = bits * 10 + unsigned(c - '0');
-        }
-        if (bits > max)
-            return false;
-    }
-    e.prefix = v4 ? bits + 96 : bits;
-    // host bits set: almost always a typo for another network
-    std::array<unsigned char, 16> zeroed{};
-    for (unsigned i = 0; i < e.prefix; ++i)
-        if (e.net[i / 8] & (0x80 >> (i % 8)))
-            zeroed[i / 8] |= static_cast<unsigned char>(0x80 >> (i % 8));
-    if (zeroed != e.net)
-        return false;
-    entries_.push_back(e);
+    entries_.push_back(n);
     return true;
 }
 
 bool CidrList::contains(std::string_view address) const
 {
-    std::array<unsigned char, 16> a;
-    bool v4;
-    if (!to_v6(address, a, v4))
+    IpAddress a;
+    if (!IpAddress::parse(address, a))
         return false;
-    for (const Entry &e : entries_)
-        if (prefix_equal(a, e.net, e.prefix))
+    for (const Network &n : entries_)
+        if (n.contains(a))
             return true;
     return false;
 }

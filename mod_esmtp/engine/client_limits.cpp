@@ -1,6 +1,7 @@
 #include "engine/client_limits.hpp"
 
-#include <arpa/inet.h>
+#include "engine/text.hpp"
+
 #include <pthread.h>
 #include <sched.h>
 #include <signal.h>
@@ -152,72 +153,6 @@ bool window_event(std::int64_t &start, std::uint32_t &count, std::int64_t now_ms
 
 } // namespace
 
-// ---- addresses
-
-bool IpAddress::parse(std::string_view text, IpAddress &out)
-{
-    char buf[64];
-    if (text.empty() || text.size() >= sizeof buf)
-        return false;
-    std::memcpy(buf, text.data(), text.size());
-    buf[text.size()] = '\0';
-    IpAddress a;
-    unsigned char raw[16];
-    if (inet_pton(AF_INET, buf, raw) == 1) {
-        a.octets[10] = a.octets[11] = 0xff;
-        std::memcpy(a.octets.data() + 12, raw, 4);
-        a.v4 = true;
-    } else if (inet_pton(AF_INET6, buf, raw) == 1) {
-        std::memcpy(a.octets.data(), raw, 16);
-        static const std::uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-        a.v4 = std::memcmp(raw, mapped, 12) == 0;
-    } else {
-        return false;
-    }
-    out = a;
-    return true;
-}
-
-bool Network::parse(std::string_view text, Network &out)
-{
-    std::size_t slash = text.find('/');
-    Network n;
-    if (!IpAddress::parse(text.substr(0, slash), n.base))
-        return false;
-    unsigned width = n.base.v4 ? 32 : 128;
-    unsigned prefix = width;
-    if (slash != std::string_view::npos) {
-        std::string_view p = text.substr(slash + 1);
-        if (p.empty() || p.size() > 3)
-            return false;
-        prefix = 0;
-        for (char c : p) {
-            if (c < '0' || c > '9')
-                return false;
-            prefix = prefix * 10 + static_cast<unsigned>(c - '0');
-        }
-        if (prefix > width)
-            return false;
-    }
-    n.prefix = prefix + (n.base.v4 ? 96 : 0);
-    // the host bits of the base do not matter
-    for (unsigned bit = n.prefix; bit < 128; ++bit)
-        n.base.octets[bit / 8] &= static_cast<std::uint8_t>(~(0x80u >> (bit % 8)));
-    out = n;
-    return true;
-}
-
-bool Network::contains(const IpAddress &a) const
-{
-    unsigned full = prefix / 8, rest = prefix % 8;
-    if (std::memcmp(a.octets.data(), base.octets.data(), full) != 0)
-        return false;
-    if (!rest)
-        return true;
-    auto mask = static_cast<std::uint8_t>(0xff00u >> rest);
-    return (a.octets[full] & mask) == (base.octets[full] & mask);
-}
-
 bool RateLimit::parse(std::string_view text, RateLimit &out)
 {
     if (text == "off" || text == "0") {
@@ -227,17 +162,7 @@ bool RateLimit::parse(std::string_view text, RateLimit &out)
     std::size_t slash = text.find('/');
     if (slash == std::string_view::npos)
         return false;
-    auto number = [](std::string_view s, unsigned max, unsigned &v) {
-        if (s.empty() || s.size() > 9)
-            return false;
-        v = 0;
-        for (char c : s) {
-            if (c < '0' || c > '9')
-                return false;
-            v = v * 10 + static_cast<unsigned>(c - '0');
-        }
-        return v >= 1 && v <= max;
-    };
+    auto number = [](std::string_view s, unsigned max, unsigned &v) { return parse_decimal(s, 9, max, v) && v >= 1; };
     RateLimit r;
     if (!number(text.substr(0, slash), 100000000, r.count) || !number(text.substr(slash + 1), 86400, r.seconds))
         return false;

@@ -19,6 +19,8 @@
 // safe from a signal handler (prefork's SIGTERM destroys pools).
 #pragma once
 
+#include "engine/cidr.hpp"
+
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -28,22 +30,6 @@
 
 namespace esmtp
 {
-
-// An IPv4 or IPv6 address as 16 octets (IPv4 as ::ffff:a.b.c.d).
-struct IpAddress {
-    std::array<std::uint8_t, 16> octets{};
-    bool v4 = false;
-    // Dotted quad, IPv6 text, or IPv4-mapped IPv6 (taken as IPv4).
-    static bool parse(std::string_view text, IpAddress &out);
-};
-
-// A network "192.0.2.0/24", "2001:db8::/32", or one address.
-struct Network {
-    IpAddress base;
-    unsigned prefix = 0; // over the 128-bit form (an IPv4 /24 is 96 + 24)
-    static bool parse(std::string_view text, Network &out);
-    bool contains(const IpAddress &a) const;
-};
 
 // N events per SECONDS; off when either is 0.
 struct RateLimit {

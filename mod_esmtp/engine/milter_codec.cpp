@@ -1,4 +1,5 @@
 #include "engine/milter_codec.hpp"
+#include "engine/replies.hpp"
 
 #include <algorithm>
 
@@ -39,25 +40,6 @@ bool take_cstr(std::string_view &in, std::string &out)
     out.assign(in.substr(0, nul));
     in.remove_prefix(nul + 1);
     return true;
-}
-
-bool enhanced_ok(std::string_view e)
-{
-    int parts = 0, digits = 0;
-    for (char c : e) {
-        if (c == '.') {
-            if (digits == 0)
-                return false;
-            ++parts;
-            digits = 0;
-        } else if (c >= '0' && c <= '9') {
-            if (++digits > 3)
-                return false;
-        } else {
-            return false;
-        }
-    }
-    return parts == 2 && digits > 0 && e.size() >= 5 && e[1] == '.';
 }
 
 // A header field name a filter may add: printable ASCII without ':' (RFC 5322 2.2).
@@ -288,12 +270,12 @@ bool parse_replycode(std::string_view text, Reply &out, std::string &error)
         // an enhanced code opens every line or none: take the first one's
         std::size_t sp = rest.find(' ');
         std::string_view word = rest.substr(0, sp);
-        if (enhanced_ok(word) && word[0] == code[0]) {
+        if (enhanced_code_syntax(word) && word[0] == code[0]) {
             if (i == 0)
                 out.enhanced.assign(word);
             if (word == out.enhanced)
                 rest = sp == std::string_view::npos ? std::string_view() : rest.substr(sp + 1);
-        } else if (enhanced_ok(word)) {
+        } else if (enhanced_code_syntax(word)) {
             error = "enhanced status code " + std::string(word) + " disagrees with reply code " + code;
             return false;
         }

@@ -1,5 +1,7 @@
 #include "engine/proxy_protocol.hpp"
 
+#include "engine/text.hpp"
+
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
@@ -34,33 +36,12 @@ std::vector<std::string_view> split_spaces(std::string_view s)
 // A decimal port: 0..65535, no sign, no leading zero (proxy-protocol.txt 2.1).
 bool parse_port(std::string_view s, unsigned &port)
 {
-    if (s.empty() || s.size() > 5 || (s.size() > 1 && s[0] == '0'))
-        return false;
-    unsigned v = 0;
-    for (char c : s) {
-        if (c < '0' || c > '9')
-            return false;
-        v = v * 10 + unsigned(c - '0');
-    }
-    if (v > 65535)
-        return false;
-    port = v;
-    return true;
+    return !(s.size() > 1 && s[0] == '0') && parse_decimal(s, 5, 65535, port);
 }
 
 bool parse_addr(std::string_view s, int family, std::array<unsigned char, 16> &bytes, std::string &text)
 {
-    if (s.empty() || s.size() > 45)
-        return false;
-    std::string z(s);
-    int af = family == 4 ? AF_INET : AF_INET6;
-    if (inet_pton(af, z.c_str(), bytes.data()) != 1)
-        return false;
-    char buf[INET6_ADDRSTRLEN];
-    if (!inet_ntop(af, bytes.data(), buf, sizeof buf))
-        return false;
-    text = buf;
-    return true;
+    return parse_ip(s, family == 4 ? AF_INET : AF_INET6, bytes.data(), text);
 }
 
 void set_addr(const unsigned char *p, int family, std::array<unsigned char, 16> &bytes, std::string &text)

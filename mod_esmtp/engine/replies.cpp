@@ -44,9 +44,9 @@ const EventRule &rule(Event e)
     return kEvents.back();
 }
 
-// RFC 3463 class.subject.detail: class 2, 4 or 5, subject and detail of
-// one to three digits.
-bool enhanced_syntax(std::string_view e)
+} // namespace
+
+bool enhanced_code_syntax(std::string_view e)
 {
     std::size_t parts = 0, digits = 0;
     for (char c : e) {
@@ -62,10 +62,8 @@ bool enhanced_syntax(std::string_view e)
             return false;
         }
     }
-    return parts == 2 && digits > 0 && (e[0] == '2' || e[0] == '4' || e[0] == '5') && e[1] == '.';
+    return parts == 2 && digits > 0 && e[1] == '.';
 }
-
-} // namespace
 
 const char *event_name(Event e)
 {
@@ -93,7 +91,7 @@ std::string reply_problem(Event e, const Reply &r)
             return "reply code " + code + " is not valid for " + er.name;
     }
     if (!r.enhanced.empty()) {
-        if (!enhanced_syntax(r.enhanced))
+        if (!enhanced_code_syntax(r.enhanced) || (r.enhanced[0] != '2' && r.enhanced[0] != '4' && r.enhanced[0] != '5'))
             return "enhanced status code '" + r.enhanced + "' is not RFC 3463 syntax";
         if (r.code < 300 && r.enhanced[0] != '2')
             return "enhanced status code " + r.enhanced + " disagrees with reply code " + code;

@@ -1,6 +1,7 @@
 #include "engine/xclient.hpp"
 
 #include "engine/proxy_protocol.hpp"
+#include "engine/text.hpp"
 
 #include <arpa/inet.h>
 #include <sys/socket.h>
@@ -17,16 +18,6 @@ namespace
 // short by nature.
 constexpr std::size_t kMaxName = 255;
 constexpr std::size_t kMaxLogin = 255;
-
-bool iequals(std::string_view a, std::string_view b)
-{
-    if (a.size() != b.size())
-        return false;
-    for (std::size_t i = 0; i < a.size(); ++i)
-        if (std::toupper(static_cast<unsigned char>(a[i])) != std::toupper(static_cast<unsigned char>(b[i])))
-            return false;
-    return true;
-}
 
 bool unavailable(std::string_view v)
 {
@@ -61,18 +52,7 @@ bool parse_port(std::string_view s, unsigned &port)
         port = 0;
         return true;
     }
-    if (s.empty() || s.size() > 5)
-        return false;
-    unsigned v = 0;
-    for (char c : s) {
-        if (c < '0' || c > '9')
-            return false;
-        v = v * 10 + unsigned(c - '0');
-    }
-    if (v > 65535)
-        return false;
-    port = v;
-    return true;
+    return parse_decimal(s, 5, 65535, port);
 }
 
 bool parse_address(std::string_view s, std::string &out)
@@ -86,17 +66,8 @@ bool parse_address(std::string_view s, std::string &out)
         af = AF_INET6;
         s.remove_prefix(5);
     }
-    if (s.empty() || s.size() > 45)
-        return false;
-    std::string z(s);
     unsigned char buf[16];
-    if (inet_pton(af, z.c_str(), buf) != 1)
-        return false;
-    char text[INET6_ADDRSTRLEN];
-    if (!inet_ntop(af, buf, text, sizeof text))
-        return false;
-    out = text;
-    return true;
+    return parse_ip(s, af, buf, out);
 }
 
 } // namespace

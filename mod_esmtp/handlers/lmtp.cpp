@@ -1,3 +1,4 @@
+#include "engine/text.hpp"
 #include "handlers/fd.hpp"
 #include "handlers/lmtp.hpp"
 
@@ -42,15 +43,8 @@ namespace
 
 bool valid_port(std::string_view p)
 {
-    if (p.empty() || p.size() > 5)
-        return false;
     unsigned v = 0;
-    for (char c : p) {
-        if (c < '0' || c > '9')
-            return false;
-        v = v * 10 + unsigned(c - '0');
-    }
-    return v >= 1 && v <= 65535;
+    return parse_decimal(p, 5, 65535, v) && v >= 1;
 }
 
 } // namespace
@@ -263,28 +257,6 @@ struct Settings {
     lmtp::Target target;
     int timeout = kDefaultTimeout;
 };
-
-int ms_left(clock_type::time_point deadline)
-{
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now()).count();
-    return ms <= 0 ? 0 : ms > 0x7fffffff ? 0x7fffffff : static_cast<int>(ms);
-}
-
-// Wait for `events` on fd until `deadline`; false on timeout or error.
-bool wait_for(int fd, short events, clock_type::time_point deadline)
-{
-    for (;;) {
-        int left = ms_left(deadline);
-        if (left == 0)
-            return false;
-        pollfd p{fd, events, 0};
-        int r = ::poll(&p, 1, left);
-        if (r > 0)
-            return true;
-        if (r < 0 && errno != EINTR)
-            return false;
-    }
-}
 
 // A non-blocking connect with a deadline; the socket stays non-blocking (all
 // later I/O goes through poll()).
@@ -696,25 +668,8 @@ class LmtpHandler final : public Handler
 
     bool send_all(std::string_view data, int seconds)
     {
-        if (!conn_)
-            return false;
-        const auto deadline = clock_type::now() + std::chrono::seconds(seconds);
-        while (!data.empty()) {
-            ssize_t n = ::send(conn_.get(), data.data(), data.size(), MSG_NOSIGNAL);
-            if (n > 0) {
-                data.remove_prefix(static_cast<std::size_t>(n));
-                continue;
-            }
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-                if (!wait_for(conn_.get(), POLLOUT, deadline))
-                    return false;
-                continue;
-            }
-            return false;
-        }
-        return true;
+        return conn_ &&
+               esmtp::send_all(conn_.get(), data, clock_type::now() + std::chrono::seconds(seconds)) == SendResult::ok;
     }
 
     // The transaction at the LMTP server ends without a message: RSET, or

@@ -1,5 +1,7 @@
 #include "milter/client.hpp"
 
+#include "engine/text.hpp"
+
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -24,38 +26,10 @@ clock_type::time_point deadline_in(unsigned seconds)
     return clock_type::now() + std::chrono::seconds(seconds);
 }
 
-int ms_left(clock_type::time_point deadline)
-{
-    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - clock_type::now()).count();
-    return ms <= 0 ? 0 : ms > 0x7fffffff ? 0x7fffffff : static_cast<int>(ms);
-}
-
-bool wait_for(int fd, short events, clock_type::time_point deadline)
-{
-    for (;;) {
-        int left = ms_left(deadline);
-        if (left == 0)
-            return false;
-        pollfd p{fd, events, 0};
-        int r = ::poll(&p, 1, left);
-        if (r > 0)
-            return true;
-        if (r < 0 && errno != EINTR)
-            return false;
-    }
-}
-
 bool parse_seconds(std::string_view v, unsigned &out)
 {
-    if (v.empty() || v.size() > 6)
-        return false;
     unsigned n = 0;
-    for (char c : v) {
-        if (c < '0' || c > '9')
-            return false;
-        n = n * 10 + unsigned(c - '0');
-    }
-    if (n == 0)
+    if (!parse_decimal(v, 6, 999999, n) || n == 0)
         return false;
     out = n;
     return true;
@@ -150,23 +124,15 @@ bool Client::fail(std::string why)
 
 bool Client::write_all(std::string_view data, unsigned timeout)
 {
-    auto deadline = deadline_in(timeout);
-    while (!data.empty()) {
-        ssize_t n = ::send(fd_.get(), data.data(), data.size(), MSG_NOSIGNAL);
-        if (n > 0) {
-            data.remove_prefix(static_cast<std::size_t>(n));
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!wait_for(fd_.get(), POLLOUT, deadline))
-                return fail("write timed out after " + std::to_string(timeout) + "s");
-            continue;
-        }
-        return fail(std::string("write failed: ") + std::strerror(errno));
+    switch (send_all(fd_.get(), data, deadline_in(timeout))) {
+    case SendResult::ok:
+        return true;
+    case SendResult::timeout:
+        return fail("write timed out after " + std::to_string(timeout) + "s");
+    case SendResult::error:
+        break;
     }
-    return true;
+    return fail(std::string("write failed: ") + std::strerror(errno));
 }
 
 bool Client::open()

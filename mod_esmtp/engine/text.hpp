@@ -1,0 +1,23 @@
+// Small parsers the protocol front ends share (address.cpp, XCLIENT, the
+// PROXY protocol): case-insensitive words, decimal numbers, IP addresses.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <string_view>
+
+namespace esmtp
+{
+
+// ASCII case-insensitive equality.
+bool iequals(std::string_view a, std::string_view b);
+
+// A decimal number of one to `max_digits` digits (no sign, no spaces) not
+// above `max`; `out` is left alone when false.
+bool parse_decimal(std::string_view s, std::size_t max_digits, unsigned max, unsigned &out);
+
+// An IPv4 (`af` AF_INET) or IPv6 (AF_INET6) address: its 4 or 16 octets in
+// `bytes` and its canonical text (inet_ntop) in `text`.
+bool parse_ip(std::string_view s, int af, unsigned char *bytes, std::string &text);
+
+} // namespace esmtp
