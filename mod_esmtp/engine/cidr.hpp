@@ -1,6 +1,6 @@
 // Client addresses and networks in CIDR notation: "192.0.2.1",
 // "192.0.2.0/24", "2001:db8::/32". One implementation for every list of
-// them: ESMTPProxyTrusted and ESMTPXClientTrusted (CidrList) and
+// them: ESMTPProxyTrusted and ESMTPXClientHosts (CidrList) and
 // ESMTPClientLimitExceptions (client_limits.hpp). httpd-free so that the
 // engine (XCLIENT, client limits) and its tests use it too.
 #pragma once
@@ -34,7 +34,7 @@ struct Network {
     bool contains(const IpAddress &a) const;
 };
 
-// A list of networks given as text (ESMTPProxyTrusted, ESMTPXClientTrusted).
+// A list of networks given as text (ESMTPProxyTrusted, ESMTPXClientHosts).
 class CidrList
 {
   public:

@@ -120,9 +120,9 @@ struct SessionConfig {
     ProxyAccept proxy_protocol = ProxyAccept::off;
     CidrList proxy_trusted;
     unsigned proxy_timeout = 5;
-    // ESMTPXClientTrusted: the clients that may send XCLIENT (and see it in
+    // ESMTPXClientHosts: the clients that may send XCLIENT (and see it in
     // EHLO); empty, the default: nobody.
-    CidrList xclient_trusted;
+    CidrList xclient_hosts;
 };
 
 } // namespace esmtp

@@ -169,7 +169,7 @@ class Session final : public SessionView, private DataSink
     // The session starts again with its new identity (the verb table's
     // `restarts` column): HELO/EHLO again, CONNECT asked again, 220.
     void restart(std::string_view why);
-    bool xclient_allowed() const { return cfg_.xclient_trusted.contains(conn_.client_address); }
+    bool xclient_allowed() const { return cfg_.xclient_hosts.contains(conn_.client_address); }
     void do_simple(Verb verb, std::string_view arg, const VerbRule &rule, const CommandMatch &m);
     void finish_chunk();
     void finish_data();

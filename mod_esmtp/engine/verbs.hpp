@@ -63,7 +63,7 @@ struct VerbRule {
     bool resets_tx;       // ends an open transaction (the handler's abort()) once its syntax is valid
     bool in_help;         // named by HELP (when offered)
     bool needs_tls;       // 530 5.7.0 before STARTTLS when ESMTPStartTLS is Required
-    bool privileged;      // 550 5.7.0 unless the client is in ESMTPXClientTrusted (XCLIENT)
+    bool privileged;      // 550 5.7.0 unless the client is in ESMTPXClientHosts (XCLIENT)
     bool restarts;        // a success takes the session back to its start (XCLIENT: 220, HELO/EHLO again)
 };
 

@@ -488,9 +488,9 @@ const char *set_proxy_trusted(cmd_parms *cmd, void *, int argc, char *const argv
     return set_cidr_list(cmd, argc, argv, server_config(cmd->server)->proxy_trusted);
 }
 
-const char *set_xclient_trusted(cmd_parms *cmd, void *, int argc, char *const argv[])
+const char *set_xclient_hosts(cmd_parms *cmd, void *, int argc, char *const argv[])
 {
-    return set_cidr_list(cmd, argc, argv, server_config(cmd->server)->xclient_trusted);
+    return set_cidr_list(cmd, argc, argv, server_config(cmd->server)->xclient_hosts);
 }
 
 const char *set_proxy_timeout(cmd_parms *cmd, void *, const char *arg)
@@ -599,8 +599,8 @@ const command_rec directives[] = {
                       "Load balancers that send the PROXY header: addresses or CIDR blocks"),
     AP_INIT_TAKE1("ESMTPProxyTimeout", reinterpret_cast<cmd_func>(take1<set_proxy_timeout>), nullptr, RSRC_CONF,
                   "Seconds to wait for the whole PROXY header (default 5)"),
-    AP_INIT_TAKE_ARGV("ESMTPXClientTrusted", reinterpret_cast<cmd_func>(take_argv<set_xclient_trusted>), nullptr,
-                      RSRC_CONF, "Clients allowed to send XCLIENT: addresses or CIDR blocks (default: none)"),
+    AP_INIT_TAKE_ARGV("ESMTPXClientHosts", reinterpret_cast<cmd_func>(take_argv<set_xclient_hosts>), nullptr, RSRC_CONF,
+                      "Clients allowed to send XCLIENT: addresses or CIDR blocks (default: none)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 
@@ -682,7 +682,7 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->proxy_protocol = add->proxy_protocol != -1 ? add->proxy_protocol : base->proxy_protocol;
     cfg->proxy_trusted = add->proxy_trusted ? add->proxy_trusted : base->proxy_trusted;
     cfg->proxy_timeout = add->proxy_timeout != -1 ? add->proxy_timeout : base->proxy_timeout;
-    cfg->xclient_trusted = add->xclient_trusted ? add->xclient_trusted : base->xclient_trusted;
+    cfg->xclient_hosts = add->xclient_hosts ? add->xclient_hosts : base->xclient_hosts;
     return cfg;
 }
 
@@ -756,7 +756,7 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
     if (cfg->proxy_timeout > 0)
         sc.proxy_timeout = static_cast<unsigned>(cfg->proxy_timeout);
     for (auto [from, to] :
-         {std::pair{cfg->proxy_trusted, &sc.proxy_trusted}, std::pair{cfg->xclient_trusted, &sc.xclient_trusted}})
+         {std::pair{cfg->proxy_trusted, &sc.proxy_trusted}, std::pair{cfg->xclient_hosts, &sc.xclient_hosts}})
         if (from)
             for (int i = 0; i < from->nelts; ++i)
                 to->add(APR_ARRAY_IDX(from, i, const char *)); // checked by the directive

@@ -51,12 +51,12 @@ struct ServerConfig {
     // null: inherited. ESMTPMilterSpoolDir.
     milter::Config *milters;
     const char *milter_spool_dir;
-    int starttls;            // ESMTPStartTLS: -1 unset, else a StartTls value
-    apr_int64_t tls_timeout; // ESMTPTimeout tls=
-    int proxy_protocol;                  // ESMTPProxyProtocol: -1 unset, else a ProxyAccept
-    apr_array_header_t *proxy_trusted;   // ESMTPProxyTrusted (const char *), checked when read
-    apr_int64_t proxy_timeout;           // ESMTPProxyTimeout, seconds
-    apr_array_header_t *xclient_trusted; // ESMTPXClientTrusted (const char *)
+    int starttls;                      // ESMTPStartTLS: -1 unset, else a StartTls value
+    apr_int64_t tls_timeout;           // ESMTPTimeout tls=
+    int proxy_protocol;                // ESMTPProxyProtocol: -1 unset, else a ProxyAccept
+    apr_array_header_t *proxy_trusted; // ESMTPProxyTrusted (const char *), checked when read
+    apr_int64_t proxy_timeout;         // ESMTPProxyTimeout, seconds
+    apr_array_header_t *xclient_hosts; // ESMTPXClientHosts (const char *)
     // The effective session settings, built once in post_config.
     const SessionConfig *session;
     // This server's row in the live counters (httpd/status.cpp), set in

@@ -271,8 +271,8 @@ class XClientTest(ServerTestCase):
     @classmethod
     def configure(cls, httpd):
         cls.vh = httpd.add_smtp("maildir", accept_domains=ANY, log_file="esmtp.log", log_level=1,
-                                extra=["ESMTPXClientTrusted 127.0.0.0/8"])
-        cls.closed = httpd.add_smtp("discard", accept_domains=ANY, extra=["ESMTPXClientTrusted 192.0.2.0/24"])
+                                extra=["ESMTPXClientHosts 127.0.0.0/8"])
+        cls.closed = httpd.add_smtp("discard", accept_domains=ANY, extra=["ESMTPXClientHosts 192.0.2.0/24"])
 
     def test_front_end_passes_the_client(self):
         before = len(self.vh.maildir_files())
@@ -303,7 +303,7 @@ class XClientTest(ServerTestCase):
             self.assertEqual(c.cmd("XCLIENT ADDR=192.0.2.1"),
                              (503, ["503 5.5.1 Error: MAIL transaction in progress"]))
             c.cmd("RSET")
-            # to an address outside ESMTPXClientTrusted: no further XCLIENT
+            # to an address outside ESMTPXClientHosts: no further XCLIENT
             self.assertEqual(c.cmd("XCLIENT ADDR=192.0.2.1")[0], 220)
             code, lines = c.cmd("EHLO front.example")
             self.assertNotIn("XCLIENT", "\n".join(lines))
@@ -426,7 +426,7 @@ class NginxXClientTest(ServerTestCase):
     @classmethod
     def configure(cls, httpd):
         cls.vh = httpd.add_smtp("maildir", accept_domains=ANY, log_file="esmtp.log", log_level=1,
-                                extra=["ESMTPXClientTrusted 127.0.0.1"])
+                                extra=["ESMTPXClientHosts 127.0.0.1"])
 
     @classmethod
     def setUpClass(cls):
@@ -523,14 +523,14 @@ class ProxyConfigTest(unittest.TestCase):
                                "10.0.0.1/8")
         self.httpd.cleanup()
         self.httpd = Httpd()
-        self.assertConfigFails(["ESMTPXClientTrusted localhost"], "ESMTPXClientTrusted", "localhost")
+        self.assertConfigFails(["ESMTPXClientHosts localhost"], "ESMTPXClientHosts", "localhost")
 
     def test_bad_timeout(self):
         self.assertConfigFails(["ESMTPProxyTimeout 0"], "ESMTPProxyTimeout")
 
     def test_valid(self):
         self.httpd.add_smtp("discard", extra=["ESMTPProxyProtocol any", "ESMTPProxyTrusted 127.0.0.1 10.0.0.0/8 ::1",
-                                              "ESMTPProxyTimeout 3", "ESMTPXClientTrusted 192.0.2.0/24"])
+                                              "ESMTPProxyTimeout 3", "ESMTPXClientHosts 192.0.2.0/24"])
         rc, out = self.httpd.config_test()
         self.assertEqual(rc, 0, out)
 

@@ -353,7 +353,7 @@ class ProxyProtocolTest : public CppUnit::TestFixture
 
 CPPUNIT_TEST_SUITE_REGISTRATION(ProxyProtocolTest);
 
-// CidrList: ESMTPProxyTrusted / ESMTPXClientTrusted.
+// CidrList: ESMTPProxyTrusted / ESMTPXClientHosts.
 class CidrListTest : public CppUnit::TestFixture
 {
     CPPUNIT_TEST_SUITE(CidrListTest);

@@ -1,5 +1,5 @@
 // XCLIENT: xtext, the attribute parser, and the session: offered in EHLO
-// to ESMTPXClientTrusted clients only, 550/503/501 refusals, the session
+// to ESMTPXClientHosts clients only, 550/503/501 refusals, the session
 // restarting with the new identity (checked again for the next XCLIENT).
 
 #include "engine/xclient.hpp"
@@ -31,7 +31,7 @@ class XClientTest : public CppUnit::TestFixture
     static Harness trusted()
     {
         Harness h;
-        h.cfg.xclient_trusted.add("192.0.2.0/24");
+        h.cfg.xclient_hosts.add("192.0.2.0/24");
         return h;
     }
 
