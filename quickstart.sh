@@ -46,7 +46,22 @@ install_packages() {
     # postfix is only a test peer (and bench reference): keep the package from
     # configuring or starting a system-wide MTA.
     echo "postfix postfix/main_mailer_type select No configuration" | "${sudo[@]}" debconf-set-selections
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${PACKAGES[@]}"
+    # The other peers (haproxy, dovecot, nginx, rspamd, opendkim) are started
+    # privately by the tests on loopback ports: while they are installed, a
+    # policy-rc.d keeps their packages from starting system-wide services
+    # (nginx on port 80, dovecot on 143...), unless the machine has its own.
+    local policy=/usr/sbin/policy-rc.d added=0 rc=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\n# added by mod_esmtp quickstart.sh during apt-get install\nexit 101\n' \
+            | "${sudo[@]}" tee "$policy" >/dev/null
+        "${sudo[@]}" chmod 755 "$policy"
+        added=1
+    fi
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${PACKAGES[@]}" || rc=$?
+    if [ "$added" = 1 ]; then
+        "${sudo[@]}" rm -f "$policy"
+    fi
+    return "$rc"
 }
 
 build() {
