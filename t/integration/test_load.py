@@ -303,6 +303,9 @@ class LeakTest(ServerTestCase):
         self.assertLess(pss1 - pss0, self.MAX_GROWTH_KB, "the httpd child grew by %d kB" % (pss1 - pss0))
 
 
+@unittest.skipIf("asan" in os.environ.get("ESMTP_TEST_LD_PRELOAD", "").lower(),
+                 "a timing test: under AddressSanitizer the 500 slow connections are not all greeted within "
+                 "its window on a 2-core machine; the plain run checks it")
 class SlowlorisTest(ServerTestCase):
     """500 connections trickle a command line, one byte every 2-3 s; 10
     normal deliveries meanwhile are each served in under 2 s."""

@@ -64,6 +64,9 @@ class Node:
 
 
 @unittest.skipIf(SKIP, SKIP or "")
+@unittest.skipIf("asan" in os.environ.get("ESMTP_TEST_LD_PRELOAD", "").lower(),
+                 "a load test of real peers (HAProxy, Dovecot, a SIGKILLed node): run in the plain suite; under "
+                 "AddressSanitizer on 2 cores HAProxy's checks did not see the node come back in time")
 class ScaleOutTest(unittest.TestCase):
 
     def setUp(self):
