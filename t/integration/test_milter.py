@@ -102,6 +102,8 @@ class OpendkimTest(ServerTestCase):
         cls.dns_txt = "".join(re.findall(r'"([^"]*)"', txt)).encode()
         cls.log = open(os.path.join(d, "opendkim.out"), "w")
         cls.proc = subprocess.Popen([OPENDKIM, "-f", "-x", conf], stdout=cls.log, stderr=subprocess.STDOUT)
+        # stopped even when setUpClass fails (then tearDownClass does not run)
+        cls.addClassCleanup(stop, cls.proc)
         wait_port(cls.dkim_port)
         cls.vh = httpd.add_smtp("maildir", accept_domains=["*"], log_file="dkim.log", log_level=3,
                                 extra=["ESMTPMilter inet:127.0.0.1:%d" % cls.dkim_port])
@@ -162,6 +164,8 @@ class PyMilterTest(ServerTestCase):
         cls.proc = subprocess.Popen([PY, os.path.join(HERE, "milter_filter.py"),
                                      "inet:%d@127.0.0.1" % cls.port, cls.report],
                                     stdout=cls.out, stderr=subprocess.STDOUT)
+        # stopped even when setUpClass fails (then tearDownClass does not run)
+        cls.addClassCleanup(stop, cls.proc)
         wait_port(cls.port)
         m = "ESMTPMilter inet:127.0.0.1:%d content_timeout=3" % cls.port
         cls.vh = httpd.add_smtp("maildir", accept_domains=["*"], log_file="py.log", log_level=1, extra=[m])
@@ -371,6 +375,8 @@ class RspamdTest(ServerTestCase):
             cmd[2:2] = ["-i", "-u", "root", "-g", "root"]
         cls.out = open(os.path.join(d, "rspamd.out"), "w")
         cls.proc = subprocess.Popen(cmd, stdout=cls.out, stderr=subprocess.STDOUT, start_new_session=True)
+        # stopped even when setUpClass fails (then tearDownClass does not run)
+        cls.addClassCleanup(stop, cls.proc)
         wait_port(cls.port, timeout=90)  # rspamd compiles its rules at start: seconds on a busy machine
         cls.vh = httpd.add_smtp("maildir", accept_domains=["*"],
                                 extra=["ESMTPMilter inet:127.0.0.1:%d content_timeout=60" % cls.port])
