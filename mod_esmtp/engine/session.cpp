@@ -734,23 +734,36 @@ void Session::do_helo(std::string_view arg, const VerbRule &rule, bool extended)
     reply(out, Reply{}, false);
 }
 
-void Session::do_mail(std::string_view arg)
+// "FROM:<path> params" (MAIL) or "TO:<path> params" (RCPT): false when a
+// syntax reply was sent.
+bool Session::parse_envelope_arg(std::string_view arg, bool mail, MailArgs &a)
 {
-    if (!istarts_with(arg, "FROM:")) {
-        reply(501, "5.5.4", "Syntax: MAIL FROM:<address>");
-        return;
+    std::string_view prefix = mail ? "FROM:" : "TO:";
+    if (!istarts_with(arg, prefix)) {
+        reply(501, "5.5.4", mail ? "Syntax: MAIL FROM:<address>" : "Syntax: RCPT TO:<address>");
+        return false;
     }
-    MailArgs a;
-    switch (parse_path_and_params(arg.substr(5), true, false, a)) {
+    switch (parse_path_and_params(arg.substr(prefix.size()), mail, !mail, a)) {
     case PathError::ok:
-        break;
+        return true;
     case PathError::syntax:
-        reply(501, "5.1.7", "Bad sender address syntax");
-        return;
+        if (mail)
+            reply(501, "5.1.7", "Bad sender address syntax");
+        else
+            reply(501, "5.1.3", "Bad recipient address syntax");
+        return false;
     case PathError::bad_parameter:
         reply(501, "5.5.4", "Bad parameter syntax");
-        return;
+        return false;
     }
+    return false;
+}
+
+void Session::do_mail(std::string_view arg)
+{
+    MailArgs a;
+    if (!parse_envelope_arg(arg, true, a))
+        return;
     bool smtputf8 = false;
     std::string body_type;
     std::uint64_t declared_size = 0;
@@ -826,21 +839,9 @@ void Session::do_mail(std::string_view arg)
 
 void Session::do_rcpt(std::string_view arg)
 {
-    if (!istarts_with(arg, "TO:")) {
-        reply(501, "5.5.4", "Syntax: RCPT TO:<address>");
-        return;
-    }
     MailArgs a;
-    switch (parse_path_and_params(arg.substr(3), false, true, a)) {
-    case PathError::ok:
-        break;
-    case PathError::syntax:
-        reply(501, "5.1.3", "Bad recipient address syntax");
+    if (!parse_envelope_arg(arg, false, a))
         return;
-    case PathError::bad_parameter:
-        reply(501, "5.5.4", "Bad parameter syntax");
-        return;
-    }
     if (!a.params.empty()) {
         reply(555, "5.5.4", "Unsupported parameter " + a.params.front().keyword);
         return;

@@ -11,6 +11,7 @@
 // a verb's own code runs.
 #pragma once
 
+#include "engine/address.hpp"
 #include "engine/command_table.hpp"
 #include "engine/data_reader.hpp"
 #include "engine/defaults.hpp"
@@ -159,6 +160,7 @@ class Session final : public SessionView, private DataSink
     Canned check(const VerbRule &rule);
     bool junk_limit_reached();
     void do_helo(std::string_view arg, const VerbRule &rule, bool extended);
+    bool parse_envelope_arg(std::string_view arg, bool mail, MailArgs &a);
     void do_mail(std::string_view arg);
     void do_rcpt(std::string_view arg);
     void do_data(std::string_view arg);
