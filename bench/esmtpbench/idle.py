@@ -20,6 +20,12 @@ import time
 
 def raise_nofile(need):
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and need > hard:
+        try:  # as root the hard limit can grow too (up to fs.nr_open)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (need, need))
+            return need
+        except (ValueError, OSError):
+            pass
     want = min(hard, max(soft, need)) if hard != resource.RLIM_INFINITY else max(soft, need)
     if want > soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))

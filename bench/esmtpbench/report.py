@@ -11,6 +11,12 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def pct(values, q):
+    """The q-quantile of a sorted-or-not list (nearest rank), None if empty."""
+    values = sorted(v for v in (values or []) if v is not None)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else None
+
+
 def summarize(runs):
     """Group runs by (mode, shape, server): medians of every figure."""
     groups = {}
@@ -90,8 +96,9 @@ def idle_table(idle_runs):
         groups.setdefault(r["idle"], []).append(r)
     base = median([r["msgs_s"] for r in groups.get(0, [])])
     out = ["| idle sessions | sessions open | still alive after | (b) msgs/s | × idle-free | httpd PSS before (MB) "
-           "| with idle (MB) | peak during (b) (MB) | growth (MB) | KB/idle session | runs |",
-           "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "| with idle (MB) | peak during (b) (MB) | growth (MB) | KB/idle session | new client's greeting, median (p90) ms "
+           "| runs |",
+           "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     summary = []
     for n in sorted(groups):
         rs = groups[n]
@@ -105,12 +112,15 @@ def idle_table(idle_runs):
                "peak_pss_mb": median([r["peak_pss_mb"] for r in rs]),
                "growth_mb": growth,
                "kb_per_session": (idle_growth * 1024 / n) if (n and idle_growth is not None) else None,
+               "greet_ms": median([median(r.get("greet_ms") or [None]) for r in rs]),
+               "greet_p90_ms": median([pct(r.get("greet_ms"), 0.9) for r in rs]),
                "runs": len(rs)}
         summary.append(row)
-        out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %d |" % (
+        out.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s (%s) | %d |" % (
             fmt(n), fmt(row["open"]), fmt(row["alive"]), fmt(rate), fx(row["x_idle_free"]),
             fmt(row["pss_before_mb"], 1), fmt(row["pss_idle_mb"], 1), fmt(row["peak_pss_mb"], 1),
-            fmt(growth, 1), fmt(row["kb_per_session"], 1), len(rs)))
+            fmt(growth, 1), fmt(row["kb_per_session"], 1), fmt(row["greet_ms"], 2), fmt(row["greet_p90_ms"], 2),
+            len(rs)))
     return "\n".join(out), summary
 
 
@@ -148,12 +158,16 @@ def targets(summary, idle_summary):
         if tls_b is not None and plain_b:
             add("%s (b-tls): msgs/s vs mod_esmtp's plaintext (b)" % mode, tls_b / plain_b, ">=", 0.8)
     add("discard (b): CPU/msg vs smtp-sink", get("discard", "b", "mod_esmtp", "x_sink_cpu_us_msg"), "<=", 1.5)
+    # issue 5: 5,000 idle sessions within 200 MB; issue 13: 20,000 within
+    # 400 MB, and a new client greeted within 5 ms (median of the probes)
     big = [r for r in idle_summary if r["idle"] >= 5000]
-    if big:
-        r = big[-1]
-        add("%d idle sessions: httpd memory growth" % r["idle"], r["growth_mb"], "<=", 200.0, " MB")
+    for r in big:
+        add("%d idle sessions: httpd memory growth" % r["idle"], r["growth_mb"], "<=",
+            400.0 if r["idle"] >= 20000 else 200.0, " MB")
         add("%d idle sessions: (b) msgs/s vs idle-free" % r["idle"], r["x_idle_free"], ">=", 0.5)
-    else:
+        if r["idle"] >= 20000:
+            add("%d idle sessions: new client's greeting (median)" % r["idle"], r["greet_ms"], "<=", 5.0, " ms")
+    if not big:
         res.append(("5000 idle sessions", "not measured", "–"))
     out = ["| target | measured | verdict |", "| --- | --- | --- |"]
     out += ["| %s | %s | %s |" % t for t in res]
