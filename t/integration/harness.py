@@ -22,13 +22,24 @@ Environment overrides:
                                built with -fsanitize=address: docs/sanitizers.md)
     ESMTP_TEST_ASAN_OPTIONS    ASAN_OPTIONS for httpd only
     ESMTP_TEST_UBSAN_OPTIONS   UBSAN_OPTIONS for httpd only
+    ESMTP_TEST_OVER_STARTTLS=1 run the tests a second time over STARTTLS
+                               (issue 9): every SMTP vhost without TLS of
+                               its own gets `SSLEngine on` and
+                               `ESMTPStartTLS On` with a self-signed
+                               certificate, and RawClient and smtplib.SMTP
+                               say EHLO and STARTTLS right after the
+                               greeting and then show the test the greeting
+                               as if the session had just begun (after the
+                               handshake it has: RFC 3207 4.2)
 """
 
 import os
 import re
 import shutil
 import signal
+import smtplib
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -78,6 +89,7 @@ KEEP_ALWAYS = os.environ.get("ESMTP_KEEP") == "1"
 # --disable-parking (or against an older httpd), whose idle sessions each
 # hold a thread.
 PARKING = os.environ.get("ESMTP_TEST_NO_PARKING") != "1"
+OVER_STARTTLS = os.environ.get("ESMTP_TEST_OVER_STARTTLS") == "1"
 
 
 def _httpd_env():
@@ -190,6 +202,10 @@ def unexpected_log_lines(lines, allow=()):
     """Lines of an error log that signal a problem. `allow` holds regexes
     (strings or compiled) for lines a test provokes on purpose."""
     allow = [re.compile(a) if isinstance(a, str) else a for a in allow]
+    if OVER_STARTTLS:
+        # mod_ssl's notes on the run's self-signed certificate (CA:TRUE, a
+        # name other than the vhost's, `SSLSessionCache none`)
+        allow.append(re.compile(r"AH01906|AH01909|AH01873"))
     bad = []
     for line in lines:
         if not line.strip():
@@ -290,6 +306,10 @@ class SmtpVhost:
         if self.timeouts:
             out.append("    ESMTPTimeout %s" % " ".join("%s=%s" % kv for kv in sorted(self.timeouts.items())))
         out.extend("    " + line for line in self.extra)
+        if OVER_STARTTLS and not any(w in line for line in self.extra for w in ("SSLEngine", "ESMTPStartTLS")):
+            cert, key = self.httpd.over_starttls_cert()
+            out += ["    SSLEngine on", "    SSLCertificateFile %s" % q(cert),
+                    "    SSLCertificateKeyFile %s" % q(key), "    ESMTPStartTLS On"]
         out.append("</VirtualHost>")
         return "\n".join(out) + "\n"
 
@@ -412,6 +432,10 @@ class Httpd:
             "",
         ]
         lines += self.main_extra
+        if OVER_STARTTLS and self.esmtp and not any("ssl_module" in line for line in self.main_extra):
+            lines += ["LoadModule socache_shmcb_module %s" % q(os.path.join(m, "mod_socache_shmcb.so")),
+                      "LoadModule ssl_module %s" % q(os.path.join(m, "mod_ssl.so")),
+                      "SSLSessionCache none", "SSLRandomSeed startup builtin"]
         text = "\n".join(lines) + "\n"
         if self.http_port:
             text += ("Listen 127.0.0.1:%d http\n"
@@ -422,6 +446,16 @@ class Httpd:
         for vh in self.smtp:
             text += "\n" + vh.config()
         return text
+
+    def over_starttls_cert(self):
+        """(cert, key) of a self-signed certificate in conf/, made once."""
+        cert = os.path.join(self.root, "conf", "over-starttls-cert.pem")
+        key = os.path.join(self.root, "conf", "over-starttls-key.pem")
+        if not os.path.exists(cert):
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                            "-keyout", key, "-out", cert, "-days", "2"],
+                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+        return cert, key
 
     def write_config(self):
         with open(self.conf_path, "w") as f:
@@ -667,6 +701,13 @@ class ServerTestCase(unittest.TestCase):
             self.fail("unexpected error-log lines:\n" + "\n".join(bad))
 
 
+def plaintext_only(reason):
+    """Skip a test in the ESMTP_TEST_OVER_STARTTLS run: what it checks
+    happens before STARTTLS (the greeting, a ClientHello on a plain port) or
+    counts the EHLO and STARTTLS the run adds."""
+    return unittest.skipIf(OVER_STARTTLS, "plaintext only: " + reason)
+
+
 def _outcome_ok(outcome):
     # unittest's private _Outcome: `success` turns False when the test failed.
     return getattr(outcome, "success", True)
@@ -681,6 +722,22 @@ class RawClient:
     def __init__(self, port, timeout=20):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.buf = b""
+        if OVER_STARTTLS:
+            self._over_starttls()
+
+    def _over_starttls(self):
+        """EHLO, STARTTLS and the handshake, then the greeting is put back
+        for the test to read. A session the server did not greet with 220,
+        or that does not offer STARTTLS, is left as it is."""
+        code, greeting = self.reply()
+        if code == 220:
+            code, lines = self.cmd("EHLO starttls.client.example")
+            if code == 250 and any(l[4:].upper() == "STARTTLS" for l in lines):
+                code, _ = self.cmd("STARTTLS")
+                if code == 220:
+                    assert self.buf == b"", self.buf
+                    self.sock = _over_starttls_context().wrap_socket(self.sock)
+        self.buf = "".join(l + "\r\n" for l in greeting).encode() + self.buf
 
     def send(self, data):
         if isinstance(data, str):
@@ -738,6 +795,29 @@ class RawClient:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _over_starttls_context():
+    ctx = ssl.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+if OVER_STARTTLS:
+    _plain_connect = smtplib.SMTP.connect
+
+    def _connect_over_starttls(self, host="localhost", port=0, source_address=None):
+        # smtplib.SMTP (not SMTP_SSL, not LMTP): upgrade at once; starttls()
+        # forgets the EHLO, so the test's own EHLO comes next
+        code, msg = _plain_connect(self, host, port, source_address)
+        if code == 220 and type(self) is smtplib.SMTP:
+            self.ehlo("starttls.client.example")
+            if self.has_extn("starttls"):
+                self.starttls(context=_over_starttls_context())
+        return code, msg
+
+    smtplib.SMTP.connect = _connect_over_starttls
 
 
 QUEUED_RE = re.compile(r"queued as ([0-9A-Za-z]+)")

@@ -14,7 +14,7 @@ import threading
 import time
 import unittest
 
-from harness import children_of, RawClient, ServerTestCase, queue_id_of, split_delivered, wait_for
+from harness import OVER_STARTTLS, children_of, RawClient, ServerTestCase, queue_id_of, split_delivered, wait_for
 
 LIMIT = 1000000  # ESMTPMaxMessageSize of the maildir server
 ENH_RE = re.compile(r"^\d{3}[ -][245]\.\d{1,3}\.\d{1,3}( |$)")
@@ -303,7 +303,8 @@ class ExtensionsTest(ServerTestCase):
             self.assertEqual(refused, {})
         return_path, received, body = self.new_file(self.md, before)
         self.assertEqual(return_path, ("Return-Path: <%s>\r\n" % sender).encode("utf-8"))
-        self.assertRegex(received, r"\bwith UTF8SMTP\b")  # RFC 6531 3.7.3
+        # RFC 6531 3.7.3; UTF8SMTPS over TLS (the ESMTP_TEST_OVER_STARTTLS run)
+        self.assertRegex(received, r"\bwith UTF8SMTPS\b" if OVER_STARTTLS else r"\bwith UTF8SMTP\b")
         self.assertIn(rcpt, received)
         self.assertEqual(body, message.encode("utf-8"))
 

@@ -21,7 +21,7 @@ import threading
 import time
 import unittest
 
-from harness import children_of, RawClient, ServerTestCase, split_delivered, wait_for
+from harness import children_of, plaintext_only, RawClient, ServerTestCase, split_delivered, wait_for
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CORPUS = os.path.join(HERE, "abuse", "corpus.json")
@@ -251,6 +251,7 @@ class SecurityTest(_Helpers, ServerTestCase):
 
     # --- early talkers
 
+    @plaintext_only("the greeting delay is before STARTTLS")
     def test_early_talker_with_greeting_delay(self):
         before = self.delay.maildir_files()
         start = time.time()
@@ -333,6 +334,7 @@ class SecurityTest(_Helpers, ServerTestCase):
 
     # --- ESMTPMaxJunkCommands
 
+    @plaintext_only("EHLO and STARTTLS count as junk commands")
     def test_junk_command_limit(self):
         # ESMTPMaxJunkCommands 5: EHLO is the first junk command
         with self.greet(self.junk) as c:
@@ -351,6 +353,7 @@ class SecurityTest(_Helpers, ServerTestCase):
             self.assertEqual([c.reply()[0] for _ in range(6)], [250] * 5 + [421])
             self.assertClosed(c)
 
+    @plaintext_only("EHLO and STARTTLS count as junk commands")
     def test_ehlo_and_mail_are_junk(self):
         # EHLO + MAIL without a delivery (defect: they counted toward no limit)
         with self.greet(self.junk) as c:
@@ -361,6 +364,7 @@ class SecurityTest(_Helpers, ServerTestCase):
             self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 421)
             self.assertClosed(c)
 
+    @plaintext_only("EHLO and STARTTLS count as junk commands")
     def test_junk_command_default_limit(self):
         # the default is 100, EHLO included
         with self.greet(self.rej) as c:
@@ -602,6 +606,8 @@ def _add_corpus_tests():
     for case in _load_corpus():
         def test(self, case=case):
             self.run_case(case)
+        if case["name"] == "tls_client_hello_on_plain_port":
+            test = plaintext_only("the port speaks TLS in that run")(test)
         test.__name__ = "test_abuse_" + case["name"]
         test.__doc__ = case.get("threat")
         setattr(AbuseCorpusTest, test.__name__, test)
