@@ -124,6 +124,9 @@ def raise_nofile(need=0):
             pass
 
 
+IDLE_PER_HOLDER = 10000
+
+
 def probe_greetings(port, count, interval, out, timeout=10.0):
     """`count` new connections, one every `interval` seconds: the time from
     connect() to the end of the 220 greeting, in ms (issue 13: a new client
@@ -394,7 +397,7 @@ class Bench:
             for n in ns:
                 server = ModEsmtp(self.args.workdir, "discard", log_level=self.args.esmtp_log_level, threads=threads,
                                   async_factor=factor, tag="-idle")
-                holder = None
+                holders = []
                 try:
                     self.start(server)
                     if "idle/mod_esmtp" not in self.configs:
@@ -402,17 +405,27 @@ class Bench:
                     self.warm_up(server)
                     roots = server.roots
                     before = procstat.settle_memory_kb(roots, 0.5) / 1024.0
-                    info = {"open": 0, "failed": 0}
-                    if n:
-                        holder = subprocess.Popen(
+                    info = {"open": 0, "failed": 0, "seconds": 0.0}
+                    # one holder per IDLE_PER_HOLDER sessions: a process may not
+                    # hold more descriptors than its hard limit (20,000 here, and
+                    # raising it needs CAP_SYS_RESOURCE)
+                    parts = [n // math.ceil(n / IDLE_PER_HOLDER)] * math.ceil(n / IDLE_PER_HOLDER) if n else []
+                    if parts:
+                        parts[0] += n - sum(parts)
+                    for count in parts:
+                        holders.append(subprocess.Popen(
                             [sys.executable, os.path.join(HERE, "idle.py"), "--port", str(server.port),
-                             "--count", str(n)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
-                            start_new_session=True)
+                             "--count", str(count)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, close_fds=True,
+                            start_new_session=True))
+                    for holder, count in zip(holders, parts):
                         line = holder.stdout.readline()
-                        info = json.loads(line) if line else {"open": 0, "failed": n, "failures": ["holder died"]}
-                        if info.get("failed"):
+                        got = json.loads(line) if line else {"open": 0, "failed": count, "failures": ["holder died"]}
+                        info["open"] += got["open"]
+                        info["failed"] += got["failed"]
+                        info["seconds"] = max(info["seconds"], got.get("seconds") or 0.0)
+                        if got.get("failed"):
                             self.notes.append("idle %d: %d sessions failed to open: %s" % (
-                                n, info["failed"], info.get("failures", [])[:3]))
+                                n, got["failed"], got.get("failures", [])[:3]))
                     idle_mb = procstat.settle_memory_kb(roots, 1.0) / 1024.0
                     cmd = loads.smtp_source_cmd(server.port, sessions, messages, length, reuse)
                     greet_ms = []
@@ -423,11 +436,11 @@ class Bench:
                     prober.join(60)
                     self.runs.remove(run)
                     alive = 0
-                    if holder:
+                    for holder in holders:
                         holder.stdin.write(b"check\n")
                         holder.stdin.flush()
                         line = holder.stdout.readline()
-                        alive = json.loads(line)["alive"] if line else 0
+                        alive += json.loads(line)["alive"] if line else 0
                     rec = dict(run, idle=n, open=info["open"], alive=alive, pss_before_mb=before,
                                pss_idle_mb=idle_mb, idle_growth_mb=idle_mb - before,
                                growth_mb=max(run["peak_pss_mb"], idle_mb) - before,
@@ -437,15 +450,18 @@ class Bench:
                                                              % (alive, n)]
                         rec["ok"] = False
                     self.idle_runs.append(rec)
-                    log("idle %5d: open %d, alive after %d, PSS %.1f -> %.1f MB (peak %.1f), (b) %s msgs/s" % (
-                        n, info["open"], alive, before, idle_mb, run["peak_pss_mb"], report.fmt(run["msgs_s"])))
+                    log("idle %5d: open %d, alive after %d, PSS %.1f -> %.1f MB (peak %.1f), (b) %s msgs/s, "
+                        "greeting median %s ms" % (n, info["open"], alive, before, idle_mb, run["peak_pss_mb"],
+                                                  report.fmt(run["msgs_s"]),
+                                                  report.fmt(report.median(greet_ms), 2)))
                 finally:
-                    if holder:
+                    for holder in holders:
                         try:
                             holder.stdin.write(b"quit\n")
                             holder.stdin.close()
                         except OSError:
                             pass
+                    for holder in holders:
                         try:
                             holder.wait(30)
                         except subprocess.TimeoutExpired:

@@ -1,0 +1,1 @@
+postfix -c /tmp/esmtp-bench-postfix-0xx1ntgp/etc start

@@ -1,0 +1,1 @@
+postfix -c /tmp/esmtp-bench-postfix-8ike54rc/etc start

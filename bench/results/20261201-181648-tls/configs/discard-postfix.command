@@ -1,0 +1,1 @@
+postfix -c /tmp/esmtp-bench-postfix-fflig0ny/etc start

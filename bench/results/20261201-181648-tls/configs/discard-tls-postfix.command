@@ -1,0 +1,1 @@
+postfix -c /tmp/esmtp-bench-postfix-nkid2bzx/etc start
