@@ -599,12 +599,13 @@ class Peer(Server):
                 except OSError:
                     pass
                 self.proc.wait(10)
-        elif self.proc and self.proc.returncode not in (None, 0, -signal.SIGTERM):
-            self.log_problems.append("%s exited with %s" % (self.name, self.proc.returncode))
         if self.proc:
+            if self.proc.returncode not in (0, -signal.SIGTERM):
+                self.log_problems.append("%s exited with %s" % (self.name, self.proc.returncode))
             # anything beyond the "listening PORT" line is a warning or an error
             lines = [l for l in self.output().splitlines() if l.strip() and not l.startswith("listening ")]
             self.log_problems += ["%s said: %s" % (self.name, l) for l in lines[:10]]
+            self.out.close()
         self.proc = None
 
     def roots(self):
