@@ -20,13 +20,15 @@ import threading
 import time
 
 from . import loads, procstat, report, servers
-from .servers import ModEsmtp, PostfixSmtpd, SmtpSink, harness, which
+from .servers import PEER_CLASSES, ModEsmtp, PostfixSmtpd, SmtpSink, harness, which
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCH = os.path.dirname(HERE)
 TOP = os.path.dirname(BENCH)
 
-ALL_SERVERS = ["mod_esmtp", "smtp-sink", "postfix"]
+ALL_SERVERS = ["mod_esmtp", "smtp-sink", "postfix"]  # the default of --servers
+# issue 13: the peers of bench/peers/ (Perl's Net::Server::Mail, Node's smtp-server)
+KNOWN_SERVERS = ALL_SERVERS + list(servers.PEER_CLASSES)
 
 
 def log(msg):
@@ -77,8 +79,13 @@ def machine_info(workdir):
     }
 
 
-def preflight(module):
+def preflight(module, names=()):
     problems = []
+    for name in names:
+        if name in servers.PEER_CLASSES:
+            why = servers.PEER_CLASSES[name].missing()
+            if why:
+                problems.append("%s: %s" % (name, why))
     if os.geteuid() != 0:
         problems.append("run as root: the private Postfix master and smtp-sink -u need it")
     for name in ("smtp-source", "smtp-sink", "postfix", "postconf"):
@@ -296,6 +303,8 @@ class Bench:
             elif name == "postfix":
                 servers.append(PostfixSmtpd(wd, mode, extra_main=milter.postfix_lines() if milter else (),
                                              flush_env=self.args.flush_env))
+            elif name in PEER_CLASSES and not milter:
+                servers.append(PEER_CLASSES[name](wd, mode, flush_env=self.args.flush_env))
         if milter:
             for s in servers:
                 s.label += " + opendkim"
@@ -328,7 +337,10 @@ class Bench:
                     self.commands[shape] = " ".join(loads.pipeload_cmd(0, sessions, messages, length,
                                                                        self.args.pipe_procs, style)).replace(
                         "--port 0", "--port PORT")
-                    targets = [s for s in servers if s.name != "smtp-sink" or style == "data"]
+                    # no BDAT in smtp-sink and the peers; Net::Server::Mail refuses DATA inside a
+                    # pipelined group (550, the client stalls): Node's smtp-server takes p-data
+                    targets = [s for s in servers if (style == "data" and s.name != "perl")
+                               or s.name not in list(PEER_CLASSES) + ["smtp-sink"]]
                     for rep in range(self.args.repeat):
                         for s in targets:
                             cmd = loads.pipeload_cmd(s.port, sessions, messages, length, self.args.pipe_procs, style)
@@ -477,7 +489,7 @@ class Bench:
         os.makedirs(out, exist_ok=True)
         summary = report.summarize(self.runs)
         idle_md, idle_summary = report.idle_table(self.idle_runs) if self.idle_runs else ("", [])
-        targets_md, targets = report.targets(summary, idle_summary)
+        targets_md, targets = report.targets(summary, idle_summary, flush_delay_us=self.args.flush_delay)
         md = ["# mod_esmtp benchmark, %s" % info["date"], ""]
         md.append("Machine: %s, %s CPUs (%s), %s RAM, kernel %s; %s; Postfix %s; filesystem: `%s`." % (
             info["hostname"], info["nproc"], info["cpu"], info["memory"], info["kernel"], info["httpd"],
@@ -497,7 +509,8 @@ class Bench:
         if self.args.flush_env:
             md.append("")
             md.append("**Flush delay: %s µs added to every fsync, fdatasync and syncfs of every server** "
-                      "(LD_PRELOAD=%s; Postfix daemons through import_environment), as on a disk whose flush "
+                      "(LD_PRELOAD=%s; Postfix daemons through import_environment; the peers through their environment, "
+                      "the shim checked in /proc/PID/maps), as on a disk whose flush "
                       "takes that long." % (self.args.flush_delay, self.args.flush_env["LD_PRELOAD"]))
         md.append("")
         md.append("msgs/s and MB/s (payload, 10^6 bytes) are measured by the load generator's wall time; CPU is the "
@@ -512,16 +525,18 @@ class Bench:
             if any(s["mode"] == mode for s in summary.values()):
                 md += ["", "## %s" % ("Discard (mod_esmtp `discard`, smtp-sink, Postfix `discard:` transport)"
                                       if mode == "discard" else
-                                      "Durable (mod_esmtp `maildir`, Postfix `virtual` Maildir; files counted)"), ""]
+                                      "Durable (mod_esmtp `maildir`, Postfix `virtual` Maildir, the peers' Maildirs with "
+                                      "an fsync of the file only; files counted)"), ""]
                 md.append(report.table(summary, mode, loads.SHAPE_TEXT))
         if idle_md:
             md += ["", "## Idle sessions (mod_esmtp `discard`, N sessions after EHLO held open while shape (b) runs; "
                    "a fresh httpd per N)", "", idle_md]
-        md += ["", "## Targets of issue 5", "", targets_md]
+        md += ["", "## Targets (issues 5, 9, 13)", "", targets_md]
         md += ["", "## Commands", ""]
         for k in sorted(self.commands):
             md.append("- %s: `%s`" % (k, self.commands[k]))
-        md.append("- servers: see configs/ beside this file (httpd.conf, main.cf, master.cf, smtp-sink command)")
+        md.append("- servers: see configs/ beside this file (httpd.conf, main.cf, master.cf, the smtp-sink and peer "
+                  "commands)")
         problems = [r for r in self.runs + self.idle_runs if not r["ok"]]
         if problems or self.notes:
             md += ["", "## Problems", ""]
@@ -566,7 +581,9 @@ def parse_args(argv):
     ap.add_argument("--quick", action="store_true", help="tiny counts, 1 repeat, idle N=50: a smoke test (< 1 min)")
     ap.add_argument("--shapes", default="a,b,c", help="smtp-source shapes (a,b,c)")
     ap.add_argument("--modes", default="discard,durable", help="delivery modes (discard,durable; none: only the idle benchmark)")
-    ap.add_argument("--servers", default=",".join(ALL_SERVERS), help="mod_esmtp,smtp-sink,postfix")
+    ap.add_argument("--servers", default=",".join(ALL_SERVERS), help="from mod_esmtp,smtp-sink,postfix,perl,node "
+                    "(default mod_esmtp,smtp-sink,postfix; perl: Net::Server::Mail::ESMTP, node: smtp-server, "
+                    "bench/peers/)")
     ap.add_argument("--repeat", type=int, default=None, help="runs per (server, shape, mode) (default 3, quick 1)")
     ap.add_argument("--messages-scale", type=float, default=1.0, help="multiply every message count (e.g. 0.5)")
     ap.add_argument("--no-pipelined", dest="pipelined", action="store_false", help="skip the pipelined load")
@@ -611,7 +628,7 @@ def parse_args(argv):
             ap.error("unknown mode %r" % m)
     args.servers = [s for s in args.servers.split(",") if s]
     for s in args.servers:
-        if s not in ALL_SERVERS:
+        if s not in KNOWN_SERVERS:
             ap.error("unknown server %r" % s)
     args.pipe_styles = [s for s in args.pipe_styles.split(",") if s]
     args.tls_shapes = [] if args.tls_shapes == "none" else [s for s in args.tls_shapes.split(",") if s]
@@ -652,7 +669,7 @@ def tempfile_dir():
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
-    problems = preflight(args.module or harness.MOD_ESMTP)
+    problems = preflight(args.module or harness.MOD_ESMTP, args.servers)
     if problems:
         for p in problems:
             sys.stderr.write("bench/run: %s\n" % p)

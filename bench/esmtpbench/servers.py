@@ -9,6 +9,10 @@ loopback port with its own configuration, and stopped by its pid:
   directories; nothing of the system's Postfix is touched), smtpd on
   127.0.0.1:PORT, recipients in the virtual domain bench.test delivered by
   the `discard` transport or by `virtual` into one Maildir.
+- PerlPeer, NodePeer (issue 13): the peers of bench/peers/, Perl's
+  Net::Server::Mail::ESMTP (a fork per connection) and Node's smtp-server
+  (one process), throwing the message away or storing it into a Maildir
+  with an fsync of the file only (not of the directories).
 """
 
 import os
@@ -510,3 +514,165 @@ class PostfixSmtpd(Server):
     def describe(self):
         return {"config_dir": self.config_dir, "main.cf": self.main_cf, "master.cf": self.master_cf,
                 "command": "postfix -c %s start" % self.config_dir}
+
+
+PEERS = os.path.join(TOP, "bench", "peers")
+
+
+class Peer(Server):
+    """A peer server of bench/peers/ (issue 13): one program on
+    127.0.0.1:PORT, `--mode discard` (read the message, drop it, 250) or
+    `--mode durable --maildir DIR` (DIR/tmp/NAME written and fsynced, renamed
+    to DIR/new/NAME, then 250; the directories are never fsynced). With
+    --flush-delay it gets LD_PRELOAD and FLUSHDELAY_US in its environment,
+    and start() checks that the shim is mapped into the process."""
+
+    name = "?"
+    label_base = "?"
+    script = "?"
+
+    def __init__(self, workdir, mode, flush_env=None):
+        self.mode = mode
+        self.durable = mode == "durable"
+        self.label = "%s (%s)" % (self.label_base, "Maildir, file fsync" if self.durable else "discard")
+        self.port = harness.free_port()
+        self.root = tempfile.mkdtemp(prefix="esmtp-bench-%s-" % self.name, dir=workdir)
+        os.chmod(self.root, 0o755)
+        self.maildir = os.path.join(self.root, "Maildir")
+        self.flush_env = dict(flush_env or {})
+        self.cmd = self.interpreter() + [os.path.join(PEERS, self.script), "--port", str(self.port), "--mode", mode]
+        if self.durable:
+            self.cmd += ["--maildir", self.maildir]
+        self.proc = None
+        self.out_path = os.path.join(self.root, "%s.out" % self.name)
+        self.log_problems = []
+
+    @classmethod
+    def interpreter(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def missing(cls):
+        """Why this peer cannot run here (None: it can)."""
+        raise NotImplementedError
+
+    def start(self):
+        self.out = open(self.out_path, "wb")
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.out,
+                                     start_new_session=True, close_fds=True, cwd=self.root,
+                                     env=dict(os.environ, **self.flush_env))
+        if not _wait_port(self.port):
+            self.stop()
+            raise RuntimeError("%s did not listen on %d: %s" % (self.label, self.port, self.output()[-2000:]))
+        shim = self.flush_env.get("LD_PRELOAD")
+        if shim and not self.maps(shim):
+            self.stop()
+            raise RuntimeError("%s: %s is not mapped into pid %d" % (self.label, shim, self.proc.pid))
+
+    def maps(self, path):
+        """Whether `path` is mapped into the server's process."""
+        try:
+            with open("/proc/%d/maps" % self.proc.pid) as f:
+                return any(line.rstrip().endswith(os.path.realpath(path)) for line in f)
+        except OSError:
+            return False
+
+    def output(self):
+        try:
+            with open(self.out_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            # its process group: the pid started here and (Perl) its session children
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except OSError:
+                pass
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(self.proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                self.proc.wait(10)
+        if self.proc:
+            if self.proc.returncode not in (0, -signal.SIGTERM):
+                self.log_problems.append("%s exited with %s" % (self.name, self.proc.returncode))
+            # anything beyond the "listening PORT" line is a warning or an error
+            lines = [l for l in self.output().splitlines() if l.strip() and not l.startswith("listening ")]
+            self.log_problems += ["%s said: %s" % (self.name, l) for l in lines[:10]]
+            self.out.close()
+        self.proc = None
+
+    def roots(self):
+        return [self.proc.pid] if self.proc else []
+
+    def prepare_run(self):
+        self.before = count_files(os.path.join(self.maildir, "new")) if self.durable else 0
+
+    def finish_run(self, expected, timeout=300):
+        problems = []
+        if self.proc is None or self.proc.poll() is not None:
+            problems.append("%s is not running" % self.name)
+        delivered = None
+        if self.durable:
+            # the 250 came after the rename into new/: nothing to wait for
+            delivered = count_files(os.path.join(self.maildir, "new")) - self.before
+            leftover = count_files(os.path.join(self.maildir, "tmp"))
+            if leftover:
+                problems.append("%d files left in Maildir/tmp" % leftover)
+            if expected is not None and delivered != expected:
+                problems.append("Maildir/new holds %d files, expected %d" % (delivered, expected))
+        return {"delivered": delivered, "drain_s": 0.0, "problems": problems}
+
+    def describe(self):
+        env = " ".join("%s=%s" % kv for kv in sorted(self.flush_env.items()))
+        return {"command": (env + " " if env else "") + " ".join(self.cmd)}
+
+
+class PerlPeer(Peer):
+    """Net::Server::Mail::ESMTP (libnet-server-mail-perl), a fork per
+    connection: bench/peers/netserver_mail.pl."""
+
+    name = "perl"
+    label_base = "Net::Server::Mail (Perl)"
+    script = "netserver_mail.pl"
+
+    @classmethod
+    def interpreter(cls):
+        return [which("perl") or "/usr/bin/perl"]
+
+    @classmethod
+    def missing(cls):
+        p = subprocess.run(cls.interpreter() + ["-MNet::Server::Mail::ESMTP", "-e", "1"], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        return None if p.returncode == 0 else "Net::Server::Mail::ESMTP is not installed (libnet-server-mail-perl: " \
+                                               "bench/setup.sh)"
+
+
+class NodePeer(Peer):
+    """Node's smtp-server (npm, in bench/peers/node_modules), one process:
+    bench/peers/smtp_server.js."""
+
+    name = "node"
+    label_base = "smtp-server (Node)"
+    script = "smtp_server.js"
+
+    @classmethod
+    def interpreter(cls):
+        return [which("node") or "node"]
+
+    @classmethod
+    def missing(cls):
+        if not which("node"):
+            return "node is not installed (nodejs)"
+        if not os.path.isdir(os.path.join(PEERS, "node_modules", "smtp-server")):
+            return "bench/peers/node_modules/smtp-server is missing: run bench/setup.sh (npm ci in bench/peers)"
+        return None
+
+
+PEER_CLASSES = {c.name: c for c in (PerlPeer, NodePeer)}
