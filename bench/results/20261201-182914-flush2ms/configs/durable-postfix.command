@@ -1,0 +1,1 @@
+postfix -c /tmp/esmtp-bench-postfix-1du8yjyj/etc start
