@@ -314,8 +314,15 @@ SmtpConnection::TlsStep SmtpConnection::handshake(bool may_park)
             return fail("timeout");
         if (child_is_stopping())
             return fail("httpd is stopping");
-        if (may_park && apr_time_from_sec(cfg_->session->tls_timeout) >= ap_server_conf->timeout)
+        if (may_park && apr_time_from_sec(cfg_->session->tls_timeout) >= ap_server_conf->timeout) {
+            // Parked like an idle session, and woken like one by a graceful
+            // restart (child_stopping shuts the read side: the next read
+            // fails and the handshake ends); registering fails once the stop
+            // has begun.
+            if (!wait_.begin(c_))
+                return fail("httpd is stopping");
             return TlsStep::wait;
+        }
         if (!sock)
             return fail("no socket");
         apr_pollfd_t pfd{};

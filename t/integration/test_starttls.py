@@ -510,6 +510,37 @@ class ParkedHandshakeTest(StartTlsBase):
                                              for l in self.vh.log_lines()) == 8, 5), self.vh.log_lines())
 
 
+@unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL and PARKING, "mod_ssl, openssl or parking missing")
+class ParkedHandshakeRestartTest(StartTlsBase):
+    """Event MPM: a handshake parked with the MPM (the client sent STARTTLS
+    and went silent) ends at a graceful restart, not at its deadline (the
+    main server's Timeout, 30 s here)."""
+    mpm = "event"
+    httpd_options = {"main_extra": ["Timeout 30"]}
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.ssl_setup(httpd)
+        cls.vh = httpd.add_smtp("maildir", accept_domains=["*"], log_file="parked-restart.log",
+                                extra=ssl_vhost_lines(cls.cert, cls.key, "On"))
+
+    def test_graceful_restart_ends_parked_handshake(self):
+        c = RawClient(self.vh.port)
+        try:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO x")[0], 250)
+            self.assertEqual(c.cmd("STARTTLS")[0], 220)
+            time.sleep(0.5)  # parked by now (it waits 1 ms in its thread)
+            start = time.monotonic()
+            self.httpd.restart(graceful=True)
+            self.assertEqual(c.rest(timeout=25), "")  # closed, no plaintext reply
+            self.assertLess(time.monotonic() - start, 10)
+        finally:
+            c.close()
+        self.assertTrue(wait_for(lambda: any("TLS handshake failed" in l for l in self.vh.log_lines()), 5),
+                        self.vh.log_lines())
+
+
 def make_ca_and_client(directory):
     """A CA, a client certificate it signed, and a self-signed client certificate."""
     def run(*args):
