@@ -1,0 +1,538 @@
+"""Certificates that renew themselves (issue 14): mod_md obtains the SMTP
+vhosts' certificate from an ACME server and mod_ssl serves it for STARTTLS,
+implicit TLS and the HTTPS vhost that publishes the MTA-STS policy
+(RFC 8461); a renewal takes effect at a graceful restart without losing an
+open transaction.
+
+The ACME server is pebble (Let's Encrypt's test CA, Debian package pebble)
+on loopback, with a real http-01 validation: pebble-challtestsrv (same
+package) is pebble's DNS server and answers 127.0.0.1 for every name, so
+pebble fetches http://mail.example.test:PORT/.well-known/acme-challenge/...
+from this httpd, where mod_md answers it (MDPortMap maps port 80 to PORT).
+
+The steps run in order (test_1 ... test_6) on one httpd: the fallback
+state before the first certificate, the certificate after the graceful
+restart, delivery over STARTTLS and implicit TLS, the MTA-STS policy, and
+a forced renewal."""
+
+import json
+import os
+import re
+import shutil
+import smtplib
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+import urllib.request
+
+from harness import (KEEP_ALWAYS, MODULESDIR, Httpd, listening_ports, free_port, q, split_delivered, unexpected_log_lines,
+                     wait_for)
+
+MOD_SSL = os.path.join(MODULESDIR, "mod_ssl.so")
+MOD_SHMCB = os.path.join(MODULESDIR, "mod_socache_shmcb.so")
+MOD_MD = os.path.join(MODULESDIR, "mod_md.so")
+OPENSSL = shutil.which("openssl")
+PEBBLE = shutil.which("pebble")
+CHALLTESTSRV = shutil.which("pebble-challtestsrv")
+SWAKS = shutil.which("swaks")
+CURL = shutil.which("curl")
+
+DOMAIN = "example.test"
+MX = "mail." + DOMAIN
+MTA_STS = "mta-sts." + DOMAIN
+POLICY = "version: STSv1\r\nmode: enforce\r\nmx: %s\r\nmax_age: 604800\r\n" % MX
+
+# mod_md and mod_ssl messages this test provokes: the fallback certificate
+# (AH10085: "will respond with '503 Service Unavailable' for now"), mod_ssl's
+# session-cache hint, the certificate being ready (AH10059), the staged set
+# activated at the restart (AH10068), mod_md's notices about the account.
+ALLOWED_LOG = (r"AH10085|AH01873|AH10059|AH10068|AH10045|AH10105|AH03092|"
+               r"has no TLS certificate yet",)
+
+
+def run(args, timeout=60, **kw):
+    return subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout, **kw)
+
+
+class Pebble:
+    """pebble and pebble-challtestsrv on loopback, in a temporary directory,
+    stopped by pid."""
+
+    def __init__(self, http_port, tls_port):
+        self.dir = tempfile.mkdtemp(prefix="esmtp-pebble-")
+        # mod_md's watchdog runs in a child (nobody when started as root)
+        # and reads MDCACertificateFile from here
+        os.chmod(self.dir, 0o755)
+        self.acme_port, self.mgmt_port, self.dns_port, self.chall_mgmt_port = (free_port() for _ in range(4))
+        self.cert = os.path.join(self.dir, "pebble.pem")
+        key = os.path.join(self.dir, "pebble.key")
+        # pebble's own listener certificate (trusted by mod_md through
+        # MDCACertificateFile); the CA it issues from is generated at start.
+        run([OPENSSL, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=pebble",
+             "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost", "-keyout", key, "-out", self.cert,
+             "-days", "2"], check=True)
+        self.config = os.path.join(self.dir, "pebble.json")
+        with open(self.config, "w") as f:
+            json.dump({"pebble": {
+                "listenAddress": "127.0.0.1:%d" % self.acme_port,
+                "managementListenAddress": "127.0.0.1:%d" % self.mgmt_port,
+                "certificate": self.cert, "privateKey": key,
+                # where pebble validates http-01 and tls-alpn-01: this httpd
+                "httpPort": http_port, "tlsPort": tls_port,
+                "ocspResponderURL": "", "externalAccountBindingRequired": False}}, f)
+        self.procs = []
+        self.root = None
+
+    @property
+    def directory_url(self):
+        return "https://127.0.0.1:%d/dir" % self.acme_port
+
+    def _spawn(self, name, args, env):
+        log = open(os.path.join(self.dir, name + ".log"), "wb")
+        try:
+            p = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True, close_fds=True, env=env, cwd=self.dir)
+        finally:
+            log.close()
+        self.procs.append(p)
+        return p
+
+    def log(self, name="pebble"):
+        try:
+            with open(os.path.join(self.dir, name + ".log"), encoding="utf-8", errors="replace") as f:
+                return f.read()[-4000:]
+        except FileNotFoundError:
+            return ""
+
+    def start(self, timeout=30):
+        """Starts both and fetches pebble's root; raises when they do not come up."""
+        env = dict(os.environ)
+        # No artificial sleeps before validation, no nonces rejected on purpose
+        # (5 % by default: mod_md retries, but only after 24 s and more).
+        env.update(PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0", PEBBLE_AUTHZREUSE="0")
+        self._spawn("challtestsrv", [CHALLTESTSRV, "-dns01", "127.0.0.1:%d" % self.dns_port,
+                                     "-management", "127.0.0.1:%d" % self.chall_mgmt_port,
+                                     "-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
+                                     "-http01", "", "-https01", "", "-tlsalpn01", ""], env)
+        self._spawn("pebble", [PEBBLE, "-config", self.config, "-strict=false",
+                               "-dnsserver", "127.0.0.1:%d" % self.dns_port], env)
+        want = {self.acme_port, self.mgmt_port, self.chall_mgmt_port}
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            for p in self.procs:
+                if p.poll() is not None:
+                    raise RuntimeError("pebble or pebble-challtestsrv exited with %s:\n%s\n%s" % (
+                        p.returncode, self.log("challtestsrv"), self.log()))
+            if want <= listening_ports():
+                break
+            time.sleep(0.1)
+        else:
+            raise RuntimeError("pebble did not listen within %ss:\n%s" % (timeout, self.log()))
+        # The CA's root is made at every start: fetch it from the management port.
+        ctx = ssl.create_default_context(cafile=self.cert)
+        ctx.check_hostname = False
+        with urllib.request.urlopen("https://127.0.0.1:%d/roots/0" % self.mgmt_port, context=ctx,
+                                    timeout=20) as r:
+            pem = r.read()
+        self.root = os.path.join(self.dir, "root.pem")
+        with open(self.root, "wb") as f:
+            f.write(pem)
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+                    p.wait(10)
+        self.procs = []
+
+    def cleanup(self, keep=False):
+        self.stop()
+        if keep or KEEP_ALWAYS:
+            sys.stderr.write("kept pebble directory %s\n" % self.dir)
+        else:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def parse_sts_policy(text):
+    """An MTA-STS policy as RFC 8461 section 3.2 defines it: key/value lines
+    (`*WSP ":" *WSP`, LF or CRLF), `version: STSv1` present, `mode` one of
+    enforce/testing/none, `max_age` at most 31557600 (1*10DIGIT), one or
+    more `mx` (a host name, `*.` allowed in front) unless mode is none;
+    other keys are extensions. Only the first of a repeated key counts,
+    except mx. Raises ValueError."""
+    fields, mx = {}, []
+    for line in re.split(r"\r?\n", text):
+        if line == "":
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9_.-]{0,31})[ \t]*:[ \t]*([\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?)"
+                         r"[ \t]*", line)
+        if not m:
+            raise ValueError("not a policy field: %r" % line)
+        key, value = m.group(1), m.group(2)
+        if key == "mx":
+            if not re.fullmatch(r"(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?\.)+[A-Za-z0-9-]+", value):
+                raise ValueError("bad mx pattern %r" % value)
+            mx.append(value.lower())
+        else:
+            fields.setdefault(key, value)
+    if fields.get("version") != "STSv1":
+        raise ValueError("no version: STSv1")
+    if fields.get("mode") not in ("enforce", "testing", "none"):
+        raise ValueError("bad mode %r" % fields.get("mode"))
+    if not re.fullmatch(r"[0-9]{1,10}", fields.get("max_age", "")) or int(fields["max_age"]) > 31557600:
+        raise ValueError("bad max_age %r" % fields.get("max_age"))
+    if fields["mode"] != "none" and not mx:
+        raise ValueError("no mx")
+    return {"mode": fields["mode"], "max_age": int(fields["max_age"]), "mx": mx}
+
+
+def mx_matches(pattern, host):
+    """RFC 8461 4.1: a `*.` pattern matches exactly one left-most label."""
+    host = host.lower()
+    if pattern.startswith("*."):
+        return "." in host and host.split(".", 1)[1] == pattern[2:]
+    return host == pattern
+
+
+class ParsePolicyTest(unittest.TestCase):
+    """The parser the MTA-STS test relies on refuses what RFC 8461 refuses."""
+
+    def test_parser(self):
+        p = parse_sts_policy(POLICY)
+        self.assertEqual(p, {"mode": "enforce", "max_age": 604800, "mx": [MX]})
+        self.assertEqual(parse_sts_policy("version:STSv1\nmode : testing\nmx: a.example\nmx: *.b.example\n"
+                                          "max_age: 86400\nfoo: bar\n")["mx"], ["a.example", "*.b.example"])
+        for bad in ("mode: enforce\nmx: a.example\nmax_age: 1\n",
+                    "version: STSv2\nmode: enforce\nmx: a.example\nmax_age: 1\n",
+                    "version: STSv1\nmode: strict\nmx: a.example\nmax_age: 1\n",
+                    "version: STSv1\nmode: enforce\nmax_age: 1\n",
+                    "version: STSv1\nmode: enforce\nmx: a.example\nmax_age: 31557601\n",
+                    "version: STSv1\nmode: enforce\nmx: a.*.example\nmax_age: 1\n",
+                    "<html>\n"):
+            with self.assertRaises(ValueError, msg=bad):
+                parse_sts_policy(bad)
+        self.assertTrue(mx_matches("*.example.test", MX))
+        self.assertFalse(mx_matches("*.test", MX))
+        self.assertTrue(mx_matches(MX, MX.upper()))
+
+
+def s_client(args, stdin=b"QUIT\r\n"):
+    """openssl s_client: (exit status, output)."""
+    p = subprocess.run([OPENSSL, "s_client"] + args, input=stdin, stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=60)
+    return p.returncode, p.stdout.decode("utf-8", "replace")
+
+
+def peer_certificate(out):
+    """(serial, issuer) of the certificate an s_client output shows."""
+    m = re.search(r"-----BEGIN CERTIFICATE-----.*?-----END CERTIFICATE-----", out, re.S)
+    if not m:
+        raise AssertionError("no certificate in:\n" + out)
+    p = subprocess.run([OPENSSL, "x509", "-noout", "-serial", "-issuer", "-nameopt", "oneline"],
+                       input=m.group(0).encode(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    text = p.stdout.decode()
+    return re.search(r"serial=(\S+)", text).group(1), re.search(r"issuer=\s*(.*)", text).group(1)
+
+
+@unittest.skipUnless(os.path.exists(MOD_SSL) and os.path.exists(MOD_MD) and OPENSSL,
+                     "mod_ssl, mod_md or openssl missing")
+@unittest.skipUnless(PEBBLE and CHALLTESTSRV, "pebble missing (Debian package pebble, in quickstart.sh's PACKAGES)")
+class ManagedDomainTest(unittest.TestCase):
+    """One httpd, one managed domain (mail.example.test and
+    mta-sts.example.test): an MX vhost with STARTTLS, a submission vhost with
+    implicit TLS, the HTTPS vhost of the MTA-STS policy, and the HTTP vhost
+    mod_md answers http-01 challenges on."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls._failed = False
+        cls.http_port, cls.https_port = free_port(), free_port()
+        cls.pebble = Pebble(cls.http_port, cls.https_port)
+        cls.httpd = None
+        try:
+            cls.pebble.start()
+            cls.httpd = Httpd(log_level="warn esmtp:info md:notice", prefix="esmtp-md-")
+            cls.configure(cls.httpd)
+            cls.httpd.start()
+        except BaseException:
+            cls.pebble.cleanup(keep=True)
+            if cls.httpd:
+                cls.httpd.cleanup(keep=True)
+            raise
+
+    @classmethod
+    def configure(cls, httpd):
+        r = httpd.root
+        cls.policy_root = os.path.join(r, "mta-sts")
+        os.makedirs(os.path.join(cls.policy_root, ".well-known"))
+        with open(os.path.join(cls.policy_root, ".well-known", "mta-sts.txt"), "w", newline="") as f:
+            f.write(POLICY)
+        cls.store = os.path.join(r, "md")
+        cls.md_lines = [
+            "LoadModule socache_shmcb_module %s" % q(MOD_SHMCB),
+            "LoadModule ssl_module %s" % q(MOD_SSL),
+            "LoadModule md_module %s" % q(MOD_MD),
+            "SSLSessionCache none",
+            "SSLRandomSeed startup builtin",
+            "MDStoreDir %s" % q(cls.store),
+            "MDCertificateAuthority %s" % cls.pebble.directory_url,
+            "MDCACertificateFile %s" % q(cls.pebble.cert),
+            "MDCertificateAgreement accepted",
+            "MDContactEmail postmaster@%s" % DOMAIN,
+            # pebble validates "port 80" and "port 443" on these
+            "MDPortMap http:%d https:%d" % (cls.http_port, cls.https_port),
+            "MDCAChallenges http-01",
+            "MDomain %s %s" % (MX, MTA_STS),
+            # the HTTP vhost that answers pebble's http-01 challenge
+            "Listen 127.0.0.1:%d http" % cls.http_port,
+            "<VirtualHost 127.0.0.1:%d>" % cls.http_port,
+            "    ServerName %s" % MX,
+            "    ServerAlias %s" % MTA_STS,
+            "</VirtualHost>",
+            # MTA-STS: https://mta-sts.DOMAIN/.well-known/mta-sts.txt
+            "Listen 127.0.0.1:%d https" % cls.https_port,
+            "<VirtualHost 127.0.0.1:%d>" % cls.https_port,
+            "    ServerName %s" % MTA_STS,
+            "    SSLEngine on",
+            "    DocumentRoot %s" % q(cls.policy_root),
+            "    <Directory %s>" % q(cls.policy_root),
+            "        Require all granted",
+            "    </Directory>",
+            "    <Files \"mta-sts.txt\">",
+            "        ForceType \"text/plain; charset=utf-8\"",
+            "    </Files>",
+            "</VirtualHost>",
+        ]
+        httpd.main_extra += cls.md_lines
+        # the MX: STARTTLS with mod_md's certificate (no SSLCertificateFile)
+        cls.mx = httpd.add_smtp("maildir", server_name=MX, accept_domains=["*"], log_file="mx.log",
+                                log_level=1, extra=["SSLEngine on", "ESMTPStartTLS On"])
+        # submission with implicit TLS, same certificate
+        cls.smtps = httpd.add_smtp("maildir", server_name=MX, accept_domains=["*"],
+                                   extra=["SSLEngine on", "SSLProtocol -all +TLSv1.2 +TLSv1.3"])
+
+    @classmethod
+    def tearDownClass(cls):
+        httpd = cls.httpd
+        httpd.stop()
+        bad = httpd.check_log(ALLOWED_LOG) + unexpected_log_lines(httpd.stderr_lines(), ALLOWED_LOG)
+        failed = cls._failed or bool(bad)
+        if failed:
+            sys.stderr.write("\n--- error log (%s)\n%s\n--- pebble\n%s\n" % (
+                httpd.error_log, "\n".join(httpd.log_lines()[-60:]), cls.pebble.log()))
+        httpd.cleanup(keep=failed)
+        cls.pebble.cleanup(keep=failed)
+        if bad:
+            raise AssertionError("unexpected error-log lines:\n" + "\n".join(bad))
+
+    def setUp(self):
+        self.httpd.new_log_lines()
+
+    def tearDown(self):
+        outcome = getattr(self, "_outcome", None)
+        if outcome is not None and not getattr(outcome, "success", True):
+            type(self)._failed = True
+        bad = self.httpd.check_log(ALLOWED_LOG)
+        if bad:
+            type(self)._failed = True
+            self.fail("unexpected error-log lines:\n" + "\n".join(bad))
+
+    # ---- helpers
+
+    def count_log(self, text):
+        return self.httpd._read_log_text().count(text)
+
+    def wait_certificate(self, before, timeout=90):
+        """Waits for mod_md's AH10059 ("has been setup and changes will be
+        activated on next (graceful) server restart") number before+1."""
+        ok = wait_for(lambda: self.count_log("AH10059") > before, timeout, 0.2)
+        self.assertTrue(ok, "mod_md got no certificate within %ss:\n%s\n--- pebble\n%s" % (
+            timeout, "\n".join(self.httpd.log_lines()[-30:]), self.pebble.log()))
+
+    def verifying_context(self):
+        return ssl.create_default_context(cafile=self.pebble.root)
+
+    def starttls_certificate(self):
+        """openssl s_client -starttls smtp on the MX: (serial, issuer)."""
+        rc, out = s_client(["-starttls", "smtp", "-connect", "127.0.0.1:%d" % self.mx.port,
+                            "-servername", MX, "-CAfile", self.pebble.root, "-verify_hostname", MX,
+                            "-verify_return_error"])
+        self.assertEqual(rc, 0, out)
+        self.assertIn("Verify return code: 0 (ok)", out)
+        return peer_certificate(out)
+
+    def implicit_certificate(self):
+        # the handshake only (a QUIT before the greeting would be refused
+        # as a synchronization error); smtplib speaks SMTP on it below
+        rc, out = s_client(["-connect", "127.0.0.1:%d" % self.smtps.port, "-servername", MX,
+                            "-CAfile", self.pebble.root, "-verify_hostname", MX, "-verify_return_error"],
+                           stdin=b"")
+        self.assertEqual(rc, 0, out)
+        self.assertIn("Verify return code: 0 (ok)", out)
+        return peer_certificate(out)
+
+    def received_of(self, vh, count):
+        files = wait_for(lambda: len(vh.maildir_files()) >= count and vh.maildir_files(), 10)
+        self.assertTrue(files, "nothing delivered")
+        with open(files[-1], "rb") as f:
+            return split_delivered(f.read())[1]
+
+    def restart_with(self, extra_main):
+        """Rewrites httpd.conf (mod_md's lines plus `extra_main`) and
+        restarts gracefully."""
+        self.httpd.main_extra = [l for l in self.httpd.main_extra if l not in self.md_extra]
+        type(self).md_extra = list(extra_main)
+        idx = self.httpd.main_extra.index("MDomain %s %s" % (MX, MTA_STS))
+        self.httpd.main_extra[idx:idx] = self.md_extra
+        self.httpd.write_config()
+        self.httpd.restart(graceful=True, timeout=60)
+
+    md_extra = []
+
+    # ---- the steps, in order
+
+    def test_1_fallback_no_starttls_plaintext_mail(self):
+        """Before the first certificate mod_ssl serves mod_md's self-signed
+        fallback: STARTTLS is neither advertised nor accepted (454), plain
+        mail goes on; the HTTPS vhost answers 503 as mod_ssl does."""
+        with smtplib.SMTP("127.0.0.1", self.mx.port, timeout=30) as s:
+            code, text = s.ehlo("fallback.example")
+            self.assertEqual(code, 250)
+            self.assertFalse(s.has_extn("starttls"), text)
+            self.assertEqual(s.docmd("STARTTLS")[0], 454)
+            s.mail("a@client.example")
+            s.rcpt("b@" + DOMAIN)
+            code, text = s.data(b"Subject: before the certificate\r\n\r\nplain\r\n")
+            self.assertEqual(code, 250, text)
+        self.assertIn(" with ESMTP ", self.received_of(self.mx, 1))
+        self.assertIn("has no TLS certificate yet", "\n".join(self.httpd.log_lines()))
+        # implicit TLS has no plaintext to fall back on: the fallback
+        # certificate is served (and fails verification)
+        rc, out = s_client(["-connect", "127.0.0.1:%d" % self.smtps.port, "-servername", MX])
+        self.assertIn("Apache Managed Domain Fallback", out)
+        if CURL:
+            p = run([CURL, "-sk", "-o", "/dev/null", "-w", "%{http_code}", "--resolve",
+                     "%s:%d:127.0.0.1" % (MTA_STS, self.https_port),
+                     "https://%s:%d/.well-known/mta-sts.txt" % (MTA_STS, self.https_port)])
+            self.assertEqual(p.stdout.decode(), "503")
+
+    def test_2_certificate_after_graceful_restart(self):
+        """mod_md gets the certificate from pebble (a real http-01 challenge
+        answered by this httpd); after the graceful restart openssl
+        s_client -starttls smtp sees it, issued by pebble, verified with
+        pebble's root for mail.example.test."""
+        self.wait_certificate(0)
+        self.httpd.restart(graceful=True, timeout=60)
+        serial, issuer = self.starttls_certificate()
+        self.assertIn("Pebble Intermediate CA", issuer)
+        type(self).serial = serial
+        with smtplib.SMTP("127.0.0.1", self.mx.port, timeout=30) as s:
+            s.ehlo("after.example")
+            self.assertTrue(s.has_extn("starttls"))
+
+    @unittest.skipUnless(SWAKS, "swaks missing")
+    def test_3_swaks_starttls_verified(self):
+        n = len(self.mx.maildir_files())
+        p = run([SWAKS, "--server", "127.0.0.1", "--port", str(self.mx.port), "--tls", "--tls-verify",
+                 "--tls-ca-path", self.pebble.root, "--tls-sni", MX, "--helo", "swaks.example",
+                 "--from", "a@client.example", "--to", "b@" + DOMAIN, "--timeout", "30"])
+        out = p.stdout.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 0, out)
+        self.assertIn("TLS started", out)
+        self.assertIn(" with ESMTPS ", self.received_of(self.mx, n + 1))
+
+    def test_4_implicit_tls_same_certificate(self):
+        serial, issuer = self.implicit_certificate()
+        self.assertEqual(serial, self.serial)
+        self.assertIn("Pebble Intermediate CA", issuer)
+        ctx = self.verifying_context()
+        with self.smtps_session(ctx) as s:
+            s.ehlo("submit.example")
+            s.mail("a@client.example")
+            s.rcpt("b@" + DOMAIN)
+            code, text = s.data(b"Subject: implicit\r\n\r\nover TLS\r\n")
+            self.assertEqual(code, 250, text)
+        self.assertIn(" with ESMTPS ", self.received_of(self.smtps, 1))
+
+    def smtps_session(self, ctx):
+        """smtplib over implicit TLS to 127.0.0.1, verifying the name MX."""
+        class Smtps(smtplib.SMTP_SSL):
+            def _get_socket(inner, host, port, timeout):
+                sock = socket.create_connection(("127.0.0.1", port), timeout)
+                return ctx.wrap_socket(sock, server_hostname=MX)
+        return Smtps(MX, self.smtps.port, context=ctx, timeout=30)
+
+    @unittest.skipUnless(CURL, "curl missing")
+    def test_5_mta_sts_policy(self):
+        """https://mta-sts.example.test/.well-known/mta-sts.txt from the same
+        httpd with the managed certificate (curl verifies it with pebble's
+        root), 200, text/plain, a policy as RFC 8461 section 3.2 says whose
+        mx names the MX vhost."""
+        url = "https://%s:%d/.well-known/mta-sts.txt" % (MTA_STS, self.https_port)
+        p = run([CURL, "-sS", "--proto", "=https", "--max-redirs", "0", "--cacert", self.pebble.root,
+                 "--resolve", "%s:%d:127.0.0.1" % (MTA_STS, self.https_port),
+                 "-D", "-", url])
+        out = p.stdout.decode("utf-8", "replace")
+        self.assertEqual(p.returncode, 0, out)
+        head, _, body = out.replace("\r\n", "\n").partition("\n\n")
+        self.assertRegex(head, r"^HTTP/\S+ 200")
+        self.assertRegex(head.lower(), r"\ncontent-type: text/plain")
+        policy = parse_sts_policy(body)
+        self.assertEqual(policy["mode"], "enforce")
+        self.assertTrue(any(mx_matches(m, self.mx.server_name) for m in policy["mx"]), policy)
+
+    def test_6_renewal_without_losing_a_transaction(self):
+        """A forced renewal (MDRenewWindow longer than the certificate's
+        life: mod_md renews at once), then the graceful restart that
+        activates it while a transaction over STARTTLS is open: the
+        transaction completes, an idle TLS session gets 421 4.3.2, new
+        sessions get the new certificate (another serial, still pebble's)."""
+        before = self.count_log("AH10059")
+        self.restart_with(["MDRenewWindow 3650d"])
+        self.wait_certificate(before)
+        ctx = self.verifying_context()
+        n = len(self.mx.maildir_files())
+        busy = smtplib.SMTP("127.0.0.1", self.mx.port, timeout=60)
+        idle = smtplib.SMTP("127.0.0.1", self.mx.port, timeout=60)
+        try:
+            for s in (busy, idle):
+                s.ehlo("renewal.example")
+                s._host = MX  # the name smtplib's starttls() verifies
+                s.starttls(context=ctx)
+                s.ehlo("renewal.example")
+            self.assertEqual(int(busy.sock.getpeercert()["serialNumber"], 16), int(self.serial, 16))
+            busy.mail("a@client.example")
+            busy.rcpt("b@" + DOMAIN)
+            # activates the staged certificate; without the window again,
+            # renewals go back to their normal pace
+            self.restart_with([])
+            code, text = busy.data(b"Subject: across the renewal\r\n\r\nstill here\r\n")
+            self.assertEqual(code, 250, text)
+            busy.quit()
+            # the idle session is told to go away, over TLS
+            code, text = idle.getreply()
+            self.assertEqual(code, 421, text)
+            self.assertIn(b"4.3.2", text)
+        finally:
+            for s in (busy, idle):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+        self.assertIn(" with ESMTPS ", self.received_of(self.mx, n + 1))
+        new_serial, issuer = self.starttls_certificate()
+        self.assertNotEqual(int(new_serial, 16), int(self.serial, 16), "the renewed certificate is not served")
+        self.assertIn("Pebble Intermediate CA", issuer)
+        self.assertEqual(self.implicit_certificate()[0], new_serial)
+
+
+if __name__ == "__main__":
+    unittest.main()
