@@ -120,10 +120,11 @@ class Pebble:
         self.procs.append(p)
         return p
 
-    def log(self, name="pebble"):
+    def log(self, name="pebble", tail=4000):
         try:
             with open(os.path.join(self.dir, name + ".log"), encoding="utf-8", errors="replace") as f:
-                return f.read()[-4000:]
+                text = f.read()
+                return text[-tail:] if tail else text
         except FileNotFoundError:
             return ""
 
@@ -264,11 +265,16 @@ def peer_certificate(out):
 @unittest.skipUnless(os.path.exists(MOD_SSL) and os.path.exists(MOD_MD) and OPENSSL,
                      "mod_ssl, mod_md or openssl missing")
 @unittest.skipUnless(PEBBLE and CHALLTESTSRV, "pebble missing (Debian package pebble, in quickstart.sh's PACKAGES)")
-class ManagedDomainTest(unittest.TestCase):
+class MdTestBase(unittest.TestCase):
     """One httpd, one managed domain (mail.example.org and
     mta-sts.example.org): the MX with STARTTLS, submission with implicit TLS
     and with STARTTLS Required, the HTTPS vhost of the MTA-STS policy, and
     the HTTP vhost mod_md answers http-01 challenges on."""
+
+    @classmethod
+    def adapt(cls, sample):
+        """Changes a test class makes to the sample (none here)."""
+        return sample
 
     @classmethod
     def setUpClass(cls):
@@ -327,6 +333,7 @@ class ManagedDomainTest(unittest.TestCase):
             "    MDCACertificateFile %s" % q(cls.pebble.cert),
             "    MDPortMap http:%d https:%d" % (cls.http_port, cls.https_port),
             "    MDomain "]))
+        sample = cls.adapt(sample)
         cls.store = os.path.join(r, "md")
         httpd.main_extra += [
             "LoadModule socache_shmcb_module %s" % q(MOD_SHMCB),
@@ -429,6 +436,11 @@ class ManagedDomainTest(unittest.TestCase):
         self.httpd.main_extra[-1] = text
         self.httpd.write_config()
         self.httpd.restart(graceful=True, timeout=60)
+
+
+
+class ManagedDomainTest(MdTestBase):
+    """The sample as shipped: http-01 validation, then the steps in order."""
 
     # ---- the steps, in order
 
@@ -586,6 +598,36 @@ class ManagedDomainTest(unittest.TestCase):
         self.assertNotEqual(int(new_serial, 16), int(self.serial, 16), "the renewed certificate is not served")
         self.assertIn("Pebble Intermediate CA", issuer)
         self.assertEqual(self.implicit_certificate()[0], new_serial)
+
+
+class TlsAlpn01Test(MdTestBase):
+    """The tls-alpn-01 challenge instead of http-01: no port 80
+    (`MDPortMap http:-`), `MDCAChallenges tls-alpn-01`, and `Protocols
+    http/1.1 acme-tls/1` in the port-443 vhost, as mod_md documents. pebble
+    validates over TLS on the MTA-STS vhost's port; the SMTP vhosts get the
+    certificate the same way."""
+
+    @classmethod
+    def adapt(cls, sample):
+        sample = must_replace(sample, "    MDPortMap http:%d https:%d" % (cls.http_port, cls.https_port),
+                              "    MDPortMap http:- https:%d\n    MDCAChallenges tls-alpn-01" % cls.https_port)
+        return must_replace(sample, "        ServerName %s\n        SSLEngine on\n" % MTA_STS,
+                            "        ServerName %s\n        SSLEngine on\n        Protocols http/1.1 acme-tls/1\n"
+                            % MTA_STS)
+
+    def test_certificate_through_tls_alpn_01(self):
+        self.wait_certificate(0)
+        # mod_md's record of the job: both names validated by tls-alpn-01
+        with open(os.path.join(self.store, "staging", MX, "job.json")) as f:
+            job = f.read()
+        for name in (MX, MTA_STS):
+            self.assertIn("message-challenge-setup:tls-alpn-01:" + name, job)
+        self.assertNotIn("http-01", job)
+        self.assertNotIn("validate w/ HTTP", self.pebble.log(tail=None))
+        self.httpd.restart(graceful=True, timeout=60)
+        serial, issuer = self.starttls_certificate()
+        self.assertIn("Pebble Intermediate CA", issuer)
+        self.assertEqual(self.implicit_certificate()[0], serial)
 
 
 if __name__ == "__main__":
