@@ -452,7 +452,8 @@ Canned Session::check(const VerbRule &rule)
     if (state_.hello == Hello::refused && !rule.when_refused)
         return {503, "5.5.1", "Error: access denied"};
     if (rule.needs_tls && cfg_.starttls == StartTls::required && !conn_.tls)
-        return {530, "5.7.0", "Must issue a STARTTLS command first"};
+        return conn_.tls_unavailable ? Canned{454, "4.7.0", "TLS not available due to temporary reason"}
+                                     : Canned{530, "5.7.0", "Must issue a STARTTLS command first"};
     if (rule.extension && (state_.hello != Hello::ehlo || !(cfg_.extensions & rule.extension)))
         return {502, "5.5.1", "Error: command not implemented"};
     if (rule.needs_hello && (state_.hello == Hello::none))
@@ -538,6 +539,11 @@ void Session::do_starttls(std::string_view arg)
         reply(503, "5.5.1", "Error: TLS already active");
         return;
     }
+    if (conn_.tls_unavailable) {
+        // RFC 3207's reply for a server that cannot do TLS for now
+        reply(454, "4.7.0", "TLS not available due to temporary reason");
+        return;
+    }
     if (!arg.empty()) {
         reply(501, "5.5.4", "Syntax: STARTTLS");
         return;
@@ -613,7 +619,7 @@ void Session::do_simple(Verb verb, std::string_view arg, const VerbRule &rule, c
     case Verb::help: {
         Reply r = ask(Event::help, [&] { return handler_->help(*this, arg); });
         if (r.empty())
-            r = Reply(214, help_text(cfg_, state_.hello, conn_.tls), "2.0.0");
+            r = Reply(214, help_text(cfg_, state_.hello, conn_.tls || conn_.tls_unavailable), "2.0.0");
         reply(r);
         return;
     }
@@ -711,7 +717,7 @@ void Session::do_helo(std::string_view arg, const VerbRule &rule, bool extended)
             else
                 ext.emplace_back(x.name);
         }
-        if (cfg_.starttls != StartTls::off && !conn_.tls)
+        if (cfg_.starttls != StartTls::off && !conn_.tls && !conn_.tls_unavailable)
             ext.emplace_back("STARTTLS");
         if (xclient_allowed())
             ext.push_back("XCLIENT " + std::string(kXClientAttributes));

@@ -40,6 +40,10 @@ struct ConnectionInfo {
     unsigned local_port = 25;
     bool tls = false; // the session runs over TLS from the start (implicit TLS)
     TlsInfo tls_info; // its facts when tls (active set by the glue)
+    // ESMTPStartTLS is on but the certificate is a stand-in (mod_md's
+    // self-signed fallback before its first certificate): STARTTLS is not
+    // offered and answers 454 4.7.0; Required's verbs get 454 4.7.0 too.
+    bool tls_unavailable = false;
     // What a PROXY header said (ESMTPProxyProtocol), for the log.
     std::string proxied;
     // XCLIENT LOGIN: the user a front end authenticated (kept for AUTH).

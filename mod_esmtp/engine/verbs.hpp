@@ -72,8 +72,8 @@ const VerbRule &verb_rule(Verb v);
 
 // The text of the default HELP reply: the verbs this configuration offers
 // to a client in state `hello` (no extension verbs after a plain HELO;
-// STARTTLS while `tls` is false and ESMTPStartTLS is on) and the handler's
-// own commands.
+// STARTTLS while `tls` (TLS active or unavailable) is false and
+// ESMTPStartTLS is on) and the handler's own commands.
 std::string help_text(const SessionConfig &cfg, Hello hello, bool tls = false);
 
 } // namespace esmtp

@@ -57,6 +57,9 @@ struct ServerConfig {
     apr_array_header_t *proxy_trusted; // ESMTPProxyTrusted (const char *), checked when read
     apr_int64_t proxy_timeout;         // ESMTPProxyTimeout, seconds
     apr_array_header_t *xclient_hosts; // ESMTPXClientHosts (const char *)
+    // mod_ssl asked for a fallback certificate for this server in this
+    // generation (httpd/tls.cpp): it has no real one yet.
+    int tls_fallback;
     // The effective session settings, built once in post_config.
     const SessionConfig *session;
     // This server's row in the live counters (httpd/status.cpp), set in

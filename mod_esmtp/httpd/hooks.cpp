@@ -135,6 +135,9 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
     // handshake is done (before it, mod_ssl already answers true: with
     // STARTTLS the session starts in plaintext whatever it says).
     ci.tls = !starttls && ap_ssl_conn_is_ssl(c) != 0;
+    // STARTTLS with a stand-in certificate (mod_md's fallback) would be a
+    // handshake no verifying sender accepts: not offered, mail goes on.
+    ci.tls_unavailable = starttls && cfg->tls_fallback;
     if (ci.tls)
         ci.tls_info = tls_info(c);
 

@@ -12,10 +12,12 @@
 #include "httpd/hooks.hpp"
 #include "httpd/parking.hpp"
 #include "httpd/status.hpp"
+#include "httpd/tls.hpp"
 #include "httpd/txlog.hpp"
 
 #include <ap_mmn.h>
 #include <http_connection.h>
+#include <http_ssl.h>
 #include <mpm_common.h>
 
 // child_stopping and ap_create_request() (configure checks this too).
@@ -47,6 +49,9 @@ void register_hooks(apr_pool_t *p)
     static const char *const before_ssl[] = {"mod_ssl.c", nullptr};
     ap_hook_process_connection(esmtp::process_connection, nullptr, before_ssl, APR_HOOK_MIDDLE);
     ap_hook_pre_close_connection(esmtp::pre_close_connection, nullptr, nullptr, APR_HOOK_MIDDLE);
+    // First, to see every request for a fallback certificate (mod_md's
+    // provider answers DONE and ends the hook).
+    ap_hook_ssl_add_fallback_cert_files(esmtp::note_fallback_certificate, nullptr, nullptr, APR_HOOK_REALLY_FIRST);
 }
 
 } // namespace

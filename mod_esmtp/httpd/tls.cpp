@@ -1,10 +1,13 @@
 #include "httpd/tls.hpp"
 
 #include "engine/sha256.hpp"
+#include "httpd/config.hpp"
+#include "httpd/guard.hpp"
 
 #include <apr_base64.h>
 #include <apr_strings.h>
 #include <http_config.h>
+#include <http_log.h>
 #include <http_ssl.h>
 
 #include <cstring>
@@ -173,6 +176,27 @@ bool ssl_engine_on(const server_rec *s)
     const ap_directive_t *v = vhost_section(ap_conftree, s);
     int own = v ? ssl_engine_in(v->first_child, false) : -1;
     return own != -1 ? own == 1 : main == 1;
+}
+
+int note_fallback_certificate(server_rec *s, apr_pool_t *, apr_array_header_t *, apr_array_header_t *)
+{
+    return guarded(
+        {"ssl_add_fallback_cert_files", nullptr, s},
+        [s] {
+            ServerConfig *cfg = server_config(s);
+            if (!cfg)
+                return DECLINED;
+            cfg->tls_fallback = 1;
+            if (cfg->enabled == 1 && cfg->starttls > 0)
+                ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, s,
+                             "esmtp: %s (%s:%d) has no TLS certificate yet (mod_ssl asks for a fallback, e.g. "
+                             "mod_md's before its first certificate): STARTTLS is not offered until a restart "
+                             "brings a certificate",
+                             s->server_hostname ? s->server_hostname : "?", s->defn_name ? s->defn_name : "?",
+                             s->defn_line_number);
+            return DECLINED;
+        },
+        [](const char *) { return DECLINED; });
 }
 
 } // namespace esmtp

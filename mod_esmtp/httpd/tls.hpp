@@ -37,4 +37,13 @@ TlsInfo tls_info(conn_rec *c);
 // configuration tree, since mod_ssl's server configuration is private.
 bool ssl_engine_on(const server_rec *s);
 
+// ssl_add_fallback_cert_files hook, registered first and adding nothing:
+// mod_ssl asks for a fallback certificate only for a server that has no
+// certificate of its own and none from a module (mod_md before its first
+// certificate), so being asked marks the server's certificate as a
+// stand-in for this generation: its SMTP sessions do not offer STARTTLS
+// (ConnectionInfo::tls_unavailable). Returns DECLINED.
+int note_fallback_certificate(server_rec *s, apr_pool_t *p, apr_array_header_t *cert_files,
+                              apr_array_header_t *key_files);
+
 } // namespace esmtp

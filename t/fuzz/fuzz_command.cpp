@@ -41,7 +41,8 @@ enum Flags : unsigned {
     f_normalize = 1u << 0,         // ESMTPBareLineFeed normalize
     f_forbid_pipelining = 1u << 1, // ESMTPForbidUnauthPipelining
     f_small_limits = 1u << 2,      // tiny limits, so that they are reached
-    f_few_extensions = 1u << 3,    // no PIPELINING, CHUNKING, ENHANCEDSTATUSCODES
+    f_few_extensions = 1u << 3,    // no PIPELINING, CHUNKING, ENHANCEDSTATUSCODES (with
+                                   // f_own_domains: TLS unavailable, a fallback certificate)
     f_noisy = 1u << 4,             // the handler answers oddly (refusals, multi-line, CR/LF in text)
     f_throw = 1u << 5,             // the handler throws in some events
     f_own_domains = 1u << 6,       // accept only a few recipient domains (else "*"); ESMTPStartTLS On
@@ -435,6 +436,9 @@ Transcript run(unsigned flags, const std::vector<std::string_view> &pieces)
     esmtp::ConnectionInfo conn;
     conn.client_address = "192.0.2.7";
     conn.client_port = 40000;
+    // ESMTPStartTLS on with a stand-in certificate (mod_md's fallback):
+    // STARTTLS is answered 454 and the session never waits for a handshake.
+    conn.tls_unavailable = (flags & f_own_domains) && (flags & f_few_extensions);
     Transcript t;
     {
         auto session =
@@ -449,6 +453,8 @@ Transcript run(unsigned flags, const std::vector<std::string_view> &pieces)
             session->feed(piece);
             std::string &out = session->output();
             check_replies(out);
+            if (conn.tls_unavailable)
+                FUZZ_CHECK(!session->tls_requested());
             if (in_tls) // CVE-2011-0411: nothing after STARTTLS runs before the handshake
                 FUZZ_CHECK(out.empty() && session->tls_requested());
             else if (session->tls_requested())

@@ -98,6 +98,12 @@ def command_corpus():
         b"mail from:<a@example.org>\r\nrcpt to:<b@example.org>\r\ndata\r\nx\r\n.\r\n" + crlf(
         b"", b"   ", b"FOO bar", b"QUIT")
     c["bare_lf_nul_case"] = bytes([SMALL_LIMITS]) + chunked(junk, [1, 2, 3, 4, 5])
+    # STARTTLS On (and Required with SMALL_LIMITS) with a stand-in certificate:
+    # 454 to STARTTLS, plaintext mail (On) or 454 to MAIL (Required)
+    unavailable = crlf(b"EHLO c.example", b"STARTTLS", b"HELP", b"MAIL FROM:<a@example.org>",
+                       b"RCPT TO:<b@example.org>", b"DATA") + crlf(b"Subject: s", b"", b"b") + crlf(b".", b"QUIT")
+    c["starttls_unavailable"] = bytes([OWN_DOMAINS | FEW_EXT]) + chunked(unavailable, [16, 10])
+    c["starttls_unavailable_required"] = bytes([OWN_DOMAINS | FEW_EXT | SMALL_LIMITS]) + chunked(unavailable)
     reject_then_rset = crlf(b"EHLO c.example", b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@example.org>",
                             b"DATA") + b"Subject: bare\r\n\r\nbare\nLF\r\n.\r\n" + crlf(
         b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@example.org>", b"RSET", b"QUIT")

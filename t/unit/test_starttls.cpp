@@ -52,6 +52,8 @@ class StartTlsTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testReceivedCarriesTls);
     CPPUNIT_TEST(testImplicitTlsNotOffered);
     CPPUNIT_TEST(testHelp);
+    CPPUNIT_TEST(testUnavailableNotOffered);
+    CPPUNIT_TEST(testUnavailableRequired);
     CPPUNIT_TEST(testCommandTableMatchesLongVerb);
     CPPUNIT_TEST(testSha256);
     CPPUNIT_TEST_SUITE_END();
@@ -283,6 +285,41 @@ class StartTlsTest : public CppUnit::TestFixture
         off.ehlo();
         help = off.send("HELP\r\n");
         CPPUNIT_ASSERT_MESSAGE(help, !has(help, "STARTTLS"));
+    }
+
+    // The certificate is a stand-in (mod_md's fallback before its first
+    // certificate): STARTTLS is neither advertised nor accepted, plaintext
+    // mail goes on.
+    void testUnavailableNotOffered()
+    {
+        Harness h;
+        h.cfg.starttls = StartTls::on;
+        h.conn.tls_unavailable = true;
+        h.start();
+        std::string ehlo = h.send("EHLO client.example\r\n");
+        CPPUNIT_ASSERT_MESSAGE(ehlo, ehlo.rfind("250-", 0) == 0 && !has(ehlo, "STARTTLS"));
+        CPPUNIT_ASSERT_EQUAL(std::string("454 4.7.0 TLS not available due to temporary reason\r\n"),
+                             h.send("STARTTLS\r\n"));
+        std::string help = h.send("HELP\r\n");
+        CPPUNIT_ASSERT_MESSAGE(help, !has(help, "STARTTLS"));
+        auto replies = h.transaction("a@example.com", {"b@example.org"}, "Subject: x\r\n\r\nhi\r\n");
+        CPPUNIT_ASSERT_MESSAGE(replies.back(), replies.back().rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(!h.s().closing());
+    }
+
+    // Required with a stand-in certificate: a temporary failure (the sender
+    // retries), not Required's 530.
+    void testUnavailableRequired()
+    {
+        Harness h;
+        h.cfg.starttls = StartTls::required;
+        h.conn.tls_unavailable = true;
+        h.ehlo();
+        const std::string later = "454 4.7.0 TLS not available due to temporary reason\r\n";
+        CPPUNIT_ASSERT_EQUAL(later, h.send("MAIL FROM:<a@example.com>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(later, h.send("STARTTLS\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 Ok\r\n"), h.send("NOOP\r\n"));
+        CPPUNIT_ASSERT(!h.rec->saw("mail"));
     }
 
     void testCommandTableMatchesLongVerb()
