@@ -123,6 +123,21 @@ struct SessionConfig {
     // ESMTPXClientHosts: the clients that may send XCLIENT (and see it in
     // EHLO); empty, the default: nobody.
     CidrList xclient_hosts;
+    // ESMTPAuth: the SASL mechanisms offered (engine/auth.hpp bits); 0, the
+    // default: no AUTH. The glue checks the passwords (Authenticator).
+    unsigned auth_mechanisms = 0;
+    // ESMTPAuthRequireTLS: AUTH is offered and accepted only over TLS
+    // (RFC 4954 section 4); before TLS it is not advertised and answered
+    // 538 5.7.11.
+    bool auth_require_tls = true;
+    // ESMTPSubmission (RFC 6409): MAIL needs a successful AUTH (530 5.7.0).
+    bool submission = false;
+    // ESMTPMaxAuthFailures: failed AUTH attempts per session; the one that
+    // reaches it is answered 421 4.7.0 and the session closes (0: no limit).
+    unsigned max_auth_failures = 3;
+    // ESMTPSenderLoginMatch: an authenticated client's MAIL FROM must be
+    // its login, or an address in the login's domain (553 5.7.1).
+    bool sender_login_match = false;
 };
 
 } // namespace esmtp

@@ -439,6 +439,8 @@ int phase_gauge(Phase p)
     case Phase::greeting:
         return g_greeting;
     case Phase::command:
+    case Phase::sasl:
+    case Phase::auth:
         return g_command;
     case Phase::data:
     case Phase::bdat:
