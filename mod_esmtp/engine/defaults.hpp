@@ -138,6 +138,10 @@ struct SessionConfig {
     // ESMTPSenderLoginMatch: an authenticated client's MAIL FROM must be
     // its login, or an address in the login's domain (553 5.7.1).
     bool sender_login_match = false;
+    // ESMTPAuthFailureDelay (milliseconds): the glue waits this long
+    // before a refused password is answered (Postfix's
+    // smtpd_error_sleep_time).
+    unsigned auth_failure_delay_ms = 1000;
 };
 
 } // namespace esmtp

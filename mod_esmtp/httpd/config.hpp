@@ -57,6 +57,14 @@ struct ServerConfig {
     apr_array_header_t *proxy_trusted; // ESMTPProxyTrusted (const char *), checked when read
     apr_int64_t proxy_timeout;         // ESMTPProxyTimeout, seconds
     apr_array_header_t *xclient_hosts; // ESMTPXClientHosts (const char *)
+    // AUTH (httpd/auth.cpp): -1 unset
+    int auth_mechanisms;                // ESMTPAuth: AuthMechanism bits, 0 Off
+    apr_array_header_t *auth_providers; // ESMTPAuthProvider (const char *), checked in check_config
+    int auth_require_tls;               // ESMTPAuthRequireTLS
+    int submission;                     // ESMTPSubmission
+    apr_int64_t max_auth_failures;      // ESMTPMaxAuthFailures
+    int sender_login_match;             // ESMTPSenderLoginMatch
+    apr_int64_t auth_failure_delay_ms;  // ESMTPAuthFailureDelay
     // The effective session settings, built once in post_config.
     const SessionConfig *session;
     // This server's row in the live counters (httpd/status.cpp), set in
