@@ -358,6 +358,67 @@ class AuthTest(ServerTestCase):
             self.assertNotIn(secret, text)
 
 
+@unittest.skipIf(missing(), missing())
+class SampleSubmissionConfigTest(ServerTestCase):
+    """conf/esmtp-submission.conf (ports, certificate, user file and
+    Maildir moved into the test's root) runs: AUTH on 587 after STARTTLS
+    and on 465, submission and the sender/login match as configured."""
+
+    @classmethod
+    def configure(cls, httpd):
+        import re
+        from harness import TOP_SRCDIR, free_port
+        conf = os.path.join(httpd.root, "conf")
+        cert, key = make_cert(conf)
+        # the LoadModule lines; the sample brings its own alias
+        httpd.main_extra += ssl_main_lines() + [l for l in authn_lines(conf) if l.startswith("LoadModule")]
+        with open(os.path.join(TOP_SRCDIR, "conf", "esmtp-submission.conf")) as f:
+            sample = f.read()
+        cls.p587, cls.p465 = free_port(), free_port()
+        cls.maildir = os.path.join(httpd.root, "Outgoing")
+        for sub in ("tmp", "new", "cur"):
+            os.makedirs(os.path.join(cls.maildir, sub))
+        sample = sample.replace("Listen 587 smtp", "Listen 127.0.0.1:%d smtp" % cls.p587)
+        sample = sample.replace("Listen 465 smtp", "Listen 127.0.0.1:%d smtp" % cls.p465)
+        sample = sample.replace("<VirtualHost *:587>", "<VirtualHost 127.0.0.1:%d>" % cls.p587)
+        sample = sample.replace("<VirtualHost *:465>", "<VirtualHost 127.0.0.1:%d>" % cls.p465)
+        sample = sample.replace("/etc/apache2/smtp-users", q(os.path.join(conf, "users.htpasswd")))
+        sample = sample.replace("ESMTPAuthFailureDelay 1", "ESMTPAuthFailureDelay 0.1")
+        sample = re.sub(r"(SSLCertificateFile\s+)\S+", lambda m: m.group(1) + q(cert), sample)
+        sample = re.sub(r"(SSLCertificateKeyFile\s+)\S+", lambda m: m.group(1) + q(key), sample)
+        sample = re.sub(r"(ESMTPHandler\s+maildir\s+)\S+", lambda m: m.group(1) + q(cls.maildir), sample)
+        httpd.main_extra.append(sample)
+        # the harness's ports list drives the start-up probe
+        httpd.add_smtp("maildir", accept_domains=["*"])
+
+    def test_sample_587_and_465(self):
+        user, pw = "alice@example.org", USERS_FILE["alice@example.org"]
+        with smtplib.SMTP("127.0.0.1", self.p587, timeout=30) as s:
+            s.ehlo("client.example")
+            code, text = s.mail(user)
+            self.assertEqual(code, 530, text)  # STARTTLS Required comes first
+            s.rset()
+            s.starttls(context=client_context())
+            s.ehlo("client.example")
+            self.assertEqual(s.mail(user), (530, b"5.7.0 Authentication required"))
+            s.rset()
+            self.assertEqual(s.login(user, pw)[0], 235)
+            self.assertEqual(s.mail("someone@else.example")[0], 553)
+            s.rset()
+            s.sendmail(user, ["friend@elsewhere.example"], b"Subject: 587\r\n\r\nhi\r\n")
+        with smtplib.SMTP_SSL("127.0.0.1", self.p465, context=client_context(), timeout=30) as s:
+            s.ehlo("client.example")
+            self.assertEqual(s.login(user, pw)[0], 235)
+            s.sendmail(user, ["friend@elsewhere.example"], b"Subject: 465\r\n\r\nhi\r\n")
+        new = os.path.join(self.maildir, "new")
+        files = wait_for(lambda: len(os.listdir(new)) == 2 and os.listdir(new), 10)
+        self.assertTrue(files)
+        for name in files:
+            with open(os.path.join(new, name), "rb") as f:
+                _, received, _ = split_delivered(f.read())
+            self.assertIn(" with ESMTPSA ", received)
+
+
 class AuthConfigTest(unittest.TestCase):
     """`apache2 -t` names the directive when AUTH cannot work."""
 
