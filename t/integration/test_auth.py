@@ -419,6 +419,60 @@ class SampleSubmissionConfigTest(ServerTestCase):
             self.assertIn(" with ESMTPSA ", received)
 
 
+@unittest.skipIf(missing() or not os.path.exists(os.path.join(MODULESDIR, "mod_authn_socache.so")),
+                 missing() or "mod_authn_socache missing")
+class SocacheTest(ServerTestCase):
+    """mod_authn_socache in front of a provider (the README's recipe for a
+    slow backend): a user the file no longer has is still granted from the
+    cache until AuthnCacheTimeout."""
+
+    @classmethod
+    def configure(cls, httpd):
+        conf = os.path.join(httpd.root, "conf")
+        cls.pwfile = os.path.join(conf, "users.htpasswd")
+        httpd.main_extra += [l for l in authn_lines(conf) if l.startswith("LoadModule")] + [
+            "LoadModule socache_shmcb_module %s" % q(os.path.join(MODULESDIR, "mod_socache_shmcb.so")),
+            "LoadModule authn_socache_module %s" % q(os.path.join(MODULESDIR, "mod_authn_socache.so")),
+            "AuthnCacheSOCache shmcb",
+            "<AuthnProviderAlias socache smtp-cache>",
+            "    AuthnCacheProvideFor file",
+            "    AuthnCacheTimeout 300",
+            "</AuthnProviderAlias>",
+            "<AuthnProviderAlias file smtp-file>",
+            "    AuthUserFile %s" % q(cls.pwfile),
+            "    AuthnCacheProvideFor file",
+            "    AuthnCacheTimeout 300",
+            "</AuthnProviderAlias>"]
+        cls.vh = httpd.add_smtp("discard", accept_domains=["example.org"], extra=[
+            "ESMTPAuth PLAIN", "ESMTPAuthProvider smtp-cache smtp-file", "ESMTPAuthRequireTLS Off",
+            "ESMTPAuthFailureDelay 0"])
+
+    def login(self, user, pw):
+        with smtplib.SMTP("127.0.0.1", self.vh.port, timeout=30) as s:
+            s.ehlo("client.example")
+            try:
+                return s.login(user, pw)[0]
+            except smtplib.SMTPAuthenticationError as e:
+                return e.smtp_code
+
+    def test_cached_after_the_file_forgets(self):
+        user, pw = "bob", USERS_FILE["bob"]
+        self.assertEqual(self.login(user, pw), 235)
+        self.assertEqual(self.login("alice@example.org", WRONG), 535)
+        # bob leaves the file: the cache still knows his password
+        subprocess.run([HTPASSWD, "-D", self.pwfile, user], check=True, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=30)
+        self.assertEqual(self.login(user, pw), 235)
+        self.assertEqual(self.login(user, WRONG), 535)
+        # the cache holds the hash the file gave, from the first lookup of
+        # the user, even one with a wrong password
+        subprocess.run([HTPASSWD, "-D", self.pwfile, "alice@example.org"], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        self.assertEqual(self.login("alice@example.org", USERS_FILE["alice@example.org"]), 235)
+        # a user never looked up is not in the cache
+        self.assertEqual(self.login("carol", "Carol-Pw-0"), 535)
+
+
 class AuthConfigTest(unittest.TestCase):
     """`apache2 -t` names the directive when AUTH cannot work."""
 
