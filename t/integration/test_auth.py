@@ -96,6 +96,9 @@ def missing():
 @unittest.skipIf(missing(), missing())
 class AuthTest(ServerTestCase):
 
+    # the vhost with a bare "file" provider (no AuthUserFile): provoked on purpose
+    allowed_log = (r"AH01619: AuthUserFile not specified", r"esmtp: AUTH user bob: authn provider file failed")
+
     @classmethod
     def configure(cls, httpd):
         conf = os.path.join(httpd.root, "conf")
@@ -118,6 +121,10 @@ class AuthTest(ServerTestCase):
         cls.plain = httpd.add_smtp("maildir", server_name="plain.example.org", accept_domains=["example.org"],
                                    log_file="plain.log", log_level=3,
                                    extra=AUTH_LINES + ["ESMTPAuthRequireTLS Off"])
+        # a provider without its configuration: every attempt is a backend error
+        cls.broken = httpd.add_smtp("maildir", server_name="broken.example.org", accept_domains=["example.org"],
+                                    extra=["ESMTPAuth PLAIN", "ESMTPAuthProvider file", "ESMTPAuthRequireTLS Off",
+                                           "ESMTPMaxAuthFailures 1"])
 
     # --- helpers
 
@@ -281,6 +288,17 @@ class AuthTest(ServerTestCase):
             self.assertEqual(c.rest(), "")
         log = "\n".join(self.sub.log_lines())
         self.assertIn("too many authentication failures (3)", log)
+
+    def test_provider_error_is_454_and_not_counted(self):
+        with RawClient(self.broken.port) as c:
+            c.reply()
+            c.cmd("EHLO client.example")
+            for _ in range(2):  # ESMTPMaxAuthFailures 1: a counted failure would close
+                self.assertEqual(c.cmd("AUTH PLAIN " + plain("bob", USERS_FILE["bob"]))[1],
+                                 ["454 4.7.0 Temporary authentication failure"])
+            self.assertEqual(c.cmd("NOOP")[0], 250)
+        lines = wait_for(lambda: [l for l in self.httpd.log_lines() if "authn provider file failed" in l], 5)
+        self.assertTrue(lines)
 
     def test_cancel_garbage_and_bad_plain(self):
         c, _ = self.tls_client(self.sub)
