@@ -107,9 +107,9 @@ std::optional<AuthVerdict> ProviderAuthenticator::check(const AuthRequest &req)
     volatile char *pw = password;
     for (std::size_t i = 0; i < req.password.size(); ++i)
         pw[i] = 0;
-    AuthVerdict v = st == AUTH_GRANTED                                   ? AuthVerdict::granted
+    AuthVerdict v = st == AUTH_GRANTED                               ? AuthVerdict::granted
                     : st == AUTH_DENIED || st == AUTH_USER_NOT_FOUND ? AuthVerdict::denied
-                                                                         : AuthVerdict::unavailable;
+                                                                     : AuthVerdict::unavailable;
     switch (v) {
     case AuthVerdict::granted:
         ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: AUTH user %s granted by %s", user, decided_by);

@@ -88,7 +88,7 @@ class SmtpConnection
     TxLog txlog_;
     // Before session_: the session's ClientLimiter outlives it.
     ClientSlot client_;
-    ConnStats stats_; // outlives session_, which reports to it
+    ConnStats stats_;            // outlives session_, which reports to it
     ProviderAuthenticator auth_; // outlives session_, which asks it
     std::unique_ptr<Session> session_;
     WaitRegistration wait_;
