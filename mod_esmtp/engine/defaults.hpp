@@ -108,7 +108,7 @@ struct SessionConfig {
     // ESMTPClient*: per-client limits (engine/client_limits.hpp holds the
     // defaults: 50 sessions per client, rates off, loopback exempt).
     // Applied by the glue (sessions, connection rate) and through the
-    // session's ClientLimiter (message and recipient rates).
+    // session's ClientLimiter (message, recipient and AUTH rates).
     ClientLimitsConfig client_limits;
     // ESMTPMilter (milter/client.hpp): the milters, in order; null: none
     // (then no spooling, no extra copy of the message).

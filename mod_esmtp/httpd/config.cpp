@@ -406,6 +406,11 @@ const char *set_client_recipient_rate(cmd_parms *cmd, void *, const char *arg)
     return set_client_rate(cmd, arg, 2);
 }
 
+const char *set_client_auth_rate(cmd_parms *cmd, void *, const char *arg)
+{
+    return set_client_rate(cmd, arg, 3);
+}
+
 const char *set_client_ipv6_prefix(cmd_parms *cmd, void *, const char *arg)
 {
     if (!parse_number(arg, 1, 128, server_config(cmd->server)->client_ipv6_prefix))
@@ -691,6 +696,8 @@ const command_rec directives[] = {
                   "Failed AUTH attempts per session before 421 (default 3, 0: no limit)"),
     AP_INIT_FLAG("ESMTPSenderLoginMatch", reinterpret_cast<cmd_func>(flag<set_sender_login_match>), nullptr, RSRC_CONF,
                  "MAIL FROM of an authenticated client must be its login or in its domain (default Off)"),
+    AP_INIT_TAKE1("ESMTPClientAuthRate", reinterpret_cast<cmd_func>(take1<set_client_auth_rate>), nullptr, RSRC_CONF,
+                  "AUTH commands per client address per time unit: N/SECONDS or off (default off)"),
     AP_INIT_TAKE1("ESMTPAuthFailureDelay", reinterpret_cast<cmd_func>(take1<set_auth_failure_delay>), nullptr,
                   RSRC_CONF, "Seconds to wait before answering a refused password (default 1)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
@@ -765,7 +772,7 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->min_data_rate = add->min_data_rate != -1 ? add->min_data_rate : base->min_data_rate;
     cfg->client_connection_limit =
         add->client_connection_limit != -1 ? add->client_connection_limit : base->client_connection_limit;
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < 4; ++i) {
         const ServerConfig *from = add->client_rates_set[i] ? add : base;
         cfg->client_rates[i] = from->client_rates[i];
         cfg->client_rates_set[i] = from->client_rates_set[i];
@@ -836,8 +843,8 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
     ClientLimitsConfig &cl = sc.client_limits;
     if (cfg->client_connection_limit >= 0)
         cl.connection_limit = static_cast<unsigned>(cfg->client_connection_limit);
-    RateLimit *rates[3] = {&cl.connection_rate, &cl.message_rate, &cl.recipient_rate};
-    for (int i = 0; i < 3; ++i)
+    RateLimit *rates[4] = {&cl.connection_rate, &cl.message_rate, &cl.recipient_rate, &cl.auth_rate};
+    for (int i = 0; i < 4; ++i)
         if (cfg->client_rates_set[i])
             *rates[i] = cfg->client_rates[i];
     if (cfg->client_ipv6_prefix > 0)

@@ -42,8 +42,8 @@ struct ServerConfig {
     apr_int64_t min_data_rate;
     // ESMTPClient* (per-client limits): -1 / unset flags / nullptr: inherited
     apr_int64_t client_connection_limit;
-    RateLimit client_rates[3]; // connection, message, recipient
-    int client_rates_set[3];
+    RateLimit client_rates[4]; // connection, message, recipient, auth
+    int client_rates_set[4];
     apr_int64_t client_ipv6_prefix;
     apr_array_header_t *client_exceptions; // Network; empty: "none"
     apr_int64_t client_table_size;         // main server only

@@ -125,6 +125,10 @@ class AuthTest(ServerTestCase):
         cls.broken = httpd.add_smtp("maildir", server_name="broken.example.org", accept_domains=["example.org"],
                                     extra=["ESMTPAuth PLAIN", "ESMTPAuthProvider file", "ESMTPAuthRequireTLS Off",
                                            "ESMTPMaxAuthFailures 1"])
+        # ESMTPClientAuthRate, loopback not exempt
+        cls.rated = httpd.add_smtp("maildir", server_name="rated.example.org", accept_domains=["example.org"],
+                                   extra=AUTH_LINES + ["ESMTPAuthRequireTLS Off", "ESMTPClientAuthRate 2/600",
+                                                       "ESMTPClientLimitExceptions none"])
 
     # --- helpers
 
@@ -299,6 +303,20 @@ class AuthTest(ServerTestCase):
             self.assertEqual(c.cmd("NOOP")[0], 250)
         lines = wait_for(lambda: [l for l in self.httpd.log_lines() if "authn provider file failed" in l], 5)
         self.assertTrue(lines)
+
+    def test_client_auth_rate(self):
+        with RawClient(self.rated.port) as c:
+            c.reply()
+            c.cmd("EHLO client.example")
+            self.assertEqual(c.cmd("AUTH PLAIN " + plain("bob", WRONG))[0], 535)
+        with RawClient(self.rated.port) as c:  # counted per client, across sessions
+            c.reply()
+            c.cmd("EHLO client.example")
+            self.assertEqual(c.cmd("AUTH LOGIN")[0], 334)
+            self.assertEqual(c.cmd("*")[0], 501)
+            self.assertEqual(c.cmd("AUTH PLAIN " + plain("bob", USERS_FILE["bob"]))[1],
+                             ["450 4.7.1 Error: too many AUTH commands from 127.0.0.1"])
+            self.assertEqual(c.cmd("NOOP")[0], 250)
 
     def test_cancel_garbage_and_bad_plain(self):
         c, _ = self.tls_client(self.sub)
