@@ -59,6 +59,7 @@ const char *extension_name(Extension e);
 unsigned extension_by_name(std::string_view name);
 
 class CommandTable;
+class SenderLoginMap;
 namespace milter
 {
 struct Config;
@@ -135,9 +136,13 @@ struct SessionConfig {
     // ESMTPMaxAuthFailures: failed AUTH attempts per session; the one that
     // reaches it is answered 421 4.7.0 and the session closes (0: no limit).
     unsigned max_auth_failures = 3;
-    // ESMTPSenderLoginMatch: an authenticated client's MAIL FROM must be
+    // ESMTPSenderLoginMatch On: an authenticated client's MAIL FROM must be
     // its login, or an address in the login's domain (553 5.7.1).
     bool sender_login_match = false;
+    // ESMTPSenderLoginMatch FILE: who owns which sender (instead of the
+    // rule above): authenticated clients may use only the addresses their
+    // login owns, others none that has an owner. Null: no map.
+    std::shared_ptr<const SenderLoginMap> sender_login_map;
     // ESMTPAuthFailureDelay (milliseconds): the glue waits this long
     // before a refused password is answered (Postfix's
     // smtpd_error_sleep_time).

@@ -4,6 +4,7 @@
 #include "engine/queue_id.hpp"
 #include "engine/text.hpp"
 #include "engine/reply_format.hpp"
+#include "engine/sender_login.hpp"
 #include "engine/trace.hpp"
 #include "engine/xclient.hpp"
 
@@ -881,7 +882,15 @@ void Session::do_mail(std::string_view arg)
         reply(553, "5.6.7", "Must declare SMTPUTF8 to send UTF-8 address");
         return;
     }
-    if (cfg_.sender_login_match && !auth_user_.empty() && !a.path.is_null() && !sender_owned(a.path)) {
+    if (cfg_.sender_login_map && !a.path.is_null() && auth_user_.empty() &&
+        cfg_.sender_login_map->owners(a.path.mailbox)) {
+        // Postfix's reject_sender_login_mismatch: an owned address needs its login
+        log(log_session, "sender <" + a.path.mailbox + "> needs a login");
+        reply(553, "5.7.1", "<" + a.path.mailbox + ">: Sender address rejected: not logged in");
+        return;
+    }
+    if ((cfg_.sender_login_match || cfg_.sender_login_map) && !auth_user_.empty() && !a.path.is_null() &&
+        !sender_owned(a.path)) {
         log(log_session, "sender <" + a.path.mailbox + "> not owned by user=" + auth_user_);
         reply(553, "5.7.1", "<" + a.path.mailbox + ">: Sender address rejected: not owned by user " + auth_user_);
         return;
@@ -1399,6 +1408,8 @@ void Session::hold(std::string_view in)
 
 bool Session::sender_owned(const Path &from) const
 {
+    if (cfg_.sender_login_map)
+        return cfg_.sender_login_map->owns(auth_user_, from.mailbox);
     // The login itself, or an address in the login's domain; a login
     // without a domain owns the addresses with that local part.
     std::string_view login = auth_user_;

@@ -4,6 +4,7 @@
 #include "httpd/client_table.hpp"
 #include "httpd/guard.hpp"
 #include "httpd/tls.hpp"
+#include "engine/sender_login.hpp"
 
 #include <apr_strings.h>
 #include <http_core.h>
@@ -563,9 +564,46 @@ const char *set_submission(cmd_parms *cmd, void *, int on)
     return nullptr;
 }
 
-const char *set_sender_login_match(cmd_parms *cmd, void *, int on)
+apr_status_t destroy_sender_login_map(void *data)
 {
-    server_config(cmd->server)->sender_login_match = on ? 1 : 0;
+    return guarded(
+        {"SenderLoginMap cleanup"},
+        [data] {
+            delete static_cast<std::shared_ptr<const SenderLoginMap> *>(data);
+            return APR_SUCCESS;
+        },
+        [](const char *) { return APR_SUCCESS; });
+}
+
+// On, Off, or a file read now (a change needs a restart), so that a bad
+// line fails `apache2 -t` naming the file and the line.
+const char *set_sender_login_match(cmd_parms *cmd, void *, const char *arg)
+{
+    ServerConfig *cfg = server_config(cmd->server);
+    cfg->sender_login_map = nullptr;
+    if (!strcasecmp(arg, "On") || !strcasecmp(arg, "Off")) {
+        cfg->sender_login_match = strcasecmp(arg, "On") ? 0 : 1;
+        return nullptr;
+    }
+    const char *path = ap_server_root_relative(cmd->pool, arg);
+    apr_file_t *f = nullptr;
+    apr_finfo_t fi;
+    if (!path || apr_file_open(&f, path, APR_FOPEN_READ, APR_OS_DEFAULT, cmd->temp_pool) != APR_SUCCESS ||
+        apr_file_info_get(&fi, APR_FINFO_SIZE, f) != APR_SUCCESS)
+        return apr_psprintf(cmd->pool, "ESMTPSenderLoginMatch: needs On, Off or a readable map file; cannot read '%s'",
+                            path ? path : arg);
+    std::string text(static_cast<std::size_t>(fi.size), '\0');
+    apr_size_t n = text.size();
+    if (n && apr_file_read_full(f, text.data(), n, &n) != APR_SUCCESS)
+        return apr_psprintf(cmd->pool, "ESMTPSenderLoginMatch: cannot read '%s'", path);
+    apr_file_close(f);
+    auto map = std::make_shared<SenderLoginMap>();
+    std::string error;
+    if (!map->parse(text, error))
+        return apr_psprintf(cmd->pool, "ESMTPSenderLoginMatch: %s: %s", path, error.c_str());
+    cfg->sender_login_map = new std::shared_ptr<const SenderLoginMap>(std::move(map));
+    apr_pool_cleanup_register(cmd->pool, cfg->sender_login_map, destroy_sender_login_map, apr_pool_cleanup_null);
+    cfg->sender_login_match = 2;
     return nullptr;
 }
 
@@ -694,8 +732,10 @@ const command_rec directives[] = {
                  "RFC 6409 submission: MAIL needs AUTH (default Off)"),
     AP_INIT_TAKE1("ESMTPMaxAuthFailures", reinterpret_cast<cmd_func>(take1<set_max_auth_failures>), nullptr, RSRC_CONF,
                   "Failed AUTH attempts per session before 421 (default 3, 0: no limit)"),
-    AP_INIT_FLAG("ESMTPSenderLoginMatch", reinterpret_cast<cmd_func>(flag<set_sender_login_match>), nullptr, RSRC_CONF,
-                 "MAIL FROM of an authenticated client must be its login or in its domain (default Off)"),
+    AP_INIT_TAKE1("ESMTPSenderLoginMatch", reinterpret_cast<cmd_func>(take1<set_sender_login_match>), nullptr,
+                  RSRC_CONF,
+                  "On: MAIL FROM of an authenticated client must be its login or in its domain; FILE: a map of "
+                  "senders to logins; Off (default)"),
     AP_INIT_TAKE1("ESMTPClientAuthRate", reinterpret_cast<cmd_func>(take1<set_client_auth_rate>), nullptr, RSRC_CONF,
                   "AUTH commands per client address per time unit: N/SECONDS or off (default off)"),
     AP_INIT_TAKE1("ESMTPAuthFailureDelay", reinterpret_cast<cmd_func>(take1<set_auth_failure_delay>), nullptr,
@@ -793,7 +833,9 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->auth_require_tls = add->auth_require_tls != -1 ? add->auth_require_tls : base->auth_require_tls;
     cfg->submission = add->submission != -1 ? add->submission : base->submission;
     cfg->max_auth_failures = add->max_auth_failures != -1 ? add->max_auth_failures : base->max_auth_failures;
-    cfg->sender_login_match = add->sender_login_match != -1 ? add->sender_login_match : base->sender_login_match;
+    const ServerConfig *slm = add->sender_login_match != -1 ? add : base;
+    cfg->sender_login_match = slm->sender_login_match;
+    cfg->sender_login_map = slm->sender_login_map;
     cfg->auth_failure_delay_ms =
         add->auth_failure_delay_ms != -1 ? add->auth_failure_delay_ms : base->auth_failure_delay_ms;
     return cfg;
@@ -883,6 +925,8 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
         sc.max_auth_failures = static_cast<unsigned>(cfg->max_auth_failures);
     if (cfg->sender_login_match >= 0)
         sc.sender_login_match = cfg->sender_login_match == 1;
+    if (cfg->sender_login_match == 2 && cfg->sender_login_map)
+        sc.sender_login_map = *cfg->sender_login_map;
     if (cfg->auth_failure_delay_ms >= 0)
         sc.auth_failure_delay_ms = static_cast<unsigned>(cfg->auth_failure_delay_ms);
     // No open relay by default: the names of this (virtual) server.

@@ -63,8 +63,9 @@ struct ServerConfig {
     int auth_require_tls;               // ESMTPAuthRequireTLS
     int submission;                     // ESMTPSubmission
     apr_int64_t max_auth_failures;      // ESMTPMaxAuthFailures
-    int sender_login_match;             // ESMTPSenderLoginMatch
-    apr_int64_t auth_failure_delay_ms;  // ESMTPAuthFailureDelay
+    int sender_login_match;             // ESMTPSenderLoginMatch: -1 unset, 0 Off, 1 On, 2 FILE
+    std::shared_ptr<const SenderLoginMap> *sender_login_map; // FILE's map (owned by a pool cleanup)
+    apr_int64_t auth_failure_delay_ms;                       // ESMTPAuthFailureDelay
     // The effective session settings, built once in post_config.
     const SessionConfig *session;
     // This server's row in the live counters (httpd/status.cpp), set in

@@ -125,6 +125,13 @@ class AuthTest(ServerTestCase):
         cls.broken = httpd.add_smtp("maildir", server_name="broken.example.org", accept_domains=["example.org"],
                                     extra=["ESMTPAuth PLAIN", "ESMTPAuthProvider file", "ESMTPAuthRequireTLS Off",
                                            "ESMTPMaxAuthFailures 1"])
+        # ESMTPSenderLoginMatch with a map file
+        senders = os.path.join(conf, "senders.map")
+        with open(senders, "w") as f:
+            f.write("# sender        logins\nsales@example.org  alice@example.org, bob\n@example.org alice@example.org\n")
+        cls.mapped = httpd.add_smtp("maildir", server_name="mapped.example.org", accept_domains=["example.org"],
+                                    extra=AUTH_LINES + ["ESMTPAuthRequireTLS Off",
+                                                        "ESMTPSenderLoginMatch %s" % q(senders)])
         # ESMTPClientAuthRate, loopback not exempt
         cls.rated = httpd.add_smtp("maildir", server_name="rated.example.org", accept_domains=["example.org"],
                                    extra=AUTH_LINES + ["ESMTPAuthRequireTLS Off", "ESMTPClientAuthRate 2/600",
@@ -274,6 +281,18 @@ class AuthTest(ServerTestCase):
                              ["553 5.7.1 <ceo@bank.example>: Sender address rejected: not owned by user "
                               "alice@example.org"])
             self.assertEqual(c.cmd("MAIL FROM:<alice@example.org>")[0], 250)
+
+    def test_sender_login_map(self):
+        with RawClient(self.mapped.port) as c:
+            c.reply()
+            c.cmd("EHLO client.example")
+            self.assertEqual(c.cmd("MAIL FROM:<sales@example.org>")[1],
+                             ["553 5.7.1 <sales@example.org>: Sender address rejected: not logged in"])
+            self.assertEqual(c.cmd("AUTH PLAIN " + plain("bob", USERS_FILE["bob"]))[0], 235)
+            self.assertEqual(c.cmd("MAIL FROM:<sales@example.org>")[0], 250)
+            c.cmd("RSET")
+            self.assertEqual(c.cmd("MAIL FROM:<bob@example.org>")[1],
+                             ["553 5.7.1 <bob@example.org>: Sender address rejected: not owned by user bob"])
 
     def test_wrong_password_unknown_user_and_limit(self):
         c, _ = self.tls_client(self.sub)
@@ -543,6 +562,23 @@ class AuthConfigTest(unittest.TestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn("ESMTPSubmission On", out)
         self.assertIn("needs ESMTPAuth", out)
+
+    def test_bad_sender_map(self):
+        httpd = Httpd()
+        try:
+            path = os.path.join(httpd.root, "conf", "senders.map")
+            with open(path, "w") as f:
+                f.write("ok@example.org bob\nlonely@example.org\n")
+            httpd.add_smtp("maildir", accept_domains=["*"], extra=["ESMTPSenderLoginMatch %s" % q(path)])
+            rc, out = httpd.config_test()
+            self.assertNotEqual(rc, 0)
+            self.assertIn("ESMTPSenderLoginMatch: %s: line 2: 'lonely@example.org' has no login" % path, out)
+            httpd.smtp[0].extra = ["ESMTPSenderLoginMatch /nonexistent/senders.map"]
+            rc, out = httpd.config_test()
+            self.assertNotEqual(rc, 0)
+            self.assertIn("ESMTPSenderLoginMatch: needs On, Off or a readable map file", out)
+        finally:
+            httpd.cleanup()
 
     def test_bad_values(self):
         for line, text in (("ESMTPAuth CRAM-MD5", "ESMTPAuth: unknown mechanism 'CRAM-MD5'"),

@@ -5,6 +5,7 @@
 // match, Received: keywords and passwords kept out of the log.
 
 #include "engine/auth.hpp"
+#include "engine/sender_login.hpp"
 #include "session_harness.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
@@ -116,6 +117,8 @@ class AuthTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testPasswordNeverLogged);
     CPPUNIT_TEST(testSubmissionAndRelay);
     CPPUNIT_TEST(testSenderLoginMatch);
+    CPPUNIT_TEST(testSenderLoginMapFile);
+    CPPUNIT_TEST(testSenderLoginMapSession);
     CPPUNIT_TEST(testAuthParameterOnMail);
     CPPUNIT_TEST(testResponseTooLong);
     CPPUNIT_TEST(testSmtpUtf8Keyword);
@@ -465,6 +468,52 @@ class AuthTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), b.send("MAIL FROM:<bob@example.org>\r\n"));
         b.send("RSET\r\n");
         CPPUNIT_ASSERT(has(b.send("MAIL FROM:<alice@example.org>\r\n"), "553 5.7.1"));
+    }
+
+    void testSenderLoginMapFile()
+    {
+        esmtp::SenderLoginMap m;
+        std::string err;
+        CPPUNIT_ASSERT(m.parse("# owners\n"
+                               "Alice@Example.org  alice@example.org\n"
+                               "sales@example.org alice@example.org, bob  # two\n"
+                               "\n"
+                               "@example.net\tcarol\r\n",
+                               err));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(3), m.size());
+        CPPUNIT_ASSERT(m.owns("alice@example.org", "alice@EXAMPLE.org"));
+        CPPUNIT_ASSERT(m.owns("BOB", "sales@example.org"));
+        CPPUNIT_ASSERT(m.owns("carol", "anyone@example.net"));
+        CPPUNIT_ASSERT(!m.owns("bob", "alice@example.org"));
+        CPPUNIT_ASSERT(m.owners("nobody@example.com") == nullptr);
+        CPPUNIT_ASSERT(!m.parse("alice@example.org\n", err));
+        CPPUNIT_ASSERT_EQUAL(std::string("line 1: 'alice@example.org' has no login"), err);
+        CPPUNIT_ASSERT(!m.parse("# x\nexample.org bob\n", err));
+        CPPUNIT_ASSERT_EQUAL(std::string("line 2: 'example.org' is neither an address (local@domain) nor @domain"),
+                             err);
+    }
+
+    void testSenderLoginMapSession()
+    {
+        auto map = std::make_shared<esmtp::SenderLoginMap>();
+        std::string err;
+        CPPUNIT_ASSERT(
+            map->parse("sales@example.org alice@example.org bob\nalice@example.org alice@example.org\n", err));
+        AuthHarness h;
+        h.cfg.sender_login_map = map;
+        h.begin();
+        // not logged in: an owned address is refused, others pass
+        CPPUNIT_ASSERT_EQUAL(std::string("553 5.7.1 <sales@example.org>: Sender address rejected: not logged in\r\n"),
+                             h.send("MAIL FROM:<sales@example.org>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<x@elsewhere.example>\r\n"));
+        h.send("RSET\r\n");
+        h.send("AUTH PLAIN " + plain("", "bob", "hunter2-pw") + "\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<sales@example.org>\r\n"));
+        h.send("RSET\r\n");
+        // logged in: only what the login owns (the map replaces the domain rule)
+        CPPUNIT_ASSERT(has(h.send("MAIL FROM:<alice@example.org>\r\n"), "not owned by user bob"));
+        CPPUNIT_ASSERT(has(h.send("MAIL FROM:<bob@example.org>\r\n"), "not owned by user bob"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<>\r\n"));
     }
 
     void testAuthParameterOnMail()
