@@ -1,6 +1,7 @@
 #include "httpd/auth.hpp"
 
 #include "httpd/config.hpp"
+#include "httpd/tls.hpp"
 
 #include <apr_strings.h>
 #include <apr_time.h>
@@ -47,6 +48,11 @@ int auth_check_config(server_rec *main)
         }
         if (!on)
             continue;
+        if (cfg->auth_require_tls != 0 && !ssl_engine_on(s))
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_WARNING, 0, nullptr,
+                         "ESMTPAuth for server %s (%s:%d): no TLS here (SSLEngine is not on) and "
+                         "ESMTPAuthRequireTLS is On, so AUTH is never offered",
+                         server_name(s), s->defn_name ? s->defn_name : "?", s->defn_line_number);
         if (!cfg->auth_providers || cfg->auth_providers->nelts == 0) {
             ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, nullptr,
                          "ESMTPAuth for server %s (%s:%d) needs ESMTPAuthProvider: the authn providers or "

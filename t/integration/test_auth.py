@@ -552,6 +552,12 @@ class AuthConfigTest(unittest.TestCase):
         self.assertNotEqual(rc, 0)
         self.assertIn("ESMTPAuthProvider: unknown authn provider 'no-such-users'", out)
 
+    @unittest.skipIf(missing(), missing())
+    def test_warns_when_auth_can_never_be_offered(self):
+        rc, out = self.check(AUTH_LINES)  # no SSLEngine, ESMTPAuthRequireTLS On (the default)
+        self.assertEqual(rc, 0, out)
+        self.assertIn("AUTH is never offered", out)
+
     def test_auth_without_provider(self):
         rc, out = self.check(["ESMTPAuth PLAIN LOGIN"], aliases=False)
         self.assertNotEqual(rc, 0)
