@@ -1340,6 +1340,7 @@ void Session::verify()
         try {
             v = authenticator_->check(AuthRequest{sasl_mech_, sasl_.user, sasl_.password});
         } catch (...) {
+            log(log_session, "AUTH: the password check failed");
             v = AuthVerdict::unavailable;
         }
     }
