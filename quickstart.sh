@@ -19,7 +19,7 @@ PACKAGES=(apache2 apache2-dev libapr1-dev libaprutil1-dev libcppunit-dev libpcre
           python3-aiosmtpd postfix clang libclang-rt-dev openssl
           debhelper opendkim opendkim-tools python3-milter python3-dkim rspamd
           haproxy dovecot-core dovecot-lmtpd nginx-light libnginx-mod-mail
-          pebble)
+          pebble apache2-utils msmtp libsasl2-modules)
 
 say() { printf '==> %s\n' "$*"; }
 

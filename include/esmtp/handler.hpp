@@ -116,7 +116,8 @@ class SessionView
     virtual std::string_view helo_name() const = 0; // empty before HELO/EHLO
     virtual bool esmtp() const = 0;                 // the client said EHLO
     // For Received: "SMTP" (HELO), "ESMTP", "UTF8SMTP" (SMTPUTF8 in MAIL),
-    // over TLS "ESMTPS", "UTF8SMTPS" (RFC 3848, RFC 6531 3.7.3).
+    // over TLS "ESMTPS", "UTF8SMTPS" (RFC 3848, RFC 6531 3.7.3); after AUTH
+    // with an "A" appended: "ESMTPA", "ESMTPSA", "UTF8SMTPSA" (API 2.2).
     virtual std::string_view protocol() const = 0;
     virtual const Envelope &envelope() const = 0;
     // Unique across processes and restarts; assigned at MAIL, empty outside a transaction.
@@ -140,6 +141,10 @@ class SessionView
     // API 2.1: the TLS state (tls().active false on a plaintext session).
     // After STARTTLS the session starts over (RFC 3207 4.2): HELO/EHLO again.
     virtual const TlsInfo &tls() const = 0;
+    // API 2.2: the user the client authenticated as (SMTP AUTH through
+    // httpd's authn providers, or XCLIENT LOGIN from a trusted front end);
+    // empty when it has not. Authenticated clients may relay.
+    virtual std::string_view auth_user() const { return {}; }
 
   protected:
     ~SessionView() = default;

@@ -19,7 +19,7 @@
 // `apache2 -t` meets another. MINOR counts additions that keep old handlers
 // working.
 #define ESMTP_API_MAJOR 2
-#define ESMTP_API_MINOR 1
+#define ESMTP_API_MINOR 2
 
 #define ESMTP_STRINGIFY_(x) #x
 #define ESMTP_STRINGIFY(x) ESMTP_STRINGIFY_(x)

@@ -38,7 +38,6 @@ struct ClientTable::Slot {
     std::int64_t last_ms;
     std::int64_t window_start[kWindows];
     std::uint32_t window_count[kWindows];
-    std::uint32_t pad2;
 };
 
 struct ClientTable::Bucket {
@@ -51,7 +50,7 @@ namespace
 {
 
 constexpr std::uint64_t kMagic = 0x6d6f645f65736d74ULL; // "mod_esmt"
-constexpr std::uint32_t kVersion = 1;
+constexpr std::uint32_t kVersion = 2;                   // 2: the AUTH window
 
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);
@@ -430,6 +429,16 @@ bool ClientSlot::allow_message()
 bool ClientSlot::allow_recipient()
 {
     return !cfg_ || table_.event(handle_, ClientTable::recipient_window, monotonic_ms(), cfg_->recipient_rate);
+}
+
+bool ClientSlot::allow_auth()
+{
+    return !cfg_ || table_.event(handle_, ClientTable::auth_window, monotonic_ms(), cfg_->auth_rate);
+}
+
+std::string ClientSlot::auth_limit() const
+{
+    return "auth rate " + (cfg_ ? cfg_->auth_rate.text() : std::string("off"));
 }
 
 std::string ClientSlot::message_limit() const

@@ -51,11 +51,15 @@ struct ClientLimitsConfig {
     RateLimit connection_rate;
     RateLimit message_rate;
     RateLimit recipient_rate;
+    RateLimit auth_rate; // AUTH commands (Postfix's smtpd_client_auth_rate_limit)
     // IPv6 clients are counted per network of this prefix (one host can
     // rotate through its /64).
     unsigned ipv6_prefix = 64;
     std::vector<Network> exceptions = loopback_networks();
-    bool any() const { return connection_limit || connection_rate.on() || message_rate.on() || recipient_rate.on(); }
+    bool any() const
+    {
+        return connection_limit || connection_rate.on() || message_rate.on() || recipient_rate.on() || auth_rate.on();
+    }
     bool exempt(const IpAddress &a) const;
 };
 
@@ -106,7 +110,13 @@ class ClientTable
     // reset_connections) is ignored. Call once per admitted session.
     void disconnect(Handle h);
 
-    enum Window : unsigned { connection_window = 0, message_window = 1, recipient_window = 2, kWindows = 3 };
+    enum Window : unsigned {
+        connection_window = 0,
+        message_window = 1,
+        recipient_window = 2,
+        auth_window = 3,
+        kWindows = 4
+    };
     // One event in the client's rate window: false (not counted) when the
     // window already holds rate.count events. Fixed windows: a window
     // starts with its first event and lasts rate.seconds.
@@ -145,9 +155,12 @@ class ClientLimiter
     // A MAIL command: false when the client's message rate is exceeded.
     virtual bool allow_message() = 0;
     virtual bool allow_recipient() = 0;
+    // An AUTH command (ESMTPClientAuthRate).
+    virtual bool allow_auth() = 0;
     // The limits, for the log: "message rate 10/60s".
     virtual std::string message_limit() const = 0;
     virtual std::string recipient_limit() const = 0;
+    virtual std::string auth_limit() const = 0;
 
   protected:
     ~ClientLimiter() = default;
@@ -174,8 +187,10 @@ class ClientSlot final : public ClientLimiter
 
     bool allow_message() override;
     bool allow_recipient() override;
+    bool allow_auth() override;
     std::string message_limit() const override;
     std::string recipient_limit() const override;
+    std::string auth_limit() const override;
 
   private:
     ClientTable table_;

@@ -73,7 +73,7 @@ struct BuiltIn {
     Verb verb;
 };
 
-constexpr std::array<BuiltIn, 14> kBuiltIns{{
+constexpr std::array<BuiltIn, 15> kBuiltIns{{
     {"HELO", Verb::helo},
     {"EHLO", Verb::ehlo},
     {"MAIL", Verb::mail},
@@ -88,6 +88,7 @@ constexpr std::array<BuiltIn, 14> kBuiltIns{{
     {"QUIT", Verb::quit},
     {"STARTTLS", Verb::starttls},
     {"XCLIENT", Verb::xclient},
+    {"AUTH", Verb::auth},
 }};
 
 // The built-in verbs of `len` letters.
@@ -159,8 +160,9 @@ CommandMatch CommandTable::match(const CommandTable *table, std::string_view lin
     // "VERB" alone or "VERB" SP argument (the equivalent of
     // /^VERB(?:\s+(.*))?$/i), first match wins.
     // the verbs of 4 letters, and STARTTLS
-    if (match_builtin(line, 4, m) || match_builtin(line, 8, m))
+    if ((match_builtin(line, 4, m) && m.verb != Verb::auth) || match_builtin(line, 8, m))
         return m;
+    m = CommandMatch{};
     if (table) {
         for (const auto &e : table->entries_) {
             if (e->regex->match(line, m.captures)) {
@@ -171,9 +173,9 @@ CommandMatch CommandTable::match(const CommandTable *table, std::string_view lin
             }
         }
     }
-    // XCLIENT after the handler's commands: a handler that implemented
-    // its own XCLIENT before the module had one keeps it.
-    if (match_builtin(line, 7, m))
+    // XCLIENT and AUTH after the handler's commands: a handler that
+    // implemented its own before the module had one keeps it.
+    if (match_builtin(line, 7, m) || match_builtin(line, 4, m))
         return m;
     m.verb = Verb::unknown;
     m.argument = line;

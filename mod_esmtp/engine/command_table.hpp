@@ -32,6 +32,7 @@ enum class Verb {
     quit,
     starttls,
     xclient,
+    auth,
     custom,
     unknown
 };

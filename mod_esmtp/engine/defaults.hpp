@@ -59,6 +59,7 @@ const char *extension_name(Extension e);
 unsigned extension_by_name(std::string_view name);
 
 class CommandTable;
+class SenderLoginMap;
 namespace milter
 {
 struct Config;
@@ -108,7 +109,7 @@ struct SessionConfig {
     // ESMTPClient*: per-client limits (engine/client_limits.hpp holds the
     // defaults: 50 sessions per client, rates off, loopback exempt).
     // Applied by the glue (sessions, connection rate) and through the
-    // session's ClientLimiter (message and recipient rates).
+    // session's ClientLimiter (message, recipient and AUTH rates).
     ClientLimitsConfig client_limits;
     // ESMTPMilter (milter/client.hpp): the milters, in order; null: none
     // (then no spooling, no extra copy of the message).
@@ -123,6 +124,29 @@ struct SessionConfig {
     // ESMTPXClientHosts: the clients that may send XCLIENT (and see it in
     // EHLO); empty, the default: nobody.
     CidrList xclient_hosts;
+    // ESMTPAuth: the SASL mechanisms offered (engine/auth.hpp bits); 0, the
+    // default: no AUTH. The glue checks the passwords (Authenticator).
+    unsigned auth_mechanisms = 0;
+    // ESMTPAuthRequireTLS: AUTH is offered and accepted only over TLS
+    // (RFC 4954 section 4); before TLS it is not advertised and answered
+    // 538 5.7.11.
+    bool auth_require_tls = true;
+    // ESMTPSubmission (RFC 6409): MAIL needs a successful AUTH (530 5.7.0).
+    bool submission = false;
+    // ESMTPMaxAuthFailures: failed AUTH attempts per session; the one that
+    // reaches it is answered 421 4.7.0 and the session closes (0: no limit).
+    unsigned max_auth_failures = 3;
+    // ESMTPSenderLoginMatch On: an authenticated client's MAIL FROM must be
+    // its login, or an address in the login's domain (553 5.7.1).
+    bool sender_login_match = false;
+    // ESMTPSenderLoginMatch FILE: who owns which sender (instead of the
+    // rule above): authenticated clients may use only the addresses their
+    // login owns, others none that has an owner. Null: no map.
+    std::shared_ptr<const SenderLoginMap> sender_login_map;
+    // ESMTPAuthFailureDelay (milliseconds): the glue waits this long
+    // before a refused password is answered (Postfix's
+    // smtpd_error_sleep_time).
+    unsigned auth_failure_delay_ms = 1000;
 };
 
 } // namespace esmtp

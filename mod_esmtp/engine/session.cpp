@@ -2,7 +2,9 @@
 
 #include "engine/address.hpp"
 #include "engine/queue_id.hpp"
+#include "engine/text.hpp"
 #include "engine/reply_format.hpp"
+#include "engine/sender_login.hpp"
 #include "engine/trace.hpp"
 #include "engine/xclient.hpp"
 
@@ -98,6 +100,29 @@ std::string tls_summary(const TlsInfo &t)
     return s;
 }
 
+// What the transaction log shows of an AUTH command: the mechanism, never
+// the initial response (it carries the password).
+std::string masked_auth(std::string_view line)
+{
+    if (!istarts_with(line, "AUTH") || (line.size() > 4 && line[4] != ' ' && line[4] != '\t'))
+        return {};
+    std::string_view rest = line.substr(4);
+    while (!rest.empty() && (rest.front() == ' ' || rest.front() == '\t'))
+        rest.remove_prefix(1);
+    std::size_t end = rest.find_first_of(" \t");
+    std::string_view mech = rest.substr(0, end);
+    std::string s = "AUTH ";
+    for (char c : mech.substr(0, 20))
+        s.push_back(static_cast<unsigned char>(c) > 32 && static_cast<unsigned char>(c) < 127 ? c : '?');
+    if (end != std::string_view::npos)
+        s += " ********";
+    return s;
+}
+
+// Input held while the Authenticator has not answered: a client that sends
+// more than this before the reply is not waiting for it (RFC 4954 4).
+constexpr std::size_t kMaxHeldInput = 64 * 1024;
+
 } // namespace
 
 const char *extension_name(Extension e)
@@ -139,12 +164,15 @@ std::string_view Session::protocol() const
 {
     // The registered "with" keywords: RFC 3848 (ESMTPS) and RFC 6531 3.7.3
     // (UTF8SMTP, UTF8SMTPS). None is registered for HELO over TLS: "SMTP".
+    // After AUTH: RFC 3848's ESMTPA and ESMTPSA, RFC 6531's UTF8SMTPA and
+    // UTF8SMTPSA.
     bool tls = conn_.tls;
+    bool a = !auth_user_.empty();
     if (state_.hello != Hello::ehlo)
         return "SMTP";
     if (env_.smtputf8)
-        return tls ? "UTF8SMTPS" : "UTF8SMTP";
-    return tls ? "ESMTPS" : "ESMTP";
+        return tls ? (a ? "UTF8SMTPSA" : "UTF8SMTPS") : (a ? "UTF8SMTPA" : "UTF8SMTP");
+    return tls ? (a ? "ESMTPSA" : "ESMTPS") : (a ? "ESMTPA" : "ESMTP");
 }
 
 void Session::log(int level, std::string_view text)
@@ -366,6 +394,10 @@ void Session::feed(std::string_view in)
         injected_ += in.size(); // never executed (CVE-2011-0411)
         return;
     }
+    if (state_.phase == Phase::auth) {
+        hold(in);
+        return;
+    }
     if (commands_ == 0 && !lines_.has_partial() && !in.empty() && in.front() == '\x16' &&
         state_.phase == Phase::command) {
         // a TLS ClientHello: this port speaks plaintext SMTP first
@@ -373,8 +405,14 @@ void Session::feed(std::string_view in)
         transit_phase(Phase::closed, "TLS handshake on a plaintext port");
         return;
     }
-    if (obs_)
+    if (obs_ && !refeeding_)
         obs_->received(in.size());
+    struct Feeding {
+        bool &flag;
+        bool was;
+        ~Feeding() { flag = was; }
+    } feeding{feeding_, feeding_};
+    feeding_ = true;
     while (!in.empty() && state_.phase != Phase::closed) {
         if (state_.phase == Phase::data) {
             std::size_t used = data_.feed(in, *this);
@@ -407,20 +445,36 @@ void Session::feed(std::string_view in)
         // the client may do is decided by the state it was answered in: an
         // EHLO sent together with MAIL had not seen PIPELINING yet.
         bool may_pipeline = pipelining_allowed();
+        // A SASL response line (after 334) is no command: a bad one ends
+        // the exchange.
+        bool sasl = state_.phase == Phase::sasl;
         if (st == LineReader::Status::too_long) {
             ++commands_;
             log(log_commands, "< (line too long)");
             report(RejectCause::limits, "command line too long");
-            reply(500, "5.5.2", "Line too long");
+            if (sasl)
+                sasl_end(500, "5.5.2", "Line too long");
+            else
+                reply(500, "5.5.2", "Line too long");
         } else if (std::string_view line = lines_.line();
                    lines_.bare_newline() &&
                    (!cfg_.normalize_bare_newlines || line.find('\r') != std::string_view::npos)) {
             ++commands_;
             log(log_commands, "< (bare LF or CR in command)");
             report(RejectCause::bare_newline, "bare <LF> or <CR> in command");
-            reply(550, "5.5.2", "Error: bare <LF> or <CR> in command; use <CR><LF>");
+            if (sasl)
+                sasl_end(550, "5.5.2", "Error: bare <LF> or <CR> in command; use <CR><LF>");
+            else
+                reply(550, "5.5.2", "Error: bare <LF> or <CR> in command; use <CR><LF>");
+        } else if (sasl) {
+            log(log_commands, "< ******** (SASL response)");
+            sasl_response(line);
         } else {
             command(line);
+        }
+        if (state_.phase == Phase::auth) {
+            hold(in); // answered by auth_done()
+            return;
         }
         if (state_.phase == Phase::tls) {
             // CVE-2011-0411: what the client sent after STARTTLS in the same
@@ -458,6 +512,8 @@ Canned Session::check(const VerbRule &rule)
         return {502, "5.5.1", "Error: command not implemented"};
     if (rule.needs_hello && (state_.hello == Hello::none))
         return {503, "5.5.1", "Error: send HELO/EHLO first"};
+    if (rule.needs_auth && cfg_.submission && auth_user_.empty())
+        return {530, "5.7.0", "Authentication required"};
     if (rule.refused_in_tx && state_.tx != Tx::none)
         return {503, "5.5.1",
                 rule.verb == Verb::mail ? "Error: nested MAIL command" : "Error: MAIL transaction in progress"};
@@ -471,8 +527,11 @@ Canned Session::check(const VerbRule &rule)
 void Session::command(std::string_view line)
 {
     ++commands_;
-    if (logs(log_commands))
-        log(log_commands, std::string("< ").append(line));
+    if (logs(log_commands)) {
+        // never a password in the log, at any level
+        std::string masked = masked_auth(line);
+        log(log_commands, std::string("< ").append(masked.empty() ? line : std::string_view(masked)));
+    }
     if (line.find('\0') != std::string_view::npos) {
         reply(500, "5.5.2", "Error: NUL character in command");
         return;
@@ -487,6 +546,11 @@ void Session::command(std::string_view line)
         }
     }
     CommandMatch m = CommandTable::match(cfg_.commands.get(), line);
+    if (m.verb == Verb::auth && !cfg_.auth_mechanisms) {
+        // without ESMTPAuth, AUTH is what it was before: an unknown command
+        m.verb = Verb::unknown;
+        m.argument = line;
+    }
     const VerbRule &rule = verb_rule(m.verb);
     if (obs_)
         obs_->command(m.verb == Verb::custom ? m.name : std::string_view(rule.name)); // never the arguments
@@ -522,6 +586,9 @@ void Session::command(std::string_view line)
     case Verb::xclient:
         if (do_xclient(m.argument) && rule.restarts)
             restart("XCLIENT");
+        break;
+    case Verb::auth:
+        do_auth(m.argument);
         break;
     default:
         do_simple(m.verb, m.argument, rule, m);
@@ -573,6 +640,7 @@ void Session::tls_started(TlsInfo info)
     // RFC 3207 4.2: discard all knowledge from the client; it starts over
     // with EHLO. The transaction is empty (STARTTLS is refused inside one).
     helo_.clear();
+    auth_user_.clear(); // RFC 3207 4.2: nothing from before TLS is kept
     lines_.reset();
     transit({Phase::command, Hello::none, Tx::none}, "TLS handshake done");
     if (logs(log_session))
@@ -663,6 +731,8 @@ bool Session::do_xclient(std::string_view arg)
         conn_.local_port = *a.destport;
     if (a.login)
         conn_.login = *a.login;
+    // The front end's SASL login counts as this session's AUTH (Postfix).
+    auth_user_ = conn_.login;
     // HELO= stands for the client's HELO/EHLO (PROTO says which); without
     // it the client says HELO/EHLO again after the 220.
     helo_ = a.helo ? *a.helo : std::string();
@@ -721,6 +791,9 @@ void Session::do_helo(std::string_view arg, const VerbRule &rule, bool extended)
             ext.emplace_back("STARTTLS");
         if (xclient_allowed())
             ext.push_back("XCLIENT " + std::string(kXClientAttributes));
+        // RFC 4954 4: not before TLS unless ESMTPAuthRequireTLS Off
+        if (cfg_.auth_mechanisms && (conn_.tls || !cfg_.auth_require_tls))
+            ext.push_back("AUTH " + auth_mechanism_list(cfg_.auth_mechanisms));
         r = ask(Event::ehlo, [&] { return handler_->ehlo(*this, domain, ext); });
     }
     if (!r.empty() && !r.positive()) {
@@ -774,6 +847,8 @@ void Session::do_mail(std::string_view arg)
     std::string body_type;
     std::uint64_t declared_size = 0;
     for (const Param &p : a.params) {
+        if (p.keyword == "AUTH" && state_.hello == Hello::ehlo && cfg_.auth_mechanisms)
+            continue; // RFC 4954 5: accepted, kept in mail_params for the handler
         unsigned ext = extension_by_name(p.keyword == "BODY" ? "8BITMIME" : p.keyword);
         if (state_.hello != Hello::ehlo || !ext || !(cfg_.extensions & ext)) {
             reply(555, "5.5.4", "Unsupported parameter " + p.keyword);
@@ -811,6 +886,19 @@ void Session::do_mail(std::string_view arg)
     }
     if (!smtputf8 && has_non_ascii(a.path.mailbox)) {
         reply(553, "5.6.7", "Must declare SMTPUTF8 to send UTF-8 address");
+        return;
+    }
+    if (cfg_.sender_login_map && !a.path.is_null() && auth_user_.empty() &&
+        cfg_.sender_login_map->owners(a.path.mailbox)) {
+        // Postfix's reject_sender_login_mismatch: an owned address needs its login
+        log(log_session, "sender <" + a.path.mailbox + "> needs a login");
+        reply(553, "5.7.1", "<" + a.path.mailbox + ">: Sender address rejected: not logged in");
+        return;
+    }
+    if ((cfg_.sender_login_match || cfg_.sender_login_map) && !auth_user_.empty() && !a.path.is_null() &&
+        !sender_owned(a.path)) {
+        log(log_session, "sender <" + a.path.mailbox + "> not owned by user=" + auth_user_);
+        reply(553, "5.7.1", "<" + a.path.mailbox + ">: Sender address rejected: not owned by user " + auth_user_);
         return;
     }
     // Postfix's smtpd_client_message_rate_limit: counted at MAIL, refused
@@ -857,7 +945,8 @@ void Session::do_rcpt(std::string_view arg)
         return;
     }
     // No open relay: only our own domains, before the handler is asked.
-    if (!recipient_domain_accepted(cfg_, conn_.local_address, a.path)) {
+    // Authenticated clients relay (submission).
+    if (auth_user_.empty() && !recipient_domain_accepted(cfg_, conn_.local_address, a.path)) {
         log(log_session, "relay denied to=<" + a.path.mailbox + ">");
         report(RejectCause::relay, "relay denied from " + conn_.client_address);
         reply(550, "5.7.1", "Relay access denied");
@@ -1078,6 +1167,8 @@ void Session::complete_message()
         summary += " size=" + std::to_string(data_.size());
         if (conn_.tls)
             summary += " tls=" + conn_.tls_info.protocol + " cipher=" + conn_.tls_info.cipher;
+        if (!auth_user_.empty())
+            summary += " user=" + auth_user_;
         std::string first = r.lines.empty() ? std::string() : r.lines.front();
         log(log_session,
             (r.positive() ? "accepted " : "rejected ") + summary + ": " + std::to_string(r.code) + " " + first);
@@ -1119,6 +1210,220 @@ void Session::end()
     if (logs(log_session))
         log(log_session, "disconnect from " + std::string(remote_host()) + "[" + conn_.client_address +
                              "] commands=" + std::to_string(commands_) + " accepted=" + std::to_string(accepted_));
+}
+
+// ---- AUTH (RFC 4954)
+
+void Session::do_auth(std::string_view arg)
+{
+    if (state_.hello != Hello::ehlo) {
+        reply(503, "5.5.1", "Error: send EHLO first");
+        return;
+    }
+    if (!auth_user_.empty()) {
+        reply(503, "5.5.1", "Error: already authenticated");
+        return;
+    }
+    if (cfg_.auth_require_tls && !conn_.tls) {
+        reply(538, "5.7.11", "Encryption required for requested authentication mechanism");
+        return;
+    }
+    std::size_t sp = arg.find_first_of(" \t");
+    std::string_view mech = arg.substr(0, sp);
+    std::string_view initial = sp == std::string_view::npos ? std::string_view() : arg.substr(sp + 1);
+    while (!initial.empty() && (initial.front() == ' ' || initial.front() == '\t'))
+        initial.remove_prefix(1);
+    if (mech.empty() || initial.find_first_of(" \t") != std::string_view::npos) {
+        reply(501, "5.5.4", "Syntax: AUTH mechanism [initial-response]");
+        return;
+    }
+    unsigned m = auth_mechanism_by_name(mech);
+    if (!(m & cfg_.auth_mechanisms)) {
+        reply(504, "5.5.4", "Unsupported authentication mechanism");
+        return;
+    }
+    // Postfix's smtpd_client_auth_rate_limit: counted once the command is
+    // valid, refused without closing.
+    if (limiter_ && !limiter_->allow_auth()) {
+        log(log_session, "too many AUTH commands from " + conn_.client_address + ": " + limiter_->auth_limit());
+        report(RejectCause::limits, "client AUTH rate");
+        reply(450, "4.7.1", "Error: too many AUTH commands from " + conn_.client_address);
+        return;
+    }
+    sasl_mech_ = static_cast<AuthMechanism>(m);
+    sasl_.wipe();
+    sasl_.user.clear();
+    sasl_.authzid.clear();
+    sasl_have_user_ = false;
+    transit_phase(Phase::sasl, "AUTH");
+    if (!initial.empty())
+        sasl_response(initial);
+    else
+        sasl_challenge(sasl_mech_ == mech_plain ? "" : "VXNlcm5hbWU6"); // "Username:"
+}
+
+void Session::sasl_challenge(std::string_view base64)
+{
+    // "334 " SP [base64]: the space even with an empty challenge (RFC 4954 4)
+    std::size_t before = out_.size();
+    out_.append("334 ").append(base64).append("\r\n");
+    replied(before, 334, false);
+}
+
+void Session::sasl_end(int code, std::string_view enh, std::string_view text)
+{
+    sasl_.wipe();
+    transit_phase(Phase::command, "AUTH ended");
+    reply(code, enh, text);
+}
+
+void Session::sasl_response(std::string_view line)
+{
+    if (line == "*") {
+        sasl_end(501, "5.7.0", "Authentication aborted");
+        return;
+    }
+    std::string decoded;
+    // "=" is an empty initial response (RFC 4954 4)
+    if (line != "=" && !base64_decode(line, decoded)) {
+        wipe_secret(decoded);
+        sasl_end(501, "5.5.2", "Cannot decode response");
+        return;
+    }
+    sasl_step(decoded);
+    wipe_secret(decoded);
+}
+
+void Session::sasl_step(std::string_view decoded)
+{
+    SaslError e = SaslError::ok;
+    if (sasl_mech_ == mech_plain) {
+        e = parse_plain(decoded, sasl_);
+    } else if (!sasl_have_user_) {
+        sasl_.user.assign(decoded);
+        if (!valid_auth_user(sasl_.user)) {
+            e = SaslError::bad_user;
+        } else {
+            sasl_have_user_ = true;
+            sasl_challenge("UGFzc3dvcmQ6"); // "Password:"
+            return;
+        }
+    } else {
+        sasl_.password.assign(decoded);
+        e = check_login(sasl_);
+    }
+    switch (e) {
+    case SaslError::ok:
+        verify();
+        return;
+    case SaslError::malformed:
+        sasl_end(501, "5.5.2",
+                 sasl_mech_ == mech_plain ? "Invalid PLAIN response: [authzid] NUL user NUL password"
+                                          : "Invalid LOGIN response: empty or with NUL");
+        return;
+    case SaslError::bad_user:
+        sasl_end(501, "5.5.2", "Invalid user name: UTF-8 without control characters, at most 255 octets");
+        return;
+    case SaslError::too_long:
+        sasl_end(501, "5.5.2", "Password too long");
+        return;
+    case SaslError::authzid:
+        sasl_.wipe();
+        transit_phase(Phase::command, "AUTH ended");
+        log(log_session, "AUTH PLAIN user=" + sasl_.user + ": authorization identity refused");
+        auth_failed();
+        return;
+    }
+}
+
+void Session::verify()
+{
+    transit_phase(Phase::auth, "AUTH credentials");
+    std::optional<AuthVerdict> v;
+    if (!authenticator_) {
+        v = AuthVerdict::unavailable;
+    } else {
+        try {
+            v = authenticator_->check(AuthRequest{sasl_mech_, sasl_.user, sasl_.password});
+        } catch (...) {
+            log(log_session, "AUTH: the password check failed");
+            v = AuthVerdict::unavailable;
+        }
+    }
+    sasl_.wipe(); // the Authenticator copied what a later answer needs
+    if (v)
+        auth_done(*v);
+}
+
+void Session::auth_failed()
+{
+    ++auth_failures_;
+    if (cfg_.max_auth_failures && auth_failures_ >= cfg_.max_auth_failures) {
+        log(log_session, "too many authentication failures (" + std::to_string(auth_failures_) + ")");
+        report(RejectCause::limits, "too many authentication failures");
+        reply(Reply(421, cfg_.hostname + " Error: too many authentication failures", "4.7.0", true));
+        return;
+    }
+    reply(535, "5.7.8", "Error: authentication failed");
+}
+
+void Session::auth_done(AuthVerdict v)
+{
+    if (state_.phase != Phase::auth)
+        return;
+    transit_phase(Phase::command, "AUTH checked");
+    std::string what = std::string("AUTH ") + auth_mechanism_name(sasl_mech_) + " user=" + sasl_.user;
+    switch (v) {
+    case AuthVerdict::granted:
+        auth_user_ = sasl_.user;
+        log(log_session, what + ": authenticated");
+        reply(235, "2.7.0", "Authentication successful");
+        break;
+    case AuthVerdict::denied:
+        log(log_session, what + ": authentication failed");
+        auth_failed();
+        break;
+    case AuthVerdict::unavailable:
+        log(log_session, what + ": authentication backend unavailable");
+        reply(454, "4.7.0", "Temporary authentication failure");
+        break;
+    }
+    sasl_.wipe();
+    sasl_.user.clear();
+    sasl_.authzid.clear();
+    // an answer that came later: what the client sent meanwhile, now
+    if (!feeding_ && !held_.empty() && state_.phase != Phase::closed) {
+        std::string in = std::move(held_);
+        held_.clear();
+        refeeding_ = true;
+        feed(in);
+        refeeding_ = false;
+    }
+}
+
+void Session::hold(std::string_view in)
+{
+    if (in.empty())
+        return;
+    if (held_.size() + in.size() > kMaxHeldInput) {
+        held_.clear();
+        protocol_violation("improper command pipelining after AUTH");
+        return;
+    }
+    held_.append(in);
+}
+
+bool Session::sender_owned(const Path &from) const
+{
+    if (cfg_.sender_login_map)
+        return cfg_.sender_login_map->owns(auth_user_, from.mailbox);
+    // The login itself, or an address in the login's domain; a login
+    // without a domain owns the addresses with that local part.
+    std::string_view login = auth_user_;
+    std::size_t at = login.rfind('@');
+    if (at == std::string_view::npos)
+        return iequals(from.local_part, login);
+    return iequals(from.mailbox, login) || iequals(from.domain, login.substr(at + 1));
 }
 
 } // namespace esmtp

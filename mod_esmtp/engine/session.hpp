@@ -12,6 +12,7 @@
 #pragma once
 
 #include "engine/address.hpp"
+#include "engine/auth.hpp"
 #include "engine/command_table.hpp"
 #include "engine/data_reader.hpp"
 #include "engine/defaults.hpp"
@@ -46,7 +47,8 @@ struct ConnectionInfo {
     bool tls_unavailable = false;
     // What a PROXY header said (ESMTPProxyProtocol), for the log.
     std::string proxied;
-    // XCLIENT LOGIN: the user a front end authenticated (kept for AUTH).
+    // XCLIENT LOGIN: the user a front end authenticated; the session counts
+    // as authenticated with it (as Postfix's XCLIENT LOGIN).
     std::string login;
 };
 
@@ -74,6 +76,15 @@ class Session final : public SessionView, private DataSink
     // client): MAIL and RCPT beyond them get 450 4.7.1. Null: none. Must
     // outlive the session.
     void set_client_limiter(ClientLimiter *l) { limiter_ = l; }
+    // Checks AUTH passwords (the glue's authn providers). Null: AUTH
+    // attempts get 454 4.7.0. Must outlive the session.
+    void set_authenticator(Authenticator *a) { authenticator_ = a; }
+    // The Authenticator deferred its answer: the session waits (input is
+    // held) until the glue calls auth_done().
+    bool auth_pending() const { return state_.phase == Phase::auth; }
+    // The deferred answer; replies (235/535/454/421) and processes the
+    // input held meanwhile. Ignored unless auth_pending().
+    void auth_done(AuthVerdict v);
 
     // Send the greeting (CONNECT event).
     void start();
@@ -147,6 +158,7 @@ class Session final : public SessionView, private DataSink
     void log(int level, std::string_view text) override;
     void error(std::string_view text) override;
     const TlsInfo &tls() const override { return conn_.tls_info; }
+    std::string_view auth_user() const override { return auth_user_; }
 
   private:
     // DataSink
@@ -175,6 +187,17 @@ class Session final : public SessionView, private DataSink
     // The session starts again with its new identity (the verb table's
     // `restarts` column): HELO/EHLO again, CONNECT asked again, 220.
     void restart(std::string_view why);
+    // AUTH (engine/auth.hpp): the verb, a SASL response line after 334,
+    // and the credentials handed to the Authenticator.
+    void do_auth(std::string_view arg);
+    void sasl_response(std::string_view line);
+    void sasl_step(std::string_view decoded);
+    void sasl_end(int code, std::string_view enh, std::string_view text);
+    void verify();
+    void auth_failed();
+    void sasl_challenge(std::string_view base64);
+    void hold(std::string_view in);
+    bool sender_owned(const Path &from) const;
     bool xclient_allowed() const { return cfg_.xclient_hosts.contains(conn_.client_address); }
     void do_simple(Verb verb, std::string_view arg, const VerbRule &rule, const CommandMatch &m);
     void finish_chunk();
@@ -238,6 +261,18 @@ class Session final : public SessionView, private DataSink
     std::uint64_t bdat_chunk_ = 0;
     bool bdat_last_ = false;
     Reply bdat_refusal_;
+    // AUTH: the exchange under way, the user once authenticated, the
+    // failures so far (ESMTPMaxAuthFailures), input held while the
+    // Authenticator has not answered, and whether feed() is running.
+    Authenticator *authenticator_ = nullptr;
+    AuthMechanism sasl_mech_ = mech_plain;
+    Credentials sasl_;
+    bool sasl_have_user_ = false;
+    std::string auth_user_;
+    unsigned auth_failures_ = 0;
+    std::string held_;
+    bool feeding_ = false;
+    bool refeeding_ = false; // feeding held input: already counted as received
 };
 
 } // namespace esmtp

@@ -14,30 +14,33 @@ constexpr bool Y = true;
 constexpr bool N = false;
 
 // clang-format off
-constexpr std::array<VerbRule, 16> kVerbs{{
-    // verb          name        extension      junk refused hello needs_tx   in_tx in_bdat resets help tls  priv restarts
-    {Verb::helo,     "HELO",     0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y,   N,   N,   N},
-    {Verb::ehlo,     "EHLO",     0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y,   N,   N,   N},
-    {Verb::mail,     "MAIL",     0,             Y,   N,      Y,    Tx::none,  Y,    N,      N,     Y,   Y,   N,   N},
-    {Verb::rcpt,     "RCPT",     0,             N,   N,      N,    Tx::mail,  N,    Y,      N,     Y,   Y,   N,   N},
-    {Verb::data,     "DATA",     0,             N,   N,      N,    Tx::rcpt,  N,    Y,      N,     Y,   Y,   N,   N},
-    {Verb::bdat,     "BDAT",     ext_chunking,  N,   N,      N,    Tx::rcpt,  N,    N,      N,     Y,   Y,   N,   N},
-    {Verb::rset,     "RSET",     0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y,   N,   N,   N},
-    {Verb::noop,     "NOOP",     0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y,   N,   N,   N},
-    {Verb::quit,     "QUIT",     0,             N,   Y,      N,    Tx::none,  N,    N,      N,     Y,   N,   N,   N},
-    {Verb::help,     "HELP",     0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y,   N,   N,   N},
-    {Verb::vrfy,     "VRFY",     0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y,   N,   N,   N},
+constexpr std::array<VerbRule, 17> kVerbs{{
+    // verb          name        extension      junk refused hello needs_tx   in_tx in_bdat resets help tls  priv restarts auth
+    {Verb::helo,     "HELO",     0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y,   N,   N,   N,   N},
+    {Verb::ehlo,     "EHLO",     0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y,   N,   N,   N,   N},
+    {Verb::mail,     "MAIL",     0,             Y,   N,      Y,    Tx::none,  Y,    N,      N,     Y,   Y,   N,   N,   Y},
+    {Verb::rcpt,     "RCPT",     0,             N,   N,      N,    Tx::mail,  N,    Y,      N,     Y,   Y,   N,   N,   N},
+    {Verb::data,     "DATA",     0,             N,   N,      N,    Tx::rcpt,  N,    Y,      N,     Y,   Y,   N,   N,   N},
+    {Verb::bdat,     "BDAT",     ext_chunking,  N,   N,      N,    Tx::rcpt,  N,    N,      N,     Y,   Y,   N,   N,   N},
+    {Verb::rset,     "RSET",     0,             Y,   N,      N,    Tx::none,  N,    N,      Y,     Y,   N,   N,   N,   N},
+    {Verb::noop,     "NOOP",     0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y,   N,   N,   N,   N},
+    {Verb::quit,     "QUIT",     0,             N,   Y,      N,    Tx::none,  N,    N,      N,     Y,   N,   N,   N,   N},
+    {Verb::help,     "HELP",     0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y,   N,   N,   N,   N},
+    {Verb::vrfy,     "VRFY",     0,             Y,   N,      N,    Tx::none,  N,    N,      N,     Y,   N,   N,   N,   N},
     // EXPN's default is 502: not named by HELP
-    {Verb::expn,     "EXPN",     0,             Y,   N,      N,    Tx::none,  N,    N,      N,     N,   N,   N,   N},
+    {Verb::expn,     "EXPN",     0,             Y,   N,      N,    Tx::none,  N,    N,      N,     N,   N,   N,   N,   N},
     // RFC 3207: not inside a transaction; offered only by ESMTPStartTLS on a
     // plaintext session (Session::do_starttls answers 502/503 otherwise)
-    {Verb::starttls, "STARTTLS", 0,             N,   N,      N,    Tx::none,  Y,    N,      N,     Y,   N,   N,   N},
+    {Verb::starttls, "STARTTLS", 0,             N,   N,      N,    Tx::none,  Y,    N,      N,     Y,   N,   N,   N,   N},
     // Postfix's XCLIENT: trusted front ends only (even when CONNECT refused
     // the front end's own address), not inside a transaction
-    {Verb::xclient,  "XCLIENT",  0,             N,   Y,      N,    Tx::none,  Y,    Y,      N,     N,   N,   Y,   Y},
+    {Verb::xclient,  "XCLIENT",  0,             N,   Y,      N,    Tx::none,  Y,    Y,      N,     N,   N,   Y,   Y,   N},
+    // RFC 4954: after EHLO, not inside a transaction, once per session
+    // (Session::do_auth: 502 when ESMTPAuth is off, 538 before TLS)
+    {Verb::auth,     "AUTH",     0,             N,   N,      Y,    Tx::none,  Y,    Y,      N,     Y,   Y,   N,   N,   N},
     // the handler's commands and unknown lines: the handler decides
-    {Verb::custom,   "COMMAND",  0,             N,   N,      N,    Tx::none,  N,    N,      N,     N,   N,   N,   N},
-    {Verb::unknown,  "UNKNOWN",  0,             N,   N,      N,    Tx::none,  N,    N,      N,     N,   N,   N,   N},
+    {Verb::custom,   "COMMAND",  0,             N,   N,      N,    Tx::none,  N,    N,      N,     N,   N,   N,   N,   N},
+    {Verb::unknown,  "UNKNOWN",  0,             N,   N,      N,    Tx::none,  N,    N,      N,     N,   N,   N,   N,   N},
 }};
 // clang-format on
 
@@ -58,6 +61,8 @@ std::string help_text(const SessionConfig &cfg, Hello hello, bool tls)
         if (!r.in_help || (r.extension && (!(cfg.extensions & r.extension) || hello == Hello::helo)))
             continue;
         if (r.verb == Verb::starttls && (cfg.starttls == StartTls::off || tls))
+            continue;
+        if (r.verb == Verb::auth && (!cfg.auth_mechanisms || (cfg.auth_require_tls && !tls)))
             continue;
         s.append(" ").append(r.name);
     }
@@ -80,6 +85,10 @@ const char *phase_name(Phase p)
         return "bdat";
     case Phase::tls:
         return "tls";
+    case Phase::sasl:
+        return "sasl";
+    case Phase::auth:
+        return "auth";
     case Phase::closed:
         return "closed";
     }

@@ -24,6 +24,8 @@ enum class Phase {
     data,     // DATA content, up to CRLF.CRLF
     bdat,     // the octets of a BDAT chunk (taken or swallowed)
     tls,      // STARTTLS answered 220: no input until the glue's TLS handshake ends
+    sasl,     // AUTH answered 334: the next line is a SASL response, not a command
+    auth,     // the glue checks a password (Authenticator): input is held until it answers
     closed,   // nothing more is read
 };
 
@@ -65,6 +67,7 @@ struct VerbRule {
     bool needs_tls;       // 530 5.7.0 before STARTTLS when ESMTPStartTLS is Required
     bool privileged;      // 550 5.7.0 unless the client is in ESMTPXClientHosts (XCLIENT)
     bool restarts;        // a success takes the session back to its start (XCLIENT: 220, HELO/EHLO again)
+    bool needs_auth;      // 530 5.7.0 until AUTH succeeded when ESMTPSubmission is On
 };
 
 // The row of a verb; Verb::custom and Verb::unknown have permissive rows.

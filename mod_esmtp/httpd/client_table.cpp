@@ -63,6 +63,15 @@ int client_table_post_config(apr_pool_t *pconf, server_rec *main, std::size_t en
         apr_shm_destroy(r->shm);
         r->shm = nullptr;
     }
+    if (r && r->shm && !ClientTable(apr_shm_baseaddr_get(r->shm), apr_shm_size_get(r->shm)).valid()) {
+        // Laid out by another build of the module (a graceful restart after
+        // an upgrade that changed the layout, e.g. the AUTH window): a new table.
+        ap_log_error(APLOG_MARK, APLOG_NOTICE, 0, main,
+                     "esmtp: the per-client table has another layout (module upgraded): per-client counts start "
+                     "again");
+        apr_shm_destroy(r->shm);
+        r->shm = nullptr;
+    }
     if (!r) {
         r = static_cast<Retained *>(apr_pcalloc(pproc, sizeof(Retained)));
         apr_pool_userdata_set(r, kUserdataKey, apr_pool_cleanup_null, pproc);

@@ -1,8 +1,10 @@
 #include "httpd/config.hpp"
 
+#include "httpd/auth.hpp"
 #include "httpd/client_table.hpp"
 #include "httpd/guard.hpp"
 #include "httpd/tls.hpp"
+#include "engine/sender_login.hpp"
 
 #include <apr_strings.h>
 #include <http_core.h>
@@ -405,6 +407,11 @@ const char *set_client_recipient_rate(cmd_parms *cmd, void *, const char *arg)
     return set_client_rate(cmd, arg, 2);
 }
 
+const char *set_client_auth_rate(cmd_parms *cmd, void *, const char *arg)
+{
+    return set_client_rate(cmd, arg, 3);
+}
+
 const char *set_client_ipv6_prefix(cmd_parms *cmd, void *, const char *arg)
 {
     if (!parse_number(arg, 1, 128, server_config(cmd->server)->client_ipv6_prefix))
@@ -509,6 +516,120 @@ unsigned effective_extensions(const ServerConfig *c, unsigned dflt)
 
 // Every directive handler runs through guarded(): an exception becomes the
 // directive's error message instead of reaching httpd.
+// ---- AUTH (httpd/auth.cpp)
+
+const char *set_auth(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    unsigned m = 0;
+    if (argc == 1 && !strcasecmp(argv[0], "Off")) {
+        server_config(cmd->server)->auth_mechanisms = 0;
+        return nullptr;
+    }
+    if (argc < 1)
+        return "ESMTPAuth: needs mechanisms (PLAIN, LOGIN) or Off";
+    for (int i = 0; i < argc; ++i) {
+        unsigned bit = auth_mechanism_by_name(argv[i]);
+        if (!bit)
+            return apr_psprintf(cmd->pool,
+                                "ESMTPAuth: unknown mechanism '%s' (PLAIN and LOGIN: httpd's authn providers check "
+                                "plaintext passwords)",
+                                argv[i]);
+        m |= bit;
+    }
+    server_config(cmd->server)->auth_mechanisms = static_cast<int>(m);
+    return nullptr;
+}
+
+const char *set_auth_provider(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    if (argc < 1)
+        return "ESMTPAuthProvider: needs authn provider or <AuthnProviderAlias> names, e.g. ESMTPAuthProvider "
+               "smtp-users";
+    auto *list = apr_array_make(cmd->pool, argc, sizeof(const char *));
+    for (int i = 0; i < argc; ++i)
+        APR_ARRAY_PUSH(list, const char *) = apr_pstrdup(cmd->pool, argv[i]);
+    server_config(cmd->server)->auth_providers = list;
+    return nullptr;
+}
+
+const char *set_auth_require_tls(cmd_parms *cmd, void *, int on)
+{
+    server_config(cmd->server)->auth_require_tls = on ? 1 : 0;
+    return nullptr;
+}
+
+const char *set_submission(cmd_parms *cmd, void *, int on)
+{
+    server_config(cmd->server)->submission = on ? 1 : 0;
+    return nullptr;
+}
+
+apr_status_t destroy_sender_login_map(void *data)
+{
+    return guarded(
+        {"SenderLoginMap cleanup"},
+        [data] {
+            delete static_cast<std::shared_ptr<const SenderLoginMap> *>(data);
+            return APR_SUCCESS;
+        },
+        [](const char *) { return APR_SUCCESS; });
+}
+
+// On, Off, or a file read now (a change needs a restart), so that a bad
+// line fails `apache2 -t` naming the file and the line.
+const char *set_sender_login_match(cmd_parms *cmd, void *, const char *arg)
+{
+    ServerConfig *cfg = server_config(cmd->server);
+    cfg->sender_login_map = nullptr;
+    if (!strcasecmp(arg, "On") || !strcasecmp(arg, "Off")) {
+        cfg->sender_login_match = strcasecmp(arg, "On") ? 0 : 1;
+        return nullptr;
+    }
+    const char *path = ap_server_root_relative(cmd->pool, arg);
+    apr_file_t *f = nullptr;
+    apr_finfo_t fi;
+    if (!path || apr_file_open(&f, path, APR_FOPEN_READ, APR_OS_DEFAULT, cmd->temp_pool) != APR_SUCCESS ||
+        apr_file_info_get(&fi, APR_FINFO_SIZE, f) != APR_SUCCESS)
+        return apr_psprintf(cmd->pool, "ESMTPSenderLoginMatch: needs On, Off or a readable map file; cannot read '%s'",
+                            path ? path : arg);
+    std::string text(static_cast<std::size_t>(fi.size), '\0');
+    apr_size_t n = text.size();
+    if (n && apr_file_read_full(f, text.data(), n, &n) != APR_SUCCESS)
+        return apr_psprintf(cmd->pool, "ESMTPSenderLoginMatch: cannot read '%s'", path);
+    apr_file_close(f);
+    auto map = std::make_shared<SenderLoginMap>();
+    std::string error;
+    if (!map->parse(text, error))
+        return apr_psprintf(cmd->pool, "ESMTPSenderLoginMatch: %s: %s", path, error.c_str());
+    cfg->sender_login_map = new std::shared_ptr<const SenderLoginMap>(std::move(map));
+    apr_pool_cleanup_register(cmd->pool, cfg->sender_login_map, destroy_sender_login_map, apr_pool_cleanup_null);
+    cfg->sender_login_match = 2;
+    return nullptr;
+}
+
+const char *set_max_auth_failures(cmd_parms *cmd, void *, const char *arg)
+{
+    if (!parse_number(arg, 0, 1000, server_config(cmd->server)->max_auth_failures))
+        return "ESMTPMaxAuthFailures: needs a number of failed AUTH attempts per session (0 for no limit)";
+    return nullptr;
+}
+
+const char *set_auth_failure_delay(cmd_parms *cmd, void *, const char *arg)
+{
+    // seconds, with up to three decimals ("0.5")
+    std::string_view a(arg);
+    std::size_t dot = a.find('.');
+    apr_int64_t whole = 0, frac = 0;
+    std::string w(a.substr(0, dot)), f(dot == std::string_view::npos ? "" : a.substr(dot + 1));
+    if (f.size() > 3 || !parse_number(w.c_str(), 0, 60, whole) ||
+        (!f.empty() && !parse_number(f.c_str(), 0, 999, frac)))
+        return "ESMTPAuthFailureDelay: needs seconds between 0 and 60 (e.g. 0.5)";
+    while (f.size() < 3 && !f.empty())
+        f.push_back('0'), frac *= 10;
+    server_config(cmd->server)->auth_failure_delay_ms = whole * 1000 + frac;
+    return nullptr;
+}
+
 const char *directive_failed(cmd_parms *cmd, const char *what) noexcept
 {
     return apr_pstrcat(cmd->pool, cmd->cmd->name, ": internal error: ", what, nullptr);
@@ -601,6 +722,24 @@ const command_rec directives[] = {
                   "Seconds to wait for the whole PROXY header (default 5)"),
     AP_INIT_TAKE_ARGV("ESMTPXClientHosts", reinterpret_cast<cmd_func>(take_argv<set_xclient_hosts>), nullptr, RSRC_CONF,
                       "Clients allowed to send XCLIENT: addresses or CIDR blocks (default: none)"),
+    AP_INIT_TAKE_ARGV("ESMTPAuth", reinterpret_cast<cmd_func>(take_argv<set_auth>), nullptr, RSRC_CONF,
+                      "SMTP AUTH mechanisms offered: PLAIN LOGIN, or Off (the default)"),
+    AP_INIT_TAKE_ARGV("ESMTPAuthProvider", reinterpret_cast<cmd_func>(take_argv<set_auth_provider>), nullptr, RSRC_CONF,
+                      "authn providers or <AuthnProviderAlias> names that check AUTH passwords, in order"),
+    AP_INIT_FLAG("ESMTPAuthRequireTLS", reinterpret_cast<cmd_func>(flag<set_auth_require_tls>), nullptr, RSRC_CONF,
+                 "AUTH only over TLS (default On)"),
+    AP_INIT_FLAG("ESMTPSubmission", reinterpret_cast<cmd_func>(flag<set_submission>), nullptr, RSRC_CONF,
+                 "RFC 6409 submission: MAIL needs AUTH (default Off)"),
+    AP_INIT_TAKE1("ESMTPMaxAuthFailures", reinterpret_cast<cmd_func>(take1<set_max_auth_failures>), nullptr, RSRC_CONF,
+                  "Failed AUTH attempts per session before 421 (default 3, 0: no limit)"),
+    AP_INIT_TAKE1("ESMTPSenderLoginMatch", reinterpret_cast<cmd_func>(take1<set_sender_login_match>), nullptr,
+                  RSRC_CONF,
+                  "On: MAIL FROM of an authenticated client must be its login or in its domain; FILE: a map of "
+                  "senders to logins; Off (default)"),
+    AP_INIT_TAKE1("ESMTPClientAuthRate", reinterpret_cast<cmd_func>(take1<set_client_auth_rate>), nullptr, RSRC_CONF,
+                  "AUTH commands per client address per time unit: N/SECONDS or off (default off)"),
+    AP_INIT_TAKE1("ESMTPAuthFailureDelay", reinterpret_cast<cmd_func>(take1<set_auth_failure_delay>), nullptr,
+                  RSRC_CONF, "Seconds to wait before answering a refused password (default 1)"),
     {nullptr, {nullptr}, nullptr, 0, RAW_ARGS, nullptr},
 };
 
@@ -628,6 +767,12 @@ void *create_server_config(apr_pool_t *p, server_rec *) noexcept
     cfg->tls_timeout = -1;
     cfg->proxy_protocol = -1;
     cfg->proxy_timeout = -1;
+    cfg->auth_mechanisms = -1;
+    cfg->auth_require_tls = -1;
+    cfg->submission = -1;
+    cfg->max_auth_failures = -1;
+    cfg->sender_login_match = -1;
+    cfg->auth_failure_delay_ms = -1;
     return cfg;
 }
 
@@ -667,7 +812,7 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->min_data_rate = add->min_data_rate != -1 ? add->min_data_rate : base->min_data_rate;
     cfg->client_connection_limit =
         add->client_connection_limit != -1 ? add->client_connection_limit : base->client_connection_limit;
-    for (int i = 0; i < 3; ++i) {
+    for (int i = 0; i < 4; ++i) {
         const ServerConfig *from = add->client_rates_set[i] ? add : base;
         cfg->client_rates[i] = from->client_rates[i];
         cfg->client_rates_set[i] = from->client_rates_set[i];
@@ -683,6 +828,16 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->proxy_trusted = add->proxy_trusted ? add->proxy_trusted : base->proxy_trusted;
     cfg->proxy_timeout = add->proxy_timeout != -1 ? add->proxy_timeout : base->proxy_timeout;
     cfg->xclient_hosts = add->xclient_hosts ? add->xclient_hosts : base->xclient_hosts;
+    cfg->auth_mechanisms = add->auth_mechanisms != -1 ? add->auth_mechanisms : base->auth_mechanisms;
+    cfg->auth_providers = add->auth_providers ? add->auth_providers : base->auth_providers;
+    cfg->auth_require_tls = add->auth_require_tls != -1 ? add->auth_require_tls : base->auth_require_tls;
+    cfg->submission = add->submission != -1 ? add->submission : base->submission;
+    cfg->max_auth_failures = add->max_auth_failures != -1 ? add->max_auth_failures : base->max_auth_failures;
+    const ServerConfig *slm = add->sender_login_match != -1 ? add : base;
+    cfg->sender_login_match = slm->sender_login_match;
+    cfg->sender_login_map = slm->sender_login_map;
+    cfg->auth_failure_delay_ms =
+        add->auth_failure_delay_ms != -1 ? add->auth_failure_delay_ms : base->auth_failure_delay_ms;
     return cfg;
 }
 
@@ -730,8 +885,8 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
     ClientLimitsConfig &cl = sc.client_limits;
     if (cfg->client_connection_limit >= 0)
         cl.connection_limit = static_cast<unsigned>(cfg->client_connection_limit);
-    RateLimit *rates[3] = {&cl.connection_rate, &cl.message_rate, &cl.recipient_rate};
-    for (int i = 0; i < 3; ++i)
+    RateLimit *rates[4] = {&cl.connection_rate, &cl.message_rate, &cl.recipient_rate, &cl.auth_rate};
+    for (int i = 0; i < 4; ++i)
         if (cfg->client_rates_set[i])
             *rates[i] = cfg->client_rates[i];
     if (cfg->client_ipv6_prefix > 0)
@@ -760,6 +915,20 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
         if (from)
             for (int i = 0; i < from->nelts; ++i)
                 to->add(APR_ARRAY_IDX(from, i, const char *)); // checked by the directive
+    if (cfg->auth_mechanisms >= 0)
+        sc.auth_mechanisms = static_cast<unsigned>(cfg->auth_mechanisms);
+    if (cfg->auth_require_tls >= 0)
+        sc.auth_require_tls = cfg->auth_require_tls == 1;
+    if (cfg->submission >= 0)
+        sc.submission = cfg->submission == 1;
+    if (cfg->max_auth_failures >= 0)
+        sc.max_auth_failures = static_cast<unsigned>(cfg->max_auth_failures);
+    if (cfg->sender_login_match >= 0)
+        sc.sender_login_match = cfg->sender_login_match == 1;
+    if (cfg->sender_login_match == 2 && cfg->sender_login_map)
+        sc.sender_login_map = *cfg->sender_login_map;
+    if (cfg->auth_failure_delay_ms >= 0)
+        sc.auth_failure_delay_ms = static_cast<unsigned>(cfg->auth_failure_delay_ms);
     // No open relay by default: the names of this (virtual) server.
     auto add_domain = [&sc](const char *d) {
         if (d && *d) {
@@ -838,6 +1007,8 @@ static int check_servers(server_rec *main)
             rv = !OK;
         }
     }
+    if (auth_check_config(main) != OK)
+        rv = !OK;
     return rv;
 }
 

@@ -42,8 +42,8 @@ struct ServerConfig {
     apr_int64_t min_data_rate;
     // ESMTPClient* (per-client limits): -1 / unset flags / nullptr: inherited
     apr_int64_t client_connection_limit;
-    RateLimit client_rates[3]; // connection, message, recipient
-    int client_rates_set[3];
+    RateLimit client_rates[4]; // connection, message, recipient, auth
+    int client_rates_set[4];
     apr_int64_t client_ipv6_prefix;
     apr_array_header_t *client_exceptions; // Network; empty: "none"
     apr_int64_t client_table_size;         // main server only
@@ -60,6 +60,15 @@ struct ServerConfig {
     // mod_ssl asked for a fallback certificate for this server in this
     // generation (httpd/tls.cpp): it has no real one yet.
     int tls_fallback;
+    // AUTH (httpd/auth.cpp): -1 unset
+    int auth_mechanisms;                // ESMTPAuth: AuthMechanism bits, 0 Off
+    apr_array_header_t *auth_providers; // ESMTPAuthProvider (const char *), checked in check_config
+    int auth_require_tls;               // ESMTPAuthRequireTLS
+    int submission;                     // ESMTPSubmission
+    apr_int64_t max_auth_failures;      // ESMTPMaxAuthFailures
+    int sender_login_match;             // ESMTPSenderLoginMatch: -1 unset, 0 Off, 1 On, 2 FILE
+    std::shared_ptr<const SenderLoginMap> *sender_login_map; // FILE's map (owned by a pool cleanup)
+    apr_int64_t auth_failure_delay_ms;                       // ESMTPAuthFailureDelay
     // The effective session settings, built once in post_config.
     const SessionConfig *session;
     // This server's row in the live counters (httpd/status.cpp), set in

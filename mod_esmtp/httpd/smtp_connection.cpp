@@ -38,11 +38,12 @@ constexpr apr_interval_time_t kStopCheckInterval = apr_time_from_sec(1);
 SmtpConnection::SmtpConnection(conn_rec *c, const ServerConfig *cfg, std::unique_ptr<Handler> handler,
                                ConnectionInfo ci, ClientSlot client)
     : c_(c), cfg_(cfg), io_(c), txlog_(c, cfg->log_file), client_(std::move(client)), stats_(c, cfg, ci.tls),
-      session_(std::make_unique<Session>(*cfg->session, std::move(ci), std::move(handler), &txlog_))
+      auth_(c, cfg), session_(std::make_unique<Session>(*cfg->session, std::move(ci), std::move(handler), &txlog_))
 {
     if (client_.held())
         session_->set_client_limiter(&client_);
     session_->set_observer(&stats_);
+    session_->set_authenticator(&auth_);
 }
 
 SmtpConnection::~SmtpConnection()

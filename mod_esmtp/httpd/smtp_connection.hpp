@@ -4,6 +4,7 @@
 #pragma once
 
 #include "engine/session.hpp"
+#include "httpd/auth.hpp"
 #include "httpd/config.hpp"
 #include "httpd/io.hpp"
 #include "httpd/parking.hpp"
@@ -87,7 +88,8 @@ class SmtpConnection
     TxLog txlog_;
     // Before session_: the session's ClientLimiter outlives it.
     ClientSlot client_;
-    ConnStats stats_; // outlives session_, which reports to it
+    ConnStats stats_;            // outlives session_, which reports to it
+    ProviderAuthenticator auth_; // outlives session_, which asks it
     std::unique_ptr<Session> session_;
     WaitRegistration wait_;
     bool parked_ = false;

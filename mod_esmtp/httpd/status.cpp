@@ -439,6 +439,9 @@ int phase_gauge(Phase p)
     case Phase::greeting:
         return g_greeting;
     case Phase::command:
+    case Phase::tls: // the STARTTLS handshake: between two commands
+    case Phase::sasl:
+    case Phase::auth:
         return g_command;
     case Phase::data:
     case Phase::bdat:

@@ -172,6 +172,7 @@ class View final : public SessionView
     void error(std::string_view text) override { s->error(text); }
     std::string_view quarantine_reason() const override { return quarantine; }
     const TlsInfo &tls() const override { return s->tls(); }
+    std::string_view auth_user() const override { return s->auth_user(); }
 };
 
 struct Peer {
@@ -254,6 +255,10 @@ class MilterHandler final : public Handler
                  {"{mail_mailer}", "smtp"},
                  {"{mail_host}", from.domain},
                  {"{mail_addr}", from.mailbox}};
+        // Postfix sends the SASL login with MAIL: opendkim and rspamd sign
+        // (or trust) mail of authenticated senders by it
+        if (!s.auth_user().empty())
+            m.emplace_back("{auth_authen}", std::string(s.auth_user()));
         std::string pk;
         encode_mail(pk, from.mailbox, param_strings(params));
         Reply mr = stage(s, kMail, m, pk);

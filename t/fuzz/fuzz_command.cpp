@@ -25,6 +25,7 @@
 #include "engine/session.hpp"
 
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -334,12 +335,38 @@ class FuzzHandler final : public esmtp::Handler
     std::string pending_;
 };
 
+// AUTH: the one password the fuzz Authenticator grants.
+constexpr std::string_view kSecret = "Zq9-secret";
+
+// Grants user/Zq9-secret, "down" is a backend failure, "later" answers
+// after the feed() call (the run resolves it), anything else is denied.
+class FuzzAuth final : public esmtp::Authenticator
+{
+  public:
+    std::optional<esmtp::AuthVerdict> check(const esmtp::AuthRequest &r) override
+    {
+        FUZZ_CHECK(!r.user.empty() && !r.password.empty());
+        if (r.user == "down")
+            return esmtp::AuthVerdict::unavailable;
+        if (r.user == "later") {
+            later = r.password == kSecret ? esmtp::AuthVerdict::granted : esmtp::AuthVerdict::denied;
+            return std::nullopt;
+        }
+        return r.user == "user" && r.password == kSecret ? esmtp::AuthVerdict::granted : esmtp::AuthVerdict::denied;
+    }
+    esmtp::AuthVerdict later = esmtp::AuthVerdict::denied;
+};
+
 class CheckingLog final : public esmtp::TxLogSink
 {
   public:
+    // The password reaches no log unless the client sent it in plain text
+    // (outside AUTH) itself.
+    bool secret_in_input = false;
     void error(std::string_view) override {}
     void write(int level, std::string_view record) override
     {
+        FUZZ_CHECK(secret_in_input || !contains(record, kSecret));
         FUZZ_CHECK(level >= esmtp::txlog_session && level <= esmtp::txlog_events);
         FUZZ_CHECK(!record.empty() && record.back() == '\n');
         for (std::size_t i = 0; i + 1 < record.size(); ++i) {
@@ -394,7 +421,7 @@ struct Transcript {
     std::string events;
 };
 
-Transcript run(unsigned flags, const std::vector<std::string_view> &pieces)
+Transcript run(unsigned flags, const std::vector<std::string_view> &pieces, bool secret_in_input)
 {
     esmtp::SessionConfig cfg;
     cfg.hostname = "mx.example.org";
@@ -418,6 +445,12 @@ Transcript run(unsigned flags, const std::vector<std::string_view> &pieces)
         cfg.accept_domains = {"*"};
     if (flags & f_own_domains)
         cfg.starttls = (flags & f_small_limits) ? esmtp::StartTls::required : esmtp::StartTls::on;
+    // AUTH always offered; over plaintext unless f_own_domains, submission
+    // and the sender/login match with f_noisy and f_normalize.
+    cfg.auth_mechanisms = esmtp::mech_plain | esmtp::mech_login;
+    cfg.auth_require_tls = flags & f_own_domains;
+    cfg.submission = (flags & f_noisy) && (flags & f_own_domains);
+    cfg.sender_login_match = flags & f_normalize;
 
     if (flags & f_noisy) {
         // compiled once, shared by every run, as the glue shares it between sessions
@@ -433,6 +466,8 @@ Transcript run(unsigned flags, const std::vector<std::string_view> &pieces)
 
     Observed obs;
     CheckingLog log;
+    log.secret_in_input = secret_in_input;
+    FuzzAuth auth;
     esmtp::ConnectionInfo conn;
     conn.client_address = "192.0.2.7";
     conn.client_port = 40000;
@@ -443,6 +478,7 @@ Transcript run(unsigned flags, const std::vector<std::string_view> &pieces)
     {
         auto session =
             std::make_unique<esmtp::Session>(cfg, conn, std::make_unique<FuzzHandler>(obs, flags, cfg), &log);
+        session->set_authenticator(&auth);
         session->start();
         check_replies(session->output());
         t.replies += session->output();
@@ -451,6 +487,12 @@ Transcript run(unsigned flags, const std::vector<std::string_view> &pieces)
         for (std::string_view piece : pieces) {
             bool in_tls = session->tls_requested();
             session->feed(piece);
+            // the glue's deferred answer, before more input; the input held
+            // meanwhile may hold the next deferred AUTH
+            for (int n = 0; session->auth_pending(); ++n) {
+                FUZZ_CHECK(n < 1000);
+                session->auth_done(auth.later);
+            }
             std::string &out = session->output();
             check_replies(out);
             if (conn.tls_unavailable)
@@ -510,8 +552,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t *data, std::size_t size
     unsigned flags = fuzz::take_byte(in);
     fuzz::Chunked c = fuzz::split_input(in);
 
-    Transcript whole = run(flags, {c.payload});
-    Transcript pieces = run(flags, c.pieces);
+    bool secret = contains(c.payload, kSecret);
+    Transcript whole = run(flags, {c.payload}, secret);
+    Transcript pieces = run(flags, c.pieces, secret);
     if (!(flags & f_forbid_pipelining)) {
         if (whole.replies != pieces.replies) {
             std::fprintf(stderr, "replies differ with chunking:\n--- whole\n%s\n--- pieces\n%s\n",

@@ -108,6 +108,17 @@ def command_corpus():
                             b"DATA") + b"Subject: bare\r\n\r\nbare\nLF\r\n.\r\n" + crlf(
         b"MAIL FROM:<a@example.org>", b"RCPT TO:<b@example.org>", b"RSET", b"QUIT")
     c["rejected_message_then_rset"] = bytes([0]) + chunked(reject_then_rset)
+    # AUTH (issue 10): PLAIN with an initial response, LOGIN's exchange,
+    # a cancel, a deferred answer with pipelined commands, then relaying
+    auth = crlf(b"EHLO c.example", b"AUTH PLAIN AHVzZXIAd3Jvbmc=", b"AUTH LOGIN", b"*", b"AUTH LOGIN dXNlcg==",
+                b"d3Jvbmc=", b"AUTH PLAIN", b"AHVzZXIAWnE5LXNlY3JldA==", b"MAIL FROM:<user@example.org> AUTH=<>",
+                b"RCPT TO:<x@elsewhere.example>", b"DATA") + MESSAGE + crlf(b".", b"QUIT")
+    c["auth"] = bytes([0]) + chunked(auth, lines_split(auth))
+    c["auth_whole"] = bytes([NORMALIZE]) + chunked(auth)
+    later = crlf(b"EHLO c.example", b"AUTH PLAIN AGxhdGVyAFpxOS1zZWNyZXQ=", b"MAIL FROM:<later@example.org>",
+                 b"RCPT TO:<x@elsewhere.example>", b"AUTH PLAIN AGRvd24AWnE5LXNlY3JldA==", b"QUIT")
+    c["auth_deferred"] = bytes([0]) + chunked(later)
+    c["auth_submission_tls"] = bytes([NOISY | OWN_DOMAINS]) + chunked(auth)
     return c
 
 

@@ -33,7 +33,7 @@ struct Record {
     std::vector<std::string> headers;
     std::string body;
     std::string content; // raw header fields + eoh + body, byte for byte
-    std::string trace_at_data, trace_at_eom, qid_at_eom, protocol_at_data;
+    std::string trace_at_data, trace_at_eom, qid_at_eom, protocol_at_data, auth_user_at_data;
     Envelope env_at_data;
     std::vector<std::string> rcpts_seen;
     std::vector<std::string> command_names;         // Handler::command() calls
@@ -109,6 +109,7 @@ class RecordingHandler final : public Handler
         r_->content.clear();
         r_->env_at_data = s.envelope();
         r_->protocol_at_data = std::string(s.protocol());
+        r_->auth_user_at_data = std::string(s.auth_user());
         r_->trace_at_data = std::string(s.trace_headers());
         return event("data");
     }

@@ -50,11 +50,13 @@ ClientTable::Key key(const char *addr, unsigned prefix = 64, std::uint16_t zone 
 class CountingLimiter final : public esmtp::ClientLimiter
 {
   public:
-    int messages_left = 1000, recipients_left = 1000;
+    int messages_left = 1000, recipients_left = 1000, auths_left = 1000;
     bool allow_message() override { return messages_left-- > 0; }
     bool allow_recipient() override { return recipients_left-- > 0; }
+    bool allow_auth() override { return auths_left-- > 0; }
     std::string message_limit() const override { return "message rate 2/2s"; }
     std::string recipient_limit() const override { return "recipient rate 3/2s"; }
+    std::string auth_limit() const override { return "auth rate 1/60s"; }
 };
 
 } // namespace
@@ -81,6 +83,7 @@ class ClientLimitsTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testProcesses);
     CPPUNIT_TEST(testSessionMessageRate);
     CPPUNIT_TEST(testSessionRecipientRate);
+    CPPUNIT_TEST(testSessionAuthRate);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -465,6 +468,40 @@ class ClientLimitsTest : public CppUnit::TestFixture
         std::string out = h.send("Subject: x\r\n\r\nhi\r\n.\r\n");
         CPPUNIT_ASSERT(out.rfind("250 ", 0) == 0);
         CPPUNIT_ASSERT_EQUAL(std::size_t(2), h.rec->env_at_data.recipients.size());
+    }
+
+    // ESMTPClientAuthRate (issue 10): valid AUTH commands count; beyond the
+    // rate 450 4.7.1, the session goes on; the window is the table's own.
+    void testSessionAuthRate()
+    {
+        esmtp::test::Harness h;
+        h.cfg.auth_mechanisms = esmtp::mech_plain;
+        h.cfg.auth_require_tls = false;
+        CountingLimiter lim;
+        lim.auths_left = 1;
+        h.start();
+        h.session->set_client_limiter(&lim);
+        h.send("EHLO client.example\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("504 5.5.4 Unsupported authentication mechanism\r\n"),
+                             h.send("AUTH CRAM-MD5\r\n")); // not counted
+        CPPUNIT_ASSERT_EQUAL(std::string("334 \r\n"), h.send("AUTH PLAIN\r\n"));
+        h.send("*\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("450 4.7.1 Error: too many AUTH commands from 192.0.2.7\r\n"),
+                             h.send("AUTH PLAIN\r\n"));
+        CPPUNIT_ASSERT(!h.session->closing());
+        CPPUNIT_ASSERT(h.log.has("too many AUTH commands from 192.0.2.7: auth rate 1/60s"));
+
+        Table tb(64);
+        esmtp::ClientLimitsConfig cfg;
+        cfg.auth_rate = RateLimit{2, 60};
+        CPPUNIT_ASSERT(cfg.any());
+        auto a = tb.t.connect(key("192.0.2.1"), 0, 0, {});
+        for (int i = 0; i < 2; ++i)
+            CPPUNIT_ASSERT(tb.t.event(a.handle, ClientTable::auth_window, 1000, cfg.auth_rate));
+        CPPUNIT_ASSERT(!tb.t.event(a.handle, ClientTable::auth_window, 1000, cfg.auth_rate));
+        // the other windows are separate
+        CPPUNIT_ASSERT(tb.t.event(a.handle, ClientTable::message_window, 1000, cfg.auth_rate));
+        CPPUNIT_ASSERT(tb.t.event(a.handle, ClientTable::auth_window, 61001, cfg.auth_rate));
     }
 };
 

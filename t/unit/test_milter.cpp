@@ -230,6 +230,7 @@ class MilterTest : public CppUnit::TestFixture
     CPPUNIT_TEST(replycode_syntax);
     CPPUNIT_TEST(parses_directive);
     CPPUNIT_TEST(session_negotiates_and_sends_macros);
+    CPPUNIT_TEST(auth_login_macro_and_view);
     CPPUNIT_TEST(reject_at_rcpt_rejects_that_recipient_only);
     CPPUNIT_TEST(replycode_multiline_sent_as_given);
     CPPUNIT_TEST(modifications_reach_the_handler);
@@ -376,6 +377,37 @@ class MilterTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(!parse_spec({"inet:h:1", "default_action=maybe"}, s, e));
         CPPUNIT_ASSERT(!parse_spec({"inet:h:1", "command_timeout=0"}, s, e));
         CPPUNIT_ASSERT(!parse_spec({"inet:h:1", "colour=blue"}, s, e));
+    }
+
+    // issue 10: {auth_authen} with MAIL after AUTH, and
+    // the wrapped handler still sees the login and ESMTPA
+    void auth_login_macro_and_view()
+    {
+        FakeMilter m;
+        m.run();
+        struct Yes final : esmtp::Authenticator {
+            std::optional<esmtp::AuthVerdict> check(const esmtp::AuthRequest &) override
+            {
+                return esmtp::AuthVerdict::granted;
+            }
+        } yes;
+        Harness h;
+        h.cfg.auth_mechanisms = esmtp::mech_plain;
+        h.cfg.auth_require_tls = false;
+        use_milter(h, config_for(m.path));
+        CPPUNIT_ASSERT(h.start().starts_with("220 "));
+        h.session->set_authenticator(&yes);
+        h.send("EHLO c.example\r\n");
+        std::string x = h.send("AUTH PLAIN " + esmtp::base64_encode(std::string("\0carol\0pw", 9)) + "\r\n");
+        CPPUNIT_ASSERT_MESSAGE(x, x.starts_with("235 "));
+        std::string out = deliver(h);
+        CPPUNIT_ASSERT_MESSAGE(out, out.find("250 2.0.0 Ok: queued as") != std::string::npos);
+        h.send("QUIT\r\n");
+        h.session.reset();
+        m.wait_closed();
+        CPPUNIT_ASSERT(m.data_of('D', 1).find(cstr("{auth_authen}") + cstr("carol")) != std::string::npos);
+        CPPUNIT_ASSERT_EQUAL(std::string("carol"), h.rec->auth_user_at_data);
+        CPPUNIT_ASSERT_EQUAL(std::string("ESMTPA"), h.rec->protocol_at_data);
     }
 
     void session_negotiates_and_sends_macros()
