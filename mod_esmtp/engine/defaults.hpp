@@ -133,6 +133,11 @@ struct SessionConfig {
     bool auth_require_tls = true;
     // ESMTPSubmission (RFC 6409): MAIL needs a successful AUTH (530 5.7.0).
     bool submission = false;
+    // ESMTPAuthProxyUsers: logins that may give a PLAIN authorization
+    // identity other than themselves (RFC 4616) and then act as that user
+    // (a helpdesk or a gateway submitting for others); empty, the default:
+    // nobody, and such an attempt is refused and counted.
+    std::vector<std::string> auth_proxy_users;
     // ESMTPMaxAuthFailures: failed AUTH attempts per session; the one that
     // reaches it is answered 421 4.7.0 and the session closes (0: no limit).
     unsigned max_auth_failures = 3;

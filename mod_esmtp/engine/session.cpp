@@ -1328,6 +1328,12 @@ void Session::sasl_step(std::string_view decoded)
         sasl_end(501, "5.5.2", "Password too long");
         return;
     case SaslError::authzid:
+        if (std::find(cfg_.auth_proxy_users.begin(), cfg_.auth_proxy_users.end(), sasl_.user) !=
+                cfg_.auth_proxy_users.end() &&
+            valid_auth_user(sasl_.authzid)) {
+            verify(); // the proxy's own password; granted, it acts as authzid
+            return;
+        }
         sasl_.wipe();
         transit_phase(Phase::command, "AUTH ended");
         log(log_session, "AUTH PLAIN user=" + sasl_.user + ": authorization identity refused");
@@ -1375,8 +1381,13 @@ void Session::auth_done(AuthVerdict v)
     std::string what = std::string("AUTH ") + auth_mechanism_name(sasl_mech_) + " user=" + sasl_.user;
     switch (v) {
     case AuthVerdict::granted:
-        auth_user_ = sasl_.user;
-        log(log_session, what + ": authenticated");
+        if (!sasl_.authzid.empty() && sasl_.authzid != sasl_.user) {
+            auth_user_ = sasl_.authzid; // ESMTPAuthProxyUsers
+            log(log_session, what + ": authenticated, acting as " + auth_user_);
+        } else {
+            auth_user_ = sasl_.user;
+            log(log_session, what + ": authenticated");
+        }
         reply(235, "2.7.0", "Authentication successful");
         break;
     case AuthVerdict::denied:

@@ -552,6 +552,20 @@ const char *set_auth_provider(cmd_parms *cmd, void *, int argc, char *const argv
     return nullptr;
 }
 
+const char *set_auth_proxy_users(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    if (argc < 1)
+        return "ESMTPAuthProxyUsers: needs login names, e.g. ESMTPAuthProxyUsers helpdesk";
+    auto *list = apr_array_make(cmd->pool, argc, sizeof(const char *));
+    for (int i = 0; i < argc; ++i) {
+        if (!valid_auth_user(argv[i]))
+            return apr_psprintf(cmd->pool, "ESMTPAuthProxyUsers: '%s' is not a login name", argv[i]);
+        APR_ARRAY_PUSH(list, const char *) = apr_pstrdup(cmd->pool, argv[i]);
+    }
+    server_config(cmd->server)->auth_proxy_users = list;
+    return nullptr;
+}
+
 const char *set_auth_require_tls(cmd_parms *cmd, void *, int on)
 {
     server_config(cmd->server)->auth_require_tls = on ? 1 : 0;
@@ -726,6 +740,8 @@ const command_rec directives[] = {
                       "SMTP AUTH mechanisms offered: PLAIN LOGIN, or Off (the default)"),
     AP_INIT_TAKE_ARGV("ESMTPAuthProvider", reinterpret_cast<cmd_func>(take_argv<set_auth_provider>), nullptr, RSRC_CONF,
                       "authn providers or <AuthnProviderAlias> names that check AUTH passwords, in order"),
+    AP_INIT_TAKE_ARGV("ESMTPAuthProxyUsers", reinterpret_cast<cmd_func>(take_argv<set_auth_proxy_users>), nullptr,
+                      RSRC_CONF, "logins that may act as another user (a PLAIN authorization identity)"),
     AP_INIT_FLAG("ESMTPAuthRequireTLS", reinterpret_cast<cmd_func>(flag<set_auth_require_tls>), nullptr, RSRC_CONF,
                  "AUTH only over TLS (default On)"),
     AP_INIT_FLAG("ESMTPSubmission", reinterpret_cast<cmd_func>(flag<set_submission>), nullptr, RSRC_CONF,
@@ -830,6 +846,7 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->xclient_hosts = add->xclient_hosts ? add->xclient_hosts : base->xclient_hosts;
     cfg->auth_mechanisms = add->auth_mechanisms != -1 ? add->auth_mechanisms : base->auth_mechanisms;
     cfg->auth_providers = add->auth_providers ? add->auth_providers : base->auth_providers;
+    cfg->auth_proxy_users = add->auth_proxy_users ? add->auth_proxy_users : base->auth_proxy_users;
     cfg->auth_require_tls = add->auth_require_tls != -1 ? add->auth_require_tls : base->auth_require_tls;
     cfg->submission = add->submission != -1 ? add->submission : base->submission;
     cfg->max_auth_failures = add->max_auth_failures != -1 ? add->max_auth_failures : base->max_auth_failures;
@@ -923,6 +940,9 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
         sc.submission = cfg->submission == 1;
     if (cfg->max_auth_failures >= 0)
         sc.max_auth_failures = static_cast<unsigned>(cfg->max_auth_failures);
+    if (cfg->auth_proxy_users)
+        for (int i = 0; i < cfg->auth_proxy_users->nelts; ++i)
+            sc.auth_proxy_users.emplace_back(APR_ARRAY_IDX(cfg->auth_proxy_users, i, const char *));
     if (cfg->sender_login_match >= 0)
         sc.sender_login_match = cfg->sender_login_match == 1;
     if (cfg->sender_login_match == 2 && cfg->sender_login_map)

@@ -61,12 +61,13 @@ struct ServerConfig {
     // generation (httpd/tls.cpp): it has no real one yet.
     int tls_fallback;
     // AUTH (httpd/auth.cpp): -1 unset
-    int auth_mechanisms;                // ESMTPAuth: AuthMechanism bits, 0 Off
-    apr_array_header_t *auth_providers; // ESMTPAuthProvider (const char *), checked in check_config
-    int auth_require_tls;               // ESMTPAuthRequireTLS
-    int submission;                     // ESMTPSubmission
-    apr_int64_t max_auth_failures;      // ESMTPMaxAuthFailures
-    int sender_login_match;             // ESMTPSenderLoginMatch: -1 unset, 0 Off, 1 On, 2 FILE
+    int auth_mechanisms;                  // ESMTPAuth: AuthMechanism bits, 0 Off
+    apr_array_header_t *auth_providers;   // ESMTPAuthProvider (const char *), checked in check_config
+    int auth_require_tls;                 // ESMTPAuthRequireTLS
+    int submission;                       // ESMTPSubmission
+    apr_int64_t max_auth_failures;        // ESMTPMaxAuthFailures
+    apr_array_header_t *auth_proxy_users; // ESMTPAuthProxyUsers (const char *)
+    int sender_login_match;               // ESMTPSenderLoginMatch: -1 unset, 0 Off, 1 On, 2 FILE
     std::shared_ptr<const SenderLoginMap> *sender_login_map; // FILE's map (owned by a pool cleanup)
     apr_int64_t auth_failure_delay_ms;                       // ESMTPAuthFailureDelay
     // The effective session settings, built once in post_config.

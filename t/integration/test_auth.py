@@ -131,7 +131,8 @@ class AuthTest(ServerTestCase):
             f.write("# sender        logins\nsales@example.org  alice@example.org, bob\n@example.org alice@example.org\n")
         cls.mapped = httpd.add_smtp("maildir", server_name="mapped.example.org", accept_domains=["example.org"],
                                     extra=AUTH_LINES + ["ESMTPAuthRequireTLS Off",
-                                                        "ESMTPSenderLoginMatch %s" % q(senders)])
+                                                        "ESMTPSenderLoginMatch %s" % q(senders),
+                                                        "ESMTPAuthProxyUsers bob"])
         # ESMTPClientAuthRate, loopback not exempt
         cls.rated = httpd.add_smtp("maildir", server_name="rated.example.org", accept_domains=["example.org"],
                                    extra=AUTH_LINES + ["ESMTPAuthRequireTLS Off", "ESMTPClientAuthRate 2/600",
@@ -293,6 +294,20 @@ class AuthTest(ServerTestCase):
             c.cmd("RSET")
             self.assertEqual(c.cmd("MAIL FROM:<bob@example.org>")[1],
                              ["553 5.7.1 <bob@example.org>: Sender address rejected: not owned by user bob"])
+
+    def test_proxy_user_acts_for_another(self):
+        # ESMTPAuthProxyUsers bob: bob's password, then alice's identity
+        # (and alice's senders in the map); alice may not act for bob
+        as_alice = plain("bob", USERS_FILE["bob"], authzid="alice@example.org")
+        as_bob = plain("alice@example.org", USERS_FILE["alice@example.org"], authzid="bob")
+        with RawClient(self.mapped.port) as c:
+            c.reply()
+            c.cmd("EHLO client.example")
+            self.assertEqual(c.cmd("AUTH PLAIN " + as_bob)[1], ["535 5.7.8 Error: authentication failed"])
+            self.assertEqual(c.cmd("AUTH PLAIN " + as_alice)[0], 235)
+            self.assertEqual(c.cmd("MAIL FROM:<alice@example.org>")[0], 250)
+            c.cmd("RSET")
+            self.assertEqual(c.cmd("MAIL FROM:<sales@example.org>")[0], 250)  # owned by alice too
 
     def test_wrong_password_unknown_user_and_limit(self):
         c, _ = self.tls_client(self.sub)
@@ -589,7 +604,8 @@ class AuthConfigTest(unittest.TestCase):
     def test_bad_values(self):
         for line, text in (("ESMTPAuth CRAM-MD5", "ESMTPAuth: unknown mechanism 'CRAM-MD5'"),
                            ("ESMTPMaxAuthFailures many", "ESMTPMaxAuthFailures"),
-                           ("ESMTPAuthFailureDelay 99", "ESMTPAuthFailureDelay")):
+                           ("ESMTPAuthFailureDelay 99", "ESMTPAuthFailureDelay"),
+                           ("ESMTPAuthProxyUsers " + "x" * 300, "ESMTPAuthProxyUsers: 'xxx")):
             rc, out = self.check([line], aliases=False)
             self.assertNotEqual(rc, 0, line)
             self.assertIn(text, out)

@@ -110,6 +110,7 @@ class AuthTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testCancelAndBadBase64);
     CPPUNIT_TEST(testSequencing);
     CPPUNIT_TEST(testBadPlainMessages);
+    CPPUNIT_TEST(testProxyUsers);
     CPPUNIT_TEST(testFailureLimit);
     CPPUNIT_TEST(testUnavailable);
     CPPUNIT_TEST(testDeferredHoldsInput);
@@ -332,6 +333,48 @@ class AuthTest : public CppUnit::TestFixture
                              h.send("AUTH PLAIN " + plain("alice@example.org", "bob", "hunter2-pw") + "\r\n"));
         CPPUNIT_ASSERT(h.log.has("authorization identity refused"));
         CPPUNIT_ASSERT_EQUAL(0, h.auth.calls);
+    }
+
+    // ESMTPAuthProxyUsers: a listed login authenticates with its own
+    // password and then acts as the PLAIN authorization identity.
+    void testProxyUsers()
+    {
+        AuthHarness h;
+        h.cfg.auth_proxy_users = {"bob"};
+        h.begin();
+        CPPUNIT_ASSERT_EQUAL(std::string("235 2.7.0 Authentication successful\r\n"),
+                             h.send("AUTH PLAIN " + plain("alice@example.org", "bob", "hunter2-pw") + "\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("bob"), h.auth.last_user); // bob's password was checked
+        CPPUNIT_ASSERT_EQUAL(std::string("alice@example.org"), std::string(h.s().auth_user()));
+        CPPUNIT_ASSERT(h.log.has("AUTH PLAIN user=bob: authenticated, acting as alice@example.org"));
+        // the proxy's wrong password: refused like any other
+        AuthHarness w;
+        w.cfg.auth_proxy_users = {"bob"};
+        w.begin();
+        CPPUNIT_ASSERT_EQUAL(std::string("535 5.7.8 Error: authentication failed\r\n"),
+                             w.send("AUTH PLAIN " + plain("alice@example.org", "bob", "wrong") + "\r\n"));
+        CPPUNIT_ASSERT(w.s().auth_user().empty());
+        // a login not in the list may not act for anyone, not even for a proxy
+        CPPUNIT_ASSERT_EQUAL(std::string("535 5.7.8 Error: authentication failed\r\n"),
+                             w.send("AUTH PLAIN " + plain("bob", "alice@example.org", "s3cret-pw") + "\r\n"));
+        CPPUNIT_ASSERT(w.log.has("authorization identity refused"));
+        // an authorization identity that is no acceptable user name
+        AuthHarness b;
+        b.cfg.auth_proxy_users = {"bob"};
+        b.begin();
+        CPPUNIT_ASSERT_EQUAL(std::string("535 5.7.8 Error: authentication failed\r\n"),
+                             b.send("AUTH PLAIN " + plain("al\x01ice", "bob", "hunter2-pw") + "\r\n"));
+        CPPUNIT_ASSERT_EQUAL(0, b.auth.calls);
+        // an answer that comes later keeps the authorization identity
+        AuthHarness d;
+        d.cfg.auth_proxy_users = {"bob"};
+        d.begin();
+        d.auth.defer = true;
+        CPPUNIT_ASSERT_EQUAL(std::string(),
+                             d.send("AUTH PLAIN " + plain("alice@example.org", "bob", "hunter2-pw") + "\r\n"));
+        d.s().auth_done(*d.auth.pending);
+        CPPUNIT_ASSERT_EQUAL(std::string("235 2.7.0 Authentication successful\r\n"), d.take());
+        CPPUNIT_ASSERT_EQUAL(std::string("alice@example.org"), std::string(d.s().auth_user()));
     }
 
     void testFailureLimit()
