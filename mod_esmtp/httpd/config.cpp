@@ -349,19 +349,26 @@ const char *set_max_junk_commands(cmd_parms *cmd, void *, const char *arg)
     return nullptr;
 }
 
-const char *set_greeting_delay(cmd_parms *cmd, void *, const char *arg)
+// Seconds with up to three decimals ("0.5"), 0 to max_seconds, as ms.
+bool parse_seconds_ms(const char *arg, apr_int64_t max_seconds, apr_int64_t &ms)
 {
-    // seconds, with up to three decimals ("0.5")
     std::string_view a(arg);
     std::size_t dot = a.find('.');
     apr_int64_t whole = 0, frac = 0;
     std::string w(a.substr(0, dot)), f(dot == std::string_view::npos ? "" : a.substr(dot + 1));
-    if (f.size() > 3 || !parse_number(w.c_str(), 0, 300, whole) ||
+    if (f.size() > 3 || !parse_number(w.c_str(), 0, max_seconds, whole) ||
         (!f.empty() && !parse_number(f.c_str(), 0, 999, frac)))
-        return "ESMTPGreetingDelay: needs seconds between 0 and 300 (e.g. 0.5)";
+        return false;
     while (f.size() < 3 && !f.empty())
         f.push_back('0'), frac *= 10;
-    server_config(cmd->server)->greeting_delay_ms = whole * 1000 + frac;
+    ms = whole * 1000 + frac;
+    return true;
+}
+
+const char *set_greeting_delay(cmd_parms *cmd, void *, const char *arg)
+{
+    if (!parse_seconds_ms(arg, 300, server_config(cmd->server)->greeting_delay_ms))
+        return "ESMTPGreetingDelay: needs seconds between 0 and 300 (e.g. 0.5)";
     return nullptr;
 }
 
@@ -630,17 +637,8 @@ const char *set_max_auth_failures(cmd_parms *cmd, void *, const char *arg)
 
 const char *set_auth_failure_delay(cmd_parms *cmd, void *, const char *arg)
 {
-    // seconds, with up to three decimals ("0.5")
-    std::string_view a(arg);
-    std::size_t dot = a.find('.');
-    apr_int64_t whole = 0, frac = 0;
-    std::string w(a.substr(0, dot)), f(dot == std::string_view::npos ? "" : a.substr(dot + 1));
-    if (f.size() > 3 || !parse_number(w.c_str(), 0, 60, whole) ||
-        (!f.empty() && !parse_number(f.c_str(), 0, 999, frac)))
+    if (!parse_seconds_ms(arg, 60, server_config(cmd->server)->auth_failure_delay_ms))
         return "ESMTPAuthFailureDelay: needs seconds between 0 and 60 (e.g. 0.5)";
-    while (f.size() < 3 && !f.empty())
-        f.push_back('0'), frac *= 10;
-    server_config(cmd->server)->auth_failure_delay_ms = whole * 1000 + frac;
     return nullptr;
 }
 
