@@ -399,14 +399,9 @@ class LmtpHandler final : public Handler
             if (!conn_ && !open(s))
                 return Reply(451, "LMTP server unavailable", "4.4.1");
             const Envelope &env = s.envelope();
-            std::string cmd = "MAIL FROM:<" + env.sender.mailbox + ">";
-            if (env.smtputf8) {
-                if (!has_smtputf8_)
-                    return Reply(553, "LMTP server does not support SMTPUTF8", "5.6.7");
-                cmd += " SMTPUTF8";
-            }
-            if (env.body_type == "8BITMIME" && has_8bitmime_)
-                cmd += " BODY=8BITMIME";
+            std::string cmd;
+            if (Reply refused = mail_command(env, cmd); !refused.empty())
+                return refused;
             ServerReply r;
             bool ok = command(s, cmd, r);
             if (!ok && reused && !lost_) {
@@ -421,6 +416,7 @@ class LmtpHandler final : public Handler
                 return to_reply(r); // the sender is this recipient's problem too
             }
             mail_sent_ = true;
+            sent_sender_ = env.sender.mailbox;
         }
         ServerReply r;
         if (!command(s, "RCPT TO:<" + to.mailbox + ">", r))
@@ -437,6 +433,9 @@ class LmtpHandler final : public Handler
         DropOnException guard(*this);
         if (lost_ || !conn_ || accepted_.empty())
             return lost_reply();
+        if (envelope_changed(s.envelope()))
+            if (Reply r = resend_envelope(s, s.envelope()); !r.empty())
+                return r;
         ServerReply r;
         if (!command(s, "DATA", r))
             return lost_reply();
@@ -545,6 +544,79 @@ class LmtpHandler final : public Handler
             names += next;
         }
         return Reply(451, "Delivery failed for " + names + "; try again later", "4.3.0");
+    }
+
+    // MAIL FROM for the envelope, or the refusal when the LMTP server
+    // cannot take it.
+    Reply mail_command(const Envelope &env, std::string &cmd) const
+    {
+        cmd = "MAIL FROM:<" + env.sender.mailbox + ">";
+        if (env.smtputf8) {
+            if (!has_smtputf8_)
+                return Reply(553, "LMTP server does not support SMTPUTF8", "5.6.7");
+            cmd += " SMTPUTF8";
+        }
+        if (env.body_type == "8BITMIME" && has_8bitmime_)
+            cmd += " BODY=8BITMIME";
+        return {};
+    }
+
+    // With ESMTPMilter the handler's data() runs after the filters, which
+    // may have changed the sender or added and deleted recipients after the
+    // LMTP server got MAIL and RCPT.
+    bool envelope_changed(const Envelope &env) const
+    {
+        if (env.sender.mailbox != sent_sender_ || env.recipients.size() != accepted_.size())
+            return true;
+        for (std::size_t i = 0; i < accepted_.size(); ++i)
+            if (env.recipients[i].path.mailbox != accepted_[i])
+                return true;
+        return false;
+    }
+
+    // The LMTP transaction again, with the envelope as the filters left it:
+    // RSET, MAIL, a RCPT each. A recipient refused for good now (one a
+    // filter added, which the client never saw) cannot be bounced from
+    // here: it goes to the error log and the others get the message; a
+    // temporary refusal tempfails the message (the client retries, the
+    // filter adds the recipient again).
+    Reply resend_envelope(SessionView &s, const Envelope &env)
+    {
+        s.log(2, "lmtp: the envelope changed after RCPT (milter): MAIL and RCPT again");
+        ServerReply r;
+        if (!command(s, "RSET", r))
+            return lost_reply();
+        if (r.code / 100 != 2)
+            return drop(s, "RSET failed");
+        mail_sent_ = false;
+        accepted_.clear();
+        std::string cmd;
+        if (Reply refused = mail_command(env, cmd); !refused.empty())
+            return refused;
+        if (!command(s, cmd, r))
+            return lost_reply();
+        if (r.code / 100 != 2)
+            return to_reply(r);
+        mail_sent_ = true;
+        sent_sender_ = env.sender.mailbox;
+        std::optional<Reply> first_refusal;
+        for (const auto &rcpt : env.recipients) {
+            if (!command(s, "RCPT TO:<" + rcpt.path.mailbox + ">", r))
+                return lost_reply();
+            if (r.code / 100 == 2) {
+                accepted_.push_back(rcpt.path.mailbox);
+                continue;
+            }
+            if (r.code / 100 == 4)
+                return Reply(451, "Delivery failed for <" + rcpt.path.mailbox + ">; try again later", "4.3.0");
+            s.error("lmtp: " + settings_->target.to_string() + " refused <" + rcpt.path.mailbox +
+                    "> after the envelope changed (not delivered to it): " + describe(r));
+            if (!first_refusal)
+                first_refusal = to_reply(r);
+        }
+        if (accepted_.empty())
+            return *first_refusal;
+        return {};
     }
 
     // Content for the LMTP server, stuffed and sent in blocks.
@@ -736,6 +808,7 @@ class LmtpHandler final : public Handler
     bool in_data_ = false;              // DATA accepted, content being sent
     bool lost_ = false;                 // connection lost with recipients accepted: refuse the rest
     std::vector<std::string> accepted_; // recipients the LMTP server accepted, in order
+    std::string sent_sender_;           // MAIL FROM the LMTP server got in this transaction
 };
 
 class LmtpFactory final : public HandlerFactory

@@ -19,6 +19,7 @@ import time
 import unittest
 
 from harness import IS_ROOT, MODULESDIR, RUN_USER, Httpd, RawClient, ServerTestCase, free_port, wait_for
+from test_lmtp import LMTP, LmtpController, RecordingLmtpHandler
 
 MOD_SSL = os.path.join(MODULESDIR, "mod_ssl.so")
 
@@ -170,6 +171,16 @@ class PyMilterTest(ServerTestCase):
         m = "ESMTPMilter inet:127.0.0.1:%d content_timeout=3" % cls.port
         cls.vh = httpd.add_smtp("maildir", accept_domains=["*"], log_file="py.log", log_level=1, extra=[m])
         cls.tvh = httpd.add_smtp("test", accept_domains=["*"], extra=[m])
+        cls.lvh = None
+        if LMTP is not None:
+            # the lmtp handler behind the filter, with a real LMTP server
+            cls.lmtp_store = RecordingLmtpHandler()
+            cls.lmtp_server = LmtpController(cls.lmtp_store, hostname="127.0.0.1", port=free_port(),
+                                             server_hostname="lmtp.test")
+            cls.lmtp_server.start()
+            cls.addClassCleanup(cls.lmtp_server.stop)
+            cls.lvh = httpd.add_smtp(["lmtp", "127.0.0.1:%d" % cls.lmtp_server.port], accept_domains=["*"],
+                                     log_file="pylmtp.log", log_level=3, extra=[m])
         cls.tls = None
         if os.path.exists(MOD_SSL) and shutil.which("openssl"):
             cert = os.path.join(httpd.root, "conf", "cert.pem")
@@ -289,6 +300,25 @@ class PyMilterTest(ServerTestCase):
         self.assertIn("ENVELOPE <newsender@example.net> BODY=8BITMIME <keep@smtp.test><added@smtp.test>"
                       "<addedpar@smtp.test> NOTIFY=NEVER", events)
         self.assertIn("QUARANTINE suspicious content", events)
+
+    @unittest.skipIf(LMTP is None, "python3-aiosmtpd is not installed")
+    def test_envelope_changes_reach_the_lmtp_server(self):
+        # the lmtp handler sent MAIL and RCPT at RCPT time; the filter then
+        # changed the sender, added two recipients and deleted one
+        code, text = self.send(self.lvh, "modify", rcpts=("modify@smtp.test", "keep@smtp.test"))
+        self.assertEqual(code, 250, text)
+        got = wait_for(lambda: self.lmtp_store.find("keep@smtp.test"), 5)
+        self.assertEqual(len(got), 1, got)
+        self.assertEqual(got[0]["mail_from"], "newsender@example.net")
+        self.assertEqual(got[0]["rcpt_tos"], ["keep@smtp.test", "added@smtp.test", "addedpar@smtp.test"])
+        self.assertIn(b"replaced body", got[0]["content"])
+        self.assertEqual(self.lmtp_store.find("modify@smtp.test"), [])
+        # unchanged envelopes go as they were sent at RCPT time
+        code, text = self.send(self.lvh, "plain", rcpts=("other@smtp.test",))
+        self.assertEqual(code, 250, text)
+        got = wait_for(lambda: self.lmtp_store.find("other@smtp.test"), 5)
+        self.assertEqual([(m["mail_from"], m["rcpt_tos"]) for m in got],
+                         [("sender@example.net", ["other@smtp.test"])])
 
     def test_discard(self):
         before = len(self.vh.maildir_files())
