@@ -171,6 +171,8 @@ class PyMilterTest(ServerTestCase):
         m = "ESMTPMilter inet:127.0.0.1:%d content_timeout=3" % cls.port
         cls.vh = httpd.add_smtp("maildir", accept_domains=["*"], log_file="py.log", log_level=1, extra=[m])
         cls.tvh = httpd.add_smtp("test", accept_domains=["*"], extra=[m])
+        # a front end (nginx, Postfix) names the real client with XCLIENT
+        cls.xvh = httpd.add_smtp("maildir", accept_domains=["*"], extra=[m, "ESMTPXClientHosts 127.0.0.1"])
         cls.lvh = None
         if LMTP is not None:
             # the lmtp handler behind the filter, with a real LMTP server
@@ -249,6 +251,25 @@ class PyMilterTest(ServerTestCase):
         self.assertIn(["X-Tight", "tight"], r["headers"])
         self.assertIn(["X-Folded", "one\n\ttwo"], r["headers"])
         self.assertEqual(r["body"], "body line\r\n")
+
+    def test_xclient_client_reaches_the_filter(self):
+        # the filter hears of the client XCLIENT names, not of the front end
+        before = len(self.xvh.maildir_files())
+        with RawClient(self.xvh.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO front.example")[0], 250)
+            self.assertEqual(c.cmd("XCLIENT ADDR=192.0.2.1 NAME=client.example.net")[0], 220)
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<sender@example.net>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<bob@smtp.test>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            code, lines = c.cmd("Subject: report xclient\r\n\r\nbody\r\n.")
+            self.assertEqual(code, 250, lines)
+        delivered(self.xvh, before)
+        r = [x for x in self.reports() if x["subject"] == "report xclient"][-1]
+        self.assertEqual(r["macros"]["{client_addr}"], "192.0.2.1")
+        self.assertEqual(r["macros"]["{client_name}"], "client.example.net")
+        self.assertEqual(r["helo"], "client.example")
 
     def test_tls_macros(self):
         if self.tls is None:
