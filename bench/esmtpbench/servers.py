@@ -72,6 +72,25 @@ def _wait_port(port, timeout=20):
     return False
 
 
+def _terminate(proc, group=False):
+    """SIGTERM (to its process group with `group`), then SIGKILL after 10 s."""
+    if proc is None or proc.poll() is not None:
+        return
+
+    def signal_it(sig):
+        try:
+            os.killpg(proc.pid, sig) if group else proc.send_signal(sig)
+        except OSError:
+            pass
+
+    signal_it(signal.SIGTERM)
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        signal_it(signal.SIGKILL)
+        proc.wait(10)
+
+
 def count_files(d):
     try:
         return sum(1 for n in os.listdir(d) if not n.startswith("."))
@@ -230,12 +249,7 @@ class SmtpSink(Server):
 
     def stop(self):
         if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+            _terminate(self.proc)
         elif self.proc and self.proc.returncode not in (None, 0, -signal.SIGTERM):
             self.log_problems.append("smtp-sink exited with %s" % self.proc.returncode)
         self.proc = None
@@ -282,13 +296,7 @@ class Opendkim:
             raise RuntimeError("opendkim did not listen on %d" % self.port)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        _terminate(self.proc)
         self.proc = None
 
     def esmtp_lines(self):
@@ -585,20 +593,8 @@ class Peer(Server):
             return ""
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            # its process group: the pid started here and (Perl) its session children
-            try:
-                os.killpg(self.proc.pid, signal.SIGTERM)
-            except OSError:
-                pass
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                try:
-                    os.killpg(self.proc.pid, signal.SIGKILL)
-                except OSError:
-                    pass
-                self.proc.wait(10)
+        # its process group: the pid started here and (Perl) its session children
+        _terminate(self.proc, group=True)
         if self.proc:
             if self.proc.returncode not in (0, -signal.SIGTERM):
                 self.log_problems.append("%s exited with %s" % (self.name, self.proc.returncode))
