@@ -203,20 +203,23 @@ def _alive(pid):
         return False
 
 
-@unittest.skipIf(SKIP_REASON, SKIP_REASON or "")
-class PostfixRelayTest(ServerTestCase):
+class PostfixRelayCase(ServerTestCase):
+    """A class whose private Postfix relays to its vhost `cls.vh`: started
+    after httpd, `prepare_postfix()` may add to its configuration first;
+    kept for inspection when a test failed."""
 
     postfix = None
 
     @classmethod
-    def configure(cls, httpd):
-        cls.vh = httpd.add_smtp("maildir", server_name="mx.postfix.test", log_file="esmtp.log", log_level=2)
+    def prepare_postfix(cls, postfix):
+        pass
 
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
         try:
             cls.postfix = PrivatePostfix(cls.vh.port)
+            cls.prepare_postfix(cls.postfix)
             cls.postfix.start()
         except BaseException:
             if cls.postfix:
@@ -231,6 +234,14 @@ class PostfixRelayTest(ServerTestCase):
                 cls.postfix.cleanup(keep=cls._failed)
         finally:
             super().tearDownClass()
+
+
+@unittest.skipIf(SKIP_REASON, SKIP_REASON or "")
+class PostfixRelayTest(PostfixRelayCase):
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("maildir", server_name="mx.postfix.test", log_file="esmtp.log", log_level=2)
 
     def test_relay_through_postfix(self):
         rcpt = "rcpt@" + self.vh.server_name

@@ -688,12 +688,10 @@ class RealClientsTest(StartTlsBase):
 
 @unittest.skipUnless(os.path.exists(MOD_SSL) and OPENSSL, "mod_ssl or openssl missing")
 @unittest.skipIf(test_postfix.SKIP_REASON, test_postfix.SKIP_REASON or "")
-class PostfixStartTlsTest(StartTlsBase):
+class PostfixStartTlsTest(test_postfix.PostfixRelayCase, StartTlsBase):
     """A private Postfix relays to a STARTTLS Required vhost with
     smtp_tls_security_level = encrypt: the message arrives `with ESMTPS`
     and Postfix logs the TLS connection."""
-
-    postfix = None
 
     @classmethod
     def configure(cls, httpd):
@@ -702,29 +700,12 @@ class PostfixStartTlsTest(StartTlsBase):
                                 extra=ssl_vhost_lines(cls.cert, cls.key, "Required"))
 
     @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        try:
-            cls.postfix = test_postfix.PrivatePostfix(cls.vh.port)
-            with open(os.path.join(cls.postfix.config_dir, "main.cf"), "a") as f:
-                f.write("smtp_tls_security_level = encrypt\nsmtp_tls_loglevel = 1\n")
-            # Postfix's TLS client needs its TLS manager
-            with open(os.path.join(cls.postfix.config_dir, "master.cf"), "a") as f:
-                f.write("tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n")
-            cls.postfix.start()
-        except BaseException:
-            if cls.postfix:
-                cls.postfix.cleanup(keep=True)
-            cls.httpd.cleanup(keep=True)
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            if cls.postfix:
-                cls.postfix.cleanup(keep=cls._failed)
-        finally:
-            super().tearDownClass()
+    def prepare_postfix(cls, postfix):
+        with open(os.path.join(postfix.config_dir, "main.cf"), "a") as f:
+            f.write("smtp_tls_security_level = encrypt\nsmtp_tls_loglevel = 1\n")
+        # Postfix's TLS client needs its TLS manager
+        with open(os.path.join(postfix.config_dir, "master.cf"), "a") as f:
+            f.write("tlsmgr    unix  -       -       n       1000?   1       tlsmgr\n")
 
     def test_postfix_relays_with_encrypt(self):
         rcpt = "rcpt@" + self.vh.server_name
