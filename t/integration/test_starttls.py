@@ -184,6 +184,18 @@ class StartTlsTest(StartTlsBase):
 
     # ---- CVE-2011-0411
 
+    def assert_silent_until_ehlo(self, c):
+        """After the handshake nothing is answered until the client
+        speaks; then the first reply is its new EHLO's."""
+        c.sock.settimeout(1.0)
+        with self.assertRaises((socket.timeout, ssl.SSLError)):
+            data = c.sock.recv(4096)
+            raise AssertionError("unsolicited reply after the handshake: %r" % data)
+        c.sock.settimeout(20)
+        code, lines = c.cmd("EHLO new.example")
+        self.assertEqual(code, 250, lines)
+        self.assertTrue(lines[0].startswith("250-"), lines)
+
     def injection(self, vh, first_write, discarded_verb):
         before = len(vh.maildir_files())
         with RawClient(vh.port) as c:
@@ -195,15 +207,7 @@ class StartTlsTest(StartTlsBase):
                 code, lines = c.reply()
             self.assertEqual((code, lines), (220, ["220 2.0.0 Ready to start TLS"]))
             tls_wrap(c)
-            # nothing is answered until the client speaks
-            c.sock.settimeout(1.0)
-            with self.assertRaises((socket.timeout, ssl.SSLError)):
-                data = c.sock.recv(4096)
-                raise AssertionError("unsolicited reply after the handshake: %r" % data)
-            c.sock.settimeout(20)
-            code, lines = c.cmd("EHLO new.example")
-            self.assertEqual(code, 250, lines)
-            self.assertTrue(lines[0].startswith("250-"), lines)
+            self.assert_silent_until_ehlo(c)
             self.assertEqual(c.cmd("QUIT")[0], 221)
         self.assertEqual(len(vh.maildir_files()), before)
         log = "\n".join(vh.log_lines())
@@ -218,14 +222,7 @@ class StartTlsTest(StartTlsBase):
             c.send("STARTTLS\r\nRSET\r\n")
             self.assertEqual(c.reply(), (220, ["220 2.0.0 Ready to start TLS"]))
             tls_wrap(c)
-            c.sock.settimeout(1.0)
-            with self.assertRaises((socket.timeout, ssl.SSLError)):
-                data = c.sock.recv(4096)
-                raise AssertionError("unsolicited reply after the handshake: %r" % data)
-            c.sock.settimeout(20)
-            code, lines = c.cmd("EHLO new.example")
-            self.assertEqual(code, 250, lines)
-            self.assertTrue(lines[0].startswith("250-"), lines)
+            self.assert_silent_until_ehlo(c)
         self.assertTrue(wait_for(lambda: any("CVE-2011-0411" in l for l in self.on.log_lines()), 5))
 
     def test_injection_one_write_with_ehlo(self):
