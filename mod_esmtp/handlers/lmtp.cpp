@@ -614,8 +614,8 @@ class LmtpHandler final : public Handler
             if (!first_refusal)
                 first_refusal = to_reply(r);
         }
-        if (accepted_.empty())
-            return *first_refusal;
+        if (accepted_.empty()) // (the milter wrapper never hands over an envelope without recipients)
+            return first_refusal ? *first_refusal : Reply(554, "No valid recipients", "5.5.1");
         return {};
     }
 
