@@ -335,6 +335,26 @@ class StatusTlsTest(StatusMixin, ServerTestCase):
         cls.tls = httpd.add_smtp("test", accept_domains=["localhost"], extra=[
             "SSLEngine on", "SSLCertificateFile %s" % q(cert), "SSLCertificateKeyFile %s" % q(key)])
         cls.plain = httpd.add_smtp("test", accept_domains=["localhost"])
+        cls.starttls = httpd.add_smtp("test", accept_domains=["localhost"], extra=[
+            "SSLEngine on", "SSLCertificateFile %s" % q(cert), "SSLCertificateKeyFile %s" % q(key),
+            "ESMTPStartTLS On"])
+
+    def test_session_in_its_handshake_is_counted(self):
+        # after STARTTLS's 220 and before the handshake the session is still
+        # open and in the command phase (it was counted in no phase)
+        self.idle()
+        c = self.greeted(self.starttls.port)
+        try:
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("STARTTLS")[0], 220)
+            a = wait_for(lambda: (lambda x: x if x["ESMTPSessions"] == 1 else None)(self.auto()), 10)
+            self.assertTrue(a, self.auto())
+            self.assertEqual(a["ESMTPSessionsCommand"], 1, a)
+            self.assertEqual(a["ESMTPSessionsGreeting"] + a["ESMTPSessionsData"], 0, a)
+        finally:
+            c.close()
+        after = self.idle()
+        self.assertEqual(after["ESMTPSessionsCommand"], 0, after)
 
     def test_tls_and_plaintext_sessions(self):
         self.idle()
