@@ -114,12 +114,17 @@ bool valid_auth_user(std::string_view user)
     return true;
 }
 
-void wipe_secret(std::string &s)
+void wipe_bytes(char *data, std::size_t size)
 {
     // volatile: the compiler may not drop the stores to memory about to be freed
-    volatile char *p = s.data();
-    for (std::size_t i = 0; i < s.size(); ++i)
+    volatile char *p = data;
+    for (std::size_t i = 0; i < size; ++i)
         p[i] = 0;
+}
+
+void wipe_secret(std::string &s)
+{
+    wipe_bytes(s.data(), s.size());
     s.clear();
 }
 

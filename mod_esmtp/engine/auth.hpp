@@ -40,6 +40,8 @@ bool valid_auth_user(std::string_view user);
 
 // Overwrites a string that held a secret, then empties it.
 void wipe_secret(std::string &s);
+// The same for bytes outside a string (a copy in an APR pool).
+void wipe_bytes(char *data, std::size_t size);
 
 struct Credentials {
     std::string authzid;

@@ -110,9 +110,7 @@ std::optional<AuthVerdict> ProviderAuthenticator::check(const AuthRequest &req)
             break;
     }
     // the password's copy must not linger in the freed pool
-    volatile char *pw = password;
-    for (std::size_t i = 0; i < req.password.size(); ++i)
-        pw[i] = 0;
+    wipe_bytes(password, req.password.size());
     AuthVerdict v = st == AUTH_GRANTED                               ? AuthVerdict::granted
                     : st == AUTH_DENIED || st == AUTH_USER_NOT_FOUND ? AuthVerdict::denied
                                                                      : AuthVerdict::unavailable;
