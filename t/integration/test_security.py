@@ -481,6 +481,7 @@ class SecurityTest(_Helpers, ServerTestCase):
                                  method)
                 self.assertClosed(c)
 
+    @plaintext_only("a ClientHello is recognised at the start of a plaintext session")
     def test_tls_client_hello(self):
         with self.greet(self.rej, ehlo=None) as c:
             c.send(bytes.fromhex("16030100c4010000c00303") + os.urandom(32) + b"\x00" * 150)
