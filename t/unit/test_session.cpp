@@ -776,6 +776,7 @@ class SessionDefectsTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testAbortAfterRefusedEom);
     CPPUNIT_TEST(testTransferOctets);
     CPPUNIT_TEST(testTransitionsLogged);
+    CPPUNIT_TEST(testAbortLogged);
     CPPUNIT_TEST_SUITE_END();
 
     static std::string bdat(const std::string &chunk, bool last = false)
@@ -1042,6 +1043,21 @@ class SessionDefectsTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(h.log.has("-> command/ehlo/none"));
         for (const auto &[level, record] : h.log.records)
             if (record.find("transit [") != std::string::npos)
+                CPPUNIT_ASSERT_EQUAL(int(esmtp::log_events), level);
+    }
+
+    // Issue 25: ABORT was the one handler event missing from the log at
+    // level events.
+    void testAbortLogged()
+    {
+        Harness h;
+        h.cfg.log_level = esmtp::log_events;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nRSET\r\n");
+        CPPUNIT_ASSERT(h.log.has("event RCPT"));
+        CPPUNIT_ASSERT(h.log.has("event ABORT"));
+        for (const auto &[level, record] : h.log.records)
+            if (record.find("event ABORT") != std::string::npos)
                 CPPUNIT_ASSERT_EQUAL(int(esmtp::log_events), level);
     }
 };
