@@ -16,7 +16,7 @@ TOP=$(pwd)
 
 PACKAGES=(apache2 apache2-dev libapr1-dev libaprutil1-dev libcppunit-dev libpcre2-dev
           swaks curl autoconf automake libtool pkg-config make g++ python3
-          python3-aiosmtpd postfix clang libclang-rt-dev openssl
+          python3-aiosmtpd postfix clang libclang-rt-dev libc++-dev openssl
           debhelper opendkim opendkim-tools python3-milter python3-dkim rspamd
           haproxy dovecot-core dovecot-lmtpd nginx-light libnginx-mod-mail
           pebble apache2-utils msmtp libsasl2-modules)

@@ -270,6 +270,12 @@ template <class F> void Session::guarded_void(const char *event, F &&f)
     }
 }
 
+void Session::abort_handler()
+{
+    log(log_events, "event ABORT");
+    guarded_void("ABORT", [&] { handler_->abort(*this); });
+}
+
 // ---- replies
 
 void Session::reply(const Reply &r)
@@ -1004,7 +1010,7 @@ bool Session::content_wanted()
         // Stop storing now (bounded storage); the client is answered after
         // the end of data.
         content_aborted_ = true;
-        guarded_void("ABORT", [&] { handler_->abort(*this); });
+        abort_handler();
         return false;
     }
     return true;
@@ -1145,7 +1151,7 @@ void Session::complete_message()
             // a 2xx from eom() or in one abort(); after a refused or failed
             // eom() the handler may have stored part of it.
             content_aborted_ = true;
-            guarded_void("ABORT", [&] { handler_->abort(*this); });
+            abort_handler();
         }
     }
     if (r.positive()) {
@@ -1183,7 +1189,7 @@ void Session::reset_transaction(std::string_view why)
     if (state_.tx == Tx::none)
         return;
     if (!content_aborted_)
-        guarded_void("ABORT", [&] { handler_->abort(*this); });
+        abort_handler();
     end_transaction(why);
 }
 

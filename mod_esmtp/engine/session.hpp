@@ -216,6 +216,8 @@ class Session final : public SessionView, private DataSink
     // (replies.hpp), logging the handler's mistake.
     template <class F> Reply ask(Event ev, F &&f);
     template <class F> void guarded_void(const char *event, F &&f);
+    // Handler::abort(), logged at log_events as every other event.
+    void abort_handler();
 
     // Send a reply; `dflt` fills what the handler left empty. `enhanced`
     // false for replies that never carry a status code (greeting, EHLO, 354).

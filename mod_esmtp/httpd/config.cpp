@@ -4,6 +4,7 @@
 #include "httpd/client_table.hpp"
 #include "httpd/guard.hpp"
 #include "httpd/tls.hpp"
+#include "engine/api_version.hpp"
 #include "engine/sender_login.hpp"
 
 #include <apr_strings.h>
@@ -84,43 +85,81 @@ const char *set_protocol(cmd_parms *cmd, void *, int on)
     return nullptr;
 }
 
-// The handler names registered under this mod_esmtp's API major, sorted.
+// Every version our provider group has registrations under (this
+// mod_esmtp's own, the bare "2" of API 2.0-2.2 headers, other builds').
+std::vector<const char *> handler_versions(apr_pool_t *p)
+{
+    std::vector<const char *> out;
+    if (apr_array_header_t *groups = ap_list_provider_groups(p))
+        for (int i = 0; i < groups->nelts; ++i) {
+            const auto &g = APR_ARRAY_IDX(groups, i, ap_list_provider_groups_t);
+            if (strcmp(g.provider_group, ESMTP_HANDLER_PROVIDER_GROUP) == 0)
+                out.push_back(g.provider_version);
+        }
+    return out;
+}
+
+bool runs_here(const char *version)
+{
+    auto v = parse_api_version(version);
+    return v && api_mismatch("", *v, this_api_version()).empty();
+}
+
+// The handler names this mod_esmtp can run, sorted.
 std::string registered_handlers(apr_pool_t *p)
 {
     std::vector<std::string> names;
-    if (apr_array_header_t *list =
-            ap_list_provider_names(p, ESMTP_HANDLER_PROVIDER_GROUP, ESMTP_HANDLER_PROVIDER_VERSION))
-        for (int i = 0; i < list->nelts; ++i)
-            names.emplace_back(APR_ARRAY_IDX(list, i, ap_list_provider_names_t).provider_name);
+    for (const char *version : handler_versions(p))
+        if (runs_here(version))
+            if (apr_array_header_t *list = ap_list_provider_names(p, ESMTP_HANDLER_PROVIDER_GROUP, version))
+                for (int i = 0; i < list->nelts; ++i)
+                    names.emplace_back(APR_ARRAY_IDX(list, i, ap_list_provider_names_t).provider_name);
     std::sort(names.begin(), names.end());
+    names.erase(std::unique(names.begin(), names.end()), names.end());
     std::string out;
     for (const std::string &n : names)
         out += (out.empty() ? "" : ", ") + n;
     return out.empty() ? "none" : out;
 }
 
-// ESMTPHandler names no provider of our API major: a handler module built
-// against another major (registered under that version) gets a message of
-// its own, anything else the list of what is registered.
-const char *unknown_handler(apr_pool_t *p, const char *name)
+struct FoundProvider {
+    const HandlerProvider *provider = nullptr;
+    int minor = 0;                 // the API minor it was built against
+    const char *why_not = nullptr; // set when it is registered but cannot run here
+};
+
+// The provider ESMTPHandler NAME means. Only its version string is read
+// until it is known to match: the object behind a mismatched registration
+// (another major, a newer minor, another standard library) is never used.
+FoundProvider find_provider(apr_pool_t *p, const char *name)
 {
-    if (apr_array_header_t *groups = ap_list_provider_groups(p)) {
-        for (int i = 0; i < groups->nelts; ++i) {
-            const auto &g = APR_ARRAY_IDX(groups, i, ap_list_provider_groups_t);
-            if (strcmp(g.provider_group, ESMTP_HANDLER_PROVIDER_GROUP) != 0 ||
-                strcmp(g.provider_version, ESMTP_HANDLER_PROVIDER_VERSION) == 0)
-                continue;
-            if (ap_lookup_provider(ESMTP_HANDLER_PROVIDER_GROUP, name, g.provider_version))
-                return apr_psprintf(p,
-                                    "ESMTPHandler: handler '%s' was built against mod_esmtp API %s, this mod_esmtp "
-                                    "has API %d; rebuild it against this mod_esmtp's headers",
-                                    name, g.provider_version, ESMTP_API_MAJOR);
+    FoundProvider found;
+    if (void *same = ap_lookup_provider(ESMTP_HANDLER_PROVIDER_GROUP, name, ESMTP_HANDLER_PROVIDER_VERSION)) {
+        found.provider = static_cast<const HandlerProvider *>(same);
+        found.minor = this_api_version().minor;
+        return found;
+    }
+    for (const char *version : handler_versions(p)) {
+        void *registered = ap_lookup_provider(ESMTP_HANDLER_PROVIDER_GROUP, name, version);
+        if (!registered)
+            continue;
+        auto v = parse_api_version(version);
+        if (!v) {
+            found.why_not = apr_psprintf(p,
+                                         "ESMTPHandler: handler '%s' is registered under '%s', which is no mod_esmtp "
+                                         "API version; rebuild it against this mod_esmtp's headers",
+                                         name, version);
+            continue;
+        }
+        std::string why = api_mismatch(name, *v, this_api_version());
+        if (!why.empty()) {
+            found.why_not = apr_pstrdup(p, why.c_str());
+        } else if (!found.provider || v->minor > found.minor) {
+            found.provider = static_cast<const HandlerProvider *>(registered);
+            found.minor = v->minor;
         }
     }
-    return apr_psprintf(p,
-                        "ESMTPHandler: unknown handler '%s' (registered: %s; is the module providing it loaded "
-                        "before this line?)",
-                        name, registered_handlers(p).c_str());
+    return found;
 }
 
 const char *set_handler(cmd_parms *cmd, void *, int argc, char *const argv[])
@@ -128,10 +167,15 @@ const char *set_handler(cmd_parms *cmd, void *, int argc, char *const argv[])
     if (argc < 1)
         return "ESMTPHandler: needs a handler name (e.g. maildir DIR or discard)";
     const char *name = argv[0];
-    auto *provider = static_cast<const HandlerProvider *>(
-        ap_lookup_provider(ESMTP_HANDLER_PROVIDER_GROUP, name, ESMTP_HANDLER_PROVIDER_VERSION));
-    if (!provider)
-        return unknown_handler(cmd->pool, name);
+    FoundProvider found = find_provider(cmd->pool, name);
+    if (!found.provider && found.why_not)
+        return found.why_not;
+    if (!found.provider)
+        return apr_psprintf(cmd->pool,
+                            "ESMTPHandler: unknown handler '%s' (registered: %s; is the module providing it loaded "
+                            "before this line?)",
+                            name, registered_handlers(cmd->pool).c_str());
+    const HandlerProvider *provider = found.provider;
     HandlerContext ctx;
     ctx.server_root = ap_server_root;
     ctx.server_name = cmd->server->server_hostname ? cmd->server->server_hostname : "";
@@ -158,6 +202,7 @@ const char *set_handler(cmd_parms *cmd, void *, int argc, char *const argv[])
         return bad;
     ServerConfig *cfg = server_config(cmd->server);
     cfg->handler_name = apr_pstrdup(cmd->pool, name);
+    cfg->handler_minor = found.minor;
     cfg->factory = new std::shared_ptr<HandlerFactory>(std::move(factory));
     apr_pool_cleanup_register(cmd->pool, cfg->factory, destroy_factory, apr_pool_cleanup_null);
     cfg->commands = new std::shared_ptr<const CommandTable>(std::move(commands));
@@ -798,10 +843,12 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->enabled = add->enabled != -1 ? add->enabled : base->enabled;
     if (add->factory) {
         cfg->handler_name = add->handler_name;
+        cfg->handler_minor = add->handler_minor;
         cfg->factory = add->factory;
         cfg->commands = add->commands;
     } else {
         cfg->handler_name = base->handler_name;
+        cfg->handler_minor = base->handler_minor;
         cfg->factory = base->factory;
         cfg->commands = base->commands;
     }
@@ -994,9 +1041,49 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
         [](const char *) { return HTTP_INTERNAL_SERVER_ERROR; });
 }
 
-static int check_servers(server_rec *main)
+// API 2.3: each server that speaks SMTP gets the factory its handler
+// builds for it (HandlerFactory::for_server), now that every directive of
+// every module is read and merged. Handlers built against an older minor
+// have no such method: their factory serves every server as it is.
+static int bind_factories(apr_pool_t *pconf, server_rec *main)
 {
     int rv = OK;
+    for (server_rec *s = main; s; s = s->next) {
+        ServerConfig *cfg = server_config(s);
+        if (cfg->enabled != 1 || !cfg->factory || !*cfg->factory || cfg->handler_minor < 3)
+            continue;
+        ServerContext ctx;
+        ctx.server = s;
+        ctx.pool = pconf;
+        ctx.server_name = s->server_hostname ? s->server_hostname : "";
+        ctx.location = std::string(s->defn_name ? s->defn_name : "?") + ":" + std::to_string(s->defn_line_number);
+        std::string error;
+        std::shared_ptr<HandlerFactory> bound;
+        try {
+            bound = (*cfg->factory)->for_server(ctx, error);
+        } catch (const std::exception &e) {
+            error = e.what();
+        } catch (...) {
+            error = "for_server() failed";
+        }
+        if (!error.empty() && !bound) {
+            ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, nullptr, "ESMTPHandler %s for server %s (%s): %s",
+                         cfg->handler_name, ctx.server_name.empty() ? "?" : ctx.server_name.c_str(),
+                         ctx.location.c_str(), error.c_str());
+            rv = !OK;
+            continue;
+        }
+        if (bound) {
+            cfg->factory = new std::shared_ptr<HandlerFactory>(std::move(bound));
+            apr_pool_cleanup_register(pconf, cfg->factory, destroy_factory, apr_pool_cleanup_null);
+        }
+    }
+    return rv;
+}
+
+static int check_servers(apr_pool_t *pconf, server_rec *main)
+{
+    int rv = bind_factories(pconf, main);
     for (server_rec *s = main; s; s = s->next) {
         const ServerConfig *cfg = server_config(s);
         if (cfg->enabled == 1 && !cfg->factory) {
@@ -1030,10 +1117,10 @@ static int check_servers(server_rec *main)
     return rv;
 }
 
-int check_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *main)
+int check_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
 {
     return guarded(
-        {"check_config", nullptr, main}, [main] { return check_servers(main); },
+        {"check_config", nullptr, main}, [pconf, main] { return check_servers(pconf, main); },
         [](const char *) { return HTTP_INTERNAL_SERVER_ERROR; });
 }
 } // namespace esmtp

@@ -18,6 +18,7 @@ namespace esmtp
 struct ServerConfig {
     int enabled;
     const char *handler_name;
+    int handler_minor;                        // the API minor the handler was built against (for_server from 2.3)
     std::shared_ptr<HandlerFactory> *factory; // owned by a pool cleanup
     // The factory's commands(), compiled once with it (owned by a pool cleanup).
     std::shared_ptr<const CommandTable> *commands;
@@ -87,7 +88,8 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg);
 
 void *create_server_config(apr_pool_t *p, server_rec *s) noexcept;
 void *merge_server_config(apr_pool_t *p, void *base, void *add) noexcept;
-// check_config hook: runs before `apache2 -t` reports; refuses incomplete servers.
+// check_config hook: runs before `apache2 -t` reports; gives each SMTP server
+// its handler's factory (HandlerFactory::for_server) and refuses incomplete servers.
 int check_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s);
 // post_config hook: builds each server's SessionConfig.
 int post_config(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s);

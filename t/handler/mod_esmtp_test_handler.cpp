@@ -22,6 +22,15 @@
 //     answered "250 2.0.0 PONG [text]" by Handler::command().
 //   - ESMTPHandler test EVENTFILE badcommand: commands() returns a pattern
 //     that does not compile (the configuration must fail).
+//   - The module's own directive `TestHandlerTag WORD` (server config,
+//     per VirtualHost, before or after ESMTPHandler, inherited from the
+//     main server): read by HandlerFactory::for_server() (API 2.3), the
+//     CONNECT event line then reads "CONNECT tag=WORD". The word "refuse"
+//     makes for_server() fail (the configuration must fail).
+//   - Besides "test", the provider is registered as "test22" under the bare
+//     version "2", as API 2.0-2.2 headers did (mod_esmtp must run it and
+//     must not call for_server(), which such a handler would not have), and
+//     as "future" under API 2.99 (mod_esmtp must refuse it at apache2 -t).
 //
 // Nothing here may let a C++ exception reach httpd: register_hooks catches
 // everything; handler methods only throw on purpose ("throw" recipient), and
@@ -34,6 +43,7 @@
 #include <httpd.h>
 #include <http_config.h>
 #include <http_log.h>
+#include <ap_provider.h>
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -143,7 +153,9 @@ class EventFile
 class TestHandler final : public esmtp::Handler
 {
   public:
-    explicit TestHandler(std::shared_ptr<const EventFile> events) : events_(std::move(events)) {}
+    TestHandler(std::shared_ptr<const EventFile> events, std::string_view tag) : events_(std::move(events)), tag_(tag)
+    {
+    }
     std::string from_seen_, rcpts_seen_;
     // After "HELO slow-destroy.test": the destructor takes 300 ms (as an
     // lmtp handler's QUIT can) and records DESTROY, so that a test can see
@@ -159,7 +171,7 @@ class TestHandler final : public esmtp::Handler
 
     Reply connect(SessionView &) override
     {
-        ev("CONNECT");
+        ev(tag_.empty() ? std::string("CONNECT") : "CONNECT tag=" + std::string(tag_));
         return {};
     }
     // A handler-defined command: "XPING [text]" -> 250 PONG [text].
@@ -282,16 +294,56 @@ class TestHandler final : public esmtp::Handler
     bool eom451_ = false; // MAIL FROM local part "eom451": EOM answers 451
 
     std::shared_ptr<const EventFile> events_;
+    std::string tag_; // TestHandlerTag of the handler's server
 };
+
+// The module's per-server configuration (TestHandlerTag).
+struct TagConfig {
+    const char *tag; // nullptr: not set in this server
+};
+
+void *create_tag_config(apr_pool_t *p, server_rec *) noexcept
+{
+    return apr_pcalloc(p, sizeof(TagConfig));
+}
+
+void *merge_tag_config(apr_pool_t *p, void *base_v, void *add_v) noexcept
+{
+    auto *merged = static_cast<TagConfig *>(apr_pcalloc(p, sizeof(TagConfig)));
+    const auto *base = static_cast<const TagConfig *>(base_v);
+    const auto *add = static_cast<const TagConfig *>(add_v);
+    merged->tag = add->tag ? add->tag : base->tag;
+    return merged;
+}
+
+const char *set_tag(cmd_parms *cmd, void *, const char *arg) noexcept
+{
+    static_cast<TagConfig *>(ap_get_module_config(cmd->server->module_config, &esmtp_test_handler_module))->tag = arg;
+    return nullptr;
+}
 
 class TestFactory final : public esmtp::HandlerFactory
 {
   public:
-    TestFactory(std::string path, bool bad_command)
-        : path_(path), events_(std::make_shared<const EventFile>(std::move(path))), bad_command_(bad_command)
+    TestFactory(std::string path, bool bad_command, std::string tag = {})
+        : path_(path), events_(std::make_shared<const EventFile>(std::move(path))), bad_command_(bad_command),
+          tag_(std::move(tag))
     {
     }
-    std::unique_ptr<esmtp::Handler> create() override { return std::make_unique<TestHandler>(events_); }
+    std::unique_ptr<esmtp::Handler> create() override { return std::make_unique<TestHandler>(events_, tag_); }
+    // API 2.3: every directive is read and merged; this server's tag.
+    std::shared_ptr<esmtp::HandlerFactory> for_server(const esmtp::ServerContext &ctx, std::string &error) override
+    {
+        const auto *cfg =
+            static_cast<const TagConfig *>(ap_get_module_config(ctx.server->module_config, &esmtp_test_handler_module));
+        if (!cfg || !cfg->tag)
+            return nullptr; // no tag: this factory as it is
+        if (std::string_view(cfg->tag) == "refuse") {
+            error = "TestHandlerTag refuse: refused on purpose";
+            return nullptr;
+        }
+        return std::make_shared<TestFactory>(path_, bad_command_, cfg->tag);
+    }
     std::vector<esmtp::CommandSpec> commands() const override
     {
         if (bad_command_)
@@ -316,6 +368,7 @@ class TestFactory final : public esmtp::HandlerFactory
     std::string path_;
     std::shared_ptr<const EventFile> events_;
     bool bad_command_;
+    std::string tag_;
 };
 
 class TestProvider final : public esmtp::HandlerProvider
@@ -360,12 +413,25 @@ class TestProvider final : public esmtp::HandlerProvider
 
 const TestProvider test_provider;
 
+const command_rec directives[] = {
+    // C++ sees cmd_func as a function without parameters: cast, as httpd's C
+    // modules do implicitly.
+    AP_INIT_TAKE1("TestHandlerTag", reinterpret_cast<cmd_func>(set_tag), nullptr, RSRC_CONF,
+                  "a word the test handler's CONNECT event shows (per server)"),
+    {}, // end of the table
+};
+
 void register_hooks(apr_pool_t *pool)
 {
     try {
         apr_status_t rv = esmtp::register_handler_provider(pool, "test", &test_provider);
         if (rv != APR_SUCCESS)
             ap_log_perror(APLOG_MARK, APLOG_ERR, rv, pool, "esmtp_test_handler: cannot register provider \"test\"");
+        // What API 2.0-2.2 headers registered, and what a newer minor would.
+        ap_register_provider(pool, ESMTP_HANDLER_PROVIDER_GROUP, "test22", "2", &test_provider);
+        ap_register_provider(pool, ESMTP_HANDLER_PROVIDER_GROUP, "future",
+                             ESMTP_STRINGIFY(ESMTP_API_MAJOR) ".99 " ESMTP_ABI_LIBRARY " " ESMTP_ABI_STANDARD,
+                             &test_provider);
     } catch (...) {
         // nothing may cross into httpd
     }
@@ -377,12 +443,12 @@ extern "C" {
 // -fvisibility=hidden is in effect: httpd finds the module record by name.
 __attribute__((visibility("default"))) module AP_MODULE_DECLARE_DATA esmtp_test_handler_module = {
     STANDARD20_MODULE_STUFF,
-    nullptr,        // per-directory config creator
-    nullptr,        // dir config merger
-    nullptr,        // server config creator
-    nullptr,        // server config merger
-    nullptr,        // command table
-    register_hooks, // hook registration
+    nullptr,           // per-directory config creator
+    nullptr,           // dir config merger
+    create_tag_config, // server config creator
+    merge_tag_config,  // server config merger
+    directives,        // command table
+    register_hooks,    // hook registration
     AP_MODULE_FLAG_NONE,
 };
 }

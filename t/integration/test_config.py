@@ -56,7 +56,7 @@ class ConfigTest(unittest.TestCase):
         out = self.assertConfigFails("ESMTPHandler: unknown handler 'nosuch'")
         registered = re.search(r"registered: ([^;)]*)", out)
         self.assertTrue(registered, out)
-        self.assertEqual(sorted(registered.group(1).split(", ")), ["discard", "lmtp", "maildir", "pipe", "test"])
+        self.assertEqual(sorted(registered.group(1).split(", ")), ["discard", "lmtp", "maildir", "pipe", "test", "test22"])
 
     def test_handler_built_against_another_api_major(self):
         """A handler module built against API 1 is named as such, not as
@@ -66,8 +66,25 @@ class ConfigTest(unittest.TestCase):
         self.httpd.main_extra.append("LoadModule esmtp_old_api_handler_module %s" % q(MOD_OLD_API_HANDLER))
         self.httpd.add_smtp("oldapi")
         out = self.assertConfigFails("ESMTPHandler: handler 'oldapi' was built against mod_esmtp API 1, "
-                                     "this mod_esmtp has API 2; rebuild it")
+                                     "this mod_esmtp has API 2.3; rebuild it")
         self.assertNotIn("unknown handler", out)
+
+    def test_handler_built_against_a_newer_api_minor(self):
+        """Issue 20: a handler built against a newer minor may call methods
+        this mod_esmtp does not have; `apache2 -t` refuses it (the test
+        module registers "future" under API 2.99)."""
+        self.httpd.add_smtp(["future", os.path.join(self.httpd.root, "events.log")])
+        out = self.assertConfigFails("ESMTPHandler: handler 'future' was built against mod_esmtp API 2.99, "
+                                     "this mod_esmtp has API 2.3 and lacks what the handler may call")
+        self.assertNotIn("unknown handler", out)
+
+    def test_handler_refusing_its_server(self):
+        """HandlerFactory::for_server() refuses a server: `apache2 -t` fails
+        with its message, the handler, the server and where it is."""
+        self.httpd.add_smtp("test", extra=["TestHandlerTag refuse"])
+        out = self.assertConfigFails("ESMTPHandler test for server smtp1.test (%s:" % self.httpd.conf_path,
+                                     "TestHandlerTag refuse: refused on purpose")
+        self.assertNotIn("Syntax OK", out)
 
     def test_maildir_without_directory(self):
         self.httpd.add_smtp(["maildir"])

@@ -6,7 +6,9 @@ import smtplib
 import time
 import unittest
 
-from harness import Httpd, RawClient, ServerTestCase, wait_for
+import os
+
+from harness import Httpd, RawClient, ServerTestCase, q, wait_for
 
 # These tests are about delivery, not the relay policy (test_policy.py):
 # accept every recipient domain.
@@ -168,6 +170,61 @@ class TestHandlerEvents(ServerTestCase):
         events = self.session_events(start)
         self.assertEqual(events, ["CONNECT", "XPING", "HELP", "XPING hello there", "UNKNOWN XPONG", "QUIT",
                                   "DISCONNECT"])
+
+
+class TestHandlerOwnDirective(ServerTestCase):
+    """Issue 25: a handler module's own per-server directive (the test
+    module's TestHandlerTag) reaches the handler of each VirtualHost through
+    HandlerFactory::for_server(), whether it comes before or after
+    ESMTPHandler, in a VirtualHost or inherited from the main server, and
+    with an ESMTPHandler line inherited from the main server."""
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.main_events = os.path.join(httpd.root, "events-main.log")
+        httpd.main_extra += ["TestHandlerTag main-default", "ESMTPHandler test %s" % q(cls.main_events)]
+        cls.after = httpd.add_smtp("test", extra=["TestHandlerTag alpha"])
+        cls.before_events = os.path.join(httpd.root, "events-before.log")
+        cls.before = httpd.add_smtp(None, extra=["TestHandlerTag beta",
+                                                 "ESMTPHandler test %s" % q(cls.before_events)])
+        cls.inherited_handler = httpd.add_smtp(None, extra=["TestHandlerTag gamma"])
+        cls.inherited_tag = httpd.add_smtp("test")
+        # registered under the bare "2" of API 2.0-2.2 headers: runs, but has
+        # no for_server() to call
+        cls.legacy_events = os.path.join(httpd.root, "events-legacy.log")
+        cls.legacy = httpd.add_smtp(None, extra=["ESMTPHandler test22 %s" % q(cls.legacy_events),
+                                                 "TestHandlerTag epsilon"])
+
+    def connect_event(self, vh, events_file):
+        """The CONNECT line of one session on `vh`, from `events_file`."""
+        def lines():
+            try:
+                with open(events_file, encoding="utf-8") as f:
+                    return f.read().splitlines()
+            except FileNotFoundError:
+                return []
+        start = len(lines())
+        with smtplib.SMTP("127.0.0.1", vh.port, local_hostname="client.example", timeout=20) as s:
+            self.assertEqual(s.noop()[0], 250)
+        events = wait_for(lambda: (lines()[start:] if lines()[start:][-1:] == ["DISCONNECT"] else None), 5)
+        self.assertTrue(events, "no DISCONNECT in %s: %r" % (events_file, lines()[start:]))
+        return events[0]
+
+    def test_directive_after_handler_line(self):
+        self.assertEqual(self.connect_event(self.after, self.after.events), "CONNECT tag=alpha")
+
+    def test_directive_before_handler_line(self):
+        self.assertEqual(self.connect_event(self.before, self.before_events), "CONNECT tag=beta")
+
+    def test_handler_line_inherited_from_main_server(self):
+        self.assertEqual(self.connect_event(self.inherited_handler, self.main_events), "CONNECT tag=gamma")
+
+    def test_directive_inherited_from_main_server(self):
+        self.assertEqual(self.connect_event(self.inherited_tag, self.inherited_tag.events),
+                         "CONNECT tag=main-default")
+
+    def test_handler_of_api_2_2_is_not_asked_for_server(self):
+        self.assertEqual(self.connect_event(self.legacy, self.legacy_events), "CONNECT")
 
 
 class TestHandlerCommandConfig(unittest.TestCase):

@@ -776,6 +776,7 @@ class SessionDefectsTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testAbortAfterRefusedEom);
     CPPUNIT_TEST(testTransferOctets);
     CPPUNIT_TEST(testTransitionsLogged);
+    CPPUNIT_TEST(testAbortLogged);
     CPPUNIT_TEST_SUITE_END();
 
     static std::string bdat(const std::string &chunk, bool last = false)
@@ -1028,21 +1029,40 @@ class SessionDefectsTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(std::uint64_t(5), h.s().transfer_octets());
     }
 
+    // `input` after EHLO at ESMTPLogLevel 3; every record holding `marker`
+    // must be at that level.
+    static void sendLoggingEvents(Harness &h, const std::string &input, std::string_view marker)
+    {
+        h.cfg.log_level = esmtp::log_events;
+        h.ehlo();
+        h.send(input);
+        for (const auto &[level, record] : h.log.records)
+            if (record.find(marker) != std::string::npos)
+                CPPUNIT_ASSERT_EQUAL(int(esmtp::log_events), level);
+    }
+
     // Every state change goes through transit(), logged at level events.
     void testTransitionsLogged()
     {
         Harness h;
-        h.cfg.log_level = esmtp::log_events;
-        h.ehlo();
-        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n");
+        sendLoggingEvents(
+            h, "MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\n",
+            "transit [");
         CPPUNIT_ASSERT(h.log.has("transit [EHLO] command/none/none -> command/ehlo/none"));
         CPPUNIT_ASSERT(h.log.has("transit [MAIL] command/ehlo/none -> command/ehlo/mail"));
         CPPUNIT_ASSERT(h.log.has("transit [RCPT] command/ehlo/mail -> command/ehlo/rcpt"));
         CPPUNIT_ASSERT(h.log.has("transit [DATA] command/ehlo/rcpt -> data/ehlo/data"));
         CPPUNIT_ASSERT(h.log.has("-> command/ehlo/none"));
-        for (const auto &[level, record] : h.log.records)
-            if (record.find("transit [") != std::string::npos)
-                CPPUNIT_ASSERT_EQUAL(int(esmtp::log_events), level);
+    }
+
+    // Issue 25: ABORT was the one handler event missing from the log at
+    // level events.
+    void testAbortLogged()
+    {
+        Harness h;
+        sendLoggingEvents(h, "MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nRSET\r\n", "event ABORT");
+        CPPUNIT_ASSERT(h.log.has("event RCPT"));
+        CPPUNIT_ASSERT(h.log.has("event ABORT"));
     }
 };
 
