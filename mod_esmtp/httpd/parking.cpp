@@ -23,10 +23,20 @@ bool g_can_park = false;
 // Sessions waiting for their client. `stopping` is written under the
 // mutex, so that a session either registers before the stop (and is woken
 // by it) or sees the stop and does not wait.
+//
+// `exiting` (a hard stop began) and `waking` (a graceful stop walks
+// `sockets`) let an abandoned registration go without the mutex once the
+// child is exiting: prefork's SIGTERM handler destroys the pool of the
+// session in progress (hooks.cpp), and the signal may have interrupted this
+// very process inside begin() or end() with the mutex held. After a hard
+// stop nothing walks `sockets` again, so a stale entry is never used; the
+// Dekker pair (seq_cst) makes sure a walk already under way is waited for.
 struct Waiting {
     std::mutex mutex;
     std::set<apr_socket_t *> sockets;
     std::atomic<bool> stopping{false};
+    std::atomic<bool> exiting{false};
+    std::atomic<bool> waking{false};
 };
 
 Waiting &waiting()
@@ -68,6 +78,8 @@ void child_stopping(apr_pool_t *, int graceful)
         [graceful] {
             Waiting &w = waiting();
             w.stopping.store(true, std::memory_order_release);
+            if (!graceful)
+                w.exiting.store(true);
             // On a hard stop the MPM closes the connections itself (event's
             // listener leaves, busy workers' sockets are closed), and this
             // hook may run in a signal handler (prefork's and worker's
@@ -86,12 +98,16 @@ void child_stopping(apr_pool_t *, int graceful)
             // and, when idle, end with 421; the MPM hands parked ones back as
             // readable.
             std::lock_guard<std::mutex> lock(w.mutex);
-            for (apr_socket_t *s : w.sockets)
-                apr_socket_shutdown(s, APR_SHUTDOWN_READ);
-            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ap_server_conf,
-                         "esmtp: child stopping (graceful), %" APR_SIZE_T_FMT " waiting session(s) woken",
-                         w.sockets.size());
-            w.sockets.clear();
+            w.waking.store(true);
+            if (!w.exiting.load()) { // else entries may be stale (see Waiting)
+                for (apr_socket_t *s : w.sockets)
+                    apr_socket_shutdown(s, APR_SHUTDOWN_READ);
+                ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ap_server_conf,
+                             "esmtp: child stopping (graceful), %" APR_SIZE_T_FMT " waiting session(s) woken",
+                             w.sockets.size());
+                w.sockets.clear();
+            }
+            w.waking.store(false);
         },
         [](const char *) {});
 }
@@ -120,6 +136,21 @@ bool WaitRegistration::end()
     w.sockets.erase(sock_);
     sock_ = nullptr;
     return w.stopping.load(std::memory_order_relaxed);
+}
+
+bool child_is_exiting()
+{
+    return waiting().exiting.load();
+}
+
+void WaitRegistration::abandon()
+{
+    Waiting &w = waiting();
+    if (sock_ && w.exiting.load() && !w.waking.load()) {
+        sock_ = nullptr; // no mutex: see Waiting
+        return;
+    }
+    end();
 }
 
 void park_with_mpm(conn_rec *c)
