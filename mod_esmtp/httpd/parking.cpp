@@ -19,16 +19,20 @@ namespace
 {
 
 bool g_can_park = false;
+// One thread per child (prefork): its hard stop runs child_stopping and the
+// pool cleanups in the SIGTERM handler. The threaded MPMs run them on a
+// thread (signal_threads, clean_child_exit after the workers are joined).
+bool g_single_threaded = false;
 
 // Sessions waiting for their client. `stopping` is written under the
 // mutex, so that a session either registers before the stop (and is woken
 // by it) or sees the stop and does not wait.
 //
-// `exiting` (a hard stop began) and `waking` (a graceful stop walks
-// `sockets`) let an abandoned registration go without the mutex once the
-// child is exiting: prefork's SIGTERM handler destroys the pool of the
-// session in progress (hooks.cpp), and the signal may have interrupted this
-// very process inside begin() or end() with the mutex held. After a hard
+// `exiting` (a hard stop of a single-threaded child began) and `waking` (a
+// graceful stop walks `sockets`) let an abandoned registration go without
+// the mutex: prefork's SIGTERM handler destroys the pool of the session in
+// progress (hooks.cpp), and the signal may have interrupted this very
+// process inside begin() or end() with the mutex held. After a hard
 // stop nothing walks `sockets` again, so a stale entry is never used; the
 // Dekker pair (seq_cst) makes sure a walk already under way is waited for.
 struct Waiting {
@@ -50,6 +54,9 @@ Waiting &waiting()
 void parking_child_init(server_rec *)
 {
     g_can_park = false;
+    int threaded = AP_MPMQ_NOT_SUPPORTED;
+    g_single_threaded =
+        ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded) == APR_SUCCESS && threaded == AP_MPMQ_NOT_SUPPORTED;
 #if ESMTP_HAVE_PARKING
     int can_waitio = 0;
     g_can_park = ap_mpm_query(AP_MPMQ_CAN_WAITIO, &can_waitio) == APR_SUCCESS && can_waitio;
@@ -78,7 +85,7 @@ void child_stopping(apr_pool_t *, int graceful)
         [graceful] {
             Waiting &w = waiting();
             w.stopping.store(true, std::memory_order_release);
-            if (!graceful)
+            if (!graceful && g_single_threaded)
                 w.exiting.store(true);
             // On a hard stop the MPM closes the connections itself (event's
             // listener leaves, busy workers' sockets are closed), and this

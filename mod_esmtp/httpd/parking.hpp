@@ -34,9 +34,9 @@ void parking_child_init(server_rec *s);
 bool can_park();
 // This child is going away (child_stopping ran, or the MPM says so).
 bool child_is_stopping();
-// A hard stop began (child_stopping without graceful): the process is
-// about to exit, possibly from a signal handler (prefork's SIGTERM).
-// Lock-free, async-signal-safe.
+// A hard stop of a single-threaded child (prefork) began: the process is
+// about to exit, and what runs now may run in its SIGTERM handler
+// (child_stopping, then the pool cleanups). Lock-free, async-signal-safe.
 bool child_is_exiting();
 // child_stopping hook.
 void child_stopping(apr_pool_t *pchild, int graceful);
