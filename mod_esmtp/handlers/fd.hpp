@@ -1,14 +1,10 @@
 // A file descriptor (file, pipe, socket) that is closed with its owner, on
-// every path; wait_for() and send_all(), the poll and send with a deadline
-// of the socket clients (LMTP, milter); and running_as() for the handlers' start-up checks.
+// every path; and running_as() for the handlers' start-up checks. (The
+// socket clients' poll and send with deadlines: stream_socket.hpp.)
 #pragma once
 
 #include <cerrno>
-#include <chrono>
-#include <poll.h>
 #include <pwd.h>
-#include <string_view>
-#include <sys/socket.h>
 #include <string>
 #include <unistd.h>
 #include <utility>
@@ -53,53 +49,6 @@ class Fd
   private:
     int fd_ = -1;
 };
-
-// Milliseconds until `deadline` for poll(2): 0 when it has passed.
-inline int ms_left(std::chrono::steady_clock::time_point deadline)
-{
-    auto ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count();
-    return ms <= 0 ? 0 : ms > 0x7fffffff ? 0x7fffffff : static_cast<int>(ms);
-}
-
-// Wait for `events` on fd until `deadline`; false on timeout or error.
-inline bool wait_for(int fd, short events, std::chrono::steady_clock::time_point deadline)
-{
-    for (;;) {
-        int left = ms_left(deadline);
-        if (left == 0)
-            return false;
-        pollfd p{fd, events, 0};
-        int r = ::poll(&p, 1, left);
-        if (r > 0)
-            return true;
-        if (r < 0 && errno != EINTR)
-            return false;
-    }
-}
-
-// Sends all of `data` on a non-blocking socket, waiting (wait_for) until
-// `deadline` whenever it is full. error: errno tells why.
-enum class SendResult { ok, timeout, error };
-inline SendResult send_all(int fd, std::string_view data, std::chrono::steady_clock::time_point deadline)
-{
-    while (!data.empty()) {
-        ssize_t n = ::send(fd, data.data(), data.size(), MSG_NOSIGNAL);
-        if (n > 0) {
-            data.remove_prefix(static_cast<std::size_t>(n));
-            continue;
-        }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            if (!wait_for(fd, POLLOUT, deadline))
-                return SendResult::timeout;
-            continue;
-        }
-        return SendResult::error;
-    }
-    return SendResult::ok;
-}
 
 // " (as user NAME)" for the effective user: a check that fails in
 // child_init fails for the user httpd's children run as (User), which is

@@ -12,10 +12,7 @@
 // The pieces below are exposed for the unit tests.
 #pragma once
 
-#include "handlers/fd.hpp"
 #include <esmtp/provider.hpp>
-
-#include <chrono>
 
 #include <cstddef>
 #include <optional>
@@ -35,24 +32,6 @@ class LmtpProvider final : public HandlerProvider
 
 namespace lmtp
 {
-
-// Where the LMTP server listens.
-struct Target {
-    bool is_unix = false;
-    std::string path; // unix socket (is_unix)
-    std::string host; // name or address, without brackets
-    std::string port; // decimal
-    std::string to_string() const;
-};
-
-// "HOST:PORT", "[IPv6]:PORT" or "unix:/absolute/path". False with `error`
-// set when `spec` is none of these.
-bool parse_target(std::string_view spec, Target &out, std::string &error);
-
-// A connected, non-blocking stream socket to `t` (TCP_NODELAY), or an
-// invalid Fd with `error` set when the deadline passes first (the milter
-// client uses it too).
-Fd connect_target(const Target &t, std::chrono::steady_clock::time_point deadline, std::string &error);
 
 // Re-applies SMTP dot-stuffing (RFC 5321 4.5.2) to message content that
 // arrives unstuffed and in arbitrary chunks, and terminates it.

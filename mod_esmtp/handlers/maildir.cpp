@@ -1,17 +1,14 @@
 #include "handlers/maildir.hpp"
 #include "handlers/fd.hpp"
+#include "handlers/group_commit.hpp"
 
 #include <algorithm>
 #include <atomic>
-#include <chrono>
 #include <cerrno>
 #include <climits>
-#include <condition_variable>
 #include <cstring>
 #include <ctime>
 #include <fcntl.h>
-#include <mutex>
-#include <unordered_map>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -84,6 +81,12 @@ bool fsync_dir(const std::string &path)
     return ok;
 }
 
+// The group commit's flush of new/: 0 or an errno.
+int flush_dir(const std::string &path)
+{
+    return fsync_dir(path) ? 0 : (errno ? errno : EIO);
+}
+
 // A new file's data and size: fdatasync is enough, its name is made durable
 // by the fsync of the directory it is renamed into.
 bool sync_file(int fd, const std::string &path)
@@ -95,178 +98,6 @@ bool sync_file(int fd, const std::string &path)
     g_file_syncs.fetch_add(1, std::memory_order_relaxed);
     return fdatasync(fd) == 0;
 }
-
-// Group commit of one directory (issue 13): the renames into it by all
-// threads of this process share its fsyncs.
-//
-// Why no 250'd message can be lost: a delivery (1) writes its file in tmp/,
-// (2) fdatasyncs it, so its data is on stable storage before its name can
-// appear in new/, (3) renames it into new/ and, once rename() returned,
-// takes the next generation number under the mutex, (4) waits until a
-// directory fsync that STARTED after that (the leader reads the generation
-// under the same mutex before it calls fsync, so every rename numbered up to
-// what it read had returned before fsync was called) has RETURNED with
-// success, and only then (5) is its 250 sent. An fsync of a directory makes
-// every change to it completed before the call durable, so the one fsync
-// covers every rename numbered up to what its leader read. A failed fsync
-// fails every delivery it was to cover (451, file removed), none is told it
-// succeeded: a later fsync is no proof after an error (Linux may drop the
-// dirty state). One fsync runs at a time per directory; the renames that
-// arrive meanwhile are covered by the next one, which is the sharing.
-class DirGroup
-{
-  public:
-    explicit DirGroup(std::string path) : path_(std::move(path)) {}
-
-    // A delivery that will rename into the directory soon (from its DATA
-    // on: its file is being received, written or synced): a leader may
-    // wait a little for it. Each expect() is followed by exactly one
-    // commit() or cancel().
-    void expect()
-    {
-        std::lock_guard lock(mutex_);
-        ++arriving_;
-    }
-    void cancel()
-    {
-        std::lock_guard lock(mutex_);
-        --arriving_;
-        arrived_.notify_one();
-    }
-
-    // Call after a rename into the directory returned. Returns 0 once a
-    // flush that started after it succeeded, else the flush's errno.
-    int commit()
-    {
-        std::unique_lock lock(mutex_);
-        --arriving_;
-        Waiter me{++renamed_};
-        waiters_.push_back(&me);
-        arrived_.notify_one();
-        while (!me.done) {
-            if (flushing_) {
-                cond_.wait(lock);
-                continue;
-            }
-            // Leader: one flush for every rename numbered so far. Deliveries
-            // between their DATA and their rename would need the next
-            // flush: wait for them, as long as the last flush took but at
-            // least kMinHold and at most kMaxHold (measured: without the
-            // floor, on a VM whose fsync takes 0.3 ms, 20 sessions made
-            // 1.33 flushes per message; with 2 ms, 1.21). A lone delivery
-            // has nobody arriving and flushes at once. The wait only delays
-            // the start of the flush: it changes nothing in the argument.
-            flushing_ = true;
-            if (arriving_ > 0) {
-                auto deadline = std::chrono::steady_clock::now() + std::clamp(last_flush_, kMinHold, kMaxHold);
-                arrived_.wait_until(lock, deadline, [&] { return arriving_ <= 0; });
-            }
-            const std::uint64_t covered = renamed_;
-            lock.unlock();
-            auto t0 = std::chrono::steady_clock::now();
-            int err = fsync_dir(path_) ? 0 : (errno ? errno : EIO);
-            auto took = std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - t0);
-            lock.lock();
-            last_flush_ = took;
-            flushing_ = false;
-            std::erase_if(waiters_, [&](Waiter *w) {
-                if (w->generation > covered)
-                    return false;
-                w->done = true;
-                w->error = err;
-                return true;
-            });
-            cond_.notify_all();
-        }
-        return me.error;
-    }
-
-    long arriving()
-    {
-        std::lock_guard lock(mutex_);
-        return arriving_;
-    }
-
-  private:
-    // What a leader waits for arriving deliveries (see commit()).
-    static constexpr std::chrono::microseconds kMinHold{2000};
-    static constexpr std::chrono::microseconds kMaxHold{5000};
-    struct Waiter {
-        std::uint64_t generation;
-        bool done = false;
-        int error = 0;
-    };
-    const std::string path_;
-    std::mutex mutex_;
-    std::condition_variable cond_;    // followers: a flush ended
-    std::condition_variable arrived_; // the leader: a delivery arrived
-    std::uint64_t renamed_ = 0;       // generation of the last rename
-    long arriving_ = 0;               // expect()ed, not yet committed or cancelled
-    bool flushing_ = false;
-    std::chrono::microseconds last_flush_{0};
-    std::vector<Waiter *> waiters_; // each on its thread's stack, in commit()
-};
-
-// The process-wide registry: one DirGroup per directory while a delivery
-// uses it. Entries nobody holds are dropped once there are more than
-// kMaxGroups, so it stays bounded by the deliveries in progress.
-constexpr std::size_t kMaxGroups = 256;
-
-struct GroupRegistry {
-    std::mutex mutex;
-    std::unordered_map<std::string, std::weak_ptr<DirGroup>> groups;
-};
-
-GroupRegistry &registry()
-{
-    static GroupRegistry r;
-    return r;
-}
-
-std::shared_ptr<DirGroup> dir_group(const std::string &path)
-{
-    auto &[mutex, groups] = registry();
-    std::lock_guard lock(mutex);
-    auto &slot = groups[path];
-    auto g = slot.lock();
-    if (!g) {
-        g = std::make_shared<DirGroup>(path);
-        slot = g;
-        if (groups.size() > kMaxGroups)
-            std::erase_if(groups, [](const auto &kv) { return kv.second.expired(); });
-    }
-    return g;
-}
-
-// The groups a delivery will commit to, expect()ed from its DATA on; those
-// not committed are cancelled when it ends (stored, refused or cut off).
-class Arrivals
-{
-  public:
-    Arrivals() = default;
-    Arrivals(const Arrivals &) = delete;
-    Arrivals &operator=(const Arrivals &) = delete;
-    ~Arrivals()
-    {
-        for (auto &g : groups_)
-            if (g)
-                g->cancel();
-    }
-    void expect(const std::string &dir)
-    {
-        groups_.push_back(dir_group(dir));
-        groups_.back()->expect();
-    }
-    // commit() to the i-th group (once).
-    int commit(std::size_t i)
-    {
-        auto g = std::move(groups_.at(i));
-        return g->commit();
-    }
-
-  private:
-    std::vector<std::shared_ptr<DirGroup>> groups_;
-};
 
 std::string parent_of(const std::string &path)
 {
@@ -692,11 +523,6 @@ class MaildirHandler final : public Handler
             return fail(s, "cannot create " + tmp);
         }
         first.tmp_path = tmp;
-        // Announced from DATA on, so that a flush of new/ about to start
-        // may wait a little for this delivery's rename (see DirGroup).
-        arrivals_ = std::make_unique<Arrivals>();
-        for (const Copy &c : copies_)
-            arrivals_->expect(c.dir + "/new");
         error_ = 0;
         buf_.assign(s.trace_headers());
         return {};
@@ -707,9 +533,14 @@ class MaildirHandler final : public Handler
 
     Reply eom(SessionView &s) override
     {
-        if (!fd_.valid() || copies_.empty() || !arrivals_)
+        if (!fd_.valid() || copies_.empty())
             return Reply(451, "Message not stored; try again later", "4.3.0");
-        Arrivals &arrivals = *arrivals_;
+        // Announced from here on, so that a flush of new/ about to start may
+        // wait a little for this delivery's rename; cancelled on every way
+        // out of eom() (see GroupCommit).
+        GroupCommit group;
+        for (const Copy &c : copies_)
+            group.expect(c.dir + "/new");
         flush();
         if (error_ == 0 && !sync_file(fd_.get(), copies_.front().tmp_path))
             error_ = errno;
@@ -736,9 +567,9 @@ class MaildirHandler final : public Handler
         }
         // The directory entries must be durable too before we say 250: a
         // flush of new/ that started after our rename, shared with the
-        // other deliveries of this process (see DirGroup).
+        // other deliveries of this process (see handlers/group_commit.hpp).
         for (std::size_t i = 0; i < copies_.size(); ++i)
-            if (int e = arrivals.commit(i))
+            if (int e = group.commit(i, flush_dir))
                 return rollback(s, e, "cannot fsync " + copies_[i].dir + "/new");
         g_stored.fetch_add(1, std::memory_order_relaxed);
         for (const Copy &c : copies_)
@@ -747,7 +578,6 @@ class MaildirHandler final : public Handler
                          std::to_string(g_file_syncs.load(std::memory_order_relaxed)) + " directories " +
                          std::to_string(g_dir_syncs.load(std::memory_order_relaxed)) + ")");
         copies_.clear();
-        arrivals_.reset();
         return {};
     }
 
@@ -793,7 +623,6 @@ class MaildirHandler final : public Handler
 
     void discard()
     {
-        arrivals_.reset();
         fd_.reset();
         for (const Copy &c : copies_) {
             if (!c.tmp_path.empty())
@@ -812,7 +641,6 @@ class MaildirHandler final : public Handler
     const MaildirOptions options_;
     std::string name_;
     std::vector<Copy> copies_;
-    std::unique_ptr<Arrivals> arrivals_; // from data() to the end of eom()
     std::string buf_;
     Fd fd_;
     int error_ = 0;
@@ -893,19 +721,6 @@ class MaildirFactory final : public HandlerFactory
 void set_maildir_syscall_hook(MaildirSyscallHook hook)
 {
     syscall_hook() = std::move(hook);
-}
-
-long maildir_arriving(const std::string &dir)
-{
-    std::shared_ptr<DirGroup> g;
-    {
-        auto &r = registry();
-        std::lock_guard lock(r.mutex);
-        auto it = r.groups.find(dir);
-        if (it != r.groups.end())
-            g = it->second.lock();
-    }
-    return g ? g->arriving() : -1;
 }
 
 std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir, const MaildirOptions &options,

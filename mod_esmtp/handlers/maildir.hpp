@@ -90,9 +90,4 @@ std::shared_ptr<HandlerFactory> make_maildir_factory(const std::string &dir, con
 using MaildirSyscallHook = std::function<int(std::string_view op, const std::string &path)>;
 void set_maildir_syscall_hook(MaildirSyscallHook hook);
 
-// For the unit tests: deliveries into `dir` (a new/ directory) between
-// their DATA and their rename, as its group commit counts them; -1 when no
-// delivery holds the directory's group.
-long maildir_arriving(const std::string &dir);
-
 } // namespace esmtp

@@ -50,6 +50,9 @@ namespace
 //   and with it the pool of the session in progress, then exits.
 // On those paths the session is abandoned (leaked, logged at warning
 // level), not ended here: the process is going away or stops gracefully.
+// Once the child is exiting (a hard stop) this may run in prefork's SIGTERM
+// handler: abandon() is async-signal-safe then, and the connection is not
+// freed (free() is not; the process takes the memory with it).
 apr_status_t destroy_connection(void *data)
 {
     auto *conn = static_cast<SmtpConnection *>(data);
@@ -57,7 +60,8 @@ apr_status_t destroy_connection(void *data)
         {"connection cleanup"},
         [conn] {
             conn->abandon();
-            delete conn;
+            if (!child_is_exiting())
+                delete conn;
             return APR_SUCCESS;
         },
         [](const char *) { return APR_SUCCESS; });

@@ -19,14 +19,28 @@ namespace
 {
 
 bool g_can_park = false;
+// One thread per child (prefork): its hard stop runs child_stopping and the
+// pool cleanups in the SIGTERM handler. The threaded MPMs run them on a
+// thread (signal_threads, clean_child_exit after the workers are joined).
+bool g_single_threaded = false;
 
 // Sessions waiting for their client. `stopping` is written under the
 // mutex, so that a session either registers before the stop (and is woken
 // by it) or sees the stop and does not wait.
+//
+// `exiting` (a hard stop of a single-threaded child began) and `waking` (a
+// graceful stop walks `sockets`) let an abandoned registration go without
+// the mutex: prefork's SIGTERM handler destroys the pool of the session in
+// progress (hooks.cpp), and the signal may have interrupted this very
+// process inside begin() or end() with the mutex held. After a hard
+// stop nothing walks `sockets` again, so a stale entry is never used; the
+// Dekker pair (seq_cst) makes sure a walk already under way is waited for.
 struct Waiting {
     std::mutex mutex;
     std::set<apr_socket_t *> sockets;
     std::atomic<bool> stopping{false};
+    std::atomic<bool> exiting{false};
+    std::atomic<bool> waking{false};
 };
 
 Waiting &waiting()
@@ -40,6 +54,9 @@ Waiting &waiting()
 void parking_child_init(server_rec *)
 {
     g_can_park = false;
+    int threaded = AP_MPMQ_NOT_SUPPORTED;
+    g_single_threaded =
+        ap_mpm_query(AP_MPMQ_IS_THREADED, &threaded) == APR_SUCCESS && threaded == AP_MPMQ_NOT_SUPPORTED;
 #if ESMTP_HAVE_PARKING
     int can_waitio = 0;
     g_can_park = ap_mpm_query(AP_MPMQ_CAN_WAITIO, &can_waitio) == APR_SUCCESS && can_waitio;
@@ -68,6 +85,8 @@ void child_stopping(apr_pool_t *, int graceful)
         [graceful] {
             Waiting &w = waiting();
             w.stopping.store(true, std::memory_order_release);
+            if (!graceful && g_single_threaded)
+                w.exiting.store(true);
             // On a hard stop the MPM closes the connections itself (event's
             // listener leaves, busy workers' sockets are closed), and this
             // hook may run in a signal handler (prefork's and worker's
@@ -86,12 +105,16 @@ void child_stopping(apr_pool_t *, int graceful)
             // and, when idle, end with 421; the MPM hands parked ones back as
             // readable.
             std::lock_guard<std::mutex> lock(w.mutex);
-            for (apr_socket_t *s : w.sockets)
-                apr_socket_shutdown(s, APR_SHUTDOWN_READ);
-            ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ap_server_conf,
-                         "esmtp: child stopping (graceful), %" APR_SIZE_T_FMT " waiting session(s) woken",
-                         w.sockets.size());
-            w.sockets.clear();
+            w.waking.store(true);
+            if (!w.exiting.load()) { // else entries may be stale (see Waiting)
+                for (apr_socket_t *s : w.sockets)
+                    apr_socket_shutdown(s, APR_SHUTDOWN_READ);
+                ap_log_error(APLOG_MARK, APLOG_DEBUG, 0, ap_server_conf,
+                             "esmtp: child stopping (graceful), %" APR_SIZE_T_FMT " waiting session(s) woken",
+                             w.sockets.size());
+                w.sockets.clear();
+            }
+            w.waking.store(false);
         },
         [](const char *) {});
 }
@@ -120,6 +143,21 @@ bool WaitRegistration::end()
     w.sockets.erase(sock_);
     sock_ = nullptr;
     return w.stopping.load(std::memory_order_relaxed);
+}
+
+bool child_is_exiting()
+{
+    return waiting().exiting.load();
+}
+
+void WaitRegistration::abandon()
+{
+    Waiting &w = waiting();
+    if (sock_ && w.exiting.load() && !w.waking.load()) {
+        sock_ = nullptr; // no mutex: see Waiting
+        return;
+    }
+    end();
 }
 
 void park_with_mpm(conn_rec *c)

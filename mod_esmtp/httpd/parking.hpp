@@ -34,6 +34,10 @@ void parking_child_init(server_rec *s);
 bool can_park();
 // This child is going away (child_stopping ran, or the MPM says so).
 bool child_is_stopping();
+// A hard stop of a single-threaded child (prefork) began: the process is
+// about to exit, and what runs now may run in its SIGTERM handler
+// (child_stopping, then the pool cleanups). Lock-free, async-signal-safe.
+bool child_is_exiting();
 // child_stopping hook.
 void child_stopping(apr_pool_t *pchild, int graceful);
 
@@ -52,6 +56,10 @@ class WaitRegistration
     // After the wait (or when the connection goes): true when the wait was
     // ended by the stop, not by the client.
     bool end();
+    // For a connection torn down without pre_close_connection: end(), but
+    // without the registry's mutex once child_is_exiting() (then it may run
+    // in prefork's SIGTERM handler: no lock, no allocation).
+    void abandon();
 
   private:
     apr_socket_t *sock_ = nullptr;

@@ -413,19 +413,21 @@ void SmtpConnection::finish()
 
 void SmtpConnection::abandon()
 {
-    wait_.end();
-    // The client's session count goes back on every path (lock-free: this
-    // may run in prefork's SIGTERM handler).
+    // When the child is exiting this may run in prefork's SIGTERM handler
+    // (hooks.cpp): only async-signal-safe steps then, no lock, no
+    // allocation, no log (ap_log_* formats the time, which locks).
+    const bool exiting = child_is_exiting();
+    wait_.abandon();
+    // The client's session count goes back on every path (lock-free).
     client_.release();
     if (!session_)
         return;
     // Deliberately leaked: destroying the session would run the handler's
     // DISCONNECT and destructor (an lmtp QUIT can block) in a pool cleanup.
-    // (prefork's SIGTERM handler destroys the pool of a session in progress
-    // on its way out: a warning, not an error.)
-    ap_log_cerror(APLOG_MARK, APLOG_WARNING, 0, c_,
-                  "esmtp: connection torn down by the MPM without pre_close_connection; the session's handler "
-                  "is abandoned without DISCONNECT");
+    if (!exiting)
+        ap_log_cerror(APLOG_MARK, APLOG_WARNING, 0, c_,
+                      "esmtp: connection torn down by the MPM without pre_close_connection; the session's handler "
+                      "is abandoned without DISCONNECT");
     (void)session_.release();
 }
 

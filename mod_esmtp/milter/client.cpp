@@ -73,12 +73,12 @@ bool parse_spec(const std::vector<std::string> &args, Spec &out, std::string &er
             return false;
         }
     } else if (sock.starts_with("unix:")) {
-        rest = sock; // lmtp's parser takes "unix:/path"
+        rest = sock; // the parser takes "unix:/path"
     } else {
         error = "expected inet:HOST:PORT, inet6:[ADDRESS]:PORT or unix:/PATH, not '" + std::string(sock) + "'";
         return false;
     }
-    if (!lmtp::parse_target(rest, out.target, error))
+    if (!parse_socket_target(rest, out.target, error))
         return false;
     for (std::size_t i = 1; i < args.size(); ++i) {
         std::string_view a = args[i];
@@ -140,7 +140,7 @@ bool Client::open()
     error_.clear();
     reader_.clear();
     reader_ = PacketReader();
-    fd_ = lmtp::connect_target(spec_.target, deadline_in(spec_.connect_timeout), error_);
+    fd_ = connect_socket(spec_.target, deadline_in(spec_.connect_timeout), error_);
     if (!fd_)
         return fail("cannot connect: " + error_);
     std::string out;

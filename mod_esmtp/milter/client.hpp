@@ -1,6 +1,6 @@
 // One connection to one milter: a blocking client on a non-blocking socket
-// driven by poll() with deadlines (as the lmtp handler talks to its
-// server), so that a filter that is down, slow or speaks garbage costs at
+// driven by poll() with deadlines (handlers/stream_socket.hpp, shared with
+// the lmtp handler), so that a filter that is down, slow or speaks garbage costs at
 // most the configured timeout and never hangs a session. httpd-free: the
 // unit tests run it against a fake filter on a unix socket.
 //
@@ -10,8 +10,7 @@
 #pragma once
 
 #include "engine/milter_codec.hpp"
-#include "handlers/fd.hpp"
-#include "handlers/lmtp.hpp"
+#include "handlers/stream_socket.hpp"
 
 #include <memory>
 #include <string>
@@ -26,7 +25,7 @@ enum class DefaultAction { accept, reject, tempfail };
 // One `ESMTPMilter` directive.
 struct Spec {
     std::string name; // the socket as written: inet:127.0.0.1:8891
-    lmtp::Target target;
+    SocketTarget target;
     unsigned connect_timeout = 30;                          // seconds, as Postfix's milter_connect_timeout
     unsigned command_timeout = 30;                          // milter_command_timeout
     unsigned content_timeout = 300;                         // milter_content_timeout

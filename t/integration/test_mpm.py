@@ -1,10 +1,12 @@
 """The worker and prefork MPMs (the other tests run on event, or on
 ESMTP_TEST_MPM), and what must hold on every MPM."""
 
+import os
+import signal
 import smtplib
 import unittest
 
-from harness import PARKING, RawClient, ServerTestCase, queue_id_of, split_delivered, wait_for
+from harness import PARKING, RawClient, ServerTestCase, children_of, queue_id_of, split_delivered, wait_for
 
 # These tests are about delivery, not the relay policy (test_policy.py):
 # accept every recipient domain.
@@ -91,6 +93,56 @@ class WorkerMpmTest(_MpmDelivery, ServerTestCase):
 
 class PreforkMpmTest(_MpmDelivery, ServerTestCase):
     mpm = "prefork"
+
+
+class PreforkSigtermTest(ServerTestCase):
+    """Issue 20: prefork's SIGTERM handler (just_die -> clean_child_exit)
+    destroys the pool of the session in progress, and the module's cleanup
+    of it runs inside that signal handler: it must be async-signal-safe (no
+    mutex, which the interrupted code may hold; no allocation; no ap_log_*,
+    which formats the time under a lock). A child killed mid-DATA exits, its
+    client sees the connection end, the module writes nothing from the
+    handler (before issue 20 it took the wait registry's mutex and logged
+    "abandoned without DISCONNECT" there), and the server goes on."""
+    mpm = "prefork"
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.vh = httpd.add_smtp("maildir", accept_domains=ANY)
+
+    def test_sigterm_mid_data(self):
+        with RawClient(self.vh.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO sigterm.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<b@localhost>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(b"Subject: cut off\r\n\r\nhalf of the bo")
+            # every child, the one serving this session among them
+            children = children_of(self.httpd.proc.pid)
+            self.assertTrue(children)
+            for pid in children:
+                os.kill(pid, signal.SIGTERM)
+            try:
+                self.assertEqual(c.rest(timeout=10), "")  # closed, no reply
+            except ConnectionResetError:
+                pass  # closed before it read the partial line
+        gone = wait_for(lambda: not set(children) & set(children_of(self.httpd.proc.pid)), 10)
+        self.assertTrue(gone, "children still there 10 s after SIGTERM")
+        logged = [line for line in self.httpd.log_lines() if "abandoned without DISCONNECT" in line]
+        self.assertEqual(logged, [])
+        self.assertEqual(self.vh.maildir_files(), [])
+        # the parent starts new children: delivery goes on
+        def deliver():
+            try:
+                with smtplib.SMTP("127.0.0.1", self.vh.port, local_hostname="after.example", timeout=10) as s:
+                    s.ehlo()
+                    s.mail("a@client.example")
+                    s.rcpt("b@localhost")
+                    return s.data(MESSAGE)[0] == 250
+            except (OSError, smtplib.SMTPException):
+                return False
+        self.assertTrue(wait_for(deliver, 20, interval=0.5))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@
 // connections, a server that is down).
 
 #include "handlers/lmtp.hpp"
+#include "handlers/stream_socket.hpp"
 #include "session_harness.hpp"
 
 #include <cppunit/extensions/HelperMacros.h>
@@ -30,9 +31,9 @@
 #include <vector>
 
 namespace fs = std::filesystem;
+using esmtp::SocketTarget;
 using esmtp::lmtp::DotStuffer;
 using esmtp::lmtp::ReplyParser;
-using esmtp::lmtp::Target;
 
 namespace
 {
@@ -280,20 +281,20 @@ class LmtpTest : public CppUnit::TestFixture
 
     void testParseTarget()
     {
-        Target t;
+        SocketTarget t;
         std::string e;
-        CPPUNIT_ASSERT(esmtp::lmtp::parse_target("127.0.0.1:24", t, e));
+        CPPUNIT_ASSERT(esmtp::parse_socket_target("127.0.0.1:24", t, e));
         CPPUNIT_ASSERT(!t.is_unix);
         CPPUNIT_ASSERT_EQUAL(std::string("127.0.0.1"), t.host);
         CPPUNIT_ASSERT_EQUAL(std::string("24"), t.port);
         CPPUNIT_ASSERT_EQUAL(std::string("127.0.0.1:24"), t.to_string());
-        CPPUNIT_ASSERT(esmtp::lmtp::parse_target("[::1]:2424", t, e));
+        CPPUNIT_ASSERT(esmtp::parse_socket_target("[::1]:2424", t, e));
         CPPUNIT_ASSERT_EQUAL(std::string("::1"), t.host);
         CPPUNIT_ASSERT_EQUAL(std::string("2424"), t.port);
         CPPUNIT_ASSERT_EQUAL(std::string("[::1]:2424"), t.to_string());
-        CPPUNIT_ASSERT(esmtp::lmtp::parse_target("lmtp.example.org:65535", t, e));
+        CPPUNIT_ASSERT(esmtp::parse_socket_target("lmtp.example.org:65535", t, e));
         CPPUNIT_ASSERT_EQUAL(std::string("lmtp.example.org"), t.host);
-        CPPUNIT_ASSERT(esmtp::lmtp::parse_target("unix:/run/dovecot/lmtp", t, e));
+        CPPUNIT_ASSERT(esmtp::parse_socket_target("unix:/run/dovecot/lmtp", t, e));
         CPPUNIT_ASSERT(t.is_unix);
         CPPUNIT_ASSERT_EQUAL(std::string("/run/dovecot/lmtp"), t.path);
         CPPUNIT_ASSERT_EQUAL(std::string("unix:/run/dovecot/lmtp"), t.to_string());
@@ -302,10 +303,10 @@ class LmtpTest : public CppUnit::TestFixture
              {"", "localhost", "localhost:", ":24", "host:0", "host:65536", "host:24x", "host:lmtp", "::1:24", "[::1]",
               "[::1]24", "[::1]:", "[nonsense]:24", "[]:24", "unix:", "unix:relative/path", "host:24:25"}) {
             e.clear();
-            CPPUNIT_ASSERT_MESSAGE(bad, !esmtp::lmtp::parse_target(bad, t, e));
+            CPPUNIT_ASSERT_MESSAGE(bad, !esmtp::parse_socket_target(bad, t, e));
             CPPUNIT_ASSERT_MESSAGE(bad, !e.empty());
         }
-        CPPUNIT_ASSERT(!esmtp::lmtp::parse_target("unix:/" + std::string(200, 'x'), t, e));
+        CPPUNIT_ASSERT(!esmtp::parse_socket_target("unix:/" + std::string(200, 'x'), t, e));
     }
 
     void testConfigure()
