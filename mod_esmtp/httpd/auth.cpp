@@ -136,6 +136,8 @@ std::optional<AuthVerdict> ProviderAuthenticator::check(const AuthRequest &req)
                       "esmtp: AUTH user %s: authn provider %s failed (status %d); the client got 454 4.7.0", user,
                       decided_by, static_cast<int>(st));
         break;
+    case AuthVerdict::busy: // answered before the providers were asked
+        break;
     }
     apr_pool_destroy(r->pool);
     // Like Postfix's smtpd_error_sleep_time: a password guesser gets its
