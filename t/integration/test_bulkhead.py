@@ -141,6 +141,15 @@ class _Bulkhead:
         self.assertEqual(b.cmd("EHLO second.example")[0], 250)
         return b
 
+    def refused_then_quit(self, b, line):
+        """`line` is answered 451 4.3.2; the session goes on (QUIT is never
+        refused)."""
+        code, lines = b.cmd(line)
+        self.assertEqual(code, 451, lines)
+        self.assertTrue(lines[0].startswith("451 4.3.2 "), lines)
+        self.assertEqual(b.cmd("QUIT")[0], 221)
+        b.close()
+
     def test_cap_and_status(self):
         before = self.auto()
         self.assertEqual(before["ESMTPWorkersCap"], 1)
@@ -150,12 +159,7 @@ class _Bulkhead:
         self.assertEqual(self.auto()["ESMTPWorkersHeld"], 0)
         a = self.hold_the_worker()
         try:
-            code, lines = b.cmd("MAIL FROM:<b@second.example>")
-            self.assertEqual(code, 451, lines)
-            self.assertTrue(lines[0].startswith("451 4.3.2 "), lines)
-            # the session goes on: QUIT is never refused
-            self.assertEqual(b.cmd("QUIT")[0], 221)
-            b.close()
+            self.refused_then_quit(b, "MAIL FROM:<b@second.example>")
             # a new session: CONNECT cannot be refused alone (no enhanced
             # code before EHLO)
             with RawClient(self.test.port) as c:
@@ -188,11 +192,7 @@ class _Bulkhead:
         self.assertEqual(b.cmd("DATA")[0], 354)
         a = self.hold_the_worker()
         try:
-            code, lines = b.cmd("Subject: held back\r\n\r\nbody\r\n.")
-            self.assertEqual(code, 451, lines)
-            self.assertTrue(lines[0].startswith("451 4.3.2 "), lines)
-            self.assertEqual(b.cmd("QUIT")[0], 221)
-            b.close()
+            self.refused_then_quit(b, "Subject: held back\r\n\r\nbody\r\n.")
         finally:
             self.let_go(a)
         events = self.test.event_lines()
