@@ -64,13 +64,14 @@ class WorkerCap
     // (ending a transaction or a session).
     void acquire(int row);
     void release(int row);
+    // Gives back the holds of dead processes; true when there were any.
+    bool sweep(AliveFn alive);
     Stats stats() const;
 
   private:
     struct Header;
     struct Row;
     Row *row(int i) const;
-    bool sweep(AliveFn alive);
     Header *hdr_ = nullptr;
 };
 

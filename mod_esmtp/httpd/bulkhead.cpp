@@ -111,6 +111,7 @@ bool bulkhead_stats(WorkerCap::Stats &out)
 {
     if (!g_cap.valid())
         return false;
+    g_cap.sweep(alive); // the page shows no worker of a dead child as held
     out = g_cap.stats();
     return true;
 }

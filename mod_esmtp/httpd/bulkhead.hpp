@@ -23,7 +23,8 @@ namespace esmtp
 int bulkhead_post_config(apr_pool_t *pconf, server_rec *main);
 // child_init: this process's row (its holds are given back if it dies).
 void bulkhead_child_init(server_rec *s);
-// For mod_status; false when the bulkhead is off (no shared memory).
+// For mod_status (after giving back the holds of dead children); false
+// when the bulkhead is off (no shared memory).
 bool bulkhead_stats(WorkerCap::Stats &out);
 
 // One MPM worker held by SMTP for a step that may block. Move-only; the

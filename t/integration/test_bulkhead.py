@@ -11,13 +11,15 @@ and `apache2 -t` on bad values. States are awaited by polling mod_status."""
 import base64
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import threading
 import time
 import unittest
+import urllib.error
 
-from harness import Httpd, MODULESDIR, RawClient, ServerTestCase, free_port, q, wait_for
+from harness import Httpd, MODULESDIR, RawClient, ServerTestCase, children_of, free_port, q, wait_for
 from test_status import STATUS_LINES, fetch, parse_auto
 
 HTPASSWD = shutil.which("htpasswd")
@@ -241,6 +243,32 @@ class WorkerBulkheadTest(_Bulkhead, ServerTestCase):
 @unittest.skipIf(not HTPASSWD, "htpasswd missing (apache2-utils)")
 class PreforkBulkheadTest(_Bulkhead, ServerTestCase):
     mpm = "prefork"
+    # killed on purpose (the last test)
+    allowed_log = _Bulkhead.allowed_log + (r"AH00052: child pid \d+ exit signal Killed \(9\)",)
+
+    def test_dead_child_gives_back(self):
+        """A child killed while it holds the one worker (SIGKILL: no
+        destructor runs) does not keep it: its own row of holds is given
+        back, so the page shows 0 and the next session is served."""
+        a = self.hold_the_worker()
+        try:
+            for pid in children_of(self.httpd.proc.pid):
+                os.kill(pid, signal.SIGKILL)
+            a.rest(timeout=5)  # the connection dies with its child
+        finally:
+            a.close()
+            self.backend.drop_clients()
+        self.assertTrue(wait_for(lambda: self._held_retry() == 0, 15), self._held_retry())
+        with self.greeted() as d:
+            self.assertEqual(d.cmd("MAIL FROM:<after@second.example>")[0], 250)
+            self.assertEqual(d.cmd("QUIT")[0], 221)
+
+    def _held_retry(self):
+        """ESMTPWorkersHeld while the parent replaces the killed children."""
+        try:
+            return self.auto()["ESMTPWorkersHeld"]
+        except (OSError, urllib.error.URLError):
+            return -1
 
 
 class DefaultCapTest(unittest.TestCase):
