@@ -1,9 +1,11 @@
 """The bulkhead (README, "Sharing workers with the web sites";
 ESMTPMaxWorkers): with a cap of one worker, a session held in a backend
 (lmtp to a loopback server that accepts and never greets) makes another
-session's handler steps answer 451 4.3.2 at once, a new session 421 4.3.2,
-a message whose content could not reach the handler 451 4.3.2 at its end,
-and an AUTH attempt 421 4.3.2 without the failure delay; mod_status shows
+session's handler steps answer 451 4.3.2 at once, a new session 421 (with
+ESMTPGreetingDelay: at once, without the delay), a message whose content
+could not reach the handler 451 4.3.2 at its end, and an AUTH attempt
+421 4.3.2 without the failure delay; a prefork child killed while holding
+the worker gives it back; mod_status shows
 the cap, the workers held and the refusals. On event, worker and prefork.
 Also: the default cap with and without a web site among the virtual hosts,
 and `apache2 -t` on bad values. States are awaited by polling mod_status."""
@@ -101,6 +103,7 @@ class _Bulkhead:
         cls.test = httpd.add_smtp("test", extra=[
             "ESMTPAuth PLAIN", "ESMTPAuthProvider smtp-file", "ESMTPAuthRequireTLS Off",
             "ESMTPAuthFailureDelay %s" % DELAY])
+        cls.delayed = httpd.add_smtp("discard", extra=["ESMTPGreetingDelay %s" % DELAY])
 
     @classmethod
     def tearDownClass(cls):
@@ -184,6 +187,24 @@ class _Bulkhead:
             self.assertEqual(d.cmd("MAIL FROM:<d@second.example>")[0], 250)
             self.assertEqual(d.cmd("QUIT")[0], 221)
         self.assertIn("MAIL <d@second.example>", self.test.event_lines())
+
+    def test_greeting_delay_beyond_cap(self):
+        """ESMTPGreetingDelay waits in a worker: beyond the cap the session
+        is refused at once instead; under the cap it waits, as before."""
+        a = self.hold_the_worker()
+        try:
+            t0 = time.monotonic()
+            with RawClient(self.delayed.port) as c:
+                code, lines = c.reply()
+                self.assertEqual(lines[0], "421 4.3.2 %s Server busy, try again later" % self.delayed.name)
+                self.assertLess(time.monotonic() - t0, DELAY / 2, "the refusal waited")
+        finally:
+            self.let_go(a)
+        t0 = time.monotonic()
+        with RawClient(self.delayed.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertGreaterEqual(time.monotonic() - t0, DELAY * 0.9)
+            c.cmd("QUIT")
 
     def test_content_refused(self):
         """The message's content could not reach the handler: the end of
