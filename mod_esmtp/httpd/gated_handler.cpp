@@ -1,6 +1,6 @@
 #include "httpd/gated_handler.hpp"
 
-#include "httpd/bulkhead.hpp"
+#include "httpd/worker_hold.hpp"
 
 #include <string>
 
