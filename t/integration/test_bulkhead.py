@@ -188,6 +188,29 @@ class _Bulkhead:
             self.assertEqual(d.cmd("QUIT")[0], 221)
         self.assertIn("MAIL <d@second.example>", self.test.event_lines())
 
+    def set_cap(self, value):
+        """A new ESMTPMaxWorkers by a graceful restart."""
+        self.httpd.main_extra = [line for line in self.httpd.main_extra if not line.startswith("ESMTPMaxWorkers")]
+        self.httpd.main_extra.append("ESMTPMaxWorkers %s" % value)
+        self.httpd.write_config()
+        self.httpd.restart(graceful=True)
+
+    def test_graceful_restart(self):
+        """A graceful restart takes the new cap and keeps counting the
+        worker an old child still holds."""
+        a = self.hold_the_worker()
+        try:
+            self.set_cap(2)
+            now = self.auto()
+            self.assertEqual((now["ESMTPWorkersCap"], now["ESMTPWorkersHeld"]), (2, 1), now)
+            with self.greeted() as b:
+                self.assertEqual(b.cmd("MAIL FROM:<b@second.example>")[0], 250)
+                b.cmd("QUIT")
+        finally:
+            self.let_go(a)
+            self.set_cap(1)
+        self.assertEqual(self.auto()["ESMTPWorkersCap"], 1)
+
     def test_greeting_delay_beyond_cap(self):
         """ESMTPGreetingDelay waits in a worker: beyond the cap the session
         is refused at once instead; under the cap it waits, as before."""
