@@ -72,6 +72,7 @@ enum class AuthVerdict {
     granted,     // 235 2.7.0
     denied,      // 535 5.7.8 (wrong password or unknown user), counted
     unavailable, // 454 4.7.0 (the backend failed: LDAP down, SQL error)
+    busy,        // 421 4.3.2 and close: not checked, the server is too busy (ESMTPMaxWorkers)
 };
 
 struct AuthRequest {

@@ -1404,6 +1404,12 @@ void Session::auth_done(AuthVerdict v)
         log(log_session, what + ": authentication backend unavailable");
         reply(454, "4.7.0", "Temporary authentication failure");
         break;
+    case AuthVerdict::busy:
+        // A password guesser that finds the server busy gets no answer and
+        // no delay, only the door (the glue's bulkhead).
+        log(log_session, what + ": not checked, server busy");
+        reply(Reply(421, cfg_.hostname + " Server busy, try again later", "4.3.2", true));
+        break;
     }
     sasl_.wipe();
     sasl_.user.clear();

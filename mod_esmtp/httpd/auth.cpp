@@ -1,5 +1,6 @@
 #include "httpd/auth.hpp"
 
+#include "httpd/bulkhead.hpp"
 #include "httpd/config.hpp"
 #include "httpd/tls.hpp"
 
@@ -86,6 +87,14 @@ std::optional<AuthVerdict> ProviderAuthenticator::check(const AuthRequest &req)
     // one; its per-dir config is the server's defaults, which an
     // <AuthnProviderAlias> completes through AUTHN_PROVIDER_NAME_NOTE. No
     // post_read_request hooks run on it (mod_ssl would keep a pointer to it).
+    // The provider may wait on a backend (LDAP, SQL) and a refused password
+    // waits ESMTPAuthFailureDelay: one worker held for both, or, beyond
+    // ESMTPMaxWorkers, 421 at once (no check, no delay).
+    WorkerHold hold = WorkerHold::try_take();
+    if (!hold) {
+        ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, c_, "esmtp: AUTH not checked: ESMTPMaxWorkers reached");
+        return AuthVerdict::busy;
+    }
     request_rec *r = ap_create_request(c_);
     r->method = "AUTH";
     r->uri = apr_pstrdup(r->pool, "/");
@@ -127,10 +136,13 @@ std::optional<AuthVerdict> ProviderAuthenticator::check(const AuthRequest &req)
                       "esmtp: AUTH user %s: authn provider %s failed (status %d); the client got 454 4.7.0", user,
                       decided_by, static_cast<int>(st));
         break;
+    case AuthVerdict::busy: // answered before the providers were asked
+        break;
     }
     apr_pool_destroy(r->pool);
     // Like Postfix's smtpd_error_sleep_time: a password guesser gets its
-    // answer slowly. It waits in this thread (README, AUTH).
+    // answer slowly. It waits in this thread, holding the worker taken
+    // above (README, AUTH).
     if (v == AuthVerdict::denied && cfg_->session->auth_failure_delay_ms)
         apr_sleep(apr_time_from_msec(cfg_->session->auth_failure_delay_ms));
     return v;

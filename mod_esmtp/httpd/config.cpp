@@ -1,6 +1,7 @@
 #include "httpd/config.hpp"
 
 #include "httpd/auth.hpp"
+#include "httpd/bulkhead.hpp"
 #include "httpd/client_table.hpp"
 #include "httpd/guard.hpp"
 #include "httpd/tls.hpp"
@@ -530,6 +531,18 @@ const char *set_client_table_size(cmd_parms *cmd, void *, const char *arg)
     return nullptr;
 }
 
+const char *set_max_workers(cmd_parms *cmd, void *, const char *arg)
+{
+    if (const char *err = ap_check_cmd_context(cmd, GLOBAL_ONLY))
+        return err;
+    if (!parse_worker_cap(arg, server_config(cmd->server)->worker_cap))
+        return apr_pstrcat(cmd->pool, "ESMTPMaxWorkers: \"", arg,
+                           "\" is neither a number of workers (1 to 1000000) nor a percentage of MaxRequestWorkers "
+                           "(1% to 100%)",
+                           nullptr);
+    return nullptr;
+}
+
 const char *set_starttls(cmd_parms *cmd, void *, const char *arg)
 {
     int v = !strcasecmp(arg, "off")        ? static_cast<int>(StartTls::off)
@@ -762,6 +775,9 @@ const command_rec directives[] = {
                       nullptr, RSRC_CONF, "Clients not limited: CIDR ... or none (default 127.0.0.0/8 ::1)"),
     AP_INIT_TAKE1("ESMTPClientLimitTableSize", reinterpret_cast<cmd_func>(take1<set_client_table_size>), nullptr,
                   RSRC_CONF, "Client entries in the shared per-client table (server config; default 8192)"),
+    AP_INIT_TAKE1("ESMTPMaxWorkers", reinterpret_cast<cmd_func>(take1<set_max_workers>), nullptr, RSRC_CONF,
+                  "MPM workers SMTP sessions may hold at once for anything but reading the client: N or N% of "
+                  "MaxRequestWorkers (server config; default 50% with web sites, else 100%)"),
     AP_INIT_TAKE1("ESMTPStartTLS", reinterpret_cast<cmd_func>(take1<set_starttls>), nullptr, RSRC_CONF,
                   "STARTTLS (needs SSLEngine on): Off (with SSLEngine on: implicit TLS), On or Required"),
     AP_INIT_TAKE1("ESMTPLogFileName", reinterpret_cast<cmd_func>(take1<set_log_file_name>), nullptr, RSRC_CONF,
@@ -881,6 +897,7 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->client_ipv6_prefix = add->client_ipv6_prefix != -1 ? add->client_ipv6_prefix : base->client_ipv6_prefix;
     cfg->client_exceptions = add->client_exceptions ? add->client_exceptions : base->client_exceptions;
     cfg->client_table_size = base->client_table_size;
+    cfg->worker_cap = base->worker_cap;
     cfg->milters = add->milters ? add->milters : base->milters;
     cfg->milter_spool_dir = add->milter_spool_dir ? add->milter_spool_dir : base->milter_spool_dir;
     cfg->starttls = add->starttls != -1 ? add->starttls : base->starttls;
@@ -1021,14 +1038,17 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
     return guarded(
         {"post_config", nullptr, main},
         [pconf, main] {
-            bool limits = false;
+            bool limits = false, smtp = false;
             for (server_rec *s = main; s; s = s->next) {
                 ServerConfig *cfg = server_config(s);
                 auto sc = std::make_unique<SessionConfig>(session_config(s, cfg));
                 limits = limits || (cfg->enabled == 1 && sc->client_limits.any());
+                smtp = smtp || cfg->enabled == 1;
                 apr_pool_cleanup_register(pconf, sc.get(), destroy_session_config, apr_pool_cleanup_null);
                 cfg->session = sc.release(); // owned by the cleanup
             }
+            if (smtp && bulkhead_post_config(pconf, main) != OK)
+                return HTTP_INTERNAL_SERVER_ERROR;
             // Only a server that limits clients needs the shared table.
             if (!limits) {
                 client_table_off();

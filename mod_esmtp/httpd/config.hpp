@@ -3,6 +3,7 @@
 
 #include "httpd/mod_esmtp.hpp"
 #include "engine/session.hpp"
+#include "engine/worker_cap.hpp"
 #include "milter/client.hpp"
 #include <esmtp/provider.hpp>
 
@@ -48,6 +49,7 @@ struct ServerConfig {
     apr_int64_t client_ipv6_prefix;
     apr_array_header_t *client_exceptions; // Network; empty: "none"
     apr_int64_t client_table_size;         // main server only
+    WorkerCapSpec worker_cap;              // ESMTPMaxWorkers, main server only
     // ESMTPMilter lines of this server, in order (owned by a pool cleanup);
     // null: inherited. ESMTPMilterSpoolDir.
     milter::Config *milters;

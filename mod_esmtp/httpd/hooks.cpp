@@ -1,7 +1,9 @@
 #include "httpd/hooks.hpp"
 
+#include "httpd/bulkhead.hpp"
 #include "httpd/client_table.hpp"
 #include "httpd/config.hpp"
+#include "httpd/gated_handler.hpp"
 #include "milter/handler.hpp"
 #include "httpd/guard.hpp"
 #include "httpd/io.hpp"
@@ -185,6 +187,14 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
             handler.reset();
         }
     }
+    // Outermost: the milters' waits count against ESMTPMaxWorkers too.
+    if (handler) {
+        try {
+            handler = gate_handler(std::move(handler));
+        } catch (...) {
+            handler.reset();
+        }
+    }
     if (!handler) {
         status_connection_refused(cfg, c, RejectCause::handler_error, "handler could not be created");
         send_refusal(c, "421 4.3.0 " + cfg->session->hostname + " Service temporarily unavailable\r\n");
@@ -285,6 +295,7 @@ void child_init(apr_pool_t *, server_rec *s)
         [s] {
             parking_child_init(s);
             status_child_init(nullptr, s);
+            bulkhead_child_init(s);
             check_handlers(s);
         },
         [](const char *) {});

@@ -1,5 +1,7 @@
 #include "httpd/proxy.hpp"
 
+#include "httpd/bulkhead.hpp"
+
 #include "engine/proxy_protocol.hpp"
 #include "httpd/mod_esmtp.hpp"
 
@@ -55,7 +57,10 @@ void refuse(conn_rec *c, int fd, const std::string &text)
     // handshake) are bypassed, and unread input (the rest of a bad header)
     // must not turn the close into a reset that loses the 421.
     ::shutdown(fd, SHUT_WR);
-    apr_time_t until = apr_time_now() + kLinger;
+    // The linger holds this worker: beyond ESMTPMaxWorkers the connection
+    // closes at once (the 421 may then be lost to a reset).
+    WorkerHold hold = WorkerHold::try_take();
+    apr_time_t until = apr_time_now() + (hold ? kLinger : 0);
     char sink[4096];
     for (apr_time_t left; (left = until - apr_time_now()) > 0;) {
         pollfd p{fd, POLLIN, 0};

@@ -1,5 +1,7 @@
 #include "httpd/smtp_connection.hpp"
 
+#include "httpd/bulkhead.hpp"
+
 #include <http_connection.h>
 #include <http_core.h>
 #include <http_log.h>
@@ -101,6 +103,14 @@ bool SmtpConnection::greet()
     // Security): a client that talks first does not wait for the server and
     // is refused.
     if (sc.greeting_delay_ms && sock) {
+        // The delay holds this worker: beyond ESMTPMaxWorkers the session
+        // is refused at once instead.
+        WorkerHold hold = WorkerHold::try_take();
+        if (!hold) {
+            session_->log(txlog_session, "greeting delay refused: ESMTPMaxWorkers reached (server busy)");
+            session_->shutdown(Reply(421, sc.hostname + " Server busy, try again later", "4.3.2", true));
+            return false;
+        }
         apr_socket_timeout_set(sock, apr_time_from_msec(sc.greeting_delay_ms));
         rv = ap_get_brigade(c_->input_filters, bb, AP_MODE_SPECULATIVE, APR_BLOCK_READ, 1);
         apr_socket_timeout_set(sock, apr_time_from_sec(sc.command_timeout));

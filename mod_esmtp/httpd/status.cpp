@@ -1,5 +1,6 @@
 #include "httpd/status.hpp"
 
+#include "httpd/bulkhead.hpp"
 #include "httpd/config.hpp"
 #include "httpd/guard.hpp"
 
@@ -204,6 +205,11 @@ void print_auto(request_rec *r, const Totals &t)
     ap_rprintf(r, "ESMTPSessionsPlaintext: %" APR_INT64_T_FMT "\n", nonneg(t.g[g_open] - t.g[g_tls]));
     for (int k = 0; k < kCounters; ++k)
         ap_rprintf(r, "%s: %" APR_UINT64_T_FMT "\n", kCounterKeys[k], t.n[k]);
+    if (WorkerCap::Stats w; bulkhead_stats(w)) {
+        ap_rprintf(r, "ESMTPWorkersCap: %u\n", w.cap);
+        ap_rprintf(r, "ESMTPWorkersHeld: %" APR_INT64_T_FMT "\n", w.held);
+        ap_rprintf(r, "ESMTPWorkersRefused: %" APR_UINT64_T_FMT "\n", w.refused);
+    }
 }
 
 void print_row(request_rec *r, const char *name, const std::uint64_t *n, const std::int64_t *g)
@@ -237,7 +243,14 @@ void print_html(request_rec *r, const Totals &t, const std::int64_t (*g)[kGauges
         print_row(r, srv[s].name, n, g[s]);
     }
     print_row(r, "total", t.n, t.g);
-    ap_rputs("</table>\n<h3>Recent errors</h3>\n", r);
+    ap_rputs("</table>\n", r);
+    if (WorkerCap::Stats w; bulkhead_stats(w))
+        ap_rprintf(r,
+                   "<p>MPM workers held by SMTP for anything but reading the client: %" APR_INT64_T_FMT
+                   " of at most %u (ESMTPMaxWorkers); steps refused at the cap since start: %" APR_UINT64_T_FMT
+                   "</p>\n",
+                   w.held, w.cap, w.refused);
+    ap_rputs("<h3>Recent errors</h3>\n", r);
     std::uint64_t next = g_seg->next_error.load();
     if (next == 0) {
         ap_rputs("<p>none</p>\n", r);

@@ -47,6 +47,7 @@ struct FakeAuth final : esmtp::Authenticator {
     std::map<std::string, std::string> users{{"alice@example.org", "s3cret-pw"}, {"bob", "hunter2-pw"}};
     bool defer = false;
     bool down = false;
+    bool busy = false;
     int calls = 0;
     std::string last_user;
     std::optional<AuthVerdict> pending;
@@ -54,6 +55,8 @@ struct FakeAuth final : esmtp::Authenticator {
     {
         ++calls;
         last_user = std::string(r.user);
+        if (busy)
+            return AuthVerdict::busy;
         AuthVerdict v = down                                                       ? AuthVerdict::unavailable
                         : users.count(last_user) && users[last_user] == r.password ? AuthVerdict::granted
                                                                                    : AuthVerdict::denied;
@@ -113,6 +116,7 @@ class AuthTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testProxyUsers);
     CPPUNIT_TEST(testFailureLimit);
     CPPUNIT_TEST(testUnavailable);
+    CPPUNIT_TEST(testBusy);
     CPPUNIT_TEST(testDeferredHoldsInput);
     CPPUNIT_TEST(testPlaintextWhenAllowed);
     CPPUNIT_TEST(testPasswordNeverLogged);
@@ -409,6 +413,18 @@ class AuthTest : public CppUnit::TestFixture
         n.send("EHLO x\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("454 4.7.0 Temporary authentication failure\r\n"),
                              n.send("AUTH PLAIN " + plain("", "bob", "hunter2-pw") + "\r\n"));
+    }
+
+    // The glue's bulkhead (ESMTPMaxWorkers) refused the check: 421 and
+    // close at once, not counted as a failure.
+    void testBusy()
+    {
+        AuthHarness h;
+        h.begin();
+        h.auth.busy = true;
+        CPPUNIT_ASSERT_EQUAL(std::string("421 4.3.2 mx.example.org Server busy, try again later\r\n"),
+                             h.send("AUTH PLAIN " + plain("", "bob", "x") + "\r\n"));
+        CPPUNIT_ASSERT(h.s().closing());
     }
 
     void testDeferredHoldsInput()
