@@ -176,7 +176,7 @@ void SmtpConnection::closed_by_mpm()
     bool parked = unparked();
     if (handshaking()) {
         tls_failed(parked ? "timeout" : "aborted"); // nothing can be sent mid-handshake
-    } else if (!session_->closing()) {
+    } else if (session_ && !session_->closing()) {
         if (parked)
             timed_out();
         else

@@ -42,7 +42,7 @@ class SmtpConnection
     bool finished() const { return finished_; }
     // A TLS handshake is under way (implicit TLS, or after STARTTLS):
     // nothing can be sent.
-    bool handshaking() const { return !session_ || session_->tls_requested(); }
+    bool handshaking() const { return session_ ? session_->tls_requested() : implicit_tls_; }
     // Nothing more will be read (or nothing was ever started).
     bool closing() const { return !session_ || session_->closing(); }
 

@@ -38,6 +38,13 @@ struct Registry {
     bool running = false;
     bool stop = false;
     std::thread thread;
+    // A child that exits without destroying pchild (its cleanup joins the
+    // thread) must not terminate in the static destructor.
+    ~Registry()
+    {
+        if (thread.joinable())
+            thread.detach();
+    }
 };
 
 Registry &registry()
