@@ -302,7 +302,7 @@ bool SmtpConnection::run(bool may_park)
             if (park_until(wake_time(), idle()))
                 return false;
             if (!idle() || !child_is_stopping())
-                may_park = false; // no timed callbacks: wait in this thread
+                may_park = false; // no timer thread: wait in this thread
             continue;
         }
         stats_.waiting();
@@ -433,7 +433,7 @@ SmtpConnection::TlsStep SmtpConnection::tls_handshake(bool may_park, const char 
                 why = "httpd is stopping";
                 return TlsStep::closed;
             }
-            may_park = false; // no timed callbacks: wait in this thread
+            may_park = false; // no timer thread: wait in this thread
         }
         apr_pollfd_t pfd{};
         pfd.p = c_->pool;

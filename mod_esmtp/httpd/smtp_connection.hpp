@@ -87,7 +87,7 @@ class SmtpConnection
     // refused or has gone.
     bool greet();
     // Park with the MPM until input or `deadline`: false when it cannot be
-    // kept while parked (no timed callbacks): wait in the thread instead.
+    // kept while parked (no timer thread): wait in the thread instead.
     bool park_until(apr_time_t deadline, bool wake_on_stop);
     bool idle() const;
     bool in_data() const;

@@ -66,6 +66,27 @@ def closed_after(sock, start, limit):
 class Stalls:
     """Checks shared by the MPMs."""
 
+    allowed_log = (r"esmtp:info\].*too many connections",)
+    httpd_options = {"main_extra": STATUS_LINES + ["Timeout %d" % MAIN_TIMEOUT]}
+
+    @classmethod
+    def configure(cls, httpd):
+        httpd.main_extra += ssl_main_lines()
+        httpd.add_http()
+        cert, key = make_cert(os.path.join(httpd.root, "conf"))
+        tls = ssl_vhost_lines(cert, key)
+        cls.implicit = httpd.add_smtp("maildir", accept_domains=["*"], log_file="implicit.log",
+                                      timeouts={"tls": TLS_TIMEOUT}, extra=tls)
+        cls.limited = httpd.add_smtp("maildir", accept_domains=["*"], log_file="limited.log",
+                                     timeouts={"tls": 30},
+                                     extra=tls + ["ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 3"])
+        cls.starttls = httpd.add_smtp("maildir", accept_domains=["*"], log_file="starttls.log",
+                                      timeouts={"tls": TLS_TIMEOUT, "command": 3},
+                                      extra=ssl_vhost_lines(cert, key, "On"))
+        cls.data = httpd.add_smtp("maildir", accept_domains=["*"], timeouts={"data": 3})
+        cls.rate = httpd.add_smtp("maildir", accept_domains=["*"], timeouts={"data": 50},
+                                  extra=["ESMTPMinDataRate 1000"])
+
     def auto(self):
         return parse_auto(fetch(self.httpd.http_port, "?auto"))
 
@@ -209,38 +230,12 @@ class Stalls:
         self.assertLess(took, 25)
 
 
-def configure_stalls(cls, httpd):
-    httpd.main_extra += ssl_main_lines()
-    httpd.add_http()
-    cert, key = make_cert(os.path.join(httpd.root, "conf"))
-    tls = ssl_vhost_lines(cert, key)
-    cls.implicit = httpd.add_smtp("maildir", accept_domains=["*"], log_file="implicit.log",
-                                  timeouts={"tls": TLS_TIMEOUT}, extra=tls)
-    cls.limited = httpd.add_smtp("maildir", accept_domains=["*"], log_file="limited.log", timeouts={"tls": 30},
-                                 extra=tls + ["ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 3"])
-    cls.starttls = httpd.add_smtp("maildir", accept_domains=["*"], log_file="starttls.log",
-                                  timeouts={"tls": TLS_TIMEOUT, "command": 3},
-                                  extra=ssl_vhost_lines(cert, key, "On"))
-    cls.data = httpd.add_smtp("maildir", accept_domains=["*"], timeouts={"data": 3})
-    cls.rate = httpd.add_smtp("maildir", accept_domains=["*"], timeouts={"data": 50},
-                              extra=["ESMTPMinDataRate 1000"])
-
-
-STALL_LOG = (r"esmtp:info\].*too many connections",)
-
-
 @unittest.skipUnless(HAVE_SSL and PARKING, "mod_ssl, openssl or parking missing")
 class EventStallTest(Stalls, ServerTestCase):
     """Event MPM: every stall is parked with the MPM (no thread held) and
-    woken at its own deadline by a timed callback."""
+    woken at its own deadline by the module's timer thread."""
     mpm = "event"
     parks = True
-    allowed_log = STALL_LOG
-    httpd_options = {"main_extra": STATUS_LINES + ["Timeout %d" % MAIN_TIMEOUT]}
-
-    @classmethod
-    def configure(cls, httpd):
-        configure_stalls(cls, httpd)
 
 
 @unittest.skipUnless(HAVE_SSL, "mod_ssl or openssl missing")
@@ -248,12 +243,6 @@ class WorkerStallTest(Stalls, ServerTestCase):
     """Worker MPM: the same deadlines, waited for in the thread."""
     mpm = "worker"
     parks = False
-    allowed_log = STALL_LOG
-    httpd_options = {"main_extra": STATUS_LINES + ["Timeout %d" % MAIN_TIMEOUT]}
-
-    @classmethod
-    def configure(cls, httpd):
-        configure_stalls(cls, httpd)
 
 
 class ProxyRefusalCountedTest(ServerTestCase):
