@@ -167,6 +167,23 @@ class Stalls:
         finally:
             c.close()
 
+    def test_clients_leaving_at_the_deadline(self):
+        # the timer and the connection's end race: 30 stalls closed by their
+        # clients around tls= (2 s), some before the wake-up, some after;
+        # no child dies (the error log is checked) and all are gone
+        self.assertTrue(self.sessions(0), self.auto())
+        socks = [socket.create_connection(("127.0.0.1", self.implicit.port)) for _ in range(30)]
+        start = time.monotonic()
+        try:
+            for i, s in enumerate(socks):
+                time.sleep(max(0.0, start + TLS_TIMEOUT - 0.3 + i * 0.02 - time.monotonic()))
+                s.close()
+        finally:
+            for s in socks:
+                s.close()
+        self.assertTrue(self.sessions(0), self.auto())
+        self.test_implicit_tls_still_delivers()
+
     def test_starttls_then_silence(self):
         c = RawClient(self.starttls.port)
         try:
