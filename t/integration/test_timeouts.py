@@ -66,7 +66,9 @@ def closed_after(sock, start, limit):
 class Stalls:
     """Checks shared by the MPMs."""
 
-    allowed_log = (r"esmtp:info\].*too many connections",)
+    # too many connections: on purpose; mod_ssl's start-up warnings again
+    # after the graceful restart
+    allowed_log = (r"esmtp:info\].*too many connections", r"AH01873|AH01906|AH01909")
     httpd_options = {"main_extra": STATUS_LINES + ["Timeout %d" % MAIN_TIMEOUT]}
 
     @classmethod
@@ -183,6 +185,17 @@ class Stalls:
                 s.close()
         self.assertTrue(self.sessions(0), self.auto())
         self.test_implicit_tls_still_delivers()
+
+    def test_graceful_restart_ends_a_stalled_implicit_handshake(self):
+        # tls=30 here: the restart, not the deadline, ends it
+        with socket.create_connection(("127.0.0.1", self.limited.port)) as s:
+            self.assertTrue(self.sessions(1), self.auto())
+            start = time.monotonic()
+            self.httpd.restart(graceful=True)
+            took, data = closed_after(s, start, 25)
+        self.assertIsNotNone(took)
+        self.assertLess(took, 10)
+        self.assertEqual(data, b"")
 
     def test_starttls_then_silence(self):
         c = RawClient(self.starttls.port)
