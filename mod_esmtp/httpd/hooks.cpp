@@ -3,8 +3,6 @@
 #include "httpd/bulkhead.hpp"
 #include "httpd/client_table.hpp"
 #include "httpd/config.hpp"
-#include "httpd/gated_handler.hpp"
-#include "milter/handler.hpp"
 #include "httpd/guard.hpp"
 #include "httpd/io.hpp"
 #include "httpd/parking.hpp"
@@ -12,6 +10,7 @@
 #include "httpd/smtp_connection.hpp"
 #include "httpd/status.hpp"
 #include "httpd/tls.hpp"
+#include "httpd/wake_timer.hpp"
 
 #include <ap_mpm.h>
 #include <http_connection.h>
@@ -76,8 +75,11 @@ SmtpConnection *get_connection(conn_rec *c)
 
 // 421 and close, as Postfix's smtpd: "421 4.7.0 <host> Error: too many
 // connections from <addr>" (for the connection rate too). Logged at
-// ESMTPLogLevel 1 with the limit hit.
-void refuse_client(conn_rec *c, const ServerConfig *cfg, const ConnectionInfo &ci, const ClientAdmission &adm)
+// ESMTPLogLevel 1 with the limit hit. `can_reply` false: before an implicit
+// TLS handshake, where nothing can be said (a reply through mod_ssl would
+// first run the handshake the limit is there to refuse): closed at once.
+void refuse_client(conn_rec *c, const ServerConfig *cfg, const ConnectionInfo &ci, const ClientAdmission &adm,
+                   bool can_reply)
 {
     const SessionConfig &sc = *cfg->session;
     if (sc.log_level >= txlog_session) {
@@ -87,13 +89,71 @@ void refuse_client(conn_rec *c, const ServerConfig *cfg, const ConnectionInfo &c
                                                   " (sessions: " + std::to_string(adm.count) + ")",
                                               ci.client_address));
     }
-    send_refusal(c, "421 4.7.0 " + sc.hostname + " Error: too many connections from " + ci.client_address + "\r\n");
+    if (can_reply)
+        send_refusal(c, "421 4.7.0 " + sc.hostname + " Error: too many connections from " + ci.client_address + "\r\n");
     status_connection_refused(cfg, c, RejectCause::limits, "too many connections from one client");
     // nothing the client sends is read: close at once, no lingering close
     c->aborted = 1;
 }
 
-// First call for a connection: greet, or refuse when no handler can be had.
+// Per-client limits (Postfix's anvil), before anything costly: the TLS
+// handshake, the handler, the CONNECT event. False when refused (421 sent
+// when `can_reply`). `slot` holds the client's entry.
+bool admit(conn_rec *c, const ServerConfig *cfg, const ConnectionInfo &ci, bool can_reply, ClientSlot &slot)
+{
+    ClientTable table = client_table();
+    if (!table.valid())
+        return true;
+    ClientAdmission adm = admit_client(table, cfg->session->client_limits, ci.client_address,
+                                       static_cast<std::uint16_t>(ci.local_port), monotonic_ms());
+    if (adm.evicted)
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c, "esmtp: per-client table: evicted an idle entry for %s",
+                      ci.client_address.c_str());
+    if (adm.verdict == ClientTable::Verdict::untracked)
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c,
+                      "esmtp: per-client table: no free entry for %s (every entry of its bucket holds sessions); "
+                      "not counted",
+                      ci.client_address.c_str());
+    if (adm.verdict == ClientTable::Verdict::too_many_connections ||
+        adm.verdict == ClientTable::Verdict::connection_rate) {
+        refuse_client(c, cfg, ci, adm, can_reply);
+        return false;
+    }
+    slot = std::move(adm.slot);
+    return true;
+}
+
+apr_status_t release_slot(void *data)
+{
+    delete static_cast<ClientSlot *>(data);
+    return APR_SUCCESS;
+}
+
+// A peer that may not send a PROXY header (not in ESMTPProxyTrusted) is
+// counted by the per-client limits like any client, then refused; it keeps
+// its entry until the MPM has done the lingering close (event: without a
+// thread) and the connection's pool goes.
+void refuse_proxy_peer(conn_rec *c, const ServerConfig *cfg, const std::string &refusal)
+{
+    ConnectionInfo ci;
+    ci.client_address = c->client_ip ? c->client_ip : "";
+    ci.local_port = c->local_addr ? c->local_addr->port : 0;
+    ClientSlot slot;
+    if (!admit(c, cfg, ci, false, slot)) {
+        send_raw_refusal(c, "421 4.7.0 " + cfg->session->hostname + " Error: too many connections from " +
+                                ci.client_address);
+        return;
+    }
+    send_raw_refusal(c, refusal);
+    if (slot.held()) {
+        auto *held = new ClientSlot(std::move(slot));
+        apr_pool_cleanup_register(c->pool, held, release_slot, apr_pool_cleanup_null);
+    }
+}
+
+// First call for a connection: the PROXY header, the per-client limits, and
+// the connection's state; run() then does the TLS handshake (implicit TLS)
+// and greets.
 SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
 {
     server_rec *s = c->base_server;
@@ -109,6 +169,10 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
         apr_socket_timeout_set(sock, apr_time_from_sec(cfg->session->command_timeout));
 
     // The PROXY header comes before TLS: the real client address first.
+    if (std::string refusal = proxy_peer_refusal(c, *cfg->session); !refusal.empty()) {
+        refuse_proxy_peer(c, cfg, refusal);
+        return nullptr;
+    }
     std::string proxied;
     if (!accept_proxy_header(c, *cfg->session, proxied))
         return nullptr;
@@ -123,12 +187,9 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
         send_refusal(c, "421 4.3.0 " + cfg->session->hostname + " Service temporarily unavailable\r\n");
         return nullptr;
     }
-    // Otherwise this runs the TLS handshake under mod_ssl (implicit TLS).
-    apr_status_t rv = starttls ? APR_SUCCESS : init_connection_filters(c);
-    if (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv)) {
-        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, rv, c, "esmtp: connection setup failed");
-        return nullptr;
-    }
+    // On an SSLEngine vhost mod_ssl answers true before any handshake:
+    // without STARTTLS the handshake comes first (implicit TLS), in run().
+    bool implicit_tls = !starttls && ap_ssl_conn_is_ssl(c) != 0;
 
     ConnectionInfo ci;
     ci.client_address = c->client_ip ? c->client_ip : "";
@@ -137,89 +198,29 @@ SmtpConnection *open_connection(conn_rec *c, const ServerConfig *cfg)
         ci.remote_host = host;
     ci.local_address = c->local_ip ? c->local_ip : "";
     ci.local_port = c->local_addr ? c->local_addr->port : 0;
-    // After a successful AP_MODE_INIT read on an SSLEngine vhost the
-    // handshake is done (before it, mod_ssl already answers true: with
-    // STARTTLS the session starts in plaintext whatever it says).
-    ci.tls = !starttls && ap_ssl_conn_is_ssl(c) != 0;
     // STARTTLS with a stand-in certificate (mod_md's fallback) would be a
     // handshake no verifying sender accepts: not offered, mail goes on.
     ci.tls_unavailable = starttls && cfg->tls_fallback;
-    if (ci.tls)
-        ci.tls_info = tls_info(c);
-
     ci.proxied = std::move(proxied);
 
-    // Per-client limits (Postfix's anvil), before the handler is made: a
-    // refused client costs no handler and no CONNECT event.
+    // A refused client costs no handshake, no handler and no CONNECT event.
     ClientSlot client;
-    if (ClientTable table = client_table(); table.valid()) {
-        ClientAdmission adm = admit_client(table, cfg->session->client_limits, ci.client_address,
-                                           static_cast<std::uint16_t>(ci.local_port), monotonic_ms());
-        if (adm.evicted)
-            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c, "esmtp: per-client table: evicted an idle entry for %s",
-                          ci.client_address.c_str());
-        if (adm.verdict == ClientTable::Verdict::untracked)
-            ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c,
-                          "esmtp: per-client table: no free entry for %s (every entry of its bucket holds sessions); "
-                          "not counted",
-                          ci.client_address.c_str());
-        if (adm.verdict == ClientTable::Verdict::too_many_connections ||
-            adm.verdict == ClientTable::Verdict::connection_rate) {
-            refuse_client(c, cfg, ci, adm);
-            return nullptr;
-        }
-        client = std::move(adm.slot);
-    }
-
-    std::unique_ptr<Handler> handler;
-    try {
-        handler = (*cfg->factory)->create();
-    } catch (const std::exception &e) {
-        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, "esmtp: handler %s could not be created: %s", cfg->handler_name,
-                      e.what());
-    } catch (...) {
-        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c, "esmtp: handler %s could not be created", cfg->handler_name);
-    }
-    if (handler && cfg->session->milters) {
-        try {
-            handler = milter::wrap(std::move(handler), cfg->session->milters);
-        } catch (...) {
-            handler.reset();
-        }
-    }
-    // Outermost: the milters' waits count against ESMTPMaxWorkers too.
-    if (handler) {
-        try {
-            handler = gate_handler(std::move(handler));
-        } catch (...) {
-            handler.reset();
-        }
-    }
-    if (!handler) {
-        status_connection_refused(cfg, c, RejectCause::handler_error, "handler could not be created");
-        send_refusal(c, "421 4.3.0 " + cfg->session->hostname + " Service temporarily unavailable\r\n");
+    if (!admit(c, cfg, ci, !implicit_tls, client))
         return nullptr;
-    }
 
-    auto owned = std::make_unique<SmtpConnection>(c, cfg, std::move(handler), std::move(ci), std::move(client));
+    auto owned = std::make_unique<SmtpConnection>(c, cfg, std::move(ci), std::move(client), implicit_tls);
     SmtpConnection *conn = owned.get();
     conn->set_tls_filters(tls);
     apr_pool_cleanup_register(c->pool, conn, destroy_connection, apr_pool_cleanup_null);
     owned.release(); // owned by the cleanup from here
     ap_set_module_config(c->conn_config, &esmtp_module, conn);
-    bool greeted = conn->greet();
-    conn->io().send(conn->session().output(), true);
-    if (!greeted) {
-        conn->finish();
-        return nullptr;
-    }
     return conn;
 }
 
 int close_connection(conn_rec *c, SmtpConnection *conn)
 {
     if (conn && !conn->finished()) {
-        bool closing = conn->session().closing();
+        bool closing = conn->closing();
         conn->finish();
         // After QUIT (or any close we chose) with everything sent and
         // nothing unread, a lingering close only costs the MPM another poll
@@ -247,12 +248,10 @@ int process(conn_rec *c, const ServerConfig *cfg)
     } else {
         conn->unparked();
     }
+    // A deadline shorter than the MPM's wait (the main server's Timeout) is
+    // kept while parked by a timer (wake_timer.hpp; README, Running on the
+    // event MPM).
     bool may_park = can_park() && c->cs;
-    // An ESMTPTimeout shorter than the MPM's wait (the main server's
-    // Timeout) could not be kept while parked: wait here instead (README,
-    // Security).
-    if (may_park && conn->phase_timeout() < ap_server_conf->timeout)
-        may_park = false;
     if (!conn->run(may_park)) {
         // Parked with the MPM: no thread is held until the client sends more.
         conn->parked();
@@ -288,12 +287,14 @@ void check_handlers(server_rec *main)
 
 } // namespace
 
-void child_init(apr_pool_t *, server_rec *s)
+void child_init(apr_pool_t *pchild, server_rec *s)
 {
     guarded(
         {"child_init", nullptr, s},
-        [s] {
+        [pchild, s] {
             parking_child_init(s);
+            if (can_park())
+                wake_timer_child_init(pchild);
             status_child_init(nullptr, s);
             bulkhead_child_init(s);
             check_handlers(s);
@@ -321,23 +322,8 @@ int pre_close_connection(conn_rec *c)
     return guarded(
         {"pre_close_connection", c},
         [c] {
-            SmtpConnection *conn = get_connection(c);
-            if (!conn || conn->finished())
-                return OK;
-            // The MPM gave up waiting for a parked session (its Timeout), or
-            // process_connection failed.
-            bool parked = conn->unparked();
-            if (conn->session().tls_requested()) {
-                // nothing can be sent in the middle of a handshake
-                conn->session().tls_failed(parked ? "timeout" : "aborted");
-                c->aborted = 1;
-            } else if (!conn->session().closing()) {
-                if (parked)
-                    conn->timed_out();
-                else
-                    conn->failed();
-            }
-            conn->finish();
+            if (SmtpConnection *conn = get_connection(c))
+                conn->closed_by_mpm();
             return OK;
         },
         [](const char *) { return OK; });

@@ -89,14 +89,6 @@ bool input_drained(conn_rec *c)
     return drained;
 }
 
-apr_status_t init_connection_filters(conn_rec *c)
-{
-    apr_bucket_brigade *init = apr_brigade_create(c->pool, c->bucket_alloc);
-    apr_status_t rv = ap_get_brigade(c->input_filters, init, AP_MODE_INIT, APR_BLOCK_READ, 0);
-    apr_brigade_destroy(init);
-    return rv;
-}
-
 void send_refusal(conn_rec *c, std::string text)
 {
     Io io(c);

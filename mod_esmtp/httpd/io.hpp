@@ -37,9 +37,6 @@ class Io
 // Nothing more from the client is waiting to be read.
 bool input_drained(conn_rec *c);
 
-// One AP_MODE_INIT read: runs the TLS handshake under mod_ssl.
-apr_status_t init_connection_filters(conn_rec *c);
-
 // Send a refusal on a connection that has no session.
 void send_refusal(conn_rec *c, std::string text);
 

@@ -2,8 +2,8 @@
 // module record and hook registration. The glue (this directory): config
 // (directives), hooks (connection hooks), smtp_connection (a session's I/O
 // loop and deadlines), io (brigades), parking (event MPM, child_stopping),
-// txlog, status (live counters for mod_status), guard (the wrapper of every
-// C entry point). The protocol engine is in ../engine, the built-in
+// wake_timer (deadlines of parked sessions), txlog, status (live counters
+// for mod_status), guard (the wrapper of every C entry point). The protocol engine is in ../engine, the built-in
 // handlers in ../handlers.
 #include "httpd/mod_esmtp.hpp"
 

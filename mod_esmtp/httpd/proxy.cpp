@@ -1,9 +1,8 @@
 #include "httpd/proxy.hpp"
 
-#include "httpd/bulkhead.hpp"
-
 #include "engine/proxy_protocol.hpp"
 #include "httpd/mod_esmtp.hpp"
+#include "httpd/tls.hpp"
 
 #include <apr_network_io.h>
 #include <apr_portable.h>
@@ -28,9 +27,6 @@ namespace
 
 // What is peeked at once: a v1 header and most v2 ones in one read.
 constexpr std::size_t kPeek = 16 * 1024;
-// How long a refused peer's input is read and dropped after the 421.
-constexpr apr_interval_time_t kLinger = apr_time_from_sec(2);
-
 enum class Got { header, refused, gone };
 
 void refuse(conn_rec *c, int fd, const std::string &text)
@@ -53,29 +49,11 @@ void refuse(conn_rec *c, int fd, const std::string &text)
         }
         break;
     }
-    // A lingering close of our own: the filters (mod_ssl's would start a
-    // handshake) are bypassed, and unread input (the rest of a bad header)
-    // must not turn the close into a reset that loses the 421.
-    ::shutdown(fd, SHUT_WR);
-    // The linger holds this worker: beyond ESMTPMaxWorkers the connection
-    // closes at once (the 421 may then be lost to a reset).
-    WorkerHold hold = WorkerHold::try_take();
-    apr_time_t until = apr_time_now() + (hold ? kLinger : 0);
-    char sink[4096];
-    for (apr_time_t left; (left = until - apr_time_now()) > 0;) {
-        pollfd p{fd, POLLIN, 0};
-        int r = ::poll(&p, 1, static_cast<int>(apr_time_as_msec(left)) + 1);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        ssize_t n = ::recv(fd, sink, sizeof sink, 0);
-        if (n < 0 && (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK))
-            continue;
-        if (n <= 0)
-            break;
-    }
-    c->aborted = 1; // nothing more is to be written through the filters
+    // The MPM's lingering close reads and drops the rest (of a bad header)
+    // so that the close does not turn into a reset that loses the 421; its
+    // flush must not start a handshake in mod_ssl's output filter.
+    TlsFilters ssl;
+    ssl.detach(c);
 }
 
 // Peek at what has arrived, let the parser take what belongs to the
@@ -117,7 +95,7 @@ Got read_header(conn_rec *c, int fd, ProxyParser &parser, apr_time_t deadline)
 
 } // namespace
 
-bool accept_proxy_header(conn_rec *c, const SessionConfig &sc, std::string &note)
+std::string proxy_peer_refusal(conn_rec *c, const SessionConfig &sc)
 {
     // mod_remoteip's RemoteIPProxyProtocol adds this filter to the
     // connections it takes the header from; the address it finds never
@@ -127,26 +105,42 @@ bool accept_proxy_header(conn_rec *c, const SessionConfig &sc, std::string &note
         if (f->frec && f->frec->name && !strcasecmp(f->frec->name, "REMOTEIP_INPUT"))
             remoteip = true;
     if (sc.proxy_protocol == ProxyAccept::off && !remoteip)
+        return {};
+    if (remoteip) {
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c,
+                      "esmtp: mod_remoteip's RemoteIPProxyProtocol is on for this address: it hides the client's "
+                      "address from mod_esmtp; turn it off and use ESMTPProxyProtocol");
+        return "421 4.3.0 " + sc.hostname + " Service not available: server misconfigured";
+    }
+    const char *peer = c->client_ip ? c->client_ip : "";
+    if (!sc.proxy_trusted.contains(peer)) {
+        // Every connection to this server must come through the balancer:
+        // a direct client is told so at once (README, PROXY protocol).
+        ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, c, "esmtp: %s is not in ESMTPProxyTrusted: refused", peer);
+        return "421 4.7.0 " + sc.hostname + " Error: connections must come through the load balancer";
+    }
+    return {};
+}
+
+void send_raw_refusal(conn_rec *c, const std::string &text)
+{
+    apr_socket_t *sock = ap_get_conn_socket(c);
+    apr_os_sock_t fd = -1;
+    if (sock && apr_os_sock_get(&fd, sock) == APR_SUCCESS && fd >= 0)
+        refuse(c, fd, text);
+    else
+        c->aborted = 1;
+}
+
+bool accept_proxy_header(conn_rec *c, const SessionConfig &sc, std::string &note)
+{
+    if (sc.proxy_protocol == ProxyAccept::off)
         return true;
     apr_socket_t *sock = ap_get_conn_socket(c);
     apr_os_sock_t fd = -1;
     if (!sock || apr_os_sock_get(&fd, sock) != APR_SUCCESS || fd < 0)
         return false;
-    if (remoteip) {
-        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c,
-                      "esmtp: mod_remoteip's RemoteIPProxyProtocol is on for this address: it hides the client's "
-                      "address from mod_esmtp; turn it off and use ESMTPProxyProtocol");
-        refuse(c, fd, "421 4.3.0 " + sc.hostname + " Service not available: server misconfigured");
-        return false;
-    }
     const std::string peer = c->client_ip ? c->client_ip : "";
-    if (!sc.proxy_trusted.contains(peer)) {
-        // Every connection to this server must come through the balancer:
-        // a direct client is told so at once (README, PROXY protocol).
-        ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, c, "esmtp: %s is not in ESMTPProxyTrusted: refused", peer.c_str());
-        refuse(c, fd, "421 4.7.0 " + sc.hostname + " Error: connections must come through the load balancer");
-        return false;
-    }
     ProxyParser parser(sc.proxy_protocol);
     Got got = read_header(c, fd, parser, apr_time_now() + apr_time_from_sec(sc.proxy_timeout));
     if (got == Got::gone) {

@@ -1,6 +1,8 @@
 #include "httpd/smtp_connection.hpp"
 
 #include "httpd/bulkhead.hpp"
+#include "httpd/gated_handler.hpp"
+#include "milter/handler.hpp"
 
 #include <http_connection.h>
 #include <http_core.h>
@@ -12,6 +14,7 @@
 #include <scoreboard.h>
 
 #include <algorithm>
+#include <ctime>
 
 namespace esmtp
 {
@@ -37,21 +40,62 @@ constexpr apr_interval_time_t kDataRateGrace = apr_time_from_sec(10);
 constexpr apr_interval_time_t kStopCheckInterval = apr_time_from_sec(1);
 } // namespace
 
-SmtpConnection::SmtpConnection(conn_rec *c, const ServerConfig *cfg, std::unique_ptr<Handler> handler,
-                               ConnectionInfo ci, ClientSlot client)
-    : c_(c), cfg_(cfg), io_(c), txlog_(c, cfg->log_file), client_(std::move(client)), stats_(c, cfg, ci.tls),
-      auth_(c, cfg), session_(std::make_unique<Session>(*cfg->session, std::move(ci), std::move(handler), &txlog_))
+SmtpConnection::SmtpConnection(conn_rec *c, const ServerConfig *cfg, ConnectionInfo ci, ClientSlot client,
+                               bool implicit_tls)
+    : c_(c), cfg_(cfg), io_(c), txlog_(c, cfg->log_file), client_(std::move(client)),
+      stats_(c, cfg, implicit_tls || ci.tls), auth_(c, cfg), ci_(std::move(ci))
 {
-    if (client_.held())
-        session_->set_client_limiter(&client_);
-    session_->set_observer(&stats_);
-    session_->set_authenticator(&auth_);
+    implicit_tls_ = implicit_tls;
+    if (implicit_tls_)
+        tls_deadline_ = apr_time_now() + apr_time_from_sec(cfg->session->tls_timeout);
 }
 
 SmtpConnection::~SmtpConnection()
 {
-    if (session_)
+    if (!finished_)
         abandon();
+}
+
+bool SmtpConnection::open_session()
+{
+    std::unique_ptr<Handler> handler;
+    try {
+        handler = (*cfg_->factory)->create();
+    } catch (const std::exception &e) {
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c_, "esmtp: handler %s could not be created: %s", cfg_->handler_name,
+                      e.what());
+    } catch (...) {
+        ap_log_cerror(APLOG_MARK, APLOG_ERR, 0, c_, "esmtp: handler %s could not be created", cfg_->handler_name);
+    }
+    if (handler && cfg_->session->milters) {
+        try {
+            handler = milter::wrap(std::move(handler), cfg_->session->milters);
+        } catch (...) {
+            handler.reset();
+        }
+    }
+    // Outermost: the milters' waits count against ESMTPMaxWorkers too.
+    if (handler) {
+        try {
+            handler = gate_handler(std::move(handler));
+        } catch (...) {
+            handler.reset();
+        }
+    }
+    if (!handler) {
+        stats_.rejected(RejectCause::handler_error, "handler could not be created");
+        std::string refusal = "421 4.3.0 " + cfg_->session->hostname + " Service temporarily unavailable\r\n";
+        io_.send(refusal, true);
+        return false;
+    }
+    session_ = std::make_unique<Session>(*cfg_->session, std::move(ci_), std::move(handler), &txlog_);
+    if (client_.held())
+        session_->set_client_limiter(&client_);
+    session_->set_observer(&stats_);
+    session_->set_authenticator(&auth_);
+    bool greeted = greet();
+    io_.send(session_->output(), true);
+    return greeted;
 }
 
 apr_interval_time_t SmtpConnection::phase_timeout() const
@@ -139,11 +183,56 @@ bool SmtpConnection::unparked()
     parked_ = false;
     stats_.parked(false);
     woken_by_stop_ = wait_.end();
+    timer_fired_ = timer_.disarm();
     return was;
+}
+
+void SmtpConnection::closed_by_mpm()
+{
+    if (finished_)
+        return;
+    bool parked = unparked();
+    if (handshaking()) {
+        tls_failed(parked ? "timeout" : "aborted"); // nothing can be sent mid-handshake
+    } else if (session_ && !session_->closing()) {
+        if (parked)
+            timed_out();
+        else
+            failed();
+    }
+    finish();
+}
+
+bool SmtpConnection::park_until(apr_time_t deadline, bool wake_on_stop)
+{
+    // Registering fails when the stop has begun: the caller loops and ends.
+    if (wake_on_stop && !wait_.begin(c_))
+        return false;
+    if (timer_.arm(c_, deadline))
+        return true;
+    wait_.end();
+    return false;
 }
 
 bool SmtpConnection::run(bool may_park)
 {
+    if (!session_) {
+        if (implicit_tls_) {
+            TlsStep st = handshake(may_park);
+            if (st == TlsStep::wait)
+                return false;
+            if (st == TlsStep::closed)
+                return true;
+        }
+        if (!open_session())
+            return true;
+    } else if (timer_fired_ && !session_->tls_requested()) {
+        // The timer ended the wait at the deadline (the read side is shut
+        // down): whatever came meanwhile came too late.
+        timer_fired_ = false;
+        timed_out();
+        return true;
+    }
     apr_socket_t *sock = ap_get_conn_socket(c_);
     while (!session_->closing() && !c_->aborted) {
         if (session_->tls_requested()) {
@@ -225,10 +314,13 @@ bool SmtpConnection::run(bool may_park)
                     return true;
                 }
             }
-            // An idle session is woken by child_stopping; registering fails
-            // when the stop has begun meanwhile: then loop and end it.
-            if (!idle() || wait_.begin(c_))
+            // An idle session is woken by child_stopping; the phase's
+            // deadline (data=, ESMTPMinDataRate, a command= shorter than the
+            // MPM's Timeout) by the timer.
+            if (park_until(wake_time(), idle()))
                 return false;
+            if (!idle() || !child_is_stopping())
+                may_park = false; // no timer thread: wait in this thread
             continue;
         }
         stats_.waiting();
@@ -287,63 +379,133 @@ SmtpConnection::TlsStep SmtpConnection::start_tls()
     return TlsStep::done;
 }
 
-// Drive mod_ssl's handshake without blocking, so that the whole handshake
-// has one deadline (ESMTPTimeout tls=) and, on the event MPM, a client that
-// goes silent after STARTTLS holds no thread.
 SmtpConnection::TlsStep SmtpConnection::handshake(bool may_park)
 {
-    auto fail = [this](const char *why) {
-        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: TLS handshake after STARTTLS failed: %s", why);
-        handshaking_ = false;
-        session_->tls_failed(why);
-        c_->aborted = 1; // nothing more is sent, not even in plaintext
-        return TlsStep::closed;
-    };
+    const char *why = "";
+    TlsStep st = tls_handshake(may_park, why);
+    if (st == TlsStep::closed)
+        tls_failed(why);
+    else if (st == TlsStep::done)
+        tls_done();
+    return st;
+}
+
+// Drive mod_ssl's handshake without blocking, so that the whole handshake
+// has one deadline (ESMTPTimeout tls=) and, on the event MPM, a client that
+// goes silent in it holds no thread. (The one place a TLS handshake runs:
+// implicit TLS and STARTTLS.)
+SmtpConnection::TlsStep SmtpConnection::tls_handshake(bool may_park, const char *&why)
+{
     apr_socket_t *sock = ap_get_conn_socket(c_);
     // one brigade for every attempt: a client that trickles its handshake
     // wakes the session often, and c->pool never gives memory back
     if (!tls_bb_)
         tls_bb_ = apr_brigade_create(c_->pool, c_->bucket_alloc);
+    bool lingered = false;
+    // The handshake's steps (and its waits in this thread) count against
+    // ESMTPMaxWorkers; beyond the cap the connection closes (nothing can be
+    // sent in plaintext once TLS is under way).
+    WorkerHold hold = WorkerHold::try_take();
+    if (!hold) {
+        why = "server busy (ESMTPMaxWorkers reached)";
+        return TlsStep::closed;
+    }
     for (;;) {
+        // The deadline first: a wait the timer ended finds the read side
+        // shut down.
+        if (timer_fired_ || apr_time_now() >= tls_deadline_) {
+            timer_fired_ = false;
+            why = "timeout";
+            return TlsStep::closed;
+        }
         apr_status_t rv = ap_get_brigade(c_->input_filters, tls_bb_, AP_MODE_INIT, APR_NONBLOCK_READ, 0);
         apr_brigade_cleanup(tls_bb_);
         if (rv == APR_SUCCESS) {
             // mod_ssl may have given up on TLS (bytes that look like HTTP)
             // and passed the connection through: that is no success.
-            if (c_->aborted || !ap_ssl_conn_is_ssl(c_))
-                return fail("not a TLS handshake");
-            handshaking_ = false;
-            session_->tls_started(tls_info(c_));
-            deadline_ = 0;
-            commands_ = session_->commands_seen();
+            if (c_->aborted || !ap_ssl_conn_is_ssl(c_)) {
+                why = "not a TLS handshake";
+                return TlsStep::closed;
+            }
             return TlsStep::done;
         }
-        if (!APR_STATUS_IS_EAGAIN(rv) || c_->aborted)
-            return fail("handshake error (see mod_ssl's log at LogLevel ssl:info)");
+        if (!APR_STATUS_IS_EAGAIN(rv) || c_->aborted) {
+            why = "handshake error (see mod_ssl's log at LogLevel ssl:info)";
+            return TlsStep::closed;
+        }
         apr_time_t now = apr_time_now();
         if (now >= tls_deadline_)
-            return fail("timeout");
-        if (child_is_stopping())
-            return fail("httpd is stopping");
-        if (may_park && apr_time_from_sec(cfg_->session->tls_timeout) >= ap_server_conf->timeout) {
+            continue; // the check above ends it
+        if (child_is_stopping()) {
+            why = "httpd is stopping";
+            return TlsStep::closed;
+        }
+        if (!sock) {
+            why = "no socket";
+            return TlsStep::closed;
+        }
+        apr_interval_time_t wait = std::clamp<apr_interval_time_t>(tls_deadline_ - now, 1000, kStopCheckInterval);
+        if (may_park && !lingered) {
+            // the client's next flight usually comes within moments
+            wait = std::min(wait, kLingerBeforePark);
+            lingered = true;
+        } else if (may_park) {
             // Parked like an idle session, and woken like one by a graceful
             // restart (child_stopping shuts the read side: the next read
-            // fails and the handshake ends); registering fails once the stop
-            // has begun.
-            if (!wait_.begin(c_))
-                return fail("httpd is stopping");
-            return TlsStep::wait;
+            // fails and the handshake ends), or by the timer at tls=.
+            if (park_until(tls_deadline_, true))
+                return TlsStep::wait;
+            if (child_is_stopping()) {
+                why = "httpd is stopping";
+                return TlsStep::closed;
+            }
+            may_park = false; // no timer thread: wait in this thread
         }
-        if (!sock)
-            return fail("no socket");
         apr_pollfd_t pfd{};
         pfd.p = c_->pool;
         pfd.desc_type = APR_POLL_SOCKET;
         pfd.reqevents = APR_POLLIN;
         pfd.desc.s = sock;
         apr_int32_t n = 0;
-        apr_poll(&pfd, 1, &n, std::clamp<apr_interval_time_t>(tls_deadline_ - now, 1000, kStopCheckInterval));
+        apr_poll(&pfd, 1, &n, wait);
     }
+}
+
+void SmtpConnection::tls_done()
+{
+    handshaking_ = false;
+    if (!session_) {
+        // implicit TLS: the session starts inside it
+        implicit_tls_ = false;
+        ci_.tls = true;
+        ci_.tls_info = tls_info(c_);
+        return;
+    }
+    session_->tls_started(tls_info(c_));
+    deadline_ = 0;
+    commands_ = session_->commands_seen();
+}
+
+void SmtpConnection::tls_failed(const char *why)
+{
+    ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: TLS handshake %s failed: %s",
+                  session_ ? "after STARTTLS" : "(implicit TLS)", why);
+    handshaking_ = false;
+    c_->aborted = 1; // nothing more is sent, not even in plaintext
+    bool timeout = !strcmp(why, "timeout");
+    if (session_) {
+        session_->tls_failed(why);
+        if (timeout)
+            session_->report(RejectCause::timeout, "TLS handshake timeout");
+        return;
+    }
+    implicit_tls_ = false;
+    if (timeout)
+        stats_.rejected(RejectCause::timeout, "TLS handshake timeout");
+    if (cfg_->session->log_level >= txlog_session)
+        txlog_.write(txlog_session,
+                     format_txlog(std::time(nullptr), "",
+                                  std::string("TLS handshake failed: ") + why + " (implicit TLS)", ci_.client_address));
 }
 
 void SmtpConnection::input_ended(ReadResult r, apr_status_t rv, bool woken_by_stop)
@@ -412,12 +574,16 @@ apr_time_t SmtpConnection::wake_time() const
 
 void SmtpConnection::finish()
 {
-    if (!session_)
+    if (finished_)
         return;
+    finished_ = true;
     wait_.end();
-    io_.send(session_->output(), true);
-    session_->end();  // DISCONNECT
-    session_.reset(); // the handler's destructor runs here, in a hook
+    timer_.cancel(); // before the MPM closes the socket
+    if (session_) {
+        io_.send(session_->output(), true);
+        session_->end();  // DISCONNECT
+        session_.reset(); // the handler's destructor runs here, in a hook
+    }
     client_.release();
 }
 
@@ -427,7 +593,11 @@ void SmtpConnection::abandon()
     // (hooks.cpp): only async-signal-safe steps then, no lock, no
     // allocation, no log (ap_log_* formats the time, which locks).
     const bool exiting = child_is_exiting();
+    finished_ = true;
     wait_.abandon();
+    // Only the event MPM has wake timers (prefork never registers one, so
+    // no lock is taken there).
+    timer_.cancel();
     // The client's session count goes back on every path (lock-free).
     client_.release();
     if (!session_)
