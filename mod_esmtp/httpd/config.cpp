@@ -3,6 +3,7 @@
 #include "httpd/auth.hpp"
 #include "httpd/client_table.hpp"
 #include "httpd/guard.hpp"
+#include "httpd/preflight.hpp"
 #include "httpd/tls.hpp"
 #include "engine/sender_login.hpp"
 
@@ -994,7 +995,7 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
         [](const char *) { return HTTP_INTERNAL_SERVER_ERROR; });
 }
 
-static int check_servers(server_rec *main)
+static int check_servers(apr_pool_t *ptemp, server_rec *main)
 {
     int rv = OK;
     for (server_rec *s = main; s; s = s->next) {
@@ -1027,13 +1028,15 @@ static int check_servers(server_rec *main)
     }
     if (auth_check_config(main) != OK)
         rv = !OK;
+    if (rv == OK && preflight(ptemp, main) != OK)
+        rv = !OK;
     return rv;
 }
 
-int check_config(apr_pool_t *, apr_pool_t *, apr_pool_t *, server_rec *main)
+int check_config(apr_pool_t *, apr_pool_t *, apr_pool_t *ptemp, server_rec *main)
 {
     return guarded(
-        {"check_config", nullptr, main}, [main] { return check_servers(main); },
+        {"check_config", nullptr, main}, [ptemp, main] { return check_servers(ptemp, main); },
         [](const char *) { return HTTP_INTERNAL_SERVER_ERROR; });
 }
 } // namespace esmtp

@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import TOP_SRCDIR, Httpd, q, wait_for
+from harness import MOD_ESMTP, TOP_SRCDIR, Httpd, q, wait_for
 
 README = os.path.join(TOP_SRCDIR, "README.md")
 
@@ -79,6 +79,23 @@ class TestHandlerGuide(unittest.TestCase):
         content = wait_for(lambda: os.path.exists(self.mbox) and open(self.mbox, "rb").read(), 5)
         self.assertIn(b"Received: from client.example", content)
         self.assertIn(b"Subject: guide\r\n\r\nfrom the handler guide\r\n", content)
+
+    def test_readme_configuration_block(self):
+        """The README's ```apache block that loads the example passes
+        `apache2 -t` (the other blocks: test_docs_config)."""
+        blocks = [b for b in readme_blocks("apache") if "esmtp_hello_module" in b]
+        self.assertEqual(len(blocks), 1, "README.md has no ```apache block loading esmtp_hello_module")
+        bad = Httpd(esmtp=False, test_handler=False)
+        try:
+            os.makedirs(os.path.join(bad.root, "var", "mail"))
+            text = blocks[0].replace("modules/mod_esmtp.so", q(MOD_ESMTP))
+            text = text.replace("modules/mod_esmtp_hello.so", q(self.module))
+            text = text.replace(" /var/mail/", " " + os.path.join(bad.root, "var", "mail") + "/")
+            bad.main_extra.append(text)
+            status, out = bad.config_test()
+            self.assertEqual(status, 0, out + "\n--- as tested:\n" + text)
+        finally:
+            bad.cleanup()
 
     def test_arguments_are_checked(self):
         bad = Httpd(test_handler=False, main_extra=["LoadModule esmtp_hello_module %s" % q(self.module)])
