@@ -90,6 +90,9 @@ class StatusEventTest(StatusMixin, ServerTestCase):
         cls.slow = httpd.add_smtp("test", accept_domains=["localhost"], timeouts={"command": 1})
         cls.limited = httpd.add_smtp("test", accept_domains=["localhost"], extra=[
             "ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 1", "ESMTPClientMessageRate 1/60"])
+        # waits in its thread (ESMTPTimeout 20 < Timeout 30: never parked)
+        # long enough for a test to read the scoreboard
+        cls.held = httpd.add_smtp("test", accept_domains=["localhost"], timeouts={"command": 20})
 
     def test_auto_keys(self):
         a = self.auto()
@@ -215,16 +218,19 @@ class StatusEventTest(StatusMixin, ServerTestCase):
         self.assertEqual(after["ESMTPSessionsData"], 0, after)
 
     def test_scoreboard_protocol_and_verb(self):
-        # a session that waits in a thread (ESMTPTimeout 1 < Timeout: not
-        # parked) shows in the scoreboard with its last verb only
-        with self.greeted(self.slow.port) as c:
+        # a session that waits in a thread (ESMTPTimeout < Timeout: not
+        # parked) shows in the scoreboard with its last verb only. The
+        # reply reaches the client before the worker writes the scoreboard:
+        # poll until it has.
+        with self.greeted(self.held.port) as c:
             self.assertEqual(c.cmd("EHLO client.example")[0], 250)
             self.assertEqual(c.cmd("MAIL FROM:<secret-sender@client.example>")[0], 250)
-            page = fetch(self.httpd.http_port)
+            page = wait_for(lambda: (lambda p: p if "<td>smtp</td>" in p and "MAIL" in p else None)(
+                fetch(self.httpd.http_port)), 10) or fetch(self.httpd.http_port)
             self.assertIn("<td>smtp</td>", page)
             self.assertIn("MAIL", page)
             self.assertNotIn("secret-sender", page)
-            c.rest(timeout=5)
+            c.cmd("QUIT")
 
 
 class StatusPreforkTest(StatusMixin, ServerTestCase):
