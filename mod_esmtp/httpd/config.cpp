@@ -995,6 +995,18 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
         [](const char *) { return HTTP_INTERNAL_SERVER_ERROR; });
 }
 
+bool check_handler(const HandlerFactory &factory, std::string &why) noexcept
+{
+    try {
+        return factory.check(why);
+    } catch (const std::exception &e) {
+        why = e.what();
+    } catch (...) {
+        why = "check failed";
+    }
+    return false;
+}
+
 static int check_servers(apr_pool_t *ptemp, server_rec *main)
 {
     int rv = OK;

@@ -103,14 +103,8 @@ bool check_as_children(const HandlerFactory &factory, std::string &why)
             verdict += std::string("cannot take the identity of User ") + ap_unixd_config.user_name + ": " +
                        std::strerror(errno);
         } else {
-            try {
-                std::string reason;
-                verdict = factory.check(reason) ? "1" : "0" + reason;
-            } catch (const std::exception &e) {
-                verdict += e.what();
-            } catch (...) {
-                verdict += "check failed";
-            }
+            std::string reason;
+            verdict = check_handler(factory, reason) ? "1" : "0" + reason;
         }
         ssize_t ignored = ::write(fds[1], verdict.data(), verdict.size());
         (void)ignored;
@@ -143,17 +137,13 @@ bool check_as_children(const HandlerFactory &factory, std::string &why)
 int check_handlers(server_rec *main)
 {
     int rv = OK;
-    std::set<const HandlerFactory *> checked; // virtual hosts share their server's factory
-    for (server_rec *s = main; s; s = s->next) {
-        const ServerConfig *cfg = server_config(s);
-        if (cfg->enabled != 1 || !cfg->factory || !*cfg->factory || !checked.insert(cfg->factory->get()).second)
-            continue;
+    for_each_handler_factory(main, [&rv](server_rec *s, const ServerConfig *cfg) {
         std::string why;
         if (check_as_children(**cfg->factory, why)) {
             if (!why.empty())
                 ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_WARNING, 0, nullptr, "esmtp: ESMTPHandler %s: %s",
                              cfg->handler_name, why.c_str());
-            continue;
+            return;
         }
         // A Maildir the children cannot write is a configuration error (each
         // delivery would get 451); an LMTP socket or a pipe's spool may come
@@ -166,7 +156,7 @@ int check_handlers(server_rec *main)
                      why.empty() ? "(no reason given)" : why.c_str());
         if (fatal)
             rv = !OK;
-    }
+    });
     return rv;
 }
 

@@ -198,6 +198,15 @@ def children_of(pid):
     return sorted(out)
 
 
+def self_signed_certificate(cert, key):
+    """(cert, key): a self-signed certificate for localhost, made once."""
+    if not os.path.exists(cert):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                        "-keyout", key, "-out", cert, "-days", "2"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    return cert, key
+
+
 def q(path):
     """Quote a value for httpd.conf."""
     return '"' + str(path).replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -479,11 +488,7 @@ class Httpd:
         """(cert, key) of a self-signed certificate in conf/, made once."""
         cert = os.path.join(self.root, "conf", "over-starttls-cert.pem")
         key = os.path.join(self.root, "conf", "over-starttls-key.pem")
-        if not os.path.exists(cert):
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-                            "-keyout", key, "-out", cert, "-days", "2"],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
-        return cert, key
+        return self_signed_certificate(cert, key)
 
     def write_config(self):
         with open(self.conf_path, "w") as f:

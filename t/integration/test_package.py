@@ -22,7 +22,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import IS_ROOT, MODULESDIR, TOP_SRCDIR, Httpd, free_port, q, wait_for
+from harness import IS_ROOT, MODULESDIR, TOP_SRCDIR, Httpd, free_port, q, self_signed_certificate, wait_for
 
 PACKAGES = ["libapache2-mod-esmtp", "libapache2-mod-esmtp-dev"]
 LOAD = "/etc/apache2/mods-available/esmtp.load"
@@ -163,7 +163,9 @@ class PackageTest(unittest.TestCase):
                 run(["sh", "-c", "gunzip -c %s.gz > %s" % (EXAMPLE, example)])
             self.assertTrue(os.path.exists(example), "no example configuration shipped")
             sample = Httpd(esmtp=False, test_handler=False, prefix="esmtp-pkg-t-",
-                           main_extra=["Include %s" % ENABLED, "Include %s" % example])
+                           main_extra=["Include %s" % ENABLED, "Include %s" % example,
+                                       # the spool the package made belongs to www-data
+                                       "User www-data", "Group www-data"])
             try:
                 rc, out = sample.config_test()
                 self.assertEqual(rc, 0, out)
@@ -236,12 +238,7 @@ class PackageTest(unittest.TestCase):
         return subprocess.run(["gunzip", "-c", path + ".gz"], stdout=subprocess.PIPE, check=True).stdout.decode()
 
     def certificate(self):
-        cert, key = os.path.join(self.work, "cert.pem"), os.path.join(self.work, "key.pem")
-        if not os.path.exists(cert):
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-                            "-keyout", key, "-out", cert, "-days", "2"],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
-        return cert, key
+        return self_signed_certificate(os.path.join(self.work, "cert.pem"), os.path.join(self.work, "key.pem"))
 
     def users_file(self):
         path = os.path.join(self.work, "smtp-users")
