@@ -283,13 +283,13 @@ class PackageTest(unittest.TestCase):
             return  # its certificates come from an ACME CA: test_md runs it against pebble
         # 2. a delivery with swaks, the sample's ports moved to loopback ports
         ports = {}
+        for port in re.findall(r"(?m)^\s*Listen 127\.0\.0\.1:(\d+) smtp", text):
+            ports[port] = free_port()
+            text = text.replace("127.0.0.1:%s" % port, "127.0.0.1:%d" % ports[port])
         for port in re.findall(r"(?m)^\s*Listen (\d+) smtp", text):
             ports[port] = free_port()
             text = text.replace("Listen %s smtp" % port, "Listen 127.0.0.1:%d smtp" % ports[port])
             text = text.replace("<VirtualHost *:%s>" % port, "<VirtualHost 127.0.0.1:%d>" % ports[port])
-        for port in re.findall(r"(?m)^\s*Listen 127\.0\.0\.1:(\d+) smtp", text):
-            ports[port] = free_port()
-            text = text.replace("127.0.0.1:%s" % port, "127.0.0.1:%d" % ports[port])
         self.assertTrue(ports, name)
         main = ["Include %s" % ENABLED, "Include /etc/apache2/mods-available/esmtp.conf",
                 "User www-data", "Group www-data"]
