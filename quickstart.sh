@@ -4,8 +4,9 @@
 #   ./quickstart.sh run [run_server.py options]   build, then run a local httpd in the
 #                                                   foreground on 127.0.0.1:2525 that
 #                                                   delivers into ./run/Maildir
-#   ./quickstart.sh test                          build, then `make check`
-#   ./quickstart.sh deps                          apt-get update + install the packages (CI)
+#   ./quickstart.sh test                          build, then `make check` (installs the
+#                                                   test peers: Postfix, Dovecot, HAProxy...)
+#   ./quickstart.sh deps                          apt-get update + install every package (CI)
 #
 # Installs the Debian/Ubuntu packages it needs when some are missing (with
 # sudo when not root), then runs autoreconf/configure/make as far as needed.
@@ -14,12 +15,17 @@ set -euo pipefail
 cd "$(dirname "$0")"
 TOP=$(pwd)
 
-PACKAGES=(apache2 apache2-dev libapr1-dev libaprutil1-dev libcppunit-dev libpcre2-dev
-          swaks curl autoconf automake libtool pkg-config make g++ python3
-          python3-aiosmtpd postfix clang libclang-rt-dev libc++-dev openssl
-          debhelper opendkim opendkim-tools python3-milter python3-dkim rspamd
-          haproxy dovecot-core dovecot-lmtpd nginx-light libnginx-mod-mail
-          pebble apache2-utils msmtp libsasl2-modules)
+# What `run` needs: httpd and the build tools.
+RUN_PACKAGES=(apache2 apache2-dev libapr1-dev libaprutil1-dev libpcre2-dev
+              autoconf automake libtool pkg-config make g++ python3)
+# What `test` needs besides: CppUnit, the clients and the peers the
+# integration tests drive (`deps`, which CI uses, installs everything).
+TEST_PACKAGES=(libcppunit-dev swaks curl
+               python3-aiosmtpd postfix clang libclang-rt-dev libc++-dev openssl
+               debhelper opendkim opendkim-tools python3-milter python3-dkim rspamd
+               haproxy dovecot-core dovecot-lmtpd nginx-light libnginx-mod-mail
+               pebble apache2-utils msmtp libsasl2-modules)
+PACKAGES=("${RUN_PACKAGES[@]}")
 
 say() { printf '==> %s\n' "$*"; }
 
@@ -94,7 +100,7 @@ print_failed_logs() {
 }
 
 usage() {
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'
     exit 2
 }
 
@@ -102,6 +108,7 @@ cmd="${1:-}"
 [ $# -gt 0 ] && shift
 case "$cmd" in
     deps)
+        PACKAGES+=("${TEST_PACKAGES[@]}")
         install_packages force
         ;;
     run)
@@ -111,6 +118,7 @@ case "$cmd" in
         exec /usr/bin/python3 "$TOP/t/integration/run_server.py" "$@"
         ;;
     test)
+        PACKAGES+=("${TEST_PACKAGES[@]}")
         install_packages
         build
         say "make check"

@@ -4,6 +4,7 @@
 #include "httpd/bulkhead.hpp"
 #include "httpd/client_table.hpp"
 #include "httpd/guard.hpp"
+#include "httpd/preflight.hpp"
 #include "httpd/tls.hpp"
 #include "engine/api_version.hpp"
 #include "engine/sender_login.hpp"
@@ -1061,6 +1062,18 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
         [](const char *) { return HTTP_INTERNAL_SERVER_ERROR; });
 }
 
+bool check_handler(const HandlerFactory &factory, std::string &why) noexcept
+{
+    try {
+        return factory.check(why);
+    } catch (const std::exception &e) {
+        why = e.what();
+    } catch (...) {
+        why = "check failed";
+    }
+    return false;
+}
+
 // API 2.3: each server that speaks SMTP gets the factory its handler
 // builds for it (HandlerFactory::for_server), now that every directive of
 // every module is read and merged. Handlers built against an older minor
@@ -1101,7 +1114,7 @@ static int bind_factories(apr_pool_t *pconf, server_rec *main)
     return rv;
 }
 
-static int check_servers(apr_pool_t *pconf, server_rec *main)
+static int check_servers(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *main)
 {
     int rv = bind_factories(pconf, main);
     for (server_rec *s = main; s; s = s->next) {
@@ -1134,13 +1147,15 @@ static int check_servers(apr_pool_t *pconf, server_rec *main)
     }
     if (auth_check_config(main) != OK)
         rv = !OK;
+    if (rv == OK && preflight(ptemp, main) != OK)
+        rv = !OK;
     return rv;
 }
 
-int check_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
+int check_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *ptemp, server_rec *main)
 {
     return guarded(
-        {"check_config", nullptr, main}, [pconf, main] { return check_servers(pconf, main); },
+        {"check_config", nullptr, main}, [pconf, ptemp, main] { return check_servers(pconf, ptemp, main); },
         [](const char *) { return HTTP_INTERNAL_SERVER_ERROR; });
 }
 } // namespace esmtp

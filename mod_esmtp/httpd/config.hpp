@@ -10,6 +10,8 @@
 #include <apr_file_io.h>
 #include <apr_tables.h>
 #include <memory>
+#include <set>
+#include <string>
 
 namespace esmtp
 {
@@ -84,6 +86,21 @@ inline ServerConfig *server_config(const server_rec *s)
 {
     return static_cast<ServerConfig *>(ap_get_module_config(s->module_config, &esmtp_module));
 }
+
+// Calls f(server, config) once per handler factory of the servers that speak
+// SMTP (virtual hosts share their server's factory).
+template <class F> void for_each_handler_factory(server_rec *main, F &&f)
+{
+    std::set<const HandlerFactory *> seen;
+    for (server_rec *s = main; s; s = s->next) {
+        const ServerConfig *cfg = server_config(s);
+        if (cfg->enabled == 1 && cfg->factory && *cfg->factory && seen.insert(cfg->factory->get()).second)
+            f(s, cfg);
+    }
+}
+
+// HandlerFactory::check(), whatever it throws turned into `why`.
+bool check_handler(const HandlerFactory &factory, std::string &why) noexcept;
 
 // Effective values (defaults applied) for one server.
 SessionConfig session_config(const server_rec *s, const ServerConfig *cfg);

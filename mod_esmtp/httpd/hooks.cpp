@@ -22,7 +22,6 @@
 
 #include <ctime>
 #include <memory>
-#include <set>
 #include <string>
 
 namespace esmtp
@@ -263,26 +262,14 @@ int process(conn_rec *c, const ServerConfig *cfg)
 
 void check_handlers(server_rec *main)
 {
-    std::set<const HandlerFactory *> checked; // virtual hosts share their server's factory
-    for (server_rec *s = main; s; s = s->next) {
-        const ServerConfig *cfg = server_config(s);
-        if (cfg->enabled != 1 || !cfg->factory || !*cfg->factory || !checked.insert(cfg->factory->get()).second)
-            continue;
+    for_each_handler_factory(main, [](server_rec *s, const ServerConfig *cfg) {
         std::string why;
-        bool ok = false;
-        try {
-            ok = (*cfg->factory)->check(why);
-        } catch (const std::exception &e) {
-            why = e.what();
-        } catch (...) {
-            why = "check failed";
-        }
-        if (!ok)
+        if (!check_handler(**cfg->factory, why))
             ap_log_error(APLOG_MARK, APLOG_ERR, 0, s, "esmtp: ESMTPHandler %s of %s (%s:%d) cannot work: %s",
                          cfg->handler_name, s->server_hostname ? s->server_hostname : "?",
                          s->defn_name ? s->defn_name : "?", s->defn_line_number,
                          why.empty() ? "(no reason given)" : why.c_str());
-    }
+    });
 }
 
 } // namespace

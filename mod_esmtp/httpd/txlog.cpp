@@ -30,6 +30,11 @@ void TxLog::write(int level, std::string_view record)
     ap_log_cerror(APLOG_MARK, aplevel, 0, c_, "%.*s", static_cast<int>(line.size()), line.data());
 }
 
+const char *txlog_path(apr_pool_t *p, const char *name)
+{
+    return name[0] == '/' ? name : ap_server_root_relative(p, apr_pstrcat(p, "logs/", name, nullptr));
+}
+
 namespace
 {
 
@@ -55,10 +60,11 @@ int open_log_files(apr_pool_t *pconf, server_rec *main)
             }
             cfg->log_file = ap_piped_log_write_fd(pl);
         } else {
-            const char *path =
-                name[0] == '/' ? name : ap_server_root_relative(pconf, apr_pstrcat(pconf, "logs/", name, nullptr));
-            apr_status_t rv =
-                apr_file_open(&cfg->log_file, path, APR_WRITE | APR_APPEND | APR_CREATE, APR_OS_DEFAULT, pconf);
+            const char *path = txlog_path(pconf, name);
+            // 0640, as Debian's other logs (the group, adm there, comes from
+            // the package or logrotate's "create 640 root adm").
+            apr_status_t rv = apr_file_open(&cfg->log_file, path, APR_WRITE | APR_APPEND | APR_CREATE,
+                                            APR_FPROT_UREAD | APR_FPROT_UWRITE | APR_FPROT_GREAD, pconf);
             if (rv != APR_SUCCESS) {
                 ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, rv, nullptr,
                              "ESMTPLogFileName: cannot open transaction log %s", path);

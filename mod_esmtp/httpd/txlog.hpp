@@ -20,6 +20,10 @@ class TxLog final : public TxLogSink
     apr_file_t *file_;
 };
 
+// Where ESMTPLogFileName NAME (not a pipe) is written: a relative name is
+// under ServerRoot's logs/.
+const char *txlog_path(apr_pool_t *p, const char *name);
+
 // open_logs hook: opens every server's ESMTPLogFileName once (servers that
 // name the same file share it).
 int open_logs(apr_pool_t *pconf, apr_pool_t *plog, apr_pool_t *ptemp, server_rec *s);

@@ -123,9 +123,35 @@ _ports_lock = threading.Lock()
 _ports_given = set()
 
 
+# run_integration_tests runs modules side by side: each module process gets
+# its own range (ESMTP_TEST_PORTS=LOW-HIGH, below Linux's ephemeral ports),
+# so that two processes never pick the same free port at the same moment.
+_port_range = None
+if os.environ.get("ESMTP_TEST_PORTS"):
+    _lo, _hi = (int(x) for x in os.environ["ESMTP_TEST_PORTS"].split("-"))
+    _port_range = iter(range(_lo, _hi))
+
+
+def _bindable(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
 def free_port():
     """A loopback TCP port nobody listens on (never the same twice per run)."""
     with _ports_lock:
+        if _port_range is not None:
+            for port in _port_range:
+                if port not in _ports_given and _bindable(port):
+                    _ports_given.add(port)
+                    return port
+            raise RuntimeError("no free port left in ESMTP_TEST_PORTS=%s" % os.environ["ESMTP_TEST_PORTS"])
         for _ in range(100):
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             try:
@@ -170,6 +196,15 @@ def children_of(pid):
         except OSError:
             pass
     return sorted(out)
+
+
+def self_signed_certificate(cert, key):
+    """(cert, key): a self-signed certificate for localhost, made once."""
+    if not os.path.exists(cert):
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
+                        "-keyout", key, "-out", cert, "-days", "2"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
+    return cert, key
 
 
 def q(path):
@@ -391,6 +426,8 @@ class Httpd:
             "PidFile %s" % q(self.pid_file),
             "Mutex file:%s default" % os.path.join(r, "run"),
             "ErrorLog %s" % q(self.error_log),
+            # Debian's envvars set it; the samples write their logs there
+            "Define APACHE_LOG_DIR %s" % q(os.path.join(r, "logs")),
             "Timeout 30",
             "KeepAlive Off",
             "",
@@ -451,11 +488,7 @@ class Httpd:
         """(cert, key) of a self-signed certificate in conf/, made once."""
         cert = os.path.join(self.root, "conf", "over-starttls-cert.pem")
         key = os.path.join(self.root, "conf", "over-starttls-key.pem")
-        if not os.path.exists(cert):
-            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost",
-                            "-keyout", key, "-out", cert, "-days", "2"],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60)
-        return cert, key
+        return self_signed_certificate(cert, key)
 
     def write_config(self):
         with open(self.conf_path, "w") as f:

@@ -10,7 +10,7 @@ import sys
 import tempfile
 import unittest
 
-from harness import IS_ROOT, TOP_BUILDDIR, TOP_SRCDIR, Httpd, MOD_ESMTP, q
+from harness import IS_ROOT, TOP_BUILDDIR, TOP_SRCDIR, Httpd, MOD_ESMTP, free_port, q
 
 MOD_OLD_API_HANDLER = os.path.join(TOP_BUILDDIR, "t", "handler", ".libs", "mod_esmtp_old_api_handler.so")
 
@@ -166,6 +166,114 @@ class QuickStartDirectoryTest(unittest.TestCase):
         for sub in ("tmp", "new"):
             r = subprocess.run(["runuser", "-u", user, "--", "test", "-w", os.path.join(maildir, sub)])
             self.assertEqual(r.returncode, 0, "%s cannot write %s/%s (ServerRoot %s)" % (user, maildir, sub, root))
+
+
+class PreflightTest(unittest.TestCase):
+    """Issue 24: `apache2 -t` (and every start) catches what the start or the
+    first delivery would fail on: a transaction log that cannot be opened
+    (it used to pass -t and then take the whole httpd down at the graceful
+    restart), a Maildir the children's User cannot write (each delivery
+    answered 451), and warns about an SMTP server on a Listen with httpd's
+    accept filter (clients got no greeting)."""
+
+    def setUp(self):
+        self.httpd = Httpd()
+        self.addCleanup(self.httpd.cleanup)
+
+    def config_fails(self, *needles):
+        rc, out = self.httpd.config_test()
+        self.assertNotEqual(rc, 0, "apache2 -t accepted the configuration:\n" + out)
+        for n in needles:
+            self.assertIn(n, out)
+        return out
+
+    def test_log_directory_missing(self):
+        missing = os.path.join(self.httpd.root, "no-such-dir", "esmtp.log")
+        self.httpd.add_smtp("discard", log_file=missing, log_level=1)
+        self.config_fails("ESMTPLogFileName", missing, "does not exist")
+        self.assertFalse(os.path.exists(os.path.dirname(missing)))
+
+    def test_relative_log_under_a_missing_logs_directory(self):
+        """Debian's sample case: `esmtp.log` is ServerRoot/logs/esmtp.log."""
+        self.httpd.add_smtp("discard", log_file="sub/esmtp.log", log_level=1)
+        self.config_fails("ESMTPLogFileName sub/esmtp.log", os.path.join(self.httpd.root, "logs", "sub", "esmtp.log"))
+
+    def test_log_file_is_a_directory(self):
+        d = os.path.join(self.httpd.root, "logs", "adir")
+        os.makedirs(d)
+        self.httpd.add_smtp("discard", log_file=d, log_level=1)
+        self.config_fails("ESMTPLogFileName", d, "is a directory")
+
+    def test_log_off_is_not_checked(self):
+        self.httpd.add_smtp("discard", log_file=os.path.join(self.httpd.root, "nowhere", "x.log"), log_level=0)
+        rc, out = self.httpd.config_test()
+        self.assertEqual(rc, 0, out)
+
+    def test_log_file_created_0640(self):
+        vh = self.httpd.add_smtp("discard", log_file="esmtp.log", log_level=1)
+        self.httpd.start()
+        self.httpd.stop()
+        self.assertEqual(os.stat(vh.log_path).st_mode & 0o777, 0o640)
+
+    @unittest.skipUnless(IS_ROOT, "needs root (the children run as another user)")
+    def test_maildir_the_user_cannot_create(self):
+        locked = os.path.join(self.httpd.root, "conf", "locked")  # conf/ stays root's
+        os.makedirs(locked)
+        os.chmod(locked, 0o755)
+        maildir = os.path.join(locked, "Maildir")
+        self.httpd.add_smtp(["maildir", maildir])
+        self.config_fails("ESMTPHandler maildir", "User nobody", maildir)
+        self.assertFalse(os.path.exists(maildir))
+
+    @unittest.skipUnless(IS_ROOT, "needs root (the children run as another user)")
+    def test_maildir_the_user_cannot_write(self):
+        vh = self.httpd.add_smtp("maildir")
+        os.chmod(os.path.join(vh.maildir, "tmp"), 0o555)  # its owner (the children's user) cannot write
+        self.config_fails("ESMTPHandler maildir", "cannot write in %s/tmp" % vh.maildir)
+        # and a failed check fails the start too
+        rc = self.httpd.start(expect_failure=True)
+        self.assertNotEqual(rc, 0)
+
+    def test_writable_maildir_passes(self):
+        vh = self.httpd.add_smtp("maildir")
+        rc, out = self.httpd.config_test()
+        self.assertEqual(rc, 0, out)
+        self.assertNotIn("cannot work", out)
+
+    def listen_config(self, listen, extra=()):
+        self.port = free_port()
+        self.httpd.main_extra += list(extra) + [
+            listen % {"port": self.port},
+            "<VirtualHost 127.0.0.1:%d>" % self.port,
+            "    ServerName plain.test",
+            "    ESMTPProtocol On",
+            "    ESMTPHandler discard",
+            "</VirtualHost>"]
+
+    def test_listen_without_smtp_warns(self):
+        self.listen_config("Listen 127.0.0.1:%(port)d")
+        rc, out = self.httpd.config_test()
+        self.assertEqual(rc, 0, out)
+        self.assertIn("ESMTPProtocol On for server plain.test", out)
+        self.assertIn('"Listen 127.0.0.1:%d smtp"' % self.port, out)
+        self.assertIn('"AcceptFilter http none"', out)
+        # and at start (before the error log is open: on httpd's stderr)
+        self.httpd.start()
+        self.httpd.stop()
+        self.assertTrue([l for l in self.httpd.stderr_lines() if "ESMTPProtocol On for server plain.test" in l],
+                        self.httpd.startup_output())
+
+    def test_listen_smtp_is_quiet(self):
+        self.listen_config("Listen 127.0.0.1:%(port)d smtp")
+        rc, out = self.httpd.config_test()
+        self.assertEqual(rc, 0, out)
+        self.assertNotIn("accept filter", out)
+
+    def test_acceptfilter_none_is_quiet(self):
+        self.listen_config("Listen 127.0.0.1:%(port)d", extra=["AcceptFilter http none"])
+        rc, out = self.httpd.config_test()
+        self.assertEqual(rc, 0, out)
+        self.assertNotIn("accept filter", out)
 
 
 if __name__ == "__main__":

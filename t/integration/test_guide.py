@@ -14,7 +14,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import TOP_BUILDDIR, TOP_SRCDIR, Httpd, q, wait_for
+from harness import MOD_ESMTP, TOP_BUILDDIR, TOP_SRCDIR, Httpd, q, wait_for
 
 README = os.path.join(TOP_SRCDIR, "README.md")
 OUR_ABI = "libstdc++/_GLIBCXX_USE_CXX11_ABI=1 (C++20)"
@@ -131,6 +131,23 @@ class TestHandlerGuide(unittest.TestCase):
         if os.path.exists(self.mbox_org):
             with open(self.mbox_org, "rb") as f:
                 self.assertNotIn(b"net only", f.read())
+
+    def test_readme_configuration_block(self):
+        """The README's ```apache block that loads the example passes
+        `apache2 -t` (the other blocks: test_docs_config)."""
+        blocks = [b for b in readme_blocks("apache") if "esmtp_hello_module" in b]
+        self.assertEqual(len(blocks), 1, "README.md has no ```apache block loading esmtp_hello_module")
+        bad = Httpd(esmtp=False, test_handler=False)
+        try:
+            os.makedirs(os.path.join(bad.root, "var", "mail"))
+            text = blocks[0].replace("modules/mod_esmtp.so", q(MOD_ESMTP))
+            text = text.replace("modules/mod_esmtp_hello.so", q(self.module))
+            text = text.replace(" /var/mail/", " " + os.path.join(bad.root, "var", "mail") + "/")
+            bad.main_extra.append(text)
+            status, out = bad.config_test()
+            self.assertEqual(status, 0, out + "\n--- as tested:\n" + text)
+        finally:
+            bad.cleanup()
 
     def test_arguments_are_checked(self):
         bad = loading(self.module)

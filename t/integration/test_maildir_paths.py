@@ -245,6 +245,9 @@ class MaildirTemplateConfigTest(unittest.TestCase):
     def check_args(self, *args):
         httpd = Httpd()
         try:
+            # with create=no, apache2 -t wants the directory above the
+            # mailboxes to exist (the children's User must reach it)
+            os.makedirs(os.path.join(httpd.root, args[0].split("%")[0]), exist_ok=True)
             httpd.add_smtp(["maildir"] + [os.path.join(httpd.root, args[0])] + list(args[1:]), accept_domains=["*"])
             return httpd.config_test()
         finally:

@@ -324,7 +324,7 @@ class MdTestBase(unittest.TestCase):
         sample = must_replace(sample, "#Listen 80\n", "Listen 127.0.0.1:%d http\n" % cls.http_port)
         sample = must_replace(sample, "#Listen 443 https", "Listen 127.0.0.1:%d https" % cls.https_port)
         sample = must_replace(sample, "/var/www/mta-sts", cls.policy_root)
-        sample = must_replace(sample, "/var/mail/esmtp/Maildir", q(maildir))
+        sample = must_replace(sample, "/var/lib/esmtp/Maildir", q(maildir))
         # the CA is pebble; mod_md's store in the ServerRoot; pebble
         # validates "port 80" (http-01) and "port 443" (tls-alpn-01) on ours
         sample = must_replace(sample, "    MDomain ", "\n".join([

@@ -1,10 +1,11 @@
 """The Debian package (debian/): `dpkg-buildpackage -us -uc -b` in a copy of
 the tree, `dpkg -i` of libapache2-mod-esmtp and -dev, then what an
-administrator does: `a2enmod esmtp`, `apache2ctl -t`, the shipped sample
-checked with `apache2 -t`, a delivery through the installed module (a
-private httpd on a loopback port: the system apache2 service is never
-started), the -dev package's pkg-config file compiling a handler; finally
-`dpkg --purge` leaves the machine as it was.
+administrator does: `a2enmod esmtp`, `apache2ctl -t`, each shipped sample
+enabled in turn as a site (`a2ensite`, `apache2ctl -t`) and run with a
+delivery by swaks through the installed module (a private httpd with the
+sample's ports moved to loopback ports: the system apache2 service is
+never started), the -dev package's pkg-config file compiling a handler;
+finally `dpkg --purge` leaves the machine as it was.
 
 Runs only as root (CI's throwaway machine) and skips with the reason
 otherwise, or when the package is already installed or a system apache2
@@ -14,19 +15,26 @@ as Debian's module packages do, and the test checks that it asked."""
 
 import glob
 import os
+import re
 import shutil
 import smtplib
 import subprocess
 import tempfile
 import unittest
 
-from harness import IS_ROOT, TOP_SRCDIR, Httpd, wait_for
+from harness import IS_ROOT, MODULESDIR, TOP_SRCDIR, Httpd, free_port, q, self_signed_certificate, wait_for
 
 PACKAGES = ["libapache2-mod-esmtp", "libapache2-mod-esmtp-dev"]
 LOAD = "/etc/apache2/mods-available/esmtp.load"
 ENABLED = "/etc/apache2/mods-enabled/esmtp.load"
 SO = "/usr/lib/apache2/modules/mod_esmtp.so"
-EXAMPLE = "/usr/share/doc/libapache2-mod-esmtp/examples/esmtp.conf"
+EXAMPLES = "/usr/share/doc/libapache2-mod-esmtp/examples"
+EXAMPLE = EXAMPLES + "/esmtp.conf"
+SAMPLES = ["esmtp.conf", "esmtp-tls.conf", "esmtp-submission.conf", "esmtp-md.conf"]
+SPOOL = "/var/lib/esmtp"
+# the modules each sample needs besides mod_esmtp (a2enmod NAME)
+SAMPLE_MODULES = {"esmtp.conf": [], "esmtp-tls.conf": ["ssl"], "esmtp-submission.conf": ["ssl"],
+                  "esmtp-md.conf": ["ssl", "md"]}
 
 
 def installed(pkg):
@@ -155,7 +163,9 @@ class PackageTest(unittest.TestCase):
                 run(["sh", "-c", "gunzip -c %s.gz > %s" % (EXAMPLE, example)])
             self.assertTrue(os.path.exists(example), "no example configuration shipped")
             sample = Httpd(esmtp=False, test_handler=False, prefix="esmtp-pkg-t-",
-                           main_extra=["Include %s" % ENABLED, "Include %s" % example])
+                           main_extra=["Include %s" % ENABLED, "Include %s" % example,
+                                       # the spool the package made belongs to www-data
+                                       "User www-data", "Group www-data"])
             try:
                 rc, out = sample.config_test()
                 self.assertEqual(rc, 0, out)
@@ -176,10 +186,16 @@ class PackageTest(unittest.TestCase):
             with open(files[0], "rb") as f:
                 self.assertIn(b"Subject: from the package", f.read())
             httpd.stop()
-            self.assertEqual(httpd.check_log(), [])
+            # mod_ssl's notes on the test's self-signed certificate
+            self.assertEqual(httpd.check_log(allow=(r"AH01906|AH01909|AH01873",)), [])
         finally:
             httpd.stop()
             httpd.cleanup()
+
+        self.check_package_files()
+        for name in SAMPLES:
+            with self.subTest(sample=name):
+                self.check_sample(name)
 
         # the -dev package: a handler translation unit compiles with pkg-config's flags
         rc, cflags = run(["pkg-config", "--cflags", "mod_esmtp"])
@@ -198,6 +214,121 @@ class PackageTest(unittest.TestCase):
             self.assertFalse(os.path.lexists(path), path)
         for pkg in PACKAGES:
             self.assertFalse(installed(pkg), pkg)
+        # the deliveries were removed: the empty spool goes with the package
+        self.assertFalse(os.path.lexists(SPOOL))
+        self.assertFalse(os.path.lexists("/var/log/apache2/esmtp.log"))
+
+    def check_package_files(self):
+        import grp
+        import pwd
+        st = os.stat(os.path.join(SPOOL, "Maildir", "new"))
+        self.assertEqual(pwd.getpwuid(st.st_uid).pw_name, "www-data")
+        for f in ("esmtp.log", "esmtp-submission.log"):
+            st = os.stat(os.path.join("/var/log/apache2", f))
+            self.assertEqual((st.st_uid, grp.getgrgid(st.st_gid).gr_name, st.st_mode & 0o777), (0, "adm", 0o640), f)
+        for name in SAMPLES:
+            self.assertTrue(os.path.exists(os.path.join(EXAMPLES, name)) or
+                            os.path.exists(os.path.join(EXAMPLES, name + ".gz")), name)
+
+    def sample_text(self, name):
+        path = os.path.join(EXAMPLES, name)
+        if os.path.exists(path):
+            with open(path) as f:
+                return f.read()
+        return subprocess.run(["gunzip", "-c", path + ".gz"], stdout=subprocess.PIPE, check=True).stdout.decode()
+
+    def certificate(self):
+        return self_signed_certificate(os.path.join(self.work, "cert.pem"), os.path.join(self.work, "key.pem"))
+
+    def users_file(self):
+        path = os.path.join(self.work, "smtp-users")
+        if not os.path.exists(path):
+            subprocess.run(["htpasswd", "-bcB", path, "alice@example.org", "secret-pw"], check=True,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            os.chmod(path, 0o644)
+        return path
+
+    def placeholders(self, text):
+        """What an administrator fills in: the certificate, the user file."""
+        cert, key = self.certificate()
+        text = re.sub(r"(SSLCertificateFile\s+)\S+", lambda m: m.group(1) + q(cert), text)
+        text = re.sub(r"(SSLCertificateKeyFile\s+)\S+", lambda m: m.group(1) + q(key), text)
+        return text.replace("/etc/apache2/smtp-users", self.users_file())
+
+    def check_sample(self, name):
+        text = self.sample_text(name)
+        # 1. enabled as a site of the system configuration: apache2ctl -t
+        mods_enabled = "/etc/apache2/mods-enabled"
+        links_before = set(os.listdir(mods_enabled))
+        for mod in SAMPLE_MODULES[name]:
+            rc, out = run(["a2enmod", "-q", mod], env=self.env)
+            self.assertEqual(rc, 0, out)
+        site = "/etc/apache2/sites-available/esmtp-pkgtest.conf"
+        try:
+            with open(site, "w") as f:
+                f.write(self.placeholders(text))
+            rc, out = run(["a2ensite", "-q", "esmtp-pkgtest"], env=self.env)
+            self.assertEqual(rc, 0, out)
+            rc, out = run(["apache2ctl", "-t"], env=self.env)
+            self.assertEqual(rc, 0, "%s as a site:\n%s" % (name, out))
+            self.assertIn("Syntax OK", out)
+        finally:
+            run(["a2dissite", "-q", "esmtp-pkgtest"], env=self.env)
+            if os.path.exists(site):
+                os.unlink(site)
+            # a2enmod ssl also enables socache_shmcb: remove exactly the new links
+            for link in set(os.listdir(mods_enabled)) - links_before:
+                os.unlink(os.path.join(mods_enabled, link))
+        if name == "esmtp-md.conf":
+            return  # its certificates come from an ACME CA: test_md runs it against pebble
+        # 2. a delivery with swaks, the sample's ports moved to loopback ports
+        ports = {}
+        for port in re.findall(r"(?m)^\s*Listen 127\.0\.0\.1:(\d+) smtp", text):
+            ports[port] = free_port()
+            text = text.replace("127.0.0.1:%s" % port, "127.0.0.1:%d" % ports[port])
+        for port in re.findall(r"(?m)^\s*Listen (\d+) smtp", text):
+            ports[port] = free_port()
+            text = text.replace("Listen %s smtp" % port, "Listen 127.0.0.1:%d smtp" % ports[port])
+            text = text.replace("<VirtualHost *:%s>" % port, "<VirtualHost 127.0.0.1:%d>" % ports[port])
+        self.assertTrue(ports, name)
+        main = ["Include %s" % ENABLED, "Include /etc/apache2/mods-available/esmtp.conf",
+                "User www-data", "Group www-data"]
+        if SAMPLE_MODULES[name]:
+            main += ["LoadModule socache_shmcb_module %s" % q(os.path.join(MODULESDIR, "mod_socache_shmcb.so")),
+                     "LoadModule ssl_module %s" % q(os.path.join(MODULESDIR, "mod_ssl.so")),
+                     "LoadModule authn_core_module %s" % q(os.path.join(MODULESDIR, "mod_authn_core.so")),
+                     "LoadModule authn_file_module %s" % q(os.path.join(MODULESDIR, "mod_authn_file.so"))]
+        httpd = Httpd(esmtp=False, test_handler=False, prefix="esmtp-pkg-%s-" % name.split(".")[0],
+                      main_extra=main + [self.placeholders(text)])
+        try:
+            httpd.start()
+            if name == "esmtp-submission.conf":
+                port, folder = ports["587"], "Outgoing"
+                swaks = ["--tls", "--auth", "PLAIN", "--auth-user", "alice@example.org",
+                         "--auth-password", "secret-pw", "--from", "alice@example.org",
+                         "--to", "someone@elsewhere.example"]
+            else:
+                port, folder = list(ports.values())[0], "Maildir"
+                domain = "mx.example.org" if name == "esmtp-tls.conf" else "example.org"
+                swaks = (["--tls"] if name == "esmtp-tls.conf" else []) + [
+                    "--from", "a@client.example", "--to", "b@" + domain]
+            new_dir = os.path.join(SPOOL, folder, "new")
+            before = set(os.listdir(new_dir)) if os.path.isdir(new_dir) else set()
+            rc, out = run(["swaks", "--server", "127.0.0.1:%d" % port, "--helo", "client.example",
+                           "--header", "Subject: package sample %s" % name] + swaks, timeout=60)
+            self.assertEqual(rc, 0, "swaks through %s:\n%s" % (name, out))
+            arrived = wait_for(lambda: set(os.listdir(new_dir)) - before, 5)
+            self.assertTrue(arrived, "nothing in %s after swaks:\n%s" % (new_dir, out))
+            for f in arrived:
+                with open(os.path.join(new_dir, f), "rb") as fh:
+                    self.assertIn(("Subject: package sample %s" % name).encode(), fh.read())
+                os.unlink(os.path.join(new_dir, f))
+            httpd.stop()
+            # mod_ssl's notes on the test's self-signed certificate
+            self.assertEqual(httpd.check_log(allow=(r"AH01906|AH01909|AH01873",)), [])
+        finally:
+            httpd.stop()
+            httpd.cleanup()
 
 
 if __name__ == "__main__":

@@ -90,6 +90,9 @@ class StatusEventTest(StatusMixin, ServerTestCase):
         cls.slow = httpd.add_smtp("test", accept_domains=["localhost"], timeouts={"command": 1})
         cls.limited = httpd.add_smtp("test", accept_domains=["localhost"], extra=[
             "ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 1", "ESMTPClientMessageRate 1/60"])
+        # waits in its thread (ESMTPTimeout 20 < Timeout 30: never parked)
+        # long enough for a test to read the scoreboard
+        cls.held = httpd.add_smtp("test", accept_domains=["localhost"], timeouts={"command": 20})
 
     def test_auto_keys(self):
         a = self.auto()
@@ -232,11 +235,14 @@ class StatusPreforkTest(StatusMixin, ServerTestCase):
     def test_scoreboard_protocol_and_verb(self):
         # a session that waits in its process (prefork: never parked; on
         # the event MPM even a short ESMTPTimeout parks now, with a timer)
-        # shows in the scoreboard with its last verb only
+        # shows in the scoreboard with its last verb only. The reply reaches
+        # the client before the process writes the scoreboard: poll until
+        # it has.
         with self.greeted(self.vh.port) as c:
             self.assertEqual(c.cmd("EHLO client.example")[0], 250)
             self.assertEqual(c.cmd("MAIL FROM:<secret-sender@client.example>")[0], 250)
-            page = fetch(self.httpd.http_port)
+            page = wait_for(lambda: (lambda p: p if "<td>smtp</td>" in p and "MAIL" in p else None)(
+                fetch(self.httpd.http_port)), 10) or fetch(self.httpd.http_port)
             self.assertIn("<td>smtp</td>", page)
             self.assertIn("MAIL", page)
             self.assertNotIn("secret-sender", page)
