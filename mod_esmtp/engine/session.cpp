@@ -288,7 +288,7 @@ void Session::feed(std::string_view in)
         bool may_pipeline = pipelining_allowed();
         // A SASL response line (after 334) is no command: a bad one ends
         // the exchange.
-        bool sasl = state_.phase == Phase::sasl;
+        bool sasl = state_.phase == Phase::sasl || state_.phase == Phase::sasl_password;
         if (st == LineReader::Status::too_long) {
             ++commands_;
             log(log_commands, "< (line too long)");

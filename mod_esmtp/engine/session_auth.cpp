@@ -62,7 +62,6 @@ void Session::do_auth(std::string_view arg)
     sasl_.wipe();
     sasl_.user.clear();
     sasl_.authzid.clear();
-    sasl_have_user_ = false;
     transit_phase(Phase::sasl, "AUTH");
     if (!initial.empty())
         sasl_response(initial);
@@ -107,12 +106,12 @@ void Session::sasl_step(std::string_view decoded)
     SaslError e = SaslError::ok;
     if (sasl_mech_ == mech_plain) {
         e = parse_plain(decoded, sasl_);
-    } else if (!sasl_have_user_) {
+    } else if (state_.phase != Phase::sasl_password) {
         sasl_.user.assign(decoded);
         if (!valid_auth_user(sasl_.user)) {
             e = SaslError::bad_user;
         } else {
-            sasl_have_user_ = true;
+            transit_phase(Phase::sasl_password, "AUTH LOGIN user");
             sasl_challenge("UGFzc3dvcmQ6"); // "Password:"
             return;
         }

@@ -53,7 +53,6 @@ void Session::do_data(std::string_view arg)
         return;
     }
     handler_failed_ = false;
-    content_aborted_ = false;
     transfer_octets_ = 0;
     data_.reset();
     transit({Phase::data, state_.hello, Tx::data}, "DATA");
@@ -62,13 +61,13 @@ void Session::do_data(std::string_view arg)
 
 bool Session::content_wanted()
 {
-    if (content_aborted_)
+    if (state_.tx == Tx::aborted)
         return false;
     if (data_.size_exceeded() || data_.line_too_long() || handler_failed_ ||
         (data_.bare_newline() && !cfg_.normalize_bare_newlines)) {
         // Stop storing now (bounded storage); the client is answered after
         // the end of data.
-        content_aborted_ = true;
+        transit_tx(Tx::aborted, "content refused");
         guarded_void("ABORT", [&] { handler_->abort(*this); });
         return false;
     }
@@ -133,7 +132,6 @@ void Session::do_bdat(std::string_view arg, const VerbRule &rule)
             refusal = r;
         } else {
             handler_failed_ = false;
-            content_aborted_ = false;
             data_.reset();
             transit_tx(Tx::bdat, "first BDAT");
         }
@@ -154,7 +152,7 @@ void Session::finish_chunk()
         return;
     }
     content_wanted(); // aborts the handler's copy if a limit was crossed
-    if (content_aborted_) {
+    if (state_.tx == Tx::aborted) {
         // RFC 3030 lets the server fail the transaction at any chunk.
         Reply r = data_.size_exceeded() ? Reply(552, "Message size exceeds fixed limit", "5.3.4")
                   : data_.bare_newline() && !cfg_.normalize_bare_newlines
@@ -199,7 +197,7 @@ void Session::complete_message()
         r = Reply(550, "Message contains bare <CR> or <LF>; use <CR><LF> line endings", "5.5.2");
     } else if (data_.line_too_long()) {
         r = Reply(500, "Message line too long", "5.5.2");
-    } else if (content_aborted_) {
+    } else if (state_.tx == Tx::aborted) {
         r = internal_error_reply();
     } else {
         r = ask(Event::eom, [&] { return handler_->eom(*this); });
@@ -209,7 +207,7 @@ void Session::complete_message()
             // The abort() rule: a transaction that mail() accepted ends in
             // a 2xx from eom() or in one abort(); after a refused or failed
             // eom() the handler may have stored part of it.
-            content_aborted_ = true;
+            transit_tx(Tx::aborted, "EOM refused");
             guarded_void("ABORT", [&] { handler_->abort(*this); });
         }
     }

@@ -178,14 +178,13 @@ void Session::reset_transaction(std::string_view why)
 {
     if (state_.tx == Tx::none)
         return;
-    if (!content_aborted_)
+    if (state_.tx != Tx::aborted)
         guarded_void("ABORT", [&] { handler_->abort(*this); });
     end_transaction(why);
 }
 
 void Session::end_transaction(std::string_view why)
 {
-    content_aborted_ = false;
     env_ = Envelope{};
     queue_id_.clear();
     trace_.clear();

@@ -776,6 +776,7 @@ class SessionDefectsTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testAbortAfterRefusedEom);
     CPPUNIT_TEST(testTransferOctets);
     CPPUNIT_TEST(testTransitionsLogged);
+    CPPUNIT_TEST(testAbortedContentIsATxState);
     CPPUNIT_TEST_SUITE_END();
 
     static std::string bdat(const std::string &chunk, bool last = false)
@@ -1043,6 +1044,38 @@ class SessionDefectsTest : public CppUnit::TestFixture
         for (const auto &[level, record] : h.log.records)
             if (record.find("transit [") != std::string::npos)
                 CPPUNIT_ASSERT_EQUAL(int(esmtp::log_events), level);
+    }
+
+    // Issue 20: "abort() already sent" is the transaction state Tx::aborted,
+    // entered through transit(): the rest of the content is swallowed, its
+    // end is refused and no second abort() follows, for DATA and for BDAT.
+    void testAbortedContentIsATxState()
+    {
+        Harness h;
+        h.cfg.limits.max_message_size = 100;
+        h.cfg.log_level = esmtp::log_events;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\n" +
+               std::string(200, 'x') + "\r\n");
+        CPPUNIT_ASSERT(h.s().state().tx == esmtp::Tx::aborted);
+        CPPUNIT_ASSERT(h.s().phase() == Session::Phase::data);
+        CPPUNIT_ASSERT(h.log.has("transit [content refused] data/ehlo/data -> data/ehlo/aborted"));
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+        std::string out = h.send(std::string(200, 'y') + "\r\n.\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, starts_with(out, "552 5.3.4 "));
+        CPPUNIT_ASSERT(h.s().state().tx == esmtp::Tx::none);
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+
+        Harness b;
+        b.cfg.limits.max_message_size = 100;
+        b.cfg.log_level = esmtp::log_events;
+        b.ehlo();
+        b.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+        out = b.send(bdat(std::string(150, 'x')));
+        CPPUNIT_ASSERT_MESSAGE(out, starts_with(out, "552 5.3.4 "));
+        CPPUNIT_ASSERT(b.log.has("transit [content refused] command/ehlo/bdat -> command/ehlo/aborted"));
+        CPPUNIT_ASSERT(b.s().state().tx == esmtp::Tx::none);
+        CPPUNIT_ASSERT_EQUAL(1, b.rec->aborts);
     }
 };
 
