@@ -245,10 +245,9 @@ class Session final : public SessionView, private DataSink
     Envelope env_;
     std::string queue_id_;
     std::string trace_;
-    bool handler_threw_ = false;   // the last ask() caught an exception
-    bool handler_failed_ = false;  // an exception during DATA content
-    bool content_aborted_ = false; // abort() already sent for this message
-    bool count_error_ = true;      // the reply being sent counts toward ESMTPMaxErrors
+    bool handler_threw_ = false;  // the last ask() caught an exception
+    bool handler_failed_ = false; // an exception during DATA content: Tx::aborted at the next content event
+    bool count_error_ = true;     // the reply being sent counts toward ESMTPMaxErrors
     std::string out_;
     unsigned accepted_ = 0;
     unsigned commands_ = 0;
@@ -269,7 +268,6 @@ class Session final : public SessionView, private DataSink
     Authenticator *authenticator_ = nullptr;
     AuthMechanism sasl_mech_ = mech_plain;
     Credentials sasl_;
-    bool sasl_have_user_ = false;
     std::string auth_user_;
     unsigned auth_failures_ = 0;
     std::string held_;

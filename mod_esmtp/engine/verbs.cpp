@@ -87,6 +87,8 @@ const char *phase_name(Phase p)
         return "tls";
     case Phase::sasl:
         return "sasl";
+    case Phase::sasl_password:
+        return "sasl_password";
     case Phase::auth:
         return "auth";
     case Phase::closed:
@@ -123,6 +125,8 @@ const char *tx_name(Tx t)
         return "data";
     case Tx::bdat:
         return "bdat";
+    case Tx::aborted:
+        return "aborted";
     }
     return "?";
 }

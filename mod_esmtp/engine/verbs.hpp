@@ -19,14 +19,15 @@ struct SessionConfig;
 
 // Connection phase: what the next input octets are.
 enum class Phase {
-    greeting, // nothing sent yet
-    command,  // command lines
-    data,     // DATA content, up to CRLF.CRLF
-    bdat,     // the octets of a BDAT chunk (taken or swallowed)
-    tls,      // STARTTLS answered 220: no input until the glue's TLS handshake ends
-    sasl,     // AUTH answered 334: the next line is a SASL response, not a command
-    auth,     // the glue checks a password (Authenticator): input is held until it answers
-    closed,   // nothing more is read
+    greeting,      // nothing sent yet
+    command,       // command lines
+    data,          // DATA content, up to CRLF.CRLF
+    bdat,          // the octets of a BDAT chunk (taken or swallowed)
+    tls,           // STARTTLS answered 220: no input until the glue's TLS handshake ends
+    sasl,          // AUTH answered 334: the next line is a SASL response, not a command
+    sasl_password, // AUTH LOGIN asked for the password (334 "Password:"): the next line is it
+    auth,          // the glue checks a password (Authenticator): input is held until it answers
+    closed,        // nothing more is read
 };
 
 // What the client said about itself: HELO/EHLO, or CONNECT refused it.
@@ -45,6 +46,10 @@ enum class Tx {
     rcpt, // at least one recipient accepted
     data, // DATA content is being received
     bdat, // a BDAT transfer is open (between or during chunks)
+    // the handler's transaction was aborted (abort() sent: a content limit
+    // crossed, the handler failed or refused EOM) while the client's content
+    // still arrives; its end gets the failure reply, no second abort()
+    aborted,
 };
 
 const char *phase_name(Phase p);

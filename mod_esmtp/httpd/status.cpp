@@ -454,6 +454,7 @@ int phase_gauge(Phase p)
     case Phase::command:
     case Phase::tls: // the STARTTLS handshake: between two commands
     case Phase::sasl:
+    case Phase::sasl_password:
     case Phase::auth:
         return g_command;
     case Phase::data:

@@ -110,6 +110,7 @@ class AuthTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testPlainInitialResponse);
     CPPUNIT_TEST(testPlainContinuation);
     CPPUNIT_TEST(testLoginExchange);
+    CPPUNIT_TEST(testLoginPhases);
     CPPUNIT_TEST(testCancelAndBadBase64);
     CPPUNIT_TEST(testSequencing);
     CPPUNIT_TEST(testBadPlainMessages);
@@ -279,6 +280,28 @@ class AuthTest : public CppUnit::TestFixture
             std::string("501 5.5.2 Invalid user name: UTF-8 without control characters, at most 255 octets\r\n"),
             u.send(b64("b\xe9la") + "\r\n"));
         CPPUNIT_ASSERT_EQUAL(0, u.auth.calls);
+    }
+
+    // Issue 20: LOGIN's second step (the password) is a phase of its own,
+    // entered through transit(), not a flag beside Phase::sasl.
+    void testLoginPhases()
+    {
+        AuthHarness h;
+        h.begin();
+        h.send("AUTH LOGIN\r\n");
+        CPPUNIT_ASSERT(h.s().phase() == esmtp::Phase::sasl);
+        CPPUNIT_ASSERT_EQUAL(std::string("334 UGFzc3dvcmQ6\r\n"), h.send(b64("bob") + "\r\n"));
+        CPPUNIT_ASSERT(h.s().phase() == esmtp::Phase::sasl_password);
+        CPPUNIT_ASSERT(h.log.has("transit [AUTH LOGIN user] sasl/ehlo/none -> sasl_password/ehlo/none"));
+        // "*" cancels the password step as it cancels the first
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.7.0 Authentication aborted\r\n"), h.send("*\r\n"));
+        CPPUNIT_ASSERT(h.s().phase() == esmtp::Phase::command);
+        // a new AUTH LOGIN asks for the user name again
+        CPPUNIT_ASSERT_EQUAL(std::string("334 VXNlcm5hbWU6\r\n"), h.send("AUTH LOGIN\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("334 UGFzc3dvcmQ6\r\n"), h.send(b64("bob") + "\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("235 2.7.0 Authentication successful\r\n"),
+                             h.send(b64("hunter2-pw") + "\r\n"));
+        CPPUNIT_ASSERT(h.s().phase() == esmtp::Phase::command);
     }
 
     void testCancelAndBadBase64()

@@ -777,6 +777,7 @@ class SessionDefectsTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testTransferOctets);
     CPPUNIT_TEST(testTransitionsLogged);
     CPPUNIT_TEST(testAbortLogged);
+    CPPUNIT_TEST(testAbortedContentIsATxState);
     CPPUNIT_TEST_SUITE_END();
 
     static std::string bdat(const std::string &chunk, bool last = false)
@@ -1063,6 +1064,38 @@ class SessionDefectsTest : public CppUnit::TestFixture
         sendLoggingEvents(h, "MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nRSET\r\n", "event ABORT");
         CPPUNIT_ASSERT(h.log.has("event RCPT"));
         CPPUNIT_ASSERT(h.log.has("event ABORT"));
+    }
+
+    // Issue 20: "abort() already sent" is the transaction state Tx::aborted,
+    // entered through transit(): the rest of the content is swallowed, its
+    // end is refused and no second abort() follows, for DATA and for BDAT.
+    void testAbortedContentIsATxState()
+    {
+        Harness h;
+        h.cfg.limits.max_message_size = 100;
+        h.cfg.log_level = esmtp::log_events;
+        h.ehlo();
+        h.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\nDATA\r\nSubject: x\r\n\r\n" +
+               std::string(200, 'x') + "\r\n");
+        CPPUNIT_ASSERT(h.s().state().tx == esmtp::Tx::aborted);
+        CPPUNIT_ASSERT(h.s().phase() == Session::Phase::data);
+        CPPUNIT_ASSERT(h.log.has("transit [content refused] data/ehlo/data -> data/ehlo/aborted"));
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+        std::string out = h.send(std::string(200, 'y') + "\r\n.\r\n");
+        CPPUNIT_ASSERT_MESSAGE(out, starts_with(out, "552 5.3.4 "));
+        CPPUNIT_ASSERT(h.s().state().tx == esmtp::Tx::none);
+        CPPUNIT_ASSERT_EQUAL(1, h.rec->aborts);
+
+        Harness b;
+        b.cfg.limits.max_message_size = 100;
+        b.cfg.log_level = esmtp::log_events;
+        b.ehlo();
+        b.send("MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.org>\r\n");
+        out = b.send(bdat(std::string(150, 'x')));
+        CPPUNIT_ASSERT_MESSAGE(out, starts_with(out, "552 5.3.4 "));
+        CPPUNIT_ASSERT(b.log.has("transit [content refused] command/ehlo/bdat -> command/ehlo/aborted"));
+        CPPUNIT_ASSERT(b.s().state().tx == esmtp::Tx::none);
+        CPPUNIT_ASSERT_EQUAL(1, b.rec->aborts);
     }
 };
 
