@@ -889,8 +889,11 @@ void Session::do_mail(std::string_view arg)
         return;
     }
     if (cfg_.sender_login_map && !a.path.is_null() && auth_user_.empty() &&
-        cfg_.sender_login_map->owners(a.path.mailbox)) {
-        // Postfix's reject_sender_login_mismatch: an owned address needs its login
+        (is_address_literal(a.path.domain) || cfg_.sender_login_map->owners(a.path.mailbox))) {
+        // Postfix's reject_sender_login_mismatch: an owned address needs its
+        // login. An address literal may name this server under any of its
+        // spellings, which no map lists: it counts as owned (only a login the
+        // map names for that literal may use it).
         log(log_session, "sender <" + a.path.mailbox + "> needs a login");
         reply(553, "5.7.1", "<" + a.path.mailbox + ">: Sender address rejected: not logged in");
         return;
@@ -1430,11 +1433,16 @@ bool Session::sender_owned(const Path &from) const
         return cfg_.sender_login_map->owns(auth_user_, from.mailbox);
     // The login itself, or an address in the login's domain; a login
     // without a domain owns the addresses with that local part.
+    // Compared in canonical form: "bob"@x is bob@x.
+    std::string canon = canonical_mailbox(from.mailbox);
+    std::string_view mailbox = canon;
+    std::size_t fat = mailbox.rfind('@');
+    std::string_view local = mailbox.substr(0, fat), domain = mailbox.substr(fat + 1);
     std::string_view login = auth_user_;
     std::size_t at = login.rfind('@');
     if (at == std::string_view::npos)
-        return iequals(from.local_part, login);
-    return iequals(from.mailbox, login) || iequals(from.domain, login.substr(at + 1));
+        return iequals(local, login);
+    return iequals(mailbox, login) || iequals(domain, login.substr(at + 1));
 }
 
 } // namespace esmtp
