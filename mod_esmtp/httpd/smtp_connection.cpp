@@ -40,7 +40,7 @@ SmtpConnection::SmtpConnection(conn_rec *c, const ServerConfig *cfg, std::unique
     : c_(c), cfg_(cfg), io_(c), txlog_(c, cfg->log_file), client_(std::move(client)), stats_(c, cfg, ci.tls),
       auth_(c, cfg), session_(std::make_unique<Session>(*cfg->session, std::move(ci), std::move(handler), &txlog_))
 {
-    if (client_.held())
+    if (client_.tracking())
         session_->set_client_limiter(&client_);
     session_->set_observer(&stats_);
     session_->set_authenticator(&auth_);

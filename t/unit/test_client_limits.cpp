@@ -84,6 +84,8 @@ class ClientLimitsTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testSessionMessageRate);
     CPPUNIT_TEST(testSessionRecipientRate);
     CPPUNIT_TEST(testSessionAuthRate);
+    CPPUNIT_TEST(testXClientRekeys);
+    CPPUNIT_TEST(testFrontEndSkipsConnectionLimit);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -428,6 +430,69 @@ class ClientLimitsTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(std::size_t(3), t.stats().sessions);
         CPPUNIT_ASSERT_EQUAL(3u, t.connect(key("192.0.2.1"), 0, 5, {}).count - 1);
         munmap(mem, bytes);
+    }
+
+    void testXClientRekeys()
+    {
+        // A front end on loopback (exempt) passes two clients in turn: each
+        // is counted for its own address, and a refusal names it.
+        Table tb(64);
+        ClientLimitsConfig cfg;
+        cfg.message_rate = {2, 60};
+        cfg.connection_limit = 1;
+        ClientAdmission front = esmtp::admit_client(tb.t, cfg, "127.0.0.1", 25, 0);
+        CPPUNIT_ASSERT(front.exempt);
+        esmtp::test::Harness h;
+        h.conn.client_address = "127.0.0.1";
+        h.cfg.xclient_hosts.add("127.0.0.1");
+        h.start();
+        h.session->set_client_limiter(&front.slot);
+        h.send("EHLO front.example\r\n");
+        CPPUNIT_ASSERT(h.send("XCLIENT ADDR=203.0.113.9\r\n").starts_with("220 "));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), tb.t.stats().sessions);
+        h.send("EHLO client.example\r\n");
+        for (int i = 0; i < 2; ++i) {
+            CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<a@example.com>\r\n"));
+            h.send("RSET\r\n");
+        }
+        CPPUNIT_ASSERT_EQUAL(std::string("450 4.7.1 Error: too much mail from 203.0.113.9\r\n"),
+                             h.send("MAIL FROM:<a@example.com>\r\n"));
+        // another session of 203.0.113.9 behind the front end: over the connection limit
+        ClientAdmission front2 = esmtp::admit_client(tb.t, cfg, "127.0.0.1", 25, 0);
+        esmtp::test::Harness h2;
+        h2.conn.client_address = "127.0.0.1";
+        h2.cfg.xclient_hosts.add("127.0.0.1");
+        h2.start();
+        h2.session->set_client_limiter(&front2.slot);
+        h2.send("EHLO front.example\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::string("421 4.7.0 mx.example.org Error: too many connections from 203.0.113.9\r\n"),
+                             h2.send("XCLIENT ADDR=203.0.113.9\r\n"));
+        CPPUNIT_ASSERT(h2.session->closing());
+        // the first session ends: its client's count goes with it
+        front.slot.release();
+        CPPUNIT_ASSERT_EQUAL(std::size_t(0), tb.t.stats().sessions);
+    }
+
+    void testFrontEndSkipsConnectionLimit()
+    {
+        Table tb(64);
+        ClientLimitsConfig cfg;
+        cfg.connection_limit = 2;
+        cfg.exceptions.clear();
+        std::vector<ClientAdmission> keep;
+        for (int i = 0; i < 5; ++i) {
+            keep.push_back(esmtp::admit_client(tb.t, cfg, "192.0.2.1", 25, 0, true));
+            CPPUNIT_ASSERT(keep.back().verdict == ClientTable::Verdict::ok);
+        }
+        CPPUNIT_ASSERT(esmtp::admit_client(tb.t, cfg, "192.0.2.1", 25, 0).verdict ==
+                       ClientTable::Verdict::too_many_connections);
+        // re-keyed to their clients, the front end's count goes down
+        std::string limit;
+        CPPUNIT_ASSERT(keep[0].slot.rekey("198.51.100.1", limit));
+        CPPUNIT_ASSERT(keep[1].slot.rekey("198.51.100.1", limit));
+        CPPUNIT_ASSERT(!keep[2].slot.rekey("198.51.100.1", limit));
+        CPPUNIT_ASSERT_EQUAL(std::string("connection limit 2"), limit);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(4), tb.t.stats().sessions); // 2 front end + 2 of 198.51.100.1
     }
 
     void testSessionMessageRate()
