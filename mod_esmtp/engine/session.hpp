@@ -268,6 +268,9 @@ class Session final : public SessionView, private DataSink
     AuthMechanism sasl_mech_ = mech_plain;
     Credentials sasl_;
     bool sasl_have_user_ = false;
+    // The server ended an AUTH exchange early: the client's next line may
+    // still be its answer (a password), not a command.
+    bool sasl_cut_short_ = false;
     std::string auth_user_;
     unsigned auth_failures_ = 0;
     std::string held_;

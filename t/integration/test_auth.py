@@ -414,6 +414,9 @@ class AuthTest(ServerTestCase):
             c.cmd("AUTH LOGIN")
             c.cmd(b64("bob"))
             c.cmd(b64(WRONG))
+            # the server ends the exchange (501) while the client still sends its password
+            self.assertEqual(c.cmd("AUTH LOGIN " + base64.b64encode(b"b\x01ob").decode())[0], 501)
+            self.assertEqual(c.cmd(b64(USERS_FILE["bob"]))[0], 500)
             c.cmd("AUTH PLAIN")
             c.cmd(plain("bob", USERS_FILE["bob"]))
         time.sleep(0.2)
@@ -424,6 +427,7 @@ class AuthTest(ServerTestCase):
                 text += f.read()
         self.assertIn("< AUTH PLAIN ********", text)
         self.assertIn("< ******** (SASL response)", text)
+        self.assertIn("< ******** (line after an ended AUTH exchange)", text)
         for secret in secret_forms():
             self.assertNotIn(secret, text)
 

@@ -455,8 +455,19 @@ class AuthTest : public CppUnit::TestFixture
         h.send(b64("wrong-pw-2") + "\r\n");
         h.send("AUTH PLAIN\r\n");
         h.send(plain("", "bob", "hunter2-pw") + "\r\n");
-        h.send("QUIT\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("bob"), std::string(h.s().auth_user()));
+        // The server ended the exchange (501) while the client still sends
+        // its password: that line is no command, and no log shows it.
+        AuthHarness cut;
+        cut.begin();
+        CPPUNIT_ASSERT(has(cut.send("AUTH LOGIN " + b64(std::string("bad\x01user")) + "\r\n"), "501 5.5.2"));
+        CPPUNIT_ASSERT(has(cut.send(b64("wrong-pw-3") + "\r\n"), "500"));
+        CPPUNIT_ASSERT(cut.log.has("< ******** (line after an ended AUTH exchange)"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 Ok\r\n"), cut.send("NOOP\r\n"));
+        CPPUNIT_ASSERT(cut.log.has("< NOOP"));
+        for (const auto &rec : cut.log.records)
+            CPPUNIT_ASSERT_MESSAGE(rec.second, !has(rec.second, b64("wrong-pw-3")));
+        h.send("QUIT\r\n");
         CPPUNIT_ASSERT(h.log.has("< AUTH PLAIN ********"));
         CPPUNIT_ASSERT(h.log.has("< ******** (SASL response)"));
         for (const auto &rec : h.log.records)
