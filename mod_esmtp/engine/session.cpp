@@ -1012,8 +1012,7 @@ bool Session::content_wanted()
 {
     if (content_aborted_)
         return false;
-    if (data_.size_exceeded() || data_.line_too_long() || handler_failed_ ||
-        (data_.bare_newline() && !cfg_.normalize_bare_newlines)) {
+    if (handler_failed_ || content_fault()) {
         // Stop storing now (bounded storage); the client is answered after
         // the end of data.
         content_aborted_ = true;
@@ -1104,11 +1103,8 @@ void Session::finish_chunk()
     content_wanted(); // aborts the handler's copy if a limit was crossed
     if (content_aborted_) {
         // RFC 3030 lets the server fail the transaction at any chunk.
-        Reply r = data_.size_exceeded() ? Reply(552, "Message size exceeds fixed limit", "5.3.4")
-                  : data_.bare_newline() && !cfg_.normalize_bare_newlines
-                      ? Reply(550, "Message contains bare <CR> or <LF>; use <CR><LF> line endings", "5.5.2")
-                  : data_.line_too_long() ? Reply(500, "Message line too long", "5.5.2")
-                                          : internal_error_reply();
+        auto fault = content_fault();
+        Reply r = fault ? fault->reply : internal_error_reply();
         log(log_session, "rejected during BDAT: " + std::to_string(r.code) + " " + r.lines.front());
         if (obs_) {
             content_refused();
@@ -1126,27 +1122,34 @@ void Session::finish_chunk()
     complete_message();
 }
 
+// What the message broke, in the order the client is told: the reply and
+// the cause for the counters. The one list of content failures.
+std::optional<Session::ContentFault> Session::content_fault() const
+{
+    if (data_.size_exceeded())
+        return ContentFault{Reply(552, "Message size exceeds fixed limit", "5.3.4"), RejectCause::limits,
+                            "message size exceeds the limit"};
+    if (data_.bare_newline() && !cfg_.normalize_bare_newlines)
+        return ContentFault{Reply(550, "Message contains bare <CR> or <LF>; use <CR><LF> line endings", "5.5.2"),
+                            RejectCause::bare_newline, "bare <LF> or <CR> in message"};
+    if (data_.line_too_long())
+        return ContentFault{Reply(500, "Message line too long", "5.5.2"), RejectCause::limits, "message line too long"};
+    return std::nullopt;
+}
+
 // A message refused for what it contained: the cause for the counters.
 void Session::content_refused()
 {
-    if (data_.size_exceeded())
-        report(RejectCause::limits, "message size exceeds the limit");
-    else if (data_.bare_newline() && !cfg_.normalize_bare_newlines)
-        report(RejectCause::bare_newline, "bare <LF> or <CR> in message");
-    else if (data_.line_too_long())
-        report(RejectCause::limits, "message line too long");
+    if (auto fault = content_fault())
+        report(fault->cause, fault->what);
 }
 
 void Session::complete_message()
 {
     content_wanted(); // aborts if a limit was crossed in the last chunk
     Reply r;
-    if (data_.size_exceeded()) {
-        r = Reply(552, "Message size exceeds fixed limit", "5.3.4");
-    } else if (data_.bare_newline() && !cfg_.normalize_bare_newlines) {
-        r = Reply(550, "Message contains bare <CR> or <LF>; use <CR><LF> line endings", "5.5.2");
-    } else if (data_.line_too_long()) {
-        r = Reply(500, "Message line too long", "5.5.2");
+    if (auto fault = content_fault()) {
+        r = fault->reply;
     } else if (content_aborted_) {
         r = internal_error_reply();
     } else {

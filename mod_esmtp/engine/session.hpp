@@ -26,6 +26,7 @@
 
 #include <ctime>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -204,6 +205,12 @@ class Session final : public SessionView, private DataSink
     void finish_data();
     void complete_message();
     void content_refused();
+    struct ContentFault {
+        Reply reply;
+        RejectCause cause;
+        const char *what;
+    };
+    std::optional<ContentFault> content_fault() const;
     bool use_enhanced() const;
     bool pipelining_allowed() const;
     void protocol_violation(std::string_view what);

@@ -1,6 +1,7 @@
 // A file descriptor (file, pipe, socket) that is closed with its owner, on
-// every path; wait_for() and send_all(), the poll and send with a deadline
-// of the socket clients (LMTP, milter); and running_as() for the handlers' start-up checks.
+// every path; write_all() for files and pipes; wait_for() and send_all(), the
+// poll and send with a deadline of the socket clients (LMTP, milter); and running_as() for the handlers' start-up
+// checks.
 #pragma once
 
 #include <cerrno>
@@ -76,6 +77,25 @@ inline bool wait_for(int fd, short events, std::chrono::steady_clock::time_point
         if (r < 0 && errno != EINTR)
             return false;
     }
+}
+
+// Writes all of `data` to a blocking descriptor (a file, a pipe), again
+// after EINTR or a short write; false with errno on an error.
+inline bool write_all(int fd, std::string_view data)
+{
+    while (!data.empty()) {
+        ssize_t n = ::write(fd, data.data(), data.size());
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return false;
+        if (n == 0) {
+            errno = EIO;
+            return false;
+        }
+        data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
 }
 
 // Sends all of `data` on a non-blocking socket, waiting (wait_for) until

@@ -128,19 +128,6 @@ bool parse_filter_path(std::string_view addr, std::string_view args, bool null_o
     return true;
 }
 
-bool write_all(int fd, std::string_view d)
-{
-    while (!d.empty()) {
-        ssize_t n = ::write(fd, d.data(), d.size());
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        d.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return true;
-}
-
 // A session view that shows the wrapped handler the message as the
 // milters left it.
 class View final : public SessionView
