@@ -12,7 +12,7 @@
 // every entry of the bucket holds sessions, the new client is not counted
 // (served, as if it had no entry: fail open; Stats::untracked counts it).
 //
-// Concurrency: each bucket has a spin lock (the word holds the owner's pid,
+// Concurrency: each bucket has a spin lock (its first word; it holds the owner's pid,
 // so that a process that died holding it cannot wedge the bucket: a waiter
 // takes a lock whose owner is gone). Ending a session takes no lock (a
 // compare-and-swap of the entry's generation and session count), so it is

@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <thread>
@@ -80,6 +82,7 @@ class ClientLimitsTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testAdmitExempt);
     CPPUNIT_TEST(testSlotReleasesOnce);
     CPPUNIT_TEST(testThreads);
+    CPPUNIT_TEST(testDeadOwnerLockTakenOver);
     CPPUNIT_TEST(testProcesses);
     CPPUNIT_TEST(testSessionMessageRate);
     CPPUNIT_TEST(testSessionRecipientRate);
@@ -387,28 +390,75 @@ class ClientLimitsTest : public CppUnit::TestFixture
 
     void testThreads()
     {
-        // 8 threads, each 20,000 sessions of 4 clients: the counts end at 0
-        // and never exceed the limit.
+        // 8 threads on 4 clients, each holding up to 8 sessions of a client at
+        // once (2,000 rounds): the limit of 6 is reached and refuses, a count
+        // never exceeds it, and every count ends at 0.
         Table tb(64);
-        std::atomic<int> over{0};
+        std::atomic<int> over{0}, refused{0};
         std::vector<std::thread> ts;
         for (int t = 0; t < 8; ++t)
             ts.emplace_back([&, t] {
-                for (int i = 0; i < 20000; ++i) {
+                std::vector<ClientTable::Handle> held;
+                for (int i = 0; i < 2000; ++i) {
                     std::string addr = "192.0.2." + std::to_string((t + i) % 4);
-                    auto a = tb.t.connect(key(addr.c_str()), i, 6, {});
-                    if (a.verdict == ClientTable::Verdict::ok) {
-                        if (a.count > 6)
-                            ++over;
-                        tb.t.disconnect(a.handle);
+                    for (int k = 0; k < 8; ++k) {
+                        auto a = tb.t.connect(key(addr.c_str()), i, 6, {});
+                        if (a.verdict == ClientTable::Verdict::ok) {
+                            if (a.count > 6)
+                                ++over;
+                            held.push_back(a.handle);
+                        } else if (a.verdict == ClientTable::Verdict::too_many_connections) {
+                            ++refused;
+                        }
                     }
+                    for (auto h : held)
+                        tb.t.disconnect(h);
+                    held.clear();
                 }
             });
         for (auto &t : ts)
             t.join();
         CPPUNIT_ASSERT_EQUAL(0, over.load());
+        CPPUNIT_ASSERT(refused.load() >= 2 * 2000 * 8 / 4); // each round's 7th and 8th at least
         CPPUNIT_ASSERT_EQUAL(std::size_t(0), tb.t.stats().sessions);
         CPPUNIT_ASSERT_EQUAL(std::size_t(4), tb.t.stats().used);
+    }
+
+    void testDeadOwnerLockTakenOver()
+    {
+        // A process that died holding a bucket's lock (SIGKILL inside it)
+        // leaves its pid in the lock word: the next one takes the lock over.
+        // The only bucket's lock is the first word after the header
+        // (bytes_for(8) - sizeof(Bucket), the Bucket being bytes_for(16) - bytes_for(8)).
+        std::size_t bytes = ClientTable::bytes_for(8);
+        std::size_t bucket_bytes = ClientTable::bytes_for(16) - bytes;
+        void *mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        CPPUNIT_ASSERT(mem != MAP_FAILED);
+        ClientTable t = ClientTable::format(mem, bytes, 8, 7);
+        auto *lock = reinterpret_cast<std::uint32_t *>(static_cast<char *>(mem) + bytes - bucket_bytes);
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(0), *lock);
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(0);
+        int status = 0;
+        waitpid(pid, &status, 0); // reaped: its pid names no process now
+        std::atomic_ref<std::uint32_t>(*lock).store(static_cast<std::uint32_t>(pid));
+        // the connect runs in a thread so that a wedged lock fails the test
+        std::atomic<bool> done{false};
+        std::thread th([&] {
+            t.connect(key("192.0.2.1"), 0, 5, {});
+            done = true;
+        });
+        for (int i = 0; i < 500 && !done; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        bool taken_over = done.load();
+        if (!taken_over)
+            std::atomic_ref<std::uint32_t>(*lock).store(0); // let the thread finish
+        th.join();
+        CPPUNIT_ASSERT(taken_over);
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(0), std::atomic_ref<std::uint32_t>(*lock).load());
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), t.stats().sessions);
+        munmap(mem, bytes);
     }
 
     void testProcesses()
