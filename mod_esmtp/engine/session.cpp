@@ -997,6 +997,7 @@ void Session::do_data(std::string_view arg)
     trace_ = esmtp::trace_headers(*this, std::time(nullptr));
     Reply r = ask(Event::data, [&] { return handler_->data(*this); });
     if (!r.empty() && r.code != 354) {
+        data_refused(r);
         reply(r);
         return;
     }
@@ -1077,6 +1078,7 @@ void Session::do_bdat(std::string_view arg, const VerbRule &rule)
         trace_ = esmtp::trace_headers(*this, std::time(nullptr));
         Reply r = ask(Event::data, [&] { return handler_->data(*this); });
         if (!r.empty() && r.code != 354) {
+            data_refused(r);
             refusal = r;
         } else {
             handler_failed_ = false;
@@ -1137,6 +1139,24 @@ std::optional<Session::ContentFault> Session::content_fault() const
     return std::nullopt;
 }
 
+// The handler could not take the message (a full disk, a backend down): a
+// 4xx at DATA or at its end is the operator's business ("Recent errors").
+void Session::delivery_failed(std::string_view when, const Reply &r)
+{
+    report(RejectCause::delivery,
+           std::string(when) + ": " + std::to_string(r.code) + " " + (r.lines.empty() ? "" : r.lines.front()));
+}
+
+// The handler refused DATA: the transaction's message is refused.
+void Session::data_refused(const Reply &r)
+{
+    if (!obs_ || r.code < 400)
+        return;
+    if (r.code < 500)
+        delivery_failed("DATA", r);
+    obs_->message(r.code, static_cast<unsigned>(env_.recipients.size()), 0);
+}
+
 // A message refused for what it contained: the cause for the counters.
 void Session::content_refused()
 {
@@ -1156,6 +1176,8 @@ void Session::complete_message()
         r = ask(Event::eom, [&] { return handler_->eom(*this); });
         if (r.empty())
             r = Reply(250, "Ok: queued as " + queue_id_, "2.0.0");
+        if (r.code >= 400 && r.code < 500)
+            delivery_failed("end of data", r);
         if (!r.positive()) {
             // The abort() rule: a transaction that mail() accepted ends in
             // a 2xx from eom() or in one abort(); after a refused or failed

@@ -205,6 +205,8 @@ class Session final : public SessionView, private DataSink
     void finish_data();
     void complete_message();
     void content_refused();
+    void delivery_failed(std::string_view when, const Reply &r);
+    void data_refused(const Reply &r);
     struct ContentFault {
         Reply reply;
         RejectCause cause;
