@@ -61,6 +61,17 @@ class CountingLimiter final : public esmtp::ClientLimiter
     std::string auth_limit() const override { return "auth rate 1/60s"; }
 };
 
+// A session of a front end on 127.0.0.1 (an ESMTPXClientHosts host) that
+// counts through `slot`, after its EHLO.
+void behind_front_end(esmtp::test::Harness &h, ClientSlot &slot)
+{
+    h.conn.client_address = "127.0.0.1";
+    h.cfg.xclient_hosts.add("127.0.0.1");
+    h.start();
+    h.session->set_client_limiter(&slot);
+    h.send("EHLO front.example\r\n");
+}
+
 } // namespace
 
 class ClientLimitsTest : public CppUnit::TestFixture
@@ -493,11 +504,7 @@ class ClientLimitsTest : public CppUnit::TestFixture
         ClientAdmission front = esmtp::admit_client(tb.t, cfg, "127.0.0.1", 25, 0);
         CPPUNIT_ASSERT(front.exempt);
         esmtp::test::Harness h;
-        h.conn.client_address = "127.0.0.1";
-        h.cfg.xclient_hosts.add("127.0.0.1");
-        h.start();
-        h.session->set_client_limiter(&front.slot);
-        h.send("EHLO front.example\r\n");
+        behind_front_end(h, front.slot);
         CPPUNIT_ASSERT(h.send("XCLIENT ADDR=203.0.113.9\r\n").starts_with("220 "));
         CPPUNIT_ASSERT_EQUAL(std::size_t(1), tb.t.stats().sessions);
         h.send("EHLO client.example\r\n");
@@ -510,11 +517,7 @@ class ClientLimitsTest : public CppUnit::TestFixture
         // another session of 203.0.113.9 behind the front end: over the connection limit
         ClientAdmission front2 = esmtp::admit_client(tb.t, cfg, "127.0.0.1", 25, 0);
         esmtp::test::Harness h2;
-        h2.conn.client_address = "127.0.0.1";
-        h2.cfg.xclient_hosts.add("127.0.0.1");
-        h2.start();
-        h2.session->set_client_limiter(&front2.slot);
-        h2.send("EHLO front.example\r\n");
+        behind_front_end(h2, front2.slot);
         CPPUNIT_ASSERT_EQUAL(std::string("421 4.7.0 mx.example.org Error: too many connections from 203.0.113.9\r\n"),
                              h2.send("XCLIENT ADDR=203.0.113.9\r\n"));
         CPPUNIT_ASSERT(h2.session->closing());
