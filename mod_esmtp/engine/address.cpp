@@ -296,6 +296,39 @@ bool parse_mailbox(std::string_view in, Path &out)
     return true;
 }
 
+std::string canonical_mailbox(std::string_view mailbox)
+{
+    std::string out;
+    std::string_view rest = mailbox;
+    if (!mailbox.empty() && mailbox.front() == '"') {
+        std::size_t len = quoted_string_length(mailbox);
+        if (len >= 2) {
+            std::string content;
+            for (std::size_t i = 1; i + 1 < len; ++i) {
+                if (mailbox[i] == '\\' && i + 2 < len)
+                    ++i;
+                content.push_back(mailbox[i]);
+            }
+            if (valid_dot_string(content)) {
+                out = std::move(content);
+            } else {
+                out.push_back('"');
+                for (char c : content) {
+                    if (c == '"' || c == '\\')
+                        out.push_back('\\');
+                    out.push_back(c);
+                }
+                out.push_back('"');
+            }
+            rest = mailbox.substr(len);
+        }
+    }
+    out.append(rest);
+    for (char &c : out)
+        c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+    return out;
+}
+
 PathError parse_path_and_params(std::string_view in, bool allow_null, bool allow_postmaster, MailArgs &out)
 {
     out = MailArgs{};

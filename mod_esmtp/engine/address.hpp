@@ -35,6 +35,20 @@ bool has_non_ascii(std::string_view s);
 // (SMTPUTF8) is the session's decision.
 bool parse_mailbox(std::string_view in, Path &out);
 
+// The mailbox in the form that names it once (RFC 5321 4.1.2: a quoted
+// local part that needs no quoting is the same mailbox): a quoted local part
+// loses its quoting when its content is a Dot-string, and otherwise keeps
+// quotes with a backslash only before '"' and '\\'; the whole is lower-cased
+// (local parts compare case-insensitively here, as Postfix's maps do).
+// `mailbox` must have passed parse_mailbox.
+std::string canonical_mailbox(std::string_view mailbox);
+
+// An address literal ("[192.0.2.1]", "[IPv6:...]") rather than a domain name.
+inline bool is_address_literal(std::string_view domain)
+{
+    return !domain.empty() && domain.front() == '[';
+}
+
 // RFC 5321 Domain or address literal ("[192.0.2.1]", "[IPv6:...]").
 bool valid_domain_or_literal(std::string_view d);
 

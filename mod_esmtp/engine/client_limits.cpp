@@ -396,7 +396,7 @@ ClientTable::Stats ClientTable::stats() const
 
 // ---- a session's entry
 
-ClientSlot::ClientSlot(ClientSlot &&o) noexcept : table_(o.table_), handle_(o.handle_), cfg_(o.cfg_)
+ClientSlot::ClientSlot(ClientSlot &&o) noexcept : table_(o.table_), handle_(o.handle_), cfg_(o.cfg_), zone_(o.zone_)
 {
     o.handle_ = ClientTable::Handle{};
 }
@@ -408,6 +408,7 @@ ClientSlot &ClientSlot::operator=(ClientSlot &&o) noexcept
         table_ = o.table_;
         handle_ = o.handle_;
         cfg_ = o.cfg_;
+        zone_ = o.zone_;
         o.handle_ = ClientTable::Handle{};
     }
     return *this;
@@ -436,6 +437,23 @@ bool ClientSlot::allow_auth()
     return !cfg_ || table_.event(handle_, ClientTable::auth_window, monotonic_ms(), cfg_->auth_rate);
 }
 
+bool ClientSlot::rekey(std::string_view address, std::string &limit)
+{
+    if (!cfg_)
+        return true;
+    // The old client's session ends here; the new one is admitted as if it
+    // had connected (its connection limit and rate).
+    release();
+    ClientAdmission adm = admit_client(table_, *cfg_, address, zone_, monotonic_ms());
+    if (adm.verdict == ClientTable::Verdict::too_many_connections ||
+        adm.verdict == ClientTable::Verdict::connection_rate) {
+        limit = adm.limit;
+        return false;
+    }
+    *this = std::move(adm.slot);
+    return true;
+}
+
 std::string ClientSlot::auth_limit() const
 {
     return "auth rate " + (cfg_ ? cfg_->auth_rate.text() : std::string("off"));
@@ -459,21 +477,24 @@ std::int64_t monotonic_ms()
 }
 
 ClientAdmission admit_client(ClientTable table, const ClientLimitsConfig &cfg, std::string_view address,
-                             std::uint16_t zone, std::int64_t now_ms)
+                             std::uint16_t zone, std::int64_t now_ms, bool front_end)
 {
     ClientAdmission out;
     IpAddress a;
     if (!table.valid() || !cfg.any() || !IpAddress::parse(address, a) || cfg.exempt(a)) {
         out.exempt = true;
+        out.slot = ClientSlot(table, {}, &cfg, zone);
         return out;
     }
-    ClientTable::Admission adm =
-        table.connect(ClientTable::key_of(a, cfg.ipv6_prefix, zone), now_ms, cfg.connection_limit, cfg.connection_rate);
+    ClientTable::Admission adm = table.connect(ClientTable::key_of(a, cfg.ipv6_prefix, zone), now_ms,
+                                               front_end ? 0 : cfg.connection_limit, cfg.connection_rate);
     out.verdict = adm.verdict;
     out.count = adm.count;
     out.evicted = adm.evicted;
     if (adm.verdict == ClientTable::Verdict::ok)
-        out.slot = ClientSlot(table, adm.handle, &cfg);
+        out.slot = ClientSlot(table, adm.handle, &cfg, zone);
+    else if (adm.verdict == ClientTable::Verdict::untracked)
+        out.slot = ClientSlot(table, {}, &cfg, zone);
     else if (adm.verdict == ClientTable::Verdict::too_many_connections)
         out.limit = "connection limit " + std::to_string(cfg.connection_limit);
     else if (adm.verdict == ClientTable::Verdict::connection_rate)

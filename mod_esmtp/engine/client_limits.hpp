@@ -12,7 +12,7 @@
 // every entry of the bucket holds sessions, the new client is not counted
 // (served, as if it had no entry: fail open; Stats::untracked counts it).
 //
-// Concurrency: each bucket has a spin lock (the word holds the owner's pid,
+// Concurrency: each bucket has a spin lock (its first word; it holds the owner's pid,
 // so that a process that died holding it cannot wedge the bucket: a waiter
 // takes a lock whose owner is gone). Ending a session takes no lock (a
 // compare-and-swap of the entry's generation and session count), so it is
@@ -161,6 +161,16 @@ class ClientLimiter
     virtual std::string message_limit() const = 0;
     virtual std::string recipient_limit() const = 0;
     virtual std::string auth_limit() const = 0;
+    // XCLIENT named another client: count this session and its events for
+    // `address` from now on, as a PROXY header would have. False (with the
+    // limit hit, "connection limit 50", in `limit`) when that client may
+    // have no further session.
+    virtual bool rekey(std::string_view address, std::string &limit)
+    {
+        (void)address;
+        (void)limit;
+        return true;
+    }
 
   protected:
     ~ClientLimiter() = default;
@@ -172,8 +182,9 @@ class ClientSlot final : public ClientLimiter
 {
   public:
     ClientSlot() = default;
-    ClientSlot(ClientTable table, ClientTable::Handle h, const ClientLimitsConfig *cfg)
-        : table_(table), handle_(h), cfg_(cfg)
+    // `h` invalid: an exempt client, not counted (rekey() may count it).
+    ClientSlot(ClientTable table, ClientTable::Handle h, const ClientLimitsConfig *cfg, std::uint16_t zone)
+        : table_(table), handle_(h), cfg_(cfg), zone_(zone)
     {
     }
     ClientSlot(ClientSlot &&o) noexcept;
@@ -183,6 +194,8 @@ class ClientSlot final : public ClientLimiter
     ~ClientSlot() { release(); }
 
     bool held() const { return handle_.valid(); }
+    // Made by admit_client (counted or exempt): rates and rekey() apply.
+    bool tracking() const { return cfg_ != nullptr; }
     void release() noexcept;
 
     bool allow_message() override;
@@ -191,11 +204,13 @@ class ClientSlot final : public ClientLimiter
     std::string message_limit() const override;
     std::string recipient_limit() const override;
     std::string auth_limit() const override;
+    bool rekey(std::string_view address, std::string &limit) override;
 
   private:
     ClientTable table_;
     ClientTable::Handle handle_;
     const ClientLimitsConfig *cfg_ = nullptr;
+    std::uint16_t zone_ = 0;
 };
 
 // Milliseconds of CLOCK_MONOTONIC: the same clock in every process.
@@ -203,6 +218,8 @@ std::int64_t monotonic_ms();
 
 // The admission of a new session from `address` to the server port `zone`:
 // exempt addresses (and unparsable ones) are admitted without an entry.
+// `front_end` (a host of ESMTPXClientHosts) is not held to the connection
+// limit: its sessions carry many clients, each counted after its XCLIENT.
 struct ClientAdmission {
     ClientTable::Verdict verdict = ClientTable::Verdict::ok;
     ClientSlot slot;
@@ -213,6 +230,6 @@ struct ClientAdmission {
     std::string limit;
 };
 ClientAdmission admit_client(ClientTable table, const ClientLimitsConfig &cfg, std::string_view address,
-                             std::uint16_t zone, std::int64_t now_ms);
+                             std::uint16_t zone, std::int64_t now_ms, bool front_end = false);
 
 } // namespace esmtp

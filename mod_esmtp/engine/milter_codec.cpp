@@ -1,5 +1,6 @@
 #include "engine/milter_codec.hpp"
 #include "engine/replies.hpp"
+#include "engine/reply_format.hpp"
 
 #include <algorithm>
 

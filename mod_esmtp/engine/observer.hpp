@@ -21,6 +21,7 @@ enum class RejectCause : unsigned {
     pipelining,    // unauthorised pipelining (RFC 2920)
     timeout,       // ESMTPTimeout, ESMTPDataTimeout, ESMTPMinDataRate
     handler_error, // the handler threw or could not be created
+    delivery,      // the handler could not take a message: 4xx at DATA or end of data
     count_
 };
 
@@ -42,6 +43,8 @@ constexpr const char *reject_cause_name(RejectCause c)
         return "timeout";
     case RejectCause::handler_error:
         return "handler_error";
+    case RejectCause::delivery:
+        return "delivery";
     case RejectCause::count_:
         break;
     }

@@ -1,5 +1,7 @@
 #include "engine/replies.hpp"
 
+#include "engine/reply_format.hpp"
+
 #include <array>
 
 namespace esmtp
@@ -46,25 +48,6 @@ const EventRule &rule(Event e)
 
 } // namespace
 
-bool enhanced_code_syntax(std::string_view e)
-{
-    std::size_t parts = 0, digits = 0;
-    for (char c : e) {
-        if (c == '.') {
-            if (digits == 0)
-                return false;
-            ++parts;
-            digits = 0;
-        } else if (c >= '0' && c <= '9') {
-            if (++digits > 3)
-                return false;
-        } else {
-            return false;
-        }
-    }
-    return parts == 2 && digits > 0 && e[1] == '.';
-}
-
 const char *event_name(Event e)
 {
     return rule(e).name;
@@ -91,7 +74,7 @@ std::string reply_problem(Event e, const Reply &r)
             return "reply code " + code + " is not valid for " + er.name;
     }
     if (!r.enhanced.empty()) {
-        if (!enhanced_code_syntax(r.enhanced) || (r.enhanced[0] != '2' && r.enhanced[0] != '4' && r.enhanced[0] != '5'))
+        if (!enhanced_code_syntax(r.enhanced))
             return "enhanced status code '" + r.enhanced + "' is not RFC 3463 syntax";
         if (r.code < 300 && r.enhanced[0] != '2')
             return "enhanced status code " + r.enhanced + " disagrees with reply code " + code;

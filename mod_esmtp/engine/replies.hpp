@@ -41,11 +41,6 @@ std::string reply_problem(Event e, const Reply &r);
 // meant to refuse, or the event decides about mail: MAIL, RCPT, DATA, EOM).
 Reply replacement_reply(Event e, const Reply &invalid);
 
-// RFC 3463 class.subject.detail syntax: a one-digit class, subject and
-// detail of one to three digits ("5.1.1"). Which classes a reply may carry
-// is the caller's check.
-bool enhanced_code_syntax(std::string_view e);
-
 // The reply for a handler that threw.
 Reply internal_error_reply();
 

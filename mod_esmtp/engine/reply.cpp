@@ -29,35 +29,36 @@ void append_text(std::string &out, std::string_view text)
         out.push_back(c == '\r' || c == '\n' ? ' ' : c);
 }
 
-// RFC 3463 class.subject.detail; anything else (a handler's typo or an
-// attempt to inject a line) is replaced by the class default.
-bool valid_enhanced(std::string_view e)
+} // namespace
+
+bool enhanced_code_syntax(std::string_view e)
 {
-    int dots = 0;
-    bool digit = false;
-    for (char c : e) {
+    if (e.size() < 5 || (e[0] != '2' && e[0] != '4' && e[0] != '5') || e[1] != '.')
+        return false;
+    std::size_t parts = 0, digits = 0;
+    for (char c : e.substr(2)) {
         if (c == '.') {
-            if (!digit)
+            if (digits == 0)
                 return false;
-            ++dots;
-            digit = false;
+            ++parts;
+            digits = 0;
         } else if (c >= '0' && c <= '9') {
-            digit = true;
+            if (++digits > 3)
+                return false;
         } else {
             return false;
         }
     }
-    return dots == 2 && digit && e.size() <= 11;
+    return parts == 1 && digits > 0;
 }
-
-} // namespace
 
 void format_reply(const Reply &r, bool enhanced, std::string &out)
 {
     char code[8];
     int code_value = r.code >= 100 && r.code <= 599 ? r.code : 451;
     std::snprintf(code, sizeof code, "%03d", code_value);
-    std::string_view enh = valid_enhanced(r.enhanced) ? std::string_view(r.enhanced) : default_enhanced(code_value);
+    std::string_view enh =
+        enhanced_code_syntax(r.enhanced) ? std::string_view(r.enhanced) : default_enhanced(code_value);
     if (!enhanced)
         enh = {};
     std::size_t n = r.lines.empty() ? 1 : r.lines.size();

@@ -1,5 +1,6 @@
 #include "engine/sender_login.hpp"
 
+#include "engine/address.hpp"
 #include "engine/text.hpp"
 
 #include <cctype>
@@ -60,7 +61,9 @@ bool SenderLoginMap::parse(std::string_view text, std::string &error)
             error = "line " + std::to_string(lineno) + ": '" + std::string(key) + "' has no login";
             return false;
         }
-        auto &owners = map_[lower(key)];
+        // "@domain", or the address in its canonical form (the one a client's
+        // spelling is compared in)
+        auto &owners = map_[key.front() == '@' ? lower(key) : canonical_mailbox(key)];
         for (std::size_t w = 1; w < words.size(); ++w)
             owners.emplace_back(words[w]);
     }
@@ -69,7 +72,8 @@ bool SenderLoginMap::parse(std::string_view text, std::string &error)
 
 const std::vector<std::string> *SenderLoginMap::owners(std::string_view address) const
 {
-    std::string key = lower(address);
+    // "bob"@x and "b\ob"@x are bob@x (RFC 5321 4.1.2)
+    std::string key = canonical_mailbox(address);
     if (auto it = map_.find(key); it != map_.end())
         return &it->second;
     std::size_t at = key.rfind('@');

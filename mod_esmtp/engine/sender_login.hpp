@@ -4,7 +4,8 @@
 // The file has one entry a line: a sender address or "@domain", then the
 // logins that own it (separated by commas or spaces); '#' starts a
 // comment. Keys are case-insensitive. An address is looked up whole, then
-// as "@domain".
+// as "@domain", in its canonical form (canonical_mailbox: a quoted local
+// part that needs no quoting is the same mailbox).
 #pragma once
 
 #include <string>

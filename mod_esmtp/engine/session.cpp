@@ -374,9 +374,12 @@ Canned Session::check(const VerbRule &rule)
 void Session::command(std::string_view line)
 {
     ++commands_;
+    bool after_sasl = std::exchange(sasl_cut_short_, false);
     if (logs(log_commands)) {
         // never a password in the log, at any level
         std::string masked = masked_auth(line);
+        if (masked.empty() && after_sasl && CommandTable::match(cfg_.commands.get(), line).verb == Verb::unknown)
+            masked = "******** (line after an ended AUTH exchange)";
         log(log_commands, std::string("< ").append(masked.empty() ? line : std::string_view(masked)));
     }
     if (line.find('\0') != std::string_view::npos) {

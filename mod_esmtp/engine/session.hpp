@@ -26,6 +26,7 @@
 
 #include <ctime>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -204,6 +205,14 @@ class Session final : public SessionView, private DataSink
     void finish_data();
     void complete_message();
     void content_refused();
+    void delivery_failed(std::string_view when, const Reply &r);
+    void data_refused(const Reply &r);
+    struct ContentFault {
+        Reply reply;
+        RejectCause cause;
+        const char *what;
+    };
+    std::optional<ContentFault> content_fault() const;
     bool use_enhanced() const;
     bool pipelining_allowed() const;
     void protocol_violation(std::string_view what);
@@ -268,6 +277,9 @@ class Session final : public SessionView, private DataSink
     Authenticator *authenticator_ = nullptr;
     AuthMechanism sasl_mech_ = mech_plain;
     Credentials sasl_;
+    // The server ended an AUTH exchange early: the client's next line may
+    // still be its answer (a password), not a command.
+    bool sasl_cut_short_ = false;
     std::string auth_user_;
     unsigned auth_failures_ = 0;
     std::string held_;

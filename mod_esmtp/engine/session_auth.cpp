@@ -80,6 +80,7 @@ void Session::sasl_challenge(std::string_view base64)
 void Session::sasl_end(int code, std::string_view enh, std::string_view text)
 {
     sasl_.wipe();
+    sasl_cut_short_ = true;
     transit_phase(Phase::command, "AUTH ended");
     reply(code, enh, text);
 }
@@ -243,11 +244,16 @@ bool Session::sender_owned(const Path &from) const
         return cfg_.sender_login_map->owns(auth_user_, from.mailbox);
     // The login itself, or an address in the login's domain; a login
     // without a domain owns the addresses with that local part.
+    // Compared in canonical form: "bob"@x is bob@x.
+    std::string canon = canonical_mailbox(from.mailbox);
+    std::string_view mailbox = canon;
+    std::size_t fat = mailbox.rfind('@');
+    std::string_view local = mailbox.substr(0, fat), domain = mailbox.substr(fat + 1);
     std::string_view login = auth_user_;
     std::size_t at = login.rfind('@');
     if (at == std::string_view::npos)
-        return iequals(from.local_part, login);
-    return iequals(from.mailbox, login) || iequals(from.domain, login.substr(at + 1));
+        return iequals(local, login);
+    return iequals(mailbox, login) || iequals(domain, login.substr(at + 1));
 }
 
 } // namespace esmtp

@@ -49,6 +49,7 @@ void Session::do_data(std::string_view arg)
     trace_ = esmtp::trace_headers(*this, std::time(nullptr));
     Reply r = ask(Event::data, [&] { return handler_->data(*this); });
     if (!r.empty() && r.code != 354) {
+        data_refused(r);
         reply(r);
         return;
     }
@@ -63,8 +64,7 @@ bool Session::content_wanted()
 {
     if (state_.tx == Tx::aborted)
         return false;
-    if (data_.size_exceeded() || data_.line_too_long() || handler_failed_ ||
-        (data_.bare_newline() && !cfg_.normalize_bare_newlines)) {
+    if (handler_failed_ || content_fault()) {
         // Stop storing now (bounded storage); the client is answered after
         // the end of data.
         transit_tx(Tx::aborted, "content refused");
@@ -129,6 +129,7 @@ void Session::do_bdat(std::string_view arg, const VerbRule &rule)
         trace_ = esmtp::trace_headers(*this, std::time(nullptr));
         Reply r = ask(Event::data, [&] { return handler_->data(*this); });
         if (!r.empty() && r.code != 354) {
+            data_refused(r);
             refusal = r;
         } else {
             handler_failed_ = false;
@@ -154,11 +155,8 @@ void Session::finish_chunk()
     content_wanted(); // aborts the handler's copy if a limit was crossed
     if (state_.tx == Tx::aborted) {
         // RFC 3030 lets the server fail the transaction at any chunk.
-        Reply r = data_.size_exceeded() ? Reply(552, "Message size exceeds fixed limit", "5.3.4")
-                  : data_.bare_newline() && !cfg_.normalize_bare_newlines
-                      ? Reply(550, "Message contains bare <CR> or <LF>; use <CR><LF> line endings", "5.5.2")
-                  : data_.line_too_long() ? Reply(500, "Message line too long", "5.5.2")
-                                          : internal_error_reply();
+        auto fault = content_fault();
+        Reply r = fault ? fault->reply : internal_error_reply();
         log(log_session, "rejected during BDAT: " + std::to_string(r.code) + " " + r.lines.front());
         if (obs_) {
             content_refused();
@@ -176,33 +174,60 @@ void Session::finish_chunk()
     complete_message();
 }
 
+// What the message broke, in the order the client is told: the reply and
+// the cause for the counters. The one list of content failures.
+std::optional<Session::ContentFault> Session::content_fault() const
+{
+    if (data_.size_exceeded())
+        return ContentFault{Reply(552, "Message size exceeds fixed limit", "5.3.4"), RejectCause::limits,
+                            "message size exceeds the limit"};
+    if (data_.bare_newline() && !cfg_.normalize_bare_newlines)
+        return ContentFault{Reply(550, "Message contains bare <CR> or <LF>; use <CR><LF> line endings", "5.5.2"),
+                            RejectCause::bare_newline, "bare <LF> or <CR> in message"};
+    if (data_.line_too_long())
+        return ContentFault{Reply(500, "Message line too long", "5.5.2"), RejectCause::limits, "message line too long"};
+    return std::nullopt;
+}
+
+// The handler could not take the message (a full disk, a backend down): a
+// 4xx at DATA or at its end is the operator's business ("Recent errors").
+void Session::delivery_failed(std::string_view when, const Reply &r)
+{
+    report(RejectCause::delivery,
+           std::string(when) + ": " + std::to_string(r.code) + " " + (r.lines.empty() ? "" : r.lines.front()));
+}
+
+// The handler refused DATA: the transaction's message is refused.
+void Session::data_refused(const Reply &r)
+{
+    if (!obs_ || r.code < 400)
+        return;
+    if (r.code < 500)
+        delivery_failed("DATA", r);
+    obs_->message(r.code, static_cast<unsigned>(env_.recipients.size()), 0);
+}
+
 // A message refused for what it contained: the cause for the counters.
 void Session::content_refused()
 {
-    if (data_.size_exceeded())
-        report(RejectCause::limits, "message size exceeds the limit");
-    else if (data_.bare_newline() && !cfg_.normalize_bare_newlines)
-        report(RejectCause::bare_newline, "bare <LF> or <CR> in message");
-    else if (data_.line_too_long())
-        report(RejectCause::limits, "message line too long");
+    if (auto fault = content_fault())
+        report(fault->cause, fault->what);
 }
 
 void Session::complete_message()
 {
     content_wanted(); // aborts if a limit was crossed in the last chunk
     Reply r;
-    if (data_.size_exceeded()) {
-        r = Reply(552, "Message size exceeds fixed limit", "5.3.4");
-    } else if (data_.bare_newline() && !cfg_.normalize_bare_newlines) {
-        r = Reply(550, "Message contains bare <CR> or <LF>; use <CR><LF> line endings", "5.5.2");
-    } else if (data_.line_too_long()) {
-        r = Reply(500, "Message line too long", "5.5.2");
+    if (auto fault = content_fault()) {
+        r = fault->reply;
     } else if (state_.tx == Tx::aborted) {
         r = internal_error_reply();
     } else {
         r = ask(Event::eom, [&] { return handler_->eom(*this); });
         if (r.empty())
             r = Reply(250, "Ok: queued as " + queue_id_, "2.0.0");
+        if (r.code >= 400 && r.code < 500)
+            delivery_failed("end of data", r);
         if (!r.positive()) {
             // The abort() rule: a transaction that mail() accepted ends in
             // a 2xx from eom() or in one abort(); after a refused or failed

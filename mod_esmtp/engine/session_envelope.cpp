@@ -88,8 +88,11 @@ void Session::do_mail(std::string_view arg)
         return;
     }
     if (cfg_.sender_login_map && !a.path.is_null() && auth_user_.empty() &&
-        cfg_.sender_login_map->owners(a.path.mailbox)) {
-        // Postfix's reject_sender_login_mismatch: an owned address needs its login
+        (is_address_literal(a.path.domain) || cfg_.sender_login_map->owners(a.path.mailbox))) {
+        // Postfix's reject_sender_login_mismatch: an owned address needs its
+        // login. An address literal may name this server under any of its
+        // spellings, which no map lists: it counts as owned (only a login the
+        // map names for that literal may use it).
         log(log_session, "sender <" + a.path.mailbox + "> needs a login");
         reply(553, "5.7.1", "<" + a.path.mailbox + ">: Sender address rejected: not logged in");
         return;

@@ -31,6 +31,13 @@ bool Session::do_xclient(std::string_view arg)
         conn_.local_port = *a.destport;
     if (a.login)
         conn_.login = *a.login;
+    // Per-client limits count the client the front end named from now on.
+    if (std::string limit; a.addr && limiter_ && !limiter_->rekey(conn_.client_address, limit)) {
+        log(log_session, "too many connections from " + conn_.client_address + ": " + limit);
+        report(RejectCause::limits, "too many connections from one client");
+        reply(Reply(421, cfg_.hostname + " Error: too many connections from " + conn_.client_address, "4.7.0", true));
+        return false;
+    }
     // The front end's SASL login counts as this session's AUTH (Postfix).
     auth_user_ = conn_.login;
     // HELO= stands for the client's HELO/EHLO (PROTO says which); without

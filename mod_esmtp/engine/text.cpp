@@ -34,6 +34,15 @@ bool parse_decimal(std::string_view s, std::size_t max_digits, unsigned max, uns
     return true;
 }
 
+bool parse_seconds(std::string_view s, unsigned max, unsigned &out)
+{
+    unsigned v = 0;
+    if (!parse_decimal(s, 10, max, v) || v == 0)
+        return false;
+    out = v;
+    return true;
+}
+
 bool parse_ip(std::string_view s, int af, unsigned char *bytes, std::string &text)
 {
     if (s.empty() || s.size() > 45)

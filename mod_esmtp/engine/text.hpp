@@ -16,6 +16,10 @@ bool iequals(std::string_view a, std::string_view b);
 // above `max`; `out` is left alone when false.
 bool parse_decimal(std::string_view s, std::size_t max_digits, unsigned max, unsigned &out);
 
+// A number of seconds from 1 to `max` (the timeouts of directives and
+// handler options): decimal digits only; `out` is left alone when false.
+bool parse_seconds(std::string_view s, unsigned max, unsigned &out);
+
 // An IPv4 (`af` AF_INET) or IPv6 (AF_INET6) address: its 4 or 16 octets in
 // `bytes` and its canonical text (inet_ntop) in `text`.
 bool parse_ip(std::string_view s, int af, unsigned char *bytes, std::string &text);

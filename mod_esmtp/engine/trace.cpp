@@ -1,5 +1,7 @@
 #include "engine/trace.hpp"
 
+#include "engine/address.hpp"
+
 #include <cstdio>
 #include <cstdlib>
 
@@ -26,6 +28,27 @@ std::string rfc5322_date(std::time_t t)
     return buf;
 }
 
+namespace
+{
+
+// A name from the client (HELO, a front end's XCLIENT) as Received: may
+// carry it: a domain or address literal as is; anything else with the
+// characters that could fake the header's structure (comments, the
+// address in brackets) replaced by '?', as Postfix neuters them.
+std::string trace_name(std::string_view name)
+{
+    std::string out(name);
+    if (valid_domain_or_literal(name))
+        return out;
+    for (char &c : out)
+        if (static_cast<unsigned char>(c) <= 32 || static_cast<unsigned char>(c) >= 127 ||
+            std::string_view("<>()[]\\\";@").find(c) != std::string_view::npos)
+            c = '?';
+    return out;
+}
+
+} // namespace
+
 std::string trace_headers(const SessionView &s, std::time_t now)
 {
     const Envelope &env = s.envelope();
@@ -34,10 +57,10 @@ std::string trace_headers(const SessionView &s, std::time_t now)
     h += "Return-Path: <";
     h += env.sender.mailbox;
     h += ">\r\nReceived: from ";
-    h += s.helo_name().empty() ? std::string_view("unknown") : s.helo_name();
+    h += s.helo_name().empty() ? std::string("unknown") : trace_name(s.helo_name());
     h += " (";
     if (s.remote_host() != s.client_address()) {
-        h += s.remote_host();
+        h += trace_name(s.remote_host());
         h += ' ';
     }
     h += '[';

@@ -46,6 +46,29 @@ bool printable_word(std::string_view s)
     return true;
 }
 
+// NAME: a host name (labels of letters, digits, '-' and '_', as Postfix's
+// valid_hostname takes them): it goes into Received: as the client's name.
+bool host_name(std::string_view s)
+{
+    if (s.empty())
+        return false;
+    std::size_t label = 0;
+    for (char ch : s) {
+        auto c = static_cast<unsigned char>(ch);
+        if (c == '.') {
+            if (label == 0)
+                return false;
+            label = 0;
+        } else if (std::isalnum(c) || c == '-' || c == '_') {
+            if (++label > 63)
+                return false;
+        } else {
+            return false;
+        }
+    }
+    return label > 0;
+}
+
 bool parse_port(std::string_view s, unsigned &port)
 {
     if (unavailable(s)) {
@@ -130,7 +153,7 @@ bool parse_xclient(std::string_view arg, XClientAttrs &out, std::string &error)
                 return bad("too long");
             if (unavailable(value))
                 out.name = "unknown";
-            else if (printable_word(value))
+            else if (host_name(value))
                 out.name = value;
             else
                 return bad(nullptr);

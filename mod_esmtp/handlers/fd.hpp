@@ -1,11 +1,13 @@
 // A file descriptor (file, pipe, socket) that is closed with its owner, on
-// every path; and running_as() for the handlers' start-up checks. (The
-// socket clients' poll and send with deadlines: stream_socket.hpp.)
+// every path; write_all() for files and pipes; and running_as() for the
+// handlers' start-up checks. (The socket clients' poll and send with
+// deadlines: stream_socket.hpp.)
 #pragma once
 
 #include <cerrno>
 #include <pwd.h>
 #include <string>
+#include <string_view>
 #include <unistd.h>
 #include <utility>
 #include <vector>
@@ -49,6 +51,25 @@ class Fd
   private:
     int fd_ = -1;
 };
+
+// Writes all of `data` to a blocking descriptor (a file, a pipe), again
+// after EINTR or a short write; false with errno on an error.
+inline bool write_all(int fd, std::string_view data)
+{
+    while (!data.empty()) {
+        ssize_t n = ::write(fd, data.data(), data.size());
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return false;
+        if (n == 0) {
+            errno = EIO;
+            return false;
+        }
+        data.remove_prefix(static_cast<std::size_t>(n));
+    }
+    return true;
+}
 
 // " (as user NAME)" for the effective user: a check that fails in
 // child_init fails for the user httpd's children run as (User), which is

@@ -714,10 +714,8 @@ std::shared_ptr<HandlerFactory> LmtpProvider::configure(const HandlerContext &ct
             return nullptr;
         }
         const std::string v = a.substr(8);
-        char *end = nullptr;
-        errno = 0;
-        long t = v.empty() ? 0 : std::strtol(v.c_str(), &end, 10);
-        if (v.empty() || *end != '\0' || errno != 0 || t < 1 || t > 3600) {
+        unsigned t = 0;
+        if (!parse_seconds(v, 3600, t)) {
             error = prefix + "timeout must be a number of seconds between 1 and 3600, not '" + v + "'";
             return nullptr;
         }

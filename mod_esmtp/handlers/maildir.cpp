@@ -211,21 +211,6 @@ bool ensure_maildir(const std::string &dir, bool create, std::string &failed)
     return ok;
 }
 
-bool write_all(int fd, const char *p, std::size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return false;
-        }
-        p += w;
-        n -= static_cast<std::size_t>(w);
-    }
-    return true;
-}
-
 bool copy_contents(int in, int out)
 {
     std::string buf(kWriteBlock, '\0');
@@ -238,7 +223,7 @@ bool copy_contents(int in, int out)
         }
         if (n == 0)
             return true;
-        if (!write_all(out, buf.data(), static_cast<std::size_t>(n)))
+        if (!write_all(out, std::string_view(buf.data(), static_cast<std::size_t>(n))))
             return false;
     }
 }
@@ -615,7 +600,7 @@ class MaildirHandler final : public Handler
         if (error_ == 0 && !buf_.empty()) {
             if (int e = hook("write", copies_.front().tmp_path))
                 error_ = e;
-            else if (!write_all(fd_.get(), buf_.data(), buf_.size()))
+            else if (!write_all(fd_.get(), std::string_view(buf_.data(), buf_.size())))
                 error_ = errno;
         }
         buf_.clear();

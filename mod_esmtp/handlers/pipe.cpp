@@ -1,4 +1,5 @@
 #include "handlers/fd.hpp"
+#include "engine/text.hpp"
 #include "handlers/pipe.hpp"
 
 #include <algorithm>
@@ -297,20 +298,6 @@ Fd open_spool()
     if (fd >= 0)
         ::unlink(path.c_str());
     return Fd(fd);
-}
-
-bool write_all(int fd, std::string_view data)
-{
-    while (!data.empty()) {
-        ssize_t n = ::write(fd, data.data(), data.size());
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return false;
-        }
-        data.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return true;
 }
 
 int pidfd_open(pid_t pid)
@@ -684,10 +671,8 @@ std::shared_ptr<HandlerFactory> PipeProvider::configure(const HandlerContext &ct
         const std::string &a = args[i];
         if (a.starts_with("timeout=")) {
             const std::string v = a.substr(8);
-            char *end = nullptr;
-            errno = 0;
-            long t = v.empty() ? 0 : std::strtol(v.c_str(), &end, 10);
-            if (v.empty() || *end != '\0' || errno != 0 || t < 1 || t > 86400) {
+            unsigned t = 0;
+            if (!parse_seconds(v, 86400, t)) {
                 error = prefix + "timeout must be a number of seconds between 1 and 86400, not '" + v + "'";
                 return nullptr;
             }

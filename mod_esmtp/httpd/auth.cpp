@@ -4,6 +4,7 @@
 #include "httpd/config.hpp"
 #include "httpd/tls.hpp"
 
+#include <apr_md5.h>
 #include <apr_strings.h>
 #include <apr_time.h>
 #include <ap_provider.h>
@@ -11,6 +12,8 @@
 #include <http_protocol.h>
 #include <mod_auth.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <string>
 
@@ -23,6 +26,32 @@ namespace
 const authn_provider *lookup(const char *name)
 {
     return static_cast<const authn_provider *>(ap_lookup_provider(AUTHN_PROVIDER_GROUP, name, AUTHN_PROVIDER_VERSION));
+}
+
+// How long this process's providers took for users they know (a moving
+// average): an unknown user's answer is made to take as long, so that the
+// time to a 535 does not tell whether a user exists.
+std::atomic<apr_interval_time_t> g_known_user_check{0};
+
+// Before any known user was checked: the work of one bcrypt check at
+// htpasswd -B's default cost (a hash of a password nobody has).
+constexpr const char *kDummyHash = "$2y$05$fngJjhKMYhPmrIQ0R0OUcOk65MMyoXxi631Mo1vOwFjmaZ.YBYu6u";
+// A provider that hangs (a directory server) must not slow every unknown user.
+constexpr apr_interval_time_t kMaxEqualizing = apr_time_from_sec(2);
+
+void equalize_unknown_user(const char *password, apr_interval_time_t took)
+{
+    apr_interval_time_t known = g_known_user_check.load(std::memory_order_relaxed);
+    if (!known)
+        apr_password_validate(password, kDummyHash);
+    else if (known > took)
+        apr_sleep(std::min(known - took, kMaxEqualizing));
+}
+
+void remember_known_user_check(apr_interval_time_t took)
+{
+    apr_interval_time_t old = g_known_user_check.load(std::memory_order_relaxed);
+    g_known_user_check.store(old ? (old * 7 + took) / 8 : took, std::memory_order_relaxed);
 }
 
 const char *server_name(const server_rec *s)
@@ -103,6 +132,7 @@ std::optional<AuthVerdict> ProviderAuthenticator::check(const AuthRequest &req)
     char *password = apr_pstrmemdup(r->pool, req.password.data(), req.password.size());
     authn_status st = AUTH_USER_NOT_FOUND;
     const char *decided_by = "";
+    apr_time_t started = apr_time_now();
     for (int i = 0; i < cfg_->auth_providers->nelts; ++i) {
         const char *name = APR_ARRAY_IDX(cfg_->auth_providers, i, const char *);
         const authn_provider *p = lookup(name);
@@ -118,6 +148,10 @@ std::optional<AuthVerdict> ProviderAuthenticator::check(const AuthRequest &req)
         if (st != AUTH_USER_NOT_FOUND)
             break;
     }
+    if (st == AUTH_USER_NOT_FOUND)
+        equalize_unknown_user(password, apr_time_now() - started);
+    else if (st == AUTH_DENIED || st == AUTH_GRANTED)
+        remember_known_user_check(apr_time_now() - started);
     // the password's copy must not linger in the freed pool
     wipe_bytes(password, req.password.size());
     AuthVerdict v = st == AUTH_GRANTED                               ? AuthVerdict::granted

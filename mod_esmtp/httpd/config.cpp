@@ -8,6 +8,7 @@
 #include "httpd/tls.hpp"
 #include "engine/api_version.hpp"
 #include "engine/sender_login.hpp"
+#include "engine/text.hpp"
 
 #include <apr_strings.h>
 #include <http_core.h>
@@ -363,11 +364,12 @@ const char *set_timeout(cmd_parms *cmd, void *, int argc, char *const argv[])
                             : phase == "data"  ? &cfg->data_timeout
                             : phase == "tls"   ? &cfg->tls_timeout
                                                : nullptr;
-        if (!slot || eq == std::string_view::npos ||
-            !parse_number(std::string(a.substr(eq + 1)).c_str(), 1, 86400, *slot))
+        unsigned seconds = 0;
+        if (!slot || eq == std::string_view::npos || !parse_seconds(a.substr(eq + 1), 86400, seconds))
             return apr_psprintf(cmd->pool,
                                 "ESMTPTimeout: '%s' is not PHASE=SECONDS (phases: command, data, tls; 1 to 86400 s)",
                                 argv[i]);
+        *slot = seconds;
     }
     return nullptr;
 }
@@ -397,18 +399,21 @@ const char *set_max_junk_commands(cmd_parms *cmd, void *, const char *arg)
 }
 
 // Seconds with up to three decimals ("0.5"), 0 to max_seconds, as ms.
-bool parse_seconds_ms(const char *arg, apr_int64_t max_seconds, apr_int64_t &ms)
+bool parse_seconds_ms(const char *arg, unsigned max_seconds, apr_int64_t &ms)
 {
-    std::string_view a(arg);
-    std::size_t dot = a.find('.');
-    apr_int64_t whole = 0, frac = 0;
-    std::string w(a.substr(0, dot)), f(dot == std::string_view::npos ? "" : a.substr(dot + 1));
-    if (f.size() > 3 || !parse_number(w.c_str(), 0, max_seconds, whole) ||
-        (!f.empty() && !parse_number(f.c_str(), 0, 999, frac)))
+    std::string_view a(arg), f;
+    if (std::size_t dot = a.find('.'); dot != std::string_view::npos) {
+        f = a.substr(dot + 1);
+        a = a.substr(0, dot);
+        if (f.empty())
+            return false;
+    }
+    unsigned whole = 0, frac = 0;
+    if (f.size() > 3 || !parse_decimal(a, 10, max_seconds, whole) || (!f.empty() && !parse_decimal(f, 3, 999, frac)))
         return false;
-    while (f.size() < 3 && !f.empty())
-        f.push_back('0'), frac *= 10;
-    ms = whole * 1000 + frac;
+    for (std::size_t i = f.size(); i < 3; ++i)
+        frac *= 10;
+    ms = static_cast<apr_int64_t>(whole) * 1000 + frac;
     return true;
 }
 
@@ -568,8 +573,10 @@ const char *set_xclient_hosts(cmd_parms *cmd, void *, int argc, char *const argv
 
 const char *set_proxy_timeout(cmd_parms *cmd, void *, const char *arg)
 {
-    if (!parse_number(arg, 1, 3600, server_config(cmd->server)->proxy_timeout))
+    unsigned seconds = 0;
+    if (!parse_seconds(arg, 3600, seconds))
         return "ESMTPProxyTimeout: needs seconds between 1 and 3600";
+    server_config(cmd->server)->proxy_timeout = seconds;
     return nullptr;
 }
 

@@ -89,7 +89,7 @@ bool SmtpConnection::open_session()
         return false;
     }
     session_ = std::make_unique<Session>(*cfg_->session, std::move(ci_), std::move(handler), &txlog_);
-    if (client_.held())
+    if (client_.tracking())
         session_->set_client_limiter(&client_);
     session_->set_observer(&stats_);
     session_->set_authenticator(&auth_);

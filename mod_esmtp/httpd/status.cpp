@@ -31,7 +31,7 @@ namespace esmtp
 namespace
 {
 
-constexpr std::uint32_t kMagic = 0x45534d31; // "ESM1": the layout of this file
+constexpr std::uint32_t kMagic = 0x45534d32; // "ESM2": the layout of this file (2: the delivery cause)
 constexpr unsigned kMaxServers = 64;         // the last one also counts any beyond
 constexpr unsigned kErrors = 16;             // the ring of recent errors
 constexpr unsigned kShown = 10;              // of which the page shows
@@ -178,13 +178,13 @@ void sum_gauges(std::int64_t (*per_server)[kGauges], unsigned servers)
 
 // The ?auto keys: stable names (README, Monitoring).
 const char *const kCounterKeys[kCounters] = {
-    "ESMTPConnections",        "ESMTPMessagesAccepted",   "ESMTPMessagesRefused4xx", "ESMTPMessagesRefused5xx",
-    "ESMTPRecipients",         "ESMTPOctetsReceived",     "ESMTPRejectsRelay",       "ESMTPRejectsLimits",
-    "ESMTPRejectsBareNewline", "ESMTPRejectsEarlyTalker", "ESMTPRejectsPipelining",  "ESMTPRejectsTimeout",
-    "ESMTPRejectsHandlerError"};
+    "ESMTPConnections",         "ESMTPMessagesAccepted",   "ESMTPMessagesRefused4xx", "ESMTPMessagesRefused5xx",
+    "ESMTPRecipients",          "ESMTPOctetsReceived",     "ESMTPRejectsRelay",       "ESMTPRejectsLimits",
+    "ESMTPRejectsBareNewline",  "ESMTPRejectsEarlyTalker", "ESMTPRejectsPipelining",  "ESMTPRejectsTimeout",
+    "ESMTPRejectsHandlerError", "ESMTPRejectsDelivery"};
 const char *const kCounterTitles[kCounters] = {
     "connections", "accepted",   "refused 4xx",  "refused 5xx", "recipients", "octets received", "relay",
-    "limits",      "bare LF/CR", "early talker", "pipelining",  "timeout",    "handler error"};
+    "limits",      "bare LF/CR", "early talker", "pipelining",  "timeout",    "handler error",   "delivery failed"};
 
 // Derived gauges: on a thread = open - parked, plaintext = open - TLS,
 // closing = open - greeting - command - data.
@@ -229,7 +229,7 @@ void print_html(request_rec *r, const Totals &t, const std::int64_t (*g)[kGauges
     ServerCounters *srv = servers_of(g_seg);
     ap_rputs("<hr />\n<h2>mod_esmtp: SMTP sessions</h2>\n<table border=\"1\">\n"
              "<tr><th rowspan=\"2\">Server</th><th colspan=\"8\">sessions open now</th>"
-             "<th colspan=\"6\">since start</th><th colspan=\"7\">rejects by cause</th></tr>\n<tr>"
+             "<th colspan=\"6\">since start</th><th colspan=\"8\">rejects by cause</th></tr>\n<tr>"
              "<th>all</th><th>greeting</th><th>command</th><th>data</th><th>parked</th><th>on a thread</th>"
              "<th>TLS</th><th>plaintext</th>",
              r);

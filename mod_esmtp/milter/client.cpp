@@ -26,15 +26,6 @@ clock_type::time_point deadline_in(unsigned seconds)
     return clock_type::now() + std::chrono::seconds(seconds);
 }
 
-bool parse_seconds(std::string_view v, unsigned &out)
-{
-    unsigned n = 0;
-    if (!parse_decimal(v, 6, 999999, n) || n == 0)
-        return false;
-    out = n;
-    return true;
-}
-
 } // namespace
 
 const char *action_name(DefaultAction a)
@@ -89,7 +80,7 @@ bool parse_spec(const std::vector<std::string> &args, Spec &out, std::string &er
                       : key == "content_timeout" ? &out.content_timeout
                                                  : nullptr;
         if (t) {
-            if (!parse_seconds(val, *t)) {
+            if (!parse_seconds(val, 999999, *t)) {
                 error =
                     std::string(key) + " must be a number of seconds from 1 to 999999, not '" + std::string(val) + "'";
                 return false;

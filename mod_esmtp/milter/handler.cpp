@@ -128,19 +128,6 @@ bool parse_filter_path(std::string_view addr, std::string_view args, bool null_o
     return true;
 }
 
-bool write_all(int fd, std::string_view d)
-{
-    while (!d.empty()) {
-        ssize_t n = ::write(fd, d.data(), d.size());
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return false;
-        d.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return true;
-}
-
 // A session view that shows the wrapped handler the message as the
 // milters left it.
 class View final : public SessionView
@@ -625,11 +612,39 @@ class MilterHandler final : public Handler
         return v;
     }
 
+    // What one filter may add to a message: a header field (name and value)
+    // of at most Postfix's header_size_limit, and so many fields. Past
+    // either, none of its changes is applied and it counts as failed.
+    static constexpr std::size_t kMaxFilterField = 102400;
+    static constexpr std::size_t kMaxFilterFields = 1000;
+
+    static bool within_bounds(const std::vector<Response> &mods, std::string &why)
+    {
+        using K = Response::Kind;
+        std::size_t fields = 0;
+        for (const Response &m : mods) {
+            if (m.kind != K::add_header && m.kind != K::insert_header && m.kind != K::change_header)
+                continue;
+            if (m.name.size() + m.value.size() > kMaxFilterField) {
+                why = "header " + m.name.substr(0, 64) + " of " + std::to_string(m.name.size() + m.value.size()) +
+                      " octets (at most " + std::to_string(kMaxFilterField) + ")";
+                return false;
+            }
+            if (m.kind != K::change_header && ++fields > kMaxFilterFields) {
+                why = "more than " + std::to_string(kMaxFilterFields) + " header fields added";
+                return false;
+            }
+        }
+        return true;
+    }
+
     // Apply one filter's modifications; false (with why) on one it did not
     // negotiate or that cannot be applied.
     bool apply(SessionView &s, Peer &p, const std::vector<Response> &mods, std::string &why)
     {
         using K = Response::Kind;
+        if (!within_bounds(mods, why))
+            return false;
         bool leadspc = p.client.steps() & p_hdr_leadspc;
         auto value_of = [&](const std::string &v) { return leadspc ? v : " " + v; };
         bool body_replaced = false;

@@ -16,7 +16,8 @@
 //     handler throw (the module must answer 451 4.3.0 and go on); local
 //     part "nocode" gets a 550 without enhanced code (5.0.0 is added).
 //   - EOM is answered 250 without storing anything; 451 4.3.0 when the
-//     sender's local part is "eom451".
+//     sender's local part is "eom451". DATA is answered 451 4.3.0 when it
+//     is "data451" (a handler that cannot store the message).
 //   - The command "XPING [text]" is added to the server's command table
 //     (HandlerFactory::commands(), compiled once at configuration time) and
 //     answered "250 2.0.0 PONG [text]" by Handler::command().
@@ -204,6 +205,7 @@ class TestHandler final : public esmtp::Handler
     {
         ev("MAIL <" + printable(from.mailbox) + ">" + params_text(params));
         eom451_ = local_part_is(from, "eom451");
+        data451_ = local_part_is(from, "data451");
         from_seen_ = from.mailbox;
         rcpts_seen_.clear();
         return {};
@@ -225,6 +227,8 @@ class TestHandler final : public esmtp::Handler
     Reply data(SessionView &) override
     {
         ev("DATA");
+        if (data451_)
+            return Reply(451, "Local error in processing (test handler)", "4.3.0");
         return {};
     }
     void header(SessionView &, const HeaderField &field) override
@@ -291,7 +295,8 @@ class TestHandler final : public esmtp::Handler
   private:
     void ev(std::string_view e) const noexcept { events_->record(e); }
     bool slow_destroy_ = false;
-    bool eom451_ = false; // MAIL FROM local part "eom451": EOM answers 451
+    bool data451_ = false; // MAIL FROM local part "data451": DATA answers 451
+    bool eom451_ = false;  // MAIL FROM local part "eom451": EOM answers 451
 
     std::shared_ptr<const EventFile> events_;
     std::string tag_; // TestHandlerTag of the handler's server

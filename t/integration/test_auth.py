@@ -133,6 +133,16 @@ class AuthTest(ServerTestCase):
                                     extra=AUTH_LINES + ["ESMTPAuthRequireTLS Off",
                                                         "ESMTPSenderLoginMatch %s" % q(senders),
                                                         "ESMTPAuthProxyUsers bob"])
+        # bcrypt cost 9, no failure delay: the time to a 535 is the provider's
+        slow = os.path.join(conf, "users-slow.htpasswd")
+        subprocess.run([HTPASSWD, "-bcB", "-C", "9", slow, "bob", USERS_FILE["bob"]], check=True,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        os.chmod(slow, 0o644)
+        httpd.main_extra += ["<AuthnProviderAlias file smtp-slow>", "    AuthUserFile %s" % q(slow),
+                             "</AuthnProviderAlias>"]
+        cls.timed = httpd.add_smtp("maildir", server_name="timed.example.org", accept_domains=["example.org"],
+                                   extra=["ESMTPAuth PLAIN", "ESMTPAuthProvider smtp-slow", "ESMTPAuthRequireTLS Off",
+                                          "ESMTPAuthFailureDelay 0", "ESMTPMaxAuthFailures 0"])
         # ESMTPClientAuthRate, loopback not exempt
         cls.rated = httpd.add_smtp("maildir", server_name="rated.example.org", accept_domains=["example.org"],
                                    extra=AUTH_LINES + ["ESMTPAuthRequireTLS Off", "ESMTPClientAuthRate 2/600",
@@ -327,6 +337,25 @@ class AuthTest(ServerTestCase):
         log = "\n".join(self.sub.log_lines())
         self.assertIn("too many authentication failures (3)", log)
 
+    def test_unknown_user_answered_as_slowly_as_wrong_password(self):
+        def attempt(c, user):
+            t0 = time.monotonic()
+            self.assertEqual(c.cmd("AUTH PLAIN " + plain(user, WRONG))[0], 535)
+            return time.monotonic() - t0
+        with RawClient(self.timed.port) as c:
+            c.reply()
+            c.cmd("EHLO client.example")
+            for _ in range(3):  # this process learns what a known user costs
+                attempt(c, "bob")
+            known, unknown = [], []
+            for _ in range(8):
+                known.append(attempt(c, "bob"))
+                unknown.append(attempt(c, "nobody-here"))
+        known.sort()
+        unknown.sort()
+        # medians: without equal work the unknown user was ~50 times faster
+        self.assertGreater(unknown[4], known[4] * 0.5, (known, unknown))
+
     def test_provider_error_is_454_and_not_counted(self):
         with RawClient(self.broken.port) as c:
             c.reply()
@@ -414,6 +443,9 @@ class AuthTest(ServerTestCase):
             c.cmd("AUTH LOGIN")
             c.cmd(b64("bob"))
             c.cmd(b64(WRONG))
+            # the server ends the exchange (501) while the client still sends its password
+            self.assertEqual(c.cmd("AUTH LOGIN " + base64.b64encode(b"b\x01ob").decode())[0], 501)
+            self.assertEqual(c.cmd(b64(USERS_FILE["bob"]))[0], 500)
             c.cmd("AUTH PLAIN")
             c.cmd(plain("bob", USERS_FILE["bob"]))
         time.sleep(0.2)
@@ -424,6 +456,7 @@ class AuthTest(ServerTestCase):
                 text += f.read()
         self.assertIn("< AUTH PLAIN ********", text)
         self.assertIn("< ******** (SASL response)", text)
+        self.assertIn("< ******** (line after an ended AUTH exchange)", text)
         for secret in secret_forms():
             self.assertNotIn(secret, text)
 

@@ -335,6 +335,71 @@ class RatesTest(ServerTestCase):
         self.assertIn("too many recipients from 127.0.0.1: recipient rate 3/3s", "\n".join(self.httpd.log_lines()))
 
 
+class XClientTest(ServerTestCase):
+    """Behind a front end (ESMTPXClientHosts) the counts follow the client
+    that XCLIENT names, and the front end is held to no connection limit."""
+
+    @classmethod
+    def configure(cls, httpd):
+        front = "ESMTPXClientHosts 127.0.0.1"
+        # loopback exempt (the default): the clients behind it are still counted
+        cls.exempt = httpd.add_smtp("maildir", accept_domains=ANY, extra=[front, "ESMTPClientMessageRate 2/60"])
+        cls.none = httpd.add_smtp("maildir", accept_domains=ANY,
+                                  extra=[front, "ESMTPClientMessageRate 2/60", "ESMTPClientLimitExceptions none",
+                                         "ESMTPClientConnectionLimit 3"])
+
+    def behind(self, port, addr):
+        c = Client(port)
+        self.assertEqual(c.greeting()[0], "220")
+        self.assertEqual(c.cmd("EHLO front.example")[0], "250")
+        self.assertEqual(c.cmd("XCLIENT ADDR=%s" % addr)[0], "220")
+        self.assertEqual(c.cmd("EHLO client.example")[0], "250")
+        return c
+
+    def mails(self, c, n):
+        codes = []
+        for _ in range(n):
+            code, text = c.cmd("MAIL FROM:<a@client.example>")
+            codes.append(text)
+            c.cmd("RSET")
+        return codes
+
+    def test_exempt_front_end_counts_its_clients(self):
+        c = self.behind(self.exempt.port, "203.0.113.9")
+        codes = self.mails(c, 3)
+        self.assertEqual(codes[:2], ["250 2.1.0 Ok\r\n"] * 2)
+        self.assertEqual(codes[2], "450 4.7.1 Error: too much mail from 203.0.113.9\r\n")
+        c.cmd("QUIT")
+        c.close()
+
+    def test_each_client_its_own_budget(self):
+        a = self.behind(self.none.port, "203.0.113.1")
+        self.assertEqual(self.mails(a, 3)[2], "450 4.7.1 Error: too much mail from 203.0.113.1\r\n")
+        a.cmd("QUIT")
+        a.close()
+        b = self.behind(self.none.port, "203.0.113.2")
+        self.assertEqual(self.mails(b, 2), ["250 2.1.0 Ok\r\n"] * 2)
+        b.cmd("QUIT")
+        b.close()
+
+    def test_front_end_not_held_to_the_connection_limit(self):
+        # ESMTPClientConnectionLimit 3: the front end's own address opens 6
+        sessions = open_sessions(self.none.port, 6)
+        try:
+            self.assertEqual([code for _, code, _ in sessions], ["220"] * 6)
+            # re-keyed to one client, its limit holds: 3 sessions, the 4th refused
+            texts = []
+            for c, _, _ in sessions[:4]:
+                c.cmd("EHLO front.example")
+                texts.append(c.cmd("XCLIENT ADDR=198.51.100.7")[1])
+            self.assertEqual(texts[:3], [texts[0]] * 3)
+            self.assertTrue(texts[0].startswith("220 "), texts)
+            self.assertRegex(texts[3], r"^421 4\.7\.0 \S+ Error: too many connections from 198\.51\.100\.7\r\n")
+            self.assertTrue(sessions[3][0].closed())
+        finally:
+            quit_all(sessions)
+
+
 class PreforkChildrenTest(ServerTestCase):
     """prefork: every session is in its own process; the count is shared."""
 

@@ -465,8 +465,9 @@ class RspamdTest(ServerTestCase):
 class BadFilter(threading.Thread):
     """Negotiates, then misbehaves at one command: "close" at the first body
     chunk, "garbage" at MAIL, "stall" at RCPT (answers nothing), "stall-eob"
-    at end of body. "noaccept": listens with a full backlog and never
-    accepts, so that a connect() hangs (the kernel drops the SYN)."""
+    at end of body; "bigheader" adds a header of almost 1 MiB at end of body,
+    "manyheaders" 2,000 headers. "noaccept": listens with a full backlog and
+    never accepts, so that a connect() hangs (the kernel drops the SYN)."""
 
     def __init__(self, mode):
         super().__init__(daemon=True)
@@ -511,7 +512,14 @@ class BadFilter(threading.Thread):
                     cmd = buf[4:5]
                     buf = buf[4 + n:]
                     if cmd == b"O":
-                        c.sendall(struct.pack(">IcIII", 13, b"O", 6, 0, 0))
+                        # SMFIF_ADDHDRS (0x01) for the modes that add headers
+                        c.sendall(struct.pack(">IcIII", 13, b"O", 6, 1 if "header" in self.mode else 0, 0))
+                    elif cmd == b"E" and "header" in self.mode:
+                        big = self.mode == "bigheader"
+                        h = [b"X-Big\0" + b"x" * (1024 * 1024 - 100) + b"\0"] if big else \
+                            [b"X-Many\0%d\0" % i for i in range(2000)]
+                        c.sendall(b"".join(struct.pack(">Ic", len(p) + 1, b"h") + p for p in h) +
+                                  struct.pack(">Ic", 1, b"c"))
                     elif cmd in (b"D", b"A"):
                         pass
                     elif cmd == b"Q":
@@ -546,12 +554,13 @@ class FailingMilterTest(ServerTestCase):
 
     @classmethod
     def configure(cls, httpd):
-        cls.filters = {m: BadFilter(m) for m in ("close", "garbage", "stall", "stall-eob", "noaccept")}
+        cls.filters = {m: BadFilter(m) for m in ("close", "garbage", "stall", "stall-eob", "noaccept", "bigheader",
+                                                 "manyheaders")}
         for f in cls.filters.values():
             f.start()
         down = free_port()
         cls.vhs = {}
-        for mode in ("down", "close", "garbage", "stall", "stall-eob", "noaccept"):
+        for mode in ("down", "close", "garbage", "stall", "stall-eob", "noaccept", "bigheader", "manyheaders"):
             port = down if mode == "down" else cls.filters[mode].port
             for act in ACTIONS:
                 cls.vhs[mode, act] = httpd.add_smtp(
@@ -616,6 +625,18 @@ class FailingMilterTest(ServerTestCase):
 
     def test_stall_past_content_timeout(self):
         self.check("stall-eob", "eom")
+
+    def test_what_a_filter_adds_is_bounded(self):
+        # as a failed filter: with default_action=accept delivered without its headers
+        for mode, why in (("bigheader", "header X-Big of 1048481 octets (at most 102400)"),
+                          ("manyheaders", "more than 1000 header fields added")):
+            self.check(mode, "eom")
+            self.assertTrue(any(why in l for l in self.httpd.log_lines()), why)
+            vh = self.vhs[mode, "accept"]
+            with open(sorted(vh.maildir_files(), key=os.path.getmtime)[-1], "rb") as f:
+                head = f.read().partition(b"\r\n\r\n")[0]
+            self.assertNotIn(b"X-Big", head)
+            self.assertNotIn(b"X-Many", head)
 
     def test_connect_timeout(self):
         self.check("noaccept", "greeting")

@@ -53,7 +53,7 @@ KEYS = ["ESMTPSessions", "ESMTPSessionsGreeting", "ESMTPSessionsCommand", "ESMTP
         "ESMTPConnections", "ESMTPMessagesAccepted", "ESMTPMessagesRefused4xx", "ESMTPMessagesRefused5xx",
         "ESMTPRecipients", "ESMTPOctetsReceived", "ESMTPRejectsRelay", "ESMTPRejectsLimits",
         "ESMTPRejectsBareNewline", "ESMTPRejectsEarlyTalker", "ESMTPRejectsPipelining", "ESMTPRejectsTimeout",
-        "ESMTPRejectsHandlerError"]
+        "ESMTPRejectsHandlerError", "ESMTPRejectsDelivery"]
 
 
 class StatusMixin:
@@ -126,6 +126,12 @@ class StatusEventTest(StatusMixin, ServerTestCase):
             sent += len(MESSAGE)
         # refused 4xx at the end of data (the test handler's eom451 sender)
         self.assertEqual(self.deliver(port, sender="eom451@client.example")[0], 451)
+        # a handler that cannot store the message: 451 at DATA
+        with smtplib.SMTP("127.0.0.1", port, local_hostname="client.example", timeout=20) as s:
+            s.ehlo()
+            s.mail("data451@client.example")
+            s.rcpt("b@localhost")
+            self.assertEqual(s.docmd("DATA")[0], 451)
         # relay, limits (third recipient over ESMTPMaxRecipients 2), handler error
         with smtplib.SMTP("127.0.0.1", port, local_hostname="client.example", timeout=20) as s:
             s.ehlo()
@@ -159,9 +165,10 @@ class StatusEventTest(StatusMixin, ServerTestCase):
             self.assertIn("421", c.rest(timeout=10))
         after = self.idle()
         d = {k: after[k] - before[k] for k in KEYS}
-        self.assertEqual(d["ESMTPConnections"], 9, d)
+        self.assertEqual(d["ESMTPConnections"], 10, d)
         self.assertEqual(d["ESMTPMessagesAccepted"], 3, d)
-        self.assertEqual(d["ESMTPMessagesRefused4xx"], 1, d)
+        self.assertEqual(d["ESMTPMessagesRefused4xx"], 2, d)
+        self.assertEqual(d["ESMTPRejectsDelivery"], 2, d)
         self.assertEqual(d["ESMTPMessagesRefused5xx"], 1, d)
         self.assertEqual(d["ESMTPRecipients"], 3, d)
         self.assertGreater(d["ESMTPOctetsReceived"], sent, d)
@@ -177,8 +184,10 @@ class StatusEventTest(StatusMixin, ServerTestCase):
             self.assertEqual(after[k], 0, (k, after))
         # the recent errors name the causes
         page = fetch(self.httpd.http_port)
-        for cause in ("relay", "early_talker", "pipelining", "timeout", "handler_error", "bare_newline"):
+        for cause in ("relay", "early_talker", "pipelining", "timeout", "handler_error", "bare_newline", "delivery"):
             self.assertIn("<td>%s</td>" % cause, page)
+        self.assertIn("DATA: 451 Local error in processing (test handler)", page)
+        self.assertIn("end of data: 451 Try again later (test handler)", page)
 
     def test_sessions_open_now(self):
         self.idle()

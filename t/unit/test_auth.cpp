@@ -5,6 +5,7 @@
 // match, Received: keywords and passwords kept out of the log.
 
 #include "engine/auth.hpp"
+#include "engine/address.hpp"
 #include "engine/sender_login.hpp"
 #include "session_harness.hpp"
 
@@ -125,6 +126,7 @@ class AuthTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testSenderLoginMatch);
     CPPUNIT_TEST(testSenderLoginMapFile);
     CPPUNIT_TEST(testSenderLoginMapSession);
+    CPPUNIT_TEST(testCanonicalMailbox);
     CPPUNIT_TEST(testAuthParameterOnMail);
     CPPUNIT_TEST(testResponseTooLong);
     CPPUNIT_TEST(testSmtpUtf8Keyword);
@@ -492,8 +494,19 @@ class AuthTest : public CppUnit::TestFixture
         h.send(b64("wrong-pw-2") + "\r\n");
         h.send("AUTH PLAIN\r\n");
         h.send(plain("", "bob", "hunter2-pw") + "\r\n");
-        h.send("QUIT\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("bob"), std::string(h.s().auth_user()));
+        // The server ended the exchange (501) while the client still sends
+        // its password: that line is no command, and no log shows it.
+        AuthHarness cut;
+        cut.begin();
+        CPPUNIT_ASSERT(has(cut.send("AUTH LOGIN " + b64(std::string("bad\x01user")) + "\r\n"), "501 5.5.2"));
+        CPPUNIT_ASSERT(has(cut.send(b64("wrong-pw-3") + "\r\n"), "500"));
+        CPPUNIT_ASSERT(cut.log.has("< ******** (line after an ended AUTH exchange)"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.0.0 Ok\r\n"), cut.send("NOOP\r\n"));
+        CPPUNIT_ASSERT(cut.log.has("< NOOP"));
+        for (const auto &rec : cut.log.records)
+            CPPUNIT_ASSERT_MESSAGE(rec.second, !has(rec.second, b64("wrong-pw-3")));
+        h.send("QUIT\r\n");
         CPPUNIT_ASSERT(h.log.has("< AUTH PLAIN ********"));
         CPPUNIT_ASSERT(h.log.has("< ******** (SASL response)"));
         for (const auto &rec : h.log.records)
@@ -589,13 +602,38 @@ class AuthTest : public CppUnit::TestFixture
                              h.send("MAIL FROM:<sales@example.org>\r\n"));
         CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<x@elsewhere.example>\r\n"));
         h.send("RSET\r\n");
+        // another spelling of the same mailbox is the same mailbox (RFC 5321 4.1.2)
+        CPPUNIT_ASSERT(has(h.send("MAIL FROM:<\"alice\"@example.org>\r\n"), "553 5.7.1"));
+        CPPUNIT_ASSERT(has(h.send("MAIL FROM:<\"al\\ice\"@EXAMPLE.org>\r\n"), "553 5.7.1"));
+        CPPUNIT_ASSERT(has(h.send("MAIL FROM:<\"SALES\"@example.org>\r\n"), "not logged in"));
+        // an address literal may be this server: owned, a login is needed
+        CPPUNIT_ASSERT(has(h.send("MAIL FROM:<alice@[127.0.0.1]>\r\n"), "not logged in"));
+        CPPUNIT_ASSERT(has(h.send("MAIL FROM:<x@[IPv6:::1]>\r\n"), "not logged in"));
+        // a quoted local part that needs its quotes is another mailbox
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<\"alice x\"@example.org>\r\n"));
+        h.send("RSET\r\n");
         h.send("AUTH PLAIN " + plain("", "bob", "hunter2-pw") + "\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<sales@example.org>\r\n"));
         h.send("RSET\r\n");
         // logged in: only what the login owns (the map replaces the domain rule)
         CPPUNIT_ASSERT(has(h.send("MAIL FROM:<alice@example.org>\r\n"), "not owned by user bob"));
         CPPUNIT_ASSERT(has(h.send("MAIL FROM:<bob@example.org>\r\n"), "not owned by user bob"));
+        CPPUNIT_ASSERT(has(h.send("MAIL FROM:<sales@[192.0.2.1]>\r\n"), "not owned by user bob"));
+        CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<\"s\\ales\"@example.org>\r\n"));
+        h.send("RSET\r\n");
         CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<>\r\n"));
+    }
+
+    void testCanonicalMailbox()
+    {
+        using esmtp::canonical_mailbox;
+        CPPUNIT_ASSERT_EQUAL(std::string("bob@example.test"), canonical_mailbox("\"bob\"@Example.TEST"));
+        CPPUNIT_ASSERT_EQUAL(std::string("bob@example.test"), canonical_mailbox("\"b\\ob\"@example.test"));
+        CPPUNIT_ASSERT_EQUAL(std::string("b.o.b@example.test"), canonical_mailbox("\"B.o.b\"@example.test"));
+        CPPUNIT_ASSERT_EQUAL(std::string("\"b ob\"@example.test"), canonical_mailbox("\"b\\ ob\"@example.test"));
+        CPPUNIT_ASSERT_EQUAL(std::string("\"a\\\"b\"@x"), canonical_mailbox("\"a\\\"b\"@x"));
+        CPPUNIT_ASSERT_EQUAL(std::string("\".bob\"@x"), canonical_mailbox("\".bob\"@x"));
+        CPPUNIT_ASSERT_EQUAL(std::string("bob@[127.0.0.1]"), canonical_mailbox("Bob@[127.0.0.1]"));
     }
 
     void testAuthParameterOnMail()

@@ -11,6 +11,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <thread>
@@ -59,6 +61,17 @@ class CountingLimiter final : public esmtp::ClientLimiter
     std::string auth_limit() const override { return "auth rate 1/60s"; }
 };
 
+// A session of a front end on 127.0.0.1 (an ESMTPXClientHosts host) that
+// counts through `slot`, after its EHLO.
+void behind_front_end(esmtp::test::Harness &h, ClientSlot &slot)
+{
+    h.conn.client_address = "127.0.0.1";
+    h.cfg.xclient_hosts.add("127.0.0.1");
+    h.start();
+    h.session->set_client_limiter(&slot);
+    h.send("EHLO front.example\r\n");
+}
+
 } // namespace
 
 class ClientLimitsTest : public CppUnit::TestFixture
@@ -80,10 +93,13 @@ class ClientLimitsTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testAdmitExempt);
     CPPUNIT_TEST(testSlotReleasesOnce);
     CPPUNIT_TEST(testThreads);
+    CPPUNIT_TEST(testDeadOwnerLockTakenOver);
     CPPUNIT_TEST(testProcesses);
     CPPUNIT_TEST(testSessionMessageRate);
     CPPUNIT_TEST(testSessionRecipientRate);
     CPPUNIT_TEST(testSessionAuthRate);
+    CPPUNIT_TEST(testXClientRekeys);
+    CPPUNIT_TEST(testFrontEndSkipsConnectionLimit);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -385,28 +401,75 @@ class ClientLimitsTest : public CppUnit::TestFixture
 
     void testThreads()
     {
-        // 8 threads, each 20,000 sessions of 4 clients: the counts end at 0
-        // and never exceed the limit.
+        // 8 threads on 4 clients, each holding up to 8 sessions of a client at
+        // once (2,000 rounds): the limit of 6 is reached and refuses, a count
+        // never exceeds it, and every count ends at 0.
         Table tb(64);
-        std::atomic<int> over{0};
+        std::atomic<int> over{0}, refused{0};
         std::vector<std::thread> ts;
         for (int t = 0; t < 8; ++t)
             ts.emplace_back([&, t] {
-                for (int i = 0; i < 20000; ++i) {
+                std::vector<ClientTable::Handle> held;
+                for (int i = 0; i < 2000; ++i) {
                     std::string addr = "192.0.2." + std::to_string((t + i) % 4);
-                    auto a = tb.t.connect(key(addr.c_str()), i, 6, {});
-                    if (a.verdict == ClientTable::Verdict::ok) {
-                        if (a.count > 6)
-                            ++over;
-                        tb.t.disconnect(a.handle);
+                    for (int k = 0; k < 8; ++k) {
+                        auto a = tb.t.connect(key(addr.c_str()), i, 6, {});
+                        if (a.verdict == ClientTable::Verdict::ok) {
+                            if (a.count > 6)
+                                ++over;
+                            held.push_back(a.handle);
+                        } else if (a.verdict == ClientTable::Verdict::too_many_connections) {
+                            ++refused;
+                        }
                     }
+                    for (auto h : held)
+                        tb.t.disconnect(h);
+                    held.clear();
                 }
             });
         for (auto &t : ts)
             t.join();
         CPPUNIT_ASSERT_EQUAL(0, over.load());
+        CPPUNIT_ASSERT(refused.load() >= 2 * 2000 * 8 / 4); // each round's 7th and 8th at least
         CPPUNIT_ASSERT_EQUAL(std::size_t(0), tb.t.stats().sessions);
         CPPUNIT_ASSERT_EQUAL(std::size_t(4), tb.t.stats().used);
+    }
+
+    void testDeadOwnerLockTakenOver()
+    {
+        // A process that died holding a bucket's lock (SIGKILL inside it)
+        // leaves its pid in the lock word: the next one takes the lock over.
+        // The only bucket's lock is the first word after the header
+        // (bytes_for(8) - sizeof(Bucket), the Bucket being bytes_for(16) - bytes_for(8)).
+        std::size_t bytes = ClientTable::bytes_for(8);
+        std::size_t bucket_bytes = ClientTable::bytes_for(16) - bytes;
+        void *mem = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        CPPUNIT_ASSERT(mem != MAP_FAILED);
+        ClientTable t = ClientTable::format(mem, bytes, 8, 7);
+        auto *lock = reinterpret_cast<std::uint32_t *>(static_cast<char *>(mem) + bytes - bucket_bytes);
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(0), *lock);
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(0);
+        int status = 0;
+        waitpid(pid, &status, 0); // reaped: its pid names no process now
+        std::atomic_ref<std::uint32_t>(*lock).store(static_cast<std::uint32_t>(pid));
+        // the connect runs in a thread so that a wedged lock fails the test
+        std::atomic<bool> done{false};
+        std::thread th([&] {
+            t.connect(key("192.0.2.1"), 0, 5, {});
+            done = true;
+        });
+        for (int i = 0; i < 500 && !done; ++i)
+            std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        bool taken_over = done.load();
+        if (!taken_over)
+            std::atomic_ref<std::uint32_t>(*lock).store(0); // let the thread finish
+        th.join();
+        CPPUNIT_ASSERT(taken_over);
+        CPPUNIT_ASSERT_EQUAL(std::uint32_t(0), std::atomic_ref<std::uint32_t>(*lock).load());
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), t.stats().sessions);
+        munmap(mem, bytes);
     }
 
     void testProcesses()
@@ -428,6 +491,61 @@ class ClientLimitsTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(std::size_t(3), t.stats().sessions);
         CPPUNIT_ASSERT_EQUAL(3u, t.connect(key("192.0.2.1"), 0, 5, {}).count - 1);
         munmap(mem, bytes);
+    }
+
+    void testXClientRekeys()
+    {
+        // A front end on loopback (exempt) passes two clients in turn: each
+        // is counted for its own address, and a refusal names it.
+        Table tb(64);
+        ClientLimitsConfig cfg;
+        cfg.message_rate = {2, 60};
+        cfg.connection_limit = 1;
+        ClientAdmission front = esmtp::admit_client(tb.t, cfg, "127.0.0.1", 25, 0);
+        CPPUNIT_ASSERT(front.exempt);
+        esmtp::test::Harness h;
+        behind_front_end(h, front.slot);
+        CPPUNIT_ASSERT(h.send("XCLIENT ADDR=203.0.113.9\r\n").starts_with("220 "));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), tb.t.stats().sessions);
+        h.send("EHLO client.example\r\n");
+        for (int i = 0; i < 2; ++i) {
+            CPPUNIT_ASSERT_EQUAL(std::string("250 2.1.0 Ok\r\n"), h.send("MAIL FROM:<a@example.com>\r\n"));
+            h.send("RSET\r\n");
+        }
+        CPPUNIT_ASSERT_EQUAL(std::string("450 4.7.1 Error: too much mail from 203.0.113.9\r\n"),
+                             h.send("MAIL FROM:<a@example.com>\r\n"));
+        // another session of 203.0.113.9 behind the front end: over the connection limit
+        ClientAdmission front2 = esmtp::admit_client(tb.t, cfg, "127.0.0.1", 25, 0);
+        esmtp::test::Harness h2;
+        behind_front_end(h2, front2.slot);
+        CPPUNIT_ASSERT_EQUAL(std::string("421 4.7.0 mx.example.org Error: too many connections from 203.0.113.9\r\n"),
+                             h2.send("XCLIENT ADDR=203.0.113.9\r\n"));
+        CPPUNIT_ASSERT(h2.session->closing());
+        // the first session ends: its client's count goes with it
+        front.slot.release();
+        CPPUNIT_ASSERT_EQUAL(std::size_t(0), tb.t.stats().sessions);
+    }
+
+    void testFrontEndSkipsConnectionLimit()
+    {
+        Table tb(64);
+        ClientLimitsConfig cfg;
+        cfg.connection_limit = 2;
+        cfg.exceptions.clear();
+        std::vector<ClientAdmission> keep;
+        for (int i = 0; i < 5; ++i) {
+            keep.push_back(esmtp::admit_client(tb.t, cfg, "192.0.2.1", 25, 0, true));
+            CPPUNIT_ASSERT(keep.back().verdict == ClientTable::Verdict::ok);
+        }
+        CPPUNIT_ASSERT(esmtp::admit_client(tb.t, cfg, "192.0.2.1", 25, 0).verdict ==
+                       ClientTable::Verdict::too_many_connections);
+        // re-keyed to their clients, the front end's count goes down
+        std::string limit;
+        CPPUNIT_ASSERT(keep[0].slot.rekey("198.51.100.1", limit));
+        CPPUNIT_ASSERT(keep[1].slot.rekey("198.51.100.1", limit));
+        CPPUNIT_ASSERT(!keep[2].slot.rekey("198.51.100.1", limit));
+        CPPUNIT_ASSERT_EQUAL(std::string("connection limit 2"), limit);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(4), tb.t.stats().sessions); // 2 front end + 2 of 198.51.100.1
     }
 
     void testSessionMessageRate()

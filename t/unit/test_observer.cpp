@@ -73,7 +73,15 @@ class ObserverTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(554, r.messages[2]);
         CPPUNIT_ASSERT_EQUAL(2u, r.recipients);
         CPPUNIT_ASSERT(r.octets > 3 * 20);
-        CPPUNIT_ASSERT(r.rejects.empty()); // a handler's refusal has no module cause
+        // a handler's 4xx is a failed delivery (the operator's business); its 5xx a decision
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), r.rejects.size());
+        CPPUNIT_ASSERT_EQUAL(1, r.rejects[RejectCause::delivery]);
+        // refused at DATA: a refused message too
+        h.rec->replies["data"] = esmtp::Reply(451, "cannot store", "4.3.0");
+        h.transaction("a@example.com", {"b@example.org"}, "Subject: w\r\n\r\nhi\r\n");
+        CPPUNIT_ASSERT_EQUAL(std::size_t(4), r.messages.size());
+        CPPUNIT_ASSERT_EQUAL(451, r.messages[3]);
+        CPPUNIT_ASSERT_EQUAL(2, r.rejects[RejectCause::delivery]);
     }
 
     void testPhasesAndVerbs()

@@ -35,6 +35,7 @@ class ReplyTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testEndsWithCrlf);
     CPPUNIT_TEST(testCrLfInjectionReplaced);
     CPPUNIT_TEST(testEmptyTextSendsCodeAlone);
+    CPPUNIT_TEST(testOneEnhancedCodeRule);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -135,6 +136,19 @@ class ReplyTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(out.rfind("250", 0) == 0);
         CPPUNIT_ASSERT_EQUAL(std::string::npos, out.find("250-"));
         CPPUNIT_ASSERT(out.size() >= 5 && out.substr(out.size() - 2) == "\r\n");
+    }
+
+    void testOneEnhancedCodeRule()
+    {
+        // one rule for the wire, the handler's reply check and the milter's
+        for (const char *good : {"2.0.0", "5.1.1", "4.7.100", "5.123.456"})
+            CPPUNIT_ASSERT_MESSAGE(good, esmtp::enhanced_code_syntax(good));
+        for (const char *bad : {"", "2.0", "2.0.0.0", "22.0.0", "3.0.0", "9.1.1", "4.1234.1", "4.1.1234", "4..1",
+                                "4.1.", "4.1.1 ", "x.1.1"})
+            CPPUNIT_ASSERT_MESSAGE(bad, !esmtp::enhanced_code_syntax(bad));
+        // what the check refuses is not sent either: the class default goes out
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.0.0 x\r\n"), fmt(Reply(451, "x", "4.1234.1"), true));
+        CPPUNIT_ASSERT_EQUAL(std::string("550 5.0.0 x\r\n"), fmt(Reply(550, "x", "55.1.1"), true));
     }
 };
 

@@ -26,6 +26,7 @@ class XClientTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testBadAttributes);
     CPPUNIT_TEST(testCheckedAgainAfterXclient);
     CPPUNIT_TEST(testConnectRefusedForNewIdentity);
+    CPPUNIT_TEST(testTraceNamesNeutered);
     CPPUNIT_TEST_SUITE_END();
 
     static Harness trusted()
@@ -86,6 +87,9 @@ class XClientTest : public CppUnit::TestFixture
             {"PORT=-1", "Bad PORT syntax"},
             {"PROTO=LMTP", "Bad PROTO syntax: LMTP (SMTP or ESMTP)"},
             {"HELO=a+20b", "Bad HELO syntax"}, // a space inside
+            {"NAME=a..b", "Bad NAME syntax: a..b"},
+            {"NAME=a)(b", "Bad NAME syntax"},
+            {"NAME=[192.0.2.1]", "Bad NAME syntax"},
             {"LOGIN=+00", "Bad LOGIN syntax"},
         };
         for (const auto &c : cases) {
@@ -96,8 +100,10 @@ class XClientTest : public CppUnit::TestFixture
         }
         XClientAttrs a;
         std::string e;
-        CPPUNIT_ASSERT(esmtp::parse_xclient("NAME=" + std::string(255, 'a'), a, e));
-        CPPUNIT_ASSERT(!esmtp::parse_xclient("NAME=" + std::string(256, 'a'), a, e));
+        std::string label(63, 'a');
+        std::string longest = label + "." + label + "." + label + "." + label; // 255 octets
+        CPPUNIT_ASSERT(esmtp::parse_xclient("NAME=" + longest, a, e));
+        CPPUNIT_ASSERT(!esmtp::parse_xclient("NAME=" + longest + "a", a, e));
         CPPUNIT_ASSERT(e.find("too long") != std::string::npos);
         CPPUNIT_ASSERT(!esmtp::parse_xclient("HELO=" + std::string(256, 'a'), a, e));
         CPPUNIT_ASSERT(!esmtp::parse_xclient("LOGIN=" + std::string(256, 'a'), a, e));
@@ -229,6 +235,29 @@ class XClientTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(std::string("554 go away\r\n"), h.send("XCLIENT ADDR=203.0.113.66\r\n"));
         CPPUNIT_ASSERT(h.send("EHLO x\r\n").find("503 5.5.1 Error: access denied") == 0);
         CPPUNIT_ASSERT(h.send("QUIT\r\n").find("221 ") == 0);
+    }
+
+    void testTraceNamesNeutered()
+    {
+        Harness h = trusted();
+        h.start();
+        CPPUNIT_ASSERT_EQUAL(std::string("501 5.5.4 Bad NAME syntax: a..b\r\n"),
+                             h.send("XCLIENT HELO=a)(b[x] NAME=a..b\r\n"));
+        // HELO= stands for the client's EHLO: MAIL may follow at once
+        Harness g = trusted();
+        g.start();
+        g.send("XCLIENT HELO=a)(b[x] NAME=mail.client.example ADDR=203.0.113.1 PROTO=ESMTP\r\n");
+        g.send("MAIL FROM:<a@client.example>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        CPPUNIT_ASSERT_MESSAGE(g.rec->trace_at_data,
+                               g.rec->trace_at_data.find(
+                                   "Received: from a??b?x? (mail.client.example [203.0.113.1])") != std::string::npos);
+        // a domain or address literal is kept as it is
+        Harness l = trusted();
+        l.start();
+        l.send("EHLO [192.0.2.7]\r\n");
+        l.send("MAIL FROM:<a@client.example>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n");
+        CPPUNIT_ASSERT_MESSAGE(l.rec->trace_at_data,
+                               l.rec->trace_at_data.find("Received: from [192.0.2.7] (") != std::string::npos);
     }
 };
 
