@@ -55,7 +55,8 @@ class ConfigUnderTest:
     def __init__(self, esmtp):
         main = ["LoadModule %s_module %s" % (m, q(os.path.join(MODULESDIR, "mod_%s.so" % m)))
                 for m in STOCK_MODULES]
-        self.httpd = Httpd(esmtp=esmtp, test_handler=False, main_extra=main, prefix="esmtp-docs-")
+        # the blocks are written for Debian's default MPM (event)
+        self.httpd = Httpd(mpm="event", esmtp=esmtp, test_handler=False, main_extra=main, prefix="esmtp-docs-")
         r = self.httpd.root
         # ${APACHE_LOG_DIR} is the harness's logs/
         self.httpd.main_extra += ["MDStoreDir %s" % q(os.path.join(r, "md")),

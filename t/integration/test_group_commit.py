@@ -28,6 +28,8 @@ PER_SESSION = 6
 
 
 class GroupCommitTest(ServerTestCase):
+    # threads of one child share a flush: the event MPM's sizing below
+    mpm = "event"
     httpd_options = {"mpm_lines": ONE_CHILD}
 
     @classmethod
