@@ -13,7 +13,9 @@ lateness is reported as `late_ms_max`). A request fails when the status is
 not 200, the connection fails, or it takes longer than --timeout.
 
 Prints one JSON line: requests, ok, failed (with reasons), the latencies of
-the successful ones in ms (sorted) and their p50/p90/p99/max.
+the successful ones in ms (sorted), p50/p90/p99/max over every request (a
+failed one ranked slowest; null where the percentile is a failure) and
+ok_p50... over the successful ones.
 """
 
 import argparse
@@ -32,10 +34,17 @@ def percentile(sorted_values, p):
     return sorted_values[k]
 
 
-def summarize(latencies):
-    values = sorted(latencies)
-    return {"p50": percentile(values, 50), "p90": percentile(values, 90), "p99": percentile(values, 99),
-            "max": values[-1] if values else None}
+def summarize(latencies, failed=0):
+    """p50/p90/p99/max over every request, a failed one ranked slowest
+    (None where a percentile falls on a failure: slower than --timeout or
+    no page at all), and ok_* over the successful ones only."""
+    ok = sorted(latencies)
+    every = ok + [None] * failed
+    out = {"p50": percentile(every, 50), "p90": percentile(every, 90), "p99": percentile(every, 99),
+           "max": every[-1] if every else None}
+    out.update(ok_p50=percentile(ok, 50), ok_p90=percentile(ok, 90), ok_p99=percentile(ok, 99),
+               ok_max=ok[-1] if ok else None)
+    return out
 
 
 async def one(args, due, out):
@@ -81,9 +90,10 @@ async def run(args):
         tasks.append(asyncio.create_task(one(args, due, out)))
     await asyncio.gather(*tasks)
     lat = sorted(out["latencies"])
-    result = {"requests": total, "ok": len(lat), "failed": sum(out["failed"].values()),
-              "failures": out["failed"], "rate": args.rate, "duration_s": args.duration,
-              "late_ms_max": out["late_ms_max"], **summarize(lat),
+    failed = sum(out["failed"].values())
+    result = {"requests": total, "ok": len(lat), "failed": failed, "failures": out["failed"], "rate": args.rate,
+              "duration_s": args.duration, "timeout_s": args.timeout, "late_ms_max": out["late_ms_max"],
+              **summarize(lat, failed),
               "latencies_ms": [round(v, 3) for v in lat]}
     return result
 

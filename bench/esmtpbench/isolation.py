@@ -392,8 +392,8 @@ def run_row(args, setup, row, idle_p99):
         result["p99_x_idle"] = ratio
         result["target_met"] = (row == "idle" or (ratio is not None and ratio <= 2.0)) and \
             result["ah00484"] == 0 and http["failed"] == 0
-        log("%s: HTTP p50 %.1f p90 %.1f p99 %.1f max %.1f ms, %d failed%s; AH00484 x%d; busy workers peak %s; %s" % (
-            row, http["p50"] or 0, http["p90"] or 0, http["p99"] or 0, http["max"] or 0, http["failed"],
+        log("%s: HTTP p50 %s p90 %s p99 %s max %s ms, %d failed%s; AH00484 x%d; busy workers peak %s; %s" % (
+            row, *(fmt_ms(http[k], http["timeout_s"]) for k in ("p50", "p90", "p99", "max")), http["failed"],
             ", p99 %.2fx idle" % ratio if ratio else "", result["ah00484"],
             result["status"]["peak"].get("BusyWorkers"), text))
     return result
@@ -401,8 +401,11 @@ def run_row(args, setup, row, idle_p99):
 
 # ------------------------------------------------------------------ report
 
-def fmt_ms(v):
-    return "–" if v is None else ("%.1f" % v if v < 100 else "{:,.0f}".format(v))
+def fmt_ms(v, timeout=None):
+    """A latency; None is a failed request (`> timeout`)."""
+    if v is None:
+        return "> %s s" % "{:g}".format(timeout) if timeout else "–"
+    return "%.1f" % v if v < 100 else "{:,.0f}".format(v)
 
 
 def smtp_text(r):
@@ -428,12 +431,17 @@ def table(results, max_workers):
     for r in results:
         h = r.get("http") or {}
         load = "%s %s" % ("{:,}".format(r["count"]), r["load"]) if r["row"] != "idle" else "none"
-        peak = (r.get("status") or {}).get("peak", {}).get("BusyWorkers")
+        st = r.get("status") or {}
+        peak = st.get("peak", {}).get("BusyWorkers")
+        peak = "–" if peak is None else str(peak)
+        if st.get("failed"):
+            peak += " (mod_status unanswered %d of %d times)" % (st["failed"], st["failed"] + st["samples"])
         target = "–" if "target_met" not in r else ("met" if r["target_met"] else "**missed**")
         out.append("| %s | %s | %s / %s / %s / %s | %s | %s | %s | %s | %s | %s |" % (
-            r["row"], load, fmt_ms(h.get("p50")), fmt_ms(h.get("p90")), fmt_ms(h.get("p99")), fmt_ms(h.get("max")),
+            r["row"], load, *(fmt_ms(h.get(k), h.get("timeout_s")) for k in ("p50", "p90", "p99", "max")),
             "{:,} of {:,}".format(h["failed"], h["requests"]) if h else "–",
-            "%.2f×" % r["p99_x_idle"] if r.get("p99_x_idle") else "–", peak if peak is not None else "–",
+            "%.2f×" % r["p99_x_idle"] if r.get("p99_x_idle") else ("∞" if h and h.get("p99") is None else "–"),
+            peak,
             "{:,}".format(r["ah00484"]), smtp_text(r) if r["row"] != "idle" else "–", target))
     return "\n".join(out)
 
@@ -454,7 +462,8 @@ def write_report(args, info, results, setup, t_total):
     md.append("One httpd, event MPM: %s; everything else the module's defaults%s%s. An HTTP virtual host serves "
               "a static page (%d bytes); %s req/s, each a new connection (`Connection: close`), open loop for %s s "
               "per row after the load has connected every client and %s s more; latency from the moment a request "
-              "was due to its last byte; a request failed if it took over %s s or was not a 200. The SMTP loads "
+              "was due to its last byte; a request failed if it took over %s s or was not a 200, and counts in "
+              "the percentiles as the slowest (`> %s s` where a percentile falls on one). The SMTP loads "
               "open at most %s connections per second (all clients together). A fresh httpd per row, same "
               "configuration. Busy workers: the peak of mod_status `BusyWorkers` (sampled every second; it counts "
               "the worker serving the sample). **Shared 2-core machine: other sessions' builds and tests ran "
@@ -463,7 +472,7 @@ def write_report(args, info, results, setup, t_total):
                   if args.extra_conf else "",
                   "; in each SMTP virtual host: %s" % "; ".join("`%s`" % l for l in args.vhost_conf)
                   if args.vhost_conf else "", len(PAGE), args.rate, args.duration, args.settle,
-                  args.http_timeout, args.connect_rate))
+                  args.http_timeout, "{:g}".format(args.http_timeout), args.connect_rate))
     md.append("")
     md.append("SMTP virtual hosts (each `ESMTPAcceptDomains bench.test`): auth: `ESMTPHandler discard`, "
               "`ESMTPAuth PLAIN LOGIN` checked against an htpasswd file (bcrypt), **`ESMTPAuthRequireTLS Off`** "
