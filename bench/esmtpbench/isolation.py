@@ -312,6 +312,8 @@ def reached_state(row, count, load, backend):
 
 def run_row(args, setup, row, idle_p99):
     desc, default_count, backend_mode = ROWS[row]
+    if row == "milter":
+        backend_mode = "milter-" + args.milter_stage
     count = args.count if args.count is not None else default_count
     httpd, vhosts = setup.make_httpd(row)
     result = {"row": row, "load": desc, "count": count if row != "idle" else 0, "problems": []}
@@ -338,7 +340,7 @@ def run_row(args, setup, row, idle_p99):
             ramp = load.json_line(count / args.connect_rate + 60)
             if ramp is None:
                 raise RuntimeError("the %s load did not ramp up: %s" % (row, "".join(load.err)[-1000:]))
-            log("%s: %d clients connected in %.1fs (%d connects, %d failed); settling %gs" % (
+            log("%s: %d clients made their first connection attempt in %.1fs (%d connected, %d failed); settling %gs" % (
                 row, count, ramp["seconds"], ramp["connects"], ramp["connect_failed"], args.settle))
             time.sleep(args.settle)
         roots = [httpd.proc.pid]
@@ -420,6 +422,8 @@ def smtp_text(r):
     if codes:
         text += " (%s)" % codes
     text += "; no reply yet at the end: {:,}".format(s["waiting"])
+    if s["connect_failed"]:
+        text += "; connections failed: {:,}".format(s["connect_failed"])
     return text
 
 
@@ -478,11 +482,12 @@ def write_report(args, info, results, setup, t_total):
               "`ESMTPAuth PLAIN LOGIN` checked against an htpasswd file (bcrypt), **`ESMTPAuthRequireTLS Off`** "
               "(plaintext AUTH, so that the row measures the AUTH path, not TLS); lmtp: `ESMTPHandler lmtp` to "
               "`bench/peers/blackhole.py --mode lmtp` (accepts, never greets); milter: `ESMTPMilter` to "
-              "`blackhole.py --mode milter-optneg` (accepts, never answers OPTNEG); proxy: `ESMTPProxyProtocol v1`, "
+              "`blackhole.py --mode milter-%s` (accepts, never answers %s); proxy: `ESMTPProxyProtocol v1`, "
               "`ESMTPProxyTrusted 192.0.2.1` (the load comes from 127.0.1.x: untrusted); tls: `SSLEngine on` "
               "without `ESMTPStartTLS` (implicit TLS), the load from the one address 127.0.3.1. The other loads "
               "come from one loopback address per 4 clients (the module's default `ESMTPClientLimitExceptions` "
-              "exempts 127.0.0.0/8 from the per-client limits anyway).")
+              "exempts 127.0.0.0/8 from the per-client limits anyway)." % (
+                  args.milter_stage, "OPTNEG" if args.milter_stage == "optneg" else "after OPTNEG"))
     md += ["", "Target (issue 20): p99 within 2× of idle, no AH00484, no failed HTTP request.", ""]
     md.append(table(results, max_workers))
     md += ["", "## Per row", ""]
@@ -534,7 +539,7 @@ def parse_args(argv):
                     "the others' p99 is compared with it)" % ",".join(ROW_ORDER))
     ap.add_argument("--count", type=int, default=None, help="clients of every load (default: 1000 for auth, lmtp "
                     "and milter, 500 for proxy and tls, as in issue 20)")
-    ap.add_argument("--duration", type=float, default=25.0, help="seconds of HTTP measurement per row (default 25)")
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds of HTTP measurement per row (default 20)")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds between the load's ramp-up and the "
                     "measurement (default 3)")
     ap.add_argument("--rate", type=float, default=50.0, help="HTTP requests per second (default 50)")
@@ -544,6 +549,8 @@ def parse_args(argv):
                     "all clients together (default 200)")
     ap.add_argument("--short", action="store_true", help="smoke test: --count 20 --duration 3 --settle 1, "
                     "unless given")
+    ap.add_argument("--milter-stage", choices=("optneg", "connect"), default="optneg",
+                    help="where the silent milter stops answering: at OPTNEG (default) or after it, at CONNECT")
     ap.add_argument("--mpm", action="append", default=[], metavar="LINE",
                     help="an MPM/core directive replacing Debian's of the same name (repeatable), e.g. "
                     "'MaxRequestWorkers 400' or 'AsyncRequestWorkerFactor 8'")
