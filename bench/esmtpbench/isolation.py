@@ -344,7 +344,9 @@ def run_row(args, setup, row, idle_p99):
                 row, count, ramp["seconds"], ramp["connects"], ramp["connect_failed"], args.settle))
             time.sleep(args.settle)
         roots = [httpd.proc.pid]
+        load_roots = [load.p.pid] if load else []
         cpu0, busy0, t0 = procstat.cpu_seconds(roots), procstat.system_busy_seconds(), time.monotonic()
+        load_cpu0 = procstat.cpu_seconds(load_roots)
         with Sampler(setup.http_port) as sampler:
             probe = Proc([sys.executable, os.path.join(HERE, "httprate.py"), "--port", str(setup.http_port),
                           "--rate", str(args.rate), "--duration", str(args.duration), "--timeout",
@@ -353,6 +355,7 @@ def run_row(args, setup, row, idle_p99):
             probe.stop()
         wall = time.monotonic() - t0
         cpu = procstat.cpu_seconds(roots) - cpu0
+        load_cpu = procstat.cpu_seconds(load_roots) - load_cpu0
         busy = procstat.system_busy_seconds() - busy0
         if http is None:
             raise RuntimeError("the HTTP probe gave no result: %s" % "".join(probe.err)[-1000:])
@@ -367,7 +370,8 @@ def run_row(args, setup, row, idle_p99):
             backend.stop()
             bsum = backend.json_line(5)
         result.update(http=http, ramp=ramp, smtp=final, backend=bsum, status=sampler.summary(),
-                      httpd_cpu_pct=100.0 * cpu / wall, machine_cpu_pct=100.0 * busy / wall)
+                      httpd_cpu_pct=100.0 * cpu / wall, load_cpu_pct=100.0 * load_cpu / wall,
+                      machine_cpu_pct=100.0 * busy / wall)
     except Exception as e:  # noqa: BLE001: a failed row is reported, the others still run
         result["problems"].append("row failed: %s" % e)
         log("%s: FAILED: %s" % (row, e))
@@ -464,14 +468,14 @@ def write_report(args, info, results, setup, t_total):
                   else ""))
     md.append("")
     md.append("One httpd, event MPM: %s; everything else the module's defaults%s%s. An HTTP virtual host serves "
-              "a static page (%d bytes); %s req/s, each a new connection (`Connection: close`), open loop for %s s "
-              "per row after the load has connected every client and %s s more; latency from the moment a request "
+              "a static page (%d bytes); %g req/s, each a new connection (`Connection: close`), open loop for %g s "
+              "per row, starting %g s after every client of the load made its first connection attempt; latency from the moment a request "
               "was due to its last byte; a request failed if it took over %s s or was not a 200, and counts in "
               "the percentiles as the slowest (`> %s s` where a percentile falls on one). The SMTP loads "
-              "open at most %s connections per second (all clients together). A fresh httpd per row, same "
+              "open at most %g connections per second (all clients together). A fresh httpd per row, same "
               "configuration. Busy workers: the peak of mod_status `BusyWorkers` (sampled every second; it counts "
               "the worker serving the sample). **Shared 2-core machine: other sessions' builds and tests ran "
-              "meanwhile (machine CPU in the JSON); latencies are noisy, compare within one run.**" % (
+              "meanwhile (see the CPU of the machine in the per-row notes); latencies are noisy, compare within one run.**" % (
                   mpm, "; in the main server: %s" % "; ".join("`%s`" % l for l in args.extra_conf)
                   if args.extra_conf else "",
                   "; in each SMTP virtual host: %s" % "; ".join("`%s`" % l for l in args.vhost_conf)
@@ -506,8 +510,8 @@ def write_report(args, info, results, setup, t_total):
         if esmtp_peaks:
             md.append("  - mod_status peaks: %s" % ", ".join("%s %s" % kv for kv in sorted(esmtp_peaks.items())))
         if "httpd_cpu_pct" in r:
-            md.append("  - CPU during the measurement: httpd %.0f%%, whole machine %.0f%% (of one core; 200%% = both)" % (
-                r["httpd_cpu_pct"], r["machine_cpu_pct"]))
+            md.append("  - CPU during the measurement (%% of one core; 200%% = both): httpd %.0f%%, SMTP load generator "
+                      "%.0f%%, whole machine %.0f%%" % (r["httpd_cpu_pct"], r["load_cpu_pct"], r["machine_cpu_pct"]))
         codes = {k: v for k, v in r.get("ah_codes", {}).items()}
         if codes:
             md.append("  - error log AH codes: %s" % ", ".join("%s×%d" % kv for kv in sorted(codes.items())))
