@@ -284,29 +284,27 @@ def scan_error_log(path):
 
 
 def reached_state(row, count, load, backend):
-    """Whether the load did what it is meant to (independent of timing):
-    (ok, text). The state a row needs at least: every client got to its
-    abusive step once (or was refused with a reply before it)."""
+    """Whether the load did what it is meant to: (ok, text). ok needs the
+    abuse to have reached the server (replies to the step, connections held
+    by the black hole, half ClientHellos sent); how many clients got that far
+    at once is in the text: under the landed code a full server keeps the
+    others in its listen queue, which is the point of the measurement, not a
+    failure of the load (test_bench_isolation.py asserts every client with
+    a small count)."""
     if row == "idle":
         return True, "-"
     if not load:
         return False, "no result from the load"
     replies = sum(load["replies"].values())
-    if row == "auth":
-        # every client sent AUTH at least once and replies came back
-        ok = load["steps"] >= count and replies > 0
-        return ok, "%d AUTH sent, %d replies" % (load["steps"], replies)
+    at_once = "at most %d of %d clients at the step at once" % (load["peak_waiting"], count)
+    if row in ("auth", "proxy"):
+        return replies > 0, "%d steps sent, %d replies, %s" % (load["steps"], replies, at_once)
     if row in ("lmtp", "milter"):
         held = (backend or {}).get("peak_open", 0)
-        ok = load["steps"] >= count and held > 0
-        return ok, "%d clients at the step (peak %d waiting), %d backend connections held (peak)" % (
-            load["steps"], load["peak_waiting"], held)
-    if row == "proxy":
-        ok = load["steps"] >= count and replies > 0
-        return ok, "%d connections, %d replies" % (load["steps"], replies)
+        return load["steps"] > 0 and held > 0, "%d steps sent, %s, the black hole held at most %d connections" % (
+            load["steps"], at_once, held)
     if row == "tls":
-        ok = load["steps"] >= count
-        return ok, "%d half ClientHellos sent, peak %d open" % (load["steps"], load["peak_waiting"])
+        return load["steps"] > 0, "%d half ClientHellos sent, %s" % (load["steps"], at_once)
     return False, "?"
 
 
