@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.request
 
-from . import procstat, servers
+from . import procstat
 from .main import log, machine_info, raise_nofile, snapshot_module
 from .servers import _BenchHttpd, harness
 
@@ -382,7 +382,8 @@ def run_row(args, setup, row, idle_p99):
             ramp = load.json_line(count / args.connect_rate + 60)
             if ramp is None:
                 raise RuntimeError("the %s load did not ramp up: %s" % (row, "".join(load.err)[-1000:]))
-            log("%s: %d clients made their first connection attempt in %.1fs (%d connected, %d failed); settling %gs" % (
+            log("%s: %d clients made their first connection attempt in %.1fs (%d connected, %d failed); "
+                "settling %gs" % (
                 row, count, ramp["seconds"], ramp["connects"], ramp["connect_failed"], args.settle))
             time.sleep(args.settle)
         roots = [httpd.proc.pid]
@@ -415,7 +416,8 @@ def run_row(args, setup, row, idle_p99):
         if backend:
             backend.stop()
             bsum = backend.json_line(5)
-        result.update(http=http, ramp=ramp, smtp=final, backend=bsum, status=sampler.summary(), workers=workers.summary(),
+        result.update(http=http, ramp=ramp, smtp=final, backend=bsum, status=sampler.summary(),
+                      workers=workers.summary(),
                       httpd_cpu_pct=100.0 * cpu / wall, load_cpu_pct=100.0 * load_cpu / wall,
                       machine_cpu_pct=100.0 * busy / wall)
     except Exception as e:  # noqa: BLE001: a failed row is reported, the others still run
@@ -514,7 +516,8 @@ def write_report(args, info, results, setup, t_total):
     md.append("")
     md.append("One httpd, event MPM: %s; everything else the module's defaults%s%s. An HTTP virtual host serves "
               "a static page (%d bytes); %g req/s, each a new connection (`Connection: close`), open loop for %g s "
-              "per row, starting %g s after every client of the load made its first connection attempt; latency from the moment a request "
+              "per row, starting %g s after every client of the load made its first connection attempt; "
+              "latency from the moment a request "
               "was due to its last byte; a request failed if it took over %g s or was not a 200, and counts in "
               "the percentiles as the slowest (`> %s s` where a percentile falls on one). The SMTP loads "
               "open at most %g connections per second (all clients together). A fresh httpd per row, same "
@@ -522,7 +525,8 @@ def write_report(args, info, results, setup, t_total):
               "(from /proc, every 0.5 s: an idle event worker waits on a futex; one held by a backend, a sleep or "
               "a handshake waits in poll or nanosleep); mod_status `BusyWorkers` is in the per-row notes when it "
               "answered. **Shared 2-core machine: other sessions' builds and tests ran "
-              "meanwhile (see the CPU of the machine in the per-row notes); latencies are noisy, compare within one run.**" % (
+              "meanwhile (see the CPU of the machine in the per-row notes); latencies are noisy, compare within "
+              "one run.**" % (
                   mpm, "; in the main server: %s" % "; ".join("`%s`" % l for l in args.extra_conf)
                   if args.extra_conf else "",
                   "; in each SMTP virtual host: %s" % "; ".join("`%s`" % l for l in args.vhost_conf)
@@ -563,7 +567,8 @@ def write_report(args, info, results, setup, t_total):
             md.append("  - workers held (from /proc): peak %s, mean %.1f over %d samples" % (
                 w["peak"], w["mean"], w["samples"]))
         if "httpd_cpu_pct" in r:
-            md.append("  - CPU during the measurement (%% of one core; 200%% = both): httpd %.0f%%, SMTP load generator "
+            md.append("  - CPU during the measurement (%% of one core; 200%% = both): httpd %.0f%%, "
+                      "SMTP load generator "
                       "%.0f%%, whole machine %.0f%%" % (r["httpd_cpu_pct"], r["load_cpu_pct"], r["machine_cpu_pct"]))
         codes = {k: v for k, v in r.get("ah_codes", {}).items()}
         if codes:

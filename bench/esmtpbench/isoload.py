@@ -134,7 +134,8 @@ class Stats:
                 classes[key] += n
         return {"connects": self.connects, "connect_failed": self.connect_failed, "steps": self.steps,
                 "replies": dict(sorted(self.replies.items())), "classes": classes, "closed": self.closed,
-                "closed_early": self.closed_early, "waiting": self.waiting, "peak_waiting": self.peak_waiting, "errors": self.errors}
+                "closed_early": self.closed_early, "waiting": self.waiting, "peak_waiting": self.peak_waiting,
+                "errors": self.errors}
 
 
 class Session:
