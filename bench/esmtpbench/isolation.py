@@ -352,6 +352,31 @@ def reached_state(row, count, load, backend):
     return False, "?"
 
 
+def state_complete(row, count, st):
+    """Every client of the load is at its step (waiting for the reply, or
+    holding its half ClientHello), or, where the reply comes at once (auth:
+    after the failure delay; proxy), as many replies as clients came back."""
+    if row in ("auth", "proxy"):
+        return sum(st["replies"].values()) >= count
+    return st["waiting"] >= count
+
+
+def wait_state(load, row, count, limit):
+    """Poll the load (`status`) until state_complete() or `limit` seconds:
+    {"complete": bool, "seconds": waited}."""
+    t0 = time.monotonic()
+    while True:
+        load.p.stdin.write("status\n")
+        load.p.stdin.flush()
+        st = load.json_line(10)
+        done = st is not None and state_complete(row, count, st)
+        if done or time.monotonic() - t0 >= limit:
+            log("%s: %s after %.1fs" % (row, "every client at its step" if done else "state not complete",
+                                         time.monotonic() - t0))
+            return {"complete": done, "seconds": time.monotonic() - t0}
+        time.sleep(0.2)
+
+
 def run_row(args, setup, row, idle_p99):
     desc, default_count, backend_mode = ROWS[row]
     if row == "milter":
@@ -385,6 +410,8 @@ def run_row(args, setup, row, idle_p99):
             log("%s: %d clients made their first connection attempt in %.1fs (%d connected, %d failed); "
                 "settling %gs" % (
                 row, count, ramp["seconds"], ramp["connects"], ramp["connect_failed"], args.settle))
+            if args.wait_state > 0:
+                result["state_wait"] = wait_state(load, row, count, args.wait_state)
             time.sleep(args.settle)
         roots = [httpd.proc.pid]
         load_roots = [load.p.pid] if load else []
@@ -609,6 +636,10 @@ def parse_args(argv):
                     "(default 10 s)")
     ap.add_argument("--connect-rate", type=float, default=200.0, help="new SMTP connections per second of a load, "
                     "all clients together (default 200)")
+    ap.add_argument("--wait-state", type=float, default=0, metavar="S",
+                    help="after the ramp-up, wait up to S seconds until every client is at its step (or, for auth "
+                    "and proxy, as many replies as clients came back) before settling (default 0: do not wait; "
+                    "under a full server most clients never get there)")
     ap.add_argument("--short", action="store_true", help="smoke test: --count 20 --duration 3 --settle 1, "
                     "unless given")
     ap.add_argument("--milter-stage", choices=("optneg", "connect"), default="optneg",

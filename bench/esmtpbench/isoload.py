@@ -31,8 +31,9 @@ the same pacing. --sources K spreads the clients over K loopback source
 addresses from --source-base (1: all from that one address).
 
 Prints one JSON line when every client has made its first connection
-attempt ("ramped"), then on `stop` (a line on stdin, or EOF) closes
-everything and prints the final JSON line with the counts: connections,
+attempt ("ramped"); then `status` on stdin prints the counts so far, and
+`stop` (or EOF) closes everything and prints the final JSON line with the
+counts: connections,
 connect failures, steps sent, replies by code, closed, and `waiting` (steps
 still without a reply when stopped) with its peak over the run.
 """
@@ -266,7 +267,11 @@ class Load:
         # the last client's connect may still be in progress: give it a moment
         await asyncio.sleep(min(1.0, self.args.connect_timeout))
         print(json.dumps({"ramped": True, "seconds": time.monotonic() - t0, **self.stats.summary()}), flush=True)
-        await loop.run_in_executor(None, sys.stdin.readline)
+        while True:
+            line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
+            if line != "status":
+                break  # stop, or EOF
+            print(json.dumps(self.stats.summary()), flush=True)
         final = self.stats.summary()
         for t in tasks:
             t.cancel()

@@ -26,7 +26,7 @@ class IsolationSmokeTest(unittest.TestCase):
     def setUpClass(cls):
         cls.out = tempfile.mkdtemp(prefix="esmtp-it-isolation-")
         cls.proc = subprocess.run([sys.executable, ISOLATION, "--short", "--count", str(COUNT), "--duration", "2",
-                                   "--settle", "0.5", "--out", cls.out], stdout=subprocess.PIPE,
+                                   "--settle", "0.5", "--wait-state", "120", "--out", cls.out], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True, timeout=600)
         try:
             with open(os.path.join(cls.out, "results.json")) as f:
@@ -42,6 +42,8 @@ class IsolationSmokeTest(unittest.TestCase):
         self.assertIn(name, self.rows, self.proc.stderr[-3000:])
         r = self.rows[name]
         self.assertEqual(r["problems"], [], r)
+        if name != "idle":  # the run waited for the state before measuring (bounded by --wait-state)
+            self.assertTrue(r["state_wait"]["complete"], r["state_wait"])
         return r
 
     def test_run_succeeds_with_every_row(self):
