@@ -581,6 +581,10 @@ def write_report(args, info, results, setup, t_total):
                 r["ramp"]["seconds"], (r.get("smtp") or r["ramp"])["connect_failed"],
                 json.dumps({k: (r.get("smtp") or {}).get(k) for k in
                             ("connects", "steps", "closed_early", "peak_waiting", "errors")})))
+        if r.get("state_wait"):
+            md.append("  - --wait-state: %s after %.1f s" % (
+                "every client at its step" if r["state_wait"]["complete"] else "NOT every client at its step",
+                r["state_wait"]["seconds"]))
         if r.get("backend"):
             md.append("  - backend: %s" % json.dumps(r["backend"]))
         st = r.get("status") or {}
