@@ -653,7 +653,8 @@ def parse_args(argv):
                     "'MaxRequestWorkers 400' or 'AsyncRequestWorkerFactor 8'")
     ap.add_argument("--extra-conf", action="append", default=[], metavar="LINE",
                     help="a directive for the main server config (repeatable; ESMTP directives there are "
-                    "inherited by every SMTP virtual host), e.g. 'ESMTPMaxWorkers 50%%'")
+                    "inherited by every SMTP virtual host), e.g. the cap on the workers SMTP holds (issue 20) or "
+                    "'ESMTPAuthFailureDelay 0'")
     ap.add_argument("--vhost-conf", action="append", default=[], metavar="LINE",
                     help="a directive for each SMTP virtual host (repeatable), e.g. 'ESMTPTimeout tls=10'")
     ap.add_argument("--module", default=None, help="mod_esmtp.so to measure (default: the build tree's; copied "
