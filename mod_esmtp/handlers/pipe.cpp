@@ -1,5 +1,6 @@
 #include "handlers/fd.hpp"
 #include "handlers/pipe.hpp"
+#include "handlers/spool.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -22,9 +23,6 @@ namespace esmtp
 namespace
 {
 
-// The spool is written in blocks of this size: memory stays bounded
-// whatever the message size.
-constexpr std::size_t kSpoolBlock = 64 * 1024;
 // Only the start of stderr matters (its first line is the reply text); the
 // rest is read and thrown away so that a chatty command never blocks on a
 // full pipe.
@@ -274,45 +272,6 @@ std::string reply_text(std::string_view err, std::string_view fallback)
     return out.empty() ? std::string(fallback) : out;
 }
 
-// Where the spool lives: $TMPDIR when absolute, else /tmp.
-std::string spool_dir()
-{
-    const char *env = std::getenv("TMPDIR");
-    return env && *env == '/' ? env : "/tmp";
-}
-
-// An unlinked temporary file: nothing to clean up on disk, whatever happens.
-Fd open_spool()
-{
-    std::string dir = spool_dir();
-    int fd = -1;
-#ifdef O_TMPFILE
-    fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        return Fd(fd);
-#endif
-    // O_TMPFILE unsupported by the file system: create and unlink at once.
-    std::string path = dir + "/esmtp-pipe-XXXXXX";
-    fd = ::mkostemp(path.data(), O_CLOEXEC);
-    if (fd >= 0)
-        ::unlink(path.c_str());
-    return Fd(fd);
-}
-
-bool write_all(int fd, std::string_view data)
-{
-    while (!data.empty()) {
-        ssize_t n = ::write(fd, data.data(), data.size());
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return false;
-        }
-        data.remove_prefix(static_cast<std::size_t>(n));
-    }
-    return true;
-}
-
 int pidfd_open(pid_t pid)
 {
 #ifdef SYS_pidfd_open
@@ -370,41 +329,35 @@ class PipeHandler final : public Handler
 
     Reply data(SessionView &s) override
     {
-        discard();
-        spool_ = open_spool();
-        if (!spool_) {
+        if (!spool_.open()) {
             s.error(std::string("pipe: cannot create a temporary file in ") + spool_dir() + ": " +
                     std::strerror(errno));
             return Reply(451, "Local error in processing", "4.3.0");
         }
-        error_ = 0;
-        size_ = 0;
-        append(s.trace_headers());
+        spool_.append(s.trace_headers());
         return {};
     }
-    void header(SessionView &, const HeaderField &f) override { append(f.raw); }
-    void eoh(SessionView &, std::string_view raw) override { append(raw); }
-    void body(SessionView &, std::string_view chunk) override { append(chunk); }
+    void header(SessionView &, const HeaderField &f) override { spool_.append(f.raw); }
+    void eoh(SessionView &, std::string_view raw) override { spool_.append(raw); }
+    void body(SessionView &, std::string_view chunk) override { spool_.append(chunk); }
 
     Reply eom(SessionView &s) override
     {
-        if (!spool_)
+        if (!spool_.is_open())
             return Reply(451, "Message not stored; try again later", "4.3.0");
-        flush();
-        if (error_ == 0 && ::lseek(spool_.get(), 0, SEEK_SET) != 0)
-            error_ = errno;
-        if (error_ != 0) {
+        int error = 0;
+        if (!spool_.finish(error)) {
             s.error(std::string("pipe: cannot write the temporary file in ") + spool_dir() + ": " +
-                    std::strerror(error_));
-            discard();
+                    std::strerror(error));
+            spool_.discard();
             return Reply(451, "Local error in processing", "4.3.0");
         }
         Reply r = run(s);
-        discard();
+        spool_.discard();
         return r;
     }
 
-    void abort(SessionView &) override { discard(); }
+    void abort(SessionView &) override { spool_.discard(); }
 
   private:
     static Reply check_helo(std::string_view domain)
@@ -435,7 +388,7 @@ class PipeHandler final : public Handler
         v.client_hostname = s.remote_host();
         v.helo_name = s.helo_name();
         v.queue_id = s.queue_id();
-        v.size = std::to_string(size_);
+        v.size = std::to_string(spool_.size());
 
         // Each expansion is exactly one argv element: nothing is split or
         // parsed, so no envelope text can become an extra argument.
@@ -517,7 +470,7 @@ class PipeHandler final : public Handler
         }
         // stdin: the spool; stdout: /dev/null; stderr: our pipe; nothing else
         // (httpd's listening sockets and other sessions' fds stay with httpd).
-        posix_spawn_file_actions_adddup2(fa.get(), spool_.get(), 0);
+        posix_spawn_file_actions_adddup2(fa.get(), spool_.fd(), 0);
         posix_spawn_file_actions_addopen(fa.get(), 1, "/dev/null", O_WRONLY, 0);
         posix_spawn_file_actions_adddup2(fa.get(), err_w.get(), 2);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
@@ -615,34 +568,8 @@ class PipeHandler final : public Handler
         }
     }
 
-    void append(std::string_view bytes)
-    {
-        if (!spool_ || error_ != 0)
-            return;
-        size_ += bytes.size();
-        buf_.append(bytes);
-        if (buf_.size() >= kSpoolBlock)
-            flush();
-    }
-    void flush()
-    {
-        if (error_ == 0 && !write_all(spool_.get(), buf_))
-            error_ = errno;
-        buf_.clear();
-    }
-    void discard()
-    {
-        spool_.reset();
-        buf_.clear();
-        if (buf_.capacity() > 2 * kSpoolBlock)
-            buf_.shrink_to_fit();
-    }
-
     std::shared_ptr<const Settings> settings_;
-    Fd spool_;
-    std::string buf_;
-    std::uint64_t size_ = 0;
-    int error_ = 0;
+    Spool spool_;
 };
 
 class PipeFactory final : public HandlerFactory
