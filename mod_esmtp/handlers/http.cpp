@@ -482,6 +482,8 @@ std::shared_ptr<HandlerFactory> HttpProvider::configure(const HandlerContext &ct
         } else if (key == "reject") {
             s.reject.clear();
             std::string_view list = v;
+            if (v.back() == ',' || v.front() == ',')
+                list = ","; // an empty item: refused below
             while (!list.empty()) {
                 std::string item(list.substr(0, list.find(',')));
                 list.remove_prefix(std::min(list.size(), item.size() + 1));
