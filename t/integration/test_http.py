@@ -9,11 +9,14 @@ in bounded memory."""
 
 import os
 import re
+import shutil
 import smtplib
+import socket
 import subprocess
+import sys
 import time
 
-from harness import MODULESDIR, RawClient, ServerTestCase, free_port, q, queue_id_of, split_delivered, wait_for
+from harness import MODULESDIR, TOP_SRCDIR, RawClient, ServerTestCase, free_port, q, queue_id_of, split_delivered, wait_for
 from http_app import App, tls_context
 from test_extensions import RssSampler
 
@@ -320,3 +323,125 @@ class HttpHandlerTest(ServerTestCase):
         trace_len = post["size"] - len(head) - 100 * len(block)
         self.assertGreater(trace_len, 50)
         self.assertLess(sampler.peak, 10 * 1024, "httpd child grew by %d kB" % sampler.peak)
+
+
+def readme_block(language):
+    """The ```LANGUAGE block of the README's http handler section."""
+    with open(os.path.join(TOP_SRCDIR, "README.md"), encoding="utf-8") as f:
+        text = f.read()
+    start = text.index("\n### `http URL")
+    section = text[start:text.index("\n### ", start + 1)]
+    m = re.search(r"^```%s\n(.*?)^```" % language, section, re.S | re.M)
+    if not m:
+        raise AssertionError("no ```%s block in the README's http section" % language)
+    return m.group(1)
+
+
+class ReadmeReceiverTest(ServerTestCase):
+    """The receivers of the README, as written: the Python one (signature,
+    recipient check, storage) and the Node check, each posted to by the
+    handler with the right secret (250) and a wrong one (refused: 451)."""
+    allowed_log = ()
+
+    @classmethod
+    def configure(cls, httpd):
+        conf = os.path.join(httpd.root, "conf")
+        cls.secret_file = os.path.join(conf, "secret")
+        with open(cls.secret_file, "wb") as f:
+            f.write(SECRET + b"\n")
+        wrong = os.path.join(conf, "wrong-secret")
+        with open(wrong, "wb") as f:
+            f.write(b"not-the-application-secret\n")
+        cls.inbox = os.path.join(httpd.root, "inbox")
+        os.makedirs(cls.inbox)
+        cls.procs = []
+        cls.py_port, cls.node_port = free_port(), free_port()
+        receiver = os.path.join(httpd.root, "receiver.py")
+        with open(receiver, "w") as f:
+            f.write(readme_block("python"))
+        env = dict(os.environ, SECRET_FILE=cls.secret_file, INBOX=cls.inbox, PORT=str(cls.py_port))
+        cls.procs.append(subprocess.Popen([sys.executable, receiver], env=env, stderr=subprocess.DEVNULL))
+        cls.node = shutil.which("node") or shutil.which("nodejs")
+        if cls.node:
+            js = (readme_block("js").replace("/etc/myapp/esmtp-http.secret", cls.secret_file)
+                  .replace("8025", str(cls.node_port)))
+            node_file = os.path.join(httpd.root, "receiver.js")
+            with open(node_file, "w") as f:
+                f.write(js)
+            cls.procs.append(subprocess.Popen([cls.node, node_file], stderr=subprocess.DEVNULL))
+        py = "http://127.0.0.1:%d/inbound" % cls.py_port
+        node = "http://127.0.0.1:%d/inbound" % cls.node_port
+
+        def add(handler):
+            return httpd.add_smtp(handler, accept_domains=["example.org"])
+        cls.py_vh = add(["http", py, "secret=" + cls.secret_file, "rcpt=" + py + "/rcpt"])
+        cls.py_wrong_vh = add(["http", py, "secret=" + wrong])
+        cls.node_vh = add(["http", node, "secret=" + cls.secret_file])
+        cls.node_wrong_vh = add(["http", node, "secret=" + wrong])
+        for port in (cls.py_port, cls.node_port) if cls.node else (cls.py_port,):
+            if not wait_for(lambda: _listening(port), timeout=15):
+                raise AssertionError("the README receiver on port %d did not start" % port)
+
+    @classmethod
+    def setUpClass(cls):
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls._stop_receivers()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls._stop_receivers()
+
+    @classmethod
+    def _stop_receivers(cls):
+        for p in getattr(cls, "procs", []):
+            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def send(self, vh, rcpt):
+        with smtplib.SMTP("127.0.0.1", vh.port, local_hostname="client.example", timeout=60) as s:
+            s.ehlo()
+            s.mail("carol@client.example")
+            code, text = s.rcpt(rcpt)
+            if code != 250:
+                return code, text
+            return s.data(MESSAGE)
+
+    def test_python_receiver(self):
+        self.assertEqual(self.send(self.py_vh, "nobody@example.org"), (550, b"5.1.1 No such recipient"))
+        code, text = self.send(self.py_vh, "bob@example.org")
+        self.assertEqual(code, 250, text)
+        stored = os.path.join(self.inbox, queue_id_of(text.decode()) + ".eml")
+        self.assertTrue(os.path.exists(stored), os.listdir(self.inbox))
+        with open(stored, "rb") as f:
+            self.assertEqual(split_delivered(f.read())[2], MESSAGE)
+        # a post it cannot verify is refused, and so never acknowledged
+        code, text = self.send(self.py_wrong_vh, "bob@example.org")
+        self.assertEqual(code, 451, text)
+        self.assertIn(b"HTTP 403", text)
+
+    def test_node_check(self):
+        if not self.node:
+            self.skipTest("node is not installed")
+        code, text = self.send(self.node_vh, "bob@example.org")
+        self.assertEqual(code, 250, text)
+        code, text = self.send(self.node_wrong_vh, "bob@example.org")
+        self.assertEqual(code, 451, text)
+        self.assertIn(b"HTTP 403", text)
+
+
+def _listening(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
