@@ -15,10 +15,13 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 from harness import MODULESDIR, TOP_SRCDIR, RawClient, ServerTestCase, free_port, q, queue_id_of, split_delivered, wait_for
 from http_app import App, tls_context
+from test_bulkhead import SilentBackend
 from test_extensions import RssSampler
+from test_status import STATUS_LINES, fetch, parse_auto
 
 SECRET = b"0123456789abcdef-test-secret"
 
@@ -445,3 +448,67 @@ def _listening(port):
         return True
     except OSError:
         return False
+
+
+class HttpBulkheadTest(ServerTestCase):
+    """The isolation run of the bulkhead (test_bulkhead) with the http
+    handler in place of lmtp: with ESMTPMaxWorkers 1, a POST to an
+    application that accepts and never answers holds the one SMTP worker; a
+    new SMTP session is refused 421 at once, the web site still answers,
+    and when the application lets go the held message gets 451 4.3.0."""
+    allowed_log = (r"\[esmtp:error\].*esmtp: http: POST \S+ failed after",)
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.backend = SilentBackend()
+        httpd.main_extra += STATUS_LINES + ["ESMTPMaxWorkers 1"]
+        httpd.add_http()
+        cls.vh = httpd.add_smtp(["http", "http://127.0.0.1:%d/inbound" % cls.backend.port, "timeout=60"])
+        cls.other = httpd.add_smtp("discard")
+
+    @classmethod
+    def setUpClass(cls):
+        try:
+            super().setUpClass()
+        except BaseException:
+            if hasattr(cls, "backend"):
+                cls.backend.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.backend.close()
+
+    def held(self):
+        return parse_auto(fetch(self.httpd.http_port, "?auto"))["ESMTPWorkersHeld"]
+
+    def test_slow_application_costs_smtp_not_the_web(self):
+        a = RawClient(self.vh.port, timeout=60)
+        self.assertEqual(a.reply()[0], 220)
+        a.cmd("EHLO holder.example")
+        self.assertEqual(a.cmd("MAIL FROM:<a@holder.example>")[0], 250)
+        self.assertEqual(a.cmd("RCPT TO:<x@%s>" % self.vh.server_name)[0], 250)
+        self.assertEqual(a.cmd("DATA")[0], 354)
+        a.send(MESSAGE + b".\r\n")
+        self.assertTrue(wait_for(lambda: self.held() == 1, timeout=15), "the POST holds no worker")
+        self.assertTrue(wait_for(lambda: self.backend.count() > 0, timeout=15), "no POST reached the application")
+        # beyond the cap: SMTP is refused at once ...
+        start = time.monotonic()
+        with RawClient(self.other.port) as b:
+            code, lines = b.reply()
+        self.assertEqual(code, 421, lines)
+        self.assertLess(time.monotonic() - start, 5)
+        # ... and the web site answers
+        with urllib.request.urlopen("http://127.0.0.1:%d/" % self.httpd.http_port, timeout=10) as r:
+            self.assertEqual(r.read(), b"hello from httpd\n")
+        self.backend.drop_clients()
+        code, lines = a.reply()
+        self.assertEqual(code, 451, lines)
+        self.assertTrue(lines[0].startswith("451 4.3.0 "), lines)
+        a.close()
+        self.assertTrue(wait_for(lambda: self.held() == 0, timeout=15))
+        with RawClient(self.other.port) as b:
+            self.assertEqual(b.reply()[0], 220)
