@@ -184,10 +184,10 @@ std::string seconds(std::chrono::steady_clock::duration d)
     return buf;
 }
 
-class HttpHandler final : public Handler
+class HttpHandler final : public SpoolingHandler
 {
   public:
-    explicit HttpHandler(std::shared_ptr<const Settings> s) : settings_(std::move(s)) {}
+    explicit HttpHandler(std::shared_ptr<const Settings> s) : SpoolingHandler("http"), settings_(std::move(s)) {}
 
     Reply rcpt(SessionView &s, const Path &to, const Params &) override
     {
@@ -222,39 +222,24 @@ class HttpHandler final : public Handler
         return http::rcpt_reply(a);
     }
 
-    Reply data(SessionView &s) override
-    {
-        if (!spool_.open()) {
-            s.error(std::string("http: cannot create a temporary file in ") + spool_dir() + ": " +
-                    std::strerror(errno));
-            return Reply(451, "Local error in processing", "4.3.0");
-        }
-        spool_.append(s.trace_headers());
-        return {};
-    }
-    void header(SessionView &, const HeaderField &f) override { spool_.append(f.raw); }
-    void eoh(SessionView &, std::string_view raw) override { spool_.append(raw); }
-    void body(SessionView &, std::string_view chunk) override { spool_.append(chunk); }
-
     Reply eom(SessionView &s) override
     {
-        if (!spool_.is_open())
-            return Reply(451, "Message not stored; try again later", "4.3.0");
-        int error = 0;
+        Reply r = spooled(s);
+        if (r.code != 0)
+            return r;
         std::string sig;
-        if (spool_.finish(error) && !settings_->secret.empty())
-            error = sign(sig);
-        if (error != 0) {
-            s.error(std::string("http: cannot use the temporary file in ") + spool_dir() + ": " + std::strerror(error));
-            spool_.discard();
-            return Reply(451, "Local error in processing", "4.3.0");
+        if (!settings_->secret.empty()) {
+            if (int error = sign(sig); error != 0) {
+                s.error(std::string("http: cannot read the temporary file in ") + spool_dir() + ": " +
+                        std::strerror(error));
+                spool_.discard();
+                return Reply(451, "Local error in processing", "4.3.0");
+            }
         }
-        Reply r = post(s, sig);
+        r = post(s, sig);
         spool_.discard();
         return r;
     }
-
-    void abort(SessionView &) override { spool_.discard(); }
 
   private:
     // "TIMESTAMP.SIGNATURE": the HMAC over the timestamp, a dot and the
@@ -381,7 +366,6 @@ class HttpHandler final : public Handler
 
     std::shared_ptr<const Settings> settings_;
     std::unique_ptr<CURL, CurlDeleter> curl_;
-    Spool spool_;
 };
 
 class HttpFactory final : public HandlerFactory

@@ -300,10 +300,10 @@ struct Outcome {
     std::string err;
 };
 
-class PipeHandler final : public Handler
+class PipeHandler final : public SpoolingHandler
 {
   public:
-    explicit PipeHandler(std::shared_ptr<const Settings> s) : settings_(std::move(s)) {}
+    explicit PipeHandler(std::shared_ptr<const Settings> s) : SpoolingHandler("pipe"), settings_(std::move(s)) {}
 
     Reply helo(SessionView &, std::string_view domain) override { return check_helo(domain); }
     Reply ehlo(SessionView &, std::string_view domain, std::vector<std::string> &) override
@@ -327,37 +327,15 @@ class PipeHandler final : public Handler
         return {};
     }
 
-    Reply data(SessionView &s) override
-    {
-        if (!spool_.open()) {
-            s.error(std::string("pipe: cannot create a temporary file in ") + spool_dir() + ": " +
-                    std::strerror(errno));
-            return Reply(451, "Local error in processing", "4.3.0");
-        }
-        spool_.append(s.trace_headers());
-        return {};
-    }
-    void header(SessionView &, const HeaderField &f) override { spool_.append(f.raw); }
-    void eoh(SessionView &, std::string_view raw) override { spool_.append(raw); }
-    void body(SessionView &, std::string_view chunk) override { spool_.append(chunk); }
-
     Reply eom(SessionView &s) override
     {
-        if (!spool_.is_open())
-            return Reply(451, "Message not stored; try again later", "4.3.0");
-        int error = 0;
-        if (!spool_.finish(error)) {
-            s.error(std::string("pipe: cannot write the temporary file in ") + spool_dir() + ": " +
-                    std::strerror(error));
-            spool_.discard();
-            return Reply(451, "Local error in processing", "4.3.0");
-        }
-        Reply r = run(s);
+        Reply r = spooled(s);
+        if (r.code != 0)
+            return r;
+        r = run(s);
         spool_.discard();
         return r;
     }
-
-    void abort(SessionView &) override { spool_.discard(); }
 
   private:
     static Reply check_helo(std::string_view domain)
@@ -569,7 +547,6 @@ class PipeHandler final : public Handler
     }
 
     std::shared_ptr<const Settings> settings_;
-    Spool spool_;
 };
 
 class PipeFactory final : public HandlerFactory

@@ -1,6 +1,7 @@
 #include "handlers/spool.hpp"
 
 #include <cerrno>
+#include <cstring>
 #include <cstdlib>
 #include <fcntl.h>
 #include <unistd.h>
@@ -94,6 +95,31 @@ void Spool::discard()
     buf_.clear();
     if (buf_.capacity() > 2 * kSpoolBlock)
         buf_.shrink_to_fit();
+}
+
+Reply SpoolingHandler::data(SessionView &s)
+{
+    if (!spool_.open()) {
+        s.error(std::string(name_) + ": cannot create a temporary file in " + spool_dir() + ": " +
+                std::strerror(errno));
+        return Reply(451, "Local error in processing", "4.3.0");
+    }
+    spool_.append(s.trace_headers());
+    return {};
+}
+
+Reply SpoolingHandler::spooled(SessionView &s)
+{
+    if (!spool_.is_open())
+        return Reply(451, "Message not stored; try again later", "4.3.0");
+    int error = 0;
+    if (!spool_.finish(error)) {
+        s.error(std::string(name_) + ": cannot write the temporary file in " + spool_dir() + ": " +
+                std::strerror(error));
+        spool_.discard();
+        return Reply(451, "Local error in processing", "4.3.0");
+    }
+    return {};
 }
 
 } // namespace esmtp

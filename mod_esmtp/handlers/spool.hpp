@@ -6,6 +6,8 @@
 
 #include "handlers/fd.hpp"
 
+#include <esmtp/handler.hpp>
+
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -41,6 +43,31 @@ class Spool
     std::string buf_;
     std::uint64_t size_ = 0;
     int error_ = 0;
+};
+
+// The content events of a handler that spools the message (trace headers
+// first, as maildir stores it) and hands it on at eom(): derive from it and
+// call spooled() first thing in eom().
+class SpoolingHandler : public Handler
+{
+  public:
+    Reply data(SessionView &s) override;
+    void header(SessionView &, const HeaderField &f) override { spool_.append(f.raw); }
+    void eoh(SessionView &, std::string_view raw) override { spool_.append(raw); }
+    void body(SessionView &, std::string_view chunk) override { spool_.append(chunk); }
+    void abort(SessionView &) override { spool_.discard(); }
+
+  protected:
+    // `name` ("pipe", "http") starts the error messages; a literal.
+    explicit SpoolingHandler(std::string_view name) : name_(name) {}
+    // An empty Reply when the whole message is in the spool, rewound;
+    // otherwise the 451 to return (the problem logged, the spool discarded).
+    Reply spooled(SessionView &s);
+
+    Spool spool_;
+
+  private:
+    std::string_view name_;
 };
 
 } // namespace esmtp

@@ -58,7 +58,31 @@ def header(post, name):
     return [v for k, v in post["headers"] if k.lower() == name.lower()]
 
 
-class HttpHandlerTest(ServerTestCase):
+class _WithPeers(ServerTestCase):
+    """A server test whose configure() starts peers (applications) that
+    stop_peers() stops, also when httpd does not start."""
+
+    @classmethod
+    def stop_peers(cls):
+        raise NotImplementedError
+
+    @classmethod
+    def setUpClass(cls):
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls.stop_peers()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.stop_peers()
+
+
+class HttpHandlerTest(_WithPeers):
     # the failures provoked on purpose: each is an error-log line for the administrator
     allowed_log = (r"\[esmtp:error\].*esmtp: http: POST \S+ failed after",
                    r"\[esmtp:error\].*esmtp: http: recipient check \S+ failed after")
@@ -114,19 +138,8 @@ class HttpHandlerTest(ServerTestCase):
         cls.proxy_vh = add(["http", "http://127.0.0.1:%d/mail/viaproxy" % cls.proxy_port, sec])
 
     @classmethod
-    def setUpClass(cls):
-        try:
-            super().setUpClass()
-        except BaseException:
-            if hasattr(cls, "app"):
-                cls.app.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
+    def stop_peers(cls):
+        if hasattr(cls, "app"):
             cls.app.stop()
 
     def send(self, vh, rcpts, message=MESSAGE, sender="alice@client.example"):
@@ -340,7 +353,7 @@ def readme_block(language):
     return m.group(1)
 
 
-class ReadmeReceiverTest(ServerTestCase):
+class ReadmeReceiverTest(_WithPeers):
     """The receivers of the README, as written: the Python one (signature,
     recipient check, storage) and the Node check, each posted to by the
     handler with the right secret (250) and a wrong one (refused: 451)."""
@@ -386,22 +399,7 @@ class ReadmeReceiverTest(ServerTestCase):
                 raise AssertionError("the README receiver on port %d did not start" % port)
 
     @classmethod
-    def setUpClass(cls):
-        try:
-            super().setUpClass()
-        except BaseException:
-            cls._stop_receivers()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls._stop_receivers()
-
-    @classmethod
-    def _stop_receivers(cls):
+    def stop_peers(cls):
         for p in getattr(cls, "procs", []):
             p.terminate()
             try:
@@ -450,7 +448,7 @@ def _listening(port):
         return False
 
 
-class HttpBulkheadTest(ServerTestCase):
+class HttpBulkheadTest(_WithPeers):
     """The isolation run of the bulkhead (test_bulkhead) with the http
     handler in place of lmtp: with ESMTPMaxWorkers 1, a POST to an
     application that accepts and never answers holds the one SMTP worker; a
@@ -467,19 +465,8 @@ class HttpBulkheadTest(ServerTestCase):
         cls.other = httpd.add_smtp("discard")
 
     @classmethod
-    def setUpClass(cls):
-        try:
-            super().setUpClass()
-        except BaseException:
-            if hasattr(cls, "backend"):
-                cls.backend.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
+    def stop_peers(cls):
+        if hasattr(cls, "backend"):
             cls.backend.close()
 
     def held(self):
