@@ -382,11 +382,7 @@ class HttpFactory final : public HandlerFactory
             why = "http: cannot read ca=" + settings_->ca + ": " + std::strerror(errno) + running_as();
             return false;
         }
-        if (!open_spool()) {
-            why = "http: cannot create a temporary file in " + spool_dir() + ": " + std::strerror(errno) + running_as();
-            return false;
-        }
-        return true;
+        return check_spool("http", why);
     }
 
   private:

@@ -564,11 +564,7 @@ class PipeFactory final : public HandlerFactory
             why = "pipe: cannot execute " + settings_->command + ": " + std::strerror(errno) + running_as();
             return false;
         }
-        if (!open_spool()) {
-            why = "pipe: cannot create a temporary file in " + spool_dir() + ": " + std::strerror(errno) + running_as();
-            return false;
-        }
-        return true;
+        return check_spool("pipe", why);
     }
 
   private:

@@ -54,6 +54,15 @@ Fd open_spool()
     return Fd(fd);
 }
 
+bool check_spool(std::string_view name, std::string &why)
+{
+    if (open_spool())
+        return true;
+    why = std::string(name) + ": cannot create a temporary file in " + spool_dir() + ": " + std::strerror(errno) +
+          running_as();
+    return false;
+}
+
 bool Spool::open()
 {
     discard();

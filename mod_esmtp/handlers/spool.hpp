@@ -19,6 +19,9 @@ namespace esmtp
 std::string spool_dir();
 // An unlinked temporary file in spool_dir() (invalid Fd, errno set, on failure).
 Fd open_spool();
+// The start-up check (HandlerFactory::check) of a spooling handler: false
+// with `why` ("NAME: cannot create ...") when no spool can be made.
+bool check_spool(std::string_view name, std::string &why);
 
 class Spool
 {
