@@ -156,6 +156,14 @@ size_t read_spool(char *buf, size_t size, size_t n, void *fd)
     }
 }
 
+// curl rewinds the body when it sends it again on a fresh connection (a
+// kept-alive one that turned out dead); without this it would give up.
+int seek_spool(void *fd, curl_off_t offset, int origin)
+{
+    return ::lseek(*static_cast<int *>(fd), static_cast<off_t>(offset), origin) < 0 ? CURL_SEEKFUNC_FAIL
+                                                                                    : CURL_SEEKFUNC_OK;
+}
+
 size_t keep_answer(char *buf, size_t size, size_t n, void *out)
 {
     auto *body = static_cast<std::string *>(out);
@@ -348,6 +356,8 @@ class HttpHandler final : public SpoolingHandler
             curl_easy_setopt(c, CURLOPT_POST, 1L);
             curl_easy_setopt(c, CURLOPT_READFUNCTION, read_spool);
             curl_easy_setopt(c, CURLOPT_READDATA, &fd);
+            curl_easy_setopt(c, CURLOPT_SEEKFUNCTION, seek_spool);
+            curl_easy_setopt(c, CURLOPT_SEEKDATA, &fd);
             curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(body->size()));
         }
         curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, keep_answer);
