@@ -14,10 +14,12 @@ import smtplib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
+import unittest
 import urllib.request
 
-from harness import MODULESDIR, TOP_SRCDIR, RawClient, ServerTestCase, free_port, q, queue_id_of, split_delivered, wait_for
+from harness import MODULESDIR, TOP_SRCDIR, Httpd, RawClient, ServerTestCase, free_port, q, queue_id_of, split_delivered, wait_for
 from http_app import App, tls_context
 from test_bulkhead import SilentBackend
 from test_extensions import RssSampler
@@ -499,3 +501,45 @@ class HttpBulkheadTest(_WithPeers):
         self.assertTrue(wait_for(lambda: self.held() == 0, timeout=15))
         with RawClient(self.other.port) as b:
             self.assertEqual(b.reply()[0], 220)
+
+
+class HttpConfigTest(unittest.TestCase):
+    """A bad `ESMTPHandler http` line fails `apache2 -t` naming the
+    directive; the secret is read by the parent (a 0600 file is fine)."""
+
+    def check(self, args):
+        httpd = Httpd(test_handler=False, prefix="esmtp-it-httpconf-")
+        try:
+            httpd.add_smtp(args)
+            return httpd.config_test()
+        finally:
+            httpd.cleanup()
+
+    def test_bad_lines(self):
+        for args, why in ((["http", "ftp://x/"], "starts with http:// or https://"),
+                          (["http", "http://127.0.0.1/", "timeout=900"], "timeout must be"),
+                          (["http", "http://127.0.0.1/", "secret=/nonexistent/secret"], "cannot read secret="),
+                          (["http", "http://127.0.0.1/", "reject=200"], "reject= lists"),
+                          (["http", "http://127.0.0.1/", "follow=yes"], "unknown option")):
+            with self.subTest(args=args):
+                rc, out = self.check(args)
+                self.assertNotEqual(rc, 0, out)
+                self.assertIn("ESMTPHandler http: ", out)
+                self.assertIn(why, out)
+
+    def test_short_secret(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".secret") as f:
+            f.write("short\n")
+            f.flush()
+            rc, out = self.check(["http", "http://127.0.0.1/", "secret=" + f.name])
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("fewer than 16 characters", out)
+
+    def test_good_line(self):
+        with tempfile.NamedTemporaryFile("w", suffix=".secret") as f:
+            f.write("a-secret-long-enough-for-the-check\n")
+            f.flush()
+            os.chmod(f.name, 0o600)
+            rc, out = self.check(["http", "https://127.0.0.1/in", "secret=" + f.name, "timeout=30",
+                                  "reject=406,422", "rcpt=https://127.0.0.1/rcpt"])
+        self.assertEqual(rc, 0, out)
