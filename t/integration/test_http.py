@@ -138,6 +138,19 @@ class HttpHandlerTest(_WithPeers):
             "</VirtualHost>",
         ]
         cls.proxy_vh = add(["http", "http://127.0.0.1:%d/mail/viaproxy" % cls.proxy_port, sec])
+        # AUTH: the user the client logged in as reaches the application
+        pwfile = os.path.join(conf, "users.htpasswd")
+        subprocess.run([shutil.which("htpasswd") or "htpasswd", "-bcB", pwfile, "alice", "Alice-Pw-7f3kQ"],
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=30)
+        os.chmod(pwfile, 0o644)
+        httpd.main_extra += [
+            "LoadModule %s_module %s" % (m, q(os.path.join(MODULESDIR, "mod_%s.so" % m)))
+            for m in ("authn_core", "authn_file")] + [
+            "<AuthnProviderAlias file smtp-file>",
+            "    AuthUserFile %s" % q(pwfile),
+            "</AuthnProviderAlias>"]
+        cls.auth_vh = add(["http", base + "/auth", sec], extra=[
+            "ESMTPAuth PLAIN", "ESMTPAuthProvider smtp-file", "ESMTPAuthRequireTLS Off"])
 
     @classmethod
     def stop_peers(cls):
@@ -174,7 +187,16 @@ class HttpHandlerTest(_WithPeers):
         self.assertEqual(header(post, "X-ESMTP-Queue-Id"), [qid])
         self.assertEqual(header(post, "X-ESMTP-Client-Address"), ["127.0.0.1"])
         self.assertEqual(header(post, "X-ESMTP-Helo"), ["client.example"])
-        self.assertIn(header(post, "X-ESMTP-Protocol")[0], ("ESMTP", "ESMTPS"))
+        # over STARTTLS (ESMTP_TEST_OVER_STARTTLS=1) the TLS facts come too
+        protocol = header(post, "X-ESMTP-Protocol")
+        self.assertIn(protocol, (["ESMTP"], ["ESMTPS"]))
+        tls = header(post, "X-ESMTP-TLS-Protocol") + header(post, "X-ESMTP-TLS-Cipher")
+        if protocol == ["ESMTPS"]:
+            self.assertEqual(len(tls), 2, post["headers"])
+            self.assertTrue(tls[0].startswith("TLSv1."), tls)
+        else:
+            self.assertEqual(tls, [])
+        self.assertEqual(header(post, "X-ESMTP-Auth-User"), [])
         return_path, received, body = split_delivered(post["body"])
         self.assertEqual(return_path, b"Return-Path: <alice@client.example>\r\n")
         self.assertEqual(body, MESSAGE)
@@ -215,6 +237,15 @@ class HttpHandlerTest(_WithPeers):
             s.sendmail("alice@client.example", ["second@app.test"], b"Subject: 2\r\n\r\ntwo\r\n")
         self.assertEqual(header(self.delivered("bounce@app.test"), "X-ESMTP-Sender"), [""])
         self.assertTrue(self.delivered("second@app.test")["body"].endswith(b"\r\n\r\ntwo\r\n"))
+
+    def test_auth_user(self):
+        with smtplib.SMTP("127.0.0.1", self.auth_vh.port, local_hostname="client.example", timeout=30) as s:
+            s.ehlo()
+            s.login("alice", "Alice-Pw-7f3kQ")
+            s.sendmail("alice@client.example", ["authed@app.test"], MESSAGE)
+        post = self.delivered("authed@app.test")
+        self.assertEqual(header(post, "X-ESMTP-Auth-User"), ["alice"])
+        self.assertIn(header(post, "X-ESMTP-Protocol")[0], ("ESMTPA", "ESMTPSA"))
 
     # --- replies
 
