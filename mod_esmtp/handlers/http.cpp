@@ -1,5 +1,6 @@
 #include "handlers/http.hpp"
 #include "engine/sha256.hpp"
+#include "engine/text.hpp"
 #include "handlers/spool.hpp"
 
 #include <curl/curl.h>
@@ -54,21 +55,9 @@ std::string application_text(const Answer &a)
     type = type.substr(0, type.find(';'));
     while (!type.empty() && type.back() == ' ')
         type.remove_suffix(1);
-    if (type.size() != 10 || ::strncasecmp(type.data(), "text/plain", 10) != 0)
+    if (!iequals(type, "text/plain"))
         return {};
-    std::string_view line = a.body;
-    line = line.substr(0, line.find('\n'));
-    auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r'; };
-    while (!line.empty() && blank(line.front()))
-        line.remove_prefix(1);
-    while (!line.empty() && blank(line.back()))
-        line.remove_suffix(1);
-    std::string out;
-    for (char ch : line.substr(0, kTextMax)) {
-        auto c = static_cast<unsigned char>(ch);
-        out += (c < 0x20 || c >= 0x7f) ? '?' : ch;
-    }
-    return out;
+    return reply_line(a.body, kTextMax);
 }
 
 Reply eom_reply(const Answer &a, const std::vector<long> &reject)

@@ -1,3 +1,4 @@
+#include "engine/text.hpp"
 #include "handlers/fd.hpp"
 #include "handlers/pipe.hpp"
 #include "handlers/spool.hpp"
@@ -258,17 +259,7 @@ std::string expand(const ArgTemplate &t, const Values &v, const std::string *rec
 // only (it goes into an SMTP reply line), bounded.
 std::string reply_text(std::string_view err, std::string_view fallback)
 {
-    std::string_view line = err.substr(0, err.find('\n'));
-    auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r'; };
-    while (!line.empty() && blank(line.front()))
-        line.remove_prefix(1);
-    while (!line.empty() && blank(line.back()))
-        line.remove_suffix(1);
-    std::string out;
-    for (char ch : line.substr(0, 400)) {
-        auto c = static_cast<unsigned char>(ch);
-        out += (c < 0x20 || c >= 0x7f) ? '?' : ch;
-    }
+    std::string out = reply_line(err, 400);
     return out.empty() ? std::string(fallback) : out;
 }
 
