@@ -165,10 +165,11 @@ size_t keep_answer(char *buf, size_t size, size_t n, void *out)
 // The Received: field of the trace headers, unfolded.
 std::string received_of(std::string_view trace)
 {
-    auto at = trace.find("Received: ");
+    // after Return-Path's line: a quoted sender may hold "Received: " itself
+    auto at = trace.find("\r\nReceived: ");
     if (at == std::string_view::npos)
         return {};
-    std::string_view v = trace.substr(at + 10);
+    std::string_view v = trace.substr(at + 12);
     while (v.ends_with("\r\n"))
         v.remove_suffix(2);
     return http::header_value(v);

@@ -231,6 +231,15 @@ class HttpHandlerTest(_WithPeers):
         self.assertEqual(a, b)
         self.assertTrue(b.startswith(b"Return-Path: <alice@client.example>\r\nReceived: "), b[:100])
 
+    def test_quoted_sender_that_looks_like_a_header(self):
+        sender = '"Received: forged"@client.example'
+        code, text = self.send(self.vh, ["quoted@app.test"], sender=sender)
+        self.assertEqual(code, 250, text)
+        post = self.delivered("quoted@app.test")
+        self.assertEqual(header(post, "X-ESMTP-Sender"), [sender])
+        self.assertTrue(header(post, "X-ESMTP-Received")[0].startswith("from client.example"),
+                        header(post, "X-ESMTP-Received"))
+
     def test_null_sender_and_several_messages(self):
         with smtplib.SMTP("127.0.0.1", self.vh.port, timeout=30) as s:
             s.sendmail("", ["bounce@app.test"], b"Subject: 1\r\n\r\none\r\n")
