@@ -31,6 +31,11 @@ ALL_SERVERS = ["mod_esmtp", "smtp-sink", "postfix"]  # the default of --servers
 KNOWN_SERVERS = ALL_SERVERS + list(servers.PEER_CLASSES)
 
 
+def mode_http(server):
+    """The server runs the http handler: its receiver counts the messages."""
+    return getattr(server, "receiver", None) is not None
+
+
 def log(msg):
     sys.stderr.write("[bench %s] %s\n" % (time.strftime("%H:%M:%S"), msg))
     sys.stderr.flush()
@@ -205,7 +210,8 @@ class Bench:
         cmd = loads.smtp_source_cmd(server.port, 5, 50, 1024, True)
         server.prepare_run()
         res = loads.run_measured(cmd, 120)
-        fin = server.finish_run(50 if server.durable or server.name == "postfix" else None, timeout=120)
+        fin = server.finish_run(50 if server.durable or server.name == "postfix" or mode_http(server) else None,
+                                 timeout=120)
         if res["rc"] != 0 or fin["problems"]:
             raise RuntimeError("warm-up against %s failed: rc=%s %s %s" % (
                 server.label, res["rc"], res["stderr"][-2000:], fin["problems"][:5]))
@@ -232,7 +238,7 @@ class Bench:
         with procstat.MemorySampler(server.roots) as mem:
             res = loads.run_measured(cmd, self.args.run_timeout)
             cpu_accept = procstat.cpu_seconds(server.roots()) - cpu0
-            fin = server.finish_run(messages if (server.durable or server.name == "postfix") else None,
+            fin = server.finish_run(messages if (server.durable or server.name == "postfix" or mode_http(server)) else None,
                                     timeout=self.args.run_timeout)
         cpu = procstat.cpu_seconds(server.roots()) - cpu0
         busy = procstat.system_busy_seconds() - busy0
@@ -293,6 +299,8 @@ class Bench:
         servers = []
         milter = self.milter
         for name in self.args.servers:
+            if mode == "http" and name != "mod_esmtp":
+                continue  # the http handler has no counterpart among the other servers
             if name == "mod_esmtp":
                 servers.append(ModEsmtp(wd, mode, log_level=self.args.esmtp_log_level,
                                         threads=self.args.threads, async_factor=self.args.async_factor,
@@ -365,6 +373,8 @@ class Bench:
         os.chmod(key, 0o644)  # httpd's children and Postfix's smtpd read it
         servers = []
         for name in self.args.servers:
+            if mode == "http" and name != "mod_esmtp":
+                continue  # the http handler has no counterpart among the other servers
             if name == "mod_esmtp":
                 servers.append(ModEsmtp(self.args.workdir, mode, log_level=self.args.esmtp_log_level,
                                         threads=self.args.threads, async_factor=self.args.async_factor, tag="-tls",
@@ -521,12 +531,15 @@ class Bench:
                   "used meanwhile (% of one core; other processes disturb the figures). × sink and × smtpd: the figure "
                   "divided by smtp-sink's / Postfix smtpd's in the same mode and shape. spread: (max−min)/median "
                   "of msgs/s.")
-        for mode in ("discard", "durable"):
+        for mode in ("discard", "durable", "http"):
             if any(s["mode"] == mode for s in summary.values()):
                 md += ["", "## %s" % ("Discard (mod_esmtp `discard`, smtp-sink, Postfix `discard:` transport)"
                                       if mode == "discard" else
                                       "Durable (mod_esmtp `maildir`, Postfix `virtual` Maildir, the peers' Maildirs with "
-                                      "an fsync of the file only; files counted)"), ""]
+                                      "an fsync of the file only; files counted)" if mode == "durable" else
+                                      "HTTP (mod_esmtp `http` posting each message, signed, to bench/peers/"
+                                      "http_receiver.py, a threaded Python receiver that checks the signature and "
+                                      "drops the message; its CPU is not counted; messages counted by the receiver)"), ""]
                 md.append(report.table(summary, mode, loads.SHAPE_TEXT))
         if idle_md:
             md += ["", "## Idle sessions (mod_esmtp `discard`, N sessions after EHLO held open while shape (b) runs; "
@@ -580,7 +593,7 @@ def parse_args(argv):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny counts, 1 repeat, idle N=50: a smoke test (< 1 min)")
     ap.add_argument("--shapes", default="a,b,c", help="smtp-source shapes (a,b,c)")
-    ap.add_argument("--modes", default="discard,durable", help="delivery modes (discard,durable; none: only the idle benchmark)")
+    ap.add_argument("--modes", default="discard,durable", help="delivery modes (discard,durable,http; none: only the idle benchmark)")
     ap.add_argument("--servers", default=",".join(ALL_SERVERS), help="from mod_esmtp,smtp-sink,postfix,perl,node "
                     "(default mod_esmtp,smtp-sink,postfix; perl: Net::Server::Mail::ESMTP, node: smtp-server, "
                     "bench/peers/)")
@@ -624,7 +637,7 @@ def parse_args(argv):
             ap.error("unknown shape %r (a, b, c)" % s)
     args.modes = [m for m in args.modes.split(",") if m and m != "none"]
     for m in args.modes:
-        if m not in ("discard", "durable"):
+        if m not in ("discard", "durable", "http"):
             ap.error("unknown mode %r" % m)
     args.servers = [s for s in args.servers.split(",") if s]
     for s in args.servers:

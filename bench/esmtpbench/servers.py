@@ -154,7 +154,9 @@ class ModEsmtp(Server):
                  log_level=0, timeout=300, extra=(), tag="", tls=None, log_file=None):
         self.mode = mode
         self.durable = mode == "durable"
-        self.label = "mod_esmtp (%s)" % ("maildir" if self.durable else "discard")
+        # mode "http": the http handler posting to bench/peers/http_receiver.py
+        self.receiver = HttpReceiver(workdir) if mode == "http" else None
+        self.label = "mod_esmtp (%s)" % ("maildir" if self.durable else "http" if self.receiver else "discard")
         self.mpm_lines = [
             "Timeout %d" % timeout,
             "StartServers %d" % start_servers,
@@ -168,7 +170,7 @@ class ModEsmtp(Server):
         ]
         self.httpd = _BenchHttpd(self.mpm_lines, mpm="event", esmtp=True, test_handler=False, log_level="warn",
                                  root=tempfile.mkdtemp(prefix="esmtp-bench-httpd%s-" % tag, dir=workdir))
-        handler = "maildir" if self.durable else "discard"
+        handler = "maildir" if self.durable else self.receiver.handler() if self.receiver else "discard"
         extra = list(extra)
         if tls:
             # (cert, key): STARTTLS through mod_ssl
@@ -187,10 +189,14 @@ class ModEsmtp(Server):
         self.log_problems = []
 
     def start(self):
+        if self.receiver:
+            self.receiver.start()
         self.httpd.start(timeout=30)
 
     def stop(self):
         self.httpd.stop()
+        if self.receiver:
+            self.log_problems += self.receiver.stop()
         self.log_problems += self.httpd.check_log()
         self.log_problems += harness.unexpected_log_lines(self.httpd.stderr_lines())
 
@@ -207,10 +213,17 @@ class ModEsmtp(Server):
         # would eat the time budget): the run's deliveries are the growth
         # of new/. Both servers' Maildirs grow alike.
         self.before = count_files(os.path.join(self.vh.maildir, "new")) if self.durable else 0
+        if self.receiver:
+            self.before = self.receiver.count()
 
     def finish_run(self, expected, timeout=300):
         problems = self.httpd.check_log()
         delivered = None
+        if self.receiver:
+            # 250 was sent only after the receiver's 200: nothing to wait for
+            delivered = self.receiver.count() - self.before
+            if expected is not None and delivered != expected:
+                problems.append("the receiver accepted %d messages, expected %d" % (delivered, expected))
         if self.durable:
             # 250 was sent only after the file reached new/: nothing to wait for
             delivered = count_files(os.path.join(self.vh.maildir, "new")) - self.before
@@ -225,6 +238,47 @@ class ModEsmtp(Server):
         return {"config_file": self.httpd.conf_path, "config": self.httpd.config_text(),
                 "command": "%s -f %s -DFOREGROUND" % (harness.HTTPD, self.httpd.conf_path),
                 "module": harness.MOD_ESMTP}
+
+
+class HttpReceiver:
+    """bench/peers/http_receiver.py: the minimal web application of the http
+    mode (checks the signature, drops the message, 200), one process."""
+
+    def __init__(self, workdir):
+        self.root = tempfile.mkdtemp(prefix="esmtp-bench-http-", dir=workdir)
+        self.secret = os.path.join(self.root, "secret")
+        with open(self.secret, "w") as f:
+            f.write(os.urandom(24).hex() + "\n")
+        os.chmod(self.secret, 0o644)
+        self.port = harness.free_port()
+        self.cmd = [sys.executable, os.path.join(PEERS, "http_receiver.py"), "--port", str(self.port),
+                    "--secret", self.secret]
+        self.proc = None
+
+    def handler(self):
+        return ["http", "http://127.0.0.1:%d/inbound" % self.port, "secret=" + self.secret, "timeout=60"]
+
+    def start(self):
+        self.out = open(os.path.join(self.root, "receiver.out"), "wb")
+        self.proc = subprocess.Popen(self.cmd, stdin=subprocess.DEVNULL, stdout=self.out, stderr=self.out,
+                                     start_new_session=True, close_fds=True)
+        if not _wait_port(self.port):
+            self.stop()
+            raise RuntimeError("the http receiver did not listen on %d" % self.port)
+
+    def count(self):
+        import urllib.request
+        with urllib.request.urlopen("http://127.0.0.1:%d/count" % self.port, timeout=30) as r:
+            return int(r.read())
+
+    def stop(self):
+        """Stops it by its pid; returns the problems seen (its output beyond the first line)."""
+        _terminate(self.proc, group=True)
+        self.proc = None
+        self.out.close()
+        with open(os.path.join(self.root, "receiver.out"), "rb") as f:
+            lines = f.read().decode("utf-8", "replace").splitlines()
+        return ["http receiver said: %s" % l for l in lines if l.strip() and not l.startswith("listening ")][:10]
 
 
 class SmtpSink(Server):

@@ -1,5 +1,8 @@
 #include "engine/sha256.hpp"
 
+#include <algorithm>
+#include <cstring>
+
 namespace esmtp
 {
 
@@ -43,30 +46,98 @@ void block(std::uint32_t h[8], const std::uint8_t *p)
 
 } // namespace
 
-std::array<std::uint8_t, 32> sha256(std::string_view data)
+Sha256::Sha256() : h_{0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19} {}
+
+void Sha256::update(std::string_view data)
 {
-    std::uint32_t h[8] = {0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a,
-                          0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19};
     const auto *p = reinterpret_cast<const std::uint8_t *>(data.data());
     std::size_t n = data.size();
+    total_ += n;
+    if (used_ > 0) {
+        std::size_t take = std::min(n, sizeof buf_ - used_);
+        std::memcpy(buf_ + used_, p, take);
+        used_ += take, p += take, n -= take;
+        if (used_ < sizeof buf_)
+            return;
+        block(h_, buf_);
+        used_ = 0;
+    }
     for (; n >= 64; n -= 64, p += 64)
-        block(h, p);
+        block(h_, p);
+    std::memcpy(buf_, p, n);
+    used_ = n;
+}
+
+std::array<std::uint8_t, 32> Sha256::finish()
+{
     std::uint8_t tail[128] = {};
-    for (std::size_t i = 0; i < n; ++i)
-        tail[i] = p[i];
-    tail[n] = 0x80;
-    std::size_t len = n + 1 + 8 <= 64 ? 64 : 128;
-    std::uint64_t bits = static_cast<std::uint64_t>(data.size()) * 8;
+    std::memcpy(tail, buf_, used_);
+    tail[used_] = 0x80;
+    std::size_t len = used_ + 1 + 8 <= 64 ? 64 : 128;
+    std::uint64_t bits = total_ * 8;
     for (int i = 0; i < 8; ++i)
         tail[len - 1 - i] = static_cast<std::uint8_t>(bits >> (8 * i));
-    block(h, tail);
+    block(h_, tail);
     if (len == 128)
-        block(h, tail + 64);
+        block(h_, tail + 64);
     std::array<std::uint8_t, 32> out{};
     for (int i = 0; i < 8; ++i)
         for (int j = 0; j < 4; ++j)
-            out[4 * i + j] = static_cast<std::uint8_t>(h[i] >> (24 - 8 * j));
+            out[4 * i + j] = static_cast<std::uint8_t>(h_[i] >> (24 - 8 * j));
     return out;
+}
+
+std::array<std::uint8_t, 32> sha256(std::string_view data)
+{
+    Sha256 h;
+    h.update(data);
+    return h.finish();
+}
+
+namespace
+{
+std::string_view bytes_of(const std::array<std::uint8_t, 32> &a)
+{
+    return {reinterpret_cast<const char *>(a.data()), a.size()};
+}
+} // namespace
+
+// RFC 2104 with B = 64: keys longer than a block are hashed first.
+HmacSha256::HmacSha256(std::string_view key)
+{
+    std::uint8_t k[64] = {};
+    if (key.size() > sizeof k) {
+        auto d = sha256(key);
+        std::memcpy(k, d.data(), d.size());
+    } else {
+        std::memcpy(k, key.data(), key.size());
+    }
+    std::uint8_t ipad[64];
+    for (std::size_t i = 0; i < sizeof k; ++i) {
+        ipad[i] = k[i] ^ 0x36;
+        opad_[i] = k[i] ^ 0x5c;
+    }
+    inner_.update({reinterpret_cast<const char *>(ipad), sizeof ipad});
+}
+
+std::array<std::uint8_t, 32> HmacSha256::finish()
+{
+    auto inner = inner_.finish();
+    Sha256 outer;
+    outer.update({reinterpret_cast<const char *>(opad_), sizeof opad_});
+    outer.update(bytes_of(inner));
+    return outer.finish();
+}
+
+std::string hex_lower(const std::array<std::uint8_t, 32> &digest)
+{
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string s;
+    for (std::uint8_t b : digest) {
+        s.push_back(kHex[b >> 4]);
+        s.push_back(kHex[b & 15]);
+    }
+    return s;
 }
 
 std::string sha256_fingerprint(std::string_view data)

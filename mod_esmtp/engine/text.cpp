@@ -57,4 +57,20 @@ bool parse_ip(std::string_view s, int af, unsigned char *bytes, std::string &tex
     return true;
 }
 
+std::string reply_line(std::string_view text, std::size_t max)
+{
+    std::string_view line = text.substr(0, text.find('\n'));
+    auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r'; };
+    while (!line.empty() && blank(line.front()))
+        line.remove_prefix(1);
+    while (!line.empty() && blank(line.back()))
+        line.remove_suffix(1);
+    std::string out;
+    for (char ch : line.substr(0, max)) {
+        auto c = static_cast<unsigned char>(ch);
+        out += (c < 0x20 || c >= 0x7f) ? '?' : ch;
+    }
+    return out;
+}
+
 } // namespace esmtp

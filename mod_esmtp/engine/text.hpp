@@ -1,5 +1,7 @@
 // Small parsers the protocol front ends share (address.cpp, XCLIENT, the
-// PROXY protocol): case-insensitive words, decimal numbers, IP addresses.
+// PROXY protocol): case-insensitive words, decimal numbers, IP addresses;
+// and the text of a peer (a command's stderr, an application's answer) made
+// fit for an SMTP reply line.
 #pragma once
 
 #include <cstddef>
@@ -23,5 +25,9 @@ bool parse_seconds(std::string_view s, unsigned max, unsigned &out);
 // An IPv4 (`af` AF_INET) or IPv6 (AF_INET6) address: its 4 or 16 octets in
 // `bytes` and its canonical text (inet_ntop) in `text`.
 bool parse_ip(std::string_view s, int af, unsigned char *bytes, std::string &text);
+
+// The first line of `text`, blanks trimmed, at most `max` octets, every
+// octet outside printable ASCII replaced by '?' (it goes into a reply line).
+std::string reply_line(std::string_view text, std::size_t max);
 
 } // namespace esmtp

@@ -1,6 +1,7 @@
-#include "handlers/fd.hpp"
 #include "engine/text.hpp"
+#include "handlers/fd.hpp"
 #include "handlers/pipe.hpp"
+#include "handlers/spool.hpp"
 
 #include <algorithm>
 #include <cerrno>
@@ -23,9 +24,6 @@ namespace esmtp
 namespace
 {
 
-// The spool is written in blocks of this size: memory stays bounded
-// whatever the message size.
-constexpr std::size_t kSpoolBlock = 64 * 1024;
 // Only the start of stderr matters (its first line is the reply text); the
 // rest is read and thrown away so that a chatty command never blocks on a
 // full pipe.
@@ -261,43 +259,8 @@ std::string expand(const ArgTemplate &t, const Values &v, const std::string *rec
 // only (it goes into an SMTP reply line), bounded.
 std::string reply_text(std::string_view err, std::string_view fallback)
 {
-    std::string_view line = err.substr(0, err.find('\n'));
-    auto blank = [](char c) { return c == ' ' || c == '\t' || c == '\r'; };
-    while (!line.empty() && blank(line.front()))
-        line.remove_prefix(1);
-    while (!line.empty() && blank(line.back()))
-        line.remove_suffix(1);
-    std::string out;
-    for (char ch : line.substr(0, 400)) {
-        auto c = static_cast<unsigned char>(ch);
-        out += (c < 0x20 || c >= 0x7f) ? '?' : ch;
-    }
+    std::string out = reply_line(err, 400);
     return out.empty() ? std::string(fallback) : out;
-}
-
-// Where the spool lives: $TMPDIR when absolute, else /tmp.
-std::string spool_dir()
-{
-    const char *env = std::getenv("TMPDIR");
-    return env && *env == '/' ? env : "/tmp";
-}
-
-// An unlinked temporary file: nothing to clean up on disk, whatever happens.
-Fd open_spool()
-{
-    std::string dir = spool_dir();
-    int fd = -1;
-#ifdef O_TMPFILE
-    fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
-    if (fd >= 0)
-        return Fd(fd);
-#endif
-    // O_TMPFILE unsupported by the file system: create and unlink at once.
-    std::string path = dir + "/esmtp-pipe-XXXXXX";
-    fd = ::mkostemp(path.data(), O_CLOEXEC);
-    if (fd >= 0)
-        ::unlink(path.c_str());
-    return Fd(fd);
 }
 
 int pidfd_open(pid_t pid)
@@ -328,10 +291,10 @@ struct Outcome {
     std::string err;
 };
 
-class PipeHandler final : public Handler
+class PipeHandler final : public SpoolingHandler
 {
   public:
-    explicit PipeHandler(std::shared_ptr<const Settings> s) : settings_(std::move(s)) {}
+    explicit PipeHandler(std::shared_ptr<const Settings> s) : SpoolingHandler("pipe"), settings_(std::move(s)) {}
 
     Reply helo(SessionView &, std::string_view domain) override { return check_helo(domain); }
     Reply ehlo(SessionView &, std::string_view domain, std::vector<std::string> &) override
@@ -355,43 +318,15 @@ class PipeHandler final : public Handler
         return {};
     }
 
-    Reply data(SessionView &s) override
-    {
-        discard();
-        spool_ = open_spool();
-        if (!spool_) {
-            s.error(std::string("pipe: cannot create a temporary file in ") + spool_dir() + ": " +
-                    std::strerror(errno));
-            return Reply(451, "Local error in processing", "4.3.0");
-        }
-        error_ = 0;
-        size_ = 0;
-        append(s.trace_headers());
-        return {};
-    }
-    void header(SessionView &, const HeaderField &f) override { append(f.raw); }
-    void eoh(SessionView &, std::string_view raw) override { append(raw); }
-    void body(SessionView &, std::string_view chunk) override { append(chunk); }
-
     Reply eom(SessionView &s) override
     {
-        if (!spool_)
-            return Reply(451, "Message not stored; try again later", "4.3.0");
-        flush();
-        if (error_ == 0 && ::lseek(spool_.get(), 0, SEEK_SET) != 0)
-            error_ = errno;
-        if (error_ != 0) {
-            s.error(std::string("pipe: cannot write the temporary file in ") + spool_dir() + ": " +
-                    std::strerror(error_));
-            discard();
-            return Reply(451, "Local error in processing", "4.3.0");
-        }
-        Reply r = run(s);
-        discard();
+        Reply r = spooled(s);
+        if (r.code != 0)
+            return r;
+        r = run(s);
+        spool_.discard();
         return r;
     }
-
-    void abort(SessionView &) override { discard(); }
 
   private:
     static Reply check_helo(std::string_view domain)
@@ -422,7 +357,7 @@ class PipeHandler final : public Handler
         v.client_hostname = s.remote_host();
         v.helo_name = s.helo_name();
         v.queue_id = s.queue_id();
-        v.size = std::to_string(size_);
+        v.size = std::to_string(spool_.size());
 
         // Each expansion is exactly one argv element: nothing is split or
         // parsed, so no envelope text can become an extra argument.
@@ -504,7 +439,7 @@ class PipeHandler final : public Handler
         }
         // stdin: the spool; stdout: /dev/null; stderr: our pipe; nothing else
         // (httpd's listening sockets and other sessions' fds stay with httpd).
-        posix_spawn_file_actions_adddup2(fa.get(), spool_.get(), 0);
+        posix_spawn_file_actions_adddup2(fa.get(), spool_.fd(), 0);
         posix_spawn_file_actions_addopen(fa.get(), 1, "/dev/null", O_WRONLY, 0);
         posix_spawn_file_actions_adddup2(fa.get(), err_w.get(), 2);
 #if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 34))
@@ -602,34 +537,7 @@ class PipeHandler final : public Handler
         }
     }
 
-    void append(std::string_view bytes)
-    {
-        if (!spool_ || error_ != 0)
-            return;
-        size_ += bytes.size();
-        buf_.append(bytes);
-        if (buf_.size() >= kSpoolBlock)
-            flush();
-    }
-    void flush()
-    {
-        if (error_ == 0 && !write_all(spool_.get(), buf_))
-            error_ = errno;
-        buf_.clear();
-    }
-    void discard()
-    {
-        spool_.reset();
-        buf_.clear();
-        if (buf_.capacity() > 2 * kSpoolBlock)
-            buf_.shrink_to_fit();
-    }
-
     std::shared_ptr<const Settings> settings_;
-    Fd spool_;
-    std::string buf_;
-    std::uint64_t size_ = 0;
-    int error_ = 0;
 };
 
 class PipeFactory final : public HandlerFactory
@@ -647,11 +555,7 @@ class PipeFactory final : public HandlerFactory
             why = "pipe: cannot execute " + settings_->command + ": " + std::strerror(errno) + running_as();
             return false;
         }
-        if (!open_spool()) {
-            why = "pipe: cannot create a temporary file in " + spool_dir() + ": " + std::strerror(errno) + running_as();
-            return false;
-        }
-        return true;
+        return check_spool("pipe", why);
     }
 
   private:

@@ -1,6 +1,7 @@
 // Registers the built-in handlers as providers, exactly as a third-party
 // module would.
 #include "handlers/discard.hpp"
+#include "handlers/http.hpp"
 #include "handlers/lmtp.hpp"
 #include "handlers/maildir.hpp"
 #include "handlers/pipe.hpp"
@@ -16,10 +17,12 @@ void register_builtin_handlers(apr_pool_t *p)
     static const DiscardProvider discard;
     static const PipeProvider pipe;
     static const LmtpProvider lmtp;
+    static const HttpProvider http;
     register_handler_provider(p, "maildir", &maildir);
     register_handler_provider(p, "discard", &discard);
     register_handler_provider(p, "pipe", &pipe);
     register_handler_provider(p, "lmtp", &lmtp);
+    register_handler_provider(p, "http", &http);
 }
 
 } // namespace esmtp

@@ -24,7 +24,7 @@ BLOCK_RE = re.compile(r"^```apache\n(.*?)^```", re.S | re.M)
 LOADMODULE_RE = re.compile(r"(?m)^\s*LoadModule\s+(\S+)\s+(\S+)\s*$")
 # Loaded for every block: what the README's snippets and the samples need.
 STOCK_MODULES = ["socache_shmcb", "ssl", "md", "authn_core", "authn_file", "authn_socache", "dbd", "authn_dbd",
-                 "authz_host", "status"]
+                 "authz_host", "status", "proxy", "proxy_http"]
 
 
 def doc_blocks():
@@ -65,6 +65,9 @@ class ConfigUnderTest:
             os.makedirs(os.path.join(r, d), exist_ok=True)
         for name in ("smtp-users", "smtp-senders"):
             open(os.path.join(r, "etc", "apache2", name), "w").close()
+        # the http handler's secret (read when the configuration is)
+        with open(os.path.join(r, "etc", "apache2", "esmtp-http.secret"), "w") as f:
+            f.write("a-documentation-secret-of-32-chars\n")
         # the README's example delivery command
         os.makedirs(os.path.join(r, "usr", "local", "bin"))
         with open(os.path.join(r, "usr", "local", "bin", "deliver"), "w") as f:
@@ -86,6 +89,7 @@ class ConfigUnderTest:
         text = re.sub(r"(?m)^(\s*SSLCertificateKeyFile)\s+\S+", lambda m: m.group(1) + " " + q(self.key), text)
         for prefix in ("/var/mail/", "/var/lib/", "/var/www/", "/etc/apache2/", "/var/log/", "/usr/local/bin/"):
             text = text.replace(" " + prefix, " " + r + prefix)
+            text = text.replace("=" + prefix, "=" + r + prefix)  # a handler's option: secret=/etc/...
         return text
 
     def check(self, text):
