@@ -207,8 +207,21 @@ void Session::start()
     if (handler_threw_) // no session without a working handler
         r = Reply(421, std::string(cfg_.hostname) + " Service not available, closing transmission channel", "4.3.2",
                   true);
-    else if (r.code >= 400)
-        transit({state_.phase, Hello::refused, state_.tx}, "CONNECT refused");
+    else if (r.code >= 400) {
+        // A greeting is 220, 554 or 421 (RFC 5321 4.3.2 and 3.8): another
+        // 4xx (a milter's tempfail, a handler's 451) becomes a 421 that
+        // closes, another 5xx a 554 (the session goes on, refusing).
+        if (r.transient() && r.code != 421) {
+            r.code = 421;
+            r.enhanced.clear();
+            r.close = true;
+        } else if (r.permanent() && r.code != 554) {
+            r.code = 554;
+            r.enhanced.clear();
+        }
+        if (!r.close)
+            transit({state_.phase, Hello::refused, state_.tx}, "CONNECT refused");
+    }
     reply(r, Reply(220, cfg_.hostname + " ESMTP mod_esmtp"), false);
 }
 

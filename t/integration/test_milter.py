@@ -607,7 +607,9 @@ class FailingMilterTest(ServerTestCase):
                 self.assertEqual(out.get("eom"), 250, (mode, act, out))
                 delivered(vh, before)
             else:
-                want = {"reject": 554 if stage == "greeting" else 550, "tempfail": 451}[act]
+                # a greeting is 220, 554 or 421 (RFC 5321 4.3.2)
+                want = {"reject": 554 if stage == "greeting" else 550,
+                        "tempfail": 421 if stage == "greeting" else 451}[act]
                 self.assertEqual(out.get(stage), want, (mode, act, out))
                 self.assertEqual(len(vh.maildir_files()), before)
 

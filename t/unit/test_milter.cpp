@@ -577,7 +577,8 @@ class MilterTest : public CppUnit::TestFixture
     void down_milter_gets_default_action()
     {
         std::string path = (fs::temp_directory_path() / "esmtp-milter-nobody-listens").string();
-        for (auto [act, greeting] : {std::pair{"tempfail", "451 "}, {"reject", "554 "}, {"accept", "220 "}}) {
+        // a greeting is 220, 554 or 421 (RFC 5321 4.3.2): tempfail at CONNECT is a 421
+        for (auto [act, greeting] : {std::pair{"tempfail", "421 "}, {"reject", "554 "}, {"accept", "220 "}}) {
             Harness h;
             use_milter(h, config_for(path, std::string("default_action=") + act));
             std::string g = h.start();

@@ -889,15 +889,22 @@ class SessionDefectsTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(helo.s().closing());
     }
 
-    // #7: a handler's own 451 4.3.0 is a refusal, not a handler failure.
+    // #7: a handler's own 451 4.3.0 is a refusal, not a handler failure. A
+    // greeting is 220, 554 or 421 (RFC 5321 4.3.2): the 451 goes out as a
+    // 421 with its text and the connection closes; a 550 as a 554.
     void testHandler451AtConnect()
     {
         Harness h;
         h.rec->connect_reply = Reply(451, "try again later", "4.3.0");
-        CPPUNIT_ASSERT_EQUAL(std::string("451 try again later\r\n"), h.start()); // greetings carry no enhanced code
-        CPPUNIT_ASSERT(!h.s().closing());
-        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: access denied\r\n"), h.send("EHLO client.example\r\n"));
-        CPPUNIT_ASSERT_EQUAL(std::string("221 2.0.0 Bye\r\n"), h.send("QUIT\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("421 try again later\r\n"), h.start()); // greetings carry no enhanced code
+        CPPUNIT_ASSERT(h.s().closing());
+        CPPUNIT_ASSERT(!h.rec->saw("ehlo"));
+        Harness p;
+        p.rec->connect_reply = Reply(550, "go away", "5.7.1");
+        CPPUNIT_ASSERT_EQUAL(std::string("554 go away\r\n"), p.start());
+        CPPUNIT_ASSERT(!p.s().closing());
+        CPPUNIT_ASSERT_EQUAL(std::string("503 5.5.1 Error: access denied\r\n"), p.send("EHLO client.example\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("221 2.0.0 Bye\r\n"), p.send("QUIT\r\n"));
     }
 
     // #16: HELP names the verbs this server offers.
