@@ -21,6 +21,7 @@ enum class RejectCause : unsigned {
     pipelining,    // unauthorised pipelining (RFC 2920)
     timeout,       // ESMTPTimeout, ESMTPDataTimeout, ESMTPMinDataRate
     handler_error, // the handler threw or could not be created
+    pregreet,      // ESMTPPregreet: talked before the end of the greeting
     count_
 };
 
@@ -42,6 +43,8 @@ constexpr const char *reject_cause_name(RejectCause c)
         return "timeout";
     case RejectCause::handler_error:
         return "handler_error";
+    case RejectCause::pregreet:
+        return "pregreet";
     case RejectCause::count_:
         break;
     }

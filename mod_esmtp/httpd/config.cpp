@@ -419,6 +419,39 @@ const char *set_greeting_delay(cmd_parms *cmd, void *, const char *arg)
     return nullptr;
 }
 
+// ESMTPPregreet Off | SECONDS [teaser=On|Off|TEXT]
+const char *set_pregreet(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    ServerConfig *cfg = server_config(cmd->server);
+    constexpr const char *usage = "ESMTPPregreet: needs Off or SECONDS (0 to 60, e.g. 1.5) [teaser=On|Off|TEXT]";
+    if (argc < 1 || argc > 2)
+        return usage;
+    if (!strcasecmp(argv[0], "off")) {
+        if (argc != 1)
+            return usage;
+        cfg->pregreet_ms = -2;
+        return nullptr;
+    }
+    if (!parse_seconds_ms(argv[0], 60, cfg->pregreet_ms))
+        return usage;
+    cfg->pregreet_teaser = nullptr;
+    if (argc == 2) {
+        std::string_view opt(argv[1]);
+        if (opt.substr(0, 7) != "teaser=" || opt.size() == 7)
+            return usage;
+        std::string_view text = opt.substr(7);
+        if (text.size() > 200 || std::any_of(text.begin(), text.end(), [](char ch) {
+                return static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) > 0x7e;
+            }))
+            return "ESMTPPregreet: the teaser is printable ASCII, at most 200 characters";
+        if (!strcasecmp(argv[1] + 7, "off"))
+            cfg->pregreet_teaser = "";
+        else if (strcasecmp(argv[1] + 7, "on"))
+            cfg->pregreet_teaser = apr_pstrdup(cmd->pool, argv[1] + 7);
+    }
+    return nullptr;
+}
+
 const char *set_min_data_rate(cmd_parms *cmd, void *, const char *arg)
 {
     if (!parse_number(arg, 0, APR_INT64_C(1) << 30, server_config(cmd->server)->min_data_rate))
@@ -758,6 +791,9 @@ const command_rec directives[] = {
                  RSRC_CONF, "End sessions that pipeline without PIPELINING (default On)"),
     AP_INIT_TAKE1("ESMTPMaxJunkCommands", reinterpret_cast<cmd_func>(take1<set_max_junk_commands>), nullptr, RSRC_CONF,
                   "HELO/EHLO/MAIL/RSET/NOOP/VRFY/EXPN/HELP commands since the last delivery before 421 (0: no limit)"),
+    AP_INIT_TAKE_ARGV("ESMTPPregreet", reinterpret_cast<cmd_func>(take_argv<set_pregreet>), nullptr, RSRC_CONF,
+                      "Pregreet test: Off (default) or SECONDS [teaser=On|Off|TEXT]: a 220- teaser, a pause, 554 "
+                      "for a client that talks before the end of the greeting"),
     AP_INIT_TAKE1("ESMTPGreetingDelay", reinterpret_cast<cmd_func>(take1<set_greeting_delay>), nullptr, RSRC_CONF,
                   "Seconds to wait before the greeting; early talkers are refused (default 0)"),
     AP_INIT_TAKE1("ESMTPMinDataRate", reinterpret_cast<cmd_func>(take1<set_min_data_rate>), nullptr, RSRC_CONF,
@@ -835,6 +871,7 @@ void *create_server_config(apr_pool_t *p, server_rec *) noexcept
     cfg->forbid_unauth_pipelining = -1;
     cfg->max_junk_commands = -1;
     cfg->greeting_delay_ms = -1;
+    cfg->pregreet_ms = -1;
     cfg->min_data_rate = -1;
     cfg->client_connection_limit = -1;
     cfg->client_ipv6_prefix = -1;
@@ -887,6 +924,9 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
         add->forbid_unauth_pipelining != -1 ? add->forbid_unauth_pipelining : base->forbid_unauth_pipelining;
     cfg->max_junk_commands = add->max_junk_commands != -1 ? add->max_junk_commands : base->max_junk_commands;
     cfg->greeting_delay_ms = add->greeting_delay_ms != -1 ? add->greeting_delay_ms : base->greeting_delay_ms;
+    const ServerConfig *pg = add->pregreet_ms != -1 ? add : base;
+    cfg->pregreet_ms = pg->pregreet_ms;
+    cfg->pregreet_teaser = pg->pregreet_teaser;
     cfg->min_data_rate = add->min_data_rate != -1 ? add->min_data_rate : base->min_data_rate;
     cfg->client_connection_limit =
         add->client_connection_limit != -1 ? add->client_connection_limit : base->client_connection_limit;
@@ -960,6 +1000,13 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
         sc.limits.max_junk_commands = static_cast<unsigned>(cfg->max_junk_commands);
     if (cfg->greeting_delay_ms >= 0)
         sc.greeting_delay_ms = static_cast<unsigned>(cfg->greeting_delay_ms);
+    if (cfg->pregreet_ms >= 0) {
+        sc.pregreet = true;
+        sc.pregreet_ms = static_cast<unsigned>(cfg->pregreet_ms);
+        sc.pregreet_teaser = !cfg->pregreet_teaser || *cfg->pregreet_teaser;
+        if (cfg->pregreet_teaser)
+            sc.pregreet_text = cfg->pregreet_teaser;
+    }
     if (cfg->min_data_rate >= 0)
         sc.min_data_rate = static_cast<unsigned>(cfg->min_data_rate);
     ClientLimitsConfig &cl = sc.client_limits;

@@ -43,6 +43,8 @@ struct ServerConfig {
     int forbid_unauth_pipelining; // -1 unset
     apr_int64_t max_junk_commands;
     apr_int64_t greeting_delay_ms;
+    apr_int64_t pregreet_ms;     // ESMTPPregreet: -1 unset, -2 Off, else the wait
+    const char *pregreet_teaser; // nullptr: the default teaser; "": none
     apr_int64_t min_data_rate;
     // ESMTPClient* (per-client limits): -1 / unset flags / nullptr: inherited
     apr_int64_t client_connection_limit;

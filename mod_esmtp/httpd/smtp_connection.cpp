@@ -137,42 +137,78 @@ void SmtpConnection::stopping()
     ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: httpd is stopping, session closed");
 }
 
-bool SmtpConnection::greet()
+// Whether the client sent something within `wait` (0: only what is there
+// already). `rv`: the read's status (EOF, an error) when it did not.
+bool SmtpConnection::client_talks(apr_interval_time_t wait, apr_status_t &rv)
 {
-    const SessionConfig &sc = *cfg_->session;
     apr_bucket_brigade *bb = apr_brigade_create(c_->pool, c_->bucket_alloc);
     apr_socket_t *sock = ap_get_conn_socket(c_);
-    apr_status_t rv;
-    // ESMTPGreetingDelay waits in this thread, on every MPM (README,
-    // Security): a client that talks first does not wait for the server and
-    // is refused.
-    if (sc.greeting_delay_ms && sock) {
-        // The delay holds this worker: beyond ESMTPMaxWorkers the session
-        // is refused at once instead.
-        WorkerHold hold = WorkerHold::try_take();
-        if (!hold) {
-            session_->log(txlog_session, "greeting delay refused: ESMTPMaxWorkers reached (server busy)");
-            session_->shutdown(Reply(421, sc.hostname + " Server busy, try again later", "4.3.2", true));
-            return false;
-        }
-        apr_socket_timeout_set(sock, apr_time_from_msec(sc.greeting_delay_ms));
+    if (wait > 0 && sock) {
+        apr_socket_timeout_set(sock, wait);
         rv = ap_get_brigade(c_->input_filters, bb, AP_MODE_SPECULATIVE, APR_BLOCK_READ, 1);
-        apr_socket_timeout_set(sock, apr_time_from_sec(sc.command_timeout));
+        apr_socket_timeout_set(sock, apr_time_from_sec(cfg_->session->command_timeout));
     } else {
         rv = ap_get_brigade(c_->input_filters, bb, AP_MODE_SPECULATIVE, APR_NONBLOCK_READ, 1);
     }
     bool talked = rv == APR_SUCCESS && !APR_BRIGADE_EMPTY(bb) && !APR_BUCKET_IS_EOS(APR_BRIGADE_FIRST(bb));
     apr_brigade_destroy(bb);
-    if (talked) {
+    return talked;
+}
+
+bool SmtpConnection::greet()
+{
+    const SessionConfig &sc = *cfg_->session;
+    apr_status_t rv;
+    // ESMTPGreetingDelay and ESMTPPregreet wait in this thread, on every
+    // MPM (README, Security; Screening clients): a client that talks first
+    // does not wait for the server and is refused. Not parked on the event
+    // MPM: the wake timer ends a parked wait by shutting the read side
+    // (the session could not go on), and the MPM's own timed callbacks run
+    // seconds late (wake_timer.hpp).
+    WorkerHold hold;
+    if (sc.greeting_delay_ms || (sc.pregreet && sc.pregreet_ms)) {
+        // The wait holds this worker: beyond ESMTPMaxWorkers the session
+        // is refused at once instead.
+        hold = WorkerHold::try_take();
+        if (!hold) {
+            session_->log(txlog_session, "greeting delay refused: ESMTPMaxWorkers reached (server busy)");
+            session_->shutdown(Reply(421, sc.hostname + " Server busy, try again later", "4.3.2", true));
+            return false;
+        }
+    }
+    if (client_talks(apr_time_from_msec(sc.greeting_delay_ms), rv)) {
         session_->log(txlog_session, "client talked before the greeting");
         session_->report(RejectCause::early_talker, "client talked before the greeting");
         session_->shutdown(Reply(554, sc.hostname + " Error: SMTP protocol synchronization", "5.5.0", true));
         return false;
     }
+    if (sc.pregreet && rv != APR_EOF && (rv == APR_SUCCESS || APR_STATUS_IS_EAGAIN(rv) || APR_STATUS_IS_TIMEUP(rv))) {
+        // postscreen's pregreet test: the teaser invites a bot to talk
+        // before the greeting's last line; an SMTP client waits for it.
+        if (sc.pregreet_teaser) {
+            std::string teaser =
+                "220-" + (sc.pregreet_text.empty() ? sc.hostname + " ESMTP" : sc.pregreet_text) + "\r\n";
+            if (!io_.send(teaser, true)) {
+                c_->aborted = 1;
+                return false;
+            }
+        }
+        if (client_talks(apr_time_from_msec(sc.pregreet_ms), rv)) {
+            session_->log(txlog_session, "pregreet: client talked before the end of the greeting");
+            session_->report(RejectCause::pregreet, "talked before the end of the greeting");
+            ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, c_,
+                          "esmtp: pregreet test failed: client %s talked before the end of the greeting",
+                          c_->client_ip);
+            session_->shutdown(
+                Reply(554, sc.hostname + " Protocol error: talked before the end of the greeting", "5.5.1", true));
+            return false;
+        }
+    }
     if (rv == APR_EOF || (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv) && !APR_STATUS_IS_TIMEUP(rv))) {
         c_->aborted = 1;
         return false;
     }
+    hold.release(); // the handler's CONNECT takes its own (gated handler)
     session_->start();
     return true;
 }

@@ -83,9 +83,10 @@ class SmtpConnection
   private:
     // The handler, then the session; false (421 sent) when none can be had.
     bool open_session();
-    // ESMTPGreetingDelay, then the greeting. False when the client was
-    // refused or has gone.
+    // ESMTPGreetingDelay, ESMTPPregreet, then the greeting. False when the
+    // client was refused or has gone.
     bool greet();
+    bool client_talks(apr_interval_time_t wait, apr_status_t &rv);
     // Park with the MPM until input or `deadline`: false when it cannot be
     // kept while parked (no timer thread): wait in the thread instead.
     bool park_until(apr_time_t deadline, bool wake_on_stop);

@@ -178,13 +178,13 @@ void sum_gauges(std::int64_t (*per_server)[kGauges], unsigned servers)
 
 // The ?auto keys: stable names (README, Monitoring).
 const char *const kCounterKeys[kCounters] = {
-    "ESMTPConnections",        "ESMTPMessagesAccepted",   "ESMTPMessagesRefused4xx", "ESMTPMessagesRefused5xx",
-    "ESMTPRecipients",         "ESMTPOctetsReceived",     "ESMTPRejectsRelay",       "ESMTPRejectsLimits",
-    "ESMTPRejectsBareNewline", "ESMTPRejectsEarlyTalker", "ESMTPRejectsPipelining",  "ESMTPRejectsTimeout",
-    "ESMTPRejectsHandlerError"};
+    "ESMTPConnections",         "ESMTPMessagesAccepted",   "ESMTPMessagesRefused4xx", "ESMTPMessagesRefused5xx",
+    "ESMTPRecipients",          "ESMTPOctetsReceived",     "ESMTPRejectsRelay",       "ESMTPRejectsLimits",
+    "ESMTPRejectsBareNewline",  "ESMTPRejectsEarlyTalker", "ESMTPRejectsPipelining",  "ESMTPRejectsTimeout",
+    "ESMTPRejectsHandlerError", "ESMTPRejectsPregreet"};
 const char *const kCounterTitles[kCounters] = {
     "connections", "accepted",   "refused 4xx",  "refused 5xx", "recipients", "octets received", "relay",
-    "limits",      "bare LF/CR", "early talker", "pipelining",  "timeout",    "handler error"};
+    "limits",      "bare LF/CR", "early talker", "pipelining",  "timeout",    "handler error",   "pregreet"};
 
 // Derived gauges: on a thread = open - parked, plaintext = open - TLS,
 // closing = open - greeting - command - data.

@@ -101,7 +101,8 @@ class ConfigTest(unittest.TestCase):
     def test_bad_values(self):
         for directive in ("ESMTPLogLevel 7", "ESMTPLogLevel x", "ESMTPMaxMessageSize abc",
                           "ESMTPMaxMessageSize -5", "ESMTPMaxRecipients 0", "ESMTPMaxRecipients many",
-                          "ESMTPProtocol maybe"):
+                          "ESMTPProtocol maybe", "ESMTPPregreet 61", "ESMTPPregreet soon",
+                          "ESMTPPregreet 2 wait=3", "ESMTPPregreet Off teaser=On", "ESMTPPregreet"):
             with self.subTest(directive=directive):
                 httpd = Httpd()
                 try:
