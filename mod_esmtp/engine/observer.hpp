@@ -22,6 +22,7 @@ enum class RejectCause : unsigned {
     timeout,       // ESMTPTimeout, ESMTPDataTimeout, ESMTPMinDataRate
     handler_error, // the handler threw or could not be created
     pregreet,      // ESMTPPregreet: talked before the end of the greeting
+    dnsbl,         // ESMTPDNSBL: the client's score reached the threshold
     count_
 };
 
@@ -45,6 +46,8 @@ constexpr const char *reject_cause_name(RejectCause c)
         return "handler_error";
     case RejectCause::pregreet:
         return "pregreet";
+    case RejectCause::dnsbl:
+        return "dnsbl";
     case RejectCause::count_:
         break;
     }

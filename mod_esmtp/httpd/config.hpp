@@ -2,6 +2,7 @@
 #pragma once
 
 #include "httpd/mod_esmtp.hpp"
+#include "engine/dnsbl.hpp"
 #include "engine/session.hpp"
 #include "engine/worker_cap.hpp"
 #include "milter/client.hpp"
@@ -12,6 +13,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 namespace esmtp
 {
@@ -45,6 +47,14 @@ struct ServerConfig {
     apr_int64_t greeting_delay_ms;
     apr_int64_t pregreet_ms;     // ESMTPPregreet: -1 unset, -2 Off, else the wait
     const char *pregreet_teaser; // nullptr: the default teaser; "": none
+    // ESMTPDNSBL sites (owned by a pool cleanup; an empty list: Off);
+    // nullptr: inherited. ESMTPDNSBLThreshold N reject= timeout=, and
+    // ESMTPDNSServer: -1 / nullptr unset.
+    std::shared_ptr<const std::vector<DnsblSite>> *dnsbl_sites;
+    apr_int64_t dnsbl_threshold;
+    int dnsbl_at_rcpt;
+    apr_int64_t dnsbl_timeout_ms;
+    const char *dns_server;
     apr_int64_t min_data_rate;
     // ESMTPClient* (per-client limits): -1 / unset flags / nullptr: inherited
     apr_int64_t client_connection_limit;

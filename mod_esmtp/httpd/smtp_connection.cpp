@@ -43,7 +43,7 @@ constexpr apr_interval_time_t kStopCheckInterval = apr_time_from_sec(1);
 SmtpConnection::SmtpConnection(conn_rec *c, const ServerConfig *cfg, ConnectionInfo ci, ClientSlot client,
                                bool implicit_tls)
     : c_(c), cfg_(cfg), io_(c), txlog_(c, cfg->log_file), client_(std::move(client)),
-      stats_(c, cfg, implicit_tls || ci.tls), auth_(c, cfg), ci_(std::move(ci))
+      stats_(c, cfg, implicit_tls || ci.tls), auth_(c, cfg), screen_(c, cfg, stats_), ci_(std::move(ci))
 {
     implicit_tls_ = implicit_tls;
     if (implicit_tls_)
@@ -93,6 +93,8 @@ bool SmtpConnection::open_session()
         session_->set_client_limiter(&client_);
     session_->set_observer(&stats_);
     session_->set_authenticator(&auth_);
+    if (screen_.active())
+        session_->set_screen(&screen_);
     bool greeted = greet();
     io_.send(session_->output(), true);
     return greeted;

@@ -8,6 +8,7 @@
 #include "httpd/config.hpp"
 #include "httpd/io.hpp"
 #include "httpd/parking.hpp"
+#include "httpd/screening.hpp"
 #include "httpd/status.hpp"
 #include "httpd/tls.hpp"
 #include "httpd/txlog.hpp"
@@ -118,6 +119,7 @@ class SmtpConnection
     ClientSlot client_;
     ConnStats stats_;            // outlives session_, which reports to it
     ProviderAuthenticator auth_; // outlives session_, which asks it
+    ConnectionScreen screen_;    // outlives session_, which asks it
     ConnectionInfo ci_;          // until session_ takes it
     std::unique_ptr<Session> session_;
     WaitRegistration wait_;

@@ -45,7 +45,9 @@ enum Counter {
     c_refused5,
     c_recipients,
     c_octets,
-    c_rejects, // one per RejectCause from here
+    c_dnsbl_failures, // a DNSBL lookup failed or came late: a pass
+    c_dnswl_listed,   // an allow list (negative weight) listed the client
+    c_rejects,        // one per RejectCause from here
     kCounters = c_rejects + static_cast<int>(RejectCause::count_)
 };
 
@@ -178,13 +180,15 @@ void sum_gauges(std::int64_t (*per_server)[kGauges], unsigned servers)
 
 // The ?auto keys: stable names (README, Monitoring).
 const char *const kCounterKeys[kCounters] = {
-    "ESMTPConnections",         "ESMTPMessagesAccepted",   "ESMTPMessagesRefused4xx", "ESMTPMessagesRefused5xx",
-    "ESMTPRecipients",          "ESMTPOctetsReceived",     "ESMTPRejectsRelay",       "ESMTPRejectsLimits",
-    "ESMTPRejectsBareNewline",  "ESMTPRejectsEarlyTalker", "ESMTPRejectsPipelining",  "ESMTPRejectsTimeout",
-    "ESMTPRejectsHandlerError", "ESMTPRejectsPregreet"};
+    "ESMTPConnections",       "ESMTPMessagesAccepted", "ESMTPMessagesRefused4xx",  "ESMTPMessagesRefused5xx",
+    "ESMTPRecipients",        "ESMTPOctetsReceived",   "ESMTPDNSBLFailures",       "ESMTPDNSWLListed",
+    "ESMTPRejectsRelay",      "ESMTPRejectsLimits",    "ESMTPRejectsBareNewline",  "ESMTPRejectsEarlyTalker",
+    "ESMTPRejectsPipelining", "ESMTPRejectsTimeout",   "ESMTPRejectsHandlerError", "ESMTPRejectsPregreet",
+    "ESMTPRejectsDnsbl"};
 const char *const kCounterTitles[kCounters] = {
-    "connections", "accepted",   "refused 4xx",  "refused 5xx", "recipients", "octets received", "relay",
-    "limits",      "bare LF/CR", "early talker", "pipelining",  "timeout",    "handler error",   "pregreet"};
+    "connections",    "accepted",     "refused 4xx",   "refused 5xx", "recipients", "octets received",
+    "DNSBL failures", "DNSWL listed", "relay",         "limits",      "bare LF/CR", "early talker",
+    "pipelining",     "timeout",      "handler error", "pregreet",    "DNSBL"};
 
 // Derived gauges: on a thread = open - parked, plaintext = open - TLS,
 // closing = open - greeting - command - data.
@@ -227,12 +231,13 @@ void print_row(request_rec *r, const char *name, const std::uint64_t *n, const s
 void print_html(request_rec *r, const Totals &t, const std::int64_t (*g)[kGauges], unsigned servers)
 {
     ServerCounters *srv = servers_of(g_seg);
-    ap_rputs("<hr />\n<h2>mod_esmtp: SMTP sessions</h2>\n<table border=\"1\">\n"
-             "<tr><th rowspan=\"2\">Server</th><th colspan=\"8\">sessions open now</th>"
-             "<th colspan=\"6\">since start</th><th colspan=\"7\">rejects by cause</th></tr>\n<tr>"
-             "<th>all</th><th>greeting</th><th>command</th><th>data</th><th>parked</th><th>on a thread</th>"
-             "<th>TLS</th><th>plaintext</th>",
-             r);
+    ap_rprintf(r,
+               "<hr />\n<h2>mod_esmtp: SMTP sessions</h2>\n<table border=\"1\">\n"
+               "<tr><th rowspan=\"2\">Server</th><th colspan=\"8\">sessions open now</th>"
+               "<th colspan=\"%d\">since start</th><th colspan=\"%d\">rejects by cause</th></tr>\n<tr>"
+               "<th>all</th><th>greeting</th><th>command</th><th>data</th><th>parked</th><th>on a thread</th>"
+               "<th>TLS</th><th>plaintext</th>",
+               static_cast<int>(c_rejects), kCounters - static_cast<int>(c_rejects));
     for (int k = 0; k < kCounters; ++k)
         ap_rprintf(r, "<th>%s</th>", kCounterTitles[k]);
     ap_rputs("</tr>\n", r);
@@ -531,6 +536,12 @@ void ConnStats::message(int code, unsigned recipients, std::uint64_t)
     } else {
         add(srv_, code < 500 ? c_refused4 : c_refused5);
     }
+}
+
+void ConnStats::screening(ScreenEvent e)
+{
+    if (srv_)
+        add(srv_, e == ScreenEvent::dnsbl_failure ? c_dnsbl_failures : c_dnswl_listed);
 }
 
 void ConnStats::rejected(RejectCause cause, std::string_view what)

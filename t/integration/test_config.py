@@ -102,7 +102,11 @@ class ConfigTest(unittest.TestCase):
         for directive in ("ESMTPLogLevel 7", "ESMTPLogLevel x", "ESMTPMaxMessageSize abc",
                           "ESMTPMaxMessageSize -5", "ESMTPMaxRecipients 0", "ESMTPMaxRecipients many",
                           "ESMTPProtocol maybe", "ESMTPPregreet 61", "ESMTPPregreet soon",
-                          "ESMTPPregreet 2 wait=3", "ESMTPPregreet Off teaser=On", "ESMTPPregreet"):
+                          "ESMTPPregreet 2 wait=3", "ESMTPPregreet Off teaser=On", "ESMTPPregreet",
+                          "ESMTPDNSBL zen..example", "ESMTPDNSBL zen.example*0", "ESMTPDNSBL zen.example=127.0.0",
+                          "ESMTPDNSBLThreshold 0", "ESMTPDNSBLThreshold 3 reject=mail",
+                          "ESMTPDNSBLThreshold 3 timeout=0.01", "ESMTPDNSServer dns.example",
+                          "ESMTPDNSServer 127.0.0.1:99999", "ESMTPDNSServer [::1"):
             with self.subTest(directive=directive):
                 httpd = Httpd()
                 try:

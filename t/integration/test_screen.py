@@ -1,14 +1,20 @@
 """Screening clients before they get a session (README, Screening clients):
 the pregreet test (ESMTPPregreet): a `220-` teaser, a pause, and 554 5.5.1
-for a client that talks before the end of the greeting; counted in
+for a client that talks before the end of the greeting; DNSBL/DNSWL scores
+(ESMTPDNSBL, ESMTPDNSBLThreshold, ESMTPDNSServer) against a dnsmasq serving
+test zones on a loopback port, clients coming from 127.0.0.N; counted in
 mod_status."""
 
 import os
+import signal
 import smtplib
+import socket
 import time
+import unittest
 import urllib.request
 
 from harness import MODULESDIR, RawClient, ServerTestCase, plaintext_only, q, wait_for
+from peers import DNSMASQ, Dnsmasq
 
 STATUS_LINES = [
     "LoadModule status_module %s" % q(os.path.join(MODULESDIR, "mod_status.so")),
@@ -128,4 +134,163 @@ class PregreetTest(ServerTestCase):
         with RawClient(self.off.port) as c:
             self.assertEqual(c.reply(), (220, ["220 %s ESMTP mod_esmtp" % self.off.name]))
             self.assertLess(time.monotonic() - t0, 1)
+            c.cmd("QUIT")
+
+
+def connect_from(source, port, timeout=20):
+    """A RawClient whose connection comes from 127.0.0.`source`."""
+    c = RawClient.__new__(RawClient)
+    c.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout,
+                                      source_address=("127.0.0.%d" % source, 0))
+    c.buf = b""
+    return c
+
+
+# Which list names which client (127.0.0.N asks N.0.0.127.LIST).
+RECORDS = {
+    "2.0.0.127.zen.test": ["127.0.0.2"],     # zen alone blocks (weight 3)
+    "4.0.0.127.bl2.test": ["127.0.0.2"],     # bl2 + bl3 add up (2 + 2)
+    "4.0.0.127.bl3.test": ["127.0.0.5"],
+    "3.0.0.127.bl2.test": ["127.0.0.2"],     # bl2 alone does not (2)
+    "5.0.0.127.zen.test": ["127.0.0.2"],     # zen, offset by the allow list (3 - 5)
+    "5.0.0.127.wl.test": ["127.0.9.2"],
+    "6.0.0.127.zen.test": ["127.0.0.12"],    # outside zen's filter: not counted
+    "7.0.0.127.wl.test": ["127.0.9.7"],      # outside the allow list's filter
+}
+SITES = "zen.test=127.0.0.[2..11]*3 bl2.test*2 bl3.test*2 wl.test=127.0.[0..255].[1..3]*-5"
+
+
+@unittest.skipUnless(DNSMASQ, "dnsmasq (dnsmasq-base) is not installed")
+class DnsblTest(ServerTestCase):
+    allowed_log = (r"DNSBL lookup for 127\.0\.0\.\d+ failed, counted as not listed",
+                   r"client 127\.0\.0\.\d+ blocked using")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = Dnsmasq(RECORDS)
+        # a DNS server that never answers
+        cls.silent_dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        cls.silent_dns.bind(("127.0.0.1", 0))
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls.dns.stop()
+            cls.silent_dns.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.dns.stop()
+            cls.silent_dns.close()
+
+    @classmethod
+    def configure(cls, httpd):
+        httpd.main_extra += STATUS_LINES
+        httpd.add_http()
+        server = "ESMTPDNSServer 127.0.0.1:%d" % cls.dns.port
+        cls.connect = httpd.add_smtp("maildir", extra=["ESMTPDNSBL " + SITES, "ESMTPDNSBLThreshold 3 timeout=1",
+                                                       server])
+        cls.rcpt = httpd.add_smtp("maildir", extra=["ESMTPDNSBL " + SITES, "ESMTPDNSBLThreshold 3 reject=rcpt",
+                                                    server])
+        cls.silent = httpd.add_smtp("maildir", extra=[
+            "ESMTPDNSBL slow.test other.test*2", "ESMTPDNSBLThreshold 1 timeout=1",
+            "ESMTPDNSServer 127.0.0.1:%d" % cls.silent_dns.getsockname()[1]])
+        cls.off = httpd.add_smtp("maildir", extra=["ESMTPDNSBL Off"])
+
+    def blocked(self, source, site):
+        return "554 5.7.1 Service unavailable; client [127.0.0.%d] blocked using %s" % (source, site)
+
+    def assertRefusedAtConnect(self, source, site):
+        with connect_from(source, self.connect.port) as c:
+            self.assertEqual(c.reply(), (554, [self.blocked(source, site)]))
+            # RFC 5321 3.1: only QUIT is served after a 554 greeting
+            self.assertEqual(c.cmd("EHLO client.example")[0], 503)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+
+    def assertServed(self, source, vh=None):
+        vh = vh or self.connect
+        with connect_from(source, vh.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<b@%s>" % vh.server_name)[0], 250)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+
+    def test_listed_client_refused_with_the_list_name(self):
+        before = status(self.httpd.http_port)
+        self.assertRefusedAtConnect(2, "zen.test")
+        after = status(self.httpd.http_port)
+        self.assertEqual(after["ESMTPRejectsDnsbl"], before["ESMTPRejectsDnsbl"] + 1)
+
+    def test_weights_add_up(self):
+        self.assertServed(3)  # bl2 alone: 2 < 3
+        self.assertRefusedAtConnect(4, "bl2.test")  # bl2 + bl3: 4
+
+    def test_allow_list_offsets(self):
+        before = status(self.httpd.http_port)
+        self.assertServed(5)  # zen 3, wl -5
+        self.assertEqual(status(self.httpd.http_port)["ESMTPDNSWLListed"], before["ESMTPDNSWLListed"] + 1)
+        self.assertServed(7)  # wl's answer outside its filter: nothing
+
+    def test_answer_outside_the_filter_is_not_counted(self):
+        self.assertServed(6)
+
+    def test_not_listed_served(self):
+        self.assertServed(9)
+
+    def test_cached_verdict(self):
+        """A verdict is kept (per child, for the answer's TTL): with the DNS
+        server stopped, a child that has seen the client refuses it at
+        once. (A child that has not waits for the deadline and lets it
+        pass: resolver failure is a pass.)"""
+        self.assertRefusedAtConnect(2, "zen.test")
+        self.dns.proc.send_signal(signal.SIGSTOP)
+        fast_refusals = 0
+        try:
+            for _ in range(4):
+                t0 = time.monotonic()
+                with connect_from(2, self.connect.port) as c:
+                    code, lines = c.reply()
+                    if code == 554:
+                        self.assertEqual(lines, [self.blocked(2, "zen.test")])
+                        fast_refusals += time.monotonic() - t0 < 0.5
+                    else:
+                        self.assertEqual(code, 220)
+                    c.cmd("QUIT")
+        finally:
+            self.dns.proc.send_signal(signal.SIGCONT)
+        self.assertGreater(fast_refusals, 0)
+
+    def test_refused_at_rcpt(self):
+        before = status(self.httpd.http_port)
+        with connect_from(2, self.rcpt.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<b@%s>" % self.rcpt.server_name),
+                             (554, [self.blocked(2, "zen.test")]))
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(status(self.httpd.http_port)["ESMTPRejectsDnsbl"], before["ESMTPRejectsDnsbl"] + 1)
+        self.assertServed(3, self.rcpt)
+
+    def test_resolver_that_does_not_answer_passes_within_the_deadline(self):
+        before = status(self.httpd.http_port)
+        t0 = time.monotonic()
+        with connect_from(2, self.silent.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            waited = time.monotonic() - t0
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertGreaterEqual(waited, 0.9)
+        self.assertLess(waited, 2.5)
+        self.assertEqual(status(self.httpd.http_port)["ESMTPDNSBLFailures"], before["ESMTPDNSBLFailures"] + 1)
+        log = wait_for(lambda: [l for l in self.httpd.new_log_lines() if "DNSBL lookup for 127.0.0.2 failed" in l], 5)
+        self.assertTrue(log, "the failure is not in the error log")
+        self.assertIn("site(s)): slow.test: ", log[0])
+
+    def test_off_in_a_virtual_host(self):
+        with connect_from(2, self.off.port) as c:
+            self.assertEqual(c.reply()[0], 220)
             c.cmd("QUIT")
