@@ -23,6 +23,7 @@ enum class RejectCause : unsigned {
     handler_error, // the handler threw or could not be created
     pregreet,      // ESMTPPregreet: talked before the end of the greeting
     dnsbl,         // ESMTPDNSBL: the client's score reached the threshold
+    greylist,      // ESMTPGreylist: 450 to a new (network, sender, recipient)
     count_
 };
 
@@ -48,6 +49,8 @@ constexpr const char *reject_cause_name(RejectCause c)
         return "pregreet";
     case RejectCause::dnsbl:
         return "dnsbl";
+    case RejectCause::greylist:
+        return "greylist";
     case RejectCause::count_:
         break;
     }

@@ -6,6 +6,7 @@
 #include "httpd/dnsbl_lookup.hpp"
 #include "httpd/guard.hpp"
 #include "httpd/preflight.hpp"
+#include "httpd/state_cache.hpp"
 #include "httpd/tls.hpp"
 #include "engine/api_version.hpp"
 #include "engine/sender_login.hpp"
@@ -545,6 +546,16 @@ const char *set_dns_server(cmd_parms *cmd, void *, const char *arg)
     return nullptr;
 }
 
+const char *set_greylist(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    return parse_greylist(cmd->pool, argc, argv, server_config(cmd->server)->greylist);
+}
+
+const char *set_state_cache_directive(cmd_parms *cmd, void *, const char *arg)
+{
+    return set_state_cache(cmd, arg);
+}
+
 const char *set_min_data_rate(cmd_parms *cmd, void *, const char *arg)
 {
     if (!parse_number(arg, 0, APR_INT64_C(1) << 30, server_config(cmd->server)->min_data_rate))
@@ -893,6 +904,11 @@ const command_rec directives[] = {
                       RSRC_CONF, "DNSBL score that blocks (default 1) [reject=connect|rcpt] [timeout=SECONDS]"),
     AP_INIT_TAKE1("ESMTPDNSServer", reinterpret_cast<cmd_func>(take1<set_dns_server>), nullptr, RSRC_CONF,
                   "The DNS server for ESMTPDNSBL: system (default) or ADDRESS[:PORT]"),
+    AP_INIT_TAKE_ARGV("ESMTPGreylist", reinterpret_cast<cmd_func>(take_argv<set_greylist>), nullptr, RSRC_CONF,
+                      "Greylisting: Off (default) or On [delay=SECONDS] [retry=SECONDS] [allowlist=PASSES] "
+                      "[keep=DAYS]"),
+    AP_INIT_TAKE1("ESMTPStateCache", reinterpret_cast<cmd_func>(take1<set_state_cache_directive>), nullptr, RSRC_CONF,
+                  "Where the shared state lives: a mod_socache provider, shmcb (default), redis:HOST:PORT, ..."),
     AP_INIT_TAKE1("ESMTPGreetingDelay", reinterpret_cast<cmd_func>(take1<set_greeting_delay>), nullptr, RSRC_CONF,
                   "Seconds to wait before the greeting; early talkers are refused (default 0)"),
     AP_INIT_TAKE1("ESMTPMinDataRate", reinterpret_cast<cmd_func>(take1<set_min_data_rate>), nullptr, RSRC_CONF,
@@ -974,6 +990,7 @@ void *create_server_config(apr_pool_t *p, server_rec *) noexcept
     cfg->dnsbl_threshold = -1;
     cfg->dnsbl_at_rcpt = -1;
     cfg->dnsbl_timeout_ms = -1;
+    cfg->greylist = GreylistSpec{};
     cfg->min_data_rate = -1;
     cfg->client_connection_limit = -1;
     cfg->client_ipv6_prefix = -1;
@@ -1034,6 +1051,7 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     cfg->dnsbl_at_rcpt = add->dnsbl_at_rcpt != -1 ? add->dnsbl_at_rcpt : base->dnsbl_at_rcpt;
     cfg->dnsbl_timeout_ms = add->dnsbl_timeout_ms != -1 ? add->dnsbl_timeout_ms : base->dnsbl_timeout_ms;
     cfg->dns_server = add->dns_server ? add->dns_server : base->dns_server;
+    cfg->greylist = add->greylist.on != -1 ? add->greylist : base->greylist;
     cfg->min_data_rate = add->min_data_rate != -1 ? add->min_data_rate : base->min_data_rate;
     cfg->client_connection_limit =
         add->client_connection_limit != -1 ? add->client_connection_limit : base->client_connection_limit;
@@ -1204,6 +1222,11 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
             }
             if (smtp && bulkhead_post_config(pconf, main) != OK)
                 return HTTP_INTERNAL_SERVER_ERROR;
+            bool greylist = false;
+            for (server_rec *s = main; s; s = s->next)
+                greylist = greylist || (server_config(s)->enabled == 1 && server_config(s)->greylist.on == 1);
+            if (greylist && state_cache_post_config(pconf, main) != OK)
+                return HTTP_INTERNAL_SERVER_ERROR;
             if (std::string why; smtp && !dnsbl_library_init(why)) {
                 ap_log_error(APLOG_MARK, APLOG_EMERG, 0, main, "esmtp: the DNS resolver (c-ares) failed: %s",
                              why.c_str());
@@ -1306,6 +1329,16 @@ static int check_servers(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *main)
     }
     if (auth_check_config(main) != OK)
         rv = !OK;
+    for (server_rec *s = main; s; s = s->next) {
+        if (server_config(s)->enabled == 1 && server_config(s)->greylist.on == 1) {
+            if (std::string why; !state_cache_check(main, why)) {
+                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, nullptr, "%s; ESMTPGreylist needs it",
+                             why.c_str());
+                rv = !OK;
+            }
+            break;
+        }
+    }
     if (rv == OK && preflight(ptemp, main) != OK)
         rv = !OK;
     return rv;

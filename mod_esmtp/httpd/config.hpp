@@ -5,6 +5,7 @@
 #include "engine/dnsbl.hpp"
 #include "engine/session.hpp"
 #include "engine/worker_cap.hpp"
+#include "httpd/greylist.hpp"
 #include "milter/client.hpp"
 #include <esmtp/provider.hpp>
 
@@ -55,6 +56,7 @@ struct ServerConfig {
     int dnsbl_at_rcpt;
     apr_int64_t dnsbl_timeout_ms;
     const char *dns_server;
+    GreylistSpec greylist; // ESMTPGreylist; on == -1: inherited
     apr_int64_t min_data_rate;
     // ESMTPClient* (per-client limits): -1 / unset flags / nullptr: inherited
     apr_int64_t client_connection_limit;

@@ -29,13 +29,13 @@ DnsblSettings dnsbl_settings(const ServerConfig *cfg)
 }
 
 ConnectionScreen::ConnectionScreen(conn_rec *c, const ServerConfig *cfg, ConnStats &stats)
-    : c_(c), stats_(stats), hostname_(cfg->session->hostname), dnsbl_(dnsbl_settings(cfg))
+    : c_(c), stats_(stats), hostname_(cfg->session->hostname), dnsbl_(dnsbl_settings(cfg)), greylist_(cfg->greylist)
 {
 }
 
 Screen::Verdict ConnectionScreen::connect()
 {
-    if (!active())
+    if (!dnsbl_active())
         return {};
     // The lookups hold this worker (up to the deadline): they count against
     // ESMTPMaxWorkers, beyond which the session is refused as the handler's
@@ -59,11 +59,32 @@ Screen::Verdict ConnectionScreen::connect()
     return blocked(true);
 }
 
-Screen::Verdict ConnectionScreen::rcpt(const Path &, const Path &)
+Screen::Verdict ConnectionScreen::rcpt(const Path &sender, const Path &recipient)
 {
-    if (active() && dnsbl_.at_rcpt && outcome_.score.score >= dnsbl_.threshold)
+    if (dnsbl_active() && dnsbl_.at_rcpt && outcome_.score.score >= dnsbl_.threshold)
         return blocked(false);
+    if (greylist_.on == 1 && !outcome_.score.allowlisted)
+        return greylisted(sender, recipient);
     return {};
+}
+
+Screen::Verdict ConnectionScreen::greylisted(const Path &sender, const Path &recipient)
+{
+    // The cache may be across the network (redis): a worker held.
+    WorkerHold hold = WorkerHold::try_take();
+    if (!hold)
+        return {Reply(451, "Server busy, try again later", "4.3.2"), RejectCause::count_,
+                "greylist refused: ESMTPMaxWorkers reached (server busy)"};
+    GreylistAnswer a = greylist_check(c_, greylist_, hostname_, sender.mailbox, recipient.mailbox);
+    if (a.verdict == Greylisted::passed_now) {
+        stats_.screening(ScreenEvent::greylist_passed);
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: greylist passed for %s", c_->client_ip);
+    }
+    if (a.verdict != Greylisted::wait)
+        return {};
+    long secs = static_cast<long>(apr_time_sec(a.wait + APR_USEC_PER_SEC - 1));
+    return {Reply(450, "Greylisted, try again in " + std::to_string(secs) + " seconds", "4.2.0"), RejectCause::greylist,
+            "greylisted <" + recipient.mailbox + ">"};
 }
 
 // `greeting`: in the greeting's place, which carries no enhanced status

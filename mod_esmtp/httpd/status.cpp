@@ -5,6 +5,7 @@
 #include "httpd/guard.hpp"
 
 #include <ap_mpm.h>
+#include <iterator>
 #include <apr_optional_hooks.h>
 #include <apr_shm.h>
 #include <apr_strings.h>
@@ -45,9 +46,11 @@ enum Counter {
     c_refused5,
     c_recipients,
     c_octets,
-    c_dnsbl_failures, // a DNSBL lookup failed or came late: a pass
-    c_dnswl_listed,   // an allow list (negative weight) listed the client
-    c_rejects,        // one per RejectCause from here
+    c_dnsbl_failures,  // a DNSBL lookup failed or came late: a pass
+    c_dnswl_listed,    // an allow list (negative weight) listed the client
+    c_greylist_passed, // a greylisted triplet retried after the delay
+    c_cache_errors,    // ESMTPStateCache failed (fail open)
+    c_rejects,         // one per RejectCause from here
     kCounters = c_rejects + static_cast<int>(RejectCause::count_)
 };
 
@@ -179,16 +182,19 @@ void sum_gauges(std::int64_t (*per_server)[kGauges], unsigned servers)
 }
 
 // The ?auto keys: stable names (README, Monitoring).
-const char *const kCounterKeys[kCounters] = {
-    "ESMTPConnections",       "ESMTPMessagesAccepted", "ESMTPMessagesRefused4xx",  "ESMTPMessagesRefused5xx",
-    "ESMTPRecipients",        "ESMTPOctetsReceived",   "ESMTPDNSBLFailures",       "ESMTPDNSWLListed",
-    "ESMTPRejectsRelay",      "ESMTPRejectsLimits",    "ESMTPRejectsBareNewline",  "ESMTPRejectsEarlyTalker",
-    "ESMTPRejectsPipelining", "ESMTPRejectsTimeout",   "ESMTPRejectsHandlerError", "ESMTPRejectsPregreet",
-    "ESMTPRejectsDnsbl"};
-const char *const kCounterTitles[kCounters] = {
-    "connections",    "accepted",     "refused 4xx",   "refused 5xx", "recipients", "octets received",
-    "DNSBL failures", "DNSWL listed", "relay",         "limits",      "bare LF/CR", "early talker",
-    "pipelining",     "timeout",      "handler error", "pregreet",    "DNSBL"};
+const char *const kCounterKeys[] = {
+    "ESMTPConnections",         "ESMTPMessagesAccepted",   "ESMTPMessagesRefused4xx", "ESMTPMessagesRefused5xx",
+    "ESMTPRecipients",          "ESMTPOctetsReceived",     "ESMTPDNSBLFailures",      "ESMTPDNSWLListed",
+    "ESMTPGreylistPassed",      "ESMTPStateCacheErrors",   "ESMTPRejectsRelay",       "ESMTPRejectsLimits",
+    "ESMTPRejectsBareNewline",  "ESMTPRejectsEarlyTalker", "ESMTPRejectsPipelining",  "ESMTPRejectsTimeout",
+    "ESMTPRejectsHandlerError", "ESMTPRejectsPregreet",    "ESMTPRejectsDnsbl",       "ESMTPRejectsGreylist"};
+const char *const kCounterTitles[] = {"connections",     "accepted",           "refused 4xx",    "refused 5xx",
+                                      "recipients",      "octets received",    "DNSBL failures", "DNSWL listed",
+                                      "greylist passed", "state cache errors", "relay",          "limits",
+                                      "bare LF/CR",      "early talker",       "pipelining",     "timeout",
+                                      "handler error",   "pregreet",           "DNSBL",          "greylist"};
+// a counter without its key would print a null pointer
+static_assert(std::size(kCounterKeys) == kCounters && std::size(kCounterTitles) == kCounters);
 
 // Derived gauges: on a thread = open - parked, plaintext = open - TLS,
 // closing = open - greeting - command - data.
@@ -538,10 +544,19 @@ void ConnStats::message(int code, unsigned recipients, std::uint64_t)
     }
 }
 
+void status_state_cache_error(const conn_rec *c)
+{
+    unsigned index = 0;
+    if (ServerCounters *srv = server_counters(server_config(c->base_server), index))
+        add(srv, c_cache_errors);
+}
+
 void ConnStats::screening(ScreenEvent e)
 {
     if (srv_)
-        add(srv_, e == ScreenEvent::dnsbl_failure ? c_dnsbl_failures : c_dnswl_listed);
+        add(srv_, e == ScreenEvent::dnsbl_failure  ? c_dnsbl_failures
+                  : e == ScreenEvent::dnswl_listed ? c_dnswl_listed
+                                                   : c_greylist_passed);
 }
 
 void ConnStats::rejected(RejectCause cause, std::string_view what)

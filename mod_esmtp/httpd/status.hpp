@@ -34,7 +34,10 @@ void status_register_hooks();
 void status_connection_refused(const ServerConfig *cfg, const conn_rec *c, RejectCause cause, std::string_view what);
 
 // Screening outcomes that are no refusal (README, Screening clients).
-enum class ScreenEvent { dnsbl_failure, dnswl_listed };
+enum class ScreenEvent { dnsbl_failure, dnswl_listed, greylist_passed };
+// ESMTPStateCache failed (httpd/state_cache.cpp): counted for the
+// connection's server.
+void status_state_cache_error(const conn_rec *c);
 
 // One connection's share of the counters: the session's observer. Its
 // gauges are released by the destructor, whatever ended the connection.

@@ -106,7 +106,9 @@ class ConfigTest(unittest.TestCase):
                           "ESMTPDNSBL zen..example", "ESMTPDNSBL zen.example*0", "ESMTPDNSBL zen.example=127.0.0",
                           "ESMTPDNSBLThreshold 0", "ESMTPDNSBLThreshold 3 reject=mail",
                           "ESMTPDNSBLThreshold 3 timeout=0.01", "ESMTPDNSServer dns.example",
-                          "ESMTPDNSServer 127.0.0.1:99999", "ESMTPDNSServer [::1"):
+                          "ESMTPDNSServer 127.0.0.1:99999", "ESMTPDNSServer [::1", "ESMTPGreylist maybe",
+                          "ESMTPGreylist On delay=0", "ESMTPGreylist On delay=600 retry=300",
+                          "ESMTPGreylist On colour=grey", "ESMTPStateCache shmcb"):
             with self.subTest(directive=directive):
                 httpd = Httpd()
                 try:
@@ -116,6 +118,13 @@ class ConfigTest(unittest.TestCase):
                     self.assertIn(directive.split()[0], out)
                 finally:
                     httpd.cleanup()
+
+    def test_greylist_needs_a_state_cache_provider(self):
+        """ESMTPGreylist keeps its state in ESMTPStateCache: a provider
+        that is not loaded fails `apache2 -t`, naming the directive."""
+        self.httpd.main_extra.append("ESMTPStateCache nosuch:127.0.0.1:1")
+        self.httpd.add_smtp("discard", extra=["ESMTPGreylist On"])
+        self.assertConfigFails("ESMTPStateCache: no mod_socache provider 'nosuch'", "ESMTPGreylist")
 
     def test_protocol_on_without_handler_fails_start(self):
         self.httpd.add_smtp(None)

@@ -294,3 +294,83 @@ class DnsblTest(ServerTestCase):
         with connect_from(2, self.off.port) as c:
             self.assertEqual(c.reply()[0], 220)
             c.cmd("QUIT")
+
+
+SHMCB = "LoadModule socache_shmcb_module %s" % q(os.path.join(MODULESDIR, "mod_socache_shmcb.so"))
+GREY_DELAY = 2
+
+
+def rcpt_reply(port, rcpt, sender="a@client.example", source=1):
+    with connect_from(source, port) as c:
+        assert c.reply()[0] == 220
+        assert c.cmd("EHLO client.example")[0] == 250
+        assert c.cmd("MAIL FROM:<%s>" % sender)[0] == 250
+        reply = c.cmd("RCPT TO:<%s>" % rcpt)
+        c.cmd("QUIT")
+    return reply
+
+
+@unittest.skipUnless(DNSMASQ, "dnsmasq (dnsmasq-base) is not installed")
+class GreylistTest(ServerTestCase):
+    """ESMTPGreylist in the default ESMTPStateCache (shmcb)."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = Dnsmasq(RECORDS)
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls.dns.stop()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.dns.stop()
+
+    @classmethod
+    def configure(cls, httpd):
+        httpd.main_extra += STATUS_LINES + [SHMCB]
+        httpd.add_http()
+        grey = "ESMTPGreylist On delay=%d allowlist=2" % GREY_DELAY
+        cls.grey = httpd.add_smtp("maildir", extra=[grey])
+        cls.allow = httpd.add_smtp("maildir", extra=[grey])
+        cls.dnswl = httpd.add_smtp("maildir", extra=[
+            grey, "ESMTPDNSBL " + SITES, "ESMTPDNSBLThreshold 3", "ESMTPDNSServer 127.0.0.1:%d" % cls.dns.port])
+        cls.off = httpd.add_smtp("maildir", extra=["ESMTPGreylist Off"])
+
+    def test_first_try_450_retry_after_the_delay_250(self):
+        before = status(self.httpd.http_port)
+        rcpt = "first@%s" % self.grey.server_name
+        t0 = time.monotonic()
+        self.assertEqual(rcpt_reply(self.grey.port, rcpt),
+                         (450, ["450 4.2.0 Greylisted, try again in %d seconds" % GREY_DELAY]))
+        code, lines = rcpt_reply(self.grey.port, rcpt)  # too early: still 450
+        self.assertEqual(code, 450, lines)
+        # another sender is another triplet
+        self.assertEqual(rcpt_reply(self.grey.port, rcpt, sender="other@client.example")[0], 450)
+        time.sleep(max(0, GREY_DELAY + 0.2 - (time.monotonic() - t0)))
+        self.assertEqual(rcpt_reply(self.grey.port, rcpt)[0], 250)
+        self.assertEqual(rcpt_reply(self.grey.port, rcpt)[0], 250)  # remembered as passed
+        after = status(self.httpd.http_port)
+        self.assertEqual(after["ESMTPRejectsGreylist"] - before["ESMTPRejectsGreylist"], 3)
+        self.assertEqual(after["ESMTPGreylistPassed"] - before["ESMTPGreylistPassed"], 1)
+        self.assertEqual(after["ESMTPStateCacheErrors"], before["ESMTPStateCacheErrors"])
+
+    def test_network_allowlisted_after_passes(self):
+        t0 = time.monotonic()
+        for n in (1, 2):
+            self.assertEqual(rcpt_reply(self.allow.port, "al%d@%s" % (n, self.allow.server_name))[0], 450)
+        time.sleep(max(0, GREY_DELAY + 0.2 - (time.monotonic() - t0)))
+        for n in (1, 2):
+            self.assertEqual(rcpt_reply(self.allow.port, "al%d@%s" % (n, self.allow.server_name))[0], 250)
+        # two passes from 127.0.0.0/24: a new triplet of that network passes at once
+        self.assertEqual(rcpt_reply(self.allow.port, "new@%s" % self.allow.server_name, source=9)[0], 250)
+
+    def test_dnswl_listed_client_skips_greylisting(self):
+        self.assertEqual(rcpt_reply(self.dnswl.port, "wl@%s" % self.dnswl.server_name, source=5)[0], 250)
+
+    def test_greylists_are_per_server(self):
+        self.assertEqual(rcpt_reply(self.off.port, "x@%s" % self.off.server_name)[0], 250)
