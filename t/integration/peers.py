@@ -237,3 +237,34 @@ class Dnsmasq:
 
     def stop(self):
         _stop(self.proc)
+
+
+REDIS_SERVER = shutil.which("redis-server", path=SBIN_PATH)
+
+
+class Redis:
+    """A redis-server on 127.0.0.1:`port`, in memory only (no dump, no
+    append-only file), its working directory a temporary one."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="esmtp-it-redis-")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--dir", self.dir, "--logfile", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_for(lambda: self.proc.poll() is not None or _listening("127.0.0.1", self.port), 10) or \
+                self.proc.poll() is not None:
+            self.stop()
+            raise RuntimeError("redis-server did not start on port %d" % self.port)
+
+    def stop(self):
+        _stop(self.proc)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -13,8 +13,8 @@ import time
 import unittest
 import urllib.request
 
-from harness import MODULESDIR, RawClient, ServerTestCase, plaintext_only, q, wait_for
-from peers import DNSMASQ, Dnsmasq
+from harness import MODULESDIR, Httpd, RawClient, ServerTestCase, plaintext_only, q, wait_for
+from peers import DNSMASQ, REDIS_SERVER, Dnsmasq, Redis
 
 STATUS_LINES = [
     "LoadModule status_module %s" % q(os.path.join(MODULESDIR, "mod_status.so")),
@@ -374,3 +374,75 @@ class GreylistTest(ServerTestCase):
 
     def test_greylists_are_per_server(self):
         self.assertEqual(rcpt_reply(self.off.port, "x@%s" % self.off.server_name)[0], 250)
+
+
+REDIS_MODULE = "LoadModule socache_redis_module %s" % q(os.path.join(MODULESDIR, "mod_socache_redis.so"))
+
+
+@unittest.skipUnless(REDIS_SERVER and os.path.exists(os.path.join(MODULESDIR, "mod_socache_redis.so")),
+                     "redis-server or mod_socache_redis is missing")
+class TwoNodesRedisTest(unittest.TestCase):
+    """Two httpd nodes with one ESMTPStateCache in a redis-server: a
+    greylist pass on one node is honoured on the other; with redis stopped
+    mail keeps flowing (fail open), the error log and mod_status say so."""
+
+    ALLOWED = (r"ESMTPStateCache redis:127\.0\.0\.1:\d+: (retrieve|store) failed for the greylist",
+               r"AH0347\d|AH0348\d|AH0349\d|socache_redis|apr_redis")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = Redis()
+        cls.nodes = []
+        try:
+            for _ in range(2):
+                h = Httpd(main_extra=STATUS_LINES + [REDIS_MODULE, "ESMTPStateCache redis:127.0.0.1:%d"
+                                                     % cls.redis.port])
+                cls.nodes.append(h)
+                h.add_http()
+                h.vh = h.add_smtp("maildir", server_name="mx.cluster.test",
+                                  extra=["ESMTPGreylist On delay=%d" % GREY_DELAY])
+                h.start()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        bad = []
+        for h in cls.nodes:
+            h.stop()
+            bad += h.check_log(cls.ALLOWED)
+            h.cleanup(keep=bool(bad))
+        cls.redis.cleanup()
+        if bad:
+            raise AssertionError("unexpected error-log lines:\n" + "\n".join(bad))
+
+    def test_pass_on_one_node_honoured_on_the_other(self):
+        one, two = self.nodes
+        rcpt = "shared@mx.cluster.test"
+        t0 = time.monotonic()
+        self.assertEqual(rcpt_reply(one.vh.port, rcpt)[0], 450)
+        # node 2 knows the first attempt: too early there too
+        self.assertEqual(rcpt_reply(two.vh.port, rcpt)[0], 450)
+        time.sleep(max(0, GREY_DELAY + 0.2 - (time.monotonic() - t0)))
+        self.assertEqual(rcpt_reply(two.vh.port, rcpt)[0], 250)
+        self.assertEqual(rcpt_reply(one.vh.port, rcpt)[0], 250)
+
+    def test_redis_stopped_mail_keeps_flowing(self):
+        one = self.nodes[0]
+        before = status(one.http_port)
+        self.redis.stop()
+        try:
+            for n in range(3):
+                self.assertEqual(rcpt_reply(one.vh.port, "down%d@mx.cluster.test" % n)[0], 250)
+            after = status(one.http_port)
+            self.assertGreater(after["ESMTPStateCacheErrors"], before["ESMTPStateCacheErrors"])
+            log = wait_for(lambda: [l for l in one.new_log_lines() if "fail open" in l], 5)
+            self.assertTrue(log, "the cache failure is not in the error log")
+        finally:
+            self.redis.start()
+        # back: greylisting again (a pooled connection to the old redis may
+        # fail once more first, which passes)
+        tries = iter(range(1000))
+        self.assertTrue(wait_for(lambda: rcpt_reply(one.vh.port, "back%d@mx.cluster.test" % next(tries))[0] == 450,
+                                 10, 0.2), "greylisting did not come back with redis")
