@@ -13,6 +13,8 @@ import time
 import unittest
 import urllib.request
 
+import test_postfix
+
 from harness import MODULESDIR, Httpd, RawClient, ServerTestCase, plaintext_only, q, wait_for
 from peers import DNSMASQ, REDIS_SERVER, Dnsmasq, Redis
 
@@ -446,3 +448,38 @@ class TwoNodesRedisTest(unittest.TestCase):
         tries = iter(range(1000))
         self.assertTrue(wait_for(lambda: rcpt_reply(one.vh.port, "back%d@mx.cluster.test" % next(tries))[0] == 450,
                                  10, 0.2), "greylisting did not come back with redis")
+
+
+@unittest.skipIf(test_postfix.SKIP_REASON, test_postfix.SKIP_REASON or "")
+class GreylistPostfixTest(test_postfix.PostfixRelayCase):
+    """A real MTA's retry: Postfix gets 450 4.2.0, queues the message and
+    retries (backoff shortened to seconds); the retry is accepted."""
+
+    @classmethod
+    def configure(cls, httpd):
+        httpd.main_extra += STATUS_LINES + [SHMCB]
+        httpd.add_http()
+        cls.vh = httpd.add_smtp("maildir", server_name="mx.grey.test",
+                                extra=["ESMTPGreylist On delay=%d" % GREY_DELAY])
+
+    @classmethod
+    def prepare_postfix(cls, postfix):
+        with open(os.path.join(postfix.config_dir, "main.cf"), "a") as f:
+            f.write("queue_run_delay = 1s\nminimal_backoff_time = 1s\nmaximal_backoff_time = 2s\n")
+
+    def test_postfix_retries_and_is_accepted(self):
+        before = status(self.httpd.http_port)
+        rcpt = "rcpt@" + self.vh.server_name
+        rc, out = self.postfix.run(test_postfix._which("sendmail"), "-C", self.postfix.config_dir,
+                                   "-f", test_postfix.SENDER, rcpt,
+                                   stdin=b"Subject: greylisted\n\nretried by Postfix\n")
+        self.assertEqual(rc, 0, out)
+        files = wait_for(self.vh.maildir_files, 60, 0.2)
+        self.assertEqual(len(files), 1, self.postfix.log_text()[-3000:])
+        log = self.postfix.log_text()
+        self.assertIn("450 4.2.0 Greylisted", log)
+        self.assertRegex(log, r"status=deferred")
+        self.assertRegex(log, r"status=sent")
+        after = status(self.httpd.http_port)
+        self.assertGreaterEqual(after["ESMTPRejectsGreylist"] - before["ESMTPRejectsGreylist"], 1)
+        self.assertEqual(after["ESMTPGreylistPassed"] - before["ESMTPGreylistPassed"], 1)
