@@ -1222,10 +1222,15 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
             }
             if (smtp && bulkhead_post_config(pconf, main) != OK)
                 return HTTP_INTERNAL_SERVER_ERROR;
-            bool greylist = false;
-            for (server_rec *s = main; s; s = s->next)
-                greylist = greylist || (server_config(s)->enabled == 1 && server_config(s)->greylist.on == 1);
-            if (greylist && state_cache_post_config(pconf, main) != OK)
+            // The greylist needs the state cache; the DNSBL answers use it
+            // when its provider is there (else each child keeps its own).
+            bool greylist = false, dnsbl = false;
+            for (server_rec *s = main; s; s = s->next) {
+                const ServerConfig *c = server_config(s);
+                greylist = greylist || (c->enabled == 1 && c->greylist.on == 1);
+                dnsbl = dnsbl || (c->enabled == 1 && c->dnsbl_sites && !(*c->dnsbl_sites)->empty());
+            }
+            if ((greylist || (dnsbl && state_cache_provider_loaded())) && state_cache_post_config(pconf, main) != OK)
                 return HTTP_INTERNAL_SERVER_ERROR;
             if (std::string why; smtp && !dnsbl_library_init(why)) {
                 ap_log_error(APLOG_MARK, APLOG_EMERG, 0, main, "esmtp: the DNS resolver (c-ares) failed: %s",

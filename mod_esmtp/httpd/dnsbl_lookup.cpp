@@ -1,8 +1,11 @@
 #include "httpd/dnsbl_lookup.hpp"
 
+#include "httpd/state_cache.hpp"
+
 #include <ares.h>
 #include <arpa/nameser.h>
 #include <netinet/in.h>
+#include <arpa/inet.h>
 #include <poll.h>
 
 #include <algorithm>
@@ -147,6 +150,45 @@ void wait_for_answers(ares_channel ch, const std::vector<Query> &queries, apr_ti
     }
 }
 
+// In ESMTPStateCache: "127.0.0.2,127.0.0.4", or "-" for a name that does
+// not exist.
+std::string shared_key(const std::string &name)
+{
+    return "esmtp:dnsbl:" + name;
+}
+
+std::string encode(const std::vector<Ipv4Answer> &answers)
+{
+    std::string v;
+    for (const Ipv4Answer &a : answers) {
+        if (!v.empty())
+            v.push_back(',');
+        v +=
+            std::to_string(a[0]) + "." + std::to_string(a[1]) + "." + std::to_string(a[2]) + "." + std::to_string(a[3]);
+    }
+    return v.empty() ? "-" : v;
+}
+
+bool decode(const std::string &v, std::vector<Ipv4Answer> &out)
+{
+    out.clear();
+    if (v == "-")
+        return true;
+    std::size_t pos = 0;
+    while (pos <= v.size()) {
+        std::size_t comma = v.find(',', pos);
+        std::string one = v.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
+        unsigned char b[4];
+        if (inet_pton(AF_INET, one.c_str(), b) != 1)
+            return false;
+        out.push_back(Ipv4Answer{b[0], b[1], b[2], b[3]});
+        if (comma == std::string::npos)
+            break;
+        pos = comma + 1;
+    }
+    return true;
+}
+
 } // namespace
 
 bool dnsbl_library_init(std::string &why)
@@ -159,7 +201,7 @@ bool dnsbl_library_init(std::string &why)
     return rc == ARES_SUCCESS;
 }
 
-DnsblOutcome dnsbl_lookup(const DnsblSettings &settings, std::string_view address)
+DnsblOutcome dnsbl_lookup(conn_rec *c, const DnsblSettings &settings, std::string_view address)
 {
     DnsblOutcome out;
     if (!settings.sites || settings.sites->empty())
@@ -173,6 +215,14 @@ DnsblOutcome dnsbl_lookup(const DnsblSettings &settings, std::string_view addres
             continue; // not an IP address (a unix socket): nothing to look up
         std::vector<Ipv4Answer> answers;
         if (cache().find(name, answers, now)) {
+            dnsbl_add(out.score, site, dnsbl_matches(site, answers));
+            continue;
+        }
+        if (std::string v; state_cache_ready() &&
+                           state_get(c, shared_key(name), v, "DNSBL answers") == CacheResult::found &&
+                           decode(v, answers)) {
+            // another child or node asked: kept here a minute
+            cache().put(name, answers, kMinTtl, now);
             dnsbl_add(out.score, site, dnsbl_matches(site, answers));
             continue;
         }
@@ -211,7 +261,10 @@ DnsblOutcome dnsbl_lookup(const DnsblSettings &settings, std::string_view addres
         if (q.status == ARES_SUCCESS || q.status == ARES_ENOTFOUND || q.status == ARES_ENODATA) {
             bool found = q.status == ARES_SUCCESS;
             dnsbl_add(out.score, *q.site, found && dnsbl_matches(*q.site, q.answers));
-            cache().put(q.name, std::move(q.answers), found ? q.ttl : kMinTtl, now);
+            apr_interval_time_t ttl = std::clamp(found ? q.ttl : kMinTtl, kMinTtl, kMaxTtl);
+            if (state_cache_ready())
+                state_put(c, shared_key(q.name), encode(q.answers), now + ttl, "DNSBL answers");
+            cache().put(q.name, std::move(q.answers), ttl, now);
             continue;
         }
         if (!out.failed++)

@@ -1,10 +1,12 @@
 // ESMTPDNSBL's lookups through c-ares: every site asked at once (the lists
 // cost one round trip, not their sum), one deadline for all, answers kept
-// per child for their TTL. A site whose answer fails or comes too late
+// for their TTL per child and in ESMTPStateCache (shared by the children,
+// and by the nodes with redis) when it is there. A site whose answer fails or comes too late
 // counts as not listing the client (fail open).
 #pragma once
 
 #include "engine/dnsbl.hpp"
+#include "httpd/mod_esmtp.hpp"
 
 #include <apr_time.h>
 
@@ -30,7 +32,8 @@ struct DnsblOutcome {
     std::string failure; // what went wrong first, for the log
 };
 
-DnsblOutcome dnsbl_lookup(const DnsblSettings &settings, std::string_view address);
+// `c`: the connection (for the state cache's pool and log).
+DnsblOutcome dnsbl_lookup(conn_rec *c, const DnsblSettings &settings, std::string_view address);
 
 // post_config: c-ares's global state (once per process).
 bool dnsbl_library_init(std::string &why);

@@ -44,7 +44,7 @@ Screen::Verdict ConnectionScreen::connect()
     if (!hold)
         return {Reply(421, hostname_ + " Server busy, try again later", "4.3.2", true), RejectCause::count_,
                 "DNSBL lookups refused: ESMTPMaxWorkers reached (server busy)"};
-    outcome_ = dnsbl_lookup(dnsbl_, c_->client_ip);
+    outcome_ = dnsbl_lookup(c_, dnsbl_, c_->client_ip);
     if (outcome_.failed) {
         // fail open: the client passes on what the other sites said
         stats_.screening(ScreenEvent::dnsbl_failure);

@@ -102,6 +102,17 @@ int state_cache_pre_config_hook(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *) n
     return ap_mutex_register(pconf, kMutexType, nullptr, APR_LOCK_DEFAULT, 0) == APR_SUCCESS ? OK : !OK;
 }
 
+bool state_cache_provider_loaded()
+{
+    split_spec();
+    return ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, g_state.name, AP_SOCACHE_PROVIDER_VERSION) != nullptr;
+}
+
+bool state_cache_ready()
+{
+    return g_state.instance != nullptr;
+}
+
 bool state_cache_check(server_rec *s, std::string &why)
 {
     g_state.server = s;

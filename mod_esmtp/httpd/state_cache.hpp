@@ -28,6 +28,10 @@ bool state_cache_check(server_rec *s, std::string &why);
 // post_config, when a server needs the cache: create and initialize it.
 int state_cache_post_config(apr_pool_t *pconf, server_rec *s);
 void state_cache_child_init(apr_pool_t *pchild, server_rec *s);
+// The configured provider (or the default, shmcb) is loaded.
+bool state_cache_provider_loaded();
+// post_config made the cache: state_get/state_put can be used.
+bool state_cache_ready();
 
 enum class CacheResult { found, not_found, error };
 
