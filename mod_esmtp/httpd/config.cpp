@@ -422,12 +422,13 @@ const char *set_greeting_delay(cmd_parms *cmd, void *, const char *arg)
     return nullptr;
 }
 
-// ESMTPPregreet Off | SECONDS [teaser=On|Off|TEXT]
+// ESMTPPregreet Off | SECONDS [teaser=On|Off|TEXT] [remember=SECONDS]
 const char *set_pregreet(cmd_parms *cmd, void *, int argc, char *const argv[])
 {
     ServerConfig *cfg = server_config(cmd->server);
-    constexpr const char *usage = "ESMTPPregreet: needs Off or SECONDS (0 to 60, e.g. 1.5) [teaser=On|Off|TEXT]";
-    if (argc < 1 || argc > 2)
+    constexpr const char *usage =
+        "ESMTPPregreet: needs Off or SECONDS (0 to 60, e.g. 1.5) [teaser=On|Off|TEXT] [remember=SECONDS]";
+    if (argc < 1 || argc > 3)
         return usage;
     if (!strcasecmp(argv[0], "off")) {
         if (argc != 1)
@@ -438,8 +439,14 @@ const char *set_pregreet(cmd_parms *cmd, void *, int argc, char *const argv[])
     if (!parse_seconds_ms(argv[0], 60, cfg->pregreet_ms))
         return usage;
     cfg->pregreet_teaser = nullptr;
-    if (argc == 2) {
-        std::string_view opt(argv[1]);
+    cfg->pregreet_remember = 0;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view opt(argv[i]);
+        if (opt.substr(0, 9) == "remember=") {
+            if (!parse_number(argv[i] + 9, 1, 30 * 86400, cfg->pregreet_remember))
+                return "ESMTPPregreet: remember= needs seconds from 1 to 2592000 (30 days)";
+            continue;
+        }
         if (opt.substr(0, 7) != "teaser=" || opt.size() == 7)
             return usage;
         std::string_view text = opt.substr(7);
@@ -447,10 +454,10 @@ const char *set_pregreet(cmd_parms *cmd, void *, int argc, char *const argv[])
                 return static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) > 0x7e;
             }))
             return "ESMTPPregreet: the teaser is printable ASCII, at most 200 characters";
-        if (!strcasecmp(argv[1] + 7, "off"))
+        if (!strcasecmp(argv[i] + 7, "off"))
             cfg->pregreet_teaser = "";
-        else if (strcasecmp(argv[1] + 7, "on"))
-            cfg->pregreet_teaser = apr_pstrdup(cmd->pool, argv[1] + 7);
+        else if (strcasecmp(argv[i] + 7, "on"))
+            cfg->pregreet_teaser = apr_pstrdup(cmd->pool, argv[i] + 7);
     }
     return nullptr;
 }
@@ -1046,6 +1053,7 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
     const ServerConfig *pg = add->pregreet_ms != -1 ? add : base;
     cfg->pregreet_ms = pg->pregreet_ms;
     cfg->pregreet_teaser = pg->pregreet_teaser;
+    cfg->pregreet_remember = pg->pregreet_remember;
     cfg->dnsbl_sites = add->dnsbl_sites ? add->dnsbl_sites : base->dnsbl_sites;
     cfg->dnsbl_threshold = add->dnsbl_threshold != -1 ? add->dnsbl_threshold : base->dnsbl_threshold;
     cfg->dnsbl_at_rcpt = add->dnsbl_at_rcpt != -1 ? add->dnsbl_at_rcpt : base->dnsbl_at_rcpt;
@@ -1227,7 +1235,7 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
             bool greylist = false, dnsbl = false;
             for (server_rec *s = main; s; s = s->next) {
                 const ServerConfig *c = server_config(s);
-                greylist = greylist || (c->enabled == 1 && c->greylist.on == 1);
+                greylist = greylist || (c->enabled == 1 && (c->greylist.on == 1 || c->pregreet_remember > 0));
                 dnsbl = dnsbl || (c->enabled == 1 && c->dnsbl_sites && !(*c->dnsbl_sites)->empty());
             }
             if ((greylist || (dnsbl && state_cache_provider_loaded())) && state_cache_post_config(pconf, main) != OK)
@@ -1335,10 +1343,11 @@ static int check_servers(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *main)
     if (auth_check_config(main) != OK)
         rv = !OK;
     for (server_rec *s = main; s; s = s->next) {
-        if (server_config(s)->enabled == 1 && server_config(s)->greylist.on == 1) {
+        const ServerConfig *c = server_config(s);
+        if (c->enabled == 1 && (c->greylist.on == 1 || c->pregreet_remember > 0)) {
             if (std::string why; !state_cache_check(main, why)) {
-                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, nullptr, "%s; ESMTPGreylist needs it",
-                             why.c_str());
+                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, nullptr,
+                             "%s; ESMTPGreylist and ESMTPPregreet remember= need it", why.c_str());
                 rv = !OK;
             }
             break;

@@ -46,8 +46,9 @@ struct ServerConfig {
     int forbid_unauth_pipelining; // -1 unset
     apr_int64_t max_junk_commands;
     apr_int64_t greeting_delay_ms;
-    apr_int64_t pregreet_ms;     // ESMTPPregreet: -1 unset, -2 Off, else the wait
-    const char *pregreet_teaser; // nullptr: the default teaser; "": none
+    apr_int64_t pregreet_ms;       // ESMTPPregreet: -1 unset, -2 Off, else the wait
+    const char *pregreet_teaser;   // nullptr: the default teaser; "": none
+    apr_int64_t pregreet_remember; // seconds a pass or failure is kept in ESMTPStateCache (0: not)
     // ESMTPDNSBL sites (owned by a pool cleanup; an empty list: Off);
     // nullptr: inherited. ESMTPDNSBLThreshold N reject= timeout=, and
     // ESMTPDNSServer: -1 / nullptr unset.

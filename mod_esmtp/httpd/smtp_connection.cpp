@@ -2,6 +2,7 @@
 
 #include "httpd/bulkhead.hpp"
 #include "httpd/gated_handler.hpp"
+#include "httpd/state_cache.hpp"
 #include "milter/handler.hpp"
 
 #include <http_connection.h>
@@ -184,7 +185,20 @@ bool SmtpConnection::greet()
         session_->shutdown(Reply(554, sc.hostname + " Error: SMTP protocol synchronization", "5.5.0", true));
         return false;
     }
-    if (sc.pregreet && rv != APR_EOF && (rv == APR_SUCCESS || APR_STATUS_IS_EAGAIN(rv) || APR_STATUS_IS_TIMEUP(rv))) {
+    // remember=: a client's last result, in ESMTPStateCache
+    const bool remember = sc.pregreet && cfg_->pregreet_remember > 0 && state_cache_ready();
+    const std::string remember_key = std::string("esmtp:pregreet:") + c_->client_ip;
+    std::string remembered;
+    if (remember && rv != APR_EOF && state_get(c_, remember_key, remembered, "pregreet") == CacheResult::found &&
+        remembered == "fail") {
+        session_->log(txlog_session, "pregreet: refused, talked before the end of the greeting recently");
+        session_->report(RejectCause::pregreet, "talked before the end of the greeting (remembered)");
+        session_->shutdown(
+            Reply(554, sc.hostname + " Protocol error: talked before the end of the greeting", "5.5.1", true));
+        return false;
+    }
+    if (sc.pregreet && remembered != "pass" && rv != APR_EOF &&
+        (rv == APR_SUCCESS || APR_STATUS_IS_EAGAIN(rv) || APR_STATUS_IS_TIMEUP(rv))) {
         // postscreen's pregreet test: the teaser invites a bot to talk
         // before the greeting's last line; an SMTP client waits for it.
         if (sc.pregreet_teaser) {
@@ -201,10 +215,16 @@ bool SmtpConnection::greet()
             ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, c_,
                           "esmtp: pregreet test failed: client %s talked before the end of the greeting",
                           c_->client_ip);
+            if (remember)
+                state_put(c_, remember_key, "fail", apr_time_now() + apr_time_from_sec(cfg_->pregreet_remember),
+                          "pregreet");
             session_->shutdown(
                 Reply(554, sc.hostname + " Protocol error: talked before the end of the greeting", "5.5.1", true));
             return false;
         }
+        if (remember && (rv == APR_SUCCESS || APR_STATUS_IS_EAGAIN(rv) || APR_STATUS_IS_TIMEUP(rv)))
+            state_put(c_, remember_key, "pass", apr_time_now() + apr_time_from_sec(cfg_->pregreet_remember),
+                      "pregreet");
     }
     if (rv == APR_EOF || (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv) && !APR_STATUS_IS_TIMEUP(rv))) {
         c_->aborted = 1;

@@ -108,7 +108,7 @@ class ConfigTest(unittest.TestCase):
                           "ESMTPDNSBLThreshold 3 timeout=0.01", "ESMTPDNSServer dns.example",
                           "ESMTPDNSServer 127.0.0.1:99999", "ESMTPDNSServer [::1", "ESMTPGreylist maybe",
                           "ESMTPGreylist On delay=0", "ESMTPGreylist On delay=600 retry=300",
-                          "ESMTPGreylist On colour=grey", "ESMTPStateCache shmcb"):
+                          "ESMTPGreylist On colour=grey", "ESMTPStateCache shmcb", "ESMTPPregreet 2 remember=0"):
             with self.subTest(directive=directive):
                 httpd = Httpd()
                 try:

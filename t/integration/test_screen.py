@@ -46,9 +46,10 @@ class PregreetTest(ServerTestCase):
 
     @classmethod
     def configure(cls, httpd):
-        httpd.main_extra += STATUS_LINES
+        httpd.main_extra += STATUS_LINES + [SHMCB]
         httpd.add_http()
         cls.teaser = httpd.add_smtp("maildir", extra=["ESMTPPregreet %s" % PAUSE])
+        cls.remember = httpd.add_smtp("maildir", extra=["ESMTPPregreet %s remember=60" % PAUSE])
         cls.text = httpd.add_smtp("maildir", extra=['ESMTPPregreet 0.5 "teaser=Welcome; please wait"'])
         cls.silent = httpd.add_smtp("maildir", extra=["ESMTPPregreet %s teaser=Off" % PAUSE])
         cls.off = httpd.add_smtp("maildir")
@@ -130,6 +131,33 @@ class PregreetTest(ServerTestCase):
             time.sleep(0.2)
             c.send("EHLO bot.example\r\n")
             self.refused(c, self.silent)
+
+    @plaintext_only("the pregreet test is before STARTTLS")
+    def test_remembered_pass_skips_the_pause(self):
+        t0 = time.monotonic()
+        with connect_from(3, self.remember.port) as c:
+            self.assertEqual(c.reply()[1][0], "220-%s ESMTP" % self.remember.name)
+            self.assertGreaterEqual(time.monotonic() - t0, PAUSE * 0.9)
+            c.cmd("QUIT")
+        t0 = time.monotonic()
+        with connect_from(3, self.remember.port) as c:
+            self.assertEqual(c.reply(), (220, ["220 %s ESMTP mod_esmtp" % self.remember.name]))
+            self.assertLess(time.monotonic() - t0, 0.5)
+            c.cmd("QUIT")
+
+    @plaintext_only("the pregreet test is before STARTTLS")
+    def test_remembered_failure_refused_at_once(self):
+        before = status(self.httpd.http_port)
+        with connect_from(4, self.remember.port) as c:
+            self.assertEqual(c.line(), "220-%s ESMTP\r\n" % self.remember.name)
+            c.send("EHLO bot.example\r\n")
+            self.refused(c, self.remember)
+        t0 = time.monotonic()
+        with connect_from(4, self.remember.port) as c:
+            self.refused(c, self.remember)  # no teaser, no pause
+        self.assertLess(time.monotonic() - t0, 0.5)
+        after = status(self.httpd.http_port)
+        self.assertEqual(after["ESMTPRejectsPregreet"], before["ESMTPRejectsPregreet"] + 2)
 
     @plaintext_only("the greeting is before STARTTLS")
     def test_off_by_default(self):
