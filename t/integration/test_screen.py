@@ -11,34 +11,19 @@ import smtplib
 import socket
 import time
 import unittest
-import urllib.request
 
 import test_postfix
+from test_status import STATUS_LINES, fetch, parse_auto
 
 from harness import MODULESDIR, Httpd, RawClient, ServerTestCase, plaintext_only, q, wait_for
 from peers import DNSMASQ, REDIS_SERVER, Dnsmasq, Redis
-
-STATUS_LINES = [
-    "LoadModule status_module %s" % q(os.path.join(MODULESDIR, "mod_status.so")),
-    "<Location /server-status>",
-    "    SetHandler server-status",
-    "    Require all granted",
-    "</Location>",
-]
 
 PAUSE = 1.5
 SHMCB = "LoadModule socache_shmcb_module %s" % q(os.path.join(MODULESDIR, "mod_socache_shmcb.so"))
 
 
 def status(port):
-    with urllib.request.urlopen("http://127.0.0.1:%d/server-status?auto" % port, timeout=20) as r:
-        text = r.read().decode()
-    out = {}
-    for line in text.splitlines():
-        key, sep, value = line.partition(": ")
-        if key.startswith("ESMTP") and value.isdigit():
-            out[key] = int(value)
-    return out
+    return parse_auto(fetch(port, "?auto"))
 
 
 class PregreetTest(ServerTestCase):
@@ -191,31 +176,42 @@ RECORDS = {
 SITES = "zen.test=127.0.0.[2..11]*3 bl2.test*2 bl3.test*2 wl.test=127.0.[0..255].[1..3]*-5"
 
 
-@unittest.skipUnless(DNSMASQ, "dnsmasq (dnsmasq-base) is not installed")
-class DnsblTest(ServerTestCase):
-    allowed_log = (r"DNSBL lookup for 127\.0\.0\.\d+ failed, counted as not listed",
-                   r"client 127\.0\.0\.\d+ blocked using")
+class WithDns(ServerTestCase):
+    """A ServerTestCase whose dnsmasq (cls.dns) serves RECORDS, and a DNS
+    server that never answers (cls.silent_dns, a bound UDP socket nobody
+    reads); started before httpd (the configuration names their ports),
+    stopped after."""
 
     @classmethod
     def setUpClass(cls):
-        cls.dns = Dnsmasq(RECORDS)
-        # a DNS server that never answers
         cls.silent_dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         cls.silent_dns.bind(("127.0.0.1", 0))
+        cls.dns = None
         try:
+            cls.dns = Dnsmasq(RECORDS)
             super().setUpClass()
         except BaseException:
-            cls.dns.stop()
-            cls.silent_dns.close()
+            cls.stop_dns()
             raise
+
+    @classmethod
+    def stop_dns(cls):
+        if cls.dns:
+            cls.dns.stop()
+        cls.silent_dns.close()
 
     @classmethod
     def tearDownClass(cls):
         try:
             super().tearDownClass()
         finally:
-            cls.dns.stop()
-            cls.silent_dns.close()
+            cls.stop_dns()
+
+
+@unittest.skipUnless(DNSMASQ, "dnsmasq (dnsmasq-base) is not installed")
+class DnsblTest(WithDns):
+    allowed_log = (r"DNSBL lookup for 127\.0\.0\.\d+ failed, counted as not listed",
+                   r"client 127\.0\.0\.\d+ blocked using")
 
     @classmethod
     def configure(cls, httpd):
@@ -334,24 +330,8 @@ def rcpt_reply(port, rcpt, sender="a@client.example", source=1):
 
 
 @unittest.skipUnless(DNSMASQ, "dnsmasq (dnsmasq-base) is not installed")
-class GreylistTest(ServerTestCase):
+class GreylistTest(WithDns):
     """ESMTPGreylist in the default ESMTPStateCache (shmcb)."""
-
-    @classmethod
-    def setUpClass(cls):
-        cls.dns = Dnsmasq(RECORDS)
-        try:
-            super().setUpClass()
-        except BaseException:
-            cls.dns.stop()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls.dns.stop()
 
     @classmethod
     def configure(cls, httpd):
