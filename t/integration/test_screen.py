@@ -15,11 +15,13 @@ import unittest
 import test_postfix
 from test_status import STATUS_LINES, fetch, parse_auto
 
-from harness import MODULESDIR, Httpd, RawClient, ServerTestCase, plaintext_only, q, wait_for
+from harness import MODULESDIR, OVER_STARTTLS, Httpd, RawClient, ServerTestCase, plaintext_only, q, wait_for
 from peers import DNSMASQ, REDIS_SERVER, Dnsmasq, Redis
 
 PAUSE = 1.5
-SHMCB = "LoadModule socache_shmcb_module %s" % q(os.path.join(MODULESDIR, "mod_socache_shmcb.so"))
+# the run over STARTTLS loads mod_socache_shmcb itself (for mod_ssl)
+SHMCB = [] if OVER_STARTTLS else [
+    "LoadModule socache_shmcb_module %s" % q(os.path.join(MODULESDIR, "mod_socache_shmcb.so"))]
 
 
 def status(port):
@@ -31,7 +33,7 @@ class PregreetTest(ServerTestCase):
 
     @classmethod
     def configure(cls, httpd):
-        httpd.main_extra += STATUS_LINES + [SHMCB]
+        httpd.main_extra += STATUS_LINES + SHMCB
         httpd.add_http()
         cls.teaser = httpd.add_smtp("maildir", extra=["ESMTPPregreet %s" % PAUSE])
         cls.remember = httpd.add_smtp("maildir", extra=["ESMTPPregreet %s remember=60" % PAUSE])
@@ -215,7 +217,7 @@ class DnsblTest(WithDns):
 
     @classmethod
     def configure(cls, httpd):
-        httpd.main_extra += STATUS_LINES + [SHMCB]
+        httpd.main_extra += STATUS_LINES + SHMCB
         httpd.add_http()
         server = "ESMTPDNSServer 127.0.0.1:%d" % cls.dns.port
         cls.connect = httpd.add_smtp("maildir", extra=["ESMTPDNSBL " + SITES, "ESMTPDNSBLThreshold 3 timeout=1",
@@ -335,7 +337,7 @@ class GreylistTest(WithDns):
 
     @classmethod
     def configure(cls, httpd):
-        httpd.main_extra += STATUS_LINES + [SHMCB]
+        httpd.main_extra += STATUS_LINES + SHMCB
         httpd.add_http()
         grey = "ESMTPGreylist On delay=%d allowlist=2" % GREY_DELAY
         cls.grey = httpd.add_smtp("maildir", extra=[grey])
@@ -478,7 +480,7 @@ class GreylistPostfixTest(test_postfix.PostfixRelayCase):
 
     @classmethod
     def configure(cls, httpd):
-        httpd.main_extra += STATUS_LINES + [SHMCB]
+        httpd.main_extra += STATUS_LINES + SHMCB
         httpd.add_http()
         cls.vh = httpd.add_smtp("maildir", server_name="mx.grey.test",
                                 extra=["ESMTPGreylist On delay=%d" % GREY_DELAY])
