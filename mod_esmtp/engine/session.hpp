@@ -210,6 +210,9 @@ class Session final : public SessionView, private DataSink
     bool use_enhanced() const;
     bool pipelining_allowed() const;
     void protocol_violation(std::string_view what);
+    // A refusal of the screen: logged and counted; false when it lets the
+    // client go on.
+    bool screened(const Screen::Verdict &v);
     bool content_wanted();
     void reset_transaction(std::string_view why);
     void end_transaction(std::string_view why);
@@ -239,7 +242,6 @@ class Session final : public SessionView, private DataSink
     TxLogSink *log_;
     ClientLimiter *limiter_ = nullptr;
     Screen *screen_ = nullptr;
-    bool screened(const Screen::Verdict &v);
     SessionObserver *obs_ = nullptr;
     LineReader lines_;
     DataReader data_;
