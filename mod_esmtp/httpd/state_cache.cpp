@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstring>
+#include <string>
 
 namespace esmtp
 {
@@ -24,7 +25,7 @@ constexpr apr_interval_time_t kLogEvery = apr_time_from_sec(10);
 // One per configuration generation (reset by pconf's cleanup).
 struct State {
     const char *spec = nullptr; // ESMTPStateCache as written
-    const char *name = nullptr; // the provider's name
+    std::string name;           // the provider's name
     const char *args = nullptr;
     const ap_socache_provider_t *provider = nullptr;
     ap_socache_instance_t *instance = nullptr;
@@ -45,13 +46,12 @@ apr_status_t destroy_instance(void *)
     return APR_SUCCESS;
 }
 
+// The provider's name and its arguments (mod_socache's PROVIDER:ARGS).
 void split_spec()
 {
     const char *spec = g_state.spec ? g_state.spec : "shmcb";
     const char *colon = std::strchr(spec, ':');
-    g_state.name = colon ? apr_pstrndup(g_state.server ? g_state.server->process->pconf : nullptr, spec,
-                                        static_cast<apr_size_t>(colon - spec))
-                         : spec;
+    g_state.name = colon ? std::string(spec, static_cast<std::size_t>(colon - spec)) : std::string(spec);
     g_state.args = colon ? colon + 1 : nullptr;
 }
 
@@ -105,7 +105,7 @@ int state_cache_pre_config_hook(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *) n
 bool state_cache_provider_loaded()
 {
     split_spec();
-    return ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, g_state.name, AP_SOCACHE_PROVIDER_VERSION) != nullptr;
+    return ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, g_state.name.c_str(), AP_SOCACHE_PROVIDER_VERSION) != nullptr;
 }
 
 bool state_cache_ready()
@@ -117,7 +117,7 @@ bool state_cache_check(server_rec *s, std::string &why)
 {
     g_state.server = s;
     split_spec();
-    if (ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, g_state.name, AP_SOCACHE_PROVIDER_VERSION))
+    if (ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, g_state.name.c_str(), AP_SOCACHE_PROVIDER_VERSION))
         return true;
     why = std::string("ESMTPStateCache: no mod_socache provider '") + g_state.name + "' (load mod_socache_" +
           g_state.name + ")";
@@ -129,10 +129,10 @@ int state_cache_post_config(apr_pool_t *pconf, server_rec *s)
     g_state.server = s;
     split_spec();
     g_state.provider = static_cast<const ap_socache_provider_t *>(
-        ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, g_state.name, AP_SOCACHE_PROVIDER_VERSION));
+        ap_lookup_provider(AP_SOCACHE_PROVIDER_GROUP, g_state.name.c_str(), AP_SOCACHE_PROVIDER_VERSION));
     if (!g_state.provider) {
         ap_log_error(APLOG_MARK, APLOG_EMERG, 0, s, "esmtp: ESMTPStateCache: no mod_socache provider '%s'",
-                     g_state.name);
+                     g_state.name.c_str());
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     apr_pool_t *tmp = nullptr;

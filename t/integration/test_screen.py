@@ -453,6 +453,34 @@ class TwoNodesRedisTest(unittest.TestCase):
         finally:
             self.dns.proc.send_signal(signal.SIGCONT)
 
+    def test_dnsbl_only_node_keeps_answers_in_redis(self):
+        """A node with ESMTPDNSBL and no greylist uses the redis cache too
+        (it once crashed at start-up: the provider's name was split with a
+        pool that only the greylist's check had set): it starts, and an
+        answer it got serves node 1."""
+        h = Httpd(main_extra=[REDIS_MODULE, "ESMTPStateCache redis:127.0.0.1:%d" % self.redis.port])
+        try:
+            bl = h.add_smtp("maildir", extra=["ESMTPDNSBL " + SITES, "ESMTPDNSBLThreshold 3 timeout=1",
+                                              "ESMTPDNSServer 127.0.0.1:%d" % self.dns.port])
+            h.start()
+            with connect_from(7, bl.port) as c:  # wl.test answers outside its filter: served
+                self.assertEqual(c.reply()[0], 220)
+                c.cmd("QUIT")
+            self.dns.proc.send_signal(signal.SIGSTOP)
+            try:
+                t0 = time.monotonic()
+                with connect_from(7, self.nodes[0].bl.port) as c:
+                    self.assertEqual(c.reply()[0], 220)
+                    c.cmd("QUIT")
+                self.assertLess(time.monotonic() - t0, 0.5)  # from redis, not from the stopped DNS server
+            finally:
+                self.dns.proc.send_signal(signal.SIGCONT)
+            h.stop()
+            self.assertEqual(h.check_log(), [])
+        finally:
+            h.stop()
+            h.cleanup()
+
     def test_redis_stopped_mail_keeps_flowing(self):
         one = self.nodes[0]
         before = status(one.http_port)
