@@ -16,7 +16,7 @@ cd "$(dirname "$0")"
 TOP=$(pwd)
 
 # What `run` needs: httpd and the build tools.
-RUN_PACKAGES=(apache2 apache2-dev libapr1-dev libaprutil1-dev libpcre2-dev libcurl4-openssl-dev
+RUN_PACKAGES=(apache2 apache2-dev libapr1-dev libaprutil1-dev libpcre2-dev libcurl4-openssl-dev libc-ares-dev
               autoconf automake libtool pkg-config make g++ python3)
 # What `test` needs besides: CppUnit, the clients and the peers the
 # integration tests drive (`deps`, which CI uses, installs everything).
@@ -24,7 +24,7 @@ TEST_PACKAGES=(libcppunit-dev swaks curl
                python3-aiosmtpd postfix clang libclang-rt-dev libc++-dev openssl
                debhelper opendkim opendkim-tools python3-milter python3-dkim rspamd
                haproxy dovecot-core dovecot-lmtpd nginx-light libnginx-mod-mail
-               pebble apache2-utils msmtp libsasl2-modules nodejs)
+               pebble apache2-utils msmtp libsasl2-modules nodejs dnsmasq-base redis-server)
 PACKAGES=("${RUN_PACKAGES[@]}")
 
 say() { printf '==> %s\n' "$*"; }

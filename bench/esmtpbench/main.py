@@ -305,7 +305,8 @@ class Bench:
                 servers.append(ModEsmtp(wd, mode, log_level=self.args.esmtp_log_level,
                                         threads=self.args.threads, async_factor=self.args.async_factor,
                                         extra=list(self.args.esmtp_directive or ()) +
-                                        list(milter.esmtp_lines() if milter else ())))
+                                        list(milter.esmtp_lines() if milter else ()),
+                                        main_extra=self.args.esmtp_main_directive))
             elif name == "smtp-sink" and mode == "discard" and not milter:
                 servers.append(SmtpSink(wd))
             elif name == "postfix":
@@ -611,6 +612,9 @@ def parse_args(argv):
     ap.add_argument("--threads", type=int, default=25, help="httpd ThreadsPerChild (default 25)")
     ap.add_argument("--async-factor", type=float, default=4, help="httpd AsyncRequestWorkerFactor (default 4)")
     ap.add_argument("--esmtp-log-level", type=int, default=0, help="ESMTPLogLevel of mod_esmtp (default 0)")
+    ap.add_argument("--esmtp-main-directive", action="append", default=[], metavar="LINE",
+                    help="a line for mod_esmtp's httpd main server (repeatable), e.g. a LoadModule of "
+                    "mod_socache_redis and 'ESMTPStateCache redis:127.0.0.1:6379'")
     ap.add_argument("--esmtp-directive", action="append", default=[], metavar="LINE",
                     help="a directive line for mod_esmtp's virtual host (repeatable), e.g. "
                     "'ESMTPClientLimitExceptions none'")

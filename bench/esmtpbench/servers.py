@@ -151,7 +151,7 @@ class ModEsmtp(Server):
     name = "mod_esmtp"
 
     def __init__(self, workdir, mode, threads=25, start_servers=2, server_limit=4, async_factor=4,
-                 log_level=0, timeout=300, extra=(), tag="", tls=None, log_file=None):
+                 log_level=0, timeout=300, extra=(), tag="", tls=None, log_file=None, main_extra=()):
         self.mode = mode
         self.durable = mode == "durable"
         # mode "http": the http handler posting to bench/peers/http_receiver.py
@@ -170,6 +170,7 @@ class ModEsmtp(Server):
         ]
         self.httpd = _BenchHttpd(self.mpm_lines, mpm="event", esmtp=True, test_handler=False, log_level="warn",
                                  root=tempfile.mkdtemp(prefix="esmtp-bench-httpd%s-" % tag, dir=workdir))
+        self.httpd.main_extra += list(main_extra)
         handler = "maildir" if self.durable else self.receiver.handler() if self.receiver else "discard"
         extra = list(extra)
         if tls:

@@ -97,6 +97,15 @@ struct SessionConfig {
     // ESMTPGreetingDelay (milliseconds): wait this long before the 220; a
     // client that talks first is refused (554 5.5.0). Enforced by the glue.
     unsigned greeting_delay_ms = 0;
+    // ESMTPPregreet (postscreen's pregreet test): when on, a `220-` teaser
+    // line (unless pregreet_teaser is off) goes out, then the glue waits
+    // pregreet_ms; a client that talks before the rest of the greeting is
+    // refused (554 5.5.1). pregreet_text: the teaser's text (empty: the
+    // hostname and "ESMTP").
+    bool pregreet = false;
+    unsigned pregreet_ms = 0;
+    bool pregreet_teaser = true;
+    std::string pregreet_text;
     // ESMTPMinDataRate (octets/second, 0 off): slower DATA/BDAT transfers
     // are ended with 421 4.4.2 after a grace period. Enforced by the glue
     // with Session::transfer_octets(). A modem does 3,000 octets/s: a

@@ -22,6 +22,9 @@ enum class RejectCause : unsigned {
     timeout,       // ESMTPTimeout, ESMTPDataTimeout, ESMTPMinDataRate
     handler_error, // the handler threw or could not be created
     delivery,      // the handler could not take a message: 4xx at DATA or end of data
+    pregreet,      // ESMTPPregreet: talked before the end of the greeting
+    dnsbl,         // ESMTPDNSBL: the client's score reached the threshold
+    greylist,      // ESMTPGreylist: 450 to a new (network, sender, recipient)
     count_
 };
 
@@ -45,6 +48,12 @@ constexpr const char *reject_cause_name(RejectCause c)
         return "handler_error";
     case RejectCause::delivery:
         return "delivery";
+    case RejectCause::pregreet:
+        return "pregreet";
+    case RejectCause::dnsbl:
+        return "dnsbl";
+    case RejectCause::greylist:
+        return "greylist";
     case RejectCause::count_:
         break;
     }

@@ -203,7 +203,15 @@ void Session::start()
                              "]:" + std::to_string(conn_.client_port) +
                              (conn_.tls ? " tls=" + tls_summary(conn_.tls_info) : std::string()) +
                              (conn_.proxied.empty() ? "" : " (" + conn_.proxied + ")"));
-    Reply r = ask(Event::connect, [&] { return handler_->connect(*this); });
+    // A screened-out client never reaches the handler's CONNECT.
+    Reply r;
+    if (screen_) {
+        Screen::Verdict v = screen_->connect();
+        if (screened(v))
+            r = v.reply;
+    }
+    if (r.empty())
+        r = ask(Event::connect, [&] { return handler_->connect(*this); });
     if (handler_threw_) // no session without a working handler
         r = Reply(421, std::string(cfg_.hostname) + " Service not available, closing transmission channel", "4.3.2",
                   true);
@@ -223,6 +231,18 @@ void Session::start()
             transit({state_.phase, Hello::refused, state_.tx}, "CONNECT refused");
     }
     reply(r, Reply(220, cfg_.hostname + " ESMTP mod_esmtp"), false);
+}
+
+// A refusal from the screen: logged and counted; false when it lets the
+// client go on.
+bool Session::screened(const Screen::Verdict &v)
+{
+    if (v.reply.empty())
+        return false;
+    log(log_session, v.log);
+    if (v.cause != RejectCause::count_)
+        report(v.cause, v.log);
+    return true;
 }
 
 void Session::shutdown(const Reply &r)

@@ -20,6 +20,7 @@
 #include "engine/observer.hpp"
 #include "engine/policy.hpp"
 #include "engine/replies.hpp"
+#include "engine/screen.hpp"
 #include "engine/txlog_format.hpp"
 #include "engine/verbs.hpp"
 #include <esmtp/handler.hpp>
@@ -80,6 +81,8 @@ class Session final : public SessionView, private DataSink
     // Checks AUTH passwords (the glue's authn providers). Null: AUTH
     // attempts get 454 4.7.0. Must outlive the session.
     void set_authenticator(Authenticator *a) { authenticator_ = a; }
+    // ESMTPDNSBL, ESMTPGreylist (glue): asked at CONNECT and RCPT.
+    void set_screen(Screen *s) { screen_ = s; }
     // The Authenticator deferred its answer: the session waits (input is
     // held) until the glue calls auth_done().
     bool auth_pending() const { return state_.phase == Phase::auth; }
@@ -216,6 +219,9 @@ class Session final : public SessionView, private DataSink
     bool use_enhanced() const;
     bool pipelining_allowed() const;
     void protocol_violation(std::string_view what);
+    // A refusal of the screen: logged and counted; false when it lets the
+    // client go on.
+    bool screened(const Screen::Verdict &v);
     bool content_wanted();
     void reset_transaction(std::string_view why);
     void end_transaction(std::string_view why);
@@ -244,6 +250,7 @@ class Session final : public SessionView, private DataSink
     std::unique_ptr<Handler> handler_;
     TxLogSink *log_;
     ClientLimiter *limiter_ = nullptr;
+    Screen *screen_ = nullptr;
     SessionObserver *obs_ = nullptr;
     LineReader lines_;
     DataReader data_;

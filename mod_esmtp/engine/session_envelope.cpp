@@ -169,6 +169,13 @@ void Session::do_rcpt(std::string_view arg)
         reply(450, "4.7.1", "Error: too many recipients from " + conn_.client_address);
         return;
     }
+    if (screen_ && auth_user_.empty()) {
+        Screen::Verdict v = screen_->rcpt(env_.sender, a.path);
+        if (screened(v)) {
+            reply(v.reply);
+            return;
+        }
+    }
     Reply r = ask(Event::rcpt, [&] { return handler_->rcpt(*this, a.path, a.params); });
     if (r.empty() || r.positive()) {
         env_.recipients.push_back(Recipient{std::move(a.path), std::move(a.params)});

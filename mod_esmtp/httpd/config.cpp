@@ -3,14 +3,17 @@
 #include "httpd/auth.hpp"
 #include "httpd/bulkhead.hpp"
 #include "httpd/client_table.hpp"
+#include "httpd/dnsbl_lookup.hpp"
 #include "httpd/guard.hpp"
 #include "httpd/preflight.hpp"
+#include "httpd/state_cache.hpp"
 #include "httpd/tls.hpp"
 #include "engine/api_version.hpp"
 #include "engine/sender_login.hpp"
 #include "engine/text.hpp"
 
 #include <apr_strings.h>
+#include <arpa/inet.h>
 #include <http_core.h>
 #include <ap_provider.h>
 #include <http_main.h>
@@ -424,6 +427,147 @@ const char *set_greeting_delay(cmd_parms *cmd, void *, const char *arg)
     return nullptr;
 }
 
+// ESMTPPregreet Off | SECONDS [teaser=On|Off|TEXT] [remember=SECONDS]
+const char *set_pregreet(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    ServerConfig *cfg = server_config(cmd->server);
+    constexpr const char *usage =
+        "ESMTPPregreet: needs Off or SECONDS (0 to 60, e.g. 1.5) [teaser=On|Off|TEXT] [remember=SECONDS]";
+    if (argc < 1 || argc > 3)
+        return usage;
+    if (!strcasecmp(argv[0], "off")) {
+        if (argc != 1)
+            return usage;
+        cfg->pregreet_ms = -2;
+        return nullptr;
+    }
+    if (!parse_seconds_ms(argv[0], 60, cfg->pregreet_ms))
+        return usage;
+    cfg->pregreet_teaser = nullptr;
+    cfg->pregreet_remember = 0;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view opt(argv[i]);
+        if (opt.substr(0, 9) == "remember=") {
+            if (!parse_number(argv[i] + 9, 1, 30 * 86400, cfg->pregreet_remember))
+                return "ESMTPPregreet: remember= needs seconds from 1 to 2592000 (30 days)";
+            continue;
+        }
+        if (opt.substr(0, 7) != "teaser=" || opt.size() == 7)
+            return usage;
+        std::string_view text = opt.substr(7);
+        if (text.size() > 200 || std::any_of(text.begin(), text.end(), [](char ch) {
+                return static_cast<unsigned char>(ch) < 0x20 || static_cast<unsigned char>(ch) > 0x7e;
+            }))
+            return "ESMTPPregreet: the teaser is printable ASCII, at most 200 characters";
+        if (!strcasecmp(argv[i] + 7, "off"))
+            cfg->pregreet_teaser = "";
+        else if (strcasecmp(argv[i] + 7, "on"))
+            cfg->pregreet_teaser = apr_pstrdup(cmd->pool, argv[i] + 7);
+    }
+    return nullptr;
+}
+
+apr_status_t destroy_dnsbl_sites(void *data)
+{
+    return guarded(
+        {"DNSBL sites cleanup"},
+        [data] {
+            delete static_cast<std::shared_ptr<const std::vector<DnsblSite>> *>(data);
+            return APR_SUCCESS;
+        },
+        [](const char *) { return APR_SUCCESS; });
+}
+
+// ESMTPDNSBL Off | SITE[=FILTER][*WEIGHT] ...
+const char *set_dnsbl(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    ServerConfig *cfg = server_config(cmd->server);
+    if (argc < 1)
+        return "ESMTPDNSBL: needs Off or one or more DOMAIN[=FILTER][*WEIGHT]";
+    auto sites = std::make_shared<std::vector<DnsblSite>>();
+    if (!(argc == 1 && !strcasecmp(argv[0], "off"))) {
+        for (int i = 0; i < argc; ++i) {
+            DnsblSite site;
+            std::string why;
+            if (!parse_dnsbl_site(argv[i], site, why))
+                return apr_psprintf(cmd->pool, "ESMTPDNSBL: '%s': %s", argv[i], why.c_str());
+            sites->push_back(std::move(site));
+        }
+    }
+    cfg->dnsbl_sites = new std::shared_ptr<const std::vector<DnsblSite>>(std::move(sites));
+    apr_pool_cleanup_register(cmd->pool, cfg->dnsbl_sites, destroy_dnsbl_sites, apr_pool_cleanup_null);
+    return nullptr;
+}
+
+// ESMTPDNSBLThreshold N [reject=connect|rcpt] [timeout=SECONDS]
+const char *set_dnsbl_threshold(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    ServerConfig *cfg = server_config(cmd->server);
+    constexpr const char *usage =
+        "ESMTPDNSBLThreshold: needs a score (1 to 10000) [reject=connect|rcpt] [timeout=SECONDS (0.1 to 60)]";
+    if (argc < 1 || !parse_number(argv[0], 1, 10000, cfg->dnsbl_threshold))
+        return usage;
+    for (int i = 1; i < argc; ++i) {
+        std::string_view a(argv[i]);
+        if (a == "reject=connect" || a == "reject=rcpt") {
+            cfg->dnsbl_at_rcpt = a == "reject=rcpt";
+        } else if (a.substr(0, 8) == "timeout=") {
+            if (!parse_seconds_ms(argv[i] + 8, 60, cfg->dnsbl_timeout_ms) || cfg->dnsbl_timeout_ms < 100)
+                return usage;
+        } else {
+            return usage;
+        }
+    }
+    return nullptr;
+}
+
+// ESMTPDNSServer IPV4[:PORT] | [IPV6][:PORT] | system
+const char *set_dns_server(cmd_parms *cmd, void *, const char *arg)
+{
+    ServerConfig *cfg = server_config(cmd->server);
+    if (!strcasecmp(arg, "system")) {
+        cfg->dns_server = "";
+        return nullptr;
+    }
+    std::string_view a(arg), host, port;
+    if (!a.empty() && a.front() == '[') {
+        std::size_t close = a.find(']');
+        if (close == std::string_view::npos)
+            return "ESMTPDNSServer: needs system, ADDRESS or ADDRESS:PORT ([IPv6]:PORT)";
+        host = a.substr(1, close - 1);
+        if (close + 1 < a.size()) {
+            if (a[close + 1] != ':')
+                return "ESMTPDNSServer: needs system, ADDRESS or ADDRESS:PORT ([IPv6]:PORT)";
+            port = a.substr(close + 2);
+        }
+    } else {
+        std::size_t colon = a.find(':');
+        host = a.substr(0, colon);
+        if (colon != std::string_view::npos)
+            port = a.substr(colon + 1);
+    }
+    unsigned char buf[16];
+    std::string h(host);
+    apr_int64_t p = 53;
+    bool v6 = a.front() == '[';
+    if (inet_pton(v6 ? AF_INET6 : AF_INET, h.c_str(), buf) != 1 ||
+        (!port.empty() && !parse_number(std::string(port).c_str(), 1, 65535, p)) || (a.back() == ':'))
+        return "ESMTPDNSServer: needs system, an IP address or ADDRESS:PORT ([IPv6]:PORT), not a name";
+    // c-ares's own syntax for ares_set_servers_ports_csv
+    cfg->dns_server = apr_psprintf(cmd->pool, v6 ? "[%s]:%d" : "%s:%d", h.c_str(), static_cast<int>(p));
+    return nullptr;
+}
+
+const char *set_greylist(cmd_parms *cmd, void *, int argc, char *const argv[])
+{
+    return parse_greylist(cmd->pool, argc, argv, server_config(cmd->server)->greylist);
+}
+
+const char *set_state_cache_directive(cmd_parms *cmd, void *, const char *arg)
+{
+    return set_state_cache(cmd, arg);
+}
+
 const char *set_min_data_rate(cmd_parms *cmd, void *, const char *arg)
 {
     if (!parse_number(arg, 0, APR_INT64_C(1) << 30, server_config(cmd->server)->min_data_rate))
@@ -765,6 +909,20 @@ const command_rec directives[] = {
                  RSRC_CONF, "End sessions that pipeline without PIPELINING (default On)"),
     AP_INIT_TAKE1("ESMTPMaxJunkCommands", reinterpret_cast<cmd_func>(take1<set_max_junk_commands>), nullptr, RSRC_CONF,
                   "HELO/EHLO/MAIL/RSET/NOOP/VRFY/EXPN/HELP commands since the last delivery before 421 (0: no limit)"),
+    AP_INIT_TAKE_ARGV("ESMTPPregreet", reinterpret_cast<cmd_func>(take_argv<set_pregreet>), nullptr, RSRC_CONF,
+                      "Pregreet test: Off (default) or SECONDS [teaser=On|Off|TEXT]: a 220- teaser, a pause, 554 "
+                      "for a client that talks before the end of the greeting"),
+    AP_INIT_TAKE_ARGV("ESMTPDNSBL", reinterpret_cast<cmd_func>(take_argv<set_dnsbl>), nullptr, RSRC_CONF,
+                      "DNS block and allow lists: Off (default) or DOMAIN[=FILTER][*WEIGHT] ..."),
+    AP_INIT_TAKE_ARGV("ESMTPDNSBLThreshold", reinterpret_cast<cmd_func>(take_argv<set_dnsbl_threshold>), nullptr,
+                      RSRC_CONF, "DNSBL score that blocks (default 1) [reject=connect|rcpt] [timeout=SECONDS]"),
+    AP_INIT_TAKE1("ESMTPDNSServer", reinterpret_cast<cmd_func>(take1<set_dns_server>), nullptr, RSRC_CONF,
+                  "The DNS server for ESMTPDNSBL: system (default) or ADDRESS[:PORT]"),
+    AP_INIT_TAKE_ARGV("ESMTPGreylist", reinterpret_cast<cmd_func>(take_argv<set_greylist>), nullptr, RSRC_CONF,
+                      "Greylisting: Off (default) or On [delay=SECONDS] [retry=SECONDS] [allowlist=PASSES] "
+                      "[keep=DAYS]"),
+    AP_INIT_TAKE1("ESMTPStateCache", reinterpret_cast<cmd_func>(take1<set_state_cache_directive>), nullptr, RSRC_CONF,
+                  "Where the shared state lives: a mod_socache provider, shmcb (default), redis:HOST:PORT, ..."),
     AP_INIT_TAKE1("ESMTPGreetingDelay", reinterpret_cast<cmd_func>(take1<set_greeting_delay>), nullptr, RSRC_CONF,
                   "Seconds to wait before the greeting; early talkers are refused (default 0)"),
     AP_INIT_TAKE1("ESMTPMinDataRate", reinterpret_cast<cmd_func>(take1<set_min_data_rate>), nullptr, RSRC_CONF,
@@ -842,6 +1000,11 @@ void *create_server_config(apr_pool_t *p, server_rec *) noexcept
     cfg->forbid_unauth_pipelining = -1;
     cfg->max_junk_commands = -1;
     cfg->greeting_delay_ms = -1;
+    cfg->pregreet_ms = -1;
+    cfg->dnsbl_threshold = -1;
+    cfg->dnsbl_at_rcpt = -1;
+    cfg->dnsbl_timeout_ms = -1;
+    cfg->greylist = GreylistSpec{};
     cfg->min_data_rate = -1;
     cfg->client_connection_limit = -1;
     cfg->client_ipv6_prefix = -1;
@@ -894,6 +1057,16 @@ static void *merge_servers(apr_pool_t *p, void *base_, void *add_)
         add->forbid_unauth_pipelining != -1 ? add->forbid_unauth_pipelining : base->forbid_unauth_pipelining;
     cfg->max_junk_commands = add->max_junk_commands != -1 ? add->max_junk_commands : base->max_junk_commands;
     cfg->greeting_delay_ms = add->greeting_delay_ms != -1 ? add->greeting_delay_ms : base->greeting_delay_ms;
+    const ServerConfig *pg = add->pregreet_ms != -1 ? add : base;
+    cfg->pregreet_ms = pg->pregreet_ms;
+    cfg->pregreet_teaser = pg->pregreet_teaser;
+    cfg->pregreet_remember = pg->pregreet_remember;
+    cfg->dnsbl_sites = add->dnsbl_sites ? add->dnsbl_sites : base->dnsbl_sites;
+    cfg->dnsbl_threshold = add->dnsbl_threshold != -1 ? add->dnsbl_threshold : base->dnsbl_threshold;
+    cfg->dnsbl_at_rcpt = add->dnsbl_at_rcpt != -1 ? add->dnsbl_at_rcpt : base->dnsbl_at_rcpt;
+    cfg->dnsbl_timeout_ms = add->dnsbl_timeout_ms != -1 ? add->dnsbl_timeout_ms : base->dnsbl_timeout_ms;
+    cfg->dns_server = add->dns_server ? add->dns_server : base->dns_server;
+    cfg->greylist = add->greylist.on != -1 ? add->greylist : base->greylist;
     cfg->min_data_rate = add->min_data_rate != -1 ? add->min_data_rate : base->min_data_rate;
     cfg->client_connection_limit =
         add->client_connection_limit != -1 ? add->client_connection_limit : base->client_connection_limit;
@@ -967,6 +1140,13 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
         sc.limits.max_junk_commands = static_cast<unsigned>(cfg->max_junk_commands);
     if (cfg->greeting_delay_ms >= 0)
         sc.greeting_delay_ms = static_cast<unsigned>(cfg->greeting_delay_ms);
+    if (cfg->pregreet_ms >= 0) {
+        sc.pregreet = true;
+        sc.pregreet_ms = static_cast<unsigned>(cfg->pregreet_ms);
+        sc.pregreet_teaser = !cfg->pregreet_teaser || *cfg->pregreet_teaser;
+        if (cfg->pregreet_teaser)
+            sc.pregreet_text = cfg->pregreet_teaser;
+    }
     if (cfg->min_data_rate >= 0)
         sc.min_data_rate = static_cast<unsigned>(cfg->min_data_rate);
     ClientLimitsConfig &cl = sc.client_limits;
@@ -1057,6 +1237,21 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
             }
             if (smtp && bulkhead_post_config(pconf, main) != OK)
                 return HTTP_INTERNAL_SERVER_ERROR;
+            // The greylist needs the state cache; the DNSBL answers use it
+            // when its provider is there (else each child keeps its own).
+            bool greylist = false, dnsbl = false;
+            for (server_rec *s = main; s; s = s->next) {
+                const ServerConfig *c = server_config(s);
+                greylist = greylist || (c->enabled == 1 && (c->greylist.on == 1 || c->pregreet_remember > 0));
+                dnsbl = dnsbl || (c->enabled == 1 && c->dnsbl_sites && !(*c->dnsbl_sites)->empty());
+            }
+            if ((greylist || (dnsbl && state_cache_provider_loaded())) && state_cache_post_config(pconf, main) != OK)
+                return HTTP_INTERNAL_SERVER_ERROR;
+            if (std::string why; smtp && !dnsbl_library_init(why)) {
+                ap_log_error(APLOG_MARK, APLOG_EMERG, 0, main, "esmtp: the DNS resolver (c-ares) failed: %s",
+                             why.c_str());
+                return HTTP_INTERNAL_SERVER_ERROR;
+            }
             // Only a server that limits clients needs the shared table.
             if (!limits) {
                 client_table_off();
@@ -1154,6 +1349,17 @@ static int check_servers(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *main)
     }
     if (auth_check_config(main) != OK)
         rv = !OK;
+    for (server_rec *s = main; s; s = s->next) {
+        const ServerConfig *c = server_config(s);
+        if (c->enabled == 1 && (c->greylist.on == 1 || c->pregreet_remember > 0)) {
+            if (std::string why; !state_cache_check(main, why)) {
+                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, nullptr,
+                             "%s; ESMTPGreylist and ESMTPPregreet remember= need it", why.c_str());
+                rv = !OK;
+            }
+            break;
+        }
+    }
     if (rv == OK && preflight(ptemp, main) != OK)
         rv = !OK;
     return rv;

@@ -2,8 +2,10 @@
 #pragma once
 
 #include "httpd/mod_esmtp.hpp"
+#include "engine/dnsbl.hpp"
 #include "engine/session.hpp"
 #include "engine/worker_cap.hpp"
+#include "httpd/greylist.hpp"
 #include "milter/client.hpp"
 #include <esmtp/provider.hpp>
 
@@ -12,6 +14,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <vector>
 
 namespace esmtp
 {
@@ -43,6 +46,18 @@ struct ServerConfig {
     int forbid_unauth_pipelining; // -1 unset
     apr_int64_t max_junk_commands;
     apr_int64_t greeting_delay_ms;
+    apr_int64_t pregreet_ms;       // ESMTPPregreet: -1 unset, -2 Off, else the wait
+    const char *pregreet_teaser;   // nullptr: the default teaser; "": none
+    apr_int64_t pregreet_remember; // seconds a pass or failure is kept in ESMTPStateCache (0: not)
+    // ESMTPDNSBL sites (owned by a pool cleanup; an empty list: Off);
+    // nullptr: inherited. ESMTPDNSBLThreshold N reject= timeout=, and
+    // ESMTPDNSServer: -1 / nullptr unset.
+    std::shared_ptr<const std::vector<DnsblSite>> *dnsbl_sites;
+    apr_int64_t dnsbl_threshold;
+    int dnsbl_at_rcpt;
+    apr_int64_t dnsbl_timeout_ms;
+    const char *dns_server;
+    GreylistSpec greylist; // ESMTPGreylist; on == -1: inherited
     apr_int64_t min_data_rate;
     // ESMTPClient* (per-client limits): -1 / unset flags / nullptr: inherited
     apr_int64_t client_connection_limit;

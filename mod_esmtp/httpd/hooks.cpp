@@ -8,6 +8,7 @@
 #include "httpd/parking.hpp"
 #include "httpd/proxy.hpp"
 #include "httpd/smtp_connection.hpp"
+#include "httpd/state_cache.hpp"
 #include "httpd/status.hpp"
 #include "httpd/tls.hpp"
 #include "httpd/wake_timer.hpp"
@@ -285,6 +286,7 @@ void child_init(apr_pool_t *pchild, server_rec *s)
                 wake_timer_child_init(pchild);
             status_child_init(nullptr, s);
             bulkhead_child_init(s);
+            state_cache_child_init(pchild, s);
             check_handlers(s);
         },
         [](const char *) {});

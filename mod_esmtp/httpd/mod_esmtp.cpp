@@ -10,6 +10,7 @@
 #include "httpd/config.hpp"
 #include "httpd/guard.hpp"
 #include "httpd/hooks.hpp"
+#include "httpd/state_cache.hpp"
 #include "httpd/parking.hpp"
 #include "httpd/status.hpp"
 #include "httpd/tls.hpp"
@@ -37,6 +38,7 @@ void register_hooks(apr_pool_t *p)
 {
     esmtp::guarded(
         {"register_hooks"}, [p] { esmtp::register_builtin_handlers(p); }, [](const char *) {});
+    ap_hook_pre_config(esmtp::state_cache_pre_config_hook, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_check_config(esmtp::check_config, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_open_logs(esmtp::open_logs, nullptr, nullptr, APR_HOOK_MIDDLE);
     ap_hook_post_config(esmtp::post_config, nullptr, nullptr, APR_HOOK_MIDDLE);

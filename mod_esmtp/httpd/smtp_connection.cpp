@@ -2,6 +2,7 @@
 
 #include "httpd/bulkhead.hpp"
 #include "httpd/gated_handler.hpp"
+#include "httpd/state_cache.hpp"
 #include "milter/handler.hpp"
 
 #include <http_connection.h>
@@ -43,7 +44,7 @@ constexpr apr_interval_time_t kStopCheckInterval = apr_time_from_sec(1);
 SmtpConnection::SmtpConnection(conn_rec *c, const ServerConfig *cfg, ConnectionInfo ci, ClientSlot client,
                                bool implicit_tls)
     : c_(c), cfg_(cfg), io_(c), txlog_(c, cfg->log_file), client_(std::move(client)),
-      stats_(c, cfg, implicit_tls || ci.tls), auth_(c, cfg), ci_(std::move(ci))
+      stats_(c, cfg, implicit_tls || ci.tls), auth_(c, cfg), screen_(c, cfg, stats_), ci_(std::move(ci))
 {
     implicit_tls_ = implicit_tls;
     if (implicit_tls_)
@@ -93,6 +94,8 @@ bool SmtpConnection::open_session()
         session_->set_client_limiter(&client_);
     session_->set_observer(&stats_);
     session_->set_authenticator(&auth_);
+    if (screen_.active())
+        session_->set_screen(&screen_);
     bool greeted = greet();
     io_.send(session_->output(), true);
     return greeted;
@@ -137,42 +140,97 @@ void SmtpConnection::stopping()
     ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: httpd is stopping, session closed");
 }
 
-bool SmtpConnection::greet()
+// Whether the client sent something within `wait` (0: only what is there
+// already). `rv`: the read's status (EOF, an error) when it did not.
+bool SmtpConnection::client_talks(apr_interval_time_t wait, apr_status_t &rv)
 {
-    const SessionConfig &sc = *cfg_->session;
     apr_bucket_brigade *bb = apr_brigade_create(c_->pool, c_->bucket_alloc);
     apr_socket_t *sock = ap_get_conn_socket(c_);
-    apr_status_t rv;
-    // ESMTPGreetingDelay waits in this thread, on every MPM (README,
-    // Security): a client that talks first does not wait for the server and
-    // is refused.
-    if (sc.greeting_delay_ms && sock) {
-        // The delay holds this worker: beyond ESMTPMaxWorkers the session
-        // is refused at once instead.
-        WorkerHold hold = WorkerHold::try_take();
-        if (!hold) {
-            session_->log(txlog_session, "greeting delay refused: ESMTPMaxWorkers reached (server busy)");
-            session_->shutdown(Reply(421, sc.hostname + " Server busy, try again later", "4.3.2", true));
-            return false;
-        }
-        apr_socket_timeout_set(sock, apr_time_from_msec(sc.greeting_delay_ms));
+    if (wait > 0 && sock) {
+        apr_socket_timeout_set(sock, wait);
         rv = ap_get_brigade(c_->input_filters, bb, AP_MODE_SPECULATIVE, APR_BLOCK_READ, 1);
-        apr_socket_timeout_set(sock, apr_time_from_sec(sc.command_timeout));
+        apr_socket_timeout_set(sock, apr_time_from_sec(cfg_->session->command_timeout));
     } else {
         rv = ap_get_brigade(c_->input_filters, bb, AP_MODE_SPECULATIVE, APR_NONBLOCK_READ, 1);
     }
     bool talked = rv == APR_SUCCESS && !APR_BRIGADE_EMPTY(bb) && !APR_BUCKET_IS_EOS(APR_BRIGADE_FIRST(bb));
     apr_brigade_destroy(bb);
-    if (talked) {
+    return talked;
+}
+
+bool SmtpConnection::greet()
+{
+    const SessionConfig &sc = *cfg_->session;
+    apr_status_t rv;
+    // ESMTPGreetingDelay and ESMTPPregreet wait in this thread, on every
+    // MPM (README, Security; Screening clients): a client that talks first
+    // does not wait for the server and is refused. Not parked on the event
+    // MPM: the wake timer ends a parked wait by shutting the read side
+    // (the session could not go on), and the MPM's own timed callbacks run
+    // seconds late (wake_timer.hpp).
+    WorkerHold hold;
+    if (sc.greeting_delay_ms || (sc.pregreet && sc.pregreet_ms)) {
+        // The wait holds this worker: beyond ESMTPMaxWorkers the session
+        // is refused at once instead.
+        hold = WorkerHold::try_take();
+        if (!hold) {
+            session_->log(txlog_session, "greeting delay refused: ESMTPMaxWorkers reached (server busy)");
+            session_->shutdown(Reply(421, sc.hostname + " Server busy, try again later", "4.3.2", true));
+            return false;
+        }
+    }
+    if (client_talks(apr_time_from_msec(sc.greeting_delay_ms), rv)) {
         session_->log(txlog_session, "client talked before the greeting");
         session_->report(RejectCause::early_talker, "client talked before the greeting");
         session_->shutdown(Reply(554, sc.hostname + " Error: SMTP protocol synchronization", "5.5.0", true));
         return false;
     }
+    // remember=: a client's last result, in ESMTPStateCache
+    const bool remember = sc.pregreet && cfg_->pregreet_remember > 0 && state_cache_ready();
+    const std::string remember_key = std::string("esmtp:pregreet:") + c_->client_ip;
+    std::string remembered;
+    if (remember && rv != APR_EOF && state_get(c_, remember_key, remembered, "pregreet") == CacheResult::found &&
+        remembered == "fail") {
+        session_->log(txlog_session, "pregreet: refused, talked before the end of the greeting recently");
+        session_->report(RejectCause::pregreet, "talked before the end of the greeting (remembered)");
+        session_->shutdown(
+            Reply(554, sc.hostname + " Protocol error: talked before the end of the greeting", "5.5.1", true));
+        return false;
+    }
+    if (sc.pregreet && remembered != "pass" && rv != APR_EOF &&
+        (rv == APR_SUCCESS || APR_STATUS_IS_EAGAIN(rv) || APR_STATUS_IS_TIMEUP(rv))) {
+        // postscreen's pregreet test: the teaser invites a bot to talk
+        // before the greeting's last line; an SMTP client waits for it.
+        if (sc.pregreet_teaser) {
+            std::string teaser =
+                "220-" + (sc.pregreet_text.empty() ? sc.hostname + " ESMTP" : sc.pregreet_text) + "\r\n";
+            if (!io_.send(teaser, true)) {
+                c_->aborted = 1;
+                return false;
+            }
+        }
+        if (client_talks(apr_time_from_msec(sc.pregreet_ms), rv)) {
+            session_->log(txlog_session, "pregreet: client talked before the end of the greeting");
+            session_->report(RejectCause::pregreet, "talked before the end of the greeting");
+            ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, c_,
+                          "esmtp: pregreet test failed: client %s talked before the end of the greeting",
+                          c_->client_ip);
+            if (remember)
+                state_put(c_, remember_key, "fail", apr_time_now() + apr_time_from_sec(cfg_->pregreet_remember),
+                          "pregreet");
+            session_->shutdown(
+                Reply(554, sc.hostname + " Protocol error: talked before the end of the greeting", "5.5.1", true));
+            return false;
+        }
+        if (remember && (rv == APR_SUCCESS || APR_STATUS_IS_EAGAIN(rv) || APR_STATUS_IS_TIMEUP(rv)))
+            state_put(c_, remember_key, "pass", apr_time_now() + apr_time_from_sec(cfg_->pregreet_remember),
+                      "pregreet");
+    }
     if (rv == APR_EOF || (rv != APR_SUCCESS && !APR_STATUS_IS_EAGAIN(rv) && !APR_STATUS_IS_TIMEUP(rv))) {
         c_->aborted = 1;
         return false;
     }
+    hold.release(); // the handler's CONNECT takes its own (gated handler)
     session_->start();
     return true;
 }

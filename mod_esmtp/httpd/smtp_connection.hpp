@@ -8,6 +8,7 @@
 #include "httpd/config.hpp"
 #include "httpd/io.hpp"
 #include "httpd/parking.hpp"
+#include "httpd/screening.hpp"
 #include "httpd/status.hpp"
 #include "httpd/tls.hpp"
 #include "httpd/txlog.hpp"
@@ -83,9 +84,10 @@ class SmtpConnection
   private:
     // The handler, then the session; false (421 sent) when none can be had.
     bool open_session();
-    // ESMTPGreetingDelay, then the greeting. False when the client was
-    // refused or has gone.
+    // ESMTPGreetingDelay, ESMTPPregreet, then the greeting. False when the
+    // client was refused or has gone.
     bool greet();
+    bool client_talks(apr_interval_time_t wait, apr_status_t &rv);
     // Park with the MPM until input or `deadline`: false when it cannot be
     // kept while parked (no timer thread): wait in the thread instead.
     bool park_until(apr_time_t deadline, bool wake_on_stop);
@@ -117,6 +119,7 @@ class SmtpConnection
     ClientSlot client_;
     ConnStats stats_;            // outlives session_, which reports to it
     ProviderAuthenticator auth_; // outlives session_, which asks it
+    ConnectionScreen screen_;    // outlives session_, which asks it
     ConnectionInfo ci_;          // until session_ takes it
     std::unique_ptr<Session> session_;
     WaitRegistration wait_;

@@ -5,6 +5,7 @@
 #include "httpd/guard.hpp"
 
 #include <ap_mpm.h>
+#include <iterator>
 #include <apr_optional_hooks.h>
 #include <apr_shm.h>
 #include <apr_strings.h>
@@ -31,7 +32,7 @@ namespace esmtp
 namespace
 {
 
-constexpr std::uint32_t kMagic = 0x45534d32; // "ESM2": the layout of this file (2: the delivery cause)
+constexpr std::uint32_t kMagic = 0x45534d33; // "ESM3": the layout of this file (2: the delivery cause; 3: screening)
 constexpr unsigned kMaxServers = 64;         // the last one also counts any beyond
 constexpr unsigned kErrors = 16;             // the ring of recent errors
 constexpr unsigned kShown = 10;              // of which the page shows
@@ -45,7 +46,11 @@ enum Counter {
     c_refused5,
     c_recipients,
     c_octets,
-    c_rejects, // one per RejectCause from here
+    c_dnsbl_failures,  // a DNSBL lookup failed or came late: a pass
+    c_dnswl_listed,    // an allow list (negative weight) listed the client
+    c_greylist_passed, // a greylisted triplet retried after the delay
+    c_cache_errors,    // ESMTPStateCache failed (fail open)
+    c_rejects,         // one per RejectCause from here
     kCounters = c_rejects + static_cast<int>(RejectCause::count_)
 };
 
@@ -177,14 +182,21 @@ void sum_gauges(std::int64_t (*per_server)[kGauges], unsigned servers)
 }
 
 // The ?auto keys: stable names (README, Monitoring).
-const char *const kCounterKeys[kCounters] = {
+const char *const kCounterKeys[] = {
     "ESMTPConnections",         "ESMTPMessagesAccepted",   "ESMTPMessagesRefused4xx", "ESMTPMessagesRefused5xx",
-    "ESMTPRecipients",          "ESMTPOctetsReceived",     "ESMTPRejectsRelay",       "ESMTPRejectsLimits",
+    "ESMTPRecipients",          "ESMTPOctetsReceived",     "ESMTPDNSBLFailures",      "ESMTPDNSWLListed",
+    "ESMTPGreylistPassed",      "ESMTPStateCacheErrors",   "ESMTPRejectsRelay",       "ESMTPRejectsLimits",
     "ESMTPRejectsBareNewline",  "ESMTPRejectsEarlyTalker", "ESMTPRejectsPipelining",  "ESMTPRejectsTimeout",
-    "ESMTPRejectsHandlerError", "ESMTPRejectsDelivery"};
-const char *const kCounterTitles[kCounters] = {
-    "connections", "accepted",   "refused 4xx",  "refused 5xx", "recipients", "octets received", "relay",
-    "limits",      "bare LF/CR", "early talker", "pipelining",  "timeout",    "handler error",   "delivery failed"};
+    "ESMTPRejectsHandlerError", "ESMTPRejectsDelivery",    "ESMTPRejectsPregreet",    "ESMTPRejectsDnsbl",
+    "ESMTPRejectsGreylist"};
+const char *const kCounterTitles[] = {"connections",     "accepted",           "refused 4xx",    "refused 5xx",
+                                      "recipients",      "octets received",    "DNSBL failures", "DNSWL listed",
+                                      "greylist passed", "state cache errors", "relay",          "limits",
+                                      "bare LF/CR",      "early talker",       "pipelining",     "timeout",
+                                      "handler error",   "delivery failed",    "pregreet",       "DNSBL",
+                                      "greylist"};
+// a counter without its key would print a null pointer
+static_assert(std::size(kCounterKeys) == kCounters && std::size(kCounterTitles) == kCounters);
 
 // Derived gauges: on a thread = open - parked, plaintext = open - TLS,
 // closing = open - greeting - command - data.
@@ -227,12 +239,13 @@ void print_row(request_rec *r, const char *name, const std::uint64_t *n, const s
 void print_html(request_rec *r, const Totals &t, const std::int64_t (*g)[kGauges], unsigned servers)
 {
     ServerCounters *srv = servers_of(g_seg);
-    ap_rputs("<hr />\n<h2>mod_esmtp: SMTP sessions</h2>\n<table border=\"1\">\n"
-             "<tr><th rowspan=\"2\">Server</th><th colspan=\"8\">sessions open now</th>"
-             "<th colspan=\"6\">since start</th><th colspan=\"8\">rejects by cause</th></tr>\n<tr>"
-             "<th>all</th><th>greeting</th><th>command</th><th>data</th><th>parked</th><th>on a thread</th>"
-             "<th>TLS</th><th>plaintext</th>",
-             r);
+    ap_rprintf(r,
+               "<hr />\n<h2>mod_esmtp: SMTP sessions</h2>\n<table border=\"1\">\n"
+               "<tr><th rowspan=\"2\">Server</th><th colspan=\"8\">sessions open now</th>"
+               "<th colspan=\"%d\">since start</th><th colspan=\"%d\">rejects by cause</th></tr>\n<tr>"
+               "<th>all</th><th>greeting</th><th>command</th><th>data</th><th>parked</th><th>on a thread</th>"
+               "<th>TLS</th><th>plaintext</th>",
+               static_cast<int>(c_rejects), kCounters - static_cast<int>(c_rejects));
     for (int k = 0; k < kCounters; ++k)
         ap_rprintf(r, "<th>%s</th>", kCounterTitles[k]);
     ap_rputs("</tr>\n", r);
@@ -531,6 +544,21 @@ void ConnStats::message(int code, unsigned recipients, std::uint64_t)
     } else {
         add(srv_, code < 500 ? c_refused4 : c_refused5);
     }
+}
+
+void status_state_cache_error(const conn_rec *c)
+{
+    unsigned index = 0;
+    if (ServerCounters *srv = server_counters(server_config(c->base_server), index))
+        add(srv, c_cache_errors);
+}
+
+void ConnStats::screening(ScreenEvent e)
+{
+    if (srv_)
+        add(srv_, e == ScreenEvent::dnsbl_failure  ? c_dnsbl_failures
+                  : e == ScreenEvent::dnswl_listed ? c_dnswl_listed
+                                                   : c_greylist_passed);
 }
 
 void ConnStats::rejected(RejectCause cause, std::string_view what)

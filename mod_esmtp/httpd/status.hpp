@@ -33,6 +33,12 @@ void status_register_hooks();
 // A connection refused before it had a session (no handler could be made).
 void status_connection_refused(const ServerConfig *cfg, const conn_rec *c, RejectCause cause, std::string_view what);
 
+// Screening outcomes that are no refusal (README, Screening clients).
+enum class ScreenEvent { dnsbl_failure, dnswl_listed, greylist_passed };
+// ESMTPStateCache failed (httpd/state_cache.cpp): counted for the
+// connection's server.
+void status_state_cache_error(const conn_rec *c);
+
 // One connection's share of the counters: the session's observer. Its
 // gauges are released by the destructor, whatever ended the connection.
 class ConnStats final : public SessionObserver
@@ -54,6 +60,7 @@ class ConnStats final : public SessionObserver
     void received(std::uint64_t octets) override;
     void message(int code, unsigned recipients, std::uint64_t size) override;
     void rejected(RejectCause cause, std::string_view what) override;
+    void screening(ScreenEvent e);
 
   private:
     void gauge(int which, int delta);

@@ -208,3 +208,63 @@ def dovecot_missing():
     if os.geteuid() != 0:
         return "running dovecot needs root"
     return None
+
+
+DNSMASQ = shutil.which("dnsmasq", path=SBIN_PATH)
+
+
+class Dnsmasq:
+    """A DNS server on 127.0.0.1:`port` (UDP and TCP) answering only from
+    `records` {name: [IPv4, ...]}; any other name under `local` domains is
+    NXDOMAIN. Debian's dnsmasq-base; no upstream, no hosts file."""
+
+    def __init__(self, records, local=("test",)):
+        self.port = free_port()
+        args = [DNSMASQ, "--keep-in-foreground", "--conf-file=/dev/null", "--no-resolv", "--no-hosts",
+                "--listen-address=127.0.0.1", "--bind-interfaces", "--port=%d" % self.port, "--pid-file=",
+                "--log-facility=-", "--local-ttl=300"]
+        if os.geteuid() == 0:
+            args.append("--user=root")
+        args += ["--local=/%s/" % d for d in local]
+        for name, addrs in records.items():
+            args += ["--host-record=%s,%s" % (name, a) for a in addrs]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_for(lambda: self.proc.poll() is not None or _listening("127.0.0.1", self.port), 10):
+            self.stop()
+            raise RuntimeError("dnsmasq did not start on port %d" % self.port)
+        if self.proc.poll() is not None:
+            raise RuntimeError("dnsmasq exited with status %d" % self.proc.returncode)
+
+    def stop(self):
+        _stop(self.proc)
+
+
+REDIS_SERVER = shutil.which("redis-server", path=SBIN_PATH)
+
+
+class Redis:
+    """A redis-server on 127.0.0.1:`port`, in memory only (no dump, no
+    append-only file), its working directory a temporary one."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="esmtp-it-redis-")
+        self.proc = None
+        self.start()
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--dir", self.dir, "--logfile", ""],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        if not wait_for(lambda: self.proc.poll() is not None or _listening("127.0.0.1", self.port), 10) or \
+                self.proc.poll() is not None:
+            self.stop()
+            raise RuntimeError("redis-server did not start on port %d" % self.port)
+
+    def stop(self):
+        _stop(self.proc)
+
+    def cleanup(self):
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -104,6 +104,7 @@ class _Bulkhead:
             "ESMTPAuth PLAIN", "ESMTPAuthProvider smtp-file", "ESMTPAuthRequireTLS Off",
             "ESMTPAuthFailureDelay %s" % DELAY])
         cls.delayed = httpd.add_smtp("discard", extra=["ESMTPGreetingDelay %s" % DELAY])
+        cls.pregreet = httpd.add_smtp("discard", extra=["ESMTPPregreet %s" % DELAY])
 
     @classmethod
     def tearDownClass(cls):
@@ -226,6 +227,24 @@ class _Bulkhead:
         t0 = time.monotonic()
         with RawClient(self.delayed.port) as c:
             self.assertEqual(c.reply()[0], 220)
+            self.assertGreaterEqual(time.monotonic() - t0, DELAY * 0.9)
+            c.cmd("QUIT")
+
+    def test_pregreet_beyond_cap(self):
+        """ESMTPPregreet's pause waits in a worker too: beyond the cap the
+        session is refused at once, before the teaser."""
+        a = self.hold_the_worker()
+        try:
+            t0 = time.monotonic()
+            with RawClient(self.pregreet.port) as c:
+                self.assertEqual(c.reply()[1], ["421 4.3.2 %s Server busy, try again later" % self.pregreet.name])
+                self.assertLess(time.monotonic() - t0, DELAY / 2, "the refusal waited")
+        finally:
+            self.let_go(a)
+        t0 = time.monotonic()
+        with RawClient(self.pregreet.port) as c:
+            code, lines = c.reply()
+            self.assertEqual((code, lines[0]), (220, "220-%s ESMTP" % self.pregreet.name))
             self.assertGreaterEqual(time.monotonic() - t0, DELAY * 0.9)
             c.cmd("QUIT")
 

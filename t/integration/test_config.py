@@ -101,7 +101,14 @@ class ConfigTest(unittest.TestCase):
     def test_bad_values(self):
         for directive in ("ESMTPLogLevel 7", "ESMTPLogLevel x", "ESMTPMaxMessageSize abc",
                           "ESMTPMaxMessageSize -5", "ESMTPMaxRecipients 0", "ESMTPMaxRecipients many",
-                          "ESMTPProtocol maybe"):
+                          "ESMTPProtocol maybe", "ESMTPPregreet 61", "ESMTPPregreet soon",
+                          "ESMTPPregreet 2 wait=3", "ESMTPPregreet Off teaser=On", "ESMTPPregreet",
+                          "ESMTPDNSBL zen..example", "ESMTPDNSBL zen.example*0", "ESMTPDNSBL zen.example=127.0.0",
+                          "ESMTPDNSBLThreshold 0", "ESMTPDNSBLThreshold 3 reject=mail",
+                          "ESMTPDNSBLThreshold 3 timeout=0.01", "ESMTPDNSServer dns.example",
+                          "ESMTPDNSServer 127.0.0.1:99999", "ESMTPDNSServer [::1", "ESMTPGreylist maybe",
+                          "ESMTPGreylist On delay=0", "ESMTPGreylist On delay=600 retry=300",
+                          "ESMTPGreylist On colour=grey", "ESMTPStateCache shmcb", "ESMTPPregreet 2 remember=0"):
             with self.subTest(directive=directive):
                 httpd = Httpd()
                 try:
@@ -111,6 +118,13 @@ class ConfigTest(unittest.TestCase):
                     self.assertIn(directive.split()[0], out)
                 finally:
                     httpd.cleanup()
+
+    def test_greylist_needs_a_state_cache_provider(self):
+        """ESMTPGreylist keeps its state in ESMTPStateCache: a provider
+        that is not loaded fails `apache2 -t`, naming the directive."""
+        self.httpd.main_extra.append("ESMTPStateCache nosuch:127.0.0.1:1")
+        self.httpd.add_smtp("discard", extra=["ESMTPGreylist On"])
+        self.assertConfigFails("ESMTPStateCache: no mod_socache provider 'nosuch'", "ESMTPGreylist")
 
     def test_protocol_on_without_handler_fails_start(self):
         self.httpd.add_smtp(None)

@@ -217,6 +217,8 @@ struct Harness {
     std::unique_ptr<Session> session;
     // The live counters' sink of the next start()s (may stay null).
     SessionObserver *observer = nullptr;
+    // The screen (DNSBL, greylist) of the next start()s (may stay null).
+    Screen *screen = nullptr;
 
     Harness()
     {
@@ -241,6 +243,7 @@ struct Harness {
         std::unique_ptr<Handler> handler = make_handler ? make_handler() : std::make_unique<RecordingHandler>(rec);
         session = std::make_unique<Session>(cfg, conn, std::move(handler), &log);
         session->set_observer(observer);
+        session->set_screen(screen);
         session->start();
         return take();
     }

@@ -1,0 +1,46 @@
+// One connection's screening (README, Screening clients): the DNSBL/DNSWL
+// score asked at CONNECT, its verdict at CONNECT or at RCPT; greylisting at
+// RCPT (DNSWL-listed clients skip it). The session
+// asks it before the handler (engine/screen.hpp).
+#pragma once
+
+#include "engine/screen.hpp"
+#include "httpd/dnsbl_lookup.hpp"
+#include "httpd/greylist.hpp"
+#include "httpd/mod_esmtp.hpp"
+
+#include <string>
+
+namespace esmtp
+{
+
+struct ServerConfig;
+class ConnStats;
+
+// The server's DNSBL settings (ESMTPDNSBL, ESMTPDNSBLThreshold,
+// ESMTPDNSServer), defaults applied.
+DnsblSettings dnsbl_settings(const ServerConfig *cfg);
+
+class ConnectionScreen final : public Screen
+{
+  public:
+    ConnectionScreen(conn_rec *c, const ServerConfig *cfg, ConnStats &stats);
+    // Whether anything is configured (else the session need not ask).
+    bool active() const { return dnsbl_active() || greylist_.on == 1; }
+    Verdict connect() override;
+    Verdict rcpt(const Path &sender, const Path &recipient) override;
+
+  private:
+    bool dnsbl_active() const { return dnsbl_.sites && !dnsbl_.sites->empty(); }
+    Verdict blocked(bool greeting) const;
+    Verdict greylisted(const Path &sender, const Path &recipient);
+
+    conn_rec *c_;
+    ConnStats &stats_;
+    std::string hostname_;
+    DnsblSettings dnsbl_;
+    DnsblOutcome outcome_;
+    GreylistSpec greylist_;
+};
+
+} // namespace esmtp
