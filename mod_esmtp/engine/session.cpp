@@ -368,6 +368,15 @@ void Session::feed(std::string_view in)
     }
 }
 
+// Postfix's smtpd_client_*_rate_limit: "450 4.7.1 Error: too much mail from
+// ADDR", and the session goes on.
+void Session::rate_refused(std::string_view too_many, std::string_view limit, const char *cause)
+{
+    log(log_session, std::string(too_many) + " from " + conn_.client_address + ": " + std::string(limit));
+    report(RejectCause::limits, cause);
+    reply(450, "4.7.1", "Error: " + std::string(too_many) + " from " + conn_.client_address);
+}
+
 bool Session::junk_limit_reached()
 {
     if (!cfg_.limits.max_junk_commands || ++junk_ <= cfg_.limits.max_junk_commands)

@@ -179,6 +179,8 @@ class Session final : public SessionView, private DataSink
     // The verb table's row for the current state: a refusal, or empty.
     Canned check(const VerbRule &rule);
     bool junk_limit_reached();
+    // A per-client rate refused (450, the session goes on): logged, counted.
+    void rate_refused(std::string_view too_many, std::string_view limit, const char *cause);
     void do_helo(std::string_view arg, const VerbRule &rule, bool extended);
     bool parse_envelope_arg(std::string_view arg, bool mail, MailArgs &a);
     void do_mail(std::string_view arg);

@@ -53,9 +53,7 @@ void Session::do_auth(std::string_view arg)
     // Postfix's smtpd_client_auth_rate_limit: counted once the command is
     // valid, refused without closing.
     if (limiter_ && !limiter_->allow_auth()) {
-        log(log_session, "too many AUTH commands from " + conn_.client_address + ": " + limiter_->auth_limit());
-        report(RejectCause::limits, "client AUTH rate");
-        reply(450, "4.7.1", "Error: too many AUTH commands from " + conn_.client_address);
+        rate_refused("too many AUTH commands", limiter_->auth_limit(), "client AUTH rate");
         return;
     }
     sasl_mech_ = static_cast<AuthMechanism>(m);

@@ -106,9 +106,7 @@ void Session::do_mail(std::string_view arg)
     // Postfix's smtpd_client_message_rate_limit: counted at MAIL, refused
     // without closing.
     if (limiter_ && !limiter_->allow_message()) {
-        log(log_session, "too much mail from " + conn_.client_address + ": " + limiter_->message_limit());
-        report(RejectCause::limits, "client message rate");
-        reply(450, "4.7.1", "Error: too much mail from " + conn_.client_address);
+        rate_refused("too much mail", limiter_->message_limit(), "client message rate");
         return;
     }
     // The handler sees the envelope and queue id of the transaction it is asked about.
@@ -164,9 +162,7 @@ void Session::do_rcpt(std::string_view arg)
     }
     // smtpd_client_recipient_rate_limit
     if (limiter_ && !limiter_->allow_recipient()) {
-        log(log_session, "too many recipients from " + conn_.client_address + ": " + limiter_->recipient_limit());
-        report(RejectCause::limits, "client recipient rate");
-        reply(450, "4.7.1", "Error: too many recipients from " + conn_.client_address);
+        rate_refused("too many recipients", limiter_->recipient_limit(), "client recipient rate");
         return;
     }
     if (screen_ && auth_user_.empty()) {
