@@ -1,0 +1,1 @@
+/usr/sbin/apache2 -f /tmp/esmtp-bench-httpd-2v_urqfy/conf/httpd.conf -DFOREGROUND
