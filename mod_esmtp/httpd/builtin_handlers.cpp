@@ -16,10 +16,12 @@ void register_builtin_handlers(apr_pool_t *p)
     static const DiscardProvider discard;
     static const PipeProvider pipe;
     static const LmtpProvider lmtp;
+    static const LmtpProvider smtp(LmtpProvider::Dialect::smtp);
     register_handler_provider(p, "maildir", &maildir);
     register_handler_provider(p, "discard", &discard);
     register_handler_provider(p, "pipe", &pipe);
     register_handler_provider(p, "lmtp", &lmtp);
+    register_handler_provider(p, "smtp", &smtp);
 }
 
 } // namespace esmtp
