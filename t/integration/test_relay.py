@@ -1,0 +1,249 @@
+"""The `smtp` handler (issue 22): each transaction relayed synchronously to
+a smarthost. The smarthost is a second mod_esmtp (its own httpd) with
+STARTTLS Required and AUTH through an htpasswd file; the relay verifies its
+certificate against ca= and its name against servername=, and logs in with
+the credentials of auth=FILE. Checked: the message arrives (our Received
+on top, no Return-Path from the relay) and the 250 comes only after the
+smarthost's, with both queue ids in the transaction log; a recipient the
+smarthost refuses is refused at RCPT; a smarthost that is down, presents a
+certificate for another name or one we do not trust, or does not offer
+STARTTLS gives 451 and nothing is acknowledged; opendkim signs before the
+relay and the signature verifies at the smarthost."""
+
+import os
+import re
+import smtplib
+import subprocess
+import sys
+import unittest
+
+from harness import Httpd, RawClient, ServerTestCase, free_port, queue_id_of, unexpected_log_lines, wait_for
+from test_auth import USERS_FILE, authn_lines
+from test_auth import missing as auth_missing
+from test_milter import GENKEY, OPENDKIM, dkim, stop, wait_port
+from test_starttls import make_cert, ssl_main_lines, ssl_vhost_lines
+
+SMART_NAME = "smarthost.test"
+USER = "alice@example.org"
+# the smarthost's vhosts: relaying only when authenticated
+SMART_AUTH = ["ESMTPAuth PLAIN LOGIN", "ESMTPAuthProvider smtp-file", "ESMTPAuthFailureDelay 0"]
+# what the smarthost's httpd logs when our client refuses its certificate
+SMART_ALLOWED = (r"AH0199[0-9]|AH0200[0-9]|AH01873|AH01906|AH01909|SSL handshake|SSL Library Error|ssl_engine",
+                 r"AH02008|AH02007|SSL_accept|alert")
+
+MESSAGE = (b"From: Alice <alice@example.org>\r\n"
+           b"To: Bob <bob@example.net>\r\n"
+           b"Subject: relayed\r\n"
+           b"Date: Tue, 1 Dec 2026 12:00:00 +0000\r\n"
+           b"Message-ID: <relay-test@example.org>\r\n"
+           b"\r\n"
+           b"Hello Bob,\r\n"
+           b".a line with a leading dot\r\n"
+           b"the end.\r\n")
+
+
+def missing():
+    why = auth_missing()
+    if why:
+        return why
+    if not os.path.exists(OPENDKIM) or dkim is None:
+        return "opendkim or python3-dkim missing"
+    return None
+
+
+@unittest.skipIf(missing(), missing() or "")
+class RelayTest(ServerTestCase):
+    # the relay's error log names every smarthost it could not use
+    allowed_log = (r"esmtp: .*smtp: ", )
+    smart = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.smart = Httpd(prefix="esmtp-it-smarthost-")
+        try:
+            conf = os.path.join(cls.smart.root, "conf")
+            cls.cert, key = make_cert(conf, cn=SMART_NAME, names=(SMART_NAME, ))
+            os.chmod(cls.cert, 0o644)
+            cls.smart.main_extra += ssl_main_lines() + authn_lines(conf)
+            tls = ssl_vhost_lines(cls.cert, key, "Required")
+            cls.smart_mx = cls.smart.add_smtp("maildir", server_name=SMART_NAME, accept_domains=["example.com"],
+                                              log_file="smart.log", log_level=2, extra=tls + SMART_AUTH)
+            cls.smart_test = cls.smart.add_smtp("test", server_name=SMART_NAME, accept_domains=["example.com"],
+                                                extra=tls + SMART_AUTH)
+            cls.smart_plain = cls.smart.add_smtp("maildir", server_name=SMART_NAME, accept_domains=["*"])
+            cls.smart.start()
+        except BaseException:
+            cls.smart.cleanup(keep=True)
+            raise
+        cls.addClassCleanup(cls.stop_smarthost)
+        super().setUpClass()
+
+    @classmethod
+    def stop_smarthost(cls):
+        cls.smart.stop()
+        bad = unexpected_log_lines(cls.smart.log_lines(), SMART_ALLOWED)
+        if bad:
+            sys.stderr.write("\n--- smarthost error log\n%s\n" % "\n".join(bad))
+        cls.smart.cleanup(keep=bool(bad) or cls._failed)
+
+    @classmethod
+    def configure(cls, httpd):
+        d = os.path.join(httpd.root, "conf")
+        cred = os.path.join(d, "smarthost.secret")
+        with open(cred, "w") as f:
+            f.write("%s:%s\n" % (USER, USERS_FILE[USER]))
+        os.chmod(cred, 0o600)  # read by root at configuration time
+        # opendkim signs what the relay passes on
+        k = os.path.join(httpd.root, "dkim")
+        os.makedirs(k)
+        subprocess.run([GENKEY, "-b", "2048", "-d", "example.org", "-s", "relay", "-D", k], check=True)
+        cls.dkim_port = free_port()
+        dkconf = os.path.join(k, "opendkim.conf")
+        with open(dkconf, "w") as f:
+            f.write("Syslog no\nBackground no\nMode s\nDomain example.org\nSelector relay\n"
+                    "KeyFile %s/relay.private\nSocket inet:%d@127.0.0.1\nPidFile %s/opendkim.pid\n"
+                    "InternalHosts 127.0.0.1\nRequireSafeKeys no\nCanonicalization relaxed/simple\n"
+                    % (k, cls.dkim_port, k))
+        with open(os.path.join(k, "relay.txt")) as f:
+            cls.dns_txt = "".join(re.findall(r'"([^"]*)"', f.read())).encode()
+        cls.dkim_log = open(os.path.join(k, "opendkim.out"), "w")
+        cls.dkim_proc = subprocess.Popen([OPENDKIM, "-f", "-x", dkconf], stdout=cls.dkim_log,
+                                         stderr=subprocess.STDOUT)
+        cls.addClassCleanup(cls.dkim_log.close)
+        cls.addClassCleanup(stop, cls.dkim_proc)
+        wait_port(cls.dkim_port)
+
+        def to(vh, *opts):
+            return ["smtp", "127.0.0.1:%d" % vh.port, "servername=" + SMART_NAME, "ca=" + cls.cert,
+                    "auth=" + cred, "timeout=10"] + list(opts)
+
+        relay = dict(accept_domains=["example.com"], log_file="relay.log", log_level=2)
+        cls.relay = httpd.add_smtp(to(cls.smart_mx), server_name="relay.example.org",
+                                   extra=["ESMTPMilter inet:127.0.0.1:%d" % cls.dkim_port], **relay)
+        cls.relay_test = httpd.add_smtp(to(cls.smart_test), **relay)
+        cls.down_port = free_port()
+        cls.relay_down = httpd.add_smtp(["smtp", "127.0.0.1:%d" % cls.down_port, "timeout=5"], **relay)
+        cls.relay_wrong_name = httpd.add_smtp(
+            ["smtp", "127.0.0.1:%d" % cls.smart_mx.port, "servername=other.test", "ca=" + cls.cert, "auth=" + cred],
+            **relay)
+        cls.relay_untrusted = httpd.add_smtp(
+            ["smtp", "127.0.0.1:%d" % cls.smart_mx.port, "servername=" + SMART_NAME, "auth=" + cred], **relay)
+        cls.relay_no_starttls = httpd.add_smtp(
+            ["smtp", "127.0.0.1:%d" % cls.smart_plain.port, "servername=" + SMART_NAME, "ca=" + cls.cert], **relay)
+
+    def verify(self, content):
+        def dnsfunc(name, timeout=5):
+            self.assertEqual(name, b"relay._domainkey.example.org.")
+            return self.dns_txt
+        return dkim.verify(content, dnsfunc=dnsfunc)
+
+    def test_relayed_signed_and_acknowledged_after_the_smarthost(self):
+        before = len(self.smart_mx.maildir_files())
+        with smtplib.SMTP("127.0.0.1", self.relay.port, timeout=60) as s:
+            s.ehlo("client.example")
+            s.mail("alice@example.org")
+            code, _ = s.rcpt("bob@example.com")
+            self.assertEqual(code, 250)
+            code, text = s.data(MESSAGE)
+        self.assertEqual(code, 250, text)
+        our_qid = queue_id_of(text.decode())
+        # the 250 came after the smarthost's: the message is already there
+        files = self.smart_mx.maildir_files()
+        self.assertEqual(len(files), before + 1)
+        with open(files[-1], "rb") as f:
+            content = f.read()
+        # the smarthost's own Return-Path and Received, then ours, no second Return-Path
+        self.assertTrue(content.startswith(b"Return-Path: <alice@example.org>\r\nReceived: from relay.example.org"),
+                        content[:400])
+        self.assertEqual(content.count(b"Return-Path:"), 1)
+        self.assertIn(b"by relay.example.org (mod_esmtp) with ESMTP id " + our_qid.encode(), content)
+        # TLS and AUTH at the smarthost: ESMTPSA in its Received
+        self.assertRegex(content[:600].decode("utf-8", "replace"), r"with ESMTPSA id")
+        self.assertIn(b"\r\n.a line with a leading dot\r\nthe end.\r\n", content)
+        # DKIM-signed by opendkim at the relay, verified as the smarthost stored it
+        self.assertIn(b"DKIM-Signature: ", content)
+        self.assertTrue(self.verify(content), content[:1500])
+        self.assertFalse(self.verify(content.replace(b"Hello Bob", b"Hello Eve")))
+        # both queue ids in the relay's transaction log
+        smart_qid = wait_for(lambda: [l for l in self.smart_mx.log_lines() if "250" in l and "queued as" in l], 5)
+        lines = wait_for(lambda: [l for l in self.relay.log_lines() if "relayed " + our_qid in l], 5)
+        self.assertTrue(lines, "\n".join(self.relay.log_lines()))
+        m = re.search(r"queued as ([0-9A-F]+)", lines[0])
+        self.assertTrue(m, lines[0])
+        self.assertTrue(any(m.group(1) in l for l in self.smart_mx.log_lines()), (m.group(1), smart_qid))
+
+    def test_refused_recipient_is_refused_at_rcpt(self):
+        before = len(self.smart_test.event_lines())
+        with RawClient(self.relay_test.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<alice@example.org>")[0], 250)
+            code, lines = c.cmd("RCPT TO:<reject@example.com>")
+            self.assertEqual(code, 550, lines)
+            self.assertIn("5.1.1 No such user here", lines[0])
+            code, lines = c.cmd("RCPT TO:<tempfail@example.com>")
+            self.assertEqual(code // 100, 4, lines)
+            self.assertEqual(c.cmd("RCPT TO:<bob@example.com>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(b"Subject: x\r\n\r\nhi\r\n.\r\n")
+            self.assertEqual(c.reply()[0], 250)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        # the smarthost saw exactly the recipients the client sent
+        events = wait_for(lambda: [e for e in self.smart_test.event_lines()[before:] if e.startswith("RCPT")], 5)
+        self.assertEqual(events, ["RCPT <reject@example.com>", "RCPT <tempfail@example.com>",
+                                  "RCPT <bob@example.com>"])
+
+    def unavailable(self, vh, why):
+        with RawClient(vh.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            code, lines = c.cmd("MAIL FROM:<alice@example.org>")
+            self.assertEqual(code, 451, lines)
+            self.assertIn("4.4.1", lines[0])
+            # nothing acknowledged: no transaction began
+            self.assertEqual(c.cmd("RCPT TO:<bob@example.com>")[0], 503)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertTrue(wait_for(lambda: any(re.search(why, l) for l in self.httpd.log_lines()), 5),
+                        "\n".join(self.httpd.log_lines()[-10:]))
+
+    def test_smarthost_down(self):
+        self.unavailable(self.relay_down, r"smtp: cannot connect to 127\.0\.0\.1:%d" % self.down_port)
+
+    def test_wrong_host_name(self):
+        before = len(self.smart_mx.maildir_files())
+        self.unavailable(self.relay_wrong_name, r"smtp: .*TLS: certificate verification failed: "
+                                                r"[Hh]ostname mismatch")
+        self.assertEqual(len(self.smart_mx.maildir_files()), before)
+
+    def test_untrusted_certificate(self):
+        self.unavailable(self.relay_untrusted, r"smtp: .*TLS: certificate verification failed: "
+                                               r"self[- ]signed certificate")
+
+    def test_no_starttls_when_required(self):
+        before = len(self.smart_plain.maildir_files())
+        self.unavailable(self.relay_no_starttls, r"smtp: .*does not offer STARTTLS")
+        self.assertEqual(len(self.smart_plain.maildir_files()), before)
+
+    def test_message_refused_after_the_dot_is_refused(self):
+        # the test handler answers 451 4.3.0 at the end of a message from eom451@
+        with RawClient(self.relay_test.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            c.cmd("EHLO client.example")
+            self.assertEqual(c.cmd("MAIL FROM:<eom451@example.org>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<bob@example.com>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(b"Subject: x\r\n\r\nhi\r\n.\r\n")
+            code, lines = c.reply()
+            self.assertEqual(code, 451, lines)
+            self.assertIn("4.3.0", lines[0])
+            # the connection to the smarthost is reused for the next transaction
+            self.assertEqual(c.cmd("MAIL FROM:<alice@example.org>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<bob@example.com>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(b"Subject: y\r\n\r\nhi\r\n.\r\n")
+            self.assertEqual(c.reply()[0], 250)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+
+
+if __name__ == "__main__":
+    unittest.main()
