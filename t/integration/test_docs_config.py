@@ -64,6 +64,9 @@ class ConfigUnderTest:
             os.makedirs(os.path.join(r, d), exist_ok=True)
         for name in ("smtp-users", "smtp-senders"):
             open(os.path.join(r, "etc", "apache2", name), "w").close()
+        # the smtp handler reads its credentials when the configuration is read
+        with open(os.path.join(r, "etc", "apache2", "smarthost.secret"), "w") as f:
+            f.write("user:password\n")
         # the README's example delivery command
         os.makedirs(os.path.join(r, "usr", "local", "bin"))
         with open(os.path.join(r, "usr", "local", "bin", "deliver"), "w") as f:
@@ -84,7 +87,7 @@ class ConfigUnderTest:
         text = re.sub(r"(?m)^(\s*SSLCertificateFile)\s+\S+", lambda m: m.group(1) + " " + q(self.cert), text)
         text = re.sub(r"(?m)^(\s*SSLCertificateKeyFile)\s+\S+", lambda m: m.group(1) + " " + q(self.key), text)
         for prefix in ("/var/mail/", "/var/lib/", "/var/www/", "/etc/apache2/", "/var/log/", "/usr/local/bin/"):
-            text = text.replace(" " + prefix, " " + r + prefix)
+            text = text.replace(" " + prefix, " " + r + prefix).replace("=" + prefix, "=" + r + prefix)
         return text
 
     def check(self, text):
