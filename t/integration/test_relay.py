@@ -17,7 +17,9 @@ import subprocess
 import sys
 import unittest
 
+import test_postfix
 from harness import Httpd, RawClient, ServerTestCase, free_port, queue_id_of, unexpected_log_lines, wait_for
+from peers import DovecotSasl, dovecot_missing
 from test_auth import USERS_FILE, authn_lines
 from test_auth import missing as auth_missing
 from test_milter import GENKEY, OPENDKIM, dkim, stop, wait_port
@@ -244,6 +246,124 @@ class RelayTest(ServerTestCase):
             self.assertEqual(c.reply()[0], 250)
             self.assertEqual(c.cmd("QUIT")[0], 221)
 
+
+POSTFIX_USER = "relayuser"
+POSTFIX_PASSWORD = "Relay-Pw-5tG2x"
+
+
+@unittest.skipIf(test_postfix.SKIP_REASON or dovecot_missing() or auth_missing(),
+                 test_postfix.SKIP_REASON or dovecot_missing() or auth_missing() or "")
+class PostfixSmarthostTest(ServerTestCase):
+    """A private Postfix as the smarthost: smtpd on a free port with
+    STARTTLS (smtpd_tls_auth_only) and SASL AUTH through Dovecot; relaying
+    only when authenticated (mynetworks does not include 127.0.0.1). It
+    holds what it accepts (static:HOLD): postcat shows the message."""
+
+    allowed_log = (r"esmtp: .*smtp: ", )
+    postfix = None
+    sasl = None
+
+    @classmethod
+    def configure(cls, httpd):
+        d = os.path.join(httpd.root, "conf")
+        cls.cert, key = make_cert(d, cn=SMART_NAME, names=(SMART_NAME, ), prefix="postfix-")
+        os.chmod(key, 0o644)
+        cls.sasl = DovecotSasl({POSTFIX_USER: POSTFIX_PASSWORD})
+        cls.addClassCleanup(lambda: cls.sasl.cleanup(keep=cls._failed))
+        cls.smtpd_port = free_port()
+        pf = cls.postfix = test_postfix.PrivatePostfix(free_port())
+        cls.addClassCleanup(lambda: pf.cleanup(keep=cls._failed))
+        with open(os.path.join(pf.config_dir, "main.cf"), "a") as f:
+            f.write("\n".join([
+                "myhostname = " + SMART_NAME,
+                "mynetworks = 192.0.2.1/32",
+                "smtpd_tls_security_level = may",
+                "smtpd_tls_cert_file = " + cls.cert,
+                "smtpd_tls_key_file = " + key,
+                "smtpd_tls_auth_only = yes",
+                "smtpd_tls_loglevel = 1",
+                "smtpd_sasl_auth_enable = yes",
+                "smtpd_sasl_type = dovecot",
+                "smtpd_sasl_path = " + cls.sasl.socket,
+                "smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination",
+                "smtpd_recipient_restrictions = check_recipient_access inline:{{refused@example.com=550 5.1.1 "
+                "User unknown}}, check_recipient_access static:HOLD",
+                "debug_peer_list =", ""]))
+        with open(os.path.join(pf.config_dir, "master.cf"), "a") as f:
+            f.write("127.0.0.1:%d inet n - n - - smtpd\n" % cls.smtpd_port)
+            f.write("tlsmgr unix - - n 1000? 1 tlsmgr\n")
+        pf.start()
+        if not wait_for(lambda: test_postfix_listening(cls.smtpd_port), 20):
+            raise RuntimeError("postfix smtpd does not listen:\n" + pf.log_text())
+        cred = os.path.join(d, "postfix.secret")
+        with open(cred, "w") as f:
+            f.write("%s:%s\n" % (POSTFIX_USER, POSTFIX_PASSWORD))
+        wrong = os.path.join(d, "wrong.secret")
+        with open(wrong, "w") as f:
+            f.write("%s:not-the-password\n" % POSTFIX_USER)
+        base = ["smtp", "127.0.0.1:%d" % cls.smtpd_port, "servername=" + SMART_NAME, "ca=" + cls.cert, "timeout=10"]
+        relay = dict(accept_domains=["example.com"], log_file="relay.log", log_level=2)
+        cls.relay = httpd.add_smtp(base + ["auth=" + cred], server_name="relay.example.org", **relay)
+        cls.relay_wrong_pw = httpd.add_smtp(base + ["auth=" + wrong], **relay)
+        cls.relay_no_auth = httpd.add_smtp(base, **relay)
+
+    def held(self, qid):
+        """The message Postfix holds as `qid` (postcat -q)."""
+        rc, out = self.postfix.run(test_postfix._which("postcat"), "-c", self.postfix.config_dir, "-bh", "-q", qid)
+        self.assertEqual(rc, 0, out)
+        return out
+
+    def test_relayed_through_postfix(self):
+        with smtplib.SMTP("127.0.0.1", self.relay.port, timeout=60) as s:
+            s.ehlo("client.example")
+            code, text = s.mail("alice@example.org")
+            self.assertEqual(code, 250, "%s\n%s\n%s" % (text, "\n".join(self.httpd.log_lines()[-5:]),
+                                                       self.postfix.log_text()[-3000:]))
+            code, text = s.rcpt("refused@example.com")
+            self.assertEqual(code, 550, text)
+            self.assertIn(b"5.1.1", text)
+            self.assertEqual(s.rcpt("bob@example.com")[0], 250)
+            code, text = s.data(MESSAGE)
+        self.assertEqual(code, 250, text)
+        our_qid = queue_id_of(text.decode())
+        lines = wait_for(lambda: [l for l in self.relay.log_lines() if "relayed " + our_qid in l], 5)
+        self.assertTrue(lines, "\n".join(self.relay.log_lines()))
+        m = re.search(r"queued as ([0-9A-Za-z]+)", lines[0])
+        self.assertTrue(m, lines[0])
+        content = self.held(m.group(1))
+        self.assertIn("Subject: relayed", content)
+        self.assertIn("by relay.example.org (mod_esmtp) with ESMTP id " + our_qid, content)
+        # Postfix saw TLS and the login
+        log = self.postfix.log_text()
+        self.assertRegex(log, r"Anonymous TLS connection established|TLS connection established")
+        self.assertRegex(log, r"sasl_method=PLAIN, sasl_username=" + POSTFIX_USER)
+
+    def test_wrong_password_and_no_auth(self):
+        for vh, why in ((self.relay_wrong_pw, r"smtp: .*AUTH as relayuser failed: 535"), ):
+            with RawClient(vh.port) as c:
+                self.assertEqual(c.reply()[0], 220)
+                c.cmd("EHLO client.example")
+                code, lines = c.cmd("MAIL FROM:<alice@example.org>")
+                self.assertEqual(code, 451, lines)
+            self.assertTrue(wait_for(lambda: any(re.search(why, l) for l in self.httpd.log_lines()), 5))
+        # without AUTH, Postfix does not relay: its refusal is ours at RCPT
+        with RawClient(self.relay_no_auth.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            c.cmd("EHLO client.example")
+            self.assertEqual(c.cmd("MAIL FROM:<alice@example.org>")[0], 250)
+            code, lines = c.cmd("RCPT TO:<bob@example.com>")
+            self.assertEqual(code, 554, lines)
+            self.assertIn("Relay access denied", lines[0])
+
+
+def test_postfix_listening(port):
+    """smtpd greets and offers STARTTLS (tlsmgr is up)."""
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=5) as s:
+            s.ehlo("probe.example")
+            return s.has_extn("starttls")
+    except (OSError, smtplib.SMTPException):
+        return False
 
 if __name__ == "__main__":
     unittest.main()
