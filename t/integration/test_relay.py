@@ -12,9 +12,11 @@ relay and the signature verifies at the smarthost."""
 
 import os
 import re
+import shutil
 import smtplib
 import subprocess
 import sys
+import textwrap
 import unittest
 
 import test_postfix
@@ -23,7 +25,7 @@ from peers import DovecotSasl, dovecot_missing
 from test_auth import USERS_FILE, authn_lines
 from test_auth import missing as auth_missing
 from test_milter import GENKEY, OPENDKIM, dkim, stop, wait_port
-from test_starttls import make_cert, ssl_main_lines, ssl_vhost_lines
+from test_starttls import client_context, make_cert, ssl_main_lines, ssl_vhost_lines
 
 SMART_NAME = "smarthost.test"
 USER = "alice@example.org"
@@ -120,6 +122,12 @@ class RelayTest(ServerTestCase):
                     "auth=" + cred, "timeout=10"] + list(opts)
 
         relay = dict(accept_domains=["example.com"], log_file="relay.log", log_level=2)
+        # the submission vhost users reach: STARTTLS Required, AUTH via htpasswd
+        sub_cert, sub_key = make_cert(d, cn="submit.example.org", names=("submit.example.org", ), prefix="sub-")
+        httpd.main_extra += ssl_main_lines() + authn_lines(d)
+        cls.submit = httpd.add_smtp(to(cls.smart_mx), server_name="submit.example.org", log_file="submit.log",
+                                    log_level=2, extra=ssl_vhost_lines(sub_cert, sub_key, "Required") + SMART_AUTH +
+                                    ["ESMTPSubmission On"])
         cls.relay = httpd.add_smtp(to(cls.smart_mx), server_name="relay.example.org",
                                    extra=["ESMTPMilter inet:127.0.0.1:%d" % cls.dkim_port], **relay)
         cls.relay_test = httpd.add_smtp(to(cls.smart_test), **relay)
@@ -173,6 +181,77 @@ class RelayTest(ServerTestCase):
         m = re.search(r"queued as ([0-9A-F]+)", lines[0])
         self.assertTrue(m, lines[0])
         self.assertTrue(any(m.group(1) in l for l in self.smart_mx.log_lines()), (m.group(1), smart_qid))
+
+    # --- users submitting on 587 with AUTH: each client's mail reaches the smarthost
+
+    def arrived(self, subject, before):
+        files = wait_for(lambda: len(self.smart_mx.maildir_files()) > before and self.smart_mx.maildir_files(), 10)
+        self.assertTrue(files, "nothing reached the smarthost")
+        with open(files[-1], "rb") as f:
+            content = f.read()
+        self.assertIn(b"Subject: " + subject.encode(), content)
+        self.assertIn(b"by submit.example.org (mod_esmtp) with ESMTPSA id ", content)
+
+    def test_client_smtplib(self):
+        before = len(self.smart_mx.maildir_files())
+        with smtplib.SMTP("127.0.0.1", self.submit.port, timeout=60) as s:
+            s.ehlo("client.example")
+            s.starttls(context=client_context())
+            s.ehlo("client.example")
+            self.assertEqual(s.login(USER, USERS_FILE[USER])[0], 235)
+            s.sendmail(USER, ["friend@elsewhere.example"], b"Subject: via smtplib\r\n\r\nhi\r\n")
+        self.arrived("via smtplib", before)
+
+    @unittest.skipUnless(shutil.which("swaks"), "swaks missing")
+    def test_client_swaks(self):
+        for mech in ("PLAIN", "LOGIN"):
+            before = len(self.smart_mx.maildir_files())
+            p = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % self.submit.port, "--tls", "--auth", mech,
+                                "--auth-user", USER, "--auth-password", USERS_FILE[USER], "--from", USER,
+                                "--to", "friend@elsewhere.example", "--ehlo", "client.example",
+                                "--header", "Subject: via swaks %s" % mech],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+            self.arrived("via swaks " + mech, before)
+
+    @unittest.skipUnless(shutil.which("msmtp"), "msmtp missing")
+    def test_client_msmtp(self):
+        before = len(self.smart_mx.maildir_files())
+        conf = os.path.join(self.httpd.root, "msmtprc")
+        with open(conf, "w") as f:
+            f.write(textwrap.dedent("""\
+                account default
+                host 127.0.0.1
+                port {port}
+                domain client.example
+                tls on
+                tls_starttls on
+                tls_certcheck off
+                auth on
+                user {user}
+                password {pw}
+                from {user}
+                """).format(port=self.submit.port, user=USER, pw=USERS_FILE[USER]))
+        os.chmod(conf, 0o600)
+        p = subprocess.run(["msmtp", "-C", conf, "friend@elsewhere.example"],
+                           input=b"Subject: via msmtp\r\nFrom: alice@example.org\r\n\r\nhello\r\n",
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+        self.arrived("via msmtp", before)
+
+    @unittest.skipUnless(shutil.which("curl"), "curl missing")
+    def test_client_curl(self):
+        before = len(self.smart_mx.maildir_files())
+        path = os.path.join(self.httpd.root, "curl.eml")
+        with open(path, "wb") as f:
+            f.write(b"Subject: via curl\r\nFrom: alice@example.org\r\n\r\nhello\r\n")
+        p = subprocess.run(["curl", "-sS", "--max-time", "30", "--ssl-reqd", "-k",
+                            "smtp://127.0.0.1:%d/client.example" % self.submit.port,
+                            "--user", "%s:%s" % (USER, USERS_FILE[USER]), "--mail-from", USER,
+                            "--mail-rcpt", "friend@elsewhere.example", "--upload-file", path],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+        self.arrived("via curl", before)
 
     def test_refused_recipient_is_refused_at_rcpt(self):
         before = len(self.smart_test.event_lines())
