@@ -13,6 +13,8 @@
 #include <exception>
 #include <fcntl.h>
 #include <fstream>
+#include <mutex>
+#include <optional>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -174,6 +176,8 @@ struct Settings {
     std::shared_ptr<ssl_ctx_st> tls_ctx;
     std::string auth_user; // AUTH to the server when not empty
     std::string auth_password;
+    std::size_t reuse = 0; // idle connections kept per child for later sessions
+    int idle = 30;         // seconds one may stay idle before it is not used again
     std::string tag() const { return smtp ? "smtp: " : "lmtp: "; }
 };
 
@@ -218,6 +222,73 @@ bool safe_line(std::string_view s)
     return s.find_first_of("\r\n", 0) == std::string_view::npos && s.find('\0') == std::string_view::npos;
 }
 
+// The idle connections of one ESMTPHandler line in this child, kept for
+// the next session (reuse=N, idle=SECONDS): a session saves the greeting,
+// EHLO, STARTTLS and AUTH round trips. Any thread of the child may take or
+// give one.
+class IdlePool
+{
+  public:
+    struct Entry {
+        ClientStream conn;
+        Extensions ext;
+        clock_type::time_point since;
+    };
+    IdlePool(std::size_t max, int idle_seconds) : max_(max), idle_(idle_seconds) {}
+
+    // The most recently idle connection that is young enough and quiet (the
+    // server has not closed it or said 421), if any.
+    std::optional<Entry> take()
+    {
+        std::vector<Entry> stale; // closed outside the lock
+        std::optional<Entry> found;
+        {
+            std::lock_guard<std::mutex> l(mu_);
+            const auto now = clock_type::now();
+            while (!entries_.empty() && !found) {
+                Entry e = std::move(entries_.back());
+                entries_.pop_back();
+                if (now - e.since <= idle_ && quiet(e.conn))
+                    found = std::move(e);
+                else
+                    stale.push_back(std::move(e));
+            }
+        }
+        return found;
+    }
+    // Keeps `conn` (moved from) when there is room.
+    bool give(ClientStream &conn, const Extensions &ext)
+    {
+        if (max_ == 0)
+            return false;
+        std::vector<Entry> stale;
+        std::lock_guard<std::mutex> l(mu_);
+        const auto now = clock_type::now();
+        // the oldest first: those past the idle time go
+        while (!entries_.empty() && now - entries_.front().since > idle_) {
+            stale.push_back(std::move(entries_.front()));
+            entries_.erase(entries_.begin());
+        }
+        if (entries_.size() >= max_)
+            return false;
+        entries_.push_back(Entry{std::move(conn), ext, now});
+        return true;
+    }
+
+  private:
+    // Nothing to read: a server that closed or announced 421 is readable.
+    static bool quiet(const ClientStream &c)
+    {
+        pollfd p{c.fd(), POLLIN, 0};
+        return ::poll(&p, 1, 0) == 0;
+    }
+
+    const std::size_t max_;
+    const std::chrono::seconds idle_;
+    std::mutex mu_;
+    std::vector<Entry> entries_; // oldest first
+};
+
 class LmtpHandler final : public Handler
 {
     // If an exception (bad_alloc...) leaves a method halfway through a
@@ -243,7 +314,10 @@ class LmtpHandler final : public Handler
     };
 
   public:
-    explicit LmtpHandler(std::shared_ptr<const Settings> s) : settings_(std::move(s)) {}
+    LmtpHandler(std::shared_ptr<const Settings> s, std::shared_ptr<IdlePool> pool)
+        : settings_(std::move(s)), pool_(std::move(pool))
+    {
+    }
 
     Reply mail(SessionView &s, const Path &, const Params &) override
     {
@@ -286,8 +360,17 @@ class LmtpHandler final : public Handler
         // transaction: nothing of this transaction is lost then, so one
         // fresh connection is tried.
         bool reused = bool(conn_);
-        if (!conn_ && !open(s))
-            return unavailable_reply();
+        if (!conn_) {
+            if (auto idle = pool_->take()) {
+                conn_ = std::move(idle->conn);
+                ext_ = idle->ext;
+                parser_.clear();
+                reused = true;
+                s.log(3, tag() + "reusing an idle connection to " + settings_->target.to_string());
+            } else if (!open(s)) {
+                return unavailable_reply();
+            }
+        }
         const Envelope &env = s.envelope();
         std::string cmd;
         if (Reply refused = mail_command(env, cmd); !refused.empty())
@@ -381,6 +464,11 @@ class LmtpHandler final : public Handler
 
     void disconnect(SessionView &s) override
     {
+        if (conn_ && !in_data_ && !lost_ && !mail_sent_ && !parser_.buffered() && pool_->give(conn_, ext_)) {
+            s.log(3, tag() + "connection to " + settings_->target.to_string() + " kept for the next session");
+            close();
+            return;
+        }
         if (conn_ && !in_data_ && !lost_) {
             // Be polite, but do not let a slow server hold the session.
             ServerReply r;
@@ -799,6 +887,7 @@ class LmtpHandler final : public Handler
     std::string tag() const { return settings_->tag(); }
 
     std::shared_ptr<const Settings> settings_;
+    std::shared_ptr<IdlePool> pool_;
     ClientStream conn_;
     lmtp::ReplyParser parser_;
     lmtp::DotStuffer stuffer_;
@@ -814,8 +903,12 @@ class LmtpHandler final : public Handler
 class LmtpFactory final : public HandlerFactory
 {
   public:
-    explicit LmtpFactory(Settings s) : settings_(std::make_shared<const Settings>(std::move(s))) {}
-    std::unique_ptr<Handler> create() override { return std::make_unique<LmtpHandler>(settings_); }
+    explicit LmtpFactory(Settings s)
+        : settings_(std::make_shared<const Settings>(std::move(s))),
+          pool_(std::make_shared<IdlePool>(settings_->reuse, settings_->idle))
+    {
+    }
+    std::unique_ptr<Handler> create() override { return std::make_unique<LmtpHandler>(settings_, pool_); }
 
     // As the server's user, at child start: for a unix socket, its
     // directory must be reachable and the socket, if it exists yet (the
@@ -844,6 +937,7 @@ class LmtpFactory final : public HandlerFactory
 
   private:
     std::shared_ptr<const Settings> settings_;
+    std::shared_ptr<IdlePool> pool_; // created in the parent, empty at fork: per child
 };
 
 } // namespace
@@ -893,7 +987,7 @@ std::shared_ptr<HandlerFactory> LmtpProvider::configure(const HandlerContext &ct
     const bool smtp = dialect_ == Dialect::smtp;
     const std::string prefix = ctx.directive + (smtp ? " smtp: " : " lmtp: ");
     const char *usage = "HOST:PORT|[IPv6]:PORT|unix:/PATH [timeout=SECONDS] [tls=starttls|implicit|none] "
-                        "[ca=FILE] [cert=FILE] [key=FILE] [servername=NAME] [auth=FILE]";
+                        "[ca=FILE] [cert=FILE] [key=FILE] [servername=NAME] [auth=FILE] [reuse=N] [idle=SECONDS]";
     if (args.empty()) {
         error = prefix + "expects " + usage;
         return nullptr;
@@ -907,6 +1001,7 @@ std::shared_ptr<HandlerFactory> LmtpProvider::configure(const HandlerContext &ct
     }
     // A smarthost is reached over the network: TLS unless told otherwise.
     s.tls = smtp && !s.target.is_unix ? TlsMode::starttls : TlsMode::none;
+    s.reuse = smtp ? 4 : 0;
     TlsClientSettings tls;
     std::string auth_file;
     for (std::size_t i = 1; i < args.size(); ++i) {
@@ -923,6 +1018,20 @@ std::shared_ptr<HandlerFactory> LmtpProvider::configure(const HandlerContext &ct
                 error = prefix + "timeout must be a number of seconds between 1 and 3600, not '" + v + "'";
                 return nullptr;
             }
+        } else if (key == "reuse" || key == "idle") {
+            char *end = nullptr;
+            errno = 0;
+            long n = std::strtol(v.c_str(), &end, 10);
+            long lo = key == "reuse" ? 0 : 1, hi = key == "reuse" ? 1000 : 3600;
+            if (*end != '\0' || errno != 0 || n < lo || n > hi) {
+                error = prefix + key + " must be a number between " + std::to_string(lo) + " and " +
+                        std::to_string(hi) + ", not '" + v + "'";
+                return nullptr;
+            }
+            if (key == "reuse")
+                s.reuse = static_cast<std::size_t>(n);
+            else
+                s.idle = static_cast<int>(n);
         } else if (key == "tls") {
             if (v == "starttls")
                 s.tls = TlsMode::starttls;

@@ -345,13 +345,14 @@ class PostfixSmarthostTest(ServerTestCase):
     @classmethod
     def configure(cls, httpd):
         d = os.path.join(httpd.root, "conf")
-        cls.cert, key = make_cert(d, cn=SMART_NAME, names=(SMART_NAME, ), prefix="postfix-")
-        os.chmod(key, 0o644)
         cls.sasl = DovecotSasl({POSTFIX_USER: POSTFIX_PASSWORD})
         cls.addClassCleanup(lambda: cls.sasl.cleanup(keep=cls._failed))
         cls.smtpd_port = free_port()
         pf = cls.postfix = test_postfix.PrivatePostfix(free_port())
         cls.addClassCleanup(lambda: pf.cleanup(keep=cls._failed))
+        # in Postfix's root (0755): smtpd and tlsmgr read them as postfix
+        cls.cert, key = make_cert(pf.root, cn=SMART_NAME, names=(SMART_NAME, ), prefix="smtpd-")
+        os.chmod(key, 0o644)
         with open(os.path.join(pf.config_dir, "main.cf"), "a") as f:
             f.write("\n".join([
                 "myhostname = " + SMART_NAME,
@@ -372,8 +373,9 @@ class PostfixSmarthostTest(ServerTestCase):
             f.write("127.0.0.1:%d inet n - n - - smtpd\n" % cls.smtpd_port)
             f.write("tlsmgr unix - - n 1000? 1 tlsmgr\n")
         pf.start()
-        if not wait_for(lambda: test_postfix_listening(cls.smtpd_port), 20):
-            raise RuntimeError("postfix smtpd does not listen:\n" + pf.log_text())
+        # (a first smtpd that fails makes the master wait a minute before the next)
+        if not wait_for(lambda: test_postfix_listening(cls.smtpd_port), 90):
+            raise RuntimeError("postfix smtpd does not greet:\n" + pf.log_text())
         cred = os.path.join(d, "postfix.secret")
         with open(cred, "w") as f:
             f.write("%s:%s\n" % (POSTFIX_USER, POSTFIX_PASSWORD))

@@ -14,6 +14,7 @@
 
 #include <cstring>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -290,6 +291,7 @@ class LmtpTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testSmtpStarttlsRequiredNotOffered);
     CPPUNIT_TEST(testSmtpAuth);
     CPPUNIT_TEST(testSmtpConfigure);
+    CPPUNIT_TEST(testSmtpReuseAcrossSessions);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -1054,6 +1056,77 @@ class LmtpTest : public CppUnit::TestFixture
                        std::string::npos);
         error_of({"smtp.example.net:587", "tls"});
         error_of({"smtp.example.net:587", "bogus=1"});
+    }
+
+    // One session's connection serves the next (no second greeting, EHLO or
+    // AUTH), up to reuse=N per child, not after idle=SECONDS; reuse=0 quits.
+    void testSmtpReuseAcrossSessions()
+    {
+        auto relay_one = [&](const std::shared_ptr<esmtp::HandlerFactory> &f) {
+            H m;
+            m.use(f);
+            m.ehlo();
+            CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com>\r\n").rfind("250 ", 0) == 0);
+            CPPUNIT_ASSERT(m.send("RCPT TO:<b@example.net>\r\n").rfind("250 ", 0) == 0);
+            CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+            CPPUNIT_ASSERT(m.send("Subject: x\r\n\r\nhi\r\n.\r\n").rfind("250 ", 0) == 0);
+            CPPUNIT_ASSERT(m.send("QUIT\r\n").rfind("221 ", 0) == 0);
+        };
+        auto ehlos = [&](FakeLmtp &srv) {
+            auto c = locked_commands(srv);
+            return std::count_if(c.begin(), c.end(), [](const std::string &l) { return l.rfind("EHLO ", 0) == 0; });
+        };
+        std::string error;
+        {
+            FakeLmtp srv(sock_);
+            srv.replies["EHLO"] = kEhlo;
+            srv.data_replies = {"250 2.0.0 Ok: queued as X\r\n"};
+            srv.start();
+            auto f = configure_smtp({"unix:" + sock_}, error); // reuse=4 by default
+            CPPUNIT_ASSERT_MESSAGE(error, f);
+            relay_one(f);
+            relay_one(f);
+            relay_one(f);
+            CPPUNIT_ASSERT_EQUAL(1L, static_cast<long>(ehlos(srv)));
+            auto c = locked_commands(srv);
+            CPPUNIT_ASSERT(std::find(c.begin(), c.end(), "QUIT") == c.end());
+        }
+        fs::remove(sock_);
+        {
+            FakeLmtp srv(sock_);
+            srv.replies["EHLO"] = kEhlo;
+            srv.data_replies = {"250 2.0.0 Ok: queued as X\r\n"};
+            srv.start();
+            auto f = configure_smtp({"unix:" + sock_, "reuse=0"}, error);
+            CPPUNIT_ASSERT_MESSAGE(error, f);
+            relay_one(f);
+            relay_one(f);
+            CPPUNIT_ASSERT_EQUAL(2L, static_cast<long>(ehlos(srv)));
+            auto c = locked_commands(srv);
+            CPPUNIT_ASSERT_EQUAL(2L, static_cast<long>(std::count(c.begin(), c.end(), "QUIT")));
+        }
+        fs::remove(sock_);
+        {
+            FakeLmtp srv(sock_);
+            srv.replies["EHLO"] = kEhlo;
+            srv.data_replies = {"250 2.0.0 Ok: queued as X\r\n"};
+            srv.start();
+            auto f = configure_smtp({"unix:" + sock_, "idle=1"}, error);
+            CPPUNIT_ASSERT_MESSAGE(error, f);
+            relay_one(f);
+            std::this_thread::sleep_for(std::chrono::milliseconds(1200)); // past idle=1
+            relay_one(f); // the fake serves one connection at a time: the old one must be gone
+            CPPUNIT_ASSERT_EQUAL(2L, static_cast<long>(ehlos(srv)));
+        }
+        configure_error_smtp({"unix:" + sock_, "reuse=-1"});
+        configure_error_smtp({"unix:" + sock_, "idle=0"});
+    }
+
+    void configure_error_smtp(const std::vector<std::string> &args)
+    {
+        std::string error;
+        CPPUNIT_ASSERT(!configure_smtp(args, error));
+        CPPUNIT_ASSERT_MESSAGE(error, error.rfind("ESMTPHandler smtp: ", 0) == 0);
     }
 };
 
