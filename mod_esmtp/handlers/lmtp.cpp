@@ -945,15 +945,15 @@ class LmtpFactory final : public HandlerFactory
 namespace
 {
 
-// Seconds between 1 and 3600, or false.
-bool parse_timeout(const std::string &v, int &out)
+// A decimal between lo and hi, or false.
+bool parse_number(const std::string &v, long lo, long hi, long &out)
 {
     char *end = nullptr;
     errno = 0;
-    long t = v.empty() ? 0 : std::strtol(v.c_str(), &end, 10);
-    if (v.empty() || *end != '\0' || errno != 0 || t < 1 || t > 3600)
+    long n = v.empty() ? 0 : std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || errno != 0 || n < lo || n > hi)
         return false;
-    out = static_cast<int>(t);
+    out = n;
     return true;
 }
 
@@ -1014,16 +1014,16 @@ std::shared_ptr<HandlerFactory> LmtpProvider::configure(const HandlerContext &ct
             return nullptr;
         }
         if (key == "timeout") {
-            if (!parse_timeout(v, s.timeout)) {
+            long t = 0;
+            if (!parse_number(v, 1, 3600, t)) {
                 error = prefix + "timeout must be a number of seconds between 1 and 3600, not '" + v + "'";
                 return nullptr;
             }
+            s.timeout = static_cast<int>(t);
         } else if (key == "reuse" || key == "idle") {
-            char *end = nullptr;
-            errno = 0;
-            long n = std::strtol(v.c_str(), &end, 10);
+            long n = 0;
             long lo = key == "reuse" ? 0 : 1, hi = key == "reuse" ? 1000 : 3600;
-            if (*end != '\0' || errno != 0 || n < lo || n > hi) {
+            if (!parse_number(v, lo, hi, n)) {
                 error = prefix + key + " must be a number between " + std::to_string(lo) + " and " +
                         std::to_string(hi) + ", not '" + v + "'";
                 return nullptr;

@@ -200,7 +200,7 @@ class Dovecot:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
-class DovecotSasl:
+class DovecotSasl(Dovecot):
     """Dovecot as nothing but a SASL server for Postfix (smtpd_sasl_type =
     dovecot): no protocol, a passwd-file of plaintext passwords, the auth
     socket at `self.socket` (mode 0666: smtpd runs as postfix)."""
@@ -245,30 +245,12 @@ class DovecotSasl:
             self.stop()
             raise RuntimeError("dovecot did not start:\n" + out)
 
-    def log_text(self):
-        text = ""
-        for p in (self.log_path, self.out.name):
-            try:
-                with open(p, encoding="utf-8", errors="replace") as f:
-                    text += f.read()
-            except FileNotFoundError:
-                pass
-        return text
-
     def stop(self):
         if self.proc:
             _stop(self.proc)
             self.proc = None
         if not self.out.closed:
             self.out.close()
-
-    def cleanup(self, keep=False):
-        self.stop()
-        if keep:
-            import sys
-            sys.stderr.write("kept Dovecot root %s\n" % self.root)
-        else:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 def dovecot_missing():

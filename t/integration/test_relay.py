@@ -24,7 +24,7 @@ from harness import Httpd, RawClient, ServerTestCase, free_port, queue_id_of, un
 from peers import DovecotSasl, dovecot_missing
 from test_auth import USERS_FILE, authn_lines
 from test_auth import missing as auth_missing
-from test_milter import GENKEY, OPENDKIM, dkim, stop, wait_port
+from test_milter import OPENDKIM, dkim, start_opendkim, stop, wait_port
 from test_starttls import client_context, make_cert, ssl_main_lines, ssl_vhost_lines
 
 SMART_NAME = "smarthost.test"
@@ -98,21 +98,8 @@ class RelayTest(ServerTestCase):
             f.write("%s:%s\n" % (USER, USERS_FILE[USER]))
         os.chmod(cred, 0o600)  # read by root at configuration time
         # opendkim signs what the relay passes on
-        k = os.path.join(httpd.root, "dkim")
-        os.makedirs(k)
-        subprocess.run([GENKEY, "-b", "2048", "-d", "example.org", "-s", "relay", "-D", k], check=True)
-        cls.dkim_port = free_port()
-        dkconf = os.path.join(k, "opendkim.conf")
-        with open(dkconf, "w") as f:
-            f.write("Syslog no\nBackground no\nMode s\nDomain example.org\nSelector relay\n"
-                    "KeyFile %s/relay.private\nSocket inet:%d@127.0.0.1\nPidFile %s/opendkim.pid\n"
-                    "InternalHosts 127.0.0.1\nRequireSafeKeys no\nCanonicalization relaxed/simple\n"
-                    % (k, cls.dkim_port, k))
-        with open(os.path.join(k, "relay.txt")) as f:
-            cls.dns_txt = "".join(re.findall(r'"([^"]*)"', f.read())).encode()
-        cls.dkim_log = open(os.path.join(k, "opendkim.out"), "w")
-        cls.dkim_proc = subprocess.Popen([OPENDKIM, "-f", "-x", dkconf], stdout=cls.dkim_log,
-                                         stderr=subprocess.STDOUT)
+        cls.dkim_port, cls.dkim_proc, cls.dkim_log, cls.dns_txt = start_opendkim(
+            os.path.join(httpd.root, "dkim"), "example.org", "relay", "s", "relaxed/simple")
         cls.addClassCleanup(cls.dkim_log.close)
         cls.addClassCleanup(stop, cls.dkim_proc)
         wait_port(cls.dkim_port)
