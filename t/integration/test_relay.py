@@ -16,13 +16,12 @@ import shutil
 import smtplib
 import subprocess
 import sys
-import textwrap
 import unittest
 
 import test_postfix
 from harness import Httpd, RawClient, ServerTestCase, free_port, queue_id_of, unexpected_log_lines, wait_for
 from peers import DovecotSasl, dovecot_missing
-from test_auth import USERS_FILE, authn_lines
+from test_auth import USERS_FILE, authn_lines, msmtp_conf
 from test_auth import missing as auth_missing
 from test_milter import OPENDKIM, dkim, start_opendkim, stop, wait_port
 from test_starttls import client_context, make_cert, ssl_main_lines, ssl_vhost_lines
@@ -204,22 +203,7 @@ class RelayTest(ServerTestCase):
     @unittest.skipUnless(shutil.which("msmtp"), "msmtp missing")
     def test_client_msmtp(self):
         before = len(self.smart_mx.maildir_files())
-        conf = os.path.join(self.httpd.root, "msmtprc")
-        with open(conf, "w") as f:
-            f.write(textwrap.dedent("""\
-                account default
-                host 127.0.0.1
-                port {port}
-                domain client.example
-                tls on
-                tls_starttls on
-                tls_certcheck off
-                auth on
-                user {user}
-                password {pw}
-                from {user}
-                """).format(port=self.submit.port, user=USER, pw=USERS_FILE[USER]))
-        os.chmod(conf, 0o600)
+        conf = msmtp_conf(self.httpd.root, self.submit.port, USER, USERS_FILE[USER])
         p = subprocess.run(["msmtp", "-C", conf, "friend@elsewhere.example"],
                            input=b"Subject: via msmtp\r\nFrom: alice@example.org\r\n\r\nhello\r\n",
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
