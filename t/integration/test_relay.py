@@ -74,6 +74,9 @@ class RelayTest(ServerTestCase):
             cls.smart_test = cls.smart.add_smtp("test", server_name=SMART_NAME, accept_domains=["example.com"],
                                                 extra=tls + SMART_AUTH)
             cls.smart_plain = cls.smart.add_smtp("maildir", server_name=SMART_NAME, accept_domains=["*"])
+            # port 465's way: TLS from the first byte
+            cls.smart_465 = cls.smart.add_smtp("maildir", server_name=SMART_NAME, accept_domains=["example.com"],
+                                               extra=ssl_vhost_lines(cls.cert, key) + SMART_AUTH)
             cls.smart.start()
         except BaseException:
             cls.smart.cleanup(keep=True)
@@ -124,6 +127,7 @@ class RelayTest(ServerTestCase):
             **relay)
         cls.relay_untrusted = httpd.add_smtp(
             ["smtp", "127.0.0.1:%d" % cls.smart_mx.port, "servername=" + SMART_NAME, "auth=" + cred], **relay)
+        cls.relay_465 = httpd.add_smtp(to(cls.smart_465, "tls=implicit"), **relay)
         cls.relay_no_starttls = httpd.add_smtp(
             ["smtp", "127.0.0.1:%d" % cls.smart_plain.port, "servername=" + SMART_NAME, "ca=" + cls.cert], **relay)
 
@@ -223,6 +227,18 @@ class RelayTest(ServerTestCase):
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
         self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
         self.arrived("via curl", before)
+
+    def test_implicit_tls(self):
+        before = len(self.smart_465.maildir_files())
+        with smtplib.SMTP("127.0.0.1", self.relay_465.port, timeout=60) as s:
+            s.sendmail("alice@example.org", ["bob@example.com"], b"Subject: over 465\r\n\r\nhi\r\n")
+        files = self.smart_465.maildir_files()
+        self.assertEqual(len(files), before + 1)
+        with open(files[-1], "rb") as f:
+            content = f.read()
+        self.assertIn(b"Subject: over 465", content)
+        # TLS and AUTH at the smarthost
+        self.assertRegex(content[:600].decode("utf-8", "replace"), r"with ESMTPSA id")
 
     def test_refused_recipient_is_refused_at_rcpt(self):
         before = len(self.smart_test.event_lines())
