@@ -313,6 +313,42 @@ class RelayTest(ServerTestCase):
             self.assertEqual(c.cmd("QUIT")[0], 221)
 
 
+class SmtpHandlerConfigTest(unittest.TestCase):
+    """A bad `ESMTPHandler smtp` line fails `apache2 -t` naming the directive."""
+
+    def config_test(self, handler, files=None):
+        h = Httpd(prefix="esmtp-it-smtpcfg-")
+        try:
+            for name, text in (files or {}).items():
+                with open(os.path.join(h.root, name), "w") as f:
+                    f.write(text)
+            h.add_smtp([a.replace("ROOT", h.root) for a in handler])
+            return h.config_test()
+        finally:
+            h.cleanup()
+
+    def config_error(self, handler, expect, files=None):
+        rc, out = self.config_test(handler, files)
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("ESMTPHandler smtp: ", out)
+        self.assertIn(expect, out)
+
+    def test_errors(self):
+        self.config_error(["smtp", "smarthost.example"], "HOST:PORT")
+        self.config_error(["smtp", "127.0.0.1:587", "tls=maybe"], "tls must be starttls, implicit or none")
+        self.config_error(["smtp", "127.0.0.1:587", "ca=ROOT/missing.pem"], "cannot load ca=")
+        self.config_error(["smtp", "127.0.0.1:587", "auth=ROOT/missing.secret"], "cannot read auth=")
+        self.config_error(["smtp", "127.0.0.1:587", "auth=ROOT/bad.secret"], "USER:PASSWORD",
+                          files={"bad.secret": "no colon here\n"})
+        self.config_error(["smtp", "127.0.0.1:587", "tls=none", "auth=ROOT/ok.secret"], "in the clear",
+                          files={"ok.secret": "user:pw\n"})
+
+    def test_good(self):
+        rc, out = self.config_test(["smtp", "127.0.0.1:587", "auth=ROOT/ok.secret", "reuse=2", "idle=10"],
+                                   files={"ok.secret": "user:pw\n"})
+        self.assertEqual(rc, 0, out)
+
+
 POSTFIX_USER = "relayuser"
 POSTFIX_PASSWORD = "Relay-Pw-5tG2x"
 
