@@ -261,6 +261,22 @@ class RelayTest(ServerTestCase):
         self.assertEqual(events, ["RCPT <reject@example.com>", "RCPT <tempfail@example.com>",
                                   "RCPT <bob@example.com>"])
 
+    def test_connection_reused_by_the_next_session(self):
+        """The second session of a child takes the first one's connection
+        (TLS and AUTH done): the smarthost sees one connection for both.
+        Sessions go to whichever child, so a few are sent: at least one
+        must find an idle connection."""
+        before = self.smart_test.event_lines()
+        sessions = 6
+        for i in range(sessions):
+            with smtplib.SMTP("127.0.0.1", self.relay_test.port, timeout=60) as s:
+                s.sendmail("alice@example.org", ["bob@example.com"], b"Subject: %d\r\n\r\nhi\r\n" % i)
+        events = wait_for(lambda: [e for e in self.smart_test.event_lines()[len(before):] if e == "EOM"] and
+                          self.smart_test.event_lines()[len(before):], 5)
+        connects = [e for e in events if e.startswith("CONNECT")]
+        self.assertEqual(events.count("EOM"), sessions, events)
+        self.assertLess(len(connects), sessions, events)
+
     def unavailable(self, vh, why):
         with RawClient(vh.port) as c:
             self.assertEqual(c.reply()[0], 220)
