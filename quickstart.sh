@@ -16,7 +16,7 @@ cd "$(dirname "$0")"
 TOP=$(pwd)
 
 # What `run` needs: httpd and the build tools.
-RUN_PACKAGES=(apache2 apache2-dev libapr1-dev libaprutil1-dev libpcre2-dev libcurl4-openssl-dev libc-ares-dev
+RUN_PACKAGES=(apache2 apache2-dev libapr1-dev libaprutil1-dev libpcre2-dev libcurl4-openssl-dev libc-ares-dev libssl-dev
               autoconf automake libtool pkg-config make g++ python3)
 # What `test` needs besides: CppUnit, the clients and the peers the
 # integration tests drive (`deps`, which CI uses, installs everything).

@@ -81,7 +81,7 @@ def draw(result_dir, out_name="chart.png"):
         data = json.load(f)
     summary = {(r["mode"], r["shape"], r["server"]): r for r in data["summary"]}
     runs = data.get("runs", [])
-    modes = [m for m in ("discard", "durable") if any(k[0] == m for k in summary)]
+    modes = [m for m in ("discard", "durable", "relay") if any(k[0] == m for k in summary)]
     flush_us = data.get("machine", {}).get("flush_delay_us") or data.get("args", {}).get("flush_delay") or 0
     flush_note = " (+%g ms per flush)" % (flush_us / 1000.0) if flush_us else ""
     if not modes:

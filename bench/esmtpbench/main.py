@@ -298,6 +298,8 @@ class Bench:
         wd = self.args.workdir
         servers = []
         milter = self.milter
+        # mode relay: mod_esmtp's smtp handler and Postfix's smtp client relay to one smtp-sink
+        relay_port = self.sink.port if mode == "relay" else None
         for name in self.args.servers:
             if mode == "http" and name != "mod_esmtp":
                 continue  # the http handler has no counterpart among the other servers
@@ -306,13 +308,14 @@ class Bench:
                                         threads=self.args.threads, async_factor=self.args.async_factor,
                                         extra=list(self.args.esmtp_directive or ()) +
                                         list(milter.esmtp_lines() if milter else ()),
-                                        main_extra=self.args.esmtp_main_directive))
+                                        main_extra=self.args.esmtp_main_directive,
+                                        relay_port=relay_port))
             elif name == "smtp-sink" and mode == "discard" and not milter:
                 servers.append(SmtpSink(wd))
             elif name == "postfix":
                 servers.append(PostfixSmtpd(wd, mode, extra_main=milter.postfix_lines() if milter else (),
-                                             flush_env=self.args.flush_env))
-            elif name in PEER_CLASSES and not milter:
+                                             flush_env=self.args.flush_env, relay_port=relay_port))
+            elif name in PEER_CLASSES and not milter and mode != "relay":
                 servers.append(PEER_CLASSES[name](wd, mode, flush_env=self.args.flush_env))
         if milter:
             for s in servers:
@@ -324,6 +327,19 @@ class Bench:
         self.configs[key] = server.describe()
 
     def run_mode(self, mode):
+        self.sink = None
+        if mode == "relay":
+            self.sink = SmtpSink(self.args.workdir)
+            self.sink.start()
+        try:
+            self._run_mode(mode)
+        finally:
+            if self.sink:
+                self.sink.stop()
+                if not self.args.keep:
+                    self.sink.remove_files()
+
+    def _run_mode(self, mode):
         servers = self.make_servers(mode)
         try:
             for s in servers:
@@ -532,10 +548,12 @@ class Bench:
                   "used meanwhile (% of one core; other processes disturb the figures). × sink and × smtpd: the figure "
                   "divided by smtp-sink's / Postfix smtpd's in the same mode and shape. spread: (max−min)/median "
                   "of msgs/s.")
-        for mode in ("discard", "durable", "http"):
+        for mode in ("discard", "durable", "http", "relay"):
             if any(s["mode"] == mode for s in summary.values()):
                 md += ["", "## %s" % ("Discard (mod_esmtp `discard`, smtp-sink, Postfix `discard:` transport)"
                                       if mode == "discard" else
+                                      "Relay (mod_esmtp `smtp` handler, Postfix `smtp:` transport, both to one "
+                                      "smtp-sink; Postfix's messages counted when sent)" if mode == "relay" else
                                       "Durable (mod_esmtp `maildir`, Postfix `virtual` Maildir, the peers' Maildirs with "
                                       "an fsync of the file only; files counted)" if mode == "durable" else
                                       "HTTP (mod_esmtp `http` posting each message, signed, to bench/peers/"
@@ -594,7 +612,8 @@ def parse_args(argv):
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="tiny counts, 1 repeat, idle N=50: a smoke test (< 1 min)")
     ap.add_argument("--shapes", default="a,b,c", help="smtp-source shapes (a,b,c)")
-    ap.add_argument("--modes", default="discard,durable", help="delivery modes (discard,durable,http; none: only the idle benchmark)")
+    ap.add_argument("--modes", default="discard,durable", help="delivery modes (discard,durable,http,relay; none: only "
+                    "the idle benchmark; relay: mod_esmtp's smtp handler and Postfix relaying to one smtp-sink)")
     ap.add_argument("--servers", default=",".join(ALL_SERVERS), help="from mod_esmtp,smtp-sink,postfix,perl,node "
                     "(default mod_esmtp,smtp-sink,postfix; perl: Net::Server::Mail::ESMTP, node: smtp-server, "
                     "bench/peers/)")
@@ -641,7 +660,7 @@ def parse_args(argv):
             ap.error("unknown shape %r (a, b, c)" % s)
     args.modes = [m for m in args.modes.split(",") if m and m != "none"]
     for m in args.modes:
-        if m not in ("discard", "durable", "http"):
+        if m not in ("discard", "durable", "http", "relay"):
             ap.error("unknown mode %r" % m)
     args.servers = [s for s in args.servers.split(",") if s]
     for s in args.servers:
@@ -719,7 +738,7 @@ def main(argv=None):
         for mode in args.modes:
             log("=== mode %s" % mode)
             bench.run_mode(mode)
-            if args.tls_shapes:
+            if args.tls_shapes and mode != "relay":
                 log("=== mode %s, STARTTLS shapes %s" % (mode, ",".join(args.tls_shapes)))
                 bench.run_tls(mode)
         if args.idle and "mod_esmtp" in args.servers:

@@ -151,12 +151,14 @@ class ModEsmtp(Server):
     name = "mod_esmtp"
 
     def __init__(self, workdir, mode, threads=25, start_servers=2, server_limit=4, async_factor=4,
-                 log_level=0, timeout=300, extra=(), tag="", tls=None, log_file=None, main_extra=()):
+                 log_level=0, timeout=300, extra=(), tag="", tls=None, log_file=None, main_extra=(), relay_port=None):
+        """`relay_port` (mode relay): the smarthost the `smtp` handler relays to."""
         self.mode = mode
         self.durable = mode == "durable"
         # mode "http": the http handler posting to bench/peers/http_receiver.py
         self.receiver = HttpReceiver(workdir) if mode == "http" else None
-        self.label = "mod_esmtp (%s)" % ("maildir" if self.durable else "http" if self.receiver else "discard")
+        self.label = "mod_esmtp (%s)" % ("maildir" if self.durable else "http" if self.receiver
+                                         else "smtp relay" if mode == "relay" else "discard")
         self.mpm_lines = [
             "Timeout %d" % timeout,
             "StartServers %d" % start_servers,
@@ -172,6 +174,8 @@ class ModEsmtp(Server):
                                  root=tempfile.mkdtemp(prefix="esmtp-bench-httpd%s-" % tag, dir=workdir))
         self.httpd.main_extra += list(main_extra)
         handler = "maildir" if self.durable else self.receiver.handler() if self.receiver else "discard"
+        if mode == "relay":
+            handler = ["smtp", "127.0.0.1:%d" % relay_port, "tls=none"]
         extra = list(extra)
         if tls:
             # (cert, key): STARTTLS through mod_ssl
@@ -391,10 +395,12 @@ class PostfixSmtpd(Server):
         postlog   unix-dgram n  -       n       -       1       postlogd
         """)
 
-    def __init__(self, workdir, mode, extra_main=(), tls=None, flush_env=None):
+    def __init__(self, workdir, mode, extra_main=(), tls=None, flush_env=None, relay_port=None):
+        """`relay_port` (mode relay): the smarthost Postfix's smtp client relays to."""
         self.mode = mode
         self.durable = mode == "durable"
-        self.label = "Postfix smtpd (%s)" % ("virtual Maildir" if self.durable else "discard")
+        self.label = "Postfix smtpd (%s)" % ("virtual Maildir" if self.durable else "smtp relay" if mode == "relay"
+                                             else "discard")
         self.port = harness.free_port()
         self.root = tempfile.mkdtemp(prefix="esmtp-bench-postfix-", dir=workdir)
         os.chmod(self.root, 0o755)
@@ -447,7 +453,9 @@ class PostfixSmtpd(Server):
             maillog_file = {log}
             maillog_file_prefixes = {root}
             """).format(queue=self.queue_dir, data=self.data_dir, domain=DOMAIN, vmail=self.vmail,
-                        uid=nobody_uid, gid=nogroup_gid, transport="virtual" if self.durable else "discard:",
+                        uid=nobody_uid, gid=nogroup_gid,
+                        transport="virtual" if self.durable else "smtp:[127.0.0.1]:%d" % relay_port
+                        if mode == "relay" else "discard:",
                         log=self.log_file, root=self.root)
         if flush_env:
             # the master passes its daemons only what import_environment lists

@@ -1,4 +1,6 @@
+#include "engine/auth.hpp"
 #include "engine/text.hpp"
+#include "handlers/client_stream.hpp"
 #include "handlers/lmtp.hpp"
 #include "handlers/stream_socket.hpp"
 
@@ -10,6 +12,9 @@
 #include <cstring>
 #include <exception>
 #include <fcntl.h>
+#include <fstream>
+#include <mutex>
+#include <optional>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -160,9 +165,30 @@ constexpr int kDefaultTimeout = 60;
 // Message content goes to the server in blocks of about this size.
 constexpr std::size_t kSendBlock = 64 * 1024;
 
+enum class TlsMode { none, starttls, implicit };
+
 struct Settings {
+    bool smtp = false; // SMTP to a smarthost (EHLO, one reply after the dot); else LMTP
     SocketTarget target;
     int timeout = kDefaultTimeout;
+    TlsMode tls = TlsMode::none;
+    std::string server_name; // the name its certificate must carry
+    std::shared_ptr<ssl_ctx_st> tls_ctx;
+    std::string auth_user; // AUTH to the server when not empty
+    std::string auth_password;
+    std::size_t reuse = 0; // idle connections kept per child for later sessions
+    int idle = 30;         // seconds one may stay idle before it is not used again
+    std::string tag() const { return smtp ? "smtp: " : "lmtp: "; }
+};
+
+// What the server offered in its EHLO/LHLO reply.
+struct Extensions {
+    bool eightbitmime = false;
+    bool smtputf8 = false;
+    bool size = false;
+    bool starttls = false;
+    bool auth_plain = false;
+    bool auth_login = false;
 };
 
 // The text of a reply for the txlog: code, enhanced code, first line.
@@ -196,6 +222,73 @@ bool safe_line(std::string_view s)
     return s.find_first_of("\r\n", 0) == std::string_view::npos && s.find('\0') == std::string_view::npos;
 }
 
+// The idle connections of one ESMTPHandler line in this child, kept for
+// the next session (reuse=N, idle=SECONDS): a session saves the greeting,
+// EHLO, STARTTLS and AUTH round trips. Any thread of the child may take or
+// give one.
+class IdlePool
+{
+  public:
+    struct Entry {
+        ClientStream conn;
+        Extensions ext;
+        clock_type::time_point since;
+    };
+    IdlePool(std::size_t max, int idle_seconds) : max_(max), idle_(idle_seconds) {}
+
+    // The most recently idle connection that is young enough and quiet (the
+    // server has not closed it or said 421), if any.
+    std::optional<Entry> take()
+    {
+        std::vector<Entry> stale; // closed outside the lock
+        std::optional<Entry> found;
+        {
+            std::lock_guard<std::mutex> l(mu_);
+            const auto now = clock_type::now();
+            while (!entries_.empty() && !found) {
+                Entry e = std::move(entries_.back());
+                entries_.pop_back();
+                if (now - e.since <= idle_ && quiet(e.conn))
+                    found = std::move(e);
+                else
+                    stale.push_back(std::move(e));
+            }
+        }
+        return found;
+    }
+    // Keeps `conn` (moved from) when there is room.
+    bool give(ClientStream &conn, const Extensions &ext)
+    {
+        if (max_ == 0)
+            return false;
+        std::vector<Entry> stale;
+        std::lock_guard<std::mutex> l(mu_);
+        const auto now = clock_type::now();
+        // the oldest first: those past the idle time go
+        while (!entries_.empty() && now - entries_.front().since > idle_) {
+            stale.push_back(std::move(entries_.front()));
+            entries_.erase(entries_.begin());
+        }
+        if (entries_.size() >= max_)
+            return false;
+        entries_.push_back(Entry{std::move(conn), ext, now});
+        return true;
+    }
+
+  private:
+    // Nothing to read: a server that closed or announced 421 is readable.
+    static bool quiet(const ClientStream &c)
+    {
+        pollfd p{c.fd(), POLLIN, 0};
+        return ::poll(&p, 1, 0) == 0;
+    }
+
+    const std::size_t max_;
+    const std::chrono::seconds idle_;
+    std::mutex mu_;
+    std::vector<Entry> entries_; // oldest first
+};
+
 class LmtpHandler final : public Handler
 {
     // If an exception (bad_alloc...) leaves a method halfway through a
@@ -221,13 +314,23 @@ class LmtpHandler final : public Handler
     };
 
   public:
-    explicit LmtpHandler(std::shared_ptr<const Settings> s) : settings_(std::move(s)) {}
+    LmtpHandler(std::shared_ptr<const Settings> s, std::shared_ptr<IdlePool> pool)
+        : settings_(std::move(s)), pool_(std::move(pool))
+    {
+    }
 
     Reply mail(SessionView &s, const Path &, const Params &) override
     {
-        // A transaction the LMTP server still has open (DATA refused and
-        // the client went on) is reset first.
+        // A transaction the server still has open (DATA refused and the
+        // client went on) is reset first.
         end_transaction(s);
+        // A smarthost's verdict on the sender is the client's at MAIL; an
+        // LMTP server gets MAIL with the first recipient (it is the final
+        // destination: its verdict on the sender is no news).
+        if (settings_->smtp) {
+            DropOnException guard(*this);
+            return begin(s);
+        }
         return {};
     }
 
@@ -236,41 +339,58 @@ class LmtpHandler final : public Handler
         DropOnException guard(*this);
         if (lost_)
             return lost_reply();
-        if (!mail_sent_) {
-            // The server may have closed an idle connection since the last
-            // transaction: nothing of this transaction is lost then, so one
-            // fresh connection is tried.
-            bool reused = bool(conn_);
-            if (!conn_ && !open(s))
-                return Reply(451, "LMTP server unavailable", "4.4.1");
-            const Envelope &env = s.envelope();
-            std::string cmd;
-            if (Reply refused = mail_command(env, cmd); !refused.empty())
-                return refused;
-            ServerReply r;
-            bool ok = command(s, cmd, r);
-            if (!ok && reused && !lost_) {
-                if (!open(s))
-                    return Reply(451, "LMTP server unavailable", "4.4.1");
-                ok = command(s, cmd, r);
-            }
-            if (!ok)
-                return lost_reply();
-            if (r.code / 100 != 2) {
-                s.log(1, "lmtp: " + settings_->target.to_string() + " refused MAIL: " + describe(r));
-                return to_reply(r); // the sender is this recipient's problem too
-            }
-            mail_sent_ = true;
-            sent_sender_ = env.sender.mailbox;
-        }
+        if (!mail_sent_)
+            if (Reply r = begin(s); !r.empty())
+                return r;
         ServerReply r;
         if (!command(s, "RCPT TO:<" + to.mailbox + ">", r))
             return lost_reply();
         if (r.code / 100 == 2)
             accepted_.push_back(to.mailbox);
         else
-            s.log(2, "lmtp: RCPT <" + to.mailbox + ">: " + describe(r));
+            s.log(2, tag() + "RCPT <" + to.mailbox + ">: " + describe(r));
         return to_reply(r);
+    }
+
+    // MAIL at the server, connecting first when needed. Empty when it
+    // accepted the sender.
+    Reply begin(SessionView &s)
+    {
+        // The server may have closed an idle connection since the last
+        // transaction: nothing of this transaction is lost then, so one
+        // fresh connection is tried.
+        bool reused = bool(conn_);
+        if (!conn_) {
+            if (auto idle = pool_->take()) {
+                conn_ = std::move(idle->conn);
+                ext_ = idle->ext;
+                parser_.clear();
+                reused = true;
+                s.log(3, tag() + "reusing an idle connection to " + settings_->target.to_string());
+            } else if (!open(s)) {
+                return unavailable_reply();
+            }
+        }
+        const Envelope &env = s.envelope();
+        std::string cmd;
+        if (Reply refused = mail_command(env, cmd); !refused.empty())
+            return refused;
+        ServerReply r;
+        bool ok = command(s, cmd, r);
+        if (!ok && reused && !lost_) {
+            if (!open(s))
+                return unavailable_reply();
+            ok = command(s, cmd, r);
+        }
+        if (!ok)
+            return lost_reply();
+        if (r.code / 100 != 2) {
+            s.log(1, tag() + settings_->target.to_string() + " refused MAIL: " + describe(r));
+            return to_reply(r); // the sender is this recipient's problem too
+        }
+        mail_sent_ = true;
+        sent_sender_ = env.sender.mailbox;
+        return {};
     }
 
     Reply data(SessionView &s) override
@@ -292,7 +412,12 @@ class LmtpHandler final : public Handler
         in_data_ = true;
         out_.clear();
         stuffer_.reset();
-        stuffer_.feed(s.trace_headers(), out_);
+        std::string_view trace = s.trace_headers();
+        // Return-Path is for final delivery (RFC 5321 4.4): a relay passes
+        // on only its Received.
+        if (settings_->smtp && trace.starts_with("Return-Path:"))
+            trace.remove_prefix(std::min(trace.size(), trace.find('\n') + 1));
+        stuffer_.feed(trace, out_);
         return {};
     }
     void header(SessionView &s, const HeaderField &f) override { content(s, f.raw); }
@@ -308,6 +433,8 @@ class LmtpHandler final : public Handler
         if (!send_out(s))
             return lost_reply();
         in_data_ = false;
+        if (settings_->smtp)
+            return relayed(s);
         // RFC 2033 4.2: one reply per recipient accepted at RCPT, in order.
         std::vector<ServerReply> replies;
         for (const auto &rcpt : accepted_) {
@@ -319,7 +446,7 @@ class LmtpHandler final : public Handler
                 return lost_reply();
             }
             if (r.code / 100 != 2)
-                s.log(1, "lmtp: <" + rcpt + ">: " + describe(r));
+                s.log(1, tag() + "<" + rcpt + ">: " + describe(r));
             replies.push_back(std::move(r));
         }
         std::vector<std::string> rcpts = std::move(accepted_);
@@ -337,6 +464,11 @@ class LmtpHandler final : public Handler
 
     void disconnect(SessionView &s) override
     {
+        if (conn_ && !in_data_ && !lost_ && !mail_sent_ && !parser_.buffered() && pool_->give(conn_, ext_)) {
+            s.log(3, tag() + "connection to " + settings_->target.to_string() + " kept for the next session");
+            close();
+            return;
+        }
         if (conn_ && !in_data_ && !lost_) {
             // Be polite, but do not let a slow server hold the session.
             ServerReply r;
@@ -348,6 +480,35 @@ class LmtpHandler final : public Handler
     }
 
   private:
+    // SMTP: the smarthost's one reply after the final dot is ours. Our 250
+    // (the module's, with our queue id) only after its 250.
+    Reply relayed(SessionView &s)
+    {
+        ServerReply r;
+        bool got = read_reply(s, r);
+        std::size_t n = accepted_.size();
+        accepted_.clear();
+        mail_sent_ = false;
+        if (!got) {
+            // It may have taken the message just before the connection
+            // broke: the client retries, a duplicate rather than a loss.
+            drop(s, "no reply after the message");
+            return lost_reply();
+        }
+        if (r.code == 421) {
+            close();
+            s.log(1, tag() + settings_->target.to_string() + " closing after the message: " + describe(r));
+            return lost_reply();
+        }
+        if (r.code / 100 != 2) {
+            s.log(1, tag() + settings_->target.to_string() + " refused the message: " + describe(r));
+            return to_reply(r);
+        }
+        s.log(1, tag() + "relayed " + std::string(s.queue_id()) + " for " + std::to_string(n) + " recipient(s) to " +
+                     settings_->target.to_string() + ": " + describe(r));
+        return {};
+    }
+
     // One SMTP reply for the whole message.
     Reply fold(SessionView &s, const std::vector<std::string> &rcpts, const std::vector<ServerReply> &replies)
     {
@@ -360,7 +521,7 @@ class LmtpHandler final : public Handler
             }
         }
         if (failed == 0) {
-            s.log(3, "lmtp: delivered to " + std::to_string(rcpts.size()) + " recipient(s) via " +
+            s.log(3, tag() + "delivered to " + std::to_string(rcpts.size()) + " recipient(s) via " +
                          settings_->target.to_string());
             return {}; // module default: 250 2.0.0 Ok: queued as QID
         }
@@ -397,12 +558,17 @@ class LmtpHandler final : public Handler
     {
         cmd = "MAIL FROM:<" + env.sender.mailbox + ">";
         if (env.smtputf8) {
-            if (!has_smtputf8_)
-                return Reply(553, "LMTP server does not support SMTPUTF8", "5.6.7");
+            if (!ext_.smtputf8)
+                return Reply(553,
+                             settings_->smtp ? "Smarthost does not support SMTPUTF8"
+                                             : "LMTP server does not support SMTPUTF8",
+                             "5.6.7");
             cmd += " SMTPUTF8";
         }
-        if (env.body_type == "8BITMIME" && has_8bitmime_)
+        if (env.body_type == "8BITMIME" && ext_.eightbitmime)
             cmd += " BODY=8BITMIME";
+        if (env.declared_size && ext_.size)
+            cmd += " SIZE=" + std::to_string(env.declared_size);
         return {};
     }
 
@@ -427,7 +593,7 @@ class LmtpHandler final : public Handler
     // filter adds the recipient again).
     Reply resend_envelope(SessionView &s, const Envelope &env)
     {
-        s.log(2, "lmtp: the envelope changed after RCPT (milter): MAIL and RCPT again");
+        s.log(2, tag() + "the envelope changed after RCPT (milter): MAIL and RCPT again");
         ServerReply r;
         if (!command(s, "RSET", r))
             return lost_reply();
@@ -454,7 +620,7 @@ class LmtpHandler final : public Handler
             }
             if (r.code / 100 == 4)
                 return Reply(451, "Delivery failed for <" + rcpt.path.mailbox + ">; try again later", "4.3.0");
-            s.error("lmtp: " + settings_->target.to_string() + " refused <" + rcpt.path.mailbox +
+            s.error(tag() + settings_->target.to_string() + " refused <" + rcpt.path.mailbox +
                     "> after the envelope changed (not delivered to it): " + describe(r));
             if (!first_refusal)
                 first_refusal = to_reply(r);
@@ -485,7 +651,8 @@ class LmtpHandler final : public Handler
         return ok;
     }
 
-    // Connect, read the greeting, LHLO. False (and logged) on any failure.
+    // Connect, read the greeting, LHLO/EHLO, STARTTLS and EHLO again, AUTH,
+    // as configured. False (and logged) on any failure.
     bool open(SessionView &s)
     {
         const auto deadline = clock_type::now() + std::chrono::seconds(settings_->timeout);
@@ -493,13 +660,18 @@ class LmtpHandler final : public Handler
         Fd fd = connect_socket(settings_->target, deadline, error);
         if (!fd) {
             // every RCPT refused for it says so in the error log: the
-            // administrator has an LMTP server to start or a path to fix
-            s.error("lmtp: cannot connect to " + settings_->target.to_string() + ": " + error);
+            // administrator has a server to start or a path to fix
+            s.error(tag() + "cannot connect to " + settings_->target.to_string() + ": " + error);
             return false;
         }
-        conn_ = std::move(fd);
+        conn_ = ClientStream(std::move(fd));
         parser_.clear();
-        has_8bitmime_ = has_smtputf8_ = false;
+        ext_ = {};
+        if (settings_->tls == TlsMode::implicit &&
+            !conn_.start_tls(settings_->tls_ctx, settings_->server_name, deadline, error)) {
+            unavailable(s, "TLS: " + error);
+            return false;
+        }
         ServerReply r;
         if (!read_reply(s, r)) {
             unavailable(s, "no greeting");
@@ -509,20 +681,90 @@ class LmtpHandler final : public Handler
             unavailable(s, "bad greeting: " + describe(r));
             return false;
         }
-        std::string lhlo = "LHLO " + std::string(s.hostname());
-        if (!safe_line(lhlo) || !send_all(lhlo + "\r\n", settings_->timeout) || !read_reply(s, r) || r.code != 250) {
-            unavailable(s, "LHLO refused: " + describe(r));
+        if (!hello(s))
+            return false;
+        if (settings_->tls == TlsMode::starttls) {
+            // Required: without it, nothing is sent (no plaintext fallback).
+            if (!ext_.starttls) {
+                unavailable(s, "does not offer STARTTLS (tls=starttls)");
+                return false;
+            }
+            if (!send_all("STARTTLS\r\n", settings_->timeout) || !read_reply(s, r) || r.code != 220) {
+                unavailable(s, "STARTTLS refused: " + describe(r));
+                return false;
+            }
+            if (parser_.buffered()) { // RFC 3207 6: nothing may come before the handshake
+                unavailable(s, "data after the STARTTLS reply");
+                return false;
+            }
+            if (!conn_.start_tls(settings_->tls_ctx, settings_->server_name,
+                                 clock_type::now() + std::chrono::seconds(settings_->timeout), error)) {
+                unavailable(s, "TLS: " + error);
+                return false;
+            }
+            if (!hello(s))
+                return false;
+        }
+        return settings_->auth_user.empty() || authenticate(s);
+    }
+
+    // LHLO or EHLO, and what the server offers.
+    bool hello(SessionView &s)
+    {
+        std::string cmd = (settings_->smtp ? "EHLO " : "LHLO ") + std::string(s.hostname());
+        ServerReply r;
+        if (!safe_line(cmd) || !send_all(cmd + "\r\n", settings_->timeout) || !read_reply(s, r) || r.code != 250) {
+            unavailable(s, cmd.substr(0, 4) + " refused: " + describe(r));
             return false;
         }
+        ext_ = {};
         for (std::size_t i = 1; i < r.lines.size(); ++i) {
-            std::string kw = r.lines[i].substr(0, r.lines[i].find(' '));
-            for (auto &c : kw)
+            std::string line = r.lines[i];
+            for (auto &c : line)
                 c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+            std::string kw = line.substr(0, line.find(' '));
             if (kw == "8BITMIME")
-                has_8bitmime_ = true;
+                ext_.eightbitmime = true;
             else if (kw == "SMTPUTF8")
-                has_smtputf8_ = true;
+                ext_.smtputf8 = true;
+            else if (kw == "SIZE")
+                ext_.size = true;
+            else if (kw == "STARTTLS")
+                ext_.starttls = true;
+            else if (kw == "AUTH") {
+                std::string mechs = line.substr(4) + " ";
+                ext_.auth_plain = mechs.find(" PLAIN ") != std::string::npos;
+                ext_.auth_login = mechs.find(" LOGIN ") != std::string::npos;
+            }
         }
+        return true;
+    }
+
+    // AUTH PLAIN, or LOGIN when PLAIN is not offered (RFC 4954). The
+    // credentials never reach a log.
+    bool authenticate(SessionView &s)
+    {
+        const std::string &user = settings_->auth_user;
+        const std::string &password = settings_->auth_password;
+        ServerReply r;
+        auto step = [&](const std::string &line) {
+            return send_all(line + "\r\n", settings_->timeout) && read_reply(s, r);
+        };
+        bool sent;
+        if (ext_.auth_plain)
+            sent = step("AUTH PLAIN " + base64_encode(std::string(1, '\0') + user + '\0' + password));
+        else if (ext_.auth_login)
+            sent = step("AUTH LOGIN") && r.code == 334 && step(base64_encode(user)) && r.code == 334 &&
+                   step(base64_encode(password));
+        else {
+            unavailable(s, "offers no AUTH PLAIN or LOGIN (auth= is set)");
+            return false;
+        }
+        if (!sent || r.code != 235) {
+            unavailable(s, "AUTH as " + user + " failed: " + describe(r));
+            return false;
+        }
+        s.log(2, tag() + "authenticated to " + settings_->target.to_string() + " as " + user);
         return true;
     }
 
@@ -567,26 +809,16 @@ class LmtpHandler final : public Handler
             }
             if (parser_.bad())
                 return false;
-            ssize_t n = ::recv(conn_.get(), buf, sizeof buf, 0);
-            if (n > 0) {
-                parser_.feed(std::string_view(buf, static_cast<std::size_t>(n)));
-                continue;
-            }
-            if (n == 0)
-                return false; // EOF
-            if (errno == EINTR)
-                continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                return false;
-            if (!wait_for(conn_.get(), POLLIN, deadline))
-                return false;
+            long n = conn_.recv_some(buf, sizeof buf, deadline);
+            if (n <= 0)
+                return false; // EOF, error or timeout
+            parser_.feed(std::string_view(buf, static_cast<std::size_t>(n)));
         }
     }
 
     bool send_all(std::string_view data, int seconds)
     {
-        return conn_ &&
-               esmtp::send_all(conn_.get(), data, clock_type::now() + std::chrono::seconds(seconds)) == SendResult::ok;
+        return conn_.send_all(data, clock_type::now() + std::chrono::seconds(seconds));
     }
 
     // The transaction at the LMTP server ends without a message: RSET, or
@@ -616,7 +848,7 @@ class LmtpHandler final : public Handler
     // transaction is refused (lost_) so that the client retries it all.
     Reply drop(SessionView &s, const std::string &why)
     {
-        s.log(1, "lmtp: " + settings_->target.to_string() + ": " + why + "; connection dropped");
+        s.log(1, tag() + settings_->target.to_string() + ": " + why + "; connection dropped");
         if (mail_sent_ || in_data_)
             lost_ = !accepted_.empty() || in_data_;
         close();
@@ -627,7 +859,7 @@ class LmtpHandler final : public Handler
     // does not work, which the error log must say.
     void unavailable(SessionView &s, const std::string &why)
     {
-        s.error("lmtp: " + settings_->target.to_string() + ": " + why);
+        s.error(tag() + settings_->target.to_string() + ": " + why);
         drop(s, why);
     }
 
@@ -640,15 +872,27 @@ class LmtpHandler final : public Handler
         out_.clear();
     }
 
-    static Reply lost_reply() { return Reply(451, "LMTP connection lost; try again later", "4.4.2"); }
+    Reply lost_reply() const
+    {
+        return Reply(451,
+                     settings_->smtp ? "Smarthost connection lost; try again later"
+                                     : "LMTP connection lost; try again later",
+                     "4.4.2");
+    }
+    Reply unavailable_reply() const
+    {
+        return Reply(451, settings_->smtp ? "Smarthost unavailable; try again later" : "LMTP server unavailable",
+                     "4.4.1");
+    }
+    std::string tag() const { return settings_->tag(); }
 
     std::shared_ptr<const Settings> settings_;
-    Fd conn_;
+    std::shared_ptr<IdlePool> pool_;
+    ClientStream conn_;
     lmtp::ReplyParser parser_;
     lmtp::DotStuffer stuffer_;
     std::string out_;
-    bool has_8bitmime_ = false;
-    bool has_smtputf8_ = false;
+    Extensions ext_;                    // of the current connection
     bool mail_sent_ = false;            // MAIL accepted by the LMTP server in this transaction
     bool in_data_ = false;              // DATA accepted, content being sent
     bool lost_ = false;                 // connection lost with recipients accepted: refuse the rest
@@ -659,8 +903,12 @@ class LmtpHandler final : public Handler
 class LmtpFactory final : public HandlerFactory
 {
   public:
-    explicit LmtpFactory(Settings s) : settings_(std::make_shared<const Settings>(std::move(s))) {}
-    std::unique_ptr<Handler> create() override { return std::make_unique<LmtpHandler>(settings_); }
+    explicit LmtpFactory(Settings s)
+        : settings_(std::make_shared<const Settings>(std::move(s))),
+          pool_(std::make_shared<IdlePool>(settings_->reuse, settings_->idle))
+    {
+    }
+    std::unique_ptr<Handler> create() override { return std::make_unique<LmtpHandler>(settings_, pool_); }
 
     // As the server's user, at child start: for a unix socket, its
     // directory must be reachable and the socket, if it exists yet (the
@@ -676,12 +924,12 @@ class LmtpFactory final : public HandlerFactory
         struct stat st;
         if (::stat(dir.c_str(), &st) != 0 || (!S_ISDIR(st.st_mode) && (errno = ENOTDIR)) ||
             ::faccessat(AT_FDCWD, dir.c_str(), X_OK, AT_EACCESS) != 0) {
-            why = "lmtp: cannot reach the directory " + dir + " of unix:" + t.path + ": " + std::strerror(errno) +
-                  running_as();
+            why = settings_->tag() + "cannot reach the directory " + dir + " of unix:" + t.path + ": " +
+                  std::strerror(errno) + running_as();
             return false;
         }
         if (::stat(t.path.c_str(), &st) == 0 && ::faccessat(AT_FDCWD, t.path.c_str(), W_OK, AT_EACCESS) != 0) {
-            why = "lmtp: cannot write to unix:" + t.path + ": " + std::strerror(errno) + running_as();
+            why = settings_->tag() + "cannot write to unix:" + t.path + ": " + std::strerror(errno) + running_as();
             return false;
         }
         return true;
@@ -689,37 +937,155 @@ class LmtpFactory final : public HandlerFactory
 
   private:
     std::shared_ptr<const Settings> settings_;
+    std::shared_ptr<IdlePool> pool_; // created in the parent, empty at fork: per child
 };
+
+} // namespace
+
+namespace
+{
+
+// A decimal between lo and hi, or false.
+bool parse_number(const std::string &v, long lo, long hi, long &out)
+{
+    char *end = nullptr;
+    errno = 0;
+    long n = v.empty() ? 0 : std::strtol(v.c_str(), &end, 10);
+    if (v.empty() || *end != '\0' || errno != 0 || n < lo || n > hi)
+        return false;
+    out = n;
+    return true;
+}
+
+// auth=FILE: its first line is USER:PASSWORD. Read at configuration time,
+// as root, so the file can be readable by root alone.
+bool read_credentials(const std::string &file, Settings &s, std::string &why)
+{
+    std::ifstream in(file);
+    std::string line;
+    if (!in || !std::getline(in, line)) {
+        why = "cannot read auth=" + file + ": " + std::strerror(errno ? errno : ENOENT);
+        return false;
+    }
+    if (!line.empty() && line.back() == '\r')
+        line.pop_back();
+    auto colon = line.find(':');
+    if (colon == std::string::npos || colon == 0 || colon + 1 == line.size()) {
+        why = "auth=" + file + ": the first line must be USER:PASSWORD";
+        return false;
+    }
+    s.auth_user = line.substr(0, colon);
+    s.auth_password = line.substr(colon + 1);
+    return true;
+}
 
 } // namespace
 
 std::shared_ptr<HandlerFactory> LmtpProvider::configure(const HandlerContext &ctx, const std::vector<std::string> &args,
                                                         std::string &error) const
 {
-    const std::string prefix = ctx.directive + " lmtp: ";
+    const bool smtp = dialect_ == Dialect::smtp;
+    const std::string prefix = ctx.directive + (smtp ? " smtp: " : " lmtp: ");
+    const char *usage = "HOST:PORT|[IPv6]:PORT|unix:/PATH [timeout=SECONDS] [tls=starttls|implicit|none] "
+                        "[ca=FILE] [cert=FILE] [key=FILE] [servername=NAME] [auth=FILE] [reuse=N] [idle=SECONDS]";
     if (args.empty()) {
-        error = prefix + "expects HOST:PORT|[IPv6]:PORT|unix:/PATH [timeout=SECONDS]";
+        error = prefix + "expects " + usage;
         return nullptr;
     }
     Settings s;
+    s.smtp = smtp;
     std::string why;
     if (!parse_socket_target(args[0], s.target, why)) {
         error = prefix + why;
         return nullptr;
     }
+    // A smarthost is reached over the network: TLS unless told otherwise.
+    s.tls = smtp && !s.target.is_unix ? TlsMode::starttls : TlsMode::none;
+    s.reuse = smtp ? 4 : 0;
+    TlsClientSettings tls;
+    std::string auth_file;
     for (std::size_t i = 1; i < args.size(); ++i) {
         const std::string &a = args[i];
-        if (!a.starts_with("timeout=")) {
-            error = prefix + "unknown option '" + a + "' (expected timeout=SECONDS)";
+        auto eq = a.find('=');
+        const std::string key = eq == std::string::npos ? a : a.substr(0, eq);
+        const std::string v = eq == std::string::npos ? "" : a.substr(eq + 1);
+        if (eq == std::string::npos || (v.empty() && key != "servername")) {
+            error = prefix + "option '" + a + "' needs a value (" + usage + ")";
             return nullptr;
         }
-        const std::string v = a.substr(8);
-        unsigned t = 0;
-        if (!parse_seconds(v, 3600, t)) {
-            error = prefix + "timeout must be a number of seconds between 1 and 3600, not '" + v + "'";
+        if (key == "timeout") {
+            unsigned t = 0;
+            if (!parse_seconds(v, 3600, t)) {
+                error = prefix + "timeout must be a number of seconds between 1 and 3600, not '" + v + "'";
+                return nullptr;
+            }
+            s.timeout = static_cast<int>(t);
+        } else if (key == "reuse" || key == "idle") {
+            long n = 0;
+            long lo = key == "reuse" ? 0 : 1, hi = key == "reuse" ? 1000 : 3600;
+            if (!parse_number(v, lo, hi, n)) {
+                error = prefix + key + " must be a number between " + std::to_string(lo) + " and " +
+                        std::to_string(hi) + ", not '" + v + "'";
+                return nullptr;
+            }
+            if (key == "reuse")
+                s.reuse = static_cast<std::size_t>(n);
+            else
+                s.idle = static_cast<int>(n);
+        } else if (key == "tls") {
+            if (v == "starttls")
+                s.tls = TlsMode::starttls;
+            else if (v == "implicit")
+                s.tls = TlsMode::implicit;
+            else if (v == "none")
+                s.tls = TlsMode::none;
+            else {
+                error = prefix + "tls must be starttls, implicit or none, not '" + v + "'";
+                return nullptr;
+            }
+        } else if (key == "ca")
+            tls.ca_file = v;
+        else if (key == "cert")
+            tls.cert_file = v;
+        else if (key == "key")
+            tls.key_file = v;
+        else if (key == "servername")
+            s.server_name = v;
+        else if (key == "auth")
+            auth_file = v;
+        else {
+            error = prefix + "unknown option '" + a + "' (expected " + usage + ")";
             return nullptr;
         }
-        s.timeout = static_cast<int>(t);
+    }
+    if (s.tls != TlsMode::none) {
+        if (s.server_name.empty() && s.target.is_unix) {
+            error = prefix + "tls=" + (s.tls == TlsMode::implicit ? "implicit" : "starttls") +
+                    " over a unix socket needs servername=NAME (the name the certificate must carry)";
+            return nullptr;
+        }
+        if (s.server_name.empty())
+            s.server_name = s.target.host;
+        tls.server_name = s.server_name;
+        s.tls_ctx = make_tls_client_context(tls, why);
+        if (!s.tls_ctx) {
+            error = prefix + why;
+            return nullptr;
+        }
+    } else if (!tls.ca_file.empty() || !tls.cert_file.empty() || !tls.key_file.empty()) {
+        error = prefix + "ca=, cert= and key= need tls=starttls or tls=implicit";
+        return nullptr;
+    }
+    if (!auth_file.empty()) {
+        if (s.tls == TlsMode::none && !s.target.is_unix) {
+            error = prefix + "auth= needs tls=starttls or tls=implicit: the password would cross the network in "
+                             "the clear";
+            return nullptr;
+        }
+        if (!read_credentials(auth_file, s, why)) {
+            error = prefix + why;
+            return nullptr;
+        }
     }
     return std::make_shared<LmtpFactory>(std::move(s));
 }

@@ -1,5 +1,10 @@
 // The `lmtp HOST:PORT|unix:/path [options]` handler: hands each message to an
-// LMTP server (RFC 2033) with per-recipient replies mapped back.
+// LMTP server (RFC 2033) with per-recipient replies mapped back; and the
+// `smtp` handler, the same client relaying each transaction synchronously to
+// a smarthost (RFC 5321): its replies to MAIL, RCPT and the final dot are
+// the client's, so nothing is acknowledged that the smarthost has not taken.
+//
+//   ESMTPHandler smtp smtp.example.net:587 auth=/etc/apache2/smarthost.secret
 //
 //   ESMTPHandler lmtp 127.0.0.1:24 [timeout=SECONDS]
 //   ESMTPHandler lmtp [::1]:24
@@ -23,11 +28,19 @@
 namespace esmtp
 {
 
+// `lmtp` (the default) or, with Dialect::smtp, `smtp`: the same client
+// speaking SMTP to a smarthost (EHLO, one reply after the final dot, TLS and
+// AUTH to it; see README "Sending mail out").
 class LmtpProvider final : public HandlerProvider
 {
   public:
+    enum class Dialect { lmtp, smtp };
+    explicit LmtpProvider(Dialect d = Dialect::lmtp) : dialect_(d) {}
     std::shared_ptr<HandlerFactory> configure(const HandlerContext &ctx, const std::vector<std::string> &args,
                                               std::string &error) const override;
+
+  private:
+    Dialect dialect_;
 };
 
 namespace lmtp

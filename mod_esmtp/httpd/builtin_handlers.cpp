@@ -18,11 +18,13 @@ void register_builtin_handlers(apr_pool_t *p)
     static const PipeProvider pipe;
     static const LmtpProvider lmtp;
     static const HttpProvider http;
+    static const LmtpProvider smtp(LmtpProvider::Dialect::smtp);
     register_handler_provider(p, "maildir", &maildir);
     register_handler_provider(p, "discard", &discard);
     register_handler_provider(p, "pipe", &pipe);
     register_handler_provider(p, "lmtp", &lmtp);
     register_handler_provider(p, "http", &http);
+    register_handler_provider(p, "smtp", &smtp);
 }
 
 } // namespace esmtp

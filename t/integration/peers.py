@@ -200,6 +200,59 @@ class Dovecot:
             shutil.rmtree(self.root, ignore_errors=True)
 
 
+class DovecotSasl(Dovecot):
+    """Dovecot as nothing but a SASL server for Postfix (smtpd_sasl_type =
+    dovecot): no protocol, a passwd-file of plaintext passwords, the auth
+    socket at `self.socket` (mode 0666: smtpd runs as postfix)."""
+
+    def __init__(self, users):
+        self.root = tempfile.mkdtemp(prefix="esmtp-it-sasl-")
+        os.chmod(self.root, 0o755)
+        self.log_path = os.path.join(self.root, "dovecot.log")
+        self.socket = os.path.join(self.root, "sasl-auth")
+        with open(os.path.join(self.root, "passwd"), "w") as f:
+            for user, password in users.items():
+                f.write("%s:{PLAIN}%s::::::\n" % (user, password))
+        conf = textwrap.dedent("""\
+            protocols = none
+            base_dir = {root}/run
+            state_dir = {root}/state
+            log_path = {log}
+            ssl = no
+            auth_mechanisms = plain login
+            passdb {{
+              driver = passwd-file
+              args = {root}/passwd
+            }}
+            userdb {{
+              driver = static
+              args = uid=nobody gid=nogroup home=/nonexistent
+            }}
+            service auth {{
+              unix_listener {sock} {{
+                mode = 0666
+              }}
+            }}
+            """).format(root=self.root, log=self.log_path, sock=self.socket)
+        self.conf = os.path.join(self.root, "dovecot.conf")
+        with open(self.conf, "w") as f:
+            f.write(conf)
+        self.out = open(os.path.join(self.root, "dovecot.out"), "w+")
+        self.proc = subprocess.Popen([DOVECOT, "-F", "-c", self.conf], stdout=self.out, stderr=subprocess.STDOUT)
+        if not wait_for(lambda: os.path.exists(self.socket) or self.proc.poll() is not None, 20) \
+                or self.proc.poll() is not None:
+            out = self.log_text()
+            self.stop()
+            raise RuntimeError("dovecot did not start:\n" + out)
+
+    def stop(self):
+        if self.proc:
+            _stop(self.proc)
+            self.proc = None
+        if not self.out.closed:
+            self.out.close()
+
+
 def dovecot_missing():
     if not DOVECOT:
         return "dovecot is not installed (dovecot-core, dovecot-lmtpd)"

@@ -81,6 +81,27 @@ def authn_lines(conf_dir):
     return lines
 
 
+def msmtp_conf(directory, port, user, password):
+    """An msmtprc in `directory` for STARTTLS and AUTH as `user` on 127.0.0.1:`port`."""
+    conf = os.path.join(directory, "msmtprc")
+    with open(conf, "w") as f:
+        f.write(textwrap.dedent("""\
+            account default
+            host 127.0.0.1
+            port {port}
+            domain client.example
+            tls on
+            tls_starttls on
+            tls_certcheck off
+            auth on
+            user {user}
+            password {pw}
+            from {user}
+            """).format(port=port, user=user, pw=password))
+    os.chmod(conf, 0o600)
+    return conf
+
+
 AUTH_LINES = ["ESMTPAuth PLAIN LOGIN", "ESMTPAuthProvider smtp-file smtp-dbm", "ESMTPAuthFailureDelay 0.1"]
 
 
@@ -216,22 +237,7 @@ class AuthTest(ServerTestCase):
     @unittest.skipUnless(MSMTP, "msmtp missing")
     def test_msmtp(self):
         self.clear(self.sub)
-        conf = os.path.join(self.httpd.root, "msmtprc")
-        with open(conf, "w") as f:
-            f.write(textwrap.dedent("""\
-                account default
-                host 127.0.0.1
-                port {port}
-                domain client.example
-                tls on
-                tls_starttls on
-                tls_certcheck off
-                auth on
-                user alice@example.org
-                password {pw}
-                from alice@example.org
-                """).format(port=self.sub.port, pw=USERS_FILE["alice@example.org"]))
-        os.chmod(conf, 0o600)
+        conf = msmtp_conf(self.httpd.root, self.sub.port, "alice@example.org", USERS_FILE["alice@example.org"])
         p = subprocess.run([MSMTP, "-C", conf, "friend@elsewhere.example"],
                            input=b"Subject: msmtp\r\nFrom: alice@example.org\r\n\r\nhello from msmtp\r\n",
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)

@@ -56,7 +56,7 @@ class ConfigTest(unittest.TestCase):
         out = self.assertConfigFails("ESMTPHandler: unknown handler 'nosuch'")
         registered = re.search(r"registered: ([^;)]*)", out)
         self.assertTrue(registered, out)
-        self.assertEqual(sorted(registered.group(1).split(", ")), ["discard", "lmtp", "maildir", "pipe", "test", "test22"])
+        self.assertEqual(sorted(registered.group(1).split(", ")), ["discard", "http", "lmtp", "maildir", "pipe", "smtp", "test", "test22"])
 
     def test_handler_built_against_another_api_major(self):
         """A handler module built against API 1 is named as such, not as

@@ -68,6 +68,9 @@ class ConfigUnderTest:
         # the http handler's secret (read when the configuration is)
         with open(os.path.join(r, "etc", "apache2", "esmtp-http.secret"), "w") as f:
             f.write("a-documentation-secret-of-32-chars\n")
+        # the smtp handler reads its credentials when the configuration is read
+        with open(os.path.join(r, "etc", "apache2", "smarthost.secret"), "w") as f:
+            f.write("user:password\n")
         # the README's example delivery command
         os.makedirs(os.path.join(r, "usr", "local", "bin"))
         with open(os.path.join(r, "usr", "local", "bin", "deliver"), "w") as f:

@@ -70,6 +70,25 @@ def delivered(vh, before):
 
 # ---------------------------------------------------------------- opendkim
 
+def start_opendkim(d, domain, selector, mode, canonicalization):
+    """opendkim -f on a free port with a new key for `selector`._domainkey.`domain`
+    in directory `d`: (port, process, its output file, the DNS TXT record)."""
+    os.makedirs(d)
+    subprocess.run([GENKEY, "-b", "2048", "-d", domain, "-s", selector, "-D", d], check=True)
+    port = free_port()
+    conf = os.path.join(d, "opendkim.conf")
+    with open(conf, "w") as f:
+        f.write("Syslog no\nBackground no\nMode %s\nDomain %s\nSelector %s\n"
+                "KeyFile %s/%s.private\nSocket inet:%d@127.0.0.1\nPidFile %s/opendkim.pid\n"
+                "InternalHosts 127.0.0.1\nRequireSafeKeys no\nCanonicalization %s\n"
+                % (mode, domain, selector, d, selector, port, d, canonicalization))
+    with open(os.path.join(d, selector + ".txt")) as f:
+        txt = "".join(re.findall(r'"([^"]*)"', f.read())).encode()
+    log = open(os.path.join(d, "opendkim.out"), "w")
+    proc = subprocess.Popen([OPENDKIM, "-f", "-x", conf], stdout=log, stderr=subprocess.STDOUT)
+    return port, proc, log, txt
+
+
 MESSAGE = (b"From: Alice <alice@example.test>\r\n"
            b"To: Bob <bob@smtp1.test>\r\n"
            b"Subject:  two spaces after the colon\r\n"
@@ -88,21 +107,8 @@ MESSAGE = (b"From: Alice <alice@example.test>\r\n"
 class OpendkimTest(ServerTestCase):
     @classmethod
     def configure(cls, httpd):
-        d = os.path.join(httpd.root, "dkim")
-        os.makedirs(d)
-        subprocess.run([GENKEY, "-b", "2048", "-d", "example.test", "-s", "test", "-D", d], check=True)
-        cls.dkim_port = free_port()
-        conf = os.path.join(d, "opendkim.conf")
-        with open(conf, "w") as f:
-            f.write("Syslog no\nBackground no\nMode sv\nDomain example.test\nSelector test\n"
-                    "KeyFile %s/test.private\nSocket inet:%d@127.0.0.1\nPidFile %s/opendkim.pid\n"
-                    "InternalHosts 127.0.0.1\nRequireSafeKeys no\nCanonicalization simple/simple\n"
-                    % (d, cls.dkim_port, d))
-        with open(os.path.join(d, "test.txt")) as f:
-            txt = f.read()
-        cls.dns_txt = "".join(re.findall(r'"([^"]*)"', txt)).encode()
-        cls.log = open(os.path.join(d, "opendkim.out"), "w")
-        cls.proc = subprocess.Popen([OPENDKIM, "-f", "-x", conf], stdout=cls.log, stderr=subprocess.STDOUT)
+        cls.dkim_port, cls.proc, cls.log, cls.dns_txt = start_opendkim(
+            os.path.join(httpd.root, "dkim"), "example.test", "test", "sv", "simple/simple")
         # stopped even when setUpClass fails (then tearDownClass does not run)
         cls.addClassCleanup(stop, cls.proc)
         wait_port(cls.dkim_port)

@@ -3,6 +3,7 @@
 // socket (per-recipient replies folded into one SMTP reply, RSET, lost
 // connections, a server that is down).
 
+#include "engine/auth.hpp"
 #include "handlers/lmtp.hpp"
 #include "handlers/stream_socket.hpp"
 #include "session_harness.hpp"
@@ -13,6 +14,7 @@
 
 #include <cstring>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -216,6 +218,13 @@ std::shared_ptr<esmtp::HandlerFactory> configure(const std::vector<std::string> 
     return p.configure({"/srv", "mx.example.org", "ESMTPHandler"}, args, error);
 }
 
+// The factory of `ESMTPHandler smtp ARGS...`, or nullptr and `error`.
+std::shared_ptr<esmtp::HandlerFactory> configure_smtp(const std::vector<std::string> &args, std::string &error)
+{
+    esmtp::LmtpProvider p(esmtp::LmtpProvider::Dialect::smtp);
+    return p.configure({"/srv", "mx.example.org", "ESMTPHandler"}, args, error);
+}
+
 std::string configure_error(const std::vector<std::string> &args)
 {
     std::string error;
@@ -232,6 +241,17 @@ void use_lmtp(H &h, const std::vector<std::string> &args)
     CPPUNIT_ASSERT_MESSAGE(error, factory);
     h.use(factory);
 }
+
+void use_smtp(H &h, const std::vector<std::string> &args)
+{
+    std::string error;
+    auto factory = configure_smtp(args, error);
+    CPPUNIT_ASSERT_MESSAGE(error, factory);
+    h.use(factory);
+}
+
+const char *const kEhlo = "250-smarthost.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n"
+                          "250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n";
 
 } // namespace
 
@@ -263,6 +283,15 @@ class LmtpTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testSmtputf8);
     CPPUNIT_TEST(testDataRefused);
     CPPUNIT_TEST(testIdleConnectionClosedByServer);
+    CPPUNIT_TEST(testSmtpRelayOne);
+    CPPUNIT_TEST(testSmtpRepliesAreOurs);
+    CPPUNIT_TEST(testSmtpParametersOnlyWhenOffered);
+    CPPUNIT_TEST(testSmtpSmarthostDown);
+    CPPUNIT_TEST(testSmtpNoReplyAfterDot);
+    CPPUNIT_TEST(testSmtpStarttlsRequiredNotOffered);
+    CPPUNIT_TEST(testSmtpAuth);
+    CPPUNIT_TEST(testSmtpConfigure);
+    CPPUNIT_TEST(testSmtpReuseAcrossSessions);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -788,6 +817,317 @@ class LmtpTest : public CppUnit::TestFixture
   private:
     fs::path dir_;
     std::string sock_;
+
+    // SMTP mode: EHLO, MAIL when the client sends MAIL, one reply after the
+    // dot (ours only after the smarthost's 250), our Received but no
+    // Return-Path, both queue ids in the log.
+    void testSmtpRelayOne()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["EHLO"] = kEhlo;
+        srv.replies["MAIL"] = "250 2.1.0 sender ok\r\n";
+        srv.data_replies = {"250 2.0.0 Ok: queued as 4XyZ123\r\n"};
+        srv.start();
+        std::string trace, qid;
+        std::vector<std::string> at_mail;
+        H m;
+        {
+            use_smtp(m, {"unix:" + sock_});
+            m.ehlo();
+            CPPUNIT_ASSERT(m.send("MAIL FROM:<alice@example.com>\r\n").rfind("250 ", 0) == 0);
+            at_mail = locked_commands(srv);
+            CPPUNIT_ASSERT(m.send("RCPT TO:<bob@example.net>\r\n").rfind("250 ", 0) == 0);
+            CPPUNIT_ASSERT(m.send("RCPT TO:<carol@example.net>\r\n").rfind("250 ", 0) == 0);
+            CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+            trace = std::string(m.s().trace_headers());
+            qid = std::string(m.s().queue_id());
+            std::string out = m.send("Subject: x\r\n\r\n..dot\r\n.\r\n");
+            CPPUNIT_ASSERT_MESSAGE(out, out.rfind("250 2.0.0 Ok: queued as " + qid, 0) == 0);
+            CPPUNIT_ASSERT(m.send("QUIT\r\n").rfind("221 ", 0) == 0);
+        }
+        srv.stop();
+        // MAIL went out at the client's MAIL, not with the first RCPT
+        CPPUNIT_ASSERT_EQUAL(std::size_t(2), at_mail.size());
+        CPPUNIT_ASSERT_EQUAL(std::string("MAIL FROM:<alice@example.com>"), at_mail[1]);
+        std::vector<std::string> expect{"EHLO mx.example.org", "MAIL FROM:<alice@example.com>",
+                                        "RCPT TO:<bob@example.net>", "RCPT TO:<carol@example.net>", "DATA"};
+        CPPUNIT_ASSERT(srv.commands == expect); // (QUIT comes with the session's end)
+        std::string content;
+        CPPUNIT_ASSERT(unstuff(srv.data.at(0), content));
+        CPPUNIT_ASSERT(trace.rfind("Return-Path: <alice@example.com>\r\nReceived: ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(trace.substr(trace.find("Received: ")) + "Subject: x\r\n\r\n.dot\r\n", content);
+        CPPUNIT_ASSERT(m.log.has("relayed " + qid + " for 2 recipient(s)"));
+        CPPUNIT_ASSERT(m.log.has("queued as 4XyZ123"));
+    }
+
+    std::vector<std::string> locked_commands(FakeLmtp &srv)
+    {
+        std::lock_guard<std::mutex> l(srv.mu);
+        return srv.commands;
+    }
+
+    // Its 550 is our 550 (MAIL, RCPT, after the dot), its 4xx our 4xx.
+    void testSmtpRepliesAreOurs()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["EHLO"] = kEhlo;
+        srv.replies["MAIL FROM:<spammer@example.com>"] = "550 5.7.1 Sender blocked\r\n";
+        srv.replies["RCPT TO:<nobody@example.net>"] = "550 5.1.1 <nobody@example.net>: User unknown\r\n";
+        srv.replies["RCPT TO:<later@example.net>"] = "450 4.2.0 Mailbox busy\r\n";
+        srv.data_replies = {"554 5.7.1 Message rejected as spam\r\n"};
+        srv.start();
+        H m;
+        use_smtp(m, {"unix:" + sock_});
+        m.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("550 5.7.1 Sender blocked\r\n"),
+                             m.send("MAIL FROM:<spammer@example.com>\r\n"));
+        CPPUNIT_ASSERT(m.send("MAIL FROM:<alice@example.com>\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(std::string("550 5.1.1 <nobody@example.net>: User unknown\r\n"),
+                             m.send("RCPT TO:<nobody@example.net>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::string("450 4.2.0 Mailbox busy\r\n"), m.send("RCPT TO:<later@example.net>\r\n"));
+        CPPUNIT_ASSERT(m.send("RCPT TO:<bob@example.net>\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(std::string("554 5.7.1 Message rejected as spam\r\n"),
+                             m.send("Subject: x\r\n\r\nhi\r\n.\r\n"));
+        // and a temporary refusal of the message is a temporary refusal
+        srv.data_replies = {"452 4.3.1 Insufficient system storage\r\n"};
+        CPPUNIT_ASSERT(m.send("MAIL FROM:<alice@example.com>\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("RCPT TO:<bob@example.net>\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(std::string("452 4.3.1 Insufficient system storage\r\n"),
+                             m.send("Subject: x\r\n\r\nhi\r\n.\r\n"));
+    }
+
+    // SIZE and BODY=8BITMIME go on only when the smarthost offers them;
+    // SMTPUTF8 not offered refuses the sender (the addresses could not be
+    // passed on).
+    void testSmtpParametersOnlyWhenOffered()
+    {
+        {
+            FakeLmtp srv(sock_);
+            srv.replies["EHLO"] = kEhlo;
+            srv.start();
+            H m;
+            use_smtp(m, {"unix:" + sock_});
+            m.ehlo();
+            CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com> SIZE=1234 BODY=8BITMIME\r\n").rfind("250 ", 0) == 0);
+            CPPUNIT_ASSERT_EQUAL(std::string("MAIL FROM:<a@example.com> BODY=8BITMIME SIZE=1234"),
+                                 locked_commands(srv).at(1));
+        }
+        fs::remove(sock_);
+        FakeLmtp srv(sock_);
+        srv.replies["EHLO"] = "250-smarthost.test\r\n250 PIPELINING\r\n";
+        srv.start();
+        H m;
+        use_smtp(m, {"unix:" + sock_});
+        m.ehlo();
+        CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com> SIZE=1234 BODY=8BITMIME\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(std::string("MAIL FROM:<a@example.com>"), locked_commands(srv).at(1));
+        CPPUNIT_ASSERT(m.send("RSET\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(std::string("553 5.6.7 Smarthost does not support SMTPUTF8\r\n"),
+                             m.send("MAIL FROM:<a@example.com> SMTPUTF8\r\n"));
+    }
+
+    // Down: 451 at MAIL, nothing acknowledged, and the error log says why.
+    void testSmtpSmarthostDown()
+    {
+        H m;
+        use_smtp(m, {"unix:" + sock_});
+        m.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 Smarthost unavailable; try again later\r\n"),
+                             m.send("MAIL FROM:<a@example.com>\r\n"));
+        CPPUNIT_ASSERT(m.send("RCPT TO:<b@example.net>\r\n").rfind("503 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), m.log.errors.size());
+        CPPUNIT_ASSERT(m.log.errors[0].rfind("smtp: cannot connect to unix:" + sock_, 0) == 0);
+    }
+
+    // The smarthost takes the message but closes before its reply: 451,
+    // never our 250.
+    void testSmtpNoReplyAfterDot()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["EHLO"] = kEhlo;
+        srv.data_replies = {"<close>"};
+        srv.start();
+        H m;
+        use_smtp(m, {"unix:" + sock_});
+        m.ehlo();
+        m.send("MAIL FROM:<a@example.com>\r\n");
+        m.send("RCPT TO:<b@example.net>\r\n");
+        CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.2 Smarthost connection lost; try again later\r\n"),
+                             m.send("Subject: x\r\n\r\nhi\r\n.\r\n"));
+    }
+
+    // tls=starttls is required: a smarthost that does not offer STARTTLS
+    // gets no MAIL, the client a 451.
+    void testSmtpStarttlsRequiredNotOffered()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["EHLO"] = kEhlo;
+        srv.start();
+        H m;
+        use_smtp(m, {"unix:" + sock_, "tls=starttls", "servername=smarthost.test"});
+        m.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 Smarthost unavailable; try again later\r\n"),
+                             m.send("MAIL FROM:<a@example.com>\r\n"));
+        srv.stop();
+        CPPUNIT_ASSERT(srv.commands == std::vector<std::string>{"EHLO mx.example.org"});
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), m.log.errors.size());
+        CPPUNIT_ASSERT_MESSAGE(m.log.errors[0], m.log.errors[0].find("does not offer STARTTLS") != std::string::npos);
+    }
+
+    // AUTH PLAIN when offered, LOGIN otherwise; a refused AUTH is a 451
+    // and an error for the administrator; the password is never logged.
+    void testSmtpAuth()
+    {
+        std::string cred = (dir_ / "secret").string();
+        std::ofstream(cred) << "alice:s3cr:t\n";
+        {
+            FakeLmtp srv(sock_);
+            srv.replies["EHLO"] = "250-smarthost.test\r\n250 AUTH LOGIN PLAIN\r\n";
+            srv.replies["AUTH"] = "235 2.7.0 Authentication successful\r\n";
+            srv.start();
+            H m;
+            use_smtp(m, {"unix:" + sock_, "auth=" + cred});
+            m.ehlo();
+            CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com>\r\n").rfind("250 ", 0) == 0);
+            srv.stop();
+            CPPUNIT_ASSERT_EQUAL(std::string("AUTH PLAIN ") + esmtp::base64_encode(std::string("\0alice\0s3cr:t", 13)),
+                                 srv.commands.at(1));
+            for (const auto &r : m.log.records)
+                CPPUNIT_ASSERT_MESSAGE(r.second, r.second.find("s3cr") == std::string::npos);
+        }
+        fs::remove(sock_);
+        {
+            FakeLmtp srv(sock_);
+            srv.replies["EHLO"] = "250-smarthost.test\r\n250 AUTH LOGIN\r\n";
+            srv.replies["AUTH"] = "334 VXNlcm5hbWU6\r\n";
+            srv.replies[esmtp::base64_encode("alice")] = "334 UGFzc3dvcmQ6\r\n";
+            srv.replies[esmtp::base64_encode("s3cr:t")] = "235 2.7.0 ok\r\n";
+            srv.start();
+            H m;
+            use_smtp(m, {"unix:" + sock_, "auth=" + cred});
+            m.ehlo();
+            CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com>\r\n").rfind("250 ", 0) == 0);
+        }
+        fs::remove(sock_);
+        FakeLmtp srv(sock_);
+        srv.replies["EHLO"] = "250-smarthost.test\r\n250 AUTH PLAIN\r\n";
+        srv.replies["AUTH"] = "535 5.7.8 Authentication credentials invalid\r\n";
+        srv.start();
+        H m;
+        use_smtp(m, {"unix:" + sock_, "auth=" + cred});
+        m.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("451 4.4.1 Smarthost unavailable; try again later\r\n"),
+                             m.send("MAIL FROM:<a@example.com>\r\n"));
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), m.log.errors.size());
+        CPPUNIT_ASSERT_MESSAGE(m.log.errors[0], m.log.errors[0].find("AUTH as alice failed: 535") != std::string::npos);
+    }
+
+    void testSmtpConfigure()
+    {
+        std::string cred = (dir_ / "secret").string();
+        std::ofstream(cred) << "alice:pw\n";
+        std::string bad = (dir_ / "bad").string();
+        std::ofstream(bad) << "no colon\n";
+        auto error_of = [](const std::vector<std::string> &args) {
+            std::string error;
+            CPPUNIT_ASSERT(!configure_smtp(args, error));
+            CPPUNIT_ASSERT_MESSAGE(error, error.rfind("ESMTPHandler smtp: ", 0) == 0);
+            return error;
+        };
+        std::string error;
+        // TLS by default over TCP: the system store loads
+        CPPUNIT_ASSERT_MESSAGE(error, configure_smtp({"smtp.example.net:587", "auth=" + cred}, error));
+        CPPUNIT_ASSERT_MESSAGE(error, configure_smtp({"smtp.example.net:465", "tls=implicit"}, error));
+        CPPUNIT_ASSERT(error_of({"smtp.example.net:587", "tls=maybe"}).find("tls must be") != std::string::npos);
+        CPPUNIT_ASSERT(error_of({"smtp.example.net:587", "tls=none", "auth=" + cred}).find("in the clear") !=
+                       std::string::npos);
+        CPPUNIT_ASSERT(error_of({"smtp.example.net:587", "auth=" + bad}).find("USER:PASSWORD") != std::string::npos);
+        CPPUNIT_ASSERT(error_of({"smtp.example.net:587", "auth=/nonexistent"}).find("cannot read auth=") !=
+                       std::string::npos);
+        CPPUNIT_ASSERT(error_of({"smtp.example.net:587", "ca=/nonexistent"}).find("cannot load ca=") !=
+                       std::string::npos);
+        CPPUNIT_ASSERT(error_of({"smtp.example.net:587", "tls=none", "ca=" + cred}).find("need tls=") !=
+                       std::string::npos);
+        CPPUNIT_ASSERT(error_of({"unix:/run/relay", "tls=starttls"}).find("servername=") != std::string::npos);
+        CPPUNIT_ASSERT(error_of({"smtp.example.net:587", "cert=" + cred}).find("cannot use cert=") !=
+                       std::string::npos);
+        error_of({"smtp.example.net:587", "tls"});
+        error_of({"smtp.example.net:587", "bogus=1"});
+    }
+
+    // One session's connection serves the next (no second greeting, EHLO or
+    // AUTH), up to reuse=N per child, not after idle=SECONDS; reuse=0 quits.
+    void testSmtpReuseAcrossSessions()
+    {
+        auto relay_one = [&](const std::shared_ptr<esmtp::HandlerFactory> &f) {
+            H m;
+            m.use(f);
+            m.ehlo();
+            CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com>\r\n").rfind("250 ", 0) == 0);
+            CPPUNIT_ASSERT(m.send("RCPT TO:<b@example.net>\r\n").rfind("250 ", 0) == 0);
+            CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+            CPPUNIT_ASSERT(m.send("Subject: x\r\n\r\nhi\r\n.\r\n").rfind("250 ", 0) == 0);
+            CPPUNIT_ASSERT(m.send("QUIT\r\n").rfind("221 ", 0) == 0);
+        };
+        auto ehlos = [&](FakeLmtp &srv) {
+            auto c = locked_commands(srv);
+            return std::count_if(c.begin(), c.end(), [](const std::string &l) { return l.rfind("EHLO ", 0) == 0; });
+        };
+        std::string error;
+        {
+            FakeLmtp srv(sock_);
+            srv.replies["EHLO"] = kEhlo;
+            srv.data_replies = {"250 2.0.0 Ok: queued as X\r\n"};
+            srv.start();
+            auto f = configure_smtp({"unix:" + sock_}, error); // reuse=4 by default
+            CPPUNIT_ASSERT_MESSAGE(error, f);
+            relay_one(f);
+            relay_one(f);
+            relay_one(f);
+            CPPUNIT_ASSERT_EQUAL(1L, static_cast<long>(ehlos(srv)));
+            auto c = locked_commands(srv);
+            CPPUNIT_ASSERT(std::find(c.begin(), c.end(), "QUIT") == c.end());
+        }
+        fs::remove(sock_);
+        {
+            FakeLmtp srv(sock_);
+            srv.replies["EHLO"] = kEhlo;
+            srv.data_replies = {"250 2.0.0 Ok: queued as X\r\n"};
+            srv.start();
+            auto f = configure_smtp({"unix:" + sock_, "reuse=0"}, error);
+            CPPUNIT_ASSERT_MESSAGE(error, f);
+            relay_one(f);
+            relay_one(f);
+            CPPUNIT_ASSERT_EQUAL(2L, static_cast<long>(ehlos(srv)));
+            auto c = locked_commands(srv);
+            CPPUNIT_ASSERT_EQUAL(2L, static_cast<long>(std::count(c.begin(), c.end(), "QUIT")));
+        }
+        fs::remove(sock_);
+        {
+            FakeLmtp srv(sock_);
+            srv.replies["EHLO"] = kEhlo;
+            srv.data_replies = {"250 2.0.0 Ok: queued as X\r\n"};
+            srv.start();
+            auto f = configure_smtp({"unix:" + sock_, "idle=1"}, error);
+            CPPUNIT_ASSERT_MESSAGE(error, f);
+            relay_one(f);
+            std::this_thread::sleep_for(std::chrono::milliseconds(1200)); // past idle=1
+            relay_one(f); // the fake serves one connection at a time: the old one must be gone
+            CPPUNIT_ASSERT_EQUAL(2L, static_cast<long>(ehlos(srv)));
+        }
+        configure_error_smtp({"unix:" + sock_, "reuse=-1"});
+        configure_error_smtp({"unix:" + sock_, "idle=0"});
+    }
+
+    void configure_error_smtp(const std::vector<std::string> &args)
+    {
+        std::string error;
+        CPPUNIT_ASSERT(!configure_smtp(args, error));
+        CPPUNIT_ASSERT_MESSAGE(error, error.rfind("ESMTPHandler smtp: ", 0) == 0);
+    }
 };
 
 CPPUNIT_TEST_SUITE_REGISTRATION(LmtpTest);

@@ -1,0 +1,503 @@
+"""The `smtp` handler (issue 22): each transaction relayed synchronously to
+a smarthost. The smarthost is a second mod_esmtp (its own httpd) with
+STARTTLS Required and AUTH through an htpasswd file; the relay verifies its
+certificate against ca= and its name against servername=, and logs in with
+the credentials of auth=FILE. Checked: the message arrives (our Received
+on top, no Return-Path from the relay) and the 250 comes only after the
+smarthost's, with both queue ids in the transaction log; a recipient the
+smarthost refuses is refused at RCPT; a smarthost that is down, presents a
+certificate for another name or one we do not trust, or does not offer
+STARTTLS gives 451 and nothing is acknowledged; opendkim signs before the
+relay and the signature verifies at the smarthost."""
+
+import os
+import re
+import shutil
+import smtplib
+import subprocess
+import sys
+import unittest
+
+import test_postfix
+from harness import Httpd, RawClient, ServerTestCase, free_port, queue_id_of, unexpected_log_lines, wait_for
+from peers import DovecotSasl, dovecot_missing
+from test_auth import USERS_FILE, authn_lines, msmtp_conf
+from test_auth import missing as auth_missing
+from test_milter import OPENDKIM, dkim, start_opendkim, stop, wait_port
+from test_starttls import client_context, make_cert, ssl_main_lines, ssl_vhost_lines
+
+SMART_NAME = "smarthost.test"
+USER = "alice@example.org"
+# the smarthost's vhosts: relaying only when authenticated
+SMART_AUTH = ["ESMTPAuth PLAIN LOGIN", "ESMTPAuthProvider smtp-file", "ESMTPAuthFailureDelay 0"]
+# what the smarthost's httpd logs when our client refuses its certificate
+SMART_ALLOWED = (r"AH0199[0-9]|AH0200[0-9]|AH01873|AH01906|AH01909|SSL handshake|SSL Library Error|ssl_engine",
+                 r"AH02008|AH02007|SSL_accept|alert")
+
+MESSAGE = (b"From: Alice <alice@example.org>\r\n"
+           b"To: Bob <bob@example.net>\r\n"
+           b"Subject: relayed\r\n"
+           b"Date: Tue, 1 Dec 2026 12:00:00 +0000\r\n"
+           b"Message-ID: <relay-test@example.org>\r\n"
+           b"\r\n"
+           b"Hello Bob,\r\n"
+           b".a line with a leading dot\r\n"
+           b"the end.\r\n")
+
+
+def missing():
+    why = auth_missing()
+    if why:
+        return why
+    if not os.path.exists(OPENDKIM) or dkim is None:
+        return "opendkim or python3-dkim missing"
+    return None
+
+
+@unittest.skipIf(missing(), missing() or "")
+class RelayTest(ServerTestCase):
+    # the relay's error log names every smarthost it could not use
+    allowed_log = (r"esmtp: .*smtp: ", )
+    smart = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.smart = Httpd(prefix="esmtp-it-smarthost-")
+        try:
+            conf = os.path.join(cls.smart.root, "conf")
+            cls.cert, key = make_cert(conf, cn=SMART_NAME, names=(SMART_NAME, ))
+            os.chmod(cls.cert, 0o644)
+            cls.smart.main_extra += ssl_main_lines() + authn_lines(conf)
+            tls = ssl_vhost_lines(cls.cert, key, "Required")
+            cls.smart_mx = cls.smart.add_smtp("maildir", server_name=SMART_NAME, accept_domains=["example.com"],
+                                              log_file="smart.log", log_level=2, extra=tls + SMART_AUTH)
+            cls.smart_test = cls.smart.add_smtp("test", server_name=SMART_NAME, accept_domains=["example.com"],
+                                                extra=tls + SMART_AUTH)
+            cls.smart_plain = cls.smart.add_smtp("maildir", server_name=SMART_NAME, accept_domains=["*"])
+            # port 465's way: TLS from the first byte
+            cls.smart_465 = cls.smart.add_smtp("maildir", server_name=SMART_NAME, accept_domains=["example.com"],
+                                               extra=ssl_vhost_lines(cls.cert, key) + SMART_AUTH)
+            cls.smart.start()
+        except BaseException:
+            cls.smart.cleanup(keep=True)
+            raise
+        cls.addClassCleanup(cls.stop_smarthost)
+        super().setUpClass()
+
+    @classmethod
+    def stop_smarthost(cls):
+        cls.smart.stop()
+        bad = unexpected_log_lines(cls.smart.log_lines(), SMART_ALLOWED)
+        if bad:
+            sys.stderr.write("\n--- smarthost error log\n%s\n" % "\n".join(bad))
+        cls.smart.cleanup(keep=bool(bad) or cls._failed)
+
+    @classmethod
+    def configure(cls, httpd):
+        d = os.path.join(httpd.root, "conf")
+        cred = os.path.join(d, "smarthost.secret")
+        with open(cred, "w") as f:
+            f.write("%s:%s\n" % (USER, USERS_FILE[USER]))
+        os.chmod(cred, 0o600)  # read by root at configuration time
+        # opendkim signs what the relay passes on
+        cls.dkim_port, cls.dkim_proc, cls.dkim_log, cls.dns_txt = start_opendkim(
+            os.path.join(httpd.root, "dkim"), "example.org", "relay", "s", "relaxed/simple")
+        cls.addClassCleanup(cls.dkim_log.close)
+        cls.addClassCleanup(stop, cls.dkim_proc)
+        wait_port(cls.dkim_port)
+
+        def to(vh, *opts):
+            return ["smtp", "127.0.0.1:%d" % vh.port, "servername=" + SMART_NAME, "ca=" + cls.cert,
+                    "auth=" + cred, "timeout=10"] + list(opts)
+
+        relay = dict(accept_domains=["example.com"], log_file="relay.log", log_level=2)
+        # the submission vhost users reach: STARTTLS Required, AUTH via htpasswd
+        sub_cert, sub_key = make_cert(d, cn="submit.example.org", names=("submit.example.org", ), prefix="sub-")
+        httpd.main_extra += ssl_main_lines() + authn_lines(d)
+        cls.submit = httpd.add_smtp(to(cls.smart_mx), server_name="submit.example.org", log_file="submit.log",
+                                    log_level=2, extra=ssl_vhost_lines(sub_cert, sub_key, "Required") + SMART_AUTH +
+                                    ["ESMTPSubmission On"])
+        cls.relay = httpd.add_smtp(to(cls.smart_mx), server_name="relay.example.org",
+                                   extra=["ESMTPMilter inet:127.0.0.1:%d" % cls.dkim_port], **relay)
+        cls.relay_test = httpd.add_smtp(to(cls.smart_test), **relay)
+        cls.down_port = free_port()
+        cls.relay_down = httpd.add_smtp(["smtp", "127.0.0.1:%d" % cls.down_port, "timeout=5"], **relay)
+        cls.relay_wrong_name = httpd.add_smtp(
+            ["smtp", "127.0.0.1:%d" % cls.smart_mx.port, "servername=other.test", "ca=" + cls.cert, "auth=" + cred],
+            **relay)
+        cls.relay_untrusted = httpd.add_smtp(
+            ["smtp", "127.0.0.1:%d" % cls.smart_mx.port, "servername=" + SMART_NAME, "auth=" + cred], **relay)
+        cls.relay_465 = httpd.add_smtp(to(cls.smart_465, "tls=implicit"), **relay)
+        cls.relay_no_starttls = httpd.add_smtp(
+            ["smtp", "127.0.0.1:%d" % cls.smart_plain.port, "servername=" + SMART_NAME, "ca=" + cls.cert], **relay)
+
+    def verify(self, content):
+        def dnsfunc(name, timeout=5):
+            self.assertEqual(name, b"relay._domainkey.example.org.")
+            return self.dns_txt
+        return dkim.verify(content, dnsfunc=dnsfunc)
+
+    def test_relayed_signed_and_acknowledged_after_the_smarthost(self):
+        before = len(self.smart_mx.maildir_files())
+        with smtplib.SMTP("127.0.0.1", self.relay.port, timeout=60) as s:
+            s.ehlo("client.example")
+            s.mail("alice@example.org")
+            code, _ = s.rcpt("bob@example.com")
+            self.assertEqual(code, 250)
+            code, text = s.data(MESSAGE)
+        self.assertEqual(code, 250, text)
+        our_qid = queue_id_of(text.decode())
+        # the 250 came after the smarthost's: the message is already there
+        files = self.smart_mx.maildir_files()
+        self.assertEqual(len(files), before + 1)
+        with open(files[-1], "rb") as f:
+            content = f.read()
+        # the smarthost's own Return-Path and Received, then ours, no second Return-Path
+        self.assertTrue(content.startswith(b"Return-Path: <alice@example.org>\r\nReceived: from relay.example.org"),
+                        content[:400])
+        self.assertEqual(content.count(b"Return-Path:"), 1)
+        self.assertIn(b"by relay.example.org (mod_esmtp) with ESMTP id " + our_qid.encode(), content)
+        # TLS and AUTH at the smarthost: ESMTPSA in its Received
+        self.assertRegex(content[:600].decode("utf-8", "replace"), r"with ESMTPSA id")
+        self.assertIn(b"\r\n.a line with a leading dot\r\nthe end.\r\n", content)
+        # DKIM-signed by opendkim at the relay, verified as the smarthost stored it
+        self.assertIn(b"DKIM-Signature: ", content)
+        self.assertTrue(self.verify(content), content[:1500])
+        self.assertFalse(self.verify(content.replace(b"Hello Bob", b"Hello Eve")))
+        # both queue ids in the relay's transaction log
+        smart_qid = wait_for(lambda: [l for l in self.smart_mx.log_lines() if "250" in l and "queued as" in l], 5)
+        lines = wait_for(lambda: [l for l in self.relay.log_lines() if "relayed " + our_qid in l], 5)
+        self.assertTrue(lines, "\n".join(self.relay.log_lines()))
+        m = re.search(r"queued as ([0-9A-F]+)", lines[0])
+        self.assertTrue(m, lines[0])
+        self.assertTrue(any(m.group(1) in l for l in self.smart_mx.log_lines()), (m.group(1), smart_qid))
+
+    # --- users submitting on 587 with AUTH: each client's mail reaches the smarthost
+
+    def arrived(self, subject, before):
+        files = wait_for(lambda: len(self.smart_mx.maildir_files()) > before and self.smart_mx.maildir_files(), 10)
+        self.assertTrue(files, "nothing reached the smarthost")
+        with open(files[-1], "rb") as f:
+            content = f.read()
+        self.assertIn(b"Subject: " + subject.encode(), content)
+        self.assertIn(b"by submit.example.org (mod_esmtp) with ESMTPSA id ", content)
+
+    def test_client_smtplib(self):
+        before = len(self.smart_mx.maildir_files())
+        with smtplib.SMTP("127.0.0.1", self.submit.port, timeout=60) as s:
+            s.ehlo("client.example")
+            s.starttls(context=client_context())
+            s.ehlo("client.example")
+            self.assertEqual(s.login(USER, USERS_FILE[USER])[0], 235)
+            s.sendmail(USER, ["friend@elsewhere.example"], b"Subject: via smtplib\r\n\r\nhi\r\n")
+        self.arrived("via smtplib", before)
+
+    @unittest.skipUnless(shutil.which("swaks"), "swaks missing")
+    def test_client_swaks(self):
+        for mech in ("PLAIN", "LOGIN"):
+            before = len(self.smart_mx.maildir_files())
+            p = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % self.submit.port, "--tls", "--auth", mech,
+                                "--auth-user", USER, "--auth-password", USERS_FILE[USER], "--from", USER,
+                                "--to", "friend@elsewhere.example", "--ehlo", "client.example",
+                                "--header", "Subject: via swaks %s" % mech],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+            self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+            self.arrived("via swaks " + mech, before)
+
+    @unittest.skipUnless(shutil.which("msmtp"), "msmtp missing")
+    def test_client_msmtp(self):
+        before = len(self.smart_mx.maildir_files())
+        conf = msmtp_conf(self.httpd.root, self.submit.port, USER, USERS_FILE[USER])
+        p = subprocess.run(["msmtp", "-C", conf, "friend@elsewhere.example"],
+                           input=b"Subject: via msmtp\r\nFrom: alice@example.org\r\n\r\nhello\r\n",
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+        self.arrived("via msmtp", before)
+
+    @unittest.skipUnless(shutil.which("curl"), "curl missing")
+    def test_client_curl(self):
+        before = len(self.smart_mx.maildir_files())
+        path = os.path.join(self.httpd.root, "curl.eml")
+        with open(path, "wb") as f:
+            f.write(b"Subject: via curl\r\nFrom: alice@example.org\r\n\r\nhello\r\n")
+        p = subprocess.run(["curl", "-sS", "--max-time", "30", "--ssl-reqd", "-k",
+                            "smtp://127.0.0.1:%d/client.example" % self.submit.port,
+                            "--user", "%s:%s" % (USER, USERS_FILE[USER]), "--mail-from", USER,
+                            "--mail-rcpt", "friend@elsewhere.example", "--upload-file", path],
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+        self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
+        self.arrived("via curl", before)
+
+    def test_implicit_tls(self):
+        before = len(self.smart_465.maildir_files())
+        with smtplib.SMTP("127.0.0.1", self.relay_465.port, timeout=60) as s:
+            s.sendmail("alice@example.org", ["bob@example.com"], b"Subject: over 465\r\n\r\nhi\r\n")
+        files = self.smart_465.maildir_files()
+        self.assertEqual(len(files), before + 1)
+        with open(files[-1], "rb") as f:
+            content = f.read()
+        self.assertIn(b"Subject: over 465", content)
+        # TLS and AUTH at the smarthost
+        self.assertRegex(content[:600].decode("utf-8", "replace"), r"with ESMTPSA id")
+
+    def test_refused_recipient_is_refused_at_rcpt(self):
+        before = len(self.smart_test.event_lines())
+        with RawClient(self.relay_test.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<alice@example.org>")[0], 250)
+            code, lines = c.cmd("RCPT TO:<reject@example.com>")
+            self.assertEqual(code, 550, lines)
+            self.assertIn("5.1.1 No such user here", lines[0])
+            code, lines = c.cmd("RCPT TO:<tempfail@example.com>")
+            self.assertEqual(code // 100, 4, lines)
+            self.assertEqual(c.cmd("RCPT TO:<bob@example.com>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(b"Subject: x\r\n\r\nhi\r\n.\r\n")
+            self.assertEqual(c.reply()[0], 250)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        # the smarthost saw exactly the recipients the client sent
+        events = wait_for(lambda: [e for e in self.smart_test.event_lines()[before:] if e.startswith("RCPT")], 5)
+        self.assertEqual(events, ["RCPT <reject@example.com>", "RCPT <tempfail@example.com>",
+                                  "RCPT <bob@example.com>"])
+
+    def test_connection_reused_by_the_next_session(self):
+        """The second session of a child takes the first one's connection
+        (TLS and AUTH done): the smarthost sees one connection for both.
+        Sessions go to whichever child, so a few are sent: at least one
+        must find an idle connection."""
+        before = self.smart_test.event_lines()
+        sessions = 6
+        for i in range(sessions):
+            with smtplib.SMTP("127.0.0.1", self.relay_test.port, timeout=60) as s:
+                s.sendmail("alice@example.org", ["bob@example.com"], b"Subject: %d\r\n\r\nhi\r\n" % i)
+        events = wait_for(lambda: [e for e in self.smart_test.event_lines()[len(before):] if e == "EOM"] and
+                          self.smart_test.event_lines()[len(before):], 5)
+        connects = [e for e in events if e.startswith("CONNECT")]
+        self.assertEqual(events.count("EOM"), sessions, events)
+        self.assertLess(len(connects), sessions, events)
+
+    def unavailable(self, vh, why):
+        with RawClient(vh.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            code, lines = c.cmd("MAIL FROM:<alice@example.org>")
+            self.assertEqual(code, 451, lines)
+            self.assertIn("4.4.1", lines[0])
+            # nothing acknowledged: no transaction began
+            self.assertEqual(c.cmd("RCPT TO:<bob@example.com>")[0], 503)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertTrue(wait_for(lambda: any(re.search(why, l) for l in self.httpd.log_lines()), 5),
+                        "\n".join(self.httpd.log_lines()[-10:]))
+
+    def test_smarthost_down(self):
+        self.unavailable(self.relay_down, r"smtp: cannot connect to 127\.0\.0\.1:%d" % self.down_port)
+
+    def test_wrong_host_name(self):
+        before = len(self.smart_mx.maildir_files())
+        self.unavailable(self.relay_wrong_name, r"smtp: .*TLS: certificate verification failed: "
+                                                r"[Hh]ostname mismatch")
+        self.assertEqual(len(self.smart_mx.maildir_files()), before)
+
+    def test_untrusted_certificate(self):
+        self.unavailable(self.relay_untrusted, r"smtp: .*TLS: certificate verification failed: "
+                                               r"self[- ]signed certificate")
+
+    def test_no_starttls_when_required(self):
+        before = len(self.smart_plain.maildir_files())
+        self.unavailable(self.relay_no_starttls, r"smtp: .*does not offer STARTTLS")
+        self.assertEqual(len(self.smart_plain.maildir_files()), before)
+
+    def test_message_refused_after_the_dot_is_refused(self):
+        # the test handler answers 451 4.3.0 at the end of a message from eom451@
+        with RawClient(self.relay_test.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            c.cmd("EHLO client.example")
+            self.assertEqual(c.cmd("MAIL FROM:<eom451@example.org>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<bob@example.com>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(b"Subject: x\r\n\r\nhi\r\n.\r\n")
+            code, lines = c.reply()
+            self.assertEqual(code, 451, lines)
+            self.assertIn("4.3.0", lines[0])
+            # the connection to the smarthost is reused for the next transaction
+            self.assertEqual(c.cmd("MAIL FROM:<alice@example.org>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<bob@example.com>")[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            c.send(b"Subject: y\r\n\r\nhi\r\n.\r\n")
+            self.assertEqual(c.reply()[0], 250)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+
+
+class SmtpHandlerConfigTest(unittest.TestCase):
+    """A bad `ESMTPHandler smtp` line fails `apache2 -t` naming the directive."""
+
+    def config_test(self, handler, files=None):
+        h = Httpd(prefix="esmtp-it-smtpcfg-")
+        try:
+            for name, text in (files or {}).items():
+                with open(os.path.join(h.root, name), "w") as f:
+                    f.write(text)
+            h.add_smtp([a.replace("ROOT", h.root) for a in handler])
+            return h.config_test()
+        finally:
+            h.cleanup()
+
+    def config_error(self, handler, expect, files=None):
+        rc, out = self.config_test(handler, files)
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("ESMTPHandler smtp: ", out)
+        self.assertIn(expect, out)
+
+    def test_errors(self):
+        self.config_error(["smtp", "smarthost.example"], "HOST:PORT")
+        self.config_error(["smtp", "127.0.0.1:587", "tls=maybe"], "tls must be starttls, implicit or none")
+        self.config_error(["smtp", "127.0.0.1:587", "ca=ROOT/missing.pem"], "cannot load ca=")
+        self.config_error(["smtp", "127.0.0.1:587", "auth=ROOT/missing.secret"], "cannot read auth=")
+        self.config_error(["smtp", "127.0.0.1:587", "auth=ROOT/bad.secret"], "USER:PASSWORD",
+                          files={"bad.secret": "no colon here\n"})
+        self.config_error(["smtp", "127.0.0.1:587", "tls=none", "auth=ROOT/ok.secret"], "in the clear",
+                          files={"ok.secret": "user:pw\n"})
+
+    def test_good(self):
+        rc, out = self.config_test(["smtp", "127.0.0.1:587", "auth=ROOT/ok.secret", "reuse=2", "idle=10"],
+                                   files={"ok.secret": "user:pw\n"})
+        self.assertEqual(rc, 0, out)
+
+
+POSTFIX_USER = "relayuser"
+POSTFIX_PASSWORD = "Relay-Pw-5tG2x"
+
+
+@unittest.skipIf(test_postfix.SKIP_REASON or dovecot_missing() or auth_missing(),
+                 test_postfix.SKIP_REASON or dovecot_missing() or auth_missing() or "")
+class PostfixSmarthostTest(ServerTestCase):
+    """A private Postfix as the smarthost: smtpd on a free port with
+    STARTTLS (smtpd_tls_auth_only) and SASL AUTH through Dovecot; relaying
+    only when authenticated (mynetworks does not include 127.0.0.1). It
+    holds what it accepts (static:HOLD): postcat shows the message."""
+
+    allowed_log = (r"esmtp: .*smtp: ", )
+    postfix = None
+    sasl = None
+
+    @classmethod
+    def configure(cls, httpd):
+        d = os.path.join(httpd.root, "conf")
+        cls.sasl = DovecotSasl({POSTFIX_USER: POSTFIX_PASSWORD})
+        cls.addClassCleanup(lambda: cls.sasl.cleanup(keep=cls._failed))
+        cls.smtpd_port = free_port()
+        pf = cls.postfix = test_postfix.PrivatePostfix(free_port())
+        cls.addClassCleanup(lambda: pf.cleanup(keep=cls._failed))
+        # in Postfix's root (0755): smtpd and tlsmgr read them as postfix
+        cls.cert, key = make_cert(pf.root, cn=SMART_NAME, names=(SMART_NAME, ), prefix="smtpd-")
+        os.chmod(key, 0o644)
+        set_main_cf(pf, [
+                "myhostname = " + SMART_NAME,
+                "mynetworks = 192.0.2.1/32",
+                "smtpd_tls_security_level = may",
+                "smtpd_tls_cert_file = " + cls.cert,
+                "smtpd_tls_key_file = " + key,
+                "smtpd_tls_auth_only = yes",
+                "smtpd_tls_loglevel = 1",
+                "smtpd_sasl_auth_enable = yes",
+                "smtpd_sasl_type = dovecot",
+                "smtpd_sasl_path = " + cls.sasl.socket,
+                "smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination",
+                "smtpd_recipient_restrictions = check_recipient_access inline:{{refused@example.com=550 5.1.1 "
+                "User unknown}}, check_recipient_access static:HOLD",
+                "debug_peer_list ="])
+        with open(os.path.join(pf.config_dir, "master.cf"), "a") as f:
+            f.write("127.0.0.1:%d inet n - n - - smtpd\n" % cls.smtpd_port)
+            f.write("tlsmgr unix - - n 1000? 1 tlsmgr\n")
+        pf.start()
+        # (a first smtpd that fails makes the master wait a minute before the next)
+        if not wait_for(lambda: test_postfix_listening(cls.smtpd_port), 90):
+            raise RuntimeError("postfix smtpd does not greet:\n" + pf.log_text())
+        cred = os.path.join(d, "postfix.secret")
+        with open(cred, "w") as f:
+            f.write("%s:%s\n" % (POSTFIX_USER, POSTFIX_PASSWORD))
+        wrong = os.path.join(d, "wrong.secret")
+        with open(wrong, "w") as f:
+            f.write("%s:not-the-password\n" % POSTFIX_USER)
+        base = ["smtp", "127.0.0.1:%d" % cls.smtpd_port, "servername=" + SMART_NAME, "ca=" + cls.cert, "timeout=10"]
+        relay = dict(accept_domains=["example.com"], log_file="relay.log", log_level=2)
+        cls.relay = httpd.add_smtp(base + ["auth=" + cred], server_name="relay.example.org", **relay)
+        cls.relay_wrong_pw = httpd.add_smtp(base + ["auth=" + wrong], **relay)
+        cls.relay_no_auth = httpd.add_smtp(base, **relay)
+
+    def held(self, qid):
+        """The message Postfix holds as `qid` (postcat -q)."""
+        rc, out = self.postfix.run(test_postfix._which("postcat"), "-c", self.postfix.config_dir, "-bh", "-q", qid)
+        self.assertEqual(rc, 0, out)
+        return out
+
+    def test_relayed_through_postfix(self):
+        with smtplib.SMTP("127.0.0.1", self.relay.port, timeout=60) as s:
+            s.ehlo("client.example")
+            code, text = s.mail("alice@example.org")
+            self.assertEqual(code, 250, "%s\n%s\n%s" % (text, "\n".join(self.httpd.log_lines()[-5:]),
+                                                       self.postfix.log_text()[-3000:]))
+            code, text = s.rcpt("refused@example.com")
+            self.assertEqual(code, 550, text)
+            self.assertIn(b"5.1.1", text)
+            self.assertEqual(s.rcpt("bob@example.com")[0], 250)
+            code, text = s.data(MESSAGE)
+        self.assertEqual(code, 250, text)
+        our_qid = queue_id_of(text.decode())
+        lines = wait_for(lambda: [l for l in self.relay.log_lines() if "relayed " + our_qid in l], 5)
+        self.assertTrue(lines, "\n".join(self.relay.log_lines()))
+        m = re.search(r"queued as ([0-9A-Za-z]+)", lines[0])
+        self.assertTrue(m, lines[0])
+        content = self.held(m.group(1))
+        self.assertIn("Subject: relayed", content)
+        self.assertIn("by relay.example.org (mod_esmtp) with ESMTP id " + our_qid, content)
+        # Postfix saw TLS and the login
+        log = self.postfix.log_text()
+        self.assertRegex(log, r"Anonymous TLS connection established|TLS connection established")
+        self.assertRegex(log, r"sasl_method=PLAIN, sasl_username=" + POSTFIX_USER)
+
+    def test_wrong_password_and_no_auth(self):
+        for vh, why in ((self.relay_wrong_pw, r"smtp: .*AUTH as relayuser failed: 535"), ):
+            with RawClient(vh.port) as c:
+                self.assertEqual(c.reply()[0], 220)
+                c.cmd("EHLO client.example")
+                code, lines = c.cmd("MAIL FROM:<alice@example.org>")
+                self.assertEqual(code, 451, lines)
+            self.assertTrue(wait_for(lambda: any(re.search(why, l) for l in self.httpd.log_lines()), 5))
+        # without AUTH, Postfix does not relay: its refusal is ours at RCPT
+        with RawClient(self.relay_no_auth.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            c.cmd("EHLO client.example")
+            self.assertEqual(c.cmd("MAIL FROM:<alice@example.org>")[0], 250)
+            code, lines = c.cmd("RCPT TO:<bob@example.com>")
+            self.assertEqual(code, 554, lines)
+            self.assertIn("Relay access denied", lines[0])
+
+
+def set_main_cf(postfix, settings):
+    """Sets "key = value" lines in main.cf in place: a key given twice makes
+    every Postfix process warn at start, and postlogd, warning to its own
+    datagram socket while the others fill it, can block for good."""
+    path = os.path.join(postfix.config_dir, "main.cf")
+    with open(path) as f:
+        lines = f.read().splitlines()
+    for setting in settings:
+        key = setting.split("=", 1)[0].strip()
+        lines = [l for l in lines if l.split("=", 1)[0].strip() != key]
+        lines.append(setting)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def test_postfix_listening(port):
+    """smtpd greets and offers STARTTLS (tlsmgr is up)."""
+    try:
+        with smtplib.SMTP("127.0.0.1", port, timeout=5) as s:
+            s.ehlo("probe.example")
+            return s.has_extn("starttls")
+    except (OSError, smtplib.SMTPException):
+        return False
+
+if __name__ == "__main__":
+    unittest.main()
