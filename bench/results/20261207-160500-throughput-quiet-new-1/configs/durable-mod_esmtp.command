@@ -1,0 +1,1 @@
+/usr/sbin/apache2 -f /tmp/esmtp-bench-httpd-ih1ckshx/conf/httpd.conf -DFOREGROUND

@@ -1,0 +1,1 @@
+/usr/sbin/apache2 -f /tmp/esmtp-bench-httpd-1m245j2t/conf/httpd.conf -DFOREGROUND

@@ -1,0 +1,1 @@
+/usr/sbin/apache2 -f /tmp/esmtp-bench-httpd-i6dyxtxy/conf/httpd.conf -DFOREGROUND
