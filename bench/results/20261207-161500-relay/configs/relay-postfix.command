@@ -1,0 +1,1 @@
+postfix -c /tmp/esmtp-bench-postfix-xq_25jnp/etc start
