@@ -902,7 +902,7 @@ const command_rec directives[] = {
     AP_INIT_TAKE1("ESMTPMaxErrors", reinterpret_cast<cmd_func>(take1<set_max_errors>), nullptr, RSRC_CONF,
                   "Error replies before the session is closed with 421 (0: no limit)"),
     AP_INIT_TAKE_ARGV("ESMTPTimeout", reinterpret_cast<cmd_func>(take_argv<set_timeout>), nullptr, RSRC_CONF,
-                      "Timeouts in seconds: command=N data=N"),
+                      "Timeouts in seconds: command=N data=N tls=N"),
     AP_INIT_TAKE1("ESMTPBareLineFeed", reinterpret_cast<cmd_func>(take1<set_bare_line_feed>), nullptr, RSRC_CONF,
                   "Bare LF/CR in commands and messages: reject (default) or normalize"),
     AP_INIT_FLAG("ESMTPForbidUnauthPipelining", reinterpret_cast<cmd_func>(flag<set_forbid_unauth_pipelining>), nullptr,
