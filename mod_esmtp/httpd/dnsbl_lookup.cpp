@@ -108,18 +108,24 @@ struct ChannelDeleter {
 };
 using Channel = std::unique_ptr<std::remove_pointer_t<ares_channel>, ChannelDeleter>;
 
-// Drives the channel until every query has its answer or the deadline.
-void wait_for_answers(ares_channel ch, const std::vector<Query> &queries, apr_time_t deadline)
+bool all_done(const std::vector<Query> &queries)
+{
+    return std::all_of(queries.begin(), queries.end(), [](const Query &q) { return q.done; });
+}
+
+// Drives the channel until every query has its answer, the deadline, or
+// `client` (a socket, -1: none) is readable. True: the client's turn.
+bool wait_for_answers(ares_channel ch, const std::vector<Query> &queries, apr_time_t deadline, int client)
 {
     for (;;) {
-        if (std::all_of(queries.begin(), queries.end(), [](const Query &q) { return q.done; }))
-            return;
+        if (all_done(queries))
+            return false;
         apr_time_t now = apr_time_now();
         if (now >= deadline)
-            return;
+            return false;
         ares_socket_t socks[ARES_GETSOCK_MAXNUM];
         int bits = ares_getsock(ch, socks, ARES_GETSOCK_MAXNUM);
-        pollfd fds[ARES_GETSOCK_MAXNUM];
+        pollfd fds[ARES_GETSOCK_MAXNUM + 1];
         int n = 0;
         for (int i = 0; i < ARES_GETSOCK_MAXNUM; ++i) {
             short ev = (ARES_GETSOCK_READABLE(bits, i) ? POLLIN : 0) | (ARES_GETSOCK_WRITABLE(bits, i) ? POLLOUT : 0);
@@ -127,7 +133,10 @@ void wait_for_answers(ares_channel ch, const std::vector<Query> &queries, apr_ti
                 fds[n++] = pollfd{socks[i], ev, 0};
         }
         if (n == 0)
-            return; // nothing in flight (every query failed at once)
+            return false; // nothing in flight (every query failed at once)
+        const int dns = n;
+        if (client >= 0)
+            fds[n++] = pollfd{client, POLLIN, 0};
         apr_interval_time_t left = deadline - now;
         timeval max{static_cast<time_t>(left / APR_USEC_PER_SEC), static_cast<suseconds_t>(left % APR_USEC_PER_SEC)};
         timeval tv{};
@@ -135,12 +144,14 @@ void wait_for_answers(ares_channel ch, const std::vector<Query> &queries, apr_ti
         int ms = static_cast<int>(t->tv_sec * 1000 + (t->tv_usec + 999) / 1000);
         int rc = poll(fds, static_cast<nfds_t>(n), std::max(ms, 1));
         if (rc < 0 && errno != EINTR)
-            return;
+            return false;
         if (rc <= 0) {
             ares_process_fd(ch, ARES_SOCKET_BAD, ARES_SOCKET_BAD); // c-ares's own timeouts
             continue;
         }
-        for (int i = 0; i < n; ++i) {
+        if (n > dns && fds[dns].revents)
+            return true;
+        for (int i = 0; i < dns; ++i) {
             if (!fds[i].revents)
                 continue;
             bool rd = fds[i].revents & (POLLIN | POLLERR | POLLHUP);
@@ -201,21 +212,34 @@ bool dnsbl_library_init(std::string &why)
     return rc == ARES_SUCCESS;
 }
 
-DnsblOutcome dnsbl_lookup(conn_rec *c, const DnsblSettings &settings, std::string_view address)
-{
+// Queries before the channel: the channel goes first, and its callbacks
+// (ARES_EDESTRUCTION) still find their queries.
+struct DnsblLookup::State {
+    conn_rec *c;
     DnsblOutcome out;
-    if (!settings.sites || settings.sites->empty())
-        return out;
-    apr_time_t now = apr_time_now();
     std::vector<Query> queries;
-    queries.reserve(settings.sites->size()); // stable addresses: c-ares keeps pointers to them
+    Channel channel;
+    apr_time_t deadline = 0;
+    bool finished = false;
+};
+
+DnsblLookup::DnsblLookup(conn_rec *c, const DnsblSettings &settings, std::string_view address)
+    : st_(std::make_unique<State>())
+{
+    State &st = *st_;
+    st.c = c;
+    if (!settings.sites || settings.sites->empty())
+        return;
+    apr_time_t now = apr_time_now();
+    st.deadline = now + settings.timeout;
+    st.queries.reserve(settings.sites->size()); // stable addresses: c-ares keeps pointers to them
     for (const DnsblSite &site : *settings.sites) {
         std::string name = dnsbl_query_name(address, site.domain);
         if (name.empty())
             continue; // not an IP address (a unix socket): nothing to look up
         std::vector<Ipv4Answer> answers;
         if (cache().find(name, answers, now)) {
-            dnsbl_add(out.score, site, dnsbl_matches(site, answers));
+            dnsbl_add(st.out.score, site, dnsbl_matches(site, answers));
             continue;
         }
         if (std::string v; state_cache_ready() &&
@@ -223,19 +247,19 @@ DnsblOutcome dnsbl_lookup(conn_rec *c, const DnsblSettings &settings, std::strin
                            decode(v, answers)) {
             // another child or node asked: kept here a minute
             cache().put(name, answers, kMinTtl, now);
-            dnsbl_add(out.score, site, dnsbl_matches(site, answers));
+            dnsbl_add(st.out.score, site, dnsbl_matches(site, answers));
             continue;
         }
-        Query &q = queries.emplace_back();
+        Query &q = st.queries.emplace_back();
         q.site = &site;
         q.name = std::move(name);
     }
-    if (queries.empty())
-        return out;
+    if (st.queries.empty())
+        return;
     auto fail_all = [&](std::string why) {
-        out.failed = static_cast<unsigned>(queries.size());
-        out.failure = std::move(why);
-        return out;
+        st.out.failed = static_cast<unsigned>(st.queries.size());
+        st.out.failure = std::move(why);
+        st.queries.clear();
     };
     ares_options opts{};
     // One try, up to the whole deadline: a retry would come after it.
@@ -244,35 +268,63 @@ DnsblOutcome dnsbl_lookup(conn_rec *c, const DnsblSettings &settings, std::strin
     opts.flags = ARES_FLAG_NOSEARCH | ARES_FLAG_NOALIASES;
     ares_channel raw = nullptr;
     int rc = ares_init_options(&raw, &opts, ARES_OPT_TIMEOUTMS | ARES_OPT_TRIES | ARES_OPT_FLAGS);
-    if (rc != ARES_SUCCESS)
-        return fail_all(std::string("resolver: ") + ares_strerror(rc));
-    Channel ch(raw);
+    if (rc != ARES_SUCCESS) {
+        fail_all(std::string("resolver: ") + ares_strerror(rc));
+        return;
+    }
+    st.channel.reset(raw);
     if (!settings.server.empty() &&
-        (rc = ares_set_servers_ports_csv(ch.get(), settings.server.c_str())) != ARES_SUCCESS)
-        return fail_all("ESMTPDNSServer " + settings.server + ": " + ares_strerror(rc));
-    for (Query &q : queries)
-        ares_query(ch.get(), q.name.c_str(), ns_c_in, ns_t_a, answered, &q);
-    wait_for_answers(ch.get(), queries, now + settings.timeout);
+        (rc = ares_set_servers_ports_csv(st.channel.get(), settings.server.c_str())) != ARES_SUCCESS) {
+        fail_all("ESMTPDNSServer " + settings.server + ": " + ares_strerror(rc));
+        return;
+    }
+    for (Query &q : st.queries)
+        ares_query(st.channel.get(), q.name.c_str(), ns_c_in, ns_t_a, answered, &q);
+}
+
+DnsblLookup::~DnsblLookup() = default;
+
+bool DnsblLookup::running() const
+{
+    return st_->channel && !st_->finished && !all_done(st_->queries) && apr_time_now() < st_->deadline;
+}
+
+bool DnsblLookup::wait(apr_time_t until, int client)
+{
+    if (!running())
+        return false;
+    return wait_for_answers(st_->channel.get(), st_->queries, std::min(until, st_->deadline), client);
+}
+
+DnsblOutcome DnsblLookup::finish()
+{
+    State &st = *st_;
+    if (st.finished || !st.channel) {
+        st.finished = true;
+        return st.out;
+    }
+    st.finished = true;
+    wait_for_answers(st.channel.get(), st.queries, st.deadline, -1);
     // Late answers: their callbacks run now (ARES_ECANCELLED), before the
     // queries go.
-    ares_cancel(ch.get());
-    now = apr_time_now();
-    for (Query &q : queries) {
+    ares_cancel(st.channel.get());
+    apr_time_t now = apr_time_now();
+    for (Query &q : st.queries) {
         if (q.status == ARES_SUCCESS || q.status == ARES_ENOTFOUND || q.status == ARES_ENODATA) {
             bool found = q.status == ARES_SUCCESS;
-            dnsbl_add(out.score, *q.site, found && dnsbl_matches(*q.site, q.answers));
+            dnsbl_add(st.out.score, *q.site, found && dnsbl_matches(*q.site, q.answers));
             apr_interval_time_t ttl = std::clamp(found ? q.ttl : kMinTtl, kMinTtl, kMaxTtl);
             if (state_cache_ready())
-                state_put(c, shared_key(q.name), encode(q.answers), now + ttl, "DNSBL answers");
+                state_put(st.c, shared_key(q.name), encode(q.answers), now + ttl, "DNSBL answers");
             cache().put(q.name, std::move(q.answers), ttl, now);
             continue;
         }
-        if (!out.failed++)
-            out.failure = q.site->domain + ": " +
-                          (q.status == ARES_ECANCELLED || !q.done ? std::string("no answer in time")
-                                                                  : std::string(ares_strerror(q.status)));
+        if (!st.out.failed++)
+            st.out.failure = q.site->domain + ": " +
+                             (q.status == ARES_ECANCELLED || !q.done ? std::string("no answer in time")
+                                                                     : std::string(ares_strerror(q.status)));
     }
-    return out;
+    return st.out;
 }
 
 } // namespace esmtp

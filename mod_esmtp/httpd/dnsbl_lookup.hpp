@@ -32,8 +32,33 @@ struct DnsblOutcome {
     std::string failure; // what went wrong first, for the log
 };
 
-// `c`: the connection (for the state cache's pool and log).
-DnsblOutcome dnsbl_lookup(conn_rec *c, const DnsblSettings &settings, std::string_view address);
+// The lookups of one client, in flight from the constructor (the queries
+// are sent) to finish(): ESMTPPregreet's pause waits on the answers and on
+// the client together, as postscreen does, so the lists cost no time of
+// their own when the pause is longer than their answers.
+class DnsblLookup
+{
+  public:
+    // `c`: the connection (for the state cache's pool and log). `settings`
+    // outlives the lookup.
+    DnsblLookup(conn_rec *c, const DnsblSettings &settings, std::string_view address);
+    ~DnsblLookup();
+    DnsblLookup(const DnsblLookup &) = delete;
+    DnsblLookup &operator=(const DnsblLookup &) = delete;
+
+    // Whether answers are still awaited (before the deadline).
+    bool running() const;
+    // Takes answers in until all are in, `until` or the deadline, or until
+    // `client` (a socket descriptor, -1: none) is readable: then true.
+    bool wait(apr_time_t until, int client);
+    // Waits for the rest up to the deadline; the outcome (kept: a second
+    // call returns it again).
+    DnsblOutcome finish();
+
+  private:
+    struct State;
+    std::unique_ptr<State> st_;
+};
 
 // post_config: c-ares's global state (once per process).
 bool dnsbl_library_init(std::string &why);

@@ -33,6 +33,12 @@ ConnectionScreen::ConnectionScreen(conn_rec *c, const ServerConfig *cfg, ConnSta
 {
 }
 
+void ConnectionScreen::start_lookups()
+{
+    if (dnsbl_active() && !lookup_)
+        lookup_ = std::make_unique<DnsblLookup>(c_, dnsbl_, c_->client_ip);
+}
+
 Screen::Verdict ConnectionScreen::connect()
 {
     if (!dnsbl_active())
@@ -44,7 +50,8 @@ Screen::Verdict ConnectionScreen::connect()
     if (!hold)
         return {Reply(421, hostname_ + " Server busy, try again later", "4.3.2", true), RejectCause::count_,
                 "DNSBL lookups refused: ESMTPMaxWorkers reached (server busy)"};
-    outcome_ = dnsbl_lookup(c_, dnsbl_, c_->client_ip);
+    start_lookups();
+    outcome_ = lookup_->finish();
     if (outcome_.failed) {
         // fail open: the client passes on what the other sites said
         stats_.screening(ScreenEvent::dnsbl_failure);

@@ -9,6 +9,7 @@
 #include "httpd/greylist.hpp"
 #include "httpd/mod_esmtp.hpp"
 
+#include <memory>
 #include <string>
 
 namespace esmtp
@@ -27,6 +28,14 @@ class ConnectionScreen final : public Screen
     ConnectionScreen(conn_rec *c, const ServerConfig *cfg, ConnStats &stats);
     // Whether anything is configured (else the session need not ask).
     bool active() const { return dnsbl_active() || greylist_.on == 1; }
+    // The DNSBL queries sent before the greeting's pauses (ESMTPPregreet,
+    // ESMTPGreetingDelay), answered while they run; connect() takes the
+    // outcome.
+    void start_lookups();
+    bool lookups_running() const { return lookup_ && lookup_->running(); }
+    // Takes answers in until `until`, the deadline or the last answer; true
+    // as soon as `client` (its socket) is readable.
+    bool wait_with_lookups(apr_time_t until, int client) { return lookup_ && lookup_->wait(until, client); }
     Verdict connect() override;
     Verdict rcpt(const Path &sender, const Path &recipient) override;
 
@@ -39,6 +48,7 @@ class ConnectionScreen final : public Screen
     ConnStats &stats_;
     std::string hostname_;
     DnsblSettings dnsbl_;
+    std::unique_ptr<DnsblLookup> lookup_;
     DnsblOutcome outcome_;
     GreylistSpec greylist_;
 };

@@ -158,6 +158,20 @@ bool SmtpConnection::client_talks(apr_interval_time_t wait, apr_status_t &rv)
     return talked;
 }
 
+// client_talks() in a pause before the greeting that also takes the DNSBL
+// answers in (postscreen asks the lists during its pregreet pause).
+bool SmtpConnection::client_talks_in_pause(apr_interval_time_t wait, apr_status_t &rv)
+{
+    apr_time_t until = apr_time_now() + wait;
+    apr_socket_t *sock = ap_get_conn_socket(c_);
+    apr_os_sock_t fd = -1;
+    if (wait > 0 && sock && apr_os_sock_get(&fd, sock) == APR_SUCCESS)
+        while (apr_time_now() < until && screen_.lookups_running())
+            if (screen_.wait_with_lookups(until, fd))
+                break; // the client's turn: client_talks() reads what it is
+    return client_talks(std::max<apr_interval_time_t>(until - apr_time_now(), 0), rv);
+}
+
 bool SmtpConnection::greet()
 {
     const SessionConfig &sc = *cfg_->session;
@@ -179,7 +193,9 @@ bool SmtpConnection::greet()
             return false;
         }
     }
-    if (client_talks(apr_time_from_msec(sc.greeting_delay_ms), rv)) {
+    if (sc.greeting_delay_ms)
+        screen_.start_lookups(); // answered during the pauses
+    if (client_talks_in_pause(apr_time_from_msec(sc.greeting_delay_ms), rv)) {
         session_->log(txlog_session, "client talked before the greeting");
         session_->report(RejectCause::early_talker, "client talked before the greeting");
         session_->shutdown(Reply(554, sc.hostname + " Error: SMTP protocol synchronization", "5.5.0", true));
@@ -201,6 +217,7 @@ bool SmtpConnection::greet()
         (rv == APR_SUCCESS || APR_STATUS_IS_EAGAIN(rv) || APR_STATUS_IS_TIMEUP(rv))) {
         // postscreen's pregreet test: the teaser invites a bot to talk
         // before the greeting's last line; an SMTP client waits for it.
+        screen_.start_lookups(); // answered during the pause
         if (sc.pregreet_teaser) {
             std::string teaser =
                 "220-" + (sc.pregreet_text.empty() ? sc.hostname + " ESMTP" : sc.pregreet_text) + "\r\n";
@@ -209,7 +226,7 @@ bool SmtpConnection::greet()
                 return false;
             }
         }
-        if (client_talks(apr_time_from_msec(sc.pregreet_ms), rv)) {
+        if (client_talks_in_pause(apr_time_from_msec(sc.pregreet_ms), rv)) {
             session_->log(txlog_session, "pregreet: client talked before the end of the greeting");
             session_->report(RejectCause::pregreet, "talked before the end of the greeting");
             ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, c_,

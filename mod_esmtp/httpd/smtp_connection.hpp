@@ -88,6 +88,7 @@ class SmtpConnection
     // client was refused or has gone.
     bool greet();
     bool client_talks(apr_interval_time_t wait, apr_status_t &rv);
+    bool client_talks_in_pause(apr_interval_time_t wait, apr_status_t &rv);
     // Park with the MPM until input or `deadline`: false when it cannot be
     // kept while parked (no timer thread): wait in the thread instead.
     bool park_until(apr_time_t deadline, bool wake_on_stop);

@@ -6,6 +6,7 @@ test zones on a loopback port, clients coming from 127.0.0.N; counted in
 mod_status."""
 
 import os
+import select
 import signal
 import smtplib
 import socket
@@ -317,6 +318,98 @@ class DnsblTest(WithDns):
         with connect_from(2, self.off.port) as c:
             self.assertEqual(c.reply()[0], 220)
             c.cmd("QUIT")
+
+class PregreetWithDnsblTest(ServerTestCase):
+    """The DNSBL queries go out at connect and are answered during the
+    pregreet pause (postscreen does both at once): the lists cost no time of
+    their own, and a client talking in the pause is refused at once, not
+    after the lookups. The DNS server is a UDP socket the test reads and
+    never answers (the lookups fail open at their deadline)."""
+    PAUSE = 5
+    allowed_log = (r"DNSBL lookup for 127\.0\.0\.\d+ failed, counted as not listed",
+                   r"pregreet test failed: client 127\.0\.0\.\d+ talked before the end of the greeting")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        cls.dns.bind(("127.0.0.1", 0))
+        try:
+            super().setUpClass()
+        except BaseException:
+            cls.dns.close()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            super().tearDownClass()
+        finally:
+            cls.dns.close()
+
+    @classmethod
+    def configure(cls, httpd):
+        httpd.main_extra += STATUS_LINES + SHMCB
+        httpd.add_http()
+        cls.vh = httpd.add_smtp("maildir", extra=[
+            "ESMTPPregreet %d" % cls.PAUSE, "ESMTPDNSBL slow.test", "ESMTPDNSBLThreshold 1 timeout=4",
+            "ESMTPDNSServer 127.0.0.1:%d" % cls.dns.getsockname()[1]])
+
+    def setUp(self):
+        super().setUp()
+        self.dns.setblocking(False)
+        try:
+            while self.dns.recv(512):  # an earlier test's late query
+                pass
+        except BlockingIOError:
+            pass
+        self.dns.setblocking(True)
+
+    def queries(self, timeout):
+        """The names asked of the DNS server within `timeout` seconds."""
+        names = []
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.dns], [], [], max(0, min(0.1, deadline - time.monotonic())))
+            if not ready:
+                if names:
+                    return names
+                continue
+            data = self.dns.recv(512)
+            labels, i = [], 12  # after the header: length-prefixed labels
+            while i < len(data) and data[i]:
+                labels.append(data[i + 1:i + 1 + data[i]].decode())
+                i += 1 + data[i]
+            names.append(".".join(labels))
+        return names
+
+    @plaintext_only("the pregreet test is before STARTTLS")
+    def test_lookups_run_during_the_pause(self):
+        before = status(self.httpd.http_port)
+        with connect_from(6, self.vh.port) as c:
+            self.assertEqual(c.line(), "220-%s ESMTP\r\n" % self.vh.name)
+            # asked while the greeting is still unfinished
+            self.assertIn("6.0.0.127.slow.test", self.queries(3))
+            ready, _, _ = select.select([c.sock], [], [], 0)
+            self.assertEqual(ready, [], "the greeting ended before the lookups were asked")
+            self.assertEqual(c.reply(), (220, ["220 %s ESMTP mod_esmtp" % self.vh.name]))
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        after = wait_for(lambda: (lambda a: a if a["ESMTPDNSBLFailures"] > before["ESMTPDNSBLFailures"]
+                                  else None)(status(self.httpd.http_port)), 5)
+        self.assertTrue(after, "the lookup that got no answer was not counted")
+
+    @plaintext_only("the pregreet test is before STARTTLS")
+    def test_talker_refused_while_lookups_wait(self):
+        with connect_from(7, self.vh.port) as c:
+            self.assertEqual(c.line(), "220-%s ESMTP\r\n" % self.vh.name)
+            self.assertIn("7.0.0.127.slow.test", self.queries(3))
+            t0 = time.monotonic()
+            c.send("EHLO bot.example\r\n")
+            self.assertEqual(c.reply(), (554, ["554 5.5.1 %s Protocol error: talked before the end of the greeting"
+                                               % self.vh.name]))
+            # the lookups' deadline is 4 s away: the client's bytes ended the wait
+            self.assertLess(time.monotonic() - t0, 3)
+
 
 GREY_DELAY = 2
 
