@@ -330,24 +330,10 @@ class PregreetWithDnsblTest(ServerTestCase):
                    r"pregreet test failed: client 127\.0\.0\.\d+ talked before the end of the greeting")
 
     @classmethod
-    def setUpClass(cls):
-        cls.dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        cls.dns.bind(("127.0.0.1", 0))
-        try:
-            super().setUpClass()
-        except BaseException:
-            cls.dns.close()
-            raise
-
-    @classmethod
-    def tearDownClass(cls):
-        try:
-            super().tearDownClass()
-        finally:
-            cls.dns.close()
-
-    @classmethod
     def configure(cls, httpd):
+        cls.dns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        cls.addClassCleanup(cls.dns.close)  # after tearDownClass, or a failed setUpClass
+        cls.dns.bind(("127.0.0.1", 0))
         httpd.main_extra += STATUS_LINES + SHMCB
         httpd.add_http()
         cls.vh = httpd.add_smtp("maildir", extra=[
