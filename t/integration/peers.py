@@ -1,6 +1,7 @@
 """Real peers for the integration tests, each private to the test: a HAProxy
 (`haproxy -f CFG -db`), a Dovecot LMTP server (`dovecot -F -c CONF`), a
-Postfix smarthost with Dovecot SASL, dnsmasq and Redis, configured in a temporary directory, on loopback only, stopped by pid."""
+Postfix smarthost with Dovecot SASL, dnsmasq and Redis, configured in a
+temporary directory, on loopback only, stopped by pid."""
 
 import os
 import shutil
