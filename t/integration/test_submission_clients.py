@@ -205,8 +205,8 @@ class SubmissionClientsTest(ServerTestCase):
         self.assertIn(("Subject", subject), headers, head)
         # our Received: TLS and AUTH (ESMTPSA) on the submission vhost
         self.assertRegex(head, r"by %s \(mod_esmtp\) with ESMTPSA id " % re.escape(SUBMIT_NAME))
-        # the body as sent: dot-stuffing undone, line for line
-        self.assertEqual(body.rstrip("\n").split("\n")[-len(BODY):], BODY, text)
+        # the body as sent, dot-stuffing undone (swaks's template adds empty lines)
+        self.assertEqual(body.rstrip("\n").split("\n"), BODY, text)
 
     def run_client(self, args, stdin=None, env=None, timeout=60):
         """(exited 0, the command line and what it printed)."""
