@@ -1,10 +1,12 @@
 """Real peers for the integration tests, each private to the test: a HAProxy
-(`haproxy -f CFG -db`) and a Dovecot LMTP server (`dovecot -F -c CONF`),
-configured in a temporary directory, on loopback only, stopped by pid."""
+(`haproxy -f CFG -db`), a Dovecot LMTP server (`dovecot -F -c CONF`), a
+Postfix smarthost with Dovecot SASL, dnsmasq and Redis, configured in a
+temporary directory, on loopback only, stopped by pid."""
 
 import os
 import shutil
 import signal
+import smtplib
 import socket
 import subprocess
 import tempfile
@@ -12,6 +14,8 @@ import textwrap
 import time
 
 from harness import free_port, wait_for
+from test_postfix import PrivatePostfix
+from test_starttls import make_cert
 
 SBIN_PATH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"])
 HAPROXY = shutil.which("haproxy", path=SBIN_PATH)
@@ -251,6 +255,136 @@ class DovecotSasl(Dovecot):
             self.proc = None
         if not self.out.closed:
             self.out.close()
+
+
+class PostfixSmarthost:
+    """A private Postfix (test_postfix.PrivatePostfix) as a smarthost: smtpd
+    on 127.0.0.1:`port` with STARTTLS (smtpd_tls_auth_only; its certificate
+    `cert` names `name`) and SASL AUTH through a DovecotSasl of `users`,
+    relaying only for a client that logged in (mynetworks does not hold
+    127.0.0.1); refused@example.com is refused with 550. What it accepts is
+    held (static:HOLD; postcat shows it) or, when `mailboxes` lists
+    addresses of example.com, delivered to them by virtual(8), a Maildir
+    each (`delivered(address)`). main_cf() and master_cf() add to its
+    configuration before start()."""
+
+    def __init__(self, users, name, mailboxes=()):
+        self.postfix = None
+        self.sasl = DovecotSasl(users)
+        try:
+            self._configure(name, mailboxes)
+        except BaseException:
+            self.cleanup(keep=True)
+            raise
+
+    def _configure(self, name, mailboxes):
+        self.port = free_port()
+        # its relayhost (mail to other domains) is a port nobody listens on
+        self.postfix = pf = PrivatePostfix(free_port())
+        # in Postfix's root (0755): smtpd and tlsmgr read them as postfix
+        self.cert, key = make_cert(pf.root, cn=name, names=(name, ), prefix="smtpd-")
+        os.chmod(key, 0o644)
+        final = "check_recipient_access static:HOLD"
+        settings = []
+        if mailboxes:
+            import grp
+            import pwd
+            uid, gid = pwd.getpwnam("nobody").pw_uid, grp.getgrnam("nogroup").gr_gid
+            self.mail = os.path.join(pf.root, "mail")
+            os.makedirs(self.mail)
+            os.chown(self.mail, uid, gid)  # virtual(8) makes the Maildirs as nobody
+            # (virtual(8) takes no regexp with $1: a table of them all)
+            maps = os.path.join(pf.config_dir, "mailboxes")
+            with open(maps, "w") as f:
+                f.writelines("%s example.com/%s/\n" % (a, a.split("@")[0]) for a in mailboxes)
+            # example.com stays a remote domain (relayed only after AUTH),
+            # its transport is virtual(8)
+            settings = ["transport_maps = inline:{example.com=virtual:}", "virtual_mailbox_domains =",
+                        "virtual_mailbox_base = " + self.mail, "virtual_mailbox_maps = texthash:" + maps,
+                        "virtual_uid_maps = static:%d" % uid, "virtual_gid_maps = static:%d" % gid]
+            final = "permit"
+        self.main_cf([
+            "myhostname = " + name,
+            "mynetworks = 192.0.2.1/32",
+            "smtpd_tls_security_level = may",
+            "smtpd_tls_cert_file = " + self.cert,
+            "smtpd_tls_key_file = " + key,
+            "smtpd_tls_auth_only = yes",
+            "smtpd_tls_loglevel = 1",
+            "smtpd_sasl_auth_enable = yes",
+            "smtpd_sasl_type = dovecot",
+            "smtpd_sasl_path = " + self.sasl.socket,
+            "smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination",
+            "smtpd_recipient_restrictions = check_recipient_access inline:{{refused@example.com=550 5.1.1 "
+            "User unknown}}, " + final,
+            "debug_peer_list ="] + settings)
+        self.master_cf(["127.0.0.1:%d inet n - n - - smtpd" % self.port, "tlsmgr unix - - n 1000? 1 tlsmgr"] +
+                       (["virtual unix - n n - - virtual"] if mailboxes else []))
+
+    def main_cf(self, settings):
+        """Sets "key = value" lines in main.cf in place: a key given twice
+        makes every Postfix process warn at start, and postlogd, warning to
+        its own datagram socket while the others fill it, can block for good."""
+        path = os.path.join(self.postfix.config_dir, "main.cf")
+        with open(path) as f:
+            lines = f.read().splitlines()
+        for setting in settings:
+            key = setting.split("=", 1)[0].strip()
+            lines = [l for l in lines if l.split("=", 1)[0].strip() != key]
+            lines.append(setting)
+        with open(path, "w") as f:
+            f.write("\n".join(lines) + "\n")
+
+    def master_cf(self, lines):
+        """Adds services to master.cf; one named like an existing one replaces it."""
+        path = os.path.join(self.postfix.config_dir, "master.cf")
+        with open(path) as f:
+            old = f.read().splitlines()
+        names = {l.split()[0] for l in lines}
+        # a service's -o lines follow it indented: drop them with it
+        kept, drop = [], False
+        for l in old:
+            if l and not l[0].isspace():
+                drop = l.split()[0] in names
+            if not drop:
+                kept.append(l)
+        with open(path, "w") as f:
+            f.write("\n".join(kept + list(lines)) + "\n")
+
+    def start(self):
+        self.postfix.start()
+        # (a first smtpd that fails makes the master wait a minute before the next)
+        if not wait_for(self.greets, 90):
+            raise RuntimeError("postfix smtpd does not greet:\n" + self.postfix.log_text())
+
+    def greets(self):
+        """smtpd greets and offers STARTTLS (tlsmgr is up)."""
+        try:
+            with smtplib.SMTP("127.0.0.1", self.port, timeout=5) as s:
+                s.ehlo("probe.example")
+                return s.has_extn("starttls")
+        except (OSError, smtplib.SMTPException):
+            return False
+
+    def log_text(self):
+        return self.postfix.log_text()
+
+    def delivered(self, address):
+        """The messages virtual(8) stored for `address`."""
+        local = address.split("@")[0]
+        out = []
+        for sub in ("new", "cur"):
+            d = os.path.join(self.mail, "example.com", local, sub)
+            if os.path.isdir(d):
+                for n in sorted(os.listdir(d)):
+                    with open(os.path.join(d, n), "rb") as f:
+                        out.append(f.read())
+        return out
+
+    def cleanup(self, keep=False):
+        if self.postfix:
+            self.postfix.cleanup(keep=keep)
+        self.sasl.cleanup(keep=keep)
 
 
 def dovecot_missing():

@@ -81,8 +81,10 @@ def authn_lines(conf_dir):
     return lines
 
 
-def msmtp_conf(directory, port, user, password):
-    """An msmtprc in `directory` for STARTTLS and AUTH as `user` on 127.0.0.1:`port`."""
+def msmtp_conf(directory, port, user, password, ca=None, starttls=True, auth="on"):
+    """An msmtprc in `directory` for TLS (STARTTLS, or implicit when not
+    `starttls`) and AUTH as `user` on 127.0.0.1:`port`; the certificate
+    checked against `ca` when given. `auth`: on, plain, login..."""
     conf = os.path.join(directory, "msmtprc")
     with open(conf, "w") as f:
         f.write(textwrap.dedent("""\
@@ -91,13 +93,14 @@ def msmtp_conf(directory, port, user, password):
             port {port}
             domain client.example
             tls on
-            tls_starttls on
-            tls_certcheck off
-            auth on
+            tls_starttls {starttls}
+            {check}
+            auth {auth}
             user {user}
             password {pw}
             from {user}
-            """).format(port=port, user=user, pw=password))
+            """).format(port=port, user=user, pw=password, starttls="on" if starttls else "off", auth=auth,
+                        check="tls_trust_file " + ca if ca else "tls_certcheck off"))
     os.chmod(conf, 0o600)
     return conf
 

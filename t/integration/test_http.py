@@ -23,6 +23,7 @@ from harness import MODULESDIR, TOP_SRCDIR, Httpd, RawClient, ServerTestCase, fr
 from http_app import App, tls_context
 from test_bulkhead import SilentBackend
 from test_extensions import RssSampler
+from test_starttls import make_ca
 from test_status import STATUS_LINES, fetch, parse_auto
 
 SECRET = b"0123456789abcdef-test-secret"
@@ -37,23 +38,6 @@ MESSAGE = (b"From: Alice <alice@client.example>\r\n"
            b"8bit: \xc3\xa9t\xc3\xa9 \xff\xfe\r\n"
            b"-- \r\n"
            b"Alice\r\n")
-
-
-def make_ca(directory, name):
-    """A private CA and a certificate it signed for 127.0.0.1: (ca, cert, key)."""
-    ca_key, ca = os.path.join(directory, name + "-ca.key"), os.path.join(directory, name + "-ca.pem")
-    key, csr, cert = (os.path.join(directory, name + s) for s in ("-srv.key", "-srv.csr", "-srv.pem"))
-    ext = os.path.join(directory, name + ".ext")
-    with open(ext, "w") as f:
-        f.write("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    quiet = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "timeout": 60}
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=%s test CA" % name,
-                    "-keyout", ca_key, "-out", ca, "-days", "2"], **quiet)
-    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-                    "-keyout", key, "-out", csr], **quiet)
-    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
-                    "-out", cert, "-days", "2", "-extfile", ext], **quiet)
-    return ca, cert, key
 
 
 def header(post, name):

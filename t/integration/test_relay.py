@@ -12,19 +12,17 @@ relay and the signature verifies at the smarthost."""
 
 import os
 import re
-import shutil
 import smtplib
-import subprocess
 import sys
 import unittest
 
 import test_postfix
 from harness import Httpd, RawClient, ServerTestCase, free_port, queue_id_of, unexpected_log_lines, wait_for
-from peers import DovecotSasl, dovecot_missing
-from test_auth import USERS_FILE, authn_lines, msmtp_conf
+from peers import PostfixSmarthost, dovecot_missing
+from test_auth import USERS_FILE, authn_lines
 from test_auth import missing as auth_missing
 from test_milter import OPENDKIM, dkim, start_opendkim, stop, wait_port
-from test_starttls import client_context, make_cert, ssl_main_lines, ssl_vhost_lines
+from test_starttls import make_cert, ssl_main_lines, ssl_vhost_lines
 
 SMART_NAME = "smarthost.test"
 USER = "alice@example.org"
@@ -111,12 +109,6 @@ class RelayTest(ServerTestCase):
                     "auth=" + cred, "timeout=10"] + list(opts)
 
         relay = dict(accept_domains=["example.com"], log_file="relay.log", log_level=2)
-        # the submission vhost users reach: STARTTLS Required, AUTH via htpasswd
-        sub_cert, sub_key = make_cert(d, cn="submit.example.org", names=("submit.example.org", ), prefix="sub-")
-        httpd.main_extra += ssl_main_lines() + authn_lines(d)
-        cls.submit = httpd.add_smtp(to(cls.smart_mx), server_name="submit.example.org", log_file="submit.log",
-                                    log_level=2, extra=ssl_vhost_lines(sub_cert, sub_key, "Required") + SMART_AUTH +
-                                    ["ESMTPSubmission On"])
         cls.relay = httpd.add_smtp(to(cls.smart_mx), server_name="relay.example.org",
                                    extra=["ESMTPMilter inet:127.0.0.1:%d" % cls.dkim_port], **relay)
         cls.relay_test = httpd.add_smtp(to(cls.smart_test), **relay)
@@ -171,62 +163,6 @@ class RelayTest(ServerTestCase):
         m = re.search(r"queued as ([0-9A-F]+)", lines[0])
         self.assertTrue(m, lines[0])
         self.assertTrue(any(m.group(1) in l for l in self.smart_mx.log_lines()), (m.group(1), smart_qid))
-
-    # --- users submitting on 587 with AUTH: each client's mail reaches the smarthost
-
-    def arrived(self, subject, before):
-        files = wait_for(lambda: len(self.smart_mx.maildir_files()) > before and self.smart_mx.maildir_files(), 10)
-        self.assertTrue(files, "nothing reached the smarthost")
-        with open(files[-1], "rb") as f:
-            content = f.read()
-        self.assertIn(b"Subject: " + subject.encode(), content)
-        self.assertIn(b"by submit.example.org (mod_esmtp) with ESMTPSA id ", content)
-
-    def test_client_smtplib(self):
-        before = len(self.smart_mx.maildir_files())
-        with smtplib.SMTP("127.0.0.1", self.submit.port, timeout=60) as s:
-            s.ehlo("client.example")
-            s.starttls(context=client_context())
-            s.ehlo("client.example")
-            self.assertEqual(s.login(USER, USERS_FILE[USER])[0], 235)
-            s.sendmail(USER, ["friend@elsewhere.example"], b"Subject: via smtplib\r\n\r\nhi\r\n")
-        self.arrived("via smtplib", before)
-
-    @unittest.skipUnless(shutil.which("swaks"), "swaks missing")
-    def test_client_swaks(self):
-        for mech in ("PLAIN", "LOGIN"):
-            before = len(self.smart_mx.maildir_files())
-            p = subprocess.run(["swaks", "--server", "127.0.0.1:%d" % self.submit.port, "--tls", "--auth", mech,
-                                "--auth-user", USER, "--auth-password", USERS_FILE[USER], "--from", USER,
-                                "--to", "friend@elsewhere.example", "--ehlo", "client.example",
-                                "--header", "Subject: via swaks %s" % mech],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
-            self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
-            self.arrived("via swaks " + mech, before)
-
-    @unittest.skipUnless(shutil.which("msmtp"), "msmtp missing")
-    def test_client_msmtp(self):
-        before = len(self.smart_mx.maildir_files())
-        conf = msmtp_conf(self.httpd.root, self.submit.port, USER, USERS_FILE[USER])
-        p = subprocess.run(["msmtp", "-C", conf, "friend@elsewhere.example"],
-                           input=b"Subject: via msmtp\r\nFrom: alice@example.org\r\n\r\nhello\r\n",
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
-        self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
-        self.arrived("via msmtp", before)
-
-    @unittest.skipUnless(shutil.which("curl"), "curl missing")
-    def test_client_curl(self):
-        before = len(self.smart_mx.maildir_files())
-        path = os.path.join(self.httpd.root, "curl.eml")
-        with open(path, "wb") as f:
-            f.write(b"Subject: via curl\r\nFrom: alice@example.org\r\n\r\nhello\r\n")
-        p = subprocess.run(["curl", "-sS", "--max-time", "30", "--ssl-reqd", "-k",
-                            "smtp://127.0.0.1:%d/client.example" % self.submit.port,
-                            "--user", "%s:%s" % (USER, USERS_FILE[USER]), "--mail-from", USER,
-                            "--mail-rcpt", "friend@elsewhere.example", "--upload-file", path],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
-        self.assertEqual(p.returncode, 0, p.stdout.decode("utf-8", "replace"))
-        self.arrived("via curl", before)
 
     def test_implicit_tls(self):
         before = len(self.smart_465.maildir_files())
@@ -379,41 +315,14 @@ class PostfixSmarthostTest(ServerTestCase):
 
     allowed_log = (r"esmtp: .*smtp: ", )
     postfix = None
-    sasl = None
 
     @classmethod
     def configure(cls, httpd):
         d = os.path.join(httpd.root, "conf")
-        cls.sasl = DovecotSasl({POSTFIX_USER: POSTFIX_PASSWORD})
-        cls.addClassCleanup(lambda: cls.sasl.cleanup(keep=cls._failed))
-        cls.smtpd_port = free_port()
-        pf = cls.postfix = test_postfix.PrivatePostfix(free_port())
-        cls.addClassCleanup(lambda: pf.cleanup(keep=cls._failed))
-        # in Postfix's root (0755): smtpd and tlsmgr read them as postfix
-        cls.cert, key = make_cert(pf.root, cn=SMART_NAME, names=(SMART_NAME, ), prefix="smtpd-")
-        os.chmod(key, 0o644)
-        set_main_cf(pf, [
-                "myhostname = " + SMART_NAME,
-                "mynetworks = 192.0.2.1/32",
-                "smtpd_tls_security_level = may",
-                "smtpd_tls_cert_file = " + cls.cert,
-                "smtpd_tls_key_file = " + key,
-                "smtpd_tls_auth_only = yes",
-                "smtpd_tls_loglevel = 1",
-                "smtpd_sasl_auth_enable = yes",
-                "smtpd_sasl_type = dovecot",
-                "smtpd_sasl_path = " + cls.sasl.socket,
-                "smtpd_relay_restrictions = permit_sasl_authenticated, reject_unauth_destination",
-                "smtpd_recipient_restrictions = check_recipient_access inline:{{refused@example.com=550 5.1.1 "
-                "User unknown}}, check_recipient_access static:HOLD",
-                "debug_peer_list ="])
-        with open(os.path.join(pf.config_dir, "master.cf"), "a") as f:
-            f.write("127.0.0.1:%d inet n - n - - smtpd\n" % cls.smtpd_port)
-            f.write("tlsmgr unix - - n 1000? 1 tlsmgr\n")
-        pf.start()
-        # (a first smtpd that fails makes the master wait a minute before the next)
-        if not wait_for(lambda: test_postfix_listening(cls.smtpd_port), 90):
-            raise RuntimeError("postfix smtpd does not greet:\n" + pf.log_text())
+        cls.smarthost = PostfixSmarthost({POSTFIX_USER: POSTFIX_PASSWORD}, SMART_NAME)
+        cls.addClassCleanup(lambda: cls.smarthost.cleanup(keep=cls._failed))
+        cls.postfix, cls.smtpd_port, cls.cert = cls.smarthost.postfix, cls.smarthost.port, cls.smarthost.cert
+        cls.smarthost.start()
         cred = os.path.join(d, "postfix.secret")
         with open(cred, "w") as f:
             f.write("%s:%s\n" % (POSTFIX_USER, POSTFIX_PASSWORD))
@@ -474,30 +383,6 @@ class PostfixSmarthostTest(ServerTestCase):
             self.assertEqual(code, 554, lines)
             self.assertIn("Relay access denied", lines[0])
 
-
-def set_main_cf(postfix, settings):
-    """Sets "key = value" lines in main.cf in place: a key given twice makes
-    every Postfix process warn at start, and postlogd, warning to its own
-    datagram socket while the others fill it, can block for good."""
-    path = os.path.join(postfix.config_dir, "main.cf")
-    with open(path) as f:
-        lines = f.read().splitlines()
-    for setting in settings:
-        key = setting.split("=", 1)[0].strip()
-        lines = [l for l in lines if l.split("=", 1)[0].strip() != key]
-        lines.append(setting)
-    with open(path, "w") as f:
-        f.write("\n".join(lines) + "\n")
-
-
-def test_postfix_listening(port):
-    """smtpd greets and offers STARTTLS (tlsmgr is up)."""
-    try:
-        with smtplib.SMTP("127.0.0.1", port, timeout=5) as s:
-            s.ehlo("probe.example")
-            return s.has_extn("starttls")
-    except (OSError, smtplib.SMTPException):
-        return False
 
 if __name__ == "__main__":
     unittest.main()

@@ -37,6 +37,24 @@ def make_cert(directory, cn="localhost", names=("localhost",), prefix=""):
     return cert, key
 
 
+def make_ca(directory, name, names=("IP:127.0.0.1", "DNS:localhost")):
+    """A private CA and a certificate it signed for `names` (subjectAltName
+    entries): (ca, cert, key)."""
+    ca_key, ca = os.path.join(directory, name + "-ca.key"), os.path.join(directory, name + "-ca.pem")
+    key, csr, cert = (os.path.join(directory, name + s) for s in ("-srv.key", "-srv.csr", "-srv.pem"))
+    ext = os.path.join(directory, name + ".ext")
+    with open(ext, "w") as f:
+        f.write("subjectAltName=%s\n" % ",".join(names))
+    quiet = {"check": True, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "timeout": 60}
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=%s test CA" % name,
+                    "-keyout", ca_key, "-out", ca, "-days", "2"], **quiet)
+    subprocess.run(["openssl", "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+                    "-keyout", key, "-out", csr], **quiet)
+    subprocess.run(["openssl", "x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+                    "-out", cert, "-days", "2", "-extfile", ext], **quiet)
+    return ca, cert, key
+
+
 def ssl_main_lines():
     return ["LoadModule socache_shmcb_module %s" % q(MOD_SHMCB),
             "LoadModule ssl_module %s" % q(MOD_SSL),
