@@ -286,6 +286,10 @@ class LmtpTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testSmtpRelayOne);
     CPPUNIT_TEST(testSmtpRepliesAreOurs);
     CPPUNIT_TEST(testSmtpParametersOnlyWhenOffered);
+    CPPUNIT_TEST(testSmtpCarries);
+    CPPUNIT_TEST(testSmtpDsnPassedOn);
+    CPPUNIT_TEST(testSmtpDsnDropped);
+    CPPUNIT_TEST(testSmtpRequireTlsNeedsTls);
     CPPUNIT_TEST(testSmtpSmarthostDown);
     CPPUNIT_TEST(testSmtpNoReplyAfterDot);
     CPPUNIT_TEST(testSmtpStarttlsRequiredNotOffered);
@@ -926,6 +930,105 @@ class LmtpTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(m.send("RSET\r\n").rfind("250 ", 0) == 0);
         CPPUNIT_ASSERT_EQUAL(std::string("553 5.6.7 Smarthost does not support SMTPUTF8\r\n"),
                              m.send("MAIL FROM:<a@example.com> SMTPUTF8\r\n"));
+    }
+
+    // What the module may offer for the handler (HandlerFactory::carries()):
+    // DSN for smtp; REQUIRETLS only with verified TLS to the smarthost; an
+    // LMTP server, a final destination, neither.
+    void testSmtpCarries()
+    {
+        std::string error;
+        auto f = configure_smtp({"unix:" + sock_}, error);
+        CPPUNIT_ASSERT_MESSAGE(error, f);
+        CPPUNIT_ASSERT_EQUAL(unsigned(esmtp::carries_dsn), f->carries());
+        f = configure_smtp({"smtp.example.net:587"}, error); // tls=starttls, the system's trust store
+        CPPUNIT_ASSERT_MESSAGE(error, f);
+        CPPUNIT_ASSERT_EQUAL(unsigned(esmtp::carries_dsn | esmtp::carries_requiretls), f->carries());
+        f = configure_smtp({"smtp.example.net:465", "tls=implicit"}, error);
+        CPPUNIT_ASSERT_EQUAL(unsigned(esmtp::carries_dsn | esmtp::carries_requiretls), f->carries());
+        f = configure_smtp({"smtp.example.net:25", "tls=none"}, error);
+        CPPUNIT_ASSERT_EQUAL(unsigned(esmtp::carries_dsn), f->carries());
+        f = configure({"unix:" + sock_}, error);
+        CPPUNIT_ASSERT_EQUAL(0u, f->carries());
+        f = configure({"127.0.0.1:24"}, error);
+        CPPUNIT_ASSERT_EQUAL(0u, f->carries());
+    }
+
+    // A smarthost offering DSN gets RET, ENVID, NOTIFY and ORCPT as the
+    // client sent them (NOTIFY upper-cased), also when a milter changed the
+    // envelope and MAIL and RCPT go again.
+    void testSmtpDsnPassedOn()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["EHLO"] = "250-smarthost.test\r\n250-PIPELINING\r\n250-DSN\r\n250 SIZE 1000000\r\n";
+        srv.start();
+        H m;
+        use_smtp(m, {"unix:" + sock_});
+        m.start();
+        std::string ehlo = m.send("EHLO client.example\r\n");
+        CPPUNIT_ASSERT_MESSAGE(ehlo, ehlo.find("250 DSN\r\n") != std::string::npos);
+        CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com> RET=hdrs ENVID=Q+2B1 SIZE=99\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(
+            m.send("RCPT TO:<b@example.net> NOTIFY=success,delay ORCPT=rfc822;b@example.net\r\n").rfind("250 ", 0) ==
+            0);
+        CPPUNIT_ASSERT(m.send("RCPT TO:<c@example.net>\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("RCPT TO:<d@example.net> NOTIFY=NEVER\r\n").rfind("250 ", 0) == 0);
+        auto cmds = locked_commands(srv);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(5), cmds.size());
+        CPPUNIT_ASSERT_EQUAL(std::string("MAIL FROM:<a@example.com> SIZE=99 RET=HDRS ENVID=Q+2B1"), cmds[1]);
+        CPPUNIT_ASSERT_EQUAL(std::string("RCPT TO:<b@example.net> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;b@example.net"),
+                             cmds[2]);
+        CPPUNIT_ASSERT_EQUAL(std::string("RCPT TO:<c@example.net>"), cmds[3]);
+        CPPUNIT_ASSERT_EQUAL(std::string("RCPT TO:<d@example.net> NOTIFY=NEVER"), cmds[4]);
+        CPPUNIT_ASSERT(!m.log.has("does not offer DSN"));
+    }
+
+    // RFC 3461 4.1: a smarthost without DSN gets the transaction without
+    // the parameters (the log says so); nothing is refused.
+    void testSmtpDsnDropped()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["EHLO"] = kEhlo;
+        srv.data_replies = {"250 2.0.0 Ok: queued as 77\r\n"};
+        srv.start();
+        H m;
+        m.cfg.log_level = 2;
+        use_smtp(m, {"unix:" + sock_});
+        m.ehlo();
+        CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com> RET=FULL ENVID=x\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(
+            m.send("RCPT TO:<b@example.net> NOTIFY=FAILURE ORCPT=rfc822;b@example.net\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("Subject: x\r\n\r\nhi\r\n.\r\n").rfind("250 ", 0) == 0);
+        auto cmds = locked_commands(srv);
+        CPPUNIT_ASSERT_EQUAL(std::string("MAIL FROM:<a@example.com>"), cmds.at(1));
+        CPPUNIT_ASSERT_EQUAL(std::string("RCPT TO:<b@example.net>"), cmds.at(2));
+        CPPUNIT_ASSERT(m.log.has("does not offer DSN: RET/ENVID not passed on"));
+        CPPUNIT_ASSERT(m.log.has("does not offer DSN: NOTIFY/ORCPT not passed on"));
+    }
+
+    // REQUIRETLS never goes out over a connection without TLS, whatever
+    // the smarthost offers: 550 5.7.30 (RFC 8689 5), and the connection
+    // stays usable. (The module offers REQUIRETLS only for tls=starttls or
+    // implicit: here the session is told to, to test the handler's own
+    // check.)
+    void testSmtpRequireTlsNeedsTls()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["EHLO"] = "250-smarthost.test\r\n250-REQUIRETLS\r\n250 DSN\r\n";
+        srv.start();
+        H m;
+        use_smtp(m, {"unix:" + sock_});
+        m.cfg.handler_carries |= esmtp::carries_requiretls;
+        m.conn.tls = true;
+        m.conn.tls_info.active = true;
+        m.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("550 5.7.30 REQUIRETLS support required\r\n"),
+                             m.send("MAIL FROM:<a@example.com> REQUIRETLS\r\n"));
+        CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com>\r\n").rfind("250 ", 0) == 0);
+        auto cmds = locked_commands(srv);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(2), cmds.size());
+        CPPUNIT_ASSERT_EQUAL(std::string("MAIL FROM:<a@example.com>"), cmds[1]);
     }
 
     // Down: 451 at MAIL, nothing acknowledged, and the error log says why.
