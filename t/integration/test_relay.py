@@ -563,12 +563,65 @@ class PostfixSmarthostTest(ServerTestCase):
         cls.relay = httpd.add_smtp(base + ["auth=" + cred], server_name="relay.example.org", **relay)
         cls.relay_wrong_pw = httpd.add_smtp(base + ["auth=" + wrong], **relay)
         cls.relay_no_auth = httpd.add_smtp(base, **relay)
+        # clients may use STARTTLS here (REQUIRETLS is offered only then)
+        sub_cert, sub_key = make_cert(d, cn="relay.example.org", names=("relay.example.org", ), prefix="relay-")
+        httpd.main_extra += ssl_main_lines()
+        cls.relay_tls = httpd.add_smtp(base + ["auth=" + cred], extra=ssl_vhost_lines(sub_cert, sub_key, "On"),
+                                       **relay)
 
-    def held(self, qid):
-        """The message Postfix holds as `qid` (postcat -q)."""
-        rc, out = self.postfix.run(test_postfix._which("postcat"), "-c", self.postfix.config_dir, "-bh", "-q", qid)
+    def held(self, qid, what="-bh"):
+        """The message Postfix holds as `qid` (postcat -q): header and
+        body, or with what="-e" the envelope records."""
+        rc, out = self.postfix.run(test_postfix._which("postcat"), "-c", self.postfix.config_dir, what, "-q", qid)
         self.assertEqual(rc, 0, out)
         return out
+
+    def relayed_qid(self, text):
+        """Postfix's queue id of the message our 250 `text` acknowledged."""
+        our_qid = queue_id_of(text)
+        lines = wait_for(lambda: [l for l in self.relay.log_lines() if "relayed " + our_qid in l], 5)
+        self.assertTrue(lines, "\n".join(self.relay.log_lines()))
+        m = re.search(r"queued as ([0-9A-Za-z]+)", lines[0])
+        self.assertTrue(m, lines[0])
+        return m.group(1)
+
+    def test_dsn_passed_to_postfix(self):
+        """Postfix offers DSN: what the client asked for is in its queue
+        file, for the notices Postfix will send."""
+        with RawClient(self.relay.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertIn("DSN", ehlo_keywords(c.cmd("EHLO client.example")[1]))
+            for cmd in ("MAIL FROM:<alice@example.org> RET=HDRS ENVID=QQ+2B314159",
+                        "RCPT TO:<bob@example.com> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;bob+2Bx@example.com",
+                        "RCPT TO:<carol@example.com> NOTIFY=NEVER", "DATA"):
+                code, lines = c.cmd(cmd)
+                self.assertIn(code, (250, 354), (cmd, lines, self.postfix.log_text()[-2000:]))
+            c.send(b"Subject: dsn\r\n\r\nhi\r\n.\r\n")
+            code, lines = c.reply()
+            self.assertEqual(code, 250, lines)
+        envelope = self.held(self.relayed_qid(lines[0]), "-e")
+        # Postfix keeps them decoded: ENVID, RET=HDRS (2), NOTIFY as flags
+        # (NEVER 1, SUCCESS 2, FAILURE 4, DELAY 8), ORCPT
+        self.assertIn("named_attribute: envelope_id=QQ+314159\n", envelope)
+        self.assertIn("named_attribute: ret_flags=2\n", envelope)
+        self.assertRegex(envelope, r"notify_flags=10\nnamed_attribute: dsn_orig_rcpt=rfc822;bob\+x@example\.com\n"
+                                   r"original_recipient: bob@example\.com\nrecipient: bob@example\.com\n")
+        self.assertRegex(envelope, r"notify_flags=1\n(.*\n){2}recipient: carol@example\.com\n")
+
+    def test_requiretls_refused_by_postfix(self):
+        """Postfix does not implement REQUIRETLS: the client that requires
+        it gets 550 5.7.30 and Postfix no MAIL for it."""
+        with RawClient(self.relay_tls.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertNotIn("REQUIRETLS", ehlo_keywords(c.cmd("EHLO client.example")[1]))
+            self.assertEqual(c.cmd("STARTTLS")[0], 220)
+            tls_wrap(c)
+            self.assertIn("REQUIRETLS", ehlo_keywords(c.cmd("EHLO client.example")[1]))
+            code, lines = c.cmd("MAIL FROM:<requiretls@example.org> REQUIRETLS")
+            self.assertEqual(lines, ["550 5.7.30 REQUIRETLS support required"])
+            self.assertEqual(c.cmd("MAIL FROM:<alice@example.org>")[0], 250)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertNotIn("requiretls@example.org", self.postfix.log_text())
 
     def test_relayed_through_postfix(self):
         with smtplib.SMTP("127.0.0.1", self.relay.port, timeout=60) as s:
