@@ -1,4 +1,5 @@
 #include "engine/auth.hpp"
+#include "engine/dsn.hpp"
 #include "engine/text.hpp"
 #include "handlers/client_stream.hpp"
 #include "handlers/lmtp.hpp"
@@ -597,13 +598,17 @@ class LmtpHandler final : public Handler
     }
 
     // RCPT TO with the DSN parameters the client gave, when they go on.
+    // (Checked again: a milter's added recipient brings its own.)
     std::string rcpt_command(const Path &to, const Params &params) const
     {
         std::string cmd = "RCPT TO:<" + to.mailbox + ">";
         if (passes_dsn())
-            for (const Param &p : params)
-                if (p.keyword == "NOTIFY" || p.keyword == "ORCPT")
-                    cmd += " " + p.keyword + "=" + (p.keyword == "NOTIFY" ? upper(p.value) : p.value);
+            for (const Param &p : params) {
+                if (p.keyword == "NOTIFY" && valid_notify(p.value))
+                    cmd += " NOTIFY=" + upper(p.value);
+                else if (p.keyword == "ORCPT" && valid_orcpt(p.value))
+                    cmd += " ORCPT=" + p.value;
+            }
         return cmd;
     }
     bool passes_dsn() const { return settings_->smtp && ext_.dsn; }

@@ -250,6 +250,64 @@ void use_smtp(H &h, const std::vector<std::string> &args)
     h.use(factory);
 }
 
+// Shows the wrapped handler, from data() on, the envelope a milter left:
+// `extra` recipients added (as ESMTPMilter's smfi_addrcpt_par would).
+class AddRecipients final : public esmtp::Handler
+{
+  public:
+    AddRecipients(std::unique_ptr<esmtp::Handler> inner, std::vector<esmtp::Recipient> extra)
+        : inner_(std::move(inner)), extra_(std::move(extra))
+    {
+    }
+    esmtp::Reply mail(esmtp::SessionView &s, const esmtp::Path &p, const esmtp::Params &ps) override
+    {
+        return inner_->mail(s, p, ps);
+    }
+    esmtp::Reply rcpt(esmtp::SessionView &s, const esmtp::Path &p, const esmtp::Params &ps) override
+    {
+        return inner_->rcpt(s, p, ps);
+    }
+    esmtp::Reply data(esmtp::SessionView &s) override
+    {
+        view_.s = &s;
+        view_.env = s.envelope();
+        view_.env.recipients.insert(view_.env.recipients.end(), extra_.begin(), extra_.end());
+        return inner_->data(view_);
+    }
+    void header(esmtp::SessionView &, const esmtp::HeaderField &f) override { inner_->header(view_, f); }
+    void eoh(esmtp::SessionView &, std::string_view raw) override { inner_->eoh(view_, raw); }
+    void body(esmtp::SessionView &, std::string_view chunk) override { inner_->body(view_, chunk); }
+    esmtp::Reply eom(esmtp::SessionView &) override { return inner_->eom(view_); }
+    void abort(esmtp::SessionView &s) override { inner_->abort(s); }
+    void disconnect(esmtp::SessionView &s) override { inner_->disconnect(s); }
+
+  private:
+    struct View final : esmtp::SessionView {
+        esmtp::SessionView *s = nullptr;
+        esmtp::Envelope env;
+        std::string_view client_address() const override { return s->client_address(); }
+        unsigned client_port() const override { return s->client_port(); }
+        std::string_view remote_host() const override { return s->remote_host(); }
+        std::string_view local_address() const override { return s->local_address(); }
+        unsigned local_port() const override { return s->local_port(); }
+        std::string_view hostname() const override { return s->hostname(); }
+        std::string_view helo_name() const override { return s->helo_name(); }
+        bool esmtp() const override { return s->esmtp(); }
+        std::string_view protocol() const override { return s->protocol(); }
+        const esmtp::Envelope &envelope() const override { return env; }
+        std::string_view queue_id() const override { return s->queue_id(); }
+        std::string_view trace_headers() const override { return s->trace_headers(); }
+        std::uint64_t message_size() const override { return s->message_size(); }
+        std::uint64_t max_message_size() const override { return s->max_message_size(); }
+        void log(int level, std::string_view text) override { s->log(level, text); }
+        void error(std::string_view text) override { s->error(text); }
+        const esmtp::TlsInfo &tls() const override { return s->tls(); }
+    };
+    std::unique_ptr<esmtp::Handler> inner_;
+    std::vector<esmtp::Recipient> extra_;
+    View view_;
+};
+
 const char *const kEhlo = "250-smarthost.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n"
                           "250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n";
 
@@ -289,6 +347,7 @@ class LmtpTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testSmtpCarries);
     CPPUNIT_TEST(testSmtpDsnPassedOn);
     CPPUNIT_TEST(testSmtpDsnDropped);
+    CPPUNIT_TEST(testSmtpDsnAfterEnvelopeChanged);
     CPPUNIT_TEST(testSmtpRequireTlsNeedsTls);
     CPPUNIT_TEST(testSmtpSmarthostDown);
     CPPUNIT_TEST(testSmtpNoReplyAfterDot);
@@ -1005,6 +1064,44 @@ class LmtpTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(std::string("RCPT TO:<b@example.net>"), cmds.at(2));
         CPPUNIT_ASSERT(m.log.has("does not offer DSN: RET/ENVID not passed on"));
         CPPUNIT_ASSERT(m.log.has("does not offer DSN: NOTIFY/ORCPT not passed on"));
+    }
+
+    // A milter added recipients after RCPT: MAIL and RCPT go again, with
+    // the DSN parameters of each recipient that are valid (a milter's
+    // own are checked like a client's).
+    void testSmtpDsnAfterEnvelopeChanged()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["EHLO"] = "250-smarthost.test\r\n250 DSN\r\n";
+        srv.start();
+        std::string error;
+        auto factory = configure_smtp({"unix:" + sock_}, error);
+        CPPUNIT_ASSERT_MESSAGE(error, factory);
+        H m;
+        m.use(factory);
+        std::vector<esmtp::Recipient> extra(2);
+        extra[0].path.mailbox = "added@example.net";
+        extra[0].params = {{"NOTIFY", "delay"}, {"ORCPT", "rfc822;added@example.net"}};
+        extra[1].path.mailbox = "odd@example.net";
+        extra[1].params = {{"NOTIFY", "NEVER,DELAY"}, {"ORCPT", "no-type"}, {"XTRA", "1"}};
+        m.make_handler = [factory, extra] { return std::make_unique<AddRecipients>(factory->create(), extra); };
+        m.ehlo();
+        CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com> RET=FULL\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("RCPT TO:<b@example.net> NOTIFY=FAILURE\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+        auto cmds = locked_commands(srv);
+        std::vector<std::string> expect{"EHLO mx.example.org",
+                                        "MAIL FROM:<a@example.com> RET=FULL",
+                                        "RCPT TO:<b@example.net> NOTIFY=FAILURE",
+                                        "RSET",
+                                        "MAIL FROM:<a@example.com> RET=FULL",
+                                        "RCPT TO:<b@example.net> NOTIFY=FAILURE",
+                                        "RCPT TO:<added@example.net> NOTIFY=DELAY ORCPT=rfc822;added@example.net",
+                                        "RCPT TO:<odd@example.net>",
+                                        "DATA"};
+        CPPUNIT_ASSERT_EQUAL(expect.size(), cmds.size());
+        for (std::size_t i = 0; i < expect.size(); ++i)
+            CPPUNIT_ASSERT_EQUAL(expect[i], cmds[i]);
     }
 
     // REQUIRETLS never goes out over a connection without TLS, whatever
