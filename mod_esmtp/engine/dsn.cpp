@@ -2,13 +2,15 @@
 
 #include "engine/text.hpp"
 
+#include <algorithm>
+
 namespace esmtp
 {
 
 namespace
 {
 
-int hex_value(char c)
+int hexval(char c)
 {
     if (c >= '0' && c <= '9')
         return c - '0';
@@ -33,24 +35,33 @@ bool atext(char ch)
 
 } // namespace
 
-bool valid_xtext(std::string_view v)
+bool decode_xtext(std::string_view in, std::string &out)
 {
-    if (v.empty())
-        return false;
-    for (std::size_t i = 0; i < v.size(); ++i) {
-        auto c = static_cast<unsigned char>(v[i]);
+    out.clear();
+    for (std::size_t i = 0; i < in.size(); ++i) {
+        auto c = static_cast<unsigned char>(in[i]);
         if (c == '+') {
-            if (i + 2 >= v.size())
+            if (i + 2 >= in.size())
                 return false;
-            int hi = hex_value(v[i + 1]), lo = hex_value(v[i + 2]);
-            if (hi < 0 || lo < 0 || !printable(static_cast<unsigned>(hi * 16 + lo)))
+            int hi = hexval(in[i + 1]), lo = hexval(in[i + 2]);
+            if (hi < 0 || lo < 0)
                 return false;
+            out.push_back(static_cast<char>(hi << 4 | lo));
             i += 2;
-        } else if (c < 33 || c > 126 || c == '=') {
+        } else if (c < '!' || c > '~' || c == '=') {
             return false;
+        } else {
+            out.push_back(static_cast<char>(c));
         }
     }
     return true;
+}
+
+bool valid_xtext(std::string_view v)
+{
+    std::string decoded;
+    return !v.empty() && decode_xtext(v, decoded) &&
+           std::all_of(decoded.begin(), decoded.end(), [](char c) { return printable(static_cast<unsigned char>(c)); });
 }
 
 std::string_view dsn_ret(std::string_view v)

@@ -1,11 +1,12 @@
-// The syntax of the DSN parameters (RFC 3461 4): RET= and ENVID= of MAIL,
-// NOTIFY= and ORCPT= of RCPT. The session accepts them only for a handler
+// RFC 3461's xtext, and the syntax of the DSN parameters (RFC 3461 4):
+// RET= and ENVID= of MAIL, NOTIFY= and ORCPT= of RCPT. The session accepts them only for a handler
 // that carries DSN on (esmtp::carries_dsn); what a client sends is checked
 // here, so a smarthost gets nothing it would refuse and a notice nothing
 // that breaks its report.
 #pragma once
 
 #include <cstddef>
+#include <string>
 #include <string_view>
 
 namespace esmtp
@@ -18,6 +19,9 @@ constexpr std::size_t kMaxEnvid = 100;
 // is 11): a server offering them takes command lines this much longer.
 constexpr std::size_t kDsnCommandLineExtra = 500;
 
+// Decodes RFC 3461 xtext ("+" HEXCHAR HEXCHAR for octets outside "!".."~",
+// "+" and "="; XCLIENT's values too). False on bad xtext.
+bool decode_xtext(std::string_view in, std::string &out);
 // xtext (RFC 3461 4): printable US-ASCII but "+" and "=", and "+XX" (two
 // upper-case hex digits) for any octet. Also the decoded text must be
 // printable US-ASCII (RFC 3461 4.2 and 4.4: it goes into a notice): no
