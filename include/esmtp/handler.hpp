@@ -63,6 +63,24 @@ struct Recipient {
     Params params;
 };
 
+// API 2.4: what a handler carries on to the next hop (HandlerFactory::
+// carries(), esmtp/provider.hpp). The module offers an extension whose promises outlive the
+// session only for a handler that keeps them: a server that offers DSN
+// owes the notices its client asks for, which a final-delivery handler
+// cannot send; one that offers REQUIRETLS must send the message on only
+// over verified TLS to a next hop that offers REQUIRETLS too.
+enum Carries : unsigned {
+    // DSN (RFC 3461): RET= and ENVID= of MAIL (Envelope::dsn_ret,
+    // dsn_envid), NOTIFY= and ORCPT= of RCPT (the recipient's Params), each
+    // checked by the module. The handler passes them on (or sends the DSNs).
+    carries_dsn = 1u << 0,
+    // REQUIRETLS (RFC 8689): offered over TLS only; Envelope::requiretls.
+    // The handler relays such a message only over verified TLS to a next
+    // hop that offers REQUIRETLS (it passes it on), else refuses it with
+    // 550 5.7.30 (RFC 8689 5).
+    carries_requiretls = 1u << 1,
+};
+
 // The current transaction.
 struct Envelope {
     Path sender;
@@ -72,6 +90,10 @@ struct Envelope {
     bool smtputf8 = false;           // SMTPUTF8 (RFC 6531): addresses may be UTF-8
     std::string body_type;           // BODY= (RFC 6152): "7BIT", "8BITMIME" or "" (not given)
     std::uint64_t declared_size = 0; // SIZE= (RFC 1870), 0 when not given
+    // API 2.4, only for a handler that carries them (esmtp::Carries):
+    std::string dsn_ret;     // RET= (RFC 3461): "FULL", "HDRS" or "" (not given)
+    std::string dsn_envid;   // ENVID=, the xtext as sent; "" when not given
+    bool requiretls = false; // REQUIRETLS (RFC 8689), over TLS only
 };
 
 // One header field of the message. `value` is unfolded (CRLF before folding

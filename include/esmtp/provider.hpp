@@ -13,7 +13,8 @@
 //     server (main server or VirtualHost) with `ESMTPProtocol On` that uses
 //     the factory, its own ESMTPHandler line or an inherited one: every
 //     directive is read and every module's per-server config is merged,
-//     so this is where a handler reads its own module's directives.
+//     so this is where a handler reads its own module's directives. Then
+//     (API 2.4) HandlerFactory::carries() of the factory the server uses.
 //  4. HandlerFactory::check(), in each child process at start (child_init),
 //     as the user the children run as.
 //  5. HandlerFactory::create(), once per connection, then the Handler's
@@ -92,6 +93,11 @@ class HandlerFactory
     {
         return nullptr;
     }
+    // API 2.4: the Carries bits of the handlers this factory creates
+    // (default: none), asked once per server when the configuration is
+    // loaded, after for_server(). Called only for handlers built against
+    // API 2.4 or later.
+    virtual unsigned carries() const { return 0; }
 };
 
 // What configure() knows of the place it is configured in.

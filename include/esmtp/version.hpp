@@ -4,7 +4,7 @@
 // register_handler_provider() (esmtp/apache.hpp) registers a provider under
 // ESMTP_HANDLER_PROVIDER_VERSION, a plain string such as
 //
-//     "2.3 libstdc++/_GLIBCXX_USE_CXX11_ABI=1 C++20"
+//     "2.4 libstdc++/_GLIBCXX_USE_CXX11_ABI=1 C++20"
 //
 // mod_esmtp reads that string before it touches the provider object, and
 // refuses at `apache2 -t`, naming both sides, a handler of another API
@@ -40,7 +40,7 @@
 // calls a handler's method added in minor N only when the handler was
 // built against N or later.
 #define ESMTP_API_MAJOR 2
-#define ESMTP_API_MINOR 3
+#define ESMTP_API_MINOR 4
 
 #define ESMTP_STRINGIFY_(x) #x
 #define ESMTP_STRINGIFY(x) ESMTP_STRINGIFY_(x)

@@ -76,6 +76,9 @@ struct SessionConfig {
     // ESMTPLogLevel (esmtp::log_session .. log_events).
     int log_level = 1;
     unsigned extensions = ext_all;
+    // The handler's HandlerFactory::carries() (esmtp::Carries, API 2.4):
+    // DSN is offered, and REQUIRETLS over TLS, only when it carries them on.
+    unsigned handler_carries = 0;
     // Recipient domains this server accepts mail for: lower-case patterns
     // with the wildcards * and ? ("*" alone accepts every domain, an open
     // relay). <postmaster> and the local address literal are always accepted.

@@ -2,6 +2,7 @@
 // and the dispatch of command lines through the verb table. The verbs'
 // own code is in session_<family>.cpp, one file per family of verbs.cpp.
 #include "engine/session.hpp"
+#include "engine/dsn.hpp"
 #include "engine/session_internal.hpp"
 
 #include "engine/reply_format.hpp"
@@ -36,7 +37,9 @@ std::string masked_auth(std::string_view line)
 } // namespace
 
 Session::Session(const SessionConfig &cfg, ConnectionInfo conn, std::unique_ptr<Handler> handler, TxLogSink *log)
-    : cfg_(cfg), conn_(std::move(conn)), handler_(std::move(handler)), log_(log), lines_(cfg_.limits.max_command_line),
+    : cfg_(cfg), conn_(std::move(conn)), handler_(std::move(handler)), log_(log),
+      lines_(cfg_.limits.max_command_line +
+             (cfg_.handler_carries & (carries_dsn | carries_requiretls) ? kDsnCommandLineExtra : 0)),
       data_(cfg_.limits)
 {
     data_.set_normalize(cfg_.normalize_bare_newlines);

@@ -183,6 +183,7 @@ class Session final : public SessionView, private DataSink
     void rate_refused(std::string_view too_many, std::string_view limit, const char *cause);
     void do_helo(std::string_view arg, const VerbRule &rule, bool extended);
     bool parse_envelope_arg(std::string_view arg, bool mail, MailArgs &a);
+    bool unique_params(const Params &params);
     void do_mail(std::string_view arg);
     void do_rcpt(std::string_view arg);
     void do_data(std::string_view arg);
@@ -260,6 +261,10 @@ class Session final : public SessionView, private DataSink
     State state_;
     bool ended_ = false;
     std::string helo_;
+    // The last EHLO reply offered them (the handler carries them on and
+    // did not take them out): their parameters are accepted.
+    bool dsn_offered_ = false;
+    bool requiretls_offered_ = false;
     Envelope env_;
     std::string queue_id_;
     std::string trace_;

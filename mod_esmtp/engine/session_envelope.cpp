@@ -4,6 +4,7 @@
 #include "engine/session_internal.hpp"
 
 #include "engine/address.hpp"
+#include "engine/dsn.hpp"
 #include "engine/queue_id.hpp"
 #include "engine/sender_login.hpp"
 
@@ -37,17 +38,52 @@ bool Session::parse_envelope_arg(std::string_view arg, bool mail, MailArgs &a)
     return false;
 }
 
+// Each parameter at most once (RFC 3461 4 says so of its own; a second
+// SIZE or BODY is as ambiguous). False when a reply refused a second one.
+bool Session::unique_params(const Params &params)
+{
+    for (std::size_t i = 0; i < params.size(); ++i)
+        for (std::size_t j = 0; j < i; ++j)
+            if (params[j].keyword == params[i].keyword) {
+                reply(501, "5.5.4", "Duplicate parameter " + params[i].keyword);
+                return false;
+            }
+    return true;
+}
+
 void Session::do_mail(std::string_view arg)
 {
     MailArgs a;
     if (!parse_envelope_arg(arg, true, a))
         return;
+    if (!unique_params(a.params))
+        return;
     bool smtputf8 = false;
     std::string body_type;
     std::uint64_t declared_size = 0;
+    std::string_view ret;
+    std::string envid;
+    bool requiretls = false;
     for (const Param &p : a.params) {
         if (p.keyword == "AUTH" && state_.hello == Hello::ehlo && cfg_.auth_mechanisms)
             continue; // RFC 4954 5: accepted, kept in mail_params for the handler
+        if (dsn_offered_ && state_.hello == Hello::ehlo && (p.keyword == "RET" || p.keyword == "ENVID")) {
+            if (p.keyword == "RET" ? (ret = dsn_ret(p.value)).empty() : !valid_envid(p.value)) {
+                reply(501, "5.5.4", "Bad " + p.keyword + " parameter");
+                return;
+            }
+            if (p.keyword == "ENVID")
+                envid = p.value;
+            continue;
+        }
+        if (requiretls_offered_ && state_.hello == Hello::ehlo && p.keyword == "REQUIRETLS") {
+            if (!p.value.empty()) {
+                reply(501, "5.5.4", "Bad REQUIRETLS parameter");
+                return;
+            }
+            requiretls = true;
+            continue;
+        }
         unsigned ext = extension_by_name(p.keyword == "BODY" ? "8BITMIME" : p.keyword);
         if (state_.hello != Hello::ehlo || !ext || !(cfg_.extensions & ext)) {
             reply(555, "5.5.4", "Unsupported parameter " + p.keyword);
@@ -116,6 +152,9 @@ void Session::do_mail(std::string_view arg)
     env_.smtputf8 = smtputf8;
     env_.body_type = std::move(body_type);
     env_.declared_size = declared_size;
+    env_.dsn_ret = ret;
+    env_.dsn_envid = std::move(envid);
+    env_.requiretls = requiretls;
     queue_id_ = make_queue_id();
     overshoot_ = 0;
     transit_tx(Tx::mail, "MAIL");
@@ -136,9 +175,17 @@ void Session::do_rcpt(std::string_view arg)
     MailArgs a;
     if (!parse_envelope_arg(arg, false, a))
         return;
-    if (!a.params.empty()) {
-        reply(555, "5.5.4", "Unsupported parameter " + a.params.front().keyword);
+    if (!unique_params(a.params))
         return;
+    for (const Param &p : a.params) {
+        if (!dsn_offered_ || state_.hello != Hello::ehlo || (p.keyword != "NOTIFY" && p.keyword != "ORCPT")) {
+            reply(555, "5.5.4", "Unsupported parameter " + p.keyword);
+            return;
+        }
+        if (p.keyword == "NOTIFY" ? !valid_notify(p.value) : !valid_orcpt(p.value)) {
+            reply(501, "5.5.4", "Bad " + p.keyword + " parameter");
+            return;
+        }
     }
     if (!env_.smtputf8 && has_non_ascii(a.path.mailbox)) {
         reply(553, "5.6.7", "Must declare SMTPUTF8 to send UTF-8 address");

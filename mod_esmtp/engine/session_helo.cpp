@@ -2,7 +2,10 @@
 #include "engine/session.hpp"
 #include "engine/session_internal.hpp"
 
+#include "engine/text.hpp"
 #include "engine/xclient.hpp"
+
+#include <algorithm>
 
 namespace esmtp
 {
@@ -89,6 +92,12 @@ void Session::do_helo(std::string_view arg, const VerbRule &rule, bool extended)
         // RFC 4954 4: not before TLS unless ESMTPAuthRequireTLS Off
         if (cfg_.auth_mechanisms && (conn_.tls || !cfg_.auth_require_tls))
             ext.push_back("AUTH " + auth_mechanism_list(cfg_.auth_mechanisms));
+        // Only what the handler carries on to the next hop (esmtp::Carries);
+        // REQUIRETLS only over TLS (RFC 8689 3).
+        if (cfg_.handler_carries & carries_dsn)
+            ext.emplace_back("DSN");
+        if ((cfg_.handler_carries & carries_requiretls) && conn_.tls)
+            ext.emplace_back("REQUIRETLS");
         r = ask(Event::ehlo, [&] { return handler_->ehlo(*this, domain, ext); });
     }
     if (!r.empty() && !r.positive()) {
@@ -97,6 +106,12 @@ void Session::do_helo(std::string_view arg, const VerbRule &rule, bool extended)
         reply(r);
         return;
     }
+    // What the reply offers (a handler may have taken them out again).
+    auto offered = [&ext](std::string_view keyword) {
+        return std::any_of(ext.begin(), ext.end(), [&](const std::string &e) { return iequals(e, keyword); });
+    };
+    dsn_offered_ = extended && (cfg_.handler_carries & carries_dsn) && offered("DSN");
+    requiretls_offered_ = extended && (cfg_.handler_carries & carries_requiretls) && conn_.tls && offered("REQUIRETLS");
     if (!extended) {
         reply(r, Reply(250, cfg_.hostname), false);
         return;

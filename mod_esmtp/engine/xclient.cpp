@@ -1,5 +1,6 @@
 #include "engine/xclient.hpp"
 
+#include "engine/dsn.hpp"
 #include "engine/proxy_protocol.hpp"
 #include "engine/text.hpp"
 
@@ -22,15 +23,6 @@ constexpr std::size_t kMaxLogin = 255;
 bool unavailable(std::string_view v)
 {
     return iequals(v, "[UNAVAILABLE]") || iequals(v, "[TEMPUNAVAIL]");
-}
-
-int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 // A host name or HELO argument: printable ASCII without spaces.
@@ -94,28 +86,6 @@ bool parse_address(std::string_view s, std::string &out)
 }
 
 } // namespace
-
-bool decode_xtext(std::string_view in, std::string &out)
-{
-    out.clear();
-    for (std::size_t i = 0; i < in.size(); ++i) {
-        auto c = static_cast<unsigned char>(in[i]);
-        if (c == '+') {
-            if (i + 2 >= in.size())
-                return false;
-            int hi = hexval(in[i + 1]), lo = hexval(in[i + 2]);
-            if (hi < 0 || lo < 0)
-                return false;
-            out.push_back(static_cast<char>(hi << 4 | lo));
-            i += 2;
-        } else if (c < '!' || c > '~' || c == '=') {
-            return false;
-        } else {
-            out.push_back(static_cast<char>(c));
-        }
-    }
-    return true;
-}
 
 bool parse_xclient(std::string_view arg, XClientAttrs &out, std::string &error)
 {

@@ -28,10 +28,6 @@ struct XClientAttrs {
     std::optional<unsigned> destport;
 };
 
-// Decodes RFC 3461 xtext ("+" HEXCHAR HEXCHAR for octets outside "!".."~",
-// "+" and "="). False on bad xtext.
-bool decode_xtext(std::string_view in, std::string &out);
-
 // Parses "ATTR=VALUE ..." (case-insensitive names, at least one). False
 // with `error` set to the text of a 501 reply ("Bad XCLIENT attribute
 // name: FOO", "Bad ADDR syntax: ...", "NAME too long").

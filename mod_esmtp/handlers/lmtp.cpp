@@ -1,4 +1,5 @@
 #include "engine/auth.hpp"
+#include "engine/dsn.hpp"
 #include "engine/text.hpp"
 #include "handlers/client_stream.hpp"
 #include "handlers/lmtp.hpp"
@@ -174,7 +175,8 @@ struct Settings {
     TlsMode tls = TlsMode::none;
     std::string server_name; // the name its certificate must carry
     std::shared_ptr<ssl_ctx_st> tls_ctx;
-    std::string auth_user; // AUTH to the server when not empty
+    bool tls_verified = false; // the certificate and its name are checked (REQUIRETLS)
+    std::string auth_user;     // AUTH to the server when not empty
     std::string auth_password;
     std::size_t reuse = 0; // idle connections kept per child for later sessions
     int idle = 30;         // seconds one may stay idle before it is not used again
@@ -187,6 +189,8 @@ struct Extensions {
     bool smtputf8 = false;
     bool size = false;
     bool starttls = false;
+    bool dsn = false;        // RFC 3461
+    bool requiretls = false; // RFC 8689
     bool auth_plain = false;
     bool auth_login = false;
 };
@@ -334,7 +338,7 @@ class LmtpHandler final : public Handler
         return {};
     }
 
-    Reply rcpt(SessionView &s, const Path &to, const Params &) override
+    Reply rcpt(SessionView &s, const Path &to, const Params &params) override
     {
         DropOnException guard(*this);
         if (lost_)
@@ -342,8 +346,11 @@ class LmtpHandler final : public Handler
         if (!mail_sent_)
             if (Reply r = begin(s); !r.empty())
                 return r;
+        if (std::any_of(params.begin(), params.end(),
+                        [](const Param &p) { return p.keyword == "NOTIFY" || p.keyword == "ORCPT"; }))
+            dsn_dropped(s, "NOTIFY/ORCPT");
         ServerReply r;
-        if (!command(s, "RCPT TO:<" + to.mailbox + ">", r))
+        if (!command(s, rcpt_command(to, params), r))
             return lost_reply();
         if (r.code / 100 == 2)
             accepted_.push_back(to.mailbox);
@@ -375,6 +382,8 @@ class LmtpHandler final : public Handler
         std::string cmd;
         if (Reply refused = mail_command(env, cmd); !refused.empty())
             return refused;
+        if (!env.dsn_ret.empty() || !env.dsn_envid.empty())
+            dsn_dropped(s, "RET/ENVID");
         ServerReply r;
         bool ok = command(s, cmd, r);
         if (!ok && reused && !lost_) {
@@ -569,7 +578,51 @@ class LmtpHandler final : public Handler
             cmd += " BODY=8BITMIME";
         if (env.declared_size && ext_.size)
             cmd += " SIZE=" + std::to_string(env.declared_size);
+        // RFC 3461 4.1: a relay whose next hop does not offer DSN drops the
+        // parameters (it would then owe "relayed" notices: mod_esmtp sends
+        // no notices of its own, see README "Sending mail out").
+        if (passes_dsn()) {
+            if (!env.dsn_ret.empty())
+                cmd += " RET=" + env.dsn_ret;
+            if (!env.dsn_envid.empty())
+                cmd += " ENVID=" + env.dsn_envid;
+        }
+        // RFC 8689 4.2.1: on only over verified TLS to a next hop that
+        // offers it; otherwise the message is refused (section 5's code).
+        if (env.requiretls) {
+            if (!ext_.requiretls || !conn_.tls())
+                return Reply(550, "REQUIRETLS support required", "5.7.30");
+            cmd += " REQUIRETLS";
+        }
         return {};
+    }
+
+    // RCPT TO with the DSN parameters the client gave, when they go on.
+    // (Checked again: a milter's added recipient brings its own.)
+    std::string rcpt_command(const Path &to, const Params &params) const
+    {
+        std::string cmd = "RCPT TO:<" + to.mailbox + ">";
+        if (passes_dsn())
+            for (const Param &p : params) {
+                if (p.keyword == "NOTIFY" && valid_notify(p.value))
+                    cmd += " NOTIFY=" + upper(p.value);
+                else if (p.keyword == "ORCPT" && valid_orcpt(p.value))
+                    cmd += " ORCPT=" + p.value;
+            }
+        return cmd;
+    }
+    bool passes_dsn() const { return settings_->smtp && ext_.dsn; }
+    void dsn_dropped(SessionView &s, std::string_view what)
+    {
+        if (settings_->smtp && !ext_.dsn)
+            s.log(2, tag() + settings_->target.to_string() + " does not offer DSN: " + std::string(what) +
+                         " not passed on");
+    }
+    static std::string upper(std::string v)
+    {
+        for (auto &c : v)
+            c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+        return v;
     }
 
     // With ESMTPMilter the handler's data() runs after the filters, which
@@ -612,7 +665,7 @@ class LmtpHandler final : public Handler
         sent_sender_ = env.sender.mailbox;
         std::optional<Reply> first_refusal;
         for (const auto &rcpt : env.recipients) {
-            if (!command(s, "RCPT TO:<" + rcpt.path.mailbox + ">", r))
+            if (!command(s, rcpt_command(rcpt.path, rcpt.params), r))
                 return lost_reply();
             if (r.code / 100 == 2) {
                 accepted_.push_back(rcpt.path.mailbox);
@@ -731,6 +784,10 @@ class LmtpHandler final : public Handler
                 ext_.size = true;
             else if (kw == "STARTTLS")
                 ext_.starttls = true;
+            else if (kw == "DSN")
+                ext_.dsn = true;
+            else if (kw == "REQUIRETLS")
+                ext_.requiretls = true;
             else if (kw == "AUTH") {
                 std::string mechs = line.substr(4) + " ";
                 ext_.auth_plain = mechs.find(" PLAIN ") != std::string::npos;
@@ -910,6 +967,20 @@ class LmtpFactory final : public HandlerFactory
     }
     std::unique_ptr<Handler> create() override { return std::make_unique<LmtpHandler>(settings_, pool_); }
 
+    // The smtp handler passes DSN's parameters on (or drops them where the
+    // smarthost does not offer DSN, as RFC 3461 4.1 allows a relay), and
+    // REQUIRETLS when it reaches the smarthost over verified TLS. An LMTP
+    // server is a final destination: it gets neither.
+    unsigned carries() const override
+    {
+        if (!settings_->smtp)
+            return 0;
+        unsigned c = carries_dsn;
+        if (settings_->tls != TlsMode::none && settings_->tls_verified)
+            c |= carries_requiretls;
+        return c;
+    }
+
     // As the server's user, at child start: for a unix socket, its
     // directory must be reachable and the socket, if it exists yet (the
     // LMTP server may start later), writable. For TCP there is nothing to
@@ -1067,6 +1138,7 @@ std::shared_ptr<HandlerFactory> LmtpProvider::configure(const HandlerContext &ct
         if (s.server_name.empty())
             s.server_name = s.target.host;
         tls.server_name = s.server_name;
+        s.tls_verified = tls.verify;
         s.tls_ctx = make_tls_client_context(tls, why);
         if (!s.tls_ctx) {
             error = prefix + why;

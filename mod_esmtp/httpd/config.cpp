@@ -1108,6 +1108,18 @@ void *merge_server_config(apr_pool_t *p, void *base, void *add) noexcept
         {"merge_server_config"}, [=] { return merge_servers(p, base, add); }, [add](const char *) { return add; });
 }
 
+// API 2.4: the extensions the server's handler carries on to the next hop
+// (HandlerFactory::carries()). A handler built against an older minor has
+// no such method: none.
+static unsigned handler_carries(const server_rec *s, const ServerConfig *cfg)
+{
+    if (cfg->enabled != 1 || !cfg->factory || !*cfg->factory || cfg->handler_minor < 4)
+        return 0;
+    const HandlerFactory &f = **cfg->factory;
+    return guarded(
+        {"HandlerFactory::carries", nullptr, s}, [&f] { return f.carries(); }, [](const char *) { return 0u; });
+}
+
 SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
 {
     // Every default comes from the engine's table (SessionConfig, Limits):
@@ -1124,6 +1136,7 @@ SessionConfig session_config(const server_rec *s, const ServerConfig *cfg)
     if (cfg->log_level >= 0)
         sc.log_level = cfg->log_level;
     sc.extensions = effective_extensions(cfg, sc.extensions);
+    sc.handler_carries = handler_carries(s, cfg);
     if (cfg->commands)
         sc.commands = *cfg->commands;
     if (cfg->max_errors >= 0)

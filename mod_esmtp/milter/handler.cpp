@@ -1,6 +1,7 @@
 #include "milter/handler.hpp"
 
 #include "engine/address.hpp"
+#include "engine/forwarding_view.hpp"
 
 #include <cerrno>
 #include <cstdio>
@@ -130,36 +131,20 @@ bool parse_filter_path(std::string_view addr, std::string_view args, bool null_o
 
 // A session view that shows the wrapped handler the message as the
 // milters left it.
-class View final : public SessionView
+class View final : public ForwardingView
 {
   public:
-    SessionView *s = nullptr;
     const Envelope *env = nullptr; // modified envelope, or null
     std::uint64_t size = 0;        // modified size, or 0
     bool size_set = false;
     std::string quarantine;
     std::string trace; // set when the sender changed
 
-    std::string_view client_address() const override { return s->client_address(); }
-    unsigned client_port() const override { return s->client_port(); }
-    std::string_view remote_host() const override { return s->remote_host(); }
-    std::string_view local_address() const override { return s->local_address(); }
-    unsigned local_port() const override { return s->local_port(); }
-    std::string_view hostname() const override { return s->hostname(); }
-    std::string_view helo_name() const override { return s->helo_name(); }
-    bool esmtp() const override { return s->esmtp(); }
-    std::string_view protocol() const override { return s->protocol(); }
     const Envelope &envelope() const override { return env ? *env : s->envelope(); }
-    std::string_view queue_id() const override { return s->queue_id(); }
     // After a change of sender the Return-Path names the new one.
     std::string_view trace_headers() const override { return trace.empty() ? s->trace_headers() : trace; }
     std::uint64_t message_size() const override { return size_set ? size : s->message_size(); }
-    std::uint64_t max_message_size() const override { return s->max_message_size(); }
-    void log(int level, std::string_view text) override { s->log(level, text); }
-    void error(std::string_view text) override { s->error(text); }
     std::string_view quarantine_reason() const override { return quarantine; }
-    const TlsInfo &tls() const override { return s->tls(); }
-    std::string_view auth_user() const override { return s->auth_user(); }
 };
 
 struct Peer {

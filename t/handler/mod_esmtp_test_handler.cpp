@@ -23,6 +23,10 @@
 //     answered "250 2.0.0 PONG [text]" by Handler::command().
 //   - ESMTPHandler test EVENTFILE badcommand: commands() returns a pattern
 //     that does not compile (the configuration must fail).
+//   - ESMTPHandler test EVENTFILE carries=dsn,requiretls (either or both):
+//     HandlerFactory::carries() (API 2.4) says so, and mod_esmtp offers DSN
+//     (and REQUIRETLS over TLS); the parameters show in the MAIL and RCPT
+//     events. A stand-in for a next hop that keeps those promises.
 //   - The module's own directive `TestHandlerTag WORD` (server config,
 //     per VirtualHost, before or after ESMTPHandler, inherited from the
 //     main server): read by HandlerFactory::for_server() (API 2.3), the
@@ -330,9 +334,9 @@ const char *set_tag(cmd_parms *cmd, void *, const char *arg) noexcept
 class TestFactory final : public esmtp::HandlerFactory
 {
   public:
-    TestFactory(std::string path, bool bad_command, std::string tag = {})
+    TestFactory(std::string path, bool bad_command, unsigned carries, std::string tag = {})
         : path_(path), events_(std::make_shared<const EventFile>(std::move(path))), bad_command_(bad_command),
-          tag_(std::move(tag))
+          carries_(carries), tag_(std::move(tag))
     {
     }
     std::unique_ptr<esmtp::Handler> create() override { return std::make_unique<TestHandler>(events_, tag_); }
@@ -347,8 +351,10 @@ class TestFactory final : public esmtp::HandlerFactory
             error = "TestHandlerTag refuse: refused on purpose";
             return nullptr;
         }
-        return std::make_shared<TestFactory>(path_, bad_command_, cfg->tag);
+        return std::make_shared<TestFactory>(path_, bad_command_, carries_, cfg->tag);
     }
+    // API 2.4
+    unsigned carries() const override { return carries_; }
     std::vector<esmtp::CommandSpec> commands() const override
     {
         if (bad_command_)
@@ -373,6 +379,7 @@ class TestFactory final : public esmtp::HandlerFactory
     std::string path_;
     std::shared_ptr<const EventFile> events_;
     bool bad_command_;
+    unsigned carries_;
     std::string tag_;
 };
 
@@ -383,10 +390,25 @@ class TestProvider final : public esmtp::HandlerProvider
     configure(const esmtp::HandlerContext &ctx, const std::vector<std::string> &args, std::string &error) const override
     {
         try {
-            bool bad_command = args.size() == 2 && args[1] == "badcommand";
-            if ((args.size() != 1 && !bad_command) || args[0].empty()) {
-                error = ctx.directive + " test: one argument expected: the event file (ESMTPHandler test "
-                                        "EVENTFILE [badcommand])";
+            bool bad_command = false;
+            unsigned carries = 0;
+            bool ok = !args.empty() && !args[0].empty();
+            for (std::size_t i = 1; ok && i < args.size(); ++i) {
+                std::string_view a = args[i];
+                if (a == "badcommand")
+                    bad_command = true;
+                else if (a == "carries=dsn")
+                    carries |= esmtp::carries_dsn;
+                else if (a == "carries=requiretls")
+                    carries |= esmtp::carries_requiretls;
+                else if (a == "carries=dsn,requiretls")
+                    carries |= esmtp::carries_dsn | esmtp::carries_requiretls;
+                else
+                    ok = false;
+            }
+            if (!ok) {
+                error = ctx.directive + " test: expects the event file (ESMTPHandler test EVENTFILE [badcommand] "
+                                        "[carries=dsn|requiretls|dsn,requiretls])";
                 return nullptr;
             }
             std::string path = args[0];
@@ -406,7 +428,7 @@ class TestProvider final : public esmtp::HandlerProvider
                 error = ctx.directive + " test: directory of the event file " + path + " does not exist";
                 return nullptr;
             }
-            return std::make_shared<TestFactory>(path, bad_command);
+            return std::make_shared<TestFactory>(path, bad_command, carries);
         } catch (const std::exception &e) {
             error = std::string("ESMTPHandler test: ") + e.what();
         } catch (...) {

@@ -227,6 +227,47 @@ class TestHandlerOwnDirective(ServerTestCase):
         self.assertEqual(self.connect_event(self.legacy, self.legacy_events), "CONNECT")
 
 
+class TestHandlerCarries(ServerTestCase):
+    """API 2.4: HandlerFactory::carries() of a handler in another module
+    decides whether DSN is offered (the test handler's carries=dsn); a
+    handler registered as API 2.2 (test22) is not asked: none."""
+
+    @classmethod
+    def configure(cls, httpd):
+        cls.carries = httpd.add_smtp("test")
+        cls.carries.handler.append("carries=dsn")
+        cls.plain = httpd.add_smtp("test")
+        cls.legacy_events = os.path.join(httpd.root, "events-legacy.log")
+        cls.legacy = httpd.add_smtp(None, extra=["ESMTPHandler test22 %s carries=dsn" % q(cls.legacy_events)])
+
+    def ehlo_and_notify(self, vh):
+        with RawClient(vh.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            code, lines = c.cmd("EHLO client.example")
+            self.assertEqual(code, 250, lines)
+            self.assertEqual(c.cmd("MAIL FROM:<a@example.org>")[0], 250)
+            code, _ = c.cmd("RCPT TO:<b@%s> NOTIFY=FAILURE" % vh.server_name)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        return [l[4:] for l in lines[1:]], code
+
+    def test_carried(self):
+        keywords, code = self.ehlo_and_notify(self.carries)
+        self.assertIn("DSN", keywords)
+        self.assertEqual(code, 250)
+        events = wait_for(lambda: [e for e in self.carries.event_lines() if e.startswith("RCPT")], 5)
+        self.assertEqual(events, ["RCPT <b@%s> NOTIFY=FAILURE" % self.carries.server_name])
+
+    def test_not_carried(self):
+        keywords, code = self.ehlo_and_notify(self.plain)
+        self.assertNotIn("DSN", keywords)
+        self.assertEqual(code, 555)
+
+    def test_handler_of_api_2_2_is_not_asked(self):
+        keywords, code = self.ehlo_and_notify(self.legacy)
+        self.assertNotIn("DSN", keywords)
+        self.assertEqual(code, 555)
+
+
 class TestHandlerCommandConfig(unittest.TestCase):
     """A handler command whose pattern does not compile fails `apache2 -t`,
     naming the directive and the command."""

@@ -8,7 +8,16 @@ smarthost's, with both queue ids in the transaction log; a recipient the
 smarthost refuses is refused at RCPT; a smarthost that is down, presents a
 certificate for another name or one we do not trust, or does not offer
 STARTTLS gives 451 and nothing is acknowledged; opendkim signs before the
-relay and the signature verifies at the smarthost."""
+relay and the signature verifies at the smarthost.
+
+DSN and REQUIRETLS (the smtp handler carries them on): NOTIFY, ORCPT, RET
+and ENVID reach a smarthost that offers DSN (a mod_esmtp whose handler
+carries DSN, two hops on; Postfix, which records them in its queue file)
+and are dropped for one that does not; REQUIRETLS is offered only over TLS
+and travels end to end through a mod_esmtp smarthost that itself relays
+with the smtp handler over verified TLS; a smarthost without REQUIRETLS
+(Postfix, a mod_esmtp whose handler does not carry it) gets nothing and
+the client 550 5.7.30."""
 
 import os
 import re
@@ -22,7 +31,7 @@ from peers import PostfixSmarthost, dovecot_missing
 from test_auth import USERS_FILE, authn_lines
 from test_auth import missing as auth_missing
 from test_milter import OPENDKIM, dkim, start_opendkim, stop, wait_port
-from test_starttls import make_cert, ssl_main_lines, ssl_vhost_lines
+from test_starttls import client_context, ehlo_keywords, make_cert, ssl_main_lines, ssl_vhost_lines, tls_wrap
 
 SMART_NAME = "smarthost.test"
 USER = "alice@example.org"
@@ -75,6 +84,17 @@ class RelayTest(ServerTestCase):
             # port 465's way: TLS from the first byte
             cls.smart_465 = cls.smart.add_smtp("maildir", server_name=SMART_NAME, accept_domains=["example.com"],
                                                extra=ssl_vhost_lines(cls.cert, key) + SMART_AUTH)
+            # the last hop of DSN and REQUIRETLS: the test handler says it
+            # carries them on (HandlerFactory::carries()) and records what
+            # MAIL and RCPT brought
+            cls.smart_dsn = cls.smart.add_smtp("test", server_name=SMART_NAME, accept_domains=["example.com"],
+                                               extra=tls)
+            cls.smart_dsn.handler.append("carries=dsn,requiretls")
+            # a smarthost that relays on with the smtp handler over verified
+            # TLS: it offers DSN, and REQUIRETLS over TLS
+            cls.smart_relay = cls.smart.add_smtp(
+                ["smtp", "127.0.0.1:%d" % cls.smart_dsn.port, "servername=" + SMART_NAME, "ca=" + cls.cert,
+                 "timeout=10"], server_name=SMART_NAME, accept_domains=["example.com"], extra=tls)
             cls.smart.start()
         except BaseException:
             cls.smart.cleanup(keep=True)
@@ -122,6 +142,13 @@ class RelayTest(ServerTestCase):
         cls.relay_465 = httpd.add_smtp(to(cls.smart_465, "tls=implicit"), **relay)
         cls.relay_no_starttls = httpd.add_smtp(
             ["smtp", "127.0.0.1:%d" % cls.smart_plain.port, "servername=" + SMART_NAME, "ca=" + cls.cert], **relay)
+        # clients may use STARTTLS (REQUIRETLS is offered only then)
+        sub_cert, sub_key = make_cert(d, cn="relay.example.org", names=("relay.example.org", ), prefix="sub-")
+        httpd.main_extra += ssl_main_lines()
+        starttls = ssl_vhost_lines(sub_cert, sub_key, "On")
+        cls.relay_rt = httpd.add_smtp(["smtp", "127.0.0.1:%d" % cls.smart_relay.port, "servername=" + SMART_NAME,
+                                       "ca=" + cls.cert, "timeout=10"], extra=starttls, **relay)
+        cls.relay_rt_lacking = httpd.add_smtp(to(cls.smart_test), extra=starttls, **relay)
 
     def verify(self, content):
         def dnsfunc(name, timeout=5):
@@ -244,6 +271,119 @@ class RelayTest(ServerTestCase):
         self.unavailable(self.relay_no_starttls, r"smtp: .*does not offer STARTTLS")
         self.assertEqual(len(self.smart_plain.maildir_files()), before)
 
+    # --- DSN (RFC 3461) and REQUIRETLS (RFC 8689)
+
+    def transaction(self, c, mail, rcpts, message=b"Subject: dsn\r\n\r\nhi\r\n"):
+        """MAIL, RCPTs, DATA on an open session: each must be accepted."""
+        code, lines = c.cmd(mail)
+        self.assertEqual(code, 250, lines)
+        for r in rcpts:
+            code, lines = c.cmd(r)
+            self.assertEqual(code, 250, lines)
+        self.assertEqual(c.cmd("DATA")[0], 354)
+        c.send(message + b".\r\n")
+        code, lines = c.reply()
+        self.assertEqual(code, 250, lines)
+
+    def envelope_at(self, vh, before):
+        """The MAIL and RCPT events of the next message `vh` took."""
+        events = wait_for(lambda: "EOM" in vh.event_lines()[before:] and vh.event_lines()[before:], 10)
+        self.assertTrue(events, vh.event_lines()[before:])
+        return [e for e in events if e.startswith(("MAIL ", "RCPT "))]
+
+    def test_dsn_passed_on_where_offered(self):
+        """Two hops (relay, a mod_esmtp smarthost relaying with the smtp
+        handler) and the parameters arrive as the client sent them."""
+        before = len(self.smart_dsn.event_lines())
+        with RawClient(self.relay_rt.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            code, lines = c.cmd("EHLO client.example")
+            self.assertIn("DSN", ehlo_keywords(lines))
+            # plaintext: REQUIRETLS is not offered, so it is no parameter here
+            self.assertNotIn("REQUIRETLS", ehlo_keywords(lines))
+            code, lines = c.cmd("MAIL FROM:<alice@example.org> REQUIRETLS")
+            self.assertEqual(code, 555, lines)
+            self.assertIn("5.5.4 Unsupported parameter REQUIRETLS", lines[0])
+            code, lines = c.cmd("MAIL FROM:<alice@example.org> RET=FULL ENVID=a+0Ab")
+            self.assertEqual(code, 501, lines)
+            self.transaction(c, "MAIL FROM:<alice@example.org> RET=HDRS ENVID=QQ+2B314159",
+                             ["RCPT TO:<bob@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob@example.com",
+                              "RCPT TO:<carol@example.com> NOTIFY=NEVER", "RCPT TO:<dave@example.com>"])
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(self.envelope_at(self.smart_dsn, before),
+                         ["MAIL <alice@example.org> RET=HDRS ENVID=QQ+2B314159",
+                          "RCPT <bob@example.com> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;bob@example.com",
+                          "RCPT <carol@example.com> NOTIFY=NEVER", "RCPT <dave@example.com>"])
+
+    def test_dsn_dropped_where_not_offered(self):
+        """The test handler without carries= does not offer DSN: its server
+        gets the transaction without the parameters (RFC 3461 4.1)."""
+        before = len(self.smart_test.event_lines())
+        with RawClient(self.relay_test.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertIn("DSN", ehlo_keywords(c.cmd("EHLO client.example")[1]))
+            self.transaction(c, "MAIL FROM:<alice@example.org> RET=FULL ENVID=x1",
+                             ["RCPT TO:<bob@example.com> NOTIFY=DELAY ORCPT=rfc822;bob@example.com"])
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(self.envelope_at(self.smart_test, before),
+                         ["MAIL <alice@example.org>", "RCPT <bob@example.com>"])
+        self.assertTrue(wait_for(lambda: any("does not offer DSN: NOTIFY/ORCPT not passed on" in l
+                                             for l in self.relay_test.log_lines()), 5))
+
+    def starttls(self, c):
+        self.assertEqual(c.reply()[0], 220)
+        code, lines = c.cmd("EHLO client.example")
+        self.assertNotIn("REQUIRETLS", ehlo_keywords(lines))
+        self.assertEqual(c.cmd("STARTTLS")[0], 220)
+        tls_wrap(c)
+        code, lines = c.cmd("EHLO client.example")
+        self.assertEqual(code, 250, lines)
+        return ehlo_keywords(lines)
+
+    def test_requiretls_end_to_end(self):
+        """Client, relay and smarthost over TLS: REQUIRETLS reaches the last
+        hop, which the smarthost (the smtp handler again) reached only
+        because it offers REQUIRETLS."""
+        before = len(self.smart_dsn.event_lines())
+        with RawClient(self.relay_rt.port) as c:
+            self.assertIn("REQUIRETLS", self.starttls(c))
+            code, lines = c.cmd("MAIL FROM:<alice@example.org> REQUIRETLS=YES")
+            self.assertEqual(code, 501, lines)
+            self.transaction(c, "MAIL FROM:<alice@example.org> REQUIRETLS",
+                             ["RCPT TO:<bob@example.com> NOTIFY=FAILURE"])
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(self.envelope_at(self.smart_dsn, before),
+                         ["MAIL <alice@example.org> REQUIRETLS", "RCPT <bob@example.com> NOTIFY=FAILURE"])
+
+    def test_requiretls_refused_when_the_smarthost_lacks_it(self):
+        before = len(self.smart_test.event_lines())
+        with RawClient(self.relay_rt_lacking.port) as c:
+            self.assertIn("REQUIRETLS", self.starttls(c))
+            code, lines = c.cmd("MAIL FROM:<alice@example.org> REQUIRETLS")
+            self.assertEqual(code, 550, lines)
+            self.assertEqual(lines[0], "550 5.7.30 REQUIRETLS support required")
+            # no transaction began; the next one without it goes through
+            self.assertEqual(c.cmd("RCPT TO:<bob@example.com>")[0], 503)
+            self.transaction(c, "MAIL FROM:<alice@example.org>", ["RCPT TO:<bob@example.com>"])
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(self.envelope_at(self.smart_test, before),
+                         ["MAIL <alice@example.org>", "RCPT <bob@example.com>"])
+
+    def test_maildir_offers_no_dsn(self):
+        """A final-delivery handler does not carry DSN on: not offered, and
+        its parameters are unknown, as before."""
+        with RawClient(self.smart_plain.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            keywords = ehlo_keywords(c.cmd("EHLO client.example")[1])
+            self.assertNotIn("DSN", keywords)
+            self.assertNotIn("REQUIRETLS", keywords)
+            code, lines = c.cmd("MAIL FROM:<alice@example.org> RET=HDRS")
+            self.assertEqual(code, 555, lines)
+            self.assertEqual(c.cmd("MAIL FROM:<alice@example.org>")[0], 250)
+            code, lines = c.cmd("RCPT TO:<bob@example.com> NOTIFY=NEVER")
+            self.assertEqual((code, lines[0]), (555, "555 5.5.4 Unsupported parameter NOTIFY"))
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+
     def test_message_refused_after_the_dot_is_refused(self):
         # the test handler answers 451 4.3.0 at the end of a message from eom451@
         with RawClient(self.relay_test.port) as c:
@@ -334,12 +474,65 @@ class PostfixSmarthostTest(ServerTestCase):
         cls.relay = httpd.add_smtp(base + ["auth=" + cred], server_name="relay.example.org", **relay)
         cls.relay_wrong_pw = httpd.add_smtp(base + ["auth=" + wrong], **relay)
         cls.relay_no_auth = httpd.add_smtp(base, **relay)
+        # clients may use STARTTLS here (REQUIRETLS is offered only then)
+        sub_cert, sub_key = make_cert(d, cn="relay.example.org", names=("relay.example.org", ), prefix="relay-")
+        httpd.main_extra += ssl_main_lines()
+        cls.relay_tls = httpd.add_smtp(base + ["auth=" + cred], extra=ssl_vhost_lines(sub_cert, sub_key, "On"),
+                                       **relay)
 
-    def held(self, qid):
-        """The message Postfix holds as `qid` (postcat -q)."""
-        rc, out = self.postfix.run(test_postfix._which("postcat"), "-c", self.postfix.config_dir, "-bh", "-q", qid)
+    def held(self, qid, what="-bh"):
+        """The message Postfix holds as `qid` (postcat -q): header and
+        body, or with what="-e" the envelope records."""
+        rc, out = self.postfix.run(test_postfix._which("postcat"), "-c", self.postfix.config_dir, what, "-q", qid)
         self.assertEqual(rc, 0, out)
         return out
+
+    def relayed_qid(self, text):
+        """Postfix's queue id of the message our 250 `text` acknowledged."""
+        our_qid = queue_id_of(text)
+        lines = wait_for(lambda: [l for l in self.relay.log_lines() if "relayed " + our_qid in l], 5)
+        self.assertTrue(lines, "\n".join(self.relay.log_lines()))
+        m = re.search(r"queued as ([0-9A-Za-z]+)", lines[0])
+        self.assertTrue(m, lines[0])
+        return m.group(1)
+
+    def test_dsn_passed_to_postfix(self):
+        """Postfix offers DSN: what the client asked for is in its queue
+        file, for the notices Postfix will send."""
+        with RawClient(self.relay.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertIn("DSN", ehlo_keywords(c.cmd("EHLO client.example")[1]))
+            for cmd in ("MAIL FROM:<alice@example.org> RET=HDRS ENVID=QQ+2B314159",
+                        "RCPT TO:<bob@example.com> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;bob+2Bx@example.com",
+                        "RCPT TO:<carol@example.com> NOTIFY=NEVER", "DATA"):
+                code, lines = c.cmd(cmd)
+                self.assertIn(code, (250, 354), (cmd, lines, self.postfix.log_text()[-2000:]))
+            c.send(b"Subject: dsn\r\n\r\nhi\r\n.\r\n")
+            code, lines = c.reply()
+            self.assertEqual(code, 250, lines)
+        envelope = self.held(self.relayed_qid(lines[0]), "-e")
+        # Postfix keeps them decoded: ENVID, RET=HDRS (2), NOTIFY as flags
+        # (NEVER 1, SUCCESS 2, FAILURE 4, DELAY 8), ORCPT
+        self.assertIn("named_attribute: envelope_id=QQ+314159\n", envelope)
+        self.assertIn("named_attribute: ret_flags=2\n", envelope)
+        self.assertRegex(envelope, r"notify_flags=10\nnamed_attribute: dsn_orig_rcpt=rfc822;bob\+x@example\.com\n"
+                                   r"original_recipient: bob@example\.com\nrecipient: bob@example\.com\n")
+        self.assertRegex(envelope, r"notify_flags=1\n(.*\n){2}recipient: carol@example\.com\n")
+
+    def test_requiretls_refused_by_postfix(self):
+        """Postfix does not implement REQUIRETLS: the client that requires
+        it gets 550 5.7.30 and Postfix no MAIL for it."""
+        with RawClient(self.relay_tls.port) as c:
+            self.assertEqual(c.reply()[0], 220)
+            self.assertNotIn("REQUIRETLS", ehlo_keywords(c.cmd("EHLO client.example")[1]))
+            self.assertEqual(c.cmd("STARTTLS")[0], 220)
+            tls_wrap(c)
+            self.assertIn("REQUIRETLS", ehlo_keywords(c.cmd("EHLO client.example")[1]))
+            code, lines = c.cmd("MAIL FROM:<requiretls@example.org> REQUIRETLS")
+            self.assertEqual(lines, ["550 5.7.30 REQUIRETLS support required"])
+            self.assertEqual(c.cmd("MAIL FROM:<alice@example.org>")[0], 250)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertNotIn("requiretls@example.org", self.postfix.log_text())
 
     def test_relayed_through_postfix(self):
         with smtplib.SMTP("127.0.0.1", self.relay.port, timeout=60) as s:

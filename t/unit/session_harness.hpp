@@ -231,11 +231,13 @@ struct Harness {
 
     // The sessions of the next start()s get their handler from `factory`
     // and accept any recipient domain: a test of a handler is about the
-    // handler, not about the relay policy.
+    // handler, not about the relay policy. What it carries on is offered,
+    // as post_config does.
     void use(std::shared_ptr<HandlerFactory> factory)
     {
         make_handler = [factory] { return factory->create(); };
         cfg.accept_domains = {"*"};
+        cfg.handler_carries = factory->carries();
     }
     // Create the session (with cfg and conn as they are now) and return the greeting.
     std::string start()

@@ -4,6 +4,7 @@
 // connections, a server that is down).
 
 #include "engine/auth.hpp"
+#include "engine/forwarding_view.hpp"
 #include "handlers/lmtp.hpp"
 #include "handlers/stream_socket.hpp"
 #include "session_harness.hpp"
@@ -250,6 +251,47 @@ void use_smtp(H &h, const std::vector<std::string> &args)
     h.use(factory);
 }
 
+// Shows the wrapped handler, from data() on, the envelope a milter left:
+// `extra` recipients added (as ESMTPMilter's smfi_addrcpt_par would).
+class AddRecipients final : public esmtp::Handler
+{
+  public:
+    AddRecipients(std::unique_ptr<esmtp::Handler> inner, std::vector<esmtp::Recipient> extra)
+        : inner_(std::move(inner)), extra_(std::move(extra))
+    {
+    }
+    esmtp::Reply mail(esmtp::SessionView &s, const esmtp::Path &p, const esmtp::Params &ps) override
+    {
+        return inner_->mail(s, p, ps);
+    }
+    esmtp::Reply rcpt(esmtp::SessionView &s, const esmtp::Path &p, const esmtp::Params &ps) override
+    {
+        return inner_->rcpt(s, p, ps);
+    }
+    esmtp::Reply data(esmtp::SessionView &s) override
+    {
+        view_.s = &s;
+        view_.env = s.envelope();
+        view_.env.recipients.insert(view_.env.recipients.end(), extra_.begin(), extra_.end());
+        return inner_->data(view_);
+    }
+    void header(esmtp::SessionView &, const esmtp::HeaderField &f) override { inner_->header(view_, f); }
+    void eoh(esmtp::SessionView &, std::string_view raw) override { inner_->eoh(view_, raw); }
+    void body(esmtp::SessionView &, std::string_view chunk) override { inner_->body(view_, chunk); }
+    esmtp::Reply eom(esmtp::SessionView &) override { return inner_->eom(view_); }
+    void abort(esmtp::SessionView &s) override { inner_->abort(s); }
+    void disconnect(esmtp::SessionView &s) override { inner_->disconnect(s); }
+
+  private:
+    struct View final : esmtp::ForwardingView {
+        esmtp::Envelope env;
+        const esmtp::Envelope &envelope() const override { return env; }
+    };
+    std::unique_ptr<esmtp::Handler> inner_;
+    std::vector<esmtp::Recipient> extra_;
+    View view_;
+};
+
 const char *const kEhlo = "250-smarthost.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-8BITMIME\r\n"
                           "250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n";
 
@@ -286,6 +328,11 @@ class LmtpTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testSmtpRelayOne);
     CPPUNIT_TEST(testSmtpRepliesAreOurs);
     CPPUNIT_TEST(testSmtpParametersOnlyWhenOffered);
+    CPPUNIT_TEST(testSmtpCarries);
+    CPPUNIT_TEST(testSmtpDsnPassedOn);
+    CPPUNIT_TEST(testSmtpDsnDropped);
+    CPPUNIT_TEST(testSmtpDsnAfterEnvelopeChanged);
+    CPPUNIT_TEST(testSmtpRequireTlsNeedsTls);
     CPPUNIT_TEST(testSmtpSmarthostDown);
     CPPUNIT_TEST(testSmtpNoReplyAfterDot);
     CPPUNIT_TEST(testSmtpStarttlsRequiredNotOffered);
@@ -926,6 +973,142 @@ class LmtpTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(m.send("RSET\r\n").rfind("250 ", 0) == 0);
         CPPUNIT_ASSERT_EQUAL(std::string("553 5.6.7 Smarthost does not support SMTPUTF8\r\n"),
                              m.send("MAIL FROM:<a@example.com> SMTPUTF8\r\n"));
+    }
+
+    // What the module may offer for the handler (HandlerFactory::carries()):
+    // DSN for smtp; REQUIRETLS only with verified TLS to the smarthost; an
+    // LMTP server, a final destination, neither.
+    void testSmtpCarries()
+    {
+        std::string error;
+        auto f = configure_smtp({"unix:" + sock_}, error);
+        CPPUNIT_ASSERT_MESSAGE(error, f);
+        CPPUNIT_ASSERT_EQUAL(unsigned(esmtp::carries_dsn), f->carries());
+        f = configure_smtp({"smtp.example.net:587"}, error); // tls=starttls, the system's trust store
+        CPPUNIT_ASSERT_MESSAGE(error, f);
+        CPPUNIT_ASSERT_EQUAL(unsigned(esmtp::carries_dsn | esmtp::carries_requiretls), f->carries());
+        f = configure_smtp({"smtp.example.net:465", "tls=implicit"}, error);
+        CPPUNIT_ASSERT_EQUAL(unsigned(esmtp::carries_dsn | esmtp::carries_requiretls), f->carries());
+        f = configure_smtp({"smtp.example.net:25", "tls=none"}, error);
+        CPPUNIT_ASSERT_EQUAL(unsigned(esmtp::carries_dsn), f->carries());
+        f = configure({"unix:" + sock_}, error);
+        CPPUNIT_ASSERT_EQUAL(0u, f->carries());
+        f = configure({"127.0.0.1:24"}, error);
+        CPPUNIT_ASSERT_EQUAL(0u, f->carries());
+    }
+
+    // A smarthost offering DSN gets RET, ENVID, NOTIFY and ORCPT as the
+    // client sent them (NOTIFY upper-cased).
+    void testSmtpDsnPassedOn()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["EHLO"] = "250-smarthost.test\r\n250-PIPELINING\r\n250-DSN\r\n250 SIZE 1000000\r\n";
+        srv.start();
+        H m;
+        use_smtp(m, {"unix:" + sock_});
+        m.start();
+        std::string ehlo = m.send("EHLO client.example\r\n");
+        CPPUNIT_ASSERT_MESSAGE(ehlo, ehlo.find("250 DSN\r\n") != std::string::npos);
+        CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com> RET=hdrs ENVID=Q+2B1 SIZE=99\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(
+            m.send("RCPT TO:<b@example.net> NOTIFY=success,delay ORCPT=rfc822;b@example.net\r\n").rfind("250 ", 0) ==
+            0);
+        CPPUNIT_ASSERT(m.send("RCPT TO:<c@example.net>\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("RCPT TO:<d@example.net> NOTIFY=NEVER\r\n").rfind("250 ", 0) == 0);
+        auto cmds = locked_commands(srv);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(5), cmds.size());
+        CPPUNIT_ASSERT_EQUAL(std::string("MAIL FROM:<a@example.com> SIZE=99 RET=HDRS ENVID=Q+2B1"), cmds[1]);
+        CPPUNIT_ASSERT_EQUAL(std::string("RCPT TO:<b@example.net> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;b@example.net"),
+                             cmds[2]);
+        CPPUNIT_ASSERT_EQUAL(std::string("RCPT TO:<c@example.net>"), cmds[3]);
+        CPPUNIT_ASSERT_EQUAL(std::string("RCPT TO:<d@example.net> NOTIFY=NEVER"), cmds[4]);
+        CPPUNIT_ASSERT(!m.log.has("does not offer DSN"));
+    }
+
+    // RFC 3461 4.1: a smarthost without DSN gets the transaction without
+    // the parameters (the log says so); nothing is refused.
+    void testSmtpDsnDropped()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["EHLO"] = kEhlo;
+        srv.data_replies = {"250 2.0.0 Ok: queued as 77\r\n"};
+        srv.start();
+        H m;
+        m.cfg.log_level = 2;
+        use_smtp(m, {"unix:" + sock_});
+        m.ehlo();
+        CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com> RET=FULL ENVID=x\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(
+            m.send("RCPT TO:<b@example.net> NOTIFY=FAILURE ORCPT=rfc822;b@example.net\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("Subject: x\r\n\r\nhi\r\n.\r\n").rfind("250 ", 0) == 0);
+        auto cmds = locked_commands(srv);
+        CPPUNIT_ASSERT_EQUAL(std::string("MAIL FROM:<a@example.com>"), cmds.at(1));
+        CPPUNIT_ASSERT_EQUAL(std::string("RCPT TO:<b@example.net>"), cmds.at(2));
+        CPPUNIT_ASSERT(m.log.has("does not offer DSN: RET/ENVID not passed on"));
+        CPPUNIT_ASSERT(m.log.has("does not offer DSN: NOTIFY/ORCPT not passed on"));
+    }
+
+    // A milter added recipients after RCPT: MAIL and RCPT go again, with
+    // the DSN parameters of each recipient that are valid (a milter's
+    // own are checked like a client's).
+    void testSmtpDsnAfterEnvelopeChanged()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["EHLO"] = "250-smarthost.test\r\n250 DSN\r\n";
+        srv.start();
+        std::string error;
+        auto factory = configure_smtp({"unix:" + sock_}, error);
+        CPPUNIT_ASSERT_MESSAGE(error, factory);
+        H m;
+        m.use(factory);
+        std::vector<esmtp::Recipient> extra(2);
+        extra[0].path.mailbox = "added@example.net";
+        extra[0].params = {{"NOTIFY", "delay"}, {"ORCPT", "rfc822;added@example.net"}};
+        extra[1].path.mailbox = "odd@example.net";
+        extra[1].params = {{"NOTIFY", "NEVER,DELAY"}, {"ORCPT", "no-type"}, {"XTRA", "1"}};
+        m.make_handler = [factory, extra] { return std::make_unique<AddRecipients>(factory->create(), extra); };
+        m.ehlo();
+        CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com> RET=FULL\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("RCPT TO:<b@example.net> NOTIFY=FAILURE\r\n").rfind("250 ", 0) == 0);
+        CPPUNIT_ASSERT(m.send("DATA\r\n").rfind("354 ", 0) == 0);
+        auto cmds = locked_commands(srv);
+        std::vector<std::string> expect{"EHLO mx.example.org",
+                                        "MAIL FROM:<a@example.com> RET=FULL",
+                                        "RCPT TO:<b@example.net> NOTIFY=FAILURE",
+                                        "RSET",
+                                        "MAIL FROM:<a@example.com> RET=FULL",
+                                        "RCPT TO:<b@example.net> NOTIFY=FAILURE",
+                                        "RCPT TO:<added@example.net> NOTIFY=DELAY ORCPT=rfc822;added@example.net",
+                                        "RCPT TO:<odd@example.net>",
+                                        "DATA"};
+        CPPUNIT_ASSERT_EQUAL(expect.size(), cmds.size());
+        for (std::size_t i = 0; i < expect.size(); ++i)
+            CPPUNIT_ASSERT_EQUAL(expect[i], cmds[i]);
+    }
+
+    // REQUIRETLS never goes out over a connection without TLS, whatever
+    // the smarthost offers: 550 5.7.30 (RFC 8689 5), and the connection
+    // stays usable. (The module offers REQUIRETLS only for tls=starttls or
+    // implicit: here the session is told to, to test the handler's own
+    // check.)
+    void testSmtpRequireTlsNeedsTls()
+    {
+        FakeLmtp srv(sock_);
+        srv.replies["EHLO"] = "250-smarthost.test\r\n250-REQUIRETLS\r\n250 DSN\r\n";
+        srv.start();
+        H m;
+        use_smtp(m, {"unix:" + sock_});
+        m.cfg.handler_carries |= esmtp::carries_requiretls;
+        m.conn.tls = true;
+        m.conn.tls_info.active = true;
+        m.ehlo();
+        CPPUNIT_ASSERT_EQUAL(std::string("550 5.7.30 REQUIRETLS support required\r\n"),
+                             m.send("MAIL FROM:<a@example.com> REQUIRETLS\r\n"));
+        CPPUNIT_ASSERT(m.send("MAIL FROM:<a@example.com>\r\n").rfind("250 ", 0) == 0);
+        auto cmds = locked_commands(srv);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(2), cmds.size());
+        CPPUNIT_ASSERT_EQUAL(std::string("MAIL FROM:<a@example.com>"), cmds[1]);
     }
 
     // Down: 451 at MAIL, nothing acknowledged, and the error log says why.

@@ -2,6 +2,7 @@
 // to ESMTPXClientHosts clients only, 550/503/501 refusals, the session
 // restarting with the new identity (checked again for the next XCLIENT).
 
+#include "engine/dsn.hpp"
 #include "engine/xclient.hpp"
 #include "session_harness.hpp"
 
