@@ -90,9 +90,6 @@ class StatusEventTest(StatusMixin, ServerTestCase):
         cls.slow = httpd.add_smtp("test", accept_domains=["localhost"], timeouts={"command": 1})
         cls.limited = httpd.add_smtp("test", accept_domains=["localhost"], extra=[
             "ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 1", "ESMTPClientMessageRate 1/60"])
-        # waits in its thread (ESMTPTimeout 20 < Timeout 30: never parked)
-        # long enough for a test to read the scoreboard
-        cls.held = httpd.add_smtp("test", accept_domains=["localhost"], timeouts={"command": 20})
 
     def test_auto_keys(self):
         a = self.auto()
