@@ -220,7 +220,7 @@ void print_auto(request_rec *r, const Totals &t)
         ap_rprintf(r, "%s: %" APR_UINT64_T_FMT "\n", kCounterKeys[k], t.n[k]);
     // Per-client counts shared with other nodes (shared_limits.hpp).
     if (ClientTable::SharedStats sh = client_table().shared_stats(); sh.on) {
-        ap_rprintf(r, "ESMTPSharedLimits: %s\n", sh.up ? "up" : "down");
+        ap_rprintf(r, "ESMTPSharedLimitsUp: %d\n", sh.up ? 1 : 0);
         ap_rprintf(r, "ESMTPSharedLimitsNodes: %u\n", sh.nodes);
         ap_rprintf(r, "ESMTPSharedLimitsPublished: %u\n", sh.published);
         ap_rprintf(r, "ESMTPSharedLimitsRemoteClients: %u\n", sh.remote);

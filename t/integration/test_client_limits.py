@@ -1,6 +1,10 @@
 """Per-client limits (ESMTPClient*), as Postfix's anvil keeps them: sessions
 and connection, message and recipient rates per client address, shared by
-every child process and kept across a graceful restart.
+every child process and kept across a graceful restart. Each limit test
+runs twice: as written (the default ESMTPStateCache, shmcb: counts per
+host) and with ESMTPStateCache in a redis-server (the *OnRedis classes:
+the node publishes its counts there); TwoNodesTest runs two nodes on one
+redis.
 
 The tests run on loopback, which is exempt by default: each server here
 sets ESMTPClientLimitExceptions to none (or to another address)."""
@@ -12,7 +16,9 @@ import time
 import unittest
 
 import harness
-from harness import Httpd, ServerTestCase, wait_for
+from harness import MODULESDIR, Httpd, ServerTestCase, free_port, q, wait_for
+from peers import REDIS_SERVER, Redis
+from test_status import STATUS_LINES, fetch, parse_auto
 
 ANY = ["*"]
 TOO_MANY_RE = re.compile(r"^421 4\.7\.0 \S+ Error: too many connections from 127\.0\.0\.1\r\n")
@@ -22,8 +28,8 @@ class Client:
     """A raw SMTP client, optionally bound to a source address (127.0.0.0/8
     is all local on Linux)."""
 
-    def __init__(self, port, source="127.0.0.1", timeout=20):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+    def __init__(self, port, source="127.0.0.1", timeout=20, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=timeout, source_address=(source, 0))
         self.buf = b""
 
     def reply(self):
@@ -82,12 +88,12 @@ def quit_all(sessions):
         c.close()
 
 
-def greeted_when_free(port, source="127.0.0.1", timeout=10):
+def greeted_when_free(port, source="127.0.0.1", timeout=10, host="127.0.0.1"):
     """Connect until a session is greeted (decrements land when the server
     has ended the sessions); the code of the last try."""
     deadline = time.time() + timeout
     while True:
-        c = Client(port, source)
+        c = Client(port, source, host=host)
         code, _ = c.greeting()
         if code == "220":
             c.cmd("QUIT")
@@ -587,6 +593,209 @@ class ModQosTest(ServerTestCase):
                 (s[0] if isinstance(s, tuple) else s).close()
 
 
+REDIS_MODULE = "LoadModule socache_redis_module %s" % q(os.path.join(MODULESDIR, "mod_socache_redis.so"))
+REDIS_OK = bool(REDIS_SERVER) and os.path.exists(os.path.join(MODULESDIR, "mod_socache_redis.so"))
+REDIS_MISSING = "redis-server or mod_socache_redis is missing"
+
+
+def redis_cli(port, *args):
+    """One redis command through RESP on a socket (no redis-cli needed):
+    the reply's bulk strings."""
+    cmd = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in (x.encode() for x in args))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(cmd)
+        data = b""
+        s.settimeout(0.5)
+        try:
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        except socket.timeout:
+            pass
+    return data.decode("latin-1")
+
+
+def on_redis(base):
+    """`base` again, with ESMTPStateCache in a redis-server started for the
+    class: the node shares its counts there (one node: the limits behave as
+    on shmcb)."""
+
+    class OnRedis(base):
+        @classmethod
+        def setUpClass(cls):
+            cls.redis = Redis()
+            options = dict(base.httpd_options)
+            options["main_extra"] = list(options.get("main_extra", [])) + [
+                REDIS_MODULE, "ESMTPStateCache redis:127.0.0.1:%d" % cls.redis.port]
+            cls.httpd_options = options
+            try:
+                super().setUpClass()
+            except BaseException:
+                cls.redis.cleanup()
+                raise
+
+        @classmethod
+        def tearDownClass(cls):
+            try:
+                super().tearDownClass()
+            finally:
+                cls.redis.cleanup()
+
+        def test_counts_shared_through_redis(self):
+            lines = wait_for(lambda: [line for line in self.httpd.log_lines()
+                                      if "per-client counts shared through ESMTPStateCache redis:" in line], 5)
+            self.assertTrue(lines, "the node shares its counts")
+            # the node registered itself (a few KB of text: its id in the value)
+            node = re.search(r"as node (\S+),", lines[-1]).group(1)
+            self.assertTrue(wait_for(lambda: node in redis_cli(self.redis.port, "KEYS", "*") or
+                                     any(node in redis_cli(self.redis.port, "GET", k)
+                                         for k in re.findall(r"\r\n([^$*\r][^\r]*)\r\n",
+                                                             redis_cli(self.redis.port, "KEYS", "*"))), 5),
+                            "node %s not registered in redis" % node)
+
+    OnRedis.__name__ = OnRedis.__qualname__ = base.__name__.replace("Test", "OnRedisTest")
+    OnRedis.__doc__ = (base.__doc__ or "") + " (ESMTPStateCache redis)"
+    return unittest.skipUnless(REDIS_OK, REDIS_MISSING)(OnRedis)
+
+
+ConnectionLimitOnRedisTest = on_redis(ConnectionLimitTest)
+EndPathsOnRedisTest = on_redis(EndPathsTest)
+Ipv6OnRedisTest = on_redis(Ipv6Test)
+RatesOnRedisTest = on_redis(RatesTest)
+XClientOnRedisTest = on_redis(XClientTest)
+PreforkChildrenOnRedisTest = on_redis(PreforkChildrenTest)
+GracefulRestartOnRedisTest = on_redis(GracefulRestartTest)
+FloodOnRedisTest = on_redis(FloodTest)
+
+
+def shared(node):
+    return parse_auto(fetch(node.http_port, "?auto"))
+
+
+@unittest.skipUnless(REDIS_OK, REDIS_MISSING)
+class TwoNodesTest(unittest.TestCase):
+    """Two httpd nodes sharing one redis-server, one service: the same port
+    on 127.0.0.1 (node 1) and 127.0.0.2 (node 2), ESMTPClientConnectionLimit
+    2. The connection limit counts the sessions on both nodes; redis
+    stopped: each node counts its own (fail open), the error log and
+    mod_status say so."""
+
+    ALLOWED = (r"per-client counts cannot be shared",
+               r"ESMTPStateCache redis:127\.0\.0\.1:\d+: (retrieve|store) failed for the per-client counts",
+               r"AH0347\d|AH0348\d|AH0349\d|socache_redis|apr_redis")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = Redis()
+        cls.port = free_port()
+        cls.nodes = []
+        try:
+            for address in ("127.0.0.1", "127.0.0.2"):
+                h = Httpd(main_extra=STATUS_LINES + [REDIS_MODULE, "ESMTPStateCache redis:127.0.0.1:%d interval=1"
+                                                     % cls.redis.port])
+                cls.nodes.append(h)
+                h.add_http()
+                h.address = address
+                h.vh = h.add_smtp("maildir", accept_domains=ANY, port=cls.port, address=address,
+                                  extra=["ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 2"])
+                h.start()
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        bad = []
+        for h in cls.nodes:
+            h.stop()
+            bad += h.check_log(cls.ALLOWED)
+            h.cleanup(keep=bool(bad))
+        cls.redis.cleanup()
+        if bad:
+            raise AssertionError("unexpected error-log lines:\n" + "\n".join(bad))
+
+    def connect(self, node):
+        c = Client(self.port, host=node.address)
+        code, text = c.greeting()
+        return c, code, text
+
+    def sees_others(self, node, clients):
+        s = shared(node)
+        return s["ESMTPSharedLimitsUp"] == 1 and s["ESMTPSharedLimitsRemoteClients"] == clients
+
+    def test_node_ids_distinct(self):
+        ids = [re.findall(r"as node (\S+),", "\n".join(h.log_lines())) for h in self.nodes]
+        self.assertTrue(all(ids), ids)
+        self.assertNotEqual(ids[0][-1], ids[1][-1])
+
+    def test_connection_limit_counts_both_nodes(self):
+        one, two = self.nodes
+        held = []
+        try:
+            for node in (one, two):
+                c, code, text = self.connect(node)
+                held.append(c)
+                self.assertEqual(code, "220", text)
+            # each node learns the other's session within an interval or two
+            self.assertTrue(wait_for(lambda: self.sees_others(one, 1) and self.sees_others(two, 1), 10, 0.2),
+                            "the nodes do not see each other's session: %r %r" % (shared(one), shared(two)))
+            self.assertGreaterEqual(shared(one)["ESMTPSharedLimitsNodes"], 1)
+            for node in (one, two):
+                c, code, text = self.connect(node)
+                self.assertEqual(code, "421", "a third session on %s" % node.address)
+                self.assertRegex(text, TOO_MANY_RE)
+                self.assertTrue(c.closed())
+                c.close()
+            self.assertIn("too many connections from 127.0.0.1: connection limit 2 (sessions: 2)",
+                          "\n".join(one.log_lines()))
+        finally:
+            quit_all([(c, "220", "") for c in held])
+        # the closes reach the other node: its count falls
+        self.assertTrue(wait_for(lambda: self.sees_others(one, 0) and self.sees_others(two, 0), 10, 0.2),
+                        "counts did not fall: %r %r" % (shared(one), shared(two)))
+        sessions = [self.connect(one), self.connect(two)]
+        try:
+            self.assertEqual([code for _, code, _ in sessions], ["220", "220"])
+        finally:
+            quit_all(sessions)
+
+    def test_redis_stopped_limits_per_node(self):
+        one, two = self.nodes
+        self.assertTrue(wait_for(lambda: self.sees_others(one, 0) and self.sees_others(two, 0), 10, 0.2))
+        b, code, _ = self.connect(two)
+        held = [(b, code, "")]
+        try:
+            self.assertEqual(code, "220")
+            self.assertTrue(wait_for(lambda: self.sees_others(one, 1), 10, 0.2))
+            before = shared(one)
+            one.new_log_lines()
+            self.redis.stop()
+            try:
+                # fail open: node 1 drops node 2's count and counts its own
+                self.assertTrue(wait_for(lambda: shared(one)["ESMTPSharedLimitsUp"] == 0 and
+                                         shared(one)["ESMTPSharedLimitsRemoteClients"] == 0, 10, 0.2))
+                after = shared(one)
+                self.assertGreater(after["ESMTPStateCacheErrors"], before["ESMTPStateCacheErrors"])
+                for _ in range(2):
+                    c, code, text = self.connect(one)
+                    held.append((c, code, text))
+                    self.assertEqual(code, "220", "redis down: node 1 counts its own sessions only: " + text)
+                log = wait_for(lambda: [line for line in one.new_log_lines()
+                                        if "per-client counts cannot be shared" in line], 5)
+                self.assertTrue(log, "the error log does not say the counts are not shared")
+            finally:
+                self.redis.start()
+            # back: node 2's session counts on node 1 again
+            self.assertTrue(wait_for(lambda: self.sees_others(one, 1), 15, 0.2),
+                            "sharing did not come back: %r" % shared(one))
+            self.assertTrue(wait_for(lambda: [line for line in one.new_log_lines()
+                                              if "per-client counts shared again" in line], 5))
+        finally:
+            quit_all(held)
+
+
 class BadValuesTest(unittest.TestCase):
     """Bad values fail `apache2 -t` naming the directive."""
 
@@ -613,6 +822,18 @@ class BadValuesTest(unittest.TestCase):
                     rc, out = httpd.config_test()
                     self.assertNotEqual(rc, 0, out)
                     self.assertIn(directive, out)
+                finally:
+                    httpd.cleanup()
+
+    def test_bad_state_cache_options(self):
+        for option in ("node=bad/id", "interval=0", "interval=61", "limits=maybe", "share=1"):
+            with self.subTest(option=option):
+                httpd = Httpd(main_extra=["ESMTPStateCache shmcb " + option])
+                try:
+                    httpd.add_smtp("maildir")
+                    rc, out = httpd.config_test()
+                    self.assertNotEqual(rc, 0, out)
+                    self.assertIn("ESMTPStateCache", out)
                 finally:
                     httpd.cleanup()
 
