@@ -598,23 +598,22 @@ REDIS_OK = bool(REDIS_SERVER) and os.path.exists(os.path.join(MODULESDIR, "mod_s
 REDIS_MISSING = "redis-server or mod_socache_redis is missing"
 
 
-def redis_cli(port, *args):
-    """One redis command through RESP on a socket (no redis-cli needed):
-    the reply's bulk strings."""
-    cmd = b"*%d\r\n" % len(args) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in (x.encode() for x in args))
+def redis_get(port, key):
+    """The value mod_socache_redis stores for ESMTPStateCache's `key` (its
+    name in redis: the cache's namespace and the key in hex), or None."""
+    name = "mod_esmtp-state:" + key.encode().hex()
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(cmd)
+        s.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(name), name.encode()))
         data = b""
-        s.settimeout(0.5)
-        try:
-            while True:
-                chunk = s.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-        except socket.timeout:
-            pass
-    return data.decode("latin-1")
+        while not data.startswith(b"$-1\r\n"):
+            head, sep, rest = data.partition(b"\r\n")
+            if sep and head.startswith(b"$") and len(rest) >= int(head[1:]) + 2:
+                return rest[:int(head[1:])].decode()
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return None
 
 
 def on_redis(base):
@@ -647,13 +646,12 @@ def on_redis(base):
             lines = wait_for(lambda: [line for line in self.httpd.log_lines()
                                       if "per-client counts shared through ESMTPStateCache redis:" in line], 5)
             self.assertTrue(lines, "the node shares its counts")
-            # the node registered itself (a few KB of text: its id in the value)
+            # the node registered itself and publishes its counts (one line a client)
             node = re.search(r"as node (\S+),", lines[-1]).group(1)
-            self.assertTrue(wait_for(lambda: node in redis_cli(self.redis.port, "KEYS", "*") or
-                                     any(node in redis_cli(self.redis.port, "GET", k)
-                                         for k in re.findall(r"\r\n([^$*\r][^\r]*)\r\n",
-                                                             redis_cli(self.redis.port, "KEYS", "*"))), 5),
-                            "node %s not registered in redis" % node)
+            self.assertTrue(wait_for(lambda: node in (redis_get(self.redis.port, "esmtp-limits:nodes") or "").split(),
+                                     5), "node %s not in the registry" % node)
+            snapshot = wait_for(lambda: redis_get(self.redis.port, "esmtp-limits:node:" + node), 5)
+            self.assertTrue(snapshot and snapshot.startswith("esmtp-counts 1\n"), snapshot)
 
     OnRedis.__name__ = OnRedis.__qualname__ = base.__name__.replace("Test", "OnRedisTest")
     OnRedis.__doc__ = (base.__doc__ or "") + " (ESMTPStateCache redis)"
