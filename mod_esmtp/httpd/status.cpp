@@ -271,6 +271,11 @@ void print_html(request_rec *r, const Totals &t, const std::int64_t (*g)[kGauges
                    " of at most %u (ESMTPMaxWorkers); steps refused at the cap since start: %" APR_UINT64_T_FMT
                    "</p>\n",
                    w.held, w.cap, w.refused);
+    if (ClientTable::SharedStats sh = client_table().shared_stats(); sh.on)
+        ap_rprintf(r,
+                   "<p>Per-client counts shared through ESMTPStateCache: %s; %u other nodes, %u clients published by "
+                   "this node, %u clients with other nodes' counts</p>\n",
+                   sh.up ? "up" : "down (limits count this node's sessions only)", sh.nodes, sh.published, sh.remote);
     ap_rputs("<h3>Recent errors</h3>\n", r);
     std::uint64_t next = g_seg->next_error.load();
     if (next == 0) {
