@@ -72,24 +72,30 @@ bool parse_line(std::string_view line, ClientTable::Entry &e)
 
 } // namespace
 
-std::string encode_counts(const std::vector<ClientTable::Entry> &entries)
+std::string encode_counts(const std::vector<ClientTable::Entry> &entries, std::size_t max_bytes, std::size_t &written)
 {
     std::string out(kHeader);
     out += '\n';
-    out.reserve(out.size() + entries.size() * 80);
+    written = 0;
+    std::string line;
     char buf[64];
     for (const ClientTable::Entry &e : entries) {
+        line.clear();
         for (std::uint8_t b : e.key.addr) {
             std::snprintf(buf, sizeof buf, "%02x", b);
-            out += buf;
+            line += buf;
         }
         std::snprintf(buf, sizeof buf, "/%u %u", e.key.zone, e.counts.sessions);
-        out += buf;
+        line += buf;
         for (unsigned w = 0; w < ClientTable::kWindows; ++w) {
             std::snprintf(buf, sizeof buf, " %u:%u", e.counts.events[w], e.counts.remaining_ms[w]);
-            out += buf;
+            line += buf;
         }
-        out += '\n';
+        line += '\n';
+        if (out.size() + line.size() > max_bytes)
+            break;
+        out += line;
+        ++written;
     }
     return out;
 }

@@ -25,7 +25,9 @@ namespace esmtp
 // Snapshot text: a first line "esmtp-counts 1", then one line per client:
 // "HEX32/ZONE SESSIONS E0:R0 E1:R1 E2:R2 E3:R3" (events and the
 // milliseconds their window still runs, per rate window).
-std::string encode_counts(const std::vector<ClientTable::Entry> &entries);
+// At most `max_bytes` octets: the entries that fit, in order (`written`
+// tells how many).
+std::string encode_counts(const std::vector<ClientTable::Entry> &entries, std::size_t max_bytes, std::size_t &written);
 
 // The other nodes' counts, summed per client.
 class SharedView

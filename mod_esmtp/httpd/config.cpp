@@ -1372,6 +1372,18 @@ static int check_servers(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *main)
             break;
         }
     }
+    // Shared per-client counts need the cache's provider too.
+    for (server_rec *s = main; s; s = s->next) {
+        const ServerConfig *c = server_config(s);
+        if (c->enabled == 1 && shared_limits_wanted() && session_config(s, c).client_limits.any()) {
+            if (std::string why; !state_cache_check(main, why)) {
+                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, nullptr,
+                             "%s; the per-client limits shared through it need it", why.c_str());
+                rv = !OK;
+            }
+            break;
+        }
+    }
     if (rv == OK && preflight(ptemp, main) != OK)
         rv = !OK;
     return rv;

@@ -33,10 +33,10 @@ constexpr const char *kWhat = "per-client counts";
 constexpr const char *kRegistryKey = "esmtp-limits:nodes";
 constexpr const char *kNodePrefix = "esmtp-limits:node:";
 // A node's snapshot is bounded (every node reads every other's each
-// interval): at about 80 octets a client, 6,000 clients with sessions or
-// running rate windows per node.
+// interval): 512 KiB, at 60 to 140 octets a client some 4,000 to 8,000
+// clients with sessions or running rate windows per node.
 constexpr std::size_t kMaxSnapshot = 512 * 1024;
-constexpr std::size_t kMaxPublished = kMaxSnapshot / 100;
+constexpr std::size_t kMaxCollected = kMaxSnapshot / 40; // more than fit in any case
 // The registry outlives its nodes' snapshots; a node is dropped from it when
 // its snapshot has expired.
 constexpr apr_interval_time_t kRegistryKeep = apr_time_from_sec(86400);
@@ -90,19 +90,19 @@ void exchange(apr_pool_t *pool)
     const apr_time_t now = apr_time_now();
 
     bool more = false;
-    std::vector<ClientTable::Entry> own = table.own_counts(now_ms, kMaxPublished, more);
-    if (more && !g_rt.truncated_logged) {
+    std::vector<ClientTable::Entry> own = table.own_counts(now_ms, kMaxCollected, more);
+    std::size_t published = 0;
+    std::string snapshot = encode_counts(own, kMaxSnapshot, published);
+    if ((more || published < own.size()) && !g_rt.truncated_logged) {
         g_rt.truncated_logged = true;
         ap_log_error(APLOG_MARK, APLOG_WARNING, 0, s,
-                     "esmtp: ESMTPStateCache: more than %" APR_SIZE_T_FMT
-                     " clients with sessions or rate windows on this node: the others see the first %" APR_SIZE_T_FMT
-                     " only",
-                     kMaxPublished, kMaxPublished);
+                     "esmtp: ESMTPStateCache: the per-client counts of this node exceed %" APR_SIZE_T_FMT
+                     " octets: the other nodes see %" APR_SIZE_T_FMT " of its clients only",
+                     kMaxSnapshot, published);
     }
     // Kept for three intervals and two seconds: a node that stops (or whose
     // thread moves to another child) is forgotten soon, a late tick is not.
-    bool ok = state_put(s, pool, node_key(g_rt.node), encode_counts(own),
-                        now + 3 * g_rt.interval + apr_time_from_sec(2), kWhat);
+    bool ok = state_put(s, pool, node_key(g_rt.node), snapshot, now + 3 * g_rt.interval + apr_time_from_sec(2), kWhat);
 
     std::string text;
     CacheResult reg = state_get(s, pool, kRegistryKey, text, 4096, kWhat);
@@ -142,7 +142,7 @@ void exchange(apr_pool_t *pool)
     }
 
     ClientTable::RemoteStats rs = table.set_remote(view.entries(), monotonic_ms());
-    set_stats(ok, nodes, own.size(), rs.clients);
+    set_stats(ok, nodes, published, rs.clients);
     if (ok != g_rt.up) {
         g_rt.up = ok;
         if (ok)

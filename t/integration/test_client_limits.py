@@ -834,6 +834,23 @@ class BadValuesTest(unittest.TestCase):
                     self.assertIn("ESMTPStateCache", out)
                 finally:
                     httpd.cleanup()
+        # the limits would be shared through redis, and mod_socache_redis is not loaded
+        httpd = Httpd(main_extra=["ESMTPStateCache redis:127.0.0.1:6379"])
+        try:
+            httpd.add_smtp("maildir")
+            rc, out = httpd.config_test()
+            self.assertNotEqual(rc, 0, out)
+            self.assertIn("ESMTPStateCache: no mod_socache provider 'redis'", out)
+        finally:
+            httpd.cleanup()
+        # with limits=node nothing needs it
+        httpd = Httpd(main_extra=["ESMTPStateCache redis:127.0.0.1:6379 limits=node"])
+        try:
+            httpd.add_smtp("maildir")
+            rc, out = httpd.config_test()
+            self.assertEqual(rc, 0, out)
+        finally:
+            httpd.cleanup()
 
     def test_good_values(self):
         httpd = Httpd(main_extra=["ESMTPClientLimitTableSize 100000", "ESMTPClientConnectionRate off"])

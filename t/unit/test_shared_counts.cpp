@@ -206,11 +206,17 @@ class SharedCountsTest : public CppUnit::TestFixture
                                             remote("2001:db8::1", 1)};
         one[1].key.zone = 587;
         std::vector<ClientTable::Entry> two{remote("192.0.2.1", 1, ClientTable::message_window, 5, 9000)};
-        std::string text = esmtp::encode_counts(one);
+        std::size_t written = 0;
+        std::string text = esmtp::encode_counts(one, 1 << 20, written);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(2), written);
+        // bounded: only what fits
+        std::string first = esmtp::encode_counts(one, text.size() - 1, written);
+        CPPUNIT_ASSERT_EQUAL(std::size_t(1), written);
+        CPPUNIT_ASSERT(first.size() < text.size() && text.rfind(first, 0) == 0);
         CPPUNIT_ASSERT(text.rfind("esmtp-counts 1\n", 0) == 0);
         SharedView view;
         CPPUNIT_ASSERT(view.add(text));
-        CPPUNIT_ASSERT(view.add(esmtp::encode_counts(two)));
+        CPPUNIT_ASSERT(view.add(esmtp::encode_counts(two, 1 << 20, written)));
         CPPUNIT_ASSERT_EQUAL(std::size_t(2), view.size());
         for (const ClientTable::Entry &e : view.entries()) {
             if (e.key.zone == 587) {
@@ -231,7 +237,8 @@ class SharedCountsTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(!view.add(""));
         CPPUNIT_ASSERT(!view.add("esmtp-counts 2\n"));
         CPPUNIT_ASSERT(!view.add("hello"));
-        std::string good = esmtp::encode_counts({remote("192.0.2.1", 1)});
+        std::size_t written = 0;
+        std::string good = esmtp::encode_counts({remote("192.0.2.1", 1)}, 1 << 20, written);
         std::string bad = "esmtp-counts 1\n"
                           "zz000000000000000000ffff7f000001/25 1 0:0 0:0 0:0 0:0\n"    // not hex
                           "00000000000000000000ffffc0000201/70000 1 0:0 0:0 0:0 0:0\n" // port
