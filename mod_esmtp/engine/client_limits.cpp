@@ -24,11 +24,11 @@ struct ClientTable::Header {
     std::uint32_t version;
     std::uint32_t buckets;
     std::uint64_t seed;
-    std::uint64_t evictions;      // atomic
-    std::uint64_t untracked;      // atomic
-    std::uint64_t shared;         // atomic: SharedStats on, up, nodes
-    std::uint64_t shared_clients; // atomic: SharedStats published << 32 | remote
-    std::uint64_t reserved[1];
+    std::uint64_t evictions;        // atomic
+    std::uint64_t untracked;        // atomic
+    std::uint64_t shared;           // atomic: SharedStats on, up, nodes
+    std::uint64_t shared_clients;   // atomic: SharedStats published << 32 | remote
+    std::uint64_t shared_exchanges; // atomic: SharedStats exchanges
 };
 
 struct ClientTable::Slot {
@@ -524,6 +524,8 @@ void ClientTable::set_shared_stats(const SharedStats &s)
 {
     if (!hdr_)
         return;
+    if (s.exchanges)
+        std::atomic_ref<std::uint64_t>(hdr_->shared_exchanges).fetch_add(1, std::memory_order_relaxed);
     std::uint64_t word = (s.on ? 1u : 0u) | (s.up ? 2u : 0u) | static_cast<std::uint64_t>(s.nodes) << 32;
     std::atomic_ref<std::uint64_t>(hdr_->shared).store(word, std::memory_order_relaxed);
     std::atomic_ref<std::uint64_t>(hdr_->shared_clients)
@@ -542,6 +544,7 @@ ClientTable::SharedStats ClientTable::shared_stats() const
     s.nodes = static_cast<std::uint32_t>(word >> 32);
     s.published = static_cast<std::uint32_t>(clients >> 32);
     s.remote = static_cast<std::uint32_t>(clients);
+    s.exchanges = std::atomic_ref<std::uint64_t>(hdr_->shared_exchanges).load(std::memory_order_relaxed);
     return s;
 }
 

@@ -169,6 +169,7 @@ class ClientTable
         std::uint32_t nodes = 0;     // other nodes whose counts are in the table
         std::uint32_t published = 0; // clients this node published
         std::uint32_t remote = 0;    // clients with other nodes' counts
+        std::uint64_t exchanges = 0; // exchanges done (set_shared_stats: nonzero adds one)
     };
     void set_shared_stats(const SharedStats &s);
     SharedStats shared_stats() const;

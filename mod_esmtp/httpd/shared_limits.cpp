@@ -66,9 +66,10 @@ std::string node_key(const std::string &id)
     return kNodePrefix + id;
 }
 
-void set_stats(bool up, std::uint32_t nodes, std::size_t published, std::size_t remote)
+void set_stats(bool up, std::uint32_t nodes, std::size_t published, std::size_t remote, bool exchanged = true)
 {
     ClientTable::SharedStats st;
+    st.exchanges = exchanged ? 1 : 0;
     st.on = true;
     st.up = up;
     st.nodes = nodes;
@@ -259,7 +260,7 @@ int shared_limits_post_config(apr_pool_t *pconf, server_rec *main, server_rec *c
         return HTTP_INTERNAL_SERVER_ERROR;
     }
     g_rt.on = true;
-    set_stats(false, 0, 0, 0);
+    set_stats(false, 0, 0, 0, false);
     ap_log_error(APLOG_MARK, APLOG_INFO, 0, main,
                  "esmtp: per-client counts shared through ESMTPStateCache %s as node %s, every %d s",
                  state_cache_spec(), g_rt.node.c_str(), g_opt.interval);

@@ -224,6 +224,7 @@ void print_auto(request_rec *r, const Totals &t)
         ap_rprintf(r, "ESMTPSharedLimitsNodes: %u\n", sh.nodes);
         ap_rprintf(r, "ESMTPSharedLimitsPublished: %u\n", sh.published);
         ap_rprintf(r, "ESMTPSharedLimitsRemoteClients: %u\n", sh.remote);
+        ap_rprintf(r, "ESMTPSharedLimitsExchanges: %" APR_UINT64_T_FMT "\n", static_cast<apr_uint64_t>(sh.exchanges));
     }
     if (WorkerCap::Stats w; bulkhead_stats(w)) {
         ap_rprintf(r, "ESMTPWorkersCap: %u\n", w.cap);

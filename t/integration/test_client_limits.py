@@ -678,7 +678,8 @@ class TwoNodesTest(unittest.TestCase):
     on 127.0.0.1 (node 1) and 127.0.0.2 (node 2), ESMTPClientConnectionLimit
     2. The connection limit counts the sessions on both nodes; redis
     stopped: each node counts its own (fail open), the error log and
-    mod_status say so."""
+    mod_status say so. ESMTPClientMessageRate 2/60: one MAIL on each node
+    fills it."""
 
     ALLOWED = (r"per-client counts cannot be shared",
                r"ESMTPStateCache redis:127\.0\.0\.1:\d+: (retrieve|store) failed for the per-client counts",
@@ -697,8 +698,10 @@ class TwoNodesTest(unittest.TestCase):
                 h.add_http()
                 h.address = address
                 h.vh = h.add_smtp("maildir", accept_domains=ANY, port=cls.port, address=address,
-                                  extra=["ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 2"])
+                                  extra=["ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 2",
+                                         "ESMTPClientMessageRate 2/60"])
                 h.start()
+                h.node = re.findall(r"as node (\S+),", "\n".join(h.log_lines()))[-1]
         except BaseException:
             cls.tearDownClass()
             raise
@@ -719,14 +722,115 @@ class TwoNodesTest(unittest.TestCase):
         code, text = c.greeting()
         return c, code, text
 
-    def sees_others(self, node, clients):
-        s = shared(node)
-        return s["ESMTPSharedLimitsUp"] == 1 and s["ESMTPSharedLimitsRemoteClients"] == clients
+    def up(self, node):
+        return shared(node)["ESMTPSharedLimitsUp"] == 1
+
+    def all_greeted(self, node, n):
+        sessions = []
+        try:
+            for _ in range(n):
+                sessions.append(self.connect(node))
+            return all(code == "220" for _, code, _ in sessions)
+        finally:
+            quit_all(sessions)
+
+    def exchanged(self, node, n=2):
+        """`node` has done `n` more exchanges with the cache (the first may
+        have begun before the state waited for)."""
+        start = shared(node)["ESMTPSharedLimitsExchanges"]
+        return wait_for(lambda: shared(node)["ESMTPSharedLimitsExchanges"] >= start + n, 10, 0.1)
+
+    def published(self, node, pattern):
+        """`node`'s snapshot in redis has a line matching `pattern`."""
+        return wait_for(lambda: re.search(pattern, redis_get(self.redis.port, "esmtp-limits:node:" + node.node) or "",
+                                          re.M), 10, 0.1)
 
     def test_node_ids_distinct(self):
-        ids = [re.findall(r"as node (\S+),", "\n".join(h.log_lines())) for h in self.nodes]
-        self.assertTrue(all(ids), ids)
-        self.assertNotEqual(ids[0][-1], ids[1][-1])
+        self.assertNotEqual(self.nodes[0].node, self.nodes[1].node)
+
+    def test_message_rate_counts_both_nodes(self):
+        one, two = self.nodes
+        source = "127.0.0.3"  # 7f000003: its own client
+        line = r"^0{20}ffff7f000003/%d \d+ 0:0 1:\d+ " % self.port
+        c = Client(self.port, source, host=one.address)
+        self.assertEqual(c.greeting()[0], "220")
+        c.cmd("EHLO rate.example")
+        self.assertEqual(c.cmd("MAIL FROM:<a@rate.example>")[0], "250")
+        c.cmd("QUIT")
+        c.close()
+        # node 1 published its MAIL, then node 2 read it
+        self.assertTrue(self.published(one, line), "node 1 did not publish the MAIL")
+        self.assertTrue(self.exchanged(two))
+        d = Client(self.port, source, host=two.address)
+        try:
+            self.assertEqual(d.greeting()[0], "220")
+            d.cmd("EHLO rate.example")
+            self.assertEqual(d.cmd("MAIL FROM:<a@rate.example>")[0], "250")
+            d.cmd("RSET")
+            self.assertEqual(d.cmd("MAIL FROM:<a@rate.example>")[1],
+                             "450 4.7.1 Error: too much mail from 127.0.0.3\r\n")
+            # and node 1 counts node 2's MAIL
+            self.assertTrue(self.published(two, line))
+            self.assertTrue(self.exchanged(one))
+            e = Client(self.port, source, host=one.address)
+            self.assertEqual(e.greeting()[0], "220")
+            e.cmd("EHLO rate.example")
+            self.assertEqual(e.cmd("MAIL FROM:<a@rate.example>")[1],
+                             "450 4.7.1 Error: too much mail from 127.0.0.3\r\n")
+            e.cmd("QUIT")
+            e.close()
+        finally:
+            d.cmd("QUIT")
+            d.close()
+
+    def exchanged(self, node, n=2):
+        """`node` has done `n` more exchanges with the cache (the first may
+        have begun before the state waited for)."""
+        start = shared(node)["ESMTPSharedLimitsExchanges"]
+        return wait_for(lambda: shared(node)["ESMTPSharedLimitsExchanges"] >= start + n, 10, 0.1)
+
+    def published(self, node, pattern):
+        """`node`'s snapshot in redis has a line matching `pattern`."""
+        return wait_for(lambda: re.search(pattern, redis_get(self.redis.port, "esmtp-limits:node:" + node.node) or "",
+                                          re.M), 10, 0.1)
+
+    def test_node_ids_distinct(self):
+        self.assertNotEqual(self.nodes[0].node, self.nodes[1].node)
+
+    def test_message_rate_counts_both_nodes(self):
+        one, two = self.nodes
+        source = "127.0.0.3"  # 7f000003: its own client
+        line = r"^0{20}ffff7f000003/%d \d+ 0:0 1:\d+ " % self.port
+        c = Client(self.port, source, host=one.address)
+        self.assertEqual(c.greeting()[0], "220")
+        c.cmd("EHLO rate.example")
+        self.assertEqual(c.cmd("MAIL FROM:<a@rate.example>")[0], "250")
+        c.cmd("QUIT")
+        c.close()
+        # node 1 published its MAIL, then node 2 read it
+        self.assertTrue(self.published(one, line), "node 1 did not publish the MAIL")
+        self.assertTrue(self.exchanged(two))
+        d = Client(self.port, source, host=two.address)
+        try:
+            self.assertEqual(d.greeting()[0], "220")
+            d.cmd("EHLO rate.example")
+            self.assertEqual(d.cmd("MAIL FROM:<a@rate.example>")[0], "250")
+            d.cmd("RSET")
+            self.assertEqual(d.cmd("MAIL FROM:<a@rate.example>")[1],
+                             "450 4.7.1 Error: too much mail from 127.0.0.3\r\n")
+            # and node 1 counts node 2's MAIL
+            self.assertTrue(self.published(two, line))
+            self.assertTrue(self.exchanged(one))
+            e = Client(self.port, source, host=one.address)
+            self.assertEqual(e.greeting()[0], "220")
+            e.cmd("EHLO rate.example")
+            self.assertEqual(e.cmd("MAIL FROM:<a@rate.example>")[1],
+                             "450 4.7.1 Error: too much mail from 127.0.0.3\r\n")
+            e.cmd("QUIT")
+            e.close()
+        finally:
+            d.cmd("QUIT")
+            d.close()
 
     def test_connection_limit_counts_both_nodes(self):
         one, two = self.nodes
@@ -759,14 +863,51 @@ class TwoNodesTest(unittest.TestCase):
         finally:
             quit_all(sessions)
 
+    def test_connection_limit_counts_both_nodes(self):
+        one, two = self.nodes
+        session = r"^0{20}ffff7f000001/%d 1 " % self.port  # 127.0.0.1, one session
+        held = []
+        try:
+            for node in (one, two):
+                c, code, text = self.connect(node)
+                held.append((c, code, text))
+                self.assertEqual(code, "220", text)
+            # each node publishes its session; then the other reads it
+            for node, other in ((one, two), (two, one)):
+                self.assertTrue(self.published(node, session), "no session published by " + node.address)
+                self.assertTrue(self.exchanged(other))
+                self.assertTrue(self.up(other))
+                self.assertGreaterEqual(shared(other)["ESMTPSharedLimitsNodes"], 1)
+                self.assertGreaterEqual(shared(other)["ESMTPSharedLimitsRemoteClients"], 1)
+            for node in (one, two):
+                c, code, text = self.connect(node)
+                self.assertEqual(code, "421", "a third session on %s" % node.address)
+                self.assertRegex(text, TOO_MANY_RE)
+                self.assertTrue(c.closed())
+                c.close()
+            self.assertIn("too many connections from 127.0.0.1: connection limit 2 (sessions: 2)",
+                          "\n".join(one.log_lines()))
+        finally:
+            quit_all(held)
+        # the closes reach the other node: two sessions on one node again
+        self.assertTrue(wait_for(lambda: self.all_greeted(one, 2) and self.all_greeted(two, 2), 10, 0.3),
+                        "the counts did not fall after the closes")
+
     def test_redis_stopped_limits_per_node(self):
         one, two = self.nodes
-        self.assertTrue(wait_for(lambda: self.sees_others(one, 0) and self.sees_others(two, 0), 10, 0.2))
-        b, code, _ = self.connect(two)
-        held = [(b, code, "")]
+        session = r"^0{20}ffff7f000001/%d 1 " % self.port
+        self.assertTrue(wait_for(lambda: self.up(one) and self.up(two), 10, 0.2))
+        held = []
         try:
-            self.assertEqual(code, "220")
-            self.assertTrue(wait_for(lambda: self.sees_others(one, 1), 10, 0.2))
+            held.append(self.connect(two))
+            self.assertEqual(held[-1][1], "220")
+            self.assertTrue(self.published(two, session))
+            self.assertTrue(self.exchanged(one))
+            held.append(self.connect(one))
+            self.assertEqual(held[-1][1], "220")
+            c, code, _ = self.connect(one)
+            c.close()
+            self.assertEqual(code, "421", "shared: one session on each node fill the limit")
             before = shared(one)
             one.new_log_lines()
             self.redis.stop()
@@ -774,20 +915,29 @@ class TwoNodesTest(unittest.TestCase):
                 # fail open: node 1 drops node 2's count and counts its own
                 self.assertTrue(wait_for(lambda: shared(one)["ESMTPSharedLimitsUp"] == 0 and
                                          shared(one)["ESMTPSharedLimitsRemoteClients"] == 0, 10, 0.2))
-                after = shared(one)
-                self.assertGreater(after["ESMTPStateCacheErrors"], before["ESMTPStateCacheErrors"])
-                for _ in range(2):
-                    c, code, text = self.connect(one)
-                    held.append((c, code, text))
-                    self.assertEqual(code, "220", "redis down: node 1 counts its own sessions only: " + text)
+                self.assertGreater(shared(one)["ESMTPStateCacheErrors"], before["ESMTPStateCacheErrors"])
+                held.append(self.connect(one))
+                c, code, text = held[-1]
+                self.assertEqual(code, "220", "redis down: node 1 counts its own sessions only: " + text)
+                # and mail flows
+                self.assertEqual(c.cmd("EHLO down.example")[0], "250")
+                self.assertEqual(c.cmd("MAIL FROM:<a@down.example>")[0], "250")
+                self.assertEqual(c.cmd("RCPT TO:<b@localhost>")[0], "250")
+                self.assertEqual(c.cmd("DATA")[0], "354")
+                self.assertEqual(c.cmd("Subject: redis down\r\n\r\nhi\r\n.")[0], "250")
                 log = wait_for(lambda: [line for line in one.new_log_lines()
                                         if "per-client counts cannot be shared" in line], 5)
                 self.assertTrue(log, "the error log does not say the counts are not shared")
             finally:
                 self.redis.start()
             # back: node 2's session counts on node 1 again
-            self.assertTrue(wait_for(lambda: self.sees_others(one, 1), 15, 0.2),
+            self.assertTrue(wait_for(lambda: self.up(one) and self.up(two), 15, 0.2),
                             "sharing did not come back: %r" % shared(one))
+            self.assertTrue(self.published(two, session))
+            self.assertTrue(self.exchanged(one))
+            c, code, _ = self.connect(one)
+            c.close()
+            self.assertEqual(code, "421", "shared again: node 2's session counts on node 1")
             self.assertTrue(wait_for(lambda: [line for line in one.new_log_lines()
                                               if "per-client counts shared again" in line], 5))
         finally:

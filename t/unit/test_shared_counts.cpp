@@ -296,12 +296,17 @@ class SharedCountsTest : public CppUnit::TestFixture
         s.nodes = 3;
         s.published = 70000;
         s.remote = 12;
+        s.exchanges = 1;
+        tb.t.set_shared_stats(s);
+        tb.t.set_shared_stats(s);
+        s.exchanges = 0; // the first stats, before any exchange
         tb.t.set_shared_stats(s);
         ClientTable::SharedStats r = tb.t.shared_stats();
         CPPUNIT_ASSERT(r.on && r.up);
         CPPUNIT_ASSERT_EQUAL(3u, r.nodes);
         CPPUNIT_ASSERT_EQUAL(70000u, r.published);
         CPPUNIT_ASSERT_EQUAL(12u, r.remote);
+        CPPUNIT_ASSERT_EQUAL(std::uint64_t(2), r.exchanges);
     }
 };
 
