@@ -681,6 +681,19 @@ class Httpd:
         return unexpected_log_lines(self.new_log_lines(), allow)
 
 
+def stop_nodes(httpds, allow=()):
+    """Stops each httpd of a test with several, checks its error log
+    (`allow`: regexes of lines provoked on purpose) and removes its
+    ServerRoot (kept from the first unexpected line on); the unexpected
+    lines."""
+    bad = []
+    for h in httpds:
+        h.stop()
+        bad += h.check_log(allow)
+        h.cleanup(keep=bool(bad))
+    return bad
+
+
 # ---------------------------------------------------------------- test cases
 
 class ServerTestCase(unittest.TestCase):

@@ -16,7 +16,7 @@ import time
 import unittest
 
 import harness
-from harness import MODULESDIR, Httpd, ServerTestCase, free_port, q, wait_for
+from harness import MODULESDIR, Httpd, ServerTestCase, free_port, q, stop_nodes, wait_for
 from peers import REDIS_SERVER, Redis
 from test_status import STATUS_LINES, fetch, parse_auto
 
@@ -708,11 +708,7 @@ class TwoNodesTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        bad = []
-        for h in cls.nodes:
-            h.stop()
-            bad += h.check_log(cls.ALLOWED)
-            h.cleanup(keep=bool(bad))
+        bad = stop_nodes(cls.nodes, cls.ALLOWED)
         cls.redis.cleanup()
         if bad:
             raise AssertionError("unexpected error-log lines:\n" + "\n".join(bad))
@@ -782,86 +778,6 @@ class TwoNodesTest(unittest.TestCase):
         finally:
             d.cmd("QUIT")
             d.close()
-
-    def exchanged(self, node, n=2):
-        """`node` has done `n` more exchanges with the cache (the first may
-        have begun before the state waited for)."""
-        start = shared(node)["ESMTPSharedLimitsExchanges"]
-        return wait_for(lambda: shared(node)["ESMTPSharedLimitsExchanges"] >= start + n, 10, 0.1)
-
-    def published(self, node, pattern):
-        """`node`'s snapshot in redis has a line matching `pattern`."""
-        return wait_for(lambda: re.search(pattern, redis_get(self.redis.port, "esmtp-limits:node:" + node.node) or "",
-                                          re.M), 10, 0.1)
-
-    def test_node_ids_distinct(self):
-        self.assertNotEqual(self.nodes[0].node, self.nodes[1].node)
-
-    def test_message_rate_counts_both_nodes(self):
-        one, two = self.nodes
-        source = "127.0.0.3"  # 7f000003: its own client
-        line = r"^0{20}ffff7f000003/%d \d+ 0:0 1:\d+ " % self.port
-        c = Client(self.port, source, host=one.address)
-        self.assertEqual(c.greeting()[0], "220")
-        c.cmd("EHLO rate.example")
-        self.assertEqual(c.cmd("MAIL FROM:<a@rate.example>")[0], "250")
-        c.cmd("QUIT")
-        c.close()
-        # node 1 published its MAIL, then node 2 read it
-        self.assertTrue(self.published(one, line), "node 1 did not publish the MAIL")
-        self.assertTrue(self.exchanged(two))
-        d = Client(self.port, source, host=two.address)
-        try:
-            self.assertEqual(d.greeting()[0], "220")
-            d.cmd("EHLO rate.example")
-            self.assertEqual(d.cmd("MAIL FROM:<a@rate.example>")[0], "250")
-            d.cmd("RSET")
-            self.assertEqual(d.cmd("MAIL FROM:<a@rate.example>")[1],
-                             "450 4.7.1 Error: too much mail from 127.0.0.3\r\n")
-            # and node 1 counts node 2's MAIL
-            self.assertTrue(self.published(two, line))
-            self.assertTrue(self.exchanged(one))
-            e = Client(self.port, source, host=one.address)
-            self.assertEqual(e.greeting()[0], "220")
-            e.cmd("EHLO rate.example")
-            self.assertEqual(e.cmd("MAIL FROM:<a@rate.example>")[1],
-                             "450 4.7.1 Error: too much mail from 127.0.0.3\r\n")
-            e.cmd("QUIT")
-            e.close()
-        finally:
-            d.cmd("QUIT")
-            d.close()
-
-    def test_connection_limit_counts_both_nodes(self):
-        one, two = self.nodes
-        held = []
-        try:
-            for node in (one, two):
-                c, code, text = self.connect(node)
-                held.append(c)
-                self.assertEqual(code, "220", text)
-            # each node learns the other's session within an interval or two
-            self.assertTrue(wait_for(lambda: self.sees_others(one, 1) and self.sees_others(two, 1), 10, 0.2),
-                            "the nodes do not see each other's session: %r %r" % (shared(one), shared(two)))
-            self.assertGreaterEqual(shared(one)["ESMTPSharedLimitsNodes"], 1)
-            for node in (one, two):
-                c, code, text = self.connect(node)
-                self.assertEqual(code, "421", "a third session on %s" % node.address)
-                self.assertRegex(text, TOO_MANY_RE)
-                self.assertTrue(c.closed())
-                c.close()
-            self.assertIn("too many connections from 127.0.0.1: connection limit 2 (sessions: 2)",
-                          "\n".join(one.log_lines()))
-        finally:
-            quit_all([(c, "220", "") for c in held])
-        # the closes reach the other node: its count falls
-        self.assertTrue(wait_for(lambda: self.sees_others(one, 0) and self.sees_others(two, 0), 10, 0.2),
-                        "counts did not fall: %r %r" % (shared(one), shared(two)))
-        sessions = [self.connect(one), self.connect(two)]
-        try:
-            self.assertEqual([code for _, code, _ in sessions], ["220", "220"])
-        finally:
-            quit_all(sessions)
 
     def test_connection_limit_counts_both_nodes(self):
         one, two = self.nodes
@@ -973,34 +889,29 @@ class BadValuesTest(unittest.TestCase):
                 finally:
                     httpd.cleanup()
 
+    @staticmethod
+    def config_test(main_extra):
+        """`apache2 -t` of a server with `main_extra` and one SMTP vhost."""
+        httpd = Httpd(main_extra=main_extra)
+        try:
+            httpd.add_smtp("maildir")
+            return httpd.config_test()
+        finally:
+            httpd.cleanup()
+
     def test_bad_state_cache_options(self):
         for option in ("node=bad/id", "interval=0", "interval=61", "limits=maybe", "share=1"):
             with self.subTest(option=option):
-                httpd = Httpd(main_extra=["ESMTPStateCache shmcb " + option])
-                try:
-                    httpd.add_smtp("maildir")
-                    rc, out = httpd.config_test()
-                    self.assertNotEqual(rc, 0, out)
-                    self.assertIn("ESMTPStateCache", out)
-                finally:
-                    httpd.cleanup()
+                rc, out = self.config_test(["ESMTPStateCache shmcb " + option])
+                self.assertNotEqual(rc, 0, out)
+                self.assertIn("ESMTPStateCache", out)
         # the limits would be shared through redis, and mod_socache_redis is not loaded
-        httpd = Httpd(main_extra=["ESMTPStateCache redis:127.0.0.1:6379"])
-        try:
-            httpd.add_smtp("maildir")
-            rc, out = httpd.config_test()
-            self.assertNotEqual(rc, 0, out)
-            self.assertIn("ESMTPStateCache: no mod_socache provider 'redis'", out)
-        finally:
-            httpd.cleanup()
+        rc, out = self.config_test(["ESMTPStateCache redis:127.0.0.1:6379"])
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("ESMTPStateCache: no mod_socache provider 'redis'", out)
         # with limits=node nothing needs it
-        httpd = Httpd(main_extra=["ESMTPStateCache redis:127.0.0.1:6379 limits=node"])
-        try:
-            httpd.add_smtp("maildir")
-            rc, out = httpd.config_test()
-            self.assertEqual(rc, 0, out)
-        finally:
-            httpd.cleanup()
+        rc, out = self.config_test(["ESMTPStateCache redis:127.0.0.1:6379 limits=node"])
+        self.assertEqual(rc, 0, out)
 
     def test_good_values(self):
         httpd = Httpd(main_extra=["ESMTPClientLimitTableSize 100000", "ESMTPClientConnectionRate off"])

@@ -15,7 +15,8 @@ import unittest
 import test_postfix
 from test_status import STATUS_LINES, fetch, parse_auto
 
-from harness import MODULESDIR, OVER_STARTTLS, Httpd, RawClient, ServerTestCase, plaintext_only, q, wait_for
+from harness import (MODULESDIR, OVER_STARTTLS, Httpd, RawClient, ServerTestCase, plaintext_only, q, stop_nodes,
+                     wait_for)
 from peers import DNSMASQ, REDIS_SERVER, Dnsmasq, Redis
 
 PAUSE = 1.5
@@ -420,11 +421,7 @@ class TwoNodesRedisTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        bad = []
-        for h in cls.nodes:
-            h.stop()
-            bad += h.check_log(cls.ALLOWED)
-            h.cleanup(keep=bool(bad))
+        bad = stop_nodes(cls.nodes, cls.ALLOWED)
         cls.redis.cleanup()
         cls.dns.stop()
         if bad:
