@@ -106,7 +106,7 @@ void exchange(apr_pool_t *pool)
     bool ok = state_put(s, pool, node_key(g_rt.node), snapshot, now + 3 * g_rt.interval + apr_time_from_sec(2), kWhat);
 
     std::string text;
-    CacheResult reg = state_get(s, pool, kRegistryKey, text, 4096, kWhat);
+    CacheResult reg = state_get(s, pool, kRegistryKey, text, kMaxNodes * 65, kWhat);
     std::vector<std::string> ids;
     if (reg == CacheResult::found)
         ids = parse_nodes(text);
