@@ -24,9 +24,11 @@ struct ClientTable::Header {
     std::uint32_t version;
     std::uint32_t buckets;
     std::uint64_t seed;
-    std::uint64_t evictions; // atomic
-    std::uint64_t untracked; // atomic
-    std::uint64_t reserved[3];
+    std::uint64_t evictions;        // atomic
+    std::uint64_t untracked;        // atomic
+    std::uint64_t shared;           // atomic: SharedStats on, up, nodes
+    std::uint64_t shared_clients;   // atomic: SharedStats published << 32 | remote
+    std::uint64_t shared_exchanges; // atomic: SharedStats exchanges
 };
 
 struct ClientTable::Slot {
@@ -38,6 +40,13 @@ struct ClientTable::Slot {
     std::int64_t last_ms;
     std::int64_t window_start[kWindows];
     std::uint32_t window_count[kWindows];
+    std::uint32_t window_len_s[kWindows]; // the rate's unit when the window started (published)
+    // Other nodes' counts (set_remote, under the bucket lock): sessions,
+    // and per window the events of their running windows, until remote_until.
+    std::uint32_t remote_events[kWindows];
+    std::uint32_t remote_sessions;
+    std::uint32_t remote_pad;
+    std::int64_t remote_until[kWindows];
 };
 
 struct ClientTable::Bucket {
@@ -50,7 +59,12 @@ namespace
 {
 
 constexpr std::uint64_t kMagic = 0x6d6f645f65736d74ULL; // "mod_esmt"
-constexpr std::uint32_t kVersion = 2;                   // 2: the AUTH window
+constexpr std::uint32_t kVersion = 3;                   // 2: the AUTH window; 3: other nodes' counts
+
+// Slot::used: a client this node counts, or one only other nodes count
+// (set_remote made it; a connect() here makes it local).
+constexpr std::uint16_t kLocal = 1;
+constexpr std::uint16_t kRemoteOnly = 2;
 
 static_assert(std::atomic_ref<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic_ref<std::uint32_t>::is_always_lock_free);
@@ -137,17 +151,30 @@ bool same_key(const ClientTable::Slot &s, const ClientTable::Key &k)
 }
 
 // Fixed windows, as anvil's: a window starts with its first event and lasts
-// rate.seconds; the count restarts with the next window.
-bool window_event(std::int64_t &start, std::uint32_t &count, std::int64_t now_ms, RateLimit rate)
+// rate.seconds; the count restarts with the next window. `others`: the
+// events other nodes counted in their running windows.
+bool window_event(ClientTable::Slot &s, unsigned w, std::int64_t now_ms, RateLimit rate)
 {
-    if (count == 0 || now_ms - start >= static_cast<std::int64_t>(rate.seconds) * 1000) {
-        start = now_ms;
+    std::uint32_t &count = s.window_count[w];
+    if (count == 0 || now_ms - s.window_start[w] >= static_cast<std::int64_t>(rate.seconds) * 1000) {
+        s.window_start[w] = now_ms;
         count = 0;
     }
-    if (count >= rate.count)
+    s.window_len_s[w] = rate.seconds;
+    std::uint32_t others = s.remote_until[w] > now_ms ? s.remote_events[w] : 0;
+    if (static_cast<std::uint64_t>(count) + others >= rate.count)
         return false;
     ++count;
     return true;
+}
+
+void clear_remote(ClientTable::Slot &s)
+{
+    s.remote_sessions = 0;
+    for (unsigned w = 0; w < ClientTable::kWindows; ++w) {
+        s.remote_events[w] = 0;
+        s.remote_until[w] = 0;
+    }
 }
 
 } // namespace
@@ -306,23 +333,24 @@ ClientTable::Admission ClientTable::connect(const Key &k, std::int64_t now_ms, u
         st.store(make_state(gen_of(st.load(std::memory_order_relaxed)) + 1, 0), std::memory_order_release);
         std::memcpy(s->addr, k.addr.data(), 16);
         s->zone = k.zone;
-        s->used = 1;
+        s->used = kLocal;
         for (unsigned w = 0; w < kWindows; ++w) {
             s->window_start[w] = 0;
             s->window_count[w] = 0;
         }
+        clear_remote(*s);
         found = s;
     }
+    found->used = kLocal;
     found->last_ms = now_ms;
     std::atomic_ref<std::uint64_t> st(found->state);
     std::uint64_t cur = st.load(std::memory_order_acquire);
-    out.count = sessions_of(cur);
-    if (limit && sessions_of(cur) >= limit) {
+    out.count = sessions_of(cur) + found->remote_sessions;
+    if (limit && out.count >= limit) {
         out.verdict = Verdict::too_many_connections;
         return out;
     }
-    if (rate.on() &&
-        !window_event(found->window_start[connection_window], found->window_count[connection_window], now_ms, rate)) {
+    if (rate.on() && !window_event(*found, connection_window, now_ms, rate)) {
         out.verdict = Verdict::connection_rate;
         return out;
     }
@@ -330,7 +358,7 @@ ClientTable::Admission ClientTable::connect(const Key &k, std::int64_t now_ms, u
     while (!st.compare_exchange_weak(cur, make_state(gen_of(cur), sessions_of(cur) + 1), std::memory_order_acq_rel,
                                      std::memory_order_acquire)) {
     }
-    out.count = sessions_of(cur) + 1;
+    out.count = sessions_of(cur) + 1 + found->remote_sessions;
     out.handle.slot = static_cast<std::uint32_t>(b * kSlotsPerBucket + (found - bk->slots));
     out.handle.gen = gen_of(cur);
     return out;
@@ -358,7 +386,7 @@ bool ClientTable::event(Handle h, Window w, std::int64_t now_ms, RateLimit rate)
     if (gen_of(std::atomic_ref<std::uint64_t>(s->state).load(std::memory_order_acquire)) != h.gen)
         return true;
     s->last_ms = now_ms;
-    return window_event(s->window_start[w], s->window_count[w], now_ms, rate);
+    return window_event(*s, w, now_ms, rate);
 }
 
 void ClientTable::reset_connections()
@@ -372,6 +400,152 @@ void ClientTable::reset_connections()
                                          std::memory_order_acquire)) {
         }
     }
+}
+
+bool ClientTable::Counts::empty() const
+{
+    if (sessions)
+        return false;
+    for (unsigned w = 0; w < kWindows; ++w)
+        if (events[w] && remaining_ms[w])
+            return false;
+    return true;
+}
+
+std::vector<ClientTable::Entry> ClientTable::own_counts(std::int64_t now_ms, std::size_t max, bool &more) const
+{
+    std::vector<Entry> out;
+    more = false;
+    if (!hdr_)
+        return out;
+    for (std::uint32_t b = 0; b < hdr_->buckets; ++b) {
+        Bucket *bk = bucket(b);
+        BucketLock lock(bk->lock);
+        for (const Slot &sl : bk->slots) {
+            if (sl.used != kLocal)
+                continue;
+            Entry e;
+            std::memcpy(e.key.addr.data(), sl.addr, 16);
+            e.key.zone = sl.zone;
+            e.counts.sessions = sessions_of(
+                std::atomic_ref<std::uint64_t>(const_cast<std::uint64_t &>(sl.state)).load(std::memory_order_relaxed));
+            for (unsigned w = 0; w < kWindows; ++w) {
+                std::int64_t left = sl.window_start[w] + static_cast<std::int64_t>(sl.window_len_s[w]) * 1000 - now_ms;
+                if (sl.window_count[w] && left > 0) {
+                    e.counts.events[w] = sl.window_count[w];
+                    e.counts.remaining_ms[w] = static_cast<std::uint32_t>(left);
+                }
+            }
+            if (e.counts.empty())
+                continue;
+            if (out.size() >= max) {
+                more = true;
+                return out;
+            }
+            out.push_back(e);
+        }
+    }
+    return out;
+}
+
+ClientTable::RemoteStats ClientTable::set_remote(const std::vector<Entry> &others, std::int64_t now_ms)
+{
+    RemoteStats st;
+    if (!hdr_)
+        return st;
+    auto put = [now_ms](Slot &s, const Counts &c) {
+        s.remote_sessions = c.sessions;
+        for (unsigned w = 0; w < kWindows; ++w) {
+            s.remote_events[w] = c.remaining_ms[w] ? c.events[w] : 0;
+            s.remote_until[w] = c.remaining_ms[w] ? now_ms + c.remaining_ms[w] : 0;
+        }
+    };
+    // Per bucket, the entries of `others` that hash to it (an index, so
+    // that each bucket is locked once).
+    std::vector<std::vector<std::uint32_t>> by_bucket(hdr_->buckets);
+    for (std::uint32_t i = 0; i < others.size(); ++i)
+        by_bucket[bucket_of(others[i].key)].push_back(i);
+    for (std::uint32_t b = 0; b < hdr_->buckets; ++b) {
+        Bucket *bk = bucket(b);
+        BucketLock lock(bk->lock);
+        const std::vector<std::uint32_t> &mine = by_bucket[b];
+        std::vector<bool> placed(mine.size(), false);
+        for (Slot &s : bk->slots) {
+            if (!s.used)
+                continue;
+            std::size_t j = 0;
+            while (j < mine.size() && !same_key(s, others[mine[j]].key))
+                ++j;
+            if (j < mine.size()) {
+                put(s, others[mine[j]].counts);
+                placed[j] = true;
+                ++st.clients;
+            } else if (s.used == kRemoteOnly) {
+                // no other node counts it any more: the entry is free again
+                s.used = 0;
+                clear_remote(s);
+            } else {
+                clear_remote(s);
+            }
+        }
+        for (std::size_t j = 0; j < mine.size(); ++j) {
+            if (placed[j])
+                continue;
+            Slot *free_slot = nullptr;
+            for (Slot &s : bk->slots)
+                if (!s.used) {
+                    free_slot = &s;
+                    break;
+                }
+            if (!free_slot) {
+                ++st.untracked;
+                continue;
+            }
+            // A new generation, as in connect(): no handle points here.
+            std::atomic_ref<std::uint64_t> state(free_slot->state);
+            state.store(make_state(gen_of(state.load(std::memory_order_relaxed)) + 1, 0), std::memory_order_release);
+            const Key &k = others[mine[j]].key;
+            std::memcpy(free_slot->addr, k.addr.data(), 16);
+            free_slot->zone = k.zone;
+            free_slot->used = kRemoteOnly;
+            free_slot->last_ms = 0; // the first to go when a client of this node needs an entry
+            for (unsigned w = 0; w < kWindows; ++w) {
+                free_slot->window_start[w] = 0;
+                free_slot->window_count[w] = 0;
+            }
+            put(*free_slot, others[mine[j]].counts);
+            ++st.clients;
+        }
+    }
+    return st;
+}
+
+void ClientTable::set_shared_stats(const SharedStats &s)
+{
+    if (!hdr_)
+        return;
+    if (s.exchanges)
+        std::atomic_ref<std::uint64_t>(hdr_->shared_exchanges).fetch_add(1, std::memory_order_relaxed);
+    std::uint64_t word = (s.on ? 1u : 0u) | (s.up ? 2u : 0u) | static_cast<std::uint64_t>(s.nodes) << 32;
+    std::atomic_ref<std::uint64_t>(hdr_->shared).store(word, std::memory_order_relaxed);
+    std::atomic_ref<std::uint64_t>(hdr_->shared_clients)
+        .store(static_cast<std::uint64_t>(s.published) << 32 | s.remote, std::memory_order_relaxed);
+}
+
+ClientTable::SharedStats ClientTable::shared_stats() const
+{
+    SharedStats s;
+    if (!hdr_)
+        return s;
+    std::uint64_t word = std::atomic_ref<std::uint64_t>(hdr_->shared).load(std::memory_order_relaxed);
+    std::uint64_t clients = std::atomic_ref<std::uint64_t>(hdr_->shared_clients).load(std::memory_order_relaxed);
+    s.on = word & 1;
+    s.up = word & 2;
+    s.nodes = static_cast<std::uint32_t>(word >> 32);
+    s.published = static_cast<std::uint32_t>(clients >> 32);
+    s.remote = static_cast<std::uint32_t>(clients);
+    s.exchanges = std::atomic_ref<std::uint64_t>(hdr_->shared_exchanges).load(std::memory_order_relaxed);
+    return s;
 }
 
 ClientTable::Stats ClientTable::stats() const

@@ -12,6 +12,12 @@
 // every entry of the bucket holds sessions, the new client is not counted
 // (served, as if it had no entry: fail open; Stats::untracked counts it).
 //
+// Other nodes (ESMTPStateCache redis/memcache; engine/shared_counts.hpp):
+// each entry also holds the counts the other nodes last published for the
+// client (set_remote), added to this node's exact own counts by every
+// check. The table stays each node's own exact count; other nodes' counts
+// are a view, refreshed in the background and never waited for.
+//
 // Concurrency: each bucket has a spin lock (its first word; it holds the owner's pid,
 // so that a process that died holding it cannot wedge the bucket: a waiter
 // takes a lock whose owner is gone). Ending a session takes no lock (a
@@ -99,7 +105,7 @@ class ClientTable
     struct Admission {
         Verdict verdict = Verdict::ok;
         Handle handle;      // valid when verdict is ok
-        unsigned count = 0; // the client's sessions, this one included when admitted
+        unsigned count = 0; // the client's sessions (other nodes' too), this one included when admitted
         bool evicted = false;
     };
     // A new session of `k` at `now_ms` (a monotonic clock shared by the
@@ -125,6 +131,48 @@ class ClientTable
     // No process holds a session any more (a non-graceful restart): every
     // session count to zero, every handle stale. Rate windows are kept.
     void reset_connections();
+
+    // ---- counts of other nodes (docs/scale-out.md, Shared state)
+
+    // A client's counts as one node publishes them: sessions held, and per
+    // rate window the events counted in its running window and the
+    // milliseconds that window still runs.
+    struct Counts {
+        std::uint32_t sessions = 0;
+        std::array<std::uint32_t, kWindows> events{};
+        std::array<std::uint32_t, kWindows> remaining_ms{};
+        bool empty() const;
+    };
+    struct Entry {
+        Key key;
+        Counts counts;
+    };
+    // This node's own counts at `now_ms`: every client that holds a session
+    // or has a rate window still running (at most `max` of them; `more`
+    // tells whether some were left out).
+    std::vector<Entry> own_counts(std::int64_t now_ms, std::size_t max, bool &more) const;
+    struct RemoteStats {
+        std::size_t clients = 0;   // clients with other nodes' counts in the table
+        std::size_t untracked = 0; // left out: their bucket had no entry to spare
+    };
+    // The other nodes' counts (summed per client) replace the previous ones:
+    // clients not in `others` have none any more. A client this node has
+    // not seen gets an entry of its own (a free one, or one that only held
+    // other nodes' counts; never one with counts of this node).
+    RemoteStats set_remote(const std::vector<Entry> &others, std::int64_t now_ms);
+
+    // What the node that shares the counts last did, for mod_status (in the
+    // table's header: every child shows the same).
+    struct SharedStats {
+        bool on = false;             // a node shares its counts
+        bool up = false;             // the last exchange worked
+        std::uint32_t nodes = 0;     // other nodes whose counts are in the table
+        std::uint32_t published = 0; // clients this node published
+        std::uint32_t remote = 0;    // clients with other nodes' counts
+        std::uint64_t exchanges = 0; // exchanges done (set_shared_stats: nonzero adds one)
+    };
+    void set_shared_stats(const SharedStats &s);
+    SharedStats shared_stats() const;
 
     struct Stats {
         std::size_t capacity = 0;

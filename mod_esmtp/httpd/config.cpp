@@ -6,6 +6,7 @@
 #include "httpd/dnsbl_lookup.hpp"
 #include "httpd/guard.hpp"
 #include "httpd/preflight.hpp"
+#include "httpd/shared_limits.hpp"
 #include "httpd/state_cache.hpp"
 #include "httpd/tls.hpp"
 #include "engine/api_version.hpp"
@@ -563,9 +564,9 @@ const char *set_greylist(cmd_parms *cmd, void *, int argc, char *const argv[])
     return parse_greylist(cmd->pool, argc, argv, server_config(cmd->server)->greylist);
 }
 
-const char *set_state_cache_directive(cmd_parms *cmd, void *, const char *arg)
+const char *set_state_cache_directive(cmd_parms *cmd, void *, int argc, char *const argv[])
 {
-    return set_state_cache(cmd, arg);
+    return set_state_cache(cmd, argc, argv);
 }
 
 const char *set_min_data_rate(cmd_parms *cmd, void *, const char *arg)
@@ -921,8 +922,10 @@ const command_rec directives[] = {
     AP_INIT_TAKE_ARGV("ESMTPGreylist", reinterpret_cast<cmd_func>(take_argv<set_greylist>), nullptr, RSRC_CONF,
                       "Greylisting: Off (default) or On [delay=SECONDS] [retry=SECONDS] [allowlist=PASSES] "
                       "[keep=DAYS]"),
-    AP_INIT_TAKE1("ESMTPStateCache", reinterpret_cast<cmd_func>(take1<set_state_cache_directive>), nullptr, RSRC_CONF,
-                  "Where the shared state lives: a mod_socache provider, shmcb (default), redis:HOST:PORT, ..."),
+    AP_INIT_TAKE_ARGV("ESMTPStateCache", reinterpret_cast<cmd_func>(take_argv<set_state_cache_directive>), nullptr,
+                      RSRC_CONF,
+                      "Where the shared state lives: a mod_socache provider, shmcb (default), redis:HOST:PORT, ... "
+                      "[node=ID] [interval=SECONDS] [limits=shared|node]"),
     AP_INIT_TAKE1("ESMTPGreetingDelay", reinterpret_cast<cmd_func>(take1<set_greeting_delay>), nullptr, RSRC_CONF,
                   "Seconds to wait before the greeting; early talkers are refused (default 0)"),
     AP_INIT_TAKE1("ESMTPMinDataRate", reinterpret_cast<cmd_func>(take1<set_min_data_rate>), nullptr, RSRC_CONF,
@@ -1258,7 +1261,10 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
                 greylist = greylist || (c->enabled == 1 && (c->greylist.on == 1 || c->pregreet_remember > 0));
                 dnsbl = dnsbl || (c->enabled == 1 && c->dnsbl_sites && !(*c->dnsbl_sites)->empty());
             }
-            if ((greylist || (dnsbl && state_cache_provider_loaded())) && state_cache_post_config(pconf, main) != OK)
+            // Shared per-client counts need it too (shared_limits.hpp).
+            bool shared = limits && shared_limits_wanted();
+            if ((greylist || shared || (dnsbl && state_cache_provider_loaded())) &&
+                state_cache_post_config(pconf, main) != OK)
                 return HTTP_INTERNAL_SERVER_ERROR;
             if (std::string why; smtp && !dnsbl_library_init(why)) {
                 ap_log_error(APLOG_MARK, APLOG_EMERG, 0, main, "esmtp: the DNS resolver (c-ares) failed: %s",
@@ -1271,8 +1277,14 @@ int post_config(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *, server_rec *main)
                 return OK;
             }
             apr_int64_t entries = server_config(main)->client_table_size;
-            return client_table_post_config(
-                pconf, main, entries > 0 ? static_cast<std::size_t>(entries) : ClientTable::kDefaultEntries);
+            if (client_table_post_config(
+                    pconf, main, entries > 0 ? static_cast<std::size_t>(entries) : ClientTable::kDefaultEntries) != OK)
+                return HTTP_INTERNAL_SERVER_ERROR;
+            server_rec *counted = nullptr;
+            for (server_rec *s = main; s && !counted; s = s->next)
+                if (server_config(s)->enabled == 1 && server_config(s)->session->client_limits.any())
+                    counted = s;
+            return shared_limits_post_config(pconf, main, counted);
         },
         [](const char *) { return HTTP_INTERNAL_SERVER_ERROR; });
 }
@@ -1368,6 +1380,18 @@ static int check_servers(apr_pool_t *pconf, apr_pool_t *ptemp, server_rec *main)
             if (std::string why; !state_cache_check(main, why)) {
                 ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, nullptr,
                              "%s; ESMTPGreylist and ESMTPPregreet remember= need it", why.c_str());
+                rv = !OK;
+            }
+            break;
+        }
+    }
+    // Shared per-client counts need the cache's provider too.
+    for (server_rec *s = main; s; s = s->next) {
+        const ServerConfig *c = server_config(s);
+        if (c->enabled == 1 && shared_limits_wanted() && session_config(s, c).client_limits.any()) {
+            if (std::string why; !state_cache_check(main, why)) {
+                ap_log_error(APLOG_MARK, APLOG_STARTUP | APLOG_EMERG, 0, nullptr,
+                             "%s; the per-client limits shared through it need it", why.c_str());
                 rv = !OK;
             }
             break;

@@ -1,5 +1,6 @@
 #include "httpd/state_cache.hpp"
 
+#include "httpd/shared_limits.hpp"
 #include "httpd/status.hpp"
 
 #include <ap_provider.h>
@@ -55,16 +56,26 @@ void split_spec()
     g_state.args = colon ? colon + 1 : nullptr;
 }
 
-void failed(conn_rec *c, apr_status_t rv, const char *op, const char *what)
+// `c` null: a background task of server `s` (no connection).
+void failed(conn_rec *c, server_rec *s, apr_status_t rv, const char *op, const char *what)
 {
-    status_state_cache_error(c);
+    if (c)
+        status_state_cache_error(c);
+    else
+        status_state_cache_error(s);
     apr_time_t now = apr_time_now();
     apr_time_t last = g_last_log.load(std::memory_order_relaxed);
     if (now - last < kLogEvery || !g_last_log.compare_exchange_strong(last, now))
         return;
-    ap_log_cerror(APLOG_MARK, APLOG_WARNING, rv, c,
-                  "esmtp: ESMTPStateCache %s: %s failed for the %s; going on without it (fail open)",
-                  g_state.spec ? g_state.spec : "shmcb", op, what);
+    const char *spec = g_state.spec ? g_state.spec : "shmcb";
+    if (c)
+        ap_log_cerror(APLOG_MARK, APLOG_WARNING, rv, c,
+                      "esmtp: ESMTPStateCache %s: %s failed for the %s; going on without it (fail open)", spec, op,
+                      what);
+    else
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s,
+                     "esmtp: ESMTPStateCache %s: %s failed for the %s; going on without it (fail open)", spec, op,
+                     what);
 }
 
 class Locked
@@ -86,19 +97,23 @@ class Locked
 
 } // namespace
 
-const char *set_state_cache(cmd_parms *cmd, const char *arg)
+const char *set_state_cache(cmd_parms *cmd, int argc, char *const argv[])
 {
     if (cmd->server->is_virtual)
         return "ESMTPStateCache: only in the main server configuration (one cache for every server)";
-    if (!*arg || *arg == ':')
+    if (argc < 1 || !*argv[0] || *argv[0] == ':' || std::strchr(argv[0], '='))
         return "ESMTPStateCache: needs a mod_socache provider: shmcb, shmcb:/PATH(BYTES), redis:HOST:PORT, ...";
-    g_state.spec = apr_pstrdup(cmd->pool, arg);
+    g_state.spec = apr_pstrdup(cmd->pool, argv[0]);
+    for (int i = 1; i < argc; ++i)
+        if (const char *err = set_shared_limits_option(cmd->pool, argv[i]))
+            return err;
     return nullptr;
 }
 
 int state_cache_pre_config_hook(apr_pool_t *pconf, apr_pool_t *, apr_pool_t *) noexcept
 {
     g_state = State{}; // a new generation reads its configuration
+    shared_limits_reset();
     return ap_mutex_register(pconf, kMutexType, nullptr, APR_LOCK_DEFAULT, 0) == APR_SUCCESS ? OK : !OK;
 }
 
@@ -111,6 +126,23 @@ bool state_cache_provider_loaded()
 bool state_cache_ready()
 {
     return g_state.instance != nullptr;
+}
+
+bool state_cache_configured()
+{
+    return g_state.spec != nullptr;
+}
+
+bool state_cache_reaches_other_hosts()
+{
+    split_spec();
+    // shmcb and dbm live on this host; redis, memcache (and distcache) on servers every node reaches
+    return g_state.spec && g_state.name != "shmcb" && g_state.name != "dbm";
+}
+
+const char *state_cache_spec()
+{
+    return g_state.spec ? g_state.spec : "shmcb";
 }
 
 bool state_cache_check(server_rec *s, std::string &why)
@@ -172,57 +204,91 @@ void state_cache_child_init(apr_pool_t *pchild, server_rec *s)
     }
 }
 
-CacheResult state_get(conn_rec *c, std::string_view key, std::string &value, const char *what)
+namespace
+{
+
+CacheResult get(conn_rec *c, server_rec *s, apr_pool_t *parent, std::string_view key, std::string &value,
+                std::size_t max, const char *what)
 {
     if (!g_state.instance)
         return CacheResult::error;
     apr_pool_t *p = nullptr;
-    if (apr_pool_create(&p, c->pool) != APR_SUCCESS)
+    if (apr_pool_create(&p, parent) != APR_SUCCESS)
         return CacheResult::error;
-    unsigned char buf[256];
-    unsigned int len = sizeof buf;
+    value.resize(max);
+    unsigned int len = static_cast<unsigned int>(max);
     apr_status_t rv;
     {
         Locked lock;
-        rv = lock.ok() ? g_state.provider->retrieve(g_state.instance, c->base_server,
-                                                    reinterpret_cast<const unsigned char *>(key.data()),
-                                                    static_cast<unsigned int>(key.size()), buf, &len, p)
-                       : APR_EGENERAL;
+        rv = lock.ok()
+                 ? g_state.provider->retrieve(g_state.instance, s, reinterpret_cast<const unsigned char *>(key.data()),
+                                              static_cast<unsigned int>(key.size()),
+                                              reinterpret_cast<unsigned char *>(value.data()), &len, p)
+                 : APR_EGENERAL;
     }
     apr_pool_destroy(p);
-    if (rv == APR_NOTFOUND)
+    if (rv == APR_NOTFOUND) {
+        value.clear();
         return CacheResult::not_found;
+    }
     if (rv != APR_SUCCESS) {
-        failed(c, rv, "retrieve", what);
+        value.clear();
+        failed(c, s, rv, "retrieve", what);
         return CacheResult::error;
     }
-    value.assign(reinterpret_cast<const char *>(buf), len);
+    value.resize(len);
     return CacheResult::found;
 }
 
-bool state_put(conn_rec *c, std::string_view key, std::string_view value, apr_time_t expiry, const char *what)
+bool put(conn_rec *c, server_rec *s, apr_pool_t *parent, std::string_view key, std::string_view value,
+         apr_time_t expiry, const char *what)
 {
     if (!g_state.instance)
         return false;
     apr_pool_t *p = nullptr;
-    if (apr_pool_create(&p, c->pool) != APR_SUCCESS)
+    if (apr_pool_create(&p, parent) != APR_SUCCESS)
         return false;
     std::string data(value); // the interface takes a mutable buffer
     apr_status_t rv;
     {
         Locked lock;
-        rv = lock.ok() ? g_state.provider->store(
-                             g_state.instance, c->base_server, reinterpret_cast<const unsigned char *>(key.data()),
-                             static_cast<unsigned int>(key.size()), expiry,
-                             reinterpret_cast<unsigned char *>(data.data()), static_cast<unsigned int>(data.size()), p)
-                       : APR_EGENERAL;
+        rv = lock.ok()
+                 ? g_state.provider->store(g_state.instance, s, reinterpret_cast<const unsigned char *>(key.data()),
+                                           static_cast<unsigned int>(key.size()), expiry,
+                                           reinterpret_cast<unsigned char *>(data.data()),
+                                           static_cast<unsigned int>(data.size()), p)
+                 : APR_EGENERAL;
     }
     apr_pool_destroy(p);
     if (rv != APR_SUCCESS) {
-        failed(c, rv, "store", what);
+        failed(c, s, rv, "store", what);
         return false;
     }
     return true;
+}
+
+} // namespace
+
+CacheResult state_get(conn_rec *c, std::string_view key, std::string &value, const char *what)
+{
+    return get(c, c->base_server, c->pool, key, value, 256, what);
+}
+
+bool state_put(conn_rec *c, std::string_view key, std::string_view value, apr_time_t expiry, const char *what)
+{
+    return put(c, c->base_server, c->pool, key, value, expiry, what);
+}
+
+CacheResult state_get(server_rec *s, apr_pool_t *p, std::string_view key, std::string &value, std::size_t max,
+                      const char *what)
+{
+    return get(nullptr, s, p, key, value, max, what);
+}
+
+bool state_put(server_rec *s, apr_pool_t *p, std::string_view key, std::string_view value, apr_time_t expiry,
+               const char *what)
+{
+    return put(nullptr, s, p, key, value, expiry, what);
 }
 
 } // namespace esmtp

@@ -1,6 +1,7 @@
 #include "httpd/status.hpp"
 
 #include "httpd/bulkhead.hpp"
+#include "httpd/client_table.hpp"
 #include "httpd/config.hpp"
 #include "httpd/guard.hpp"
 
@@ -182,13 +183,13 @@ void sum_gauges(std::int64_t (*per_server)[kGauges], unsigned servers)
 }
 
 // The ?auto keys: stable names (README, Monitoring).
-const char *const kCounterKeys[] = {
-    "ESMTPConnections",         "ESMTPMessagesAccepted",   "ESMTPMessagesRefused4xx", "ESMTPMessagesRefused5xx",
-    "ESMTPRecipients",          "ESMTPOctetsReceived",     "ESMTPDNSBLFailures",      "ESMTPDNSWLListed",
-    "ESMTPGreylistPassed",      "ESMTPStateCacheErrors",   "ESMTPRejectsRelay",       "ESMTPRejectsLimits",
-    "ESMTPRejectsBareNewline",  "ESMTPRejectsEarlyTalker", "ESMTPRejectsPipelining",  "ESMTPRejectsTimeout",
-    "ESMTPRejectsHandlerError", "ESMTPRejectsDelivery",    "ESMTPRejectsPregreet",    "ESMTPRejectsDnsbl",
-    "ESMTPRejectsGreylist"};
+const char *const kCounterKeys[] = {"ESMTPConnections",        "ESMTPMessagesAccepted",    "ESMTPMessagesRefused4xx",
+                                    "ESMTPMessagesRefused5xx", "ESMTPRecipients",          "ESMTPOctetsReceived",
+                                    "ESMTPDNSBLFailures",      "ESMTPDNSWLListed",         "ESMTPGreylistPassed",
+                                    "ESMTPStateCacheErrors",   "ESMTPRejectsRelay",        "ESMTPRejectsLimits",
+                                    "ESMTPRejectsBareNewline", "ESMTPRejectsEarlyTalker",  "ESMTPRejectsPipelining",
+                                    "ESMTPRejectsTimeout",     "ESMTPRejectsHandlerError", "ESMTPRejectsDelivery",
+                                    "ESMTPRejectsPregreet",    "ESMTPRejectsDnsbl",        "ESMTPRejectsGreylist"};
 const char *const kCounterTitles[] = {"connections",     "accepted",           "refused 4xx",    "refused 5xx",
                                       "recipients",      "octets received",    "DNSBL failures", "DNSWL listed",
                                       "greylist passed", "state cache errors", "relay",          "limits",
@@ -217,6 +218,14 @@ void print_auto(request_rec *r, const Totals &t)
     ap_rprintf(r, "ESMTPSessionsPlaintext: %" APR_INT64_T_FMT "\n", nonneg(t.g[g_open] - t.g[g_tls]));
     for (int k = 0; k < kCounters; ++k)
         ap_rprintf(r, "%s: %" APR_UINT64_T_FMT "\n", kCounterKeys[k], t.n[k]);
+    // Per-client counts shared with other nodes (shared_limits.hpp).
+    if (ClientTable::SharedStats sh = client_table().shared_stats(); sh.on) {
+        ap_rprintf(r, "ESMTPSharedLimitsUp: %d\n", sh.up ? 1 : 0);
+        ap_rprintf(r, "ESMTPSharedLimitsNodes: %u\n", sh.nodes);
+        ap_rprintf(r, "ESMTPSharedLimitsPublished: %u\n", sh.published);
+        ap_rprintf(r, "ESMTPSharedLimitsRemoteClients: %u\n", sh.remote);
+        ap_rprintf(r, "ESMTPSharedLimitsExchanges: %" APR_UINT64_T_FMT "\n", static_cast<apr_uint64_t>(sh.exchanges));
+    }
     if (WorkerCap::Stats w; bulkhead_stats(w)) {
         ap_rprintf(r, "ESMTPWorkersCap: %u\n", w.cap);
         ap_rprintf(r, "ESMTPWorkersHeld: %" APR_INT64_T_FMT "\n", w.held);
@@ -263,6 +272,11 @@ void print_html(request_rec *r, const Totals &t, const std::int64_t (*g)[kGauges
                    " of at most %u (ESMTPMaxWorkers); steps refused at the cap since start: %" APR_UINT64_T_FMT
                    "</p>\n",
                    w.held, w.cap, w.refused);
+    if (ClientTable::SharedStats sh = client_table().shared_stats(); sh.on)
+        ap_rprintf(r,
+                   "<p>Per-client counts shared through ESMTPStateCache: %s; %u other nodes, %u clients published by "
+                   "this node, %u clients with other nodes' counts</p>\n",
+                   sh.up ? "up" : "down (limits count this node's sessions only)", sh.nodes, sh.published, sh.remote);
     ap_rputs("<h3>Recent errors</h3>\n", r);
     std::uint64_t next = g_seg->next_error.load();
     if (next == 0) {
@@ -550,6 +564,13 @@ void status_state_cache_error(const conn_rec *c)
 {
     unsigned index = 0;
     if (ServerCounters *srv = server_counters(server_config(c->base_server), index))
+        add(srv, c_cache_errors);
+}
+
+void status_state_cache_error(server_rec *s)
+{
+    unsigned index = 0;
+    if (ServerCounters *srv = server_counters(server_config(s), index))
         add(srv, c_cache_errors);
 }
 

@@ -38,6 +38,8 @@ enum class ScreenEvent { dnsbl_failure, dnswl_listed, greylist_passed };
 // ESMTPStateCache failed (httpd/state_cache.cpp): counted for the
 // connection's server.
 void status_state_cache_error(const conn_rec *c);
+// ... by a background task of server `s`.
+void status_state_cache_error(server_rec *s);
 
 // One connection's share of the counters: the session's observer. Its
 // gauges are released by the destructor, whatever ended the connection.

@@ -308,13 +308,16 @@ class SmtpVhost:
 
     def __init__(self, httpd, index, handler, hostname=None, server_name=None, log_file=None,
                  log_level=None, max_size=None, max_recipients=None, extra=(), port=None,
-                 aliases=(), accept_domains=None, extensions=None, max_errors=None, timeouts=None):
+                 aliases=(), accept_domains=None, extensions=None, max_errors=None, timeouts=None,
+                 address="127.0.0.1"):
         """`aliases`: ServerAlias names; `accept_domains`: ESMTPAcceptDomains
         (list of patterns); `extensions`: ESMTPExtensions (list, e.g.
         ["-CHUNKING"]); `max_errors`: ESMTPMaxErrors; `timeouts`:
         ESMTPTimeout as a dict {"command": 2, "data": 2}; `extra`: more
-        lines inside the <VirtualHost>."""
+        lines inside the <VirtualHost>; `address`: the loopback address it
+        listens on (two httpds on one port: 127.0.0.1 and 127.0.0.2)."""
         self.httpd = httpd
+        self.address = address
         self.index = index
         self.port = port or free_port()
         self.server_name = server_name or "smtp%d.test" % index
@@ -359,8 +362,8 @@ class SmtpVhost:
         return os.path.join(self.httpd.root, "logs", self.log_file)
 
     def config(self):
-        out = ["Listen 127.0.0.1:%d smtp" % self.port,
-               "<VirtualHost 127.0.0.1:%d>" % self.port,
+        out = ["Listen %s:%d smtp" % (self.address, self.port),
+               "<VirtualHost %s:%d>" % (self.address, self.port),
                "    ServerName %s" % self.server_name,
                "    ESMTPProtocol On"]
         if self.aliases:
@@ -730,6 +733,19 @@ class Httpd:
     def check_log(self, allow=()):
         """Unexpected lines written since the last check."""
         return unexpected_log_lines(self.new_log_lines(), allow)
+
+
+def stop_nodes(httpds, allow=()):
+    """Stops each httpd of a test with several, checks its error log
+    (`allow`: regexes of lines provoked on purpose) and removes its
+    ServerRoot (kept from the first unexpected line on); the unexpected
+    lines."""
+    bad = []
+    for h in httpds:
+        h.stop()
+        bad += h.check_log(allow)
+        h.cleanup(keep=bool(bad))
+    return bad
 
 
 # ---------------------------------------------------------------- test cases

@@ -1,6 +1,10 @@
 """Per-client limits (ESMTPClient*), as Postfix's anvil keeps them: sessions
 and connection, message and recipient rates per client address, shared by
-every child process and kept across a graceful restart.
+every child process and kept across a graceful restart. Each limit test
+runs twice: as written (the default ESMTPStateCache, shmcb: counts per
+host) and with ESMTPStateCache in a redis-server (the *OnRedis classes:
+the node publishes its counts there); TwoNodesTest runs two nodes on one
+redis.
 
 The tests run on loopback, which is exempt by default: each server here
 sets ESMTPClientLimitExceptions to none (or to another address)."""
@@ -12,7 +16,9 @@ import time
 import unittest
 
 import harness
-from harness import Httpd, ServerTestCase, wait_for
+from harness import MODULESDIR, Httpd, ServerTestCase, free_port, q, stop_nodes, wait_for
+from peers import REDIS_SERVER, Redis
+from test_status import STATUS_LINES, fetch, parse_auto
 
 ANY = ["*"]
 TOO_MANY_RE = re.compile(r"^421 4\.7\.0 \S+ Error: too many connections from 127\.0\.0\.1\r\n")
@@ -22,8 +28,8 @@ class Client:
     """A raw SMTP client, optionally bound to a source address (127.0.0.0/8
     is all local on Linux)."""
 
-    def __init__(self, port, source="127.0.0.1", timeout=20):
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout, source_address=(source, 0))
+    def __init__(self, port, source="127.0.0.1", timeout=20, host="127.0.0.1"):
+        self.sock = socket.create_connection((host, port), timeout=timeout, source_address=(source, 0))
         self.buf = b""
 
     def reply(self):
@@ -82,12 +88,12 @@ def quit_all(sessions):
         c.close()
 
 
-def greeted_when_free(port, source="127.0.0.1", timeout=10):
+def greeted_when_free(port, source="127.0.0.1", timeout=10, host="127.0.0.1"):
     """Connect until a session is greeted (decrements land when the server
     has ended the sessions); the code of the last try."""
     deadline = time.time() + timeout
     while True:
-        c = Client(port, source)
+        c = Client(port, source, host=host)
         code, _ = c.greeting()
         if code == "220":
             c.cmd("QUIT")
@@ -587,6 +593,273 @@ class ModQosTest(ServerTestCase):
                 (s[0] if isinstance(s, tuple) else s).close()
 
 
+REDIS_MODULE = "LoadModule socache_redis_module %s" % q(os.path.join(MODULESDIR, "mod_socache_redis.so"))
+REDIS_OK = bool(REDIS_SERVER) and os.path.exists(os.path.join(MODULESDIR, "mod_socache_redis.so"))
+REDIS_MISSING = "redis-server or mod_socache_redis is missing"
+
+
+def redis_get(port, key):
+    """The value mod_socache_redis stores for ESMTPStateCache's `key` (its
+    name in redis: the cache's namespace and the key in hex), or None."""
+    name = "mod_esmtp-state:" + key.encode().hex()
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(name), name.encode()))
+        data = b""
+        while not data.startswith(b"$-1\r\n"):
+            head, sep, rest = data.partition(b"\r\n")
+            if sep and head.startswith(b"$") and len(rest) >= int(head[1:]) + 2:
+                return rest[:int(head[1:])].decode()
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    return None
+
+
+def on_redis(base):
+    """`base` again, with ESMTPStateCache in a redis-server started for the
+    class: the node shares its counts there (one node: the limits behave as
+    on shmcb)."""
+
+    class OnRedis(base):
+        @classmethod
+        def setUpClass(cls):
+            cls.redis = Redis()
+            options = dict(base.httpd_options)
+            options["main_extra"] = list(options.get("main_extra", [])) + [
+                REDIS_MODULE, "ESMTPStateCache redis:127.0.0.1:%d" % cls.redis.port]
+            cls.httpd_options = options
+            try:
+                super().setUpClass()
+            except BaseException:
+                cls.redis.cleanup()
+                raise
+
+        @classmethod
+        def tearDownClass(cls):
+            try:
+                super().tearDownClass()
+            finally:
+                cls.redis.cleanup()
+
+        def test_counts_shared_through_redis(self):
+            lines = wait_for(lambda: [line for line in self.httpd.log_lines()
+                                      if "per-client counts shared through ESMTPStateCache redis:" in line], 5)
+            self.assertTrue(lines, "the node shares its counts")
+            # the node registered itself and publishes its counts (one line a client)
+            node = re.search(r"as node (\S+),", lines[-1]).group(1)
+            self.assertTrue(wait_for(lambda: node in (redis_get(self.redis.port, "esmtp-limits:nodes") or "").split(),
+                                     5), "node %s not in the registry" % node)
+            snapshot = wait_for(lambda: redis_get(self.redis.port, "esmtp-limits:node:" + node), 5)
+            self.assertTrue(snapshot and snapshot.startswith("esmtp-counts 1\n"), snapshot)
+
+    OnRedis.__name__ = OnRedis.__qualname__ = base.__name__.replace("Test", "OnRedisTest")
+    OnRedis.__doc__ = (base.__doc__ or "") + " (ESMTPStateCache redis)"
+    return unittest.skipUnless(REDIS_OK, REDIS_MISSING)(OnRedis)
+
+
+ConnectionLimitOnRedisTest = on_redis(ConnectionLimitTest)
+EndPathsOnRedisTest = on_redis(EndPathsTest)
+Ipv6OnRedisTest = on_redis(Ipv6Test)
+RatesOnRedisTest = on_redis(RatesTest)
+XClientOnRedisTest = on_redis(XClientTest)
+PreforkChildrenOnRedisTest = on_redis(PreforkChildrenTest)
+GracefulRestartOnRedisTest = on_redis(GracefulRestartTest)
+FloodOnRedisTest = on_redis(FloodTest)
+
+
+def shared(node):
+    return parse_auto(fetch(node.http_port, "?auto"))
+
+
+@unittest.skipUnless(REDIS_OK, REDIS_MISSING)
+class TwoNodesTest(unittest.TestCase):
+    """Two httpd nodes sharing one redis-server, one service: the same port
+    on 127.0.0.1 (node 1) and 127.0.0.2 (node 2), ESMTPClientConnectionLimit
+    2. The connection limit counts the sessions on both nodes; redis
+    stopped: each node counts its own (fail open), the error log and
+    mod_status say so. ESMTPClientMessageRate 2/60: one MAIL on each node
+    fills it."""
+
+    ALLOWED = (r"per-client counts cannot be shared",
+               r"ESMTPStateCache redis:127\.0\.0\.1:\d+: (retrieve|store) failed for the per-client counts",
+               r"AH0347\d|AH0348\d|AH0349\d|socache_redis|apr_redis")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.redis = Redis()
+        cls.port = free_port()
+        cls.nodes = []
+        try:
+            for address in ("127.0.0.1", "127.0.0.2"):
+                h = Httpd(main_extra=STATUS_LINES + [REDIS_MODULE, "ESMTPStateCache redis:127.0.0.1:%d interval=1"
+                                                     % cls.redis.port])
+                cls.nodes.append(h)
+                h.add_http()
+                h.address = address
+                h.vh = h.add_smtp("maildir", accept_domains=ANY, port=cls.port, address=address,
+                                  extra=["ESMTPClientLimitExceptions none", "ESMTPClientConnectionLimit 2",
+                                         "ESMTPClientMessageRate 2/60"])
+                h.start()
+                h.node = re.findall(r"as node (\S+),", "\n".join(h.log_lines()))[-1]
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        bad = stop_nodes(cls.nodes, cls.ALLOWED)
+        cls.redis.cleanup()
+        if bad:
+            raise AssertionError("unexpected error-log lines:\n" + "\n".join(bad))
+
+    def connect(self, node):
+        c = Client(self.port, host=node.address)
+        code, text = c.greeting()
+        return c, code, text
+
+    def up(self, node):
+        return shared(node)["ESMTPSharedLimitsUp"] == 1
+
+    def all_greeted(self, node, n):
+        sessions = []
+        try:
+            for _ in range(n):
+                sessions.append(self.connect(node))
+            return all(code == "220" for _, code, _ in sessions)
+        finally:
+            quit_all(sessions)
+
+    def exchanged(self, node, n=2):
+        """`node` has done `n` more exchanges with the cache (the first may
+        have begun before the state waited for)."""
+        start = shared(node)["ESMTPSharedLimitsExchanges"]
+        return wait_for(lambda: shared(node)["ESMTPSharedLimitsExchanges"] >= start + n, 10, 0.1)
+
+    def published(self, node, pattern):
+        """`node`'s snapshot in redis has a line matching `pattern`."""
+        return wait_for(lambda: re.search(pattern, redis_get(self.redis.port, "esmtp-limits:node:" + node.node) or "",
+                                          re.M), 10, 0.1)
+
+    def test_node_ids_distinct(self):
+        self.assertNotEqual(self.nodes[0].node, self.nodes[1].node)
+
+    def test_message_rate_counts_both_nodes(self):
+        one, two = self.nodes
+        source = "127.0.0.3"  # 7f000003: its own client
+        line = r"^0{20}ffff7f000003/%d \d+ 0:0 1:\d+ " % self.port
+        c = Client(self.port, source, host=one.address)
+        self.assertEqual(c.greeting()[0], "220")
+        c.cmd("EHLO rate.example")
+        self.assertEqual(c.cmd("MAIL FROM:<a@rate.example>")[0], "250")
+        c.cmd("QUIT")
+        c.close()
+        # node 1 published its MAIL, then node 2 read it
+        self.assertTrue(self.published(one, line), "node 1 did not publish the MAIL")
+        self.assertTrue(self.exchanged(two))
+        d = Client(self.port, source, host=two.address)
+        try:
+            self.assertEqual(d.greeting()[0], "220")
+            d.cmd("EHLO rate.example")
+            self.assertEqual(d.cmd("MAIL FROM:<a@rate.example>")[0], "250")
+            d.cmd("RSET")
+            self.assertEqual(d.cmd("MAIL FROM:<a@rate.example>")[1],
+                             "450 4.7.1 Error: too much mail from 127.0.0.3\r\n")
+            # and node 1 counts node 2's MAIL
+            self.assertTrue(self.published(two, line))
+            self.assertTrue(self.exchanged(one))
+            e = Client(self.port, source, host=one.address)
+            self.assertEqual(e.greeting()[0], "220")
+            e.cmd("EHLO rate.example")
+            self.assertEqual(e.cmd("MAIL FROM:<a@rate.example>")[1],
+                             "450 4.7.1 Error: too much mail from 127.0.0.3\r\n")
+            e.cmd("QUIT")
+            e.close()
+        finally:
+            d.cmd("QUIT")
+            d.close()
+
+    def test_connection_limit_counts_both_nodes(self):
+        one, two = self.nodes
+        session = r"^0{20}ffff7f000001/%d 1 " % self.port  # 127.0.0.1, one session
+        held = []
+        try:
+            for node in (one, two):
+                c, code, text = self.connect(node)
+                held.append((c, code, text))
+                self.assertEqual(code, "220", text)
+            # each node publishes its session; then the other reads it
+            for node, other in ((one, two), (two, one)):
+                self.assertTrue(self.published(node, session), "no session published by " + node.address)
+                self.assertTrue(self.exchanged(other))
+                self.assertTrue(self.up(other))
+                self.assertGreaterEqual(shared(other)["ESMTPSharedLimitsNodes"], 1)
+                self.assertGreaterEqual(shared(other)["ESMTPSharedLimitsRemoteClients"], 1)
+            for node in (one, two):
+                c, code, text = self.connect(node)
+                self.assertEqual(code, "421", "a third session on %s" % node.address)
+                self.assertRegex(text, TOO_MANY_RE)
+                self.assertTrue(c.closed())
+                c.close()
+            self.assertIn("too many connections from 127.0.0.1: connection limit 2 (sessions: 2)",
+                          "\n".join(one.log_lines()))
+        finally:
+            quit_all(held)
+        # the closes reach the other node: two sessions on one node again
+        self.assertTrue(wait_for(lambda: self.all_greeted(one, 2) and self.all_greeted(two, 2), 10, 0.3),
+                        "the counts did not fall after the closes")
+
+    def test_redis_stopped_limits_per_node(self):
+        one, two = self.nodes
+        session = r"^0{20}ffff7f000001/%d 1 " % self.port
+        self.assertTrue(wait_for(lambda: self.up(one) and self.up(two), 10, 0.2))
+        held = []
+        try:
+            held.append(self.connect(two))
+            self.assertEqual(held[-1][1], "220")
+            self.assertTrue(self.published(two, session))
+            self.assertTrue(self.exchanged(one))
+            held.append(self.connect(one))
+            self.assertEqual(held[-1][1], "220")
+            c, code, _ = self.connect(one)
+            c.close()
+            self.assertEqual(code, "421", "shared: one session on each node fill the limit")
+            before = shared(one)
+            one.new_log_lines()
+            self.redis.stop()
+            try:
+                # fail open: node 1 drops node 2's count and counts its own
+                self.assertTrue(wait_for(lambda: shared(one)["ESMTPSharedLimitsUp"] == 0 and
+                                         shared(one)["ESMTPSharedLimitsRemoteClients"] == 0, 10, 0.2))
+                self.assertGreater(shared(one)["ESMTPStateCacheErrors"], before["ESMTPStateCacheErrors"])
+                held.append(self.connect(one))
+                c, code, text = held[-1]
+                self.assertEqual(code, "220", "redis down: node 1 counts its own sessions only: " + text)
+                # and mail flows
+                self.assertEqual(c.cmd("EHLO down.example")[0], "250")
+                self.assertEqual(c.cmd("MAIL FROM:<a@down.example>")[0], "250")
+                self.assertEqual(c.cmd("RCPT TO:<b@localhost>")[0], "250")
+                self.assertEqual(c.cmd("DATA")[0], "354")
+                self.assertEqual(c.cmd("Subject: redis down\r\n\r\nhi\r\n.")[0], "250")
+                log = wait_for(lambda: [line for line in one.new_log_lines()
+                                        if "per-client counts cannot be shared" in line], 5)
+                self.assertTrue(log, "the error log does not say the counts are not shared")
+            finally:
+                self.redis.start()
+            # back: node 2's session counts on node 1 again
+            self.assertTrue(wait_for(lambda: self.up(one) and self.up(two), 15, 0.2),
+                            "sharing did not come back: %r" % shared(one))
+            self.assertTrue(self.published(two, session))
+            self.assertTrue(self.exchanged(one))
+            c, code, _ = self.connect(one)
+            c.close()
+            self.assertEqual(code, "421", "shared again: node 2's session counts on node 1")
+            self.assertTrue(wait_for(lambda: [line for line in one.new_log_lines()
+                                              if "per-client counts shared again" in line], 5))
+        finally:
+            quit_all(held)
+
+
 class BadValuesTest(unittest.TestCase):
     """Bad values fail `apache2 -t` naming the directive."""
 
@@ -615,6 +888,30 @@ class BadValuesTest(unittest.TestCase):
                     self.assertIn(directive, out)
                 finally:
                     httpd.cleanup()
+
+    @staticmethod
+    def config_test(main_extra):
+        """`apache2 -t` of a server with `main_extra` and one SMTP vhost."""
+        httpd = Httpd(main_extra=main_extra)
+        try:
+            httpd.add_smtp("maildir")
+            return httpd.config_test()
+        finally:
+            httpd.cleanup()
+
+    def test_bad_state_cache_options(self):
+        for option in ("node=bad/id", "interval=0", "interval=61", "limits=maybe", "share=1"):
+            with self.subTest(option=option):
+                rc, out = self.config_test(["ESMTPStateCache shmcb " + option])
+                self.assertNotEqual(rc, 0, out)
+                self.assertIn("ESMTPStateCache", out)
+        # the limits would be shared through redis, and mod_socache_redis is not loaded
+        rc, out = self.config_test(["ESMTPStateCache redis:127.0.0.1:6379"])
+        self.assertNotEqual(rc, 0, out)
+        self.assertIn("ESMTPStateCache: no mod_socache provider 'redis'", out)
+        # with limits=node nothing needs it
+        rc, out = self.config_test(["ESMTPStateCache redis:127.0.0.1:6379 limits=node"])
+        self.assertEqual(rc, 0, out)
 
     def test_good_values(self):
         httpd = Httpd(main_extra=["ESMTPClientLimitTableSize 100000", "ESMTPClientConnectionRate off"])
