@@ -104,9 +104,9 @@ bool admit(conn_rec *c, const ServerConfig *cfg, const ConnectionInfo &ci, bool 
     ClientTable table = client_table();
     if (!table.valid())
         return true;
-    ClientAdmission adm = admit_client(table, cfg->session->client_limits, ci.client_address,
-                                       static_cast<std::uint16_t>(ci.local_port), monotonic_ms(),
-                                       cfg->session->xclient_hosts.contains(ci.client_address));
+    ClientAdmission adm =
+        admit_client(table, cfg->session->client_limits, ci.client_address, static_cast<std::uint16_t>(ci.local_port),
+                     monotonic_ms(), cfg->session->xclient_hosts.contains(ci.client_address));
     if (adm.evicted)
         ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c, "esmtp: per-client table: evicted an idle entry for %s",
                       ci.client_address.c_str());
