@@ -519,17 +519,20 @@ class XClientScreenTest(WithDns):
         self.assertTrue(log, "the refusal is not in the error log")
 
     def test_not_listed_address_served(self):
-        files = self.connect.maildir_files()
-        c, reply = xclient(self.connect.port, "127.0.0.9")
+        """The verdict is the named client's: a listed front end (127.0.0.2)
+        that hands over an address no list names gets its mail in."""
+        vh = self.listed_front
+        files = vh.maildir_files()
+        c, reply = xclient(vh.port, "127.0.0.9", source=2)
         with c:
-            self.assertEqual(reply, (220, ["220 %s ESMTP mod_esmtp" % self.connect.name]))
+            self.assertEqual(reply, (220, ["220 %s ESMTP mod_esmtp" % vh.name]))
             self.assertEqual(c.cmd("EHLO client.example")[0], 250)
             self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
-            self.assertEqual(c.cmd("RCPT TO:<b@%s>" % self.connect.server_name)[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<b@%s>" % vh.server_name)[0], 250)
             self.assertEqual(c.cmd("DATA")[0], 354)
             self.assertEqual(c.cmd("Subject: via the front end\r\n\r\nbody\r\n.")[0], 250)
             self.assertEqual(c.cmd("QUIT")[0], 221)
-        self.assertEqual(len(wait_for(lambda: [f for f in self.connect.maildir_files() if f not in files], 5)), 1)
+        self.assertEqual(len(wait_for(lambda: [f for f in vh.maildir_files() if f not in files], 5)), 1)
 
     def test_listed_address_refused_at_rcpt(self):
         before = status(self.httpd.http_port)
