@@ -44,6 +44,21 @@ struct Counting final : esmtp::SessionObserver {
     void rejected(RejectCause c, std::string_view) override { causes.push_back(c); }
 };
 
+// A DNSBL refusal of `addr`, worded as the glue's (httpd/screening.cpp).
+Screen::Verdict dnsbl_refusal(const std::string &addr)
+{
+    return {Reply(554, "5.7.1 Service unavailable; client [" + addr + "] blocked using zen.example"),
+            RejectCause::dnsbl, "blocked using zen.example (score 3)"};
+}
+
+// The refusal was counted once as a DNSBL one and logged.
+void assert_counted(const esmtp::test::Harness &h, const Counting &obs)
+{
+    CPPUNIT_ASSERT_EQUAL(std::size_t(1), obs.causes.size());
+    CPPUNIT_ASSERT(obs.causes[0] == RejectCause::dnsbl);
+    CPPUNIT_ASSERT(h.log.has("blocked using zen.example (score 3)"));
+}
+
 } // namespace
 
 class ScreenTest : public CppUnit::TestFixture
@@ -70,16 +85,13 @@ class ScreenTest : public CppUnit::TestFixture
         esmtp::test::Harness h;
         FakeScreen screen;
         Counting obs;
-        screen.at_connect = {Reply(554, "5.7.1 Service unavailable; client [192.0.2.7] blocked using zen.example"),
-                             RejectCause::dnsbl, "blocked using zen.example (score 3)"};
+        screen.at_connect = dnsbl_refusal("192.0.2.7");
         h.screen = &screen;
         h.observer = &obs;
         CPPUNIT_ASSERT_EQUAL(
             std::string("554 5.7.1 Service unavailable; client [192.0.2.7] blocked using zen.example\r\n"), h.start());
         CPPUNIT_ASSERT(!h.rec->saw("connect")); // the handler never saw the client
-        CPPUNIT_ASSERT_EQUAL(std::size_t(1), obs.causes.size());
-        CPPUNIT_ASSERT(obs.causes[0] == RejectCause::dnsbl);
-        CPPUNIT_ASSERT(h.log.has("blocked using zen.example (score 3)"));
+        assert_counted(h, obs);
         CPPUNIT_ASSERT(h.send("EHLO client.example\r\n").rfind("503 ", 0) == 0);
         CPPUNIT_ASSERT(h.send("QUIT\r\n").rfind("221 ", 0) == 0);
     }
@@ -123,8 +135,7 @@ class ScreenTest : public CppUnit::TestFixture
         esmtp::test::Harness h = front_end();
         FakeScreen screen;
         Counting obs;
-        screen.at_xclient = {Reply(554, "5.7.1 Service unavailable; client [203.0.113.5] blocked using zen.example"),
-                             RejectCause::dnsbl, "blocked using zen.example (score 3)"};
+        screen.at_xclient = dnsbl_refusal("203.0.113.5");
         h.screen = &screen;
         h.observer = &obs;
         CPPUNIT_ASSERT(h.start().rfind("220 ", 0) == 0);
@@ -135,9 +146,7 @@ class ScreenTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT(screen.changed == std::vector<std::string>{"203.0.113.5"});
         // the handler saw the front end only, not the blocked client
         CPPUNIT_ASSERT_EQUAL(std::string("connect ehlo"), h.rec->event_string());
-        CPPUNIT_ASSERT_EQUAL(std::size_t(1), obs.causes.size());
-        CPPUNIT_ASSERT(obs.causes[0] == RejectCause::dnsbl);
-        CPPUNIT_ASSERT(h.log.has("blocked using zen.example (score 3)"));
+        assert_counted(h, obs);
         // as after a refused greeting: only QUIT
         CPPUNIT_ASSERT(h.send("EHLO client.example\r\n").rfind("503 ", 0) == 0);
         CPPUNIT_ASSERT(h.send("MAIL FROM:<a@client.example>\r\n").rfind("503 ", 0) == 0);
@@ -166,7 +175,7 @@ class ScreenTest : public CppUnit::TestFixture
              {"XCLIENT ADDR=[UNAVAILABLE]\r\n", "XCLIENT ADDR=[TEMPUNAVAIL]\r\n", "XCLIENT NAME=client.example\r\n"}) {
             esmtp::test::Harness h = front_end();
             FakeScreen screen;
-            screen.at_xclient = {Reply(554, "5.7.1 blocked"), RejectCause::dnsbl, "blocked"};
+            screen.at_xclient = dnsbl_refusal("192.0.2.9");
             h.screen = &screen;
             h.start();
             CPPUNIT_ASSERT_MESSAGE(cmd, h.send(cmd).rfind("220 ", 0) == 0);
