@@ -7,6 +7,7 @@
 #include <esmtp/handler.hpp>
 
 #include <string>
+#include <string_view>
 
 namespace esmtp
 {
@@ -25,6 +26,10 @@ class Screen
     // RCPT to an accepted domain, before the handler; not asked for an
     // authenticated client (submission).
     virtual Verdict rcpt(const Path &sender, const Path &recipient) = 0;
+    // XCLIENT named another client (`address`, an IP): it is judged as at
+    // CONNECT, and rcpt() judges it from now on. A refusal takes the place
+    // of the greeting XCLIENT sends.
+    virtual Verdict client_changed(std::string_view address) = 0;
 
   protected:
     ~Screen() = default;

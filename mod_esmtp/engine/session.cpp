@@ -479,8 +479,8 @@ void Session::command(std::string_view line)
         do_starttls(m.argument);
         break;
     case Verb::xclient:
-        if (do_xclient(m.argument) && rule.restarts)
-            restart("XCLIENT");
+        if (bool new_address = false; do_xclient(m.argument, new_address) && rule.restarts)
+            restart("XCLIENT", new_address);
         break;
     case Verb::auth:
         do_auth(m.argument);

@@ -190,10 +190,12 @@ class Session final : public SessionView, private DataSink
     void do_bdat(std::string_view arg, const VerbRule &rule);
     void do_starttls(std::string_view arg);
     // XCLIENT: applies the attributes; false when a reply refused them.
-    bool do_xclient(std::string_view arg);
+    // `new_address`: ADDR= named an IP (not [UNAVAILABLE]).
+    bool do_xclient(std::string_view arg, bool &new_address);
     // The session starts again with its new identity (the verb table's
-    // `restarts` column): HELO/EHLO again, CONNECT asked again, 220.
-    void restart(std::string_view why);
+    // `restarts` column): HELO/EHLO again, the screen (for a new address)
+    // and CONNECT asked again, 220.
+    void restart(std::string_view why, bool new_address);
     // AUTH (engine/auth.hpp): the verb, a SASL response line after 334,
     // and the credentials handed to the Authenticator.
     void do_auth(std::string_view arg);

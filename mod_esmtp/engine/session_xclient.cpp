@@ -7,7 +7,7 @@
 namespace esmtp
 {
 
-bool Session::do_xclient(std::string_view arg)
+bool Session::do_xclient(std::string_view arg, bool &new_address)
 {
     XClientAttrs a;
     std::string why;
@@ -18,6 +18,7 @@ bool Session::do_xclient(std::string_view arg)
     std::string before = std::string(remote_host()) + "[" + conn_.client_address + "]";
     if (a.addr) {
         conn_.client_address = *a.addr;
+        new_address = *a.addr != "unknown"; // not [UNAVAILABLE] / [TEMPUNAVAIL]
         if (!a.name)
             conn_.remote_host.clear(); // the name was the old address's
     }
@@ -53,11 +54,19 @@ bool Session::do_xclient(std::string_view arg)
     return true;
 }
 
-void Session::restart(std::string_view why)
+void Session::restart(std::string_view why, bool new_address)
 {
-    // As at the start: the handler judges the new identity (a refusal
-    // leaves only QUIT and XCLIENT), then the greeting.
-    Reply r = ask(Event::connect, [&] { return handler_->connect(*this); });
+    // As at the start: the screen (DNSBL, for a new address) and the
+    // handler judge the new identity (a refusal leaves only QUIT and
+    // XCLIENT), then the greeting.
+    Reply r;
+    if (screen_ && new_address) {
+        Screen::Verdict v = screen_->client_changed(conn_.client_address);
+        if (screened(v))
+            r = v.reply;
+    }
+    if (r.empty())
+        r = ask(Event::connect, [&] { return handler_->connect(*this); });
     if (handler_threw_)
         r = Reply(421, std::string(cfg_.hostname) + " Service not available, closing transmission channel", "4.3.2",
                   true);

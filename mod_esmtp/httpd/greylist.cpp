@@ -114,11 +114,11 @@ const char *parse_greylist(apr_pool_t *p, int argc, char *const argv[], Greylist
     return nullptr;
 }
 
-GreylistAnswer greylist_check(conn_rec *c, const GreylistSpec &spec, std::string_view scope, std::string_view sender,
-                              std::string_view recipient)
+GreylistAnswer greylist_check(conn_rec *c, const GreylistSpec &spec, std::string_view scope, std::string_view client,
+                              std::string_view sender, std::string_view recipient)
 {
     GreylistAnswer a;
-    const std::string net = network_of(c->client_ip);
+    const std::string net = network_of(std::string(client).c_str());
     const std::string net_key = key("n", {scope, net});
     const apr_time_t now = apr_time_now();
     std::string v;

@@ -34,8 +34,9 @@ struct GreylistAnswer {
     bool cache_failed = false;    // the cache failed: passed (fail open)
 };
 
-// `scope`: the server's name (greylists are per server).
-GreylistAnswer greylist_check(conn_rec *c, const GreylistSpec &spec, std::string_view scope, std::string_view sender,
-                              std::string_view recipient);
+// `scope`: the server's name (greylists are per server); `client`: the
+// client's address (the connection's, or the one XCLIENT named).
+GreylistAnswer greylist_check(conn_rec *c, const GreylistSpec &spec, std::string_view scope, std::string_view client,
+                              std::string_view sender, std::string_view recipient);
 
 } // namespace esmtp

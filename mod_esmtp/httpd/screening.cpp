@@ -29,20 +29,37 @@ DnsblSettings dnsbl_settings(const ServerConfig *cfg)
 }
 
 ConnectionScreen::ConnectionScreen(conn_rec *c, const ServerConfig *cfg, ConnStats &stats)
-    : c_(c), stats_(stats), hostname_(cfg->session->hostname), dnsbl_(dnsbl_settings(cfg)), greylist_(cfg->greylist)
+    : c_(c), stats_(stats), hostname_(cfg->session->hostname), client_(c->client_ip),
+      front_end_(cfg->session->xclient_hosts.contains(client_)), dnsbl_(dnsbl_settings(cfg)), greylist_(cfg->greylist)
 {
 }
 
 void ConnectionScreen::start_lookups()
 {
-    if (dnsbl_active() && !lookup_)
-        lookup_ = std::make_unique<DnsblLookup>(c_, dnsbl_, c_->client_ip);
+    if (dnsbl_active() && !lookup_ && !front_end_)
+        lookup_ = std::make_unique<DnsblLookup>(c_, dnsbl_, client_);
 }
 
 Screen::Verdict ConnectionScreen::connect()
 {
+    if (!dnsbl_active() || front_end_)
+        return {};
+    return judge();
+}
+
+Screen::Verdict ConnectionScreen::client_changed(std::string_view address)
+{
+    client_ = address;
+    front_end_ = false; // the client the front end named is judged
+    lookup_.reset();
+    outcome_ = {};
     if (!dnsbl_active())
         return {};
+    return judge();
+}
+
+Screen::Verdict ConnectionScreen::judge()
+{
     // The lookups hold this worker (up to the deadline): they count against
     // ESMTPMaxWorkers, beyond which the session is refused as the handler's
     // CONNECT would be.
@@ -56,7 +73,7 @@ Screen::Verdict ConnectionScreen::connect()
         // fail open: the client passes on what the other sites said
         stats_.screening(ScreenEvent::dnsbl_failure);
         ap_log_cerror(APLOG_MARK, APLOG_WARNING, 0, c_,
-                      "esmtp: DNSBL lookup for %s failed, counted as not listed (%u site(s)): %s", c_->client_ip,
+                      "esmtp: DNSBL lookup for %s failed, counted as not listed (%u site(s)): %s", client_.c_str(),
                       outcome_.failed, outcome_.failure.c_str());
     }
     if (outcome_.score.allowlisted)
@@ -82,10 +99,10 @@ Screen::Verdict ConnectionScreen::greylisted(const Path &sender, const Path &rec
     if (!hold)
         return {Reply(451, "Server busy, try again later", "4.3.2"), RejectCause::count_,
                 "greylist refused: ESMTPMaxWorkers reached (server busy)"};
-    GreylistAnswer a = greylist_check(c_, greylist_, hostname_, sender.mailbox, recipient.mailbox);
+    GreylistAnswer a = greylist_check(c_, greylist_, hostname_, client_, sender.mailbox, recipient.mailbox);
     if (a.verdict == Greylisted::passed_now) {
         stats_.screening(ScreenEvent::greylist_passed);
-        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: greylist passed for %s", c_->client_ip);
+        ap_log_cerror(APLOG_MARK, APLOG_DEBUG, 0, c_, "esmtp: greylist passed for %s", client_.c_str());
     }
     if (a.verdict != Greylisted::wait)
         return {};
@@ -100,8 +117,8 @@ Screen::Verdict ConnectionScreen::blocked(bool greeting) const
 {
     std::string site = outcome_.score.blocked_by.empty() ? std::string("DNSBL") : outcome_.score.blocked_by;
     ap_log_cerror(APLOG_MARK, APLOG_INFO, 0, c_, "esmtp: client %s blocked using %s (score %d, threshold %d)",
-                  c_->client_ip, site.c_str(), outcome_.score.score, dnsbl_.threshold);
-    std::string text = std::string("Service unavailable; client [") + c_->client_ip + "] blocked using " + site;
+                  client_.c_str(), site.c_str(), outcome_.score.score, dnsbl_.threshold);
+    std::string text = "Service unavailable; client [" + client_ + "] blocked using " + site;
     return {greeting ? Reply(554, "5.7.1 " + text) : Reply(554, text, "5.7.1"), RejectCause::dnsbl,
             "blocked using " + site + " (score " + std::to_string(outcome_.score.score) + ")"};
 }

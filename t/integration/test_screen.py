@@ -461,6 +461,140 @@ class GreylistTest(WithDns):
         self.assertEqual(rcpt_reply(self.off.port, "x@%s" % self.off.server_name)[0], 250)
 
 
+
+def xclient(port, addr, source=1):
+    """A front end's session from 127.0.0.`source`: greeted, EHLO, then
+    XCLIENT ADDR=`addr`; the open client and XCLIENT's reply."""
+    c = connect_from(source, port)
+    try:
+        assert c.reply()[0] == 220
+        code, lines = c.cmd("EHLO front.example")
+        assert code == 250 and any("XCLIENT" in l for l in lines), lines
+        return c, c.cmd("XCLIENT ADDR=%s NAME=client.example" % addr)
+    except BaseException:
+        c.close()
+        raise
+
+
+@unittest.skipUnless(DNSMASQ, "dnsmasq (dnsmasq-base) is not installed")
+class XClientScreenTest(WithDns):
+    """Behind a trusted front end (ESMTPXClientHosts; nginx's mail proxy,
+    Postfix's XCLIENT), the address XCLIENT names is screened: its DNSBL
+    verdict takes the place of the greeting XCLIENT sends (or comes at
+    RCPT), its DNSWL entry and its network count for greylisting. The front
+    end itself is not looked up at connect."""
+    allowed_log = (r"client 127\.0\.0\.\d+ blocked using",)
+
+    @classmethod
+    def configure(cls, httpd):
+        httpd.main_extra += STATUS_LINES + SHMCB
+        httpd.add_http()
+        dnsbl = ["ESMTPDNSBL " + SITES, "ESMTPDNSServer 127.0.0.1:%d" % cls.dns.port]
+        front = "ESMTPXClientHosts 127.0.0.1"
+        grey = "ESMTPGreylist On delay=%d allowlist=0" % GREY_DELAY
+        cls.connect = httpd.add_smtp("maildir", extra=dnsbl + [front, "ESMTPDNSBLThreshold 3 timeout=1"])
+        cls.rcpt = httpd.add_smtp("maildir", extra=dnsbl + [front, "ESMTPDNSBLThreshold 3 reject=rcpt"])
+        # the front end is a listed address: trusted, not looked up
+        cls.listed_front = httpd.add_smtp("maildir", extra=dnsbl + ["ESMTPXClientHosts 127.0.0.2",
+                                                                    "ESMTPDNSBLThreshold 3 timeout=1"])
+        cls.grey = httpd.add_smtp("maildir", extra=[front, grey])
+        cls.dnswl = httpd.add_smtp("maildir", extra=dnsbl + [front, grey, "ESMTPDNSBLThreshold 3"])
+
+    def blocked(self, addr, site):
+        return "554 5.7.1 Service unavailable; client [%s] blocked using %s" % (addr, site)
+
+    def test_listed_address_refused_in_place_of_the_greeting(self):
+        before = status(self.httpd.http_port)
+        c, reply = xclient(self.connect.port, "127.0.0.2")
+        with c:
+            self.assertEqual(reply, (554, [self.blocked("127.0.0.2", "zen.test")]))
+            # as after a 554 greeting: only QUIT
+            self.assertEqual(c.cmd("EHLO client.example")[0], 503)
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 503)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        after = status(self.httpd.http_port)
+        self.assertEqual(after["ESMTPRejectsDnsbl"], before["ESMTPRejectsDnsbl"] + 1)
+        log = wait_for(lambda: [l for l in self.httpd.new_log_lines() if "client 127.0.0.2 blocked using zen.test"
+                                in l], 5)
+        self.assertTrue(log, "the refusal is not in the error log")
+
+    def test_not_listed_address_served(self):
+        """The verdict is the named client's: a listed front end (127.0.0.2)
+        that hands over an address no list names gets its mail in."""
+        vh = self.listed_front
+        files = vh.maildir_files()
+        c, reply = xclient(vh.port, "127.0.0.9", source=2)
+        with c:
+            self.assertEqual(reply, (220, ["220 %s ESMTP mod_esmtp" % vh.name]))
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<b@%s>" % vh.server_name)[0], 250)
+            self.assertEqual(c.cmd("DATA")[0], 354)
+            self.assertEqual(c.cmd("Subject: via the front end\r\n\r\nbody\r\n.")[0], 250)
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(len(wait_for(lambda: [f for f in vh.maildir_files() if f not in files], 5)), 1)
+
+    def test_listed_address_refused_at_rcpt(self):
+        before = status(self.httpd.http_port)
+        c, reply = xclient(self.rcpt.port, "127.0.0.4")
+        with c:
+            self.assertEqual(reply[0], 220)
+            self.assertEqual(c.cmd("EHLO client.example")[0], 250)
+            self.assertEqual(c.cmd("MAIL FROM:<a@client.example>")[0], 250)
+            self.assertEqual(c.cmd("RCPT TO:<b@%s>" % self.rcpt.server_name),
+                             (554, [self.blocked("127.0.0.4", "bl2.test")]))
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        self.assertEqual(status(self.httpd.http_port)["ESMTPRejectsDnsbl"], before["ESMTPRejectsDnsbl"] + 1)
+        # another session's address that is not listed passes RCPT
+        c, reply = xclient(self.rcpt.port, "127.0.0.9")
+        with c:
+            self.assertEqual(reply[0], 220)
+            c.cmd("EHLO client.example")
+            c.cmd("MAIL FROM:<a@client.example>")
+            self.assertEqual(c.cmd("RCPT TO:<b@%s>" % self.rcpt.server_name)[0], 250)
+            c.cmd("QUIT")
+
+    def test_front_end_not_screened_at_connect(self):
+        """127.0.0.2 is listed but is the front end here: greeted; the
+        client it names is judged."""
+        before = status(self.httpd.http_port)
+        c, reply = xclient(self.listed_front.port, "127.0.0.4", source=2)
+        with c:
+            self.assertEqual(reply, (554, [self.blocked("127.0.0.4", "bl2.test")]))
+            c.cmd("QUIT")
+        c, reply = xclient(self.listed_front.port, "[UNAVAILABLE]", source=2)
+        with c:
+            self.assertEqual(reply[0], 220)  # nothing to look up
+            c.cmd("QUIT")
+        self.assertEqual(status(self.httpd.http_port)["ESMTPRejectsDnsbl"], before["ESMTPRejectsDnsbl"] + 1)
+
+    def greylisted(self, port, addr, rcpt):
+        c, reply = xclient(port, addr)
+        with c:
+            assert reply[0] == 220, reply
+            c.cmd("EHLO client.example")
+            c.cmd("MAIL FROM:<a@client.example>")
+            code = c.cmd("RCPT TO:<%s>" % rcpt)[0]
+            c.cmd("QUIT")
+        return code
+
+    def test_greylisting_keyed_by_the_xclient_network(self):
+        rcpt = "grey@%s" % self.grey.server_name
+        t0 = time.monotonic()
+        self.assertEqual(self.greylisted(self.grey.port, "192.0.2.9", rcpt), 450)
+        self.assertEqual(self.greylisted(self.grey.port, "198.51.100.9", rcpt), 450)
+        time.sleep(max(0, GREY_DELAY + 0.2 - (time.monotonic() - t0)))
+        # the first network's triplet passes, from any address of it
+        self.assertEqual(self.greylisted(self.grey.port, "192.0.2.77", rcpt), 250)
+        # the front end's own network never tried: still greylisted
+        self.assertEqual(self.greylisted(self.grey.port, "127.0.0.9", rcpt), 450)
+
+    def test_dnswl_listed_address_skips_greylisting(self):
+        rcpt = "wl@%s" % self.dnswl.server_name
+        self.assertEqual(self.greylisted(self.dnswl.port, "127.0.0.5", rcpt), 250)  # zen 3, wl -5
+        self.assertEqual(self.greylisted(self.dnswl.port, "127.0.0.9", rcpt), 450)
+
+
 REDIS_MODULE = "LoadModule socache_redis_module %s" % q(os.path.join(MODULESDIR, "mod_socache_redis.so"))
 
 
