@@ -702,6 +702,18 @@ class TwoNodes:
         if bad:
             raise AssertionError("unexpected error-log lines:\n" + "\n".join(bad))
 
+    def setUp(self):
+        # The sessions of the test before have ended on both nodes and the
+        # other node has read that (a session that has just got its 221 may
+        # not have ended yet; a node reads the other's counts each interval).
+        one, two = self.nodes
+        for node, other in ((one, two), (two, one)):
+            self.assertTrue(wait_for(lambda: not re.search(r"^0{20}ffff7f000001/%d [1-9]" % self.port,
+                                                           self.cache.get("esmtp-limits:node:" + node.node) or "",
+                                                           re.M), 10, 0.1),
+                            "the sessions of the test before are still counted on " + node.address)
+            self.assertTrue(self.exchanged(other))
+
     def connect(self, node):
         c = Client(self.port, host=node.address)
         code, text = c.greeting()
