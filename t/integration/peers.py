@@ -437,6 +437,7 @@ class _CacheServer:
     PROVIDER = None  # mod_socache's name: ESMTPStateCache PROVIDER:HOST:PORT
     # the provider module's own error-log lines (its AH numbers, its name)
     LOG_PATTERN = None
+    NOT_FOUND = None  # the reply to a GET of a missing key
 
     def __init__(self, port=None):
         self.port = port or free_port()
@@ -502,6 +503,16 @@ class _CacheServer:
 
     def get_reply(self, data):
         """(complete, value or None) for the octets read so far."""
+        if data.startswith(self.NOT_FOUND):
+            return True, None
+        head, sep, rest = data.partition(b"\r\n")
+        n = self.value_length(head) if sep else None
+        if n is not None and len(rest) >= n + 2:
+            return True, rest[:n]
+        return False, None
+
+    def value_length(self, head):
+        """The length a reply's first line announces, or None."""
         raise NotImplementedError
 
 
@@ -515,6 +526,7 @@ class Redis(_CacheServer):
     PACKAGE = "redis-server"
     PROVIDER = "redis"
     LOG_PATTERN = r"AH0347\d|AH0348\d|AH0349\d|socache_redis|apr_redis"
+    NOT_FOUND = b"$-1\r\n"
 
     def command(self):
         return [self.PROGRAM, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
@@ -523,13 +535,8 @@ class Redis(_CacheServer):
     def get_request(self, name):
         return b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(name), name)
 
-    def get_reply(self, data):
-        if data.startswith(b"$-1\r\n"):
-            return True, None
-        head, sep, rest = data.partition(b"\r\n")
-        if sep and head.startswith(b"$") and len(rest) >= int(head[1:]) + 2:
-            return True, rest[:int(head[1:])]
-        return False, None
+    def value_length(self, head):
+        return int(head[1:]) if head.startswith(b"$") else None
 
 
 MEMCACHED = shutil.which("memcached", path=SBIN_PATH)
@@ -543,6 +550,7 @@ class Memcached(_CacheServer):
     PROVIDER = "memcache"
     # mod_socache_memcache (AH00785-AH00793: "scache_mc: ...") and apr_memcache
     LOG_PATTERN = r"AH0078[5-9]|AH0079[0-3]|scache_mc|apr_memcache"
+    NOT_FOUND = b"END\r\n"
 
     def command(self):
         cmd = [self.PROGRAM, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
@@ -552,13 +560,8 @@ class Memcached(_CacheServer):
     def get_request(self, name):
         return b"get %s\r\n" % name
 
-    def get_reply(self, data):
-        if data.startswith(b"END\r\n"):
-            return True, None
-        head, sep, rest = data.partition(b"\r\n")
-        if sep and head.startswith(b"VALUE ") and len(rest) >= int(head.split()[3]) + 2:
-            return True, rest[:int(head.split()[3])]
-        return False, None
+    def value_length(self, head):
+        return int(head.split()[3]) if head.startswith(b"VALUE ") else None
 
 
 def on_cache_server(mixin, cache):
