@@ -498,7 +498,25 @@ class _CacheServer:
                     return None
                 data += chunk
 
+    def set(self, key, value, ttl):
+        """Stores `value` under ESMTPStateCache's `key` for `ttl` seconds
+        (as a node would)."""
+        name = ("mod_esmtp-state:" + key.encode().hex()).encode()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(self.set_request(name, value.encode(), ttl))
+            data = b""
+            while b"\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        if data not in (b"+OK\r\n", b"STORED\r\n"):
+            raise RuntimeError("%s did not store %s: %r" % (self.PROVIDER, key, data))
+
     def get_request(self, name):
+        raise NotImplementedError
+
+    def set_request(self, name, value, ttl):
         raise NotImplementedError
 
     def get_reply(self, data):
@@ -535,6 +553,11 @@ class Redis(_CacheServer):
     def get_request(self, name):
         return b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(name), name)
 
+    def set_request(self, name, value, ttl):
+        ttl = str(ttl).encode()
+        return b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nEX\r\n$%d\r\n%s\r\n" % (
+            len(name), name, len(value), value, len(ttl), ttl)
+
     def value_length(self, head):
         return int(head[1:]) if head.startswith(b"$") else None
 
@@ -559,6 +582,9 @@ class Memcached(_CacheServer):
 
     def get_request(self, name):
         return b"get %s\r\n" % name
+
+    def set_request(self, name, value, ttl):
+        return b"set %s 0 %d %d\r\n%s\r\n" % (name, ttl, len(value), value)
 
     def value_length(self, head):
         return int(head.split()[3]) if head.startswith(b"VALUE ") else None

@@ -810,6 +810,27 @@ class TwoNodes:
         self.assertTrue(wait_for(lambda: self.all_greeted(one, 2) and self.all_greeted(two, 2), 10, 0.3),
                         "the counts did not fall after the closes")
 
+    def test_large_snapshot_read(self):
+        """A node's counts near their bound (512 KiB, some 8,000 clients)
+        are read through the provider: a node "big" put into the cache
+        publishes 500,000 octets the nodes skip and, last, two sessions of
+        127.0.0.1; they fill the limit on node 1 (memcached keeps items up
+        to 1 MiB by default; apr_memcache reads a value that large)."""
+        one, two = self.nodes
+        session = "%032x/%d 2%s\n" % (0xffff7f000001, self.port, " 0:0" * 4)
+        self.cache.set("esmtp-limits:node:big", "esmtp-counts 1\n" + ("#" * 99 + "\n") * 5000 + session, 60)
+        self.cache.set("esmtp-limits:nodes", " ".join((one.node, two.node, "big")), 600)
+        try:
+            self.assertTrue(wait_for(lambda: shared(one)["ESMTPSharedLimitsNodes"] == 2 and self.up(one), 10, 0.1),
+                            "node 1 did not read the big node: %r" % shared(one))
+            c, code, text = self.connect(one)
+            c.close()
+            self.assertEqual(code, "421", "the big node's two sessions count on node 1: " + text)
+        finally:
+            # gone in a second; then the nodes drop it from the registry
+            self.cache.set("esmtp-limits:node:big", "esmtp-counts 1\n", 1)
+        self.assertTrue(wait_for(lambda: shared(one)["ESMTPSharedLimitsNodes"] == 1, 10, 0.1))
+
     def test_cache_stopped_limits_per_node(self):
         one, two = self.nodes
         session = r"^0{20}ffff7f000001/%d 1 " % self.port
