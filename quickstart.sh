@@ -24,7 +24,7 @@ TEST_PACKAGES=(libcppunit-dev swaks curl
                python3-aiosmtpd postfix clang libclang-rt-dev libc++-dev openssl
                debhelper opendkim opendkim-tools python3-milter python3-dkim rspamd
                haproxy dovecot-core dovecot-lmtpd nginx-light libnginx-mod-mail
-               pebble apache2-utils msmtp libsasl2-modules nodejs dnsmasq-base redis-server
+               pebble apache2-utils msmtp libsasl2-modules nodejs dnsmasq-base redis-server memcached
                s-nail mutt ruby libio-socket-ssl-perl libauthen-sasl-perl)
 PACKAGES=("${RUN_PACKAGES[@]}")
 

@@ -1,5 +1,6 @@
 #include "httpd/state_cache.hpp"
 
+#include "engine/sha256.hpp"
 #include "httpd/shared_limits.hpp"
 #include "httpd/status.hpp"
 
@@ -10,6 +11,7 @@
 #include <http_log.h>
 #include <util_mutex.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <string>
@@ -22,6 +24,14 @@ namespace
 
 constexpr const char *kMutexType = "esmtp-state";
 constexpr apr_interval_time_t kLogEvery = apr_time_from_sec(10);
+// mod_socache_memcache names an entry "mod_esmtp-state:" and the key in hex,
+// and memcached takes 250 octets: keys of up to 117 octets. Longer ones (a
+// DNSBL query name) are stored under their hash.
+constexpr std::size_t kMaxKey = 100;
+constexpr const char *kHashedPrefix = "esmtp:h:";
+// memcached takes an expiry of more than 30 days for a date (and an entry
+// dated 1970 is gone at once): longer ones are cut to 30 days.
+constexpr apr_interval_time_t kMemcacheMaxExpiry = apr_time_from_sec(30 * 86400);
 
 // One per configuration generation (reset by pconf's cleanup).
 struct State {
@@ -207,11 +217,22 @@ void state_cache_child_init(apr_pool_t *pchild, server_rec *s)
 namespace
 {
 
+// The key as stored: itself, or its hash when too long for memcache.
+std::string_view stored_key(std::string_view key, std::string &hashed)
+{
+    if (key.size() <= kMaxKey)
+        return key;
+    hashed = kHashedPrefix + hex_lower(sha256(key));
+    return hashed;
+}
+
 CacheResult get(conn_rec *c, server_rec *s, apr_pool_t *parent, std::string_view key, std::string &value,
                 std::size_t max, const char *what)
 {
     if (!g_state.instance)
         return CacheResult::error;
+    std::string hashed;
+    key = stored_key(key, hashed);
     apr_pool_t *p = nullptr;
     if (apr_pool_create(&p, parent) != APR_SUCCESS)
         return CacheResult::error;
@@ -245,6 +266,10 @@ bool put(conn_rec *c, server_rec *s, apr_pool_t *parent, std::string_view key, s
 {
     if (!g_state.instance)
         return false;
+    std::string hashed;
+    key = stored_key(key, hashed);
+    if (g_state.name == "memcache")
+        expiry = std::min(expiry, apr_time_now() + kMemcacheMaxExpiry);
     apr_pool_t *p = nullptr;
     if (apr_pool_create(&p, parent) != APR_SUCCESS)
         return false;

@@ -7,6 +7,10 @@
 // Every failure fails open: the caller treats an error as "nothing
 // stored", the error is counted (ESMTPStateCacheErrors) and logged (at
 // most every 10 s per child).
+//
+// memcache's limits are met here for every caller: keys over 100 octets
+// are stored under their hash, expiries cut to 30 days (README, Shared
+// state).
 #pragma once
 
 #include "httpd/mod_esmtp.hpp"

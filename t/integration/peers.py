@@ -1,6 +1,6 @@
 """Real peers for the integration tests, each private to the test: a HAProxy
 (`haproxy -f CFG -db`), a Dovecot LMTP server (`dovecot -F -c CONF`), a
-Postfix smarthost with Dovecot SASL, dnsmasq and Redis, configured in a
+Postfix smarthost with Dovecot SASL, dnsmasq, Redis and memcached, configured in a
 temporary directory, on loopback only, stopped by pid."""
 
 import os
@@ -13,7 +13,7 @@ import tempfile
 import textwrap
 import time
 
-from harness import free_port, wait_for
+from harness import MODULESDIR, free_port, q, wait_for
 from test_postfix import PrivatePostfix
 from test_starttls import make_cert
 
@@ -426,28 +426,54 @@ class Dnsmasq:
         _stop(self.proc)
 
 
-REDIS_SERVER = shutil.which("redis-server", path=SBIN_PATH)
+class _CacheServer:
+    """A server for ESMTPStateCache, a child process on 127.0.0.1:`port`
+    (a free one unless given), in memory only, stopped by pid; start()
+    after stop() serves the same port again (empty). Subclasses name the
+    program, its Debian package and its mod_socache provider."""
 
-
-class Redis:
-    """A redis-server on 127.0.0.1:`port`, in memory only (no dump, no
-    append-only file), its working directory a temporary one."""
+    PROGRAM = None  # its path, None when not installed
+    PACKAGE = None  # the Debian package that has it
+    PROVIDER = None  # mod_socache's name: ESMTPStateCache PROVIDER:HOST:PORT
+    # the provider module's own error-log lines (its AH numbers, its name)
+    LOG_PATTERN = None
+    NOT_FOUND = None  # the reply to a GET of a missing key
 
     def __init__(self, port=None):
         self.port = port or free_port()
-        self.dir = tempfile.mkdtemp(prefix="esmtp-it-redis-")
+        self.dir = tempfile.mkdtemp(prefix="esmtp-it-%s-" % self.PROVIDER)
         self.proc = None
         self.start()
 
+    @classmethod
+    def missing(cls):
+        """Why the tests on this cache cannot run, or None."""
+        if not cls.PROGRAM:
+            return "%s is not installed (Debian package %s)" % (cls.PACKAGE, cls.PACKAGE)
+        if not os.path.exists(os.path.join(MODULESDIR, "mod_socache_%s.so" % cls.PROVIDER)):
+            return "mod_socache_%s is missing" % cls.PROVIDER
+        return None
+
+    @classmethod
+    def module(cls):
+        """The LoadModule line of its mod_socache provider."""
+        return "LoadModule socache_%s_module %s" % (
+            cls.PROVIDER, q(os.path.join(MODULESDIR, "mod_socache_%s.so" % cls.PROVIDER)))
+
+    def spec(self):
+        """ESMTPStateCache's first argument for this server."""
+        return "%s:127.0.0.1:%d" % (self.PROVIDER, self.port)
+
+    def command(self):
+        raise NotImplementedError
+
     def start(self):
-        self.proc = subprocess.Popen(
-            [REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--dir", self.dir, "--logfile", ""],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(self.command(), cwd=self.dir, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
         if not wait_for(lambda: self.proc.poll() is not None or _listening("127.0.0.1", self.port), 10) or \
                 self.proc.poll() is not None:
             self.stop()
-            raise RuntimeError("redis-server did not start on port %d" % self.port)
+            raise RuntimeError("%s did not start on port %d" % (os.path.basename(self.PROGRAM), self.port))
 
     def stop(self):
         _stop(self.proc)
@@ -455,3 +481,121 @@ class Redis:
     def cleanup(self):
         self.stop()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    def get(self, key):
+        """The value ESMTPStateCache stores under `key`, or None. Both
+        providers name it after the cache's namespace and the key in hex."""
+        name = ("mod_esmtp-state:" + key.encode().hex()).encode()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(self.get_request(name))
+            data = b""
+            while True:
+                done, value = self.get_reply(data)
+                if done:
+                    return None if value is None else value.decode()
+                chunk = s.recv(65536)
+                if not chunk:
+                    return None
+                data += chunk
+
+    def set(self, key, value, ttl):
+        """Stores `value` under ESMTPStateCache's `key` for `ttl` seconds
+        (as a node would)."""
+        name = ("mod_esmtp-state:" + key.encode().hex()).encode()
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
+            s.sendall(self.set_request(name, value.encode(), ttl))
+            data = b""
+            while b"\r\n" not in data:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+        if data not in (b"+OK\r\n", b"STORED\r\n"):
+            raise RuntimeError("%s did not store %s: %r" % (self.PROVIDER, key, data))
+
+    def get_request(self, name):
+        raise NotImplementedError
+
+    def set_request(self, name, value, ttl):
+        raise NotImplementedError
+
+    def get_reply(self, data):
+        """(complete, value or None) for the octets read so far."""
+        if data.startswith(self.NOT_FOUND):
+            return True, None
+        head, sep, rest = data.partition(b"\r\n")
+        n = self.value_length(head) if sep else None
+        if n is not None and len(rest) >= n + 2:
+            return True, rest[:n]
+        return False, None
+
+    def value_length(self, head):
+        """The length a reply's first line announces, or None."""
+        raise NotImplementedError
+
+
+REDIS_SERVER = shutil.which("redis-server", path=SBIN_PATH)
+
+
+class Redis(_CacheServer):
+    """A redis-server, no dump, no append-only file."""
+
+    PROGRAM = REDIS_SERVER
+    PACKAGE = "redis-server"
+    PROVIDER = "redis"
+    LOG_PATTERN = r"AH0347\d|AH0348\d|AH0349\d|socache_redis|apr_redis"
+    NOT_FOUND = b"$-1\r\n"
+
+    def command(self):
+        return [self.PROGRAM, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--dir", self.dir, "--logfile", ""]
+
+    def get_request(self, name):
+        return b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(name), name)
+
+    def set_request(self, name, value, ttl):
+        ttl = str(ttl).encode()
+        return b"*5\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$2\r\nEX\r\n$%d\r\n%s\r\n" % (
+            len(name), name, len(value), value, len(ttl), ttl)
+
+    def value_length(self, head):
+        return int(head[1:]) if head.startswith(b"$") else None
+
+
+MEMCACHED = shutil.which("memcached", path=SBIN_PATH)
+
+
+class Memcached(_CacheServer):
+    """A memcached on TCP only (`-U 0`), its default item size (1 MiB)."""
+
+    PROGRAM = MEMCACHED
+    PACKAGE = "memcached"
+    PROVIDER = "memcache"
+    # mod_socache_memcache (AH00785-AH00793: "scache_mc: ...") and apr_memcache
+    LOG_PATTERN = r"AH0078[5-9]|AH0079[0-3]|scache_mc|apr_memcache"
+    NOT_FOUND = b"END\r\n"
+
+    def command(self):
+        cmd = [self.PROGRAM, "-l", "127.0.0.1", "-p", str(self.port), "-U", "0"]
+        # memcached refuses to run as root without -u
+        return cmd + ["-u", "root"] if os.geteuid() == 0 else cmd
+
+    def get_request(self, name):
+        return b"get %s\r\n" % name
+
+    def set_request(self, name, value, ttl):
+        return b"set %s 0 %d %d\r\n%s\r\n" % (name, ttl, len(value), value)
+
+    def value_length(self, head):
+        return int(head.split()[3]) if head.startswith(b"VALUE ") else None
+
+
+def on_cache_server(mixin, cache):
+    """A TestCase of `mixin` with its CACHE `cache` (Redis, Memcached), named
+    after both (TwoNodes, Memcached: TwoNodesMemcacheTest), skipped when
+    the server or its provider module is missing."""
+    import unittest
+    name = "%s%sTest" % (mixin.__name__, cache.PROVIDER.capitalize())
+    cls = type(name, (mixin, unittest.TestCase), {"CACHE": cache, "__qualname__": name, "__module__": mixin.__module__})
+    missing = cache.missing()
+    return unittest.skipIf(missing, missing or "")(cls)

@@ -3,8 +3,9 @@ and connection, message and recipient rates per client address, shared by
 every child process and kept across a graceful restart. Each limit test
 runs twice: as written (the default ESMTPStateCache, shmcb: counts per
 host) and with ESMTPStateCache in a redis-server (the *OnRedis classes:
-the node publishes its counts there); TwoNodesTest runs two nodes on one
-redis.
+the node publishes its counts there); the session and rate tests run on a
+memcached too (*OnMemcacheTest). TwoNodesRedisTest and TwoNodesMemcacheTest
+run two nodes on one redis, one memcached.
 
 The tests run on loopback, which is exempt by default: each server here
 sets ESMTPClientLimitExceptions to none (or to another address)."""
@@ -17,7 +18,7 @@ import unittest
 
 import harness
 from harness import MODULESDIR, Httpd, ServerTestCase, free_port, q, stop_nodes, wait_for
-from peers import REDIS_SERVER, Redis
+from peers import Memcached, Redis, on_cache_server
 from test_status import STATUS_LINES, fetch, parse_auto
 
 ANY = ["*"]
@@ -593,46 +594,23 @@ class ModQosTest(ServerTestCase):
                 (s[0] if isinstance(s, tuple) else s).close()
 
 
-REDIS_MODULE = "LoadModule socache_redis_module %s" % q(os.path.join(MODULESDIR, "mod_socache_redis.so"))
-REDIS_OK = bool(REDIS_SERVER) and os.path.exists(os.path.join(MODULESDIR, "mod_socache_redis.so"))
-REDIS_MISSING = "redis-server or mod_socache_redis is missing"
+def on_cache(base, cache):
+    """`base` again, with ESMTPStateCache in a server of `cache` (a peers
+    class: Redis, Memcached) started for the class: the node shares its
+    counts there (one node: the limits behave as on shmcb)."""
 
-
-def redis_get(port, key):
-    """The value mod_socache_redis stores for ESMTPStateCache's `key` (its
-    name in redis: the cache's namespace and the key in hex), or None."""
-    name = "mod_esmtp-state:" + key.encode().hex()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n" % (len(name), name.encode()))
-        data = b""
-        while not data.startswith(b"$-1\r\n"):
-            head, sep, rest = data.partition(b"\r\n")
-            if sep and head.startswith(b"$") and len(rest) >= int(head[1:]) + 2:
-                return rest[:int(head[1:])].decode()
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
-    return None
-
-
-def on_redis(base):
-    """`base` again, with ESMTPStateCache in a redis-server started for the
-    class: the node shares its counts there (one node: the limits behave as
-    on shmcb)."""
-
-    class OnRedis(base):
+    class OnCache(base):
         @classmethod
         def setUpClass(cls):
-            cls.redis = Redis()
+            cls.cache = cache()
             options = dict(base.httpd_options)
             options["main_extra"] = list(options.get("main_extra", [])) + [
-                REDIS_MODULE, "ESMTPStateCache redis:127.0.0.1:%d" % cls.redis.port]
+                cache.module(), "ESMTPStateCache " + cls.cache.spec()]
             cls.httpd_options = options
             try:
                 super().setUpClass()
             except BaseException:
-                cls.redis.cleanup()
+                cls.cache.cleanup()
                 raise
 
         @classmethod
@@ -640,60 +618,71 @@ def on_redis(base):
             try:
                 super().tearDownClass()
             finally:
-                cls.redis.cleanup()
+                cls.cache.cleanup()
 
-        def test_counts_shared_through_redis(self):
+        def test_counts_shared_through_the_cache(self):
             lines = wait_for(lambda: [line for line in self.httpd.log_lines()
-                                      if "per-client counts shared through ESMTPStateCache redis:" in line], 5)
+                                      if "per-client counts shared through ESMTPStateCache %s:" % cache.PROVIDER
+                                      in line], 5)
             self.assertTrue(lines, "the node shares its counts")
             # the node registered itself and publishes its counts (one line a client)
             node = re.search(r"as node (\S+),", lines[-1]).group(1)
-            self.assertTrue(wait_for(lambda: node in (redis_get(self.redis.port, "esmtp-limits:nodes") or "").split(),
-                                     5), "node %s not in the registry" % node)
-            snapshot = wait_for(lambda: redis_get(self.redis.port, "esmtp-limits:node:" + node), 5)
+            self.assertTrue(wait_for(lambda: node in (self.cache.get("esmtp-limits:nodes") or "").split(), 5),
+                            "node %s not in the registry" % node)
+            snapshot = wait_for(lambda: self.cache.get("esmtp-limits:node:" + node), 5)
             self.assertTrue(snapshot and snapshot.startswith("esmtp-counts 1\n"), snapshot)
 
-    OnRedis.__name__ = OnRedis.__qualname__ = base.__name__.replace("Test", "OnRedisTest")
-    OnRedis.__doc__ = (base.__doc__ or "") + " (ESMTPStateCache redis)"
-    return unittest.skipUnless(REDIS_OK, REDIS_MISSING)(OnRedis)
+    suffix = "On%sTest" % cache.PROVIDER.capitalize()
+    OnCache.__name__ = OnCache.__qualname__ = base.__name__.replace("Test", suffix)
+    OnCache.__doc__ = (base.__doc__ or "") + " (ESMTPStateCache %s)" % cache.PROVIDER
+    missing = cache.missing()
+    return unittest.skipIf(missing, missing or "")(OnCache)
 
 
-ConnectionLimitOnRedisTest = on_redis(ConnectionLimitTest)
-EndPathsOnRedisTest = on_redis(EndPathsTest)
-Ipv6OnRedisTest = on_redis(Ipv6Test)
-RatesOnRedisTest = on_redis(RatesTest)
-XClientOnRedisTest = on_redis(XClientTest)
-PreforkChildrenOnRedisTest = on_redis(PreforkChildrenTest)
-GracefulRestartOnRedisTest = on_redis(GracefulRestartTest)
-FloodOnRedisTest = on_redis(FloodTest)
+ConnectionLimitOnRedisTest = on_cache(ConnectionLimitTest, Redis)
+EndPathsOnRedisTest = on_cache(EndPathsTest, Redis)
+Ipv6OnRedisTest = on_cache(Ipv6Test, Redis)
+RatesOnRedisTest = on_cache(RatesTest, Redis)
+XClientOnRedisTest = on_cache(XClientTest, Redis)
+PreforkChildrenOnRedisTest = on_cache(PreforkChildrenTest, Redis)
+GracefulRestartOnRedisTest = on_cache(GracefulRestartTest, Redis)
+FloodOnRedisTest = on_cache(FloodTest, Redis)
+# memcache: the limits where the cache matters most (sessions and rates)
+ConnectionLimitOnMemcacheTest = on_cache(ConnectionLimitTest, Memcached)
+RatesOnMemcacheTest = on_cache(RatesTest, Memcached)
 
 
 def shared(node):
     return parse_auto(fetch(node.http_port, "?auto"))
 
 
-@unittest.skipUnless(REDIS_OK, REDIS_MISSING)
-class TwoNodesTest(unittest.TestCase):
-    """Two httpd nodes sharing one redis-server, one service: the same port
-    on 127.0.0.1 (node 1) and 127.0.0.2 (node 2), ESMTPClientConnectionLimit
-    2. The connection limit counts the sessions on both nodes; redis
+class TwoNodes:
+    """Two httpd nodes sharing one cache server (CACHE: a peers class;
+    TwoNodesRedisTest, TwoNodesMemcacheTest), one service: the same port on
+    127.0.0.1 (node 1) and 127.0.0.2 (node 2), ESMTPClientConnectionLimit 2.
+    The connection limit counts the sessions on both nodes; the cache
     stopped: each node counts its own (fail open), the error log and
     mod_status say so. ESMTPClientMessageRate 2/60: one MAIL on each node
     fills it."""
 
-    ALLOWED = (r"per-client counts cannot be shared",
-               r"ESMTPStateCache redis:127\.0\.0\.1:\d+: (retrieve|store) failed for the per-client counts",
-               r"AH0347\d|AH0348\d|AH0349\d|socache_redis|apr_redis")
+    CACHE = None
+
+    @classmethod
+    def allowed(cls):
+        return (r"per-client counts cannot be shared",
+                r"ESMTPStateCache %s:127\.0\.0\.1:\d+: (retrieve|store) failed for the per-client counts"
+                % cls.CACHE.PROVIDER,
+                cls.CACHE.LOG_PATTERN)
 
     @classmethod
     def setUpClass(cls):
-        cls.redis = Redis()
+        cls.cache = cls.CACHE()
         cls.port = free_port()
         cls.nodes = []
         try:
             for address in ("127.0.0.1", "127.0.0.2"):
-                h = Httpd(main_extra=STATUS_LINES + [REDIS_MODULE, "ESMTPStateCache redis:127.0.0.1:%d interval=1"
-                                                     % cls.redis.port])
+                h = Httpd(main_extra=STATUS_LINES + [cls.CACHE.module(),
+                                                     "ESMTPStateCache %s interval=1" % cls.cache.spec()])
                 cls.nodes.append(h)
                 h.add_http()
                 h.address = address
@@ -708,10 +697,22 @@ class TwoNodesTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        bad = stop_nodes(cls.nodes, cls.ALLOWED)
-        cls.redis.cleanup()
+        bad = stop_nodes(cls.nodes, cls.allowed())
+        cls.cache.cleanup()
         if bad:
             raise AssertionError("unexpected error-log lines:\n" + "\n".join(bad))
+
+    def setUp(self):
+        # The sessions of the test before have ended on both nodes and the
+        # other node has read that (a session that has just got its 221 may
+        # not have ended yet; a node reads the other's counts each interval).
+        one, two = self.nodes
+        for node, other in ((one, two), (two, one)):
+            self.assertTrue(wait_for(lambda: not re.search(r"^0{20}ffff7f000001/%d [1-9]" % self.port,
+                                                           self.cache.get("esmtp-limits:node:" + node.node) or "",
+                                                           re.M), 10, 0.1),
+                            "the sessions of the test before are still counted on " + node.address)
+            self.assertTrue(self.exchanged(other))
 
     def connect(self, node):
         c = Client(self.port, host=node.address)
@@ -737,9 +738,9 @@ class TwoNodesTest(unittest.TestCase):
         return wait_for(lambda: shared(node)["ESMTPSharedLimitsExchanges"] >= start + n, 10, 0.1)
 
     def published(self, node, pattern):
-        """`node`'s snapshot in redis has a line matching `pattern`."""
-        return wait_for(lambda: re.search(pattern, redis_get(self.redis.port, "esmtp-limits:node:" + node.node) or "",
-                                          re.M), 10, 0.1)
+        """`node`'s snapshot in the cache has a line matching `pattern`."""
+        return wait_for(lambda: re.search(pattern, self.cache.get("esmtp-limits:node:" + node.node) or "", re.M), 10,
+                        0.1)
 
     def test_node_ids_distinct(self):
         self.assertNotEqual(self.nodes[0].node, self.nodes[1].node)
@@ -809,7 +810,28 @@ class TwoNodesTest(unittest.TestCase):
         self.assertTrue(wait_for(lambda: self.all_greeted(one, 2) and self.all_greeted(two, 2), 10, 0.3),
                         "the counts did not fall after the closes")
 
-    def test_redis_stopped_limits_per_node(self):
+    def test_large_snapshot_read(self):
+        """A node's counts near their bound (512 KiB, some 8,000 clients)
+        are read through the provider: a node "big" put into the cache
+        publishes 500,000 octets the nodes skip and, last, two sessions of
+        127.0.0.1; they fill the limit on node 1 (memcached keeps items up
+        to 1 MiB by default; apr_memcache reads a value that large)."""
+        one, two = self.nodes
+        session = "%032x/%d 2%s\n" % (0xffff7f000001, self.port, " 0:0" * 4)
+        self.cache.set("esmtp-limits:node:big", "esmtp-counts 1\n" + ("#" * 99 + "\n") * 5000 + session, 60)
+        self.cache.set("esmtp-limits:nodes", " ".join((one.node, two.node, "big")), 600)
+        try:
+            self.assertTrue(wait_for(lambda: shared(one)["ESMTPSharedLimitsNodes"] == 2 and self.up(one), 10, 0.1),
+                            "node 1 did not read the big node: %r" % shared(one))
+            c, code, text = self.connect(one)
+            c.close()
+            self.assertEqual(code, "421", "the big node's two sessions count on node 1: " + text)
+        finally:
+            # gone in a second; then the nodes drop it from the registry
+            self.cache.set("esmtp-limits:node:big", "esmtp-counts 1\n", 1)
+        self.assertTrue(wait_for(lambda: shared(one)["ESMTPSharedLimitsNodes"] == 1, 10, 0.1))
+
+    def test_cache_stopped_limits_per_node(self):
         one, two = self.nodes
         session = r"^0{20}ffff7f000001/%d 1 " % self.port
         self.assertTrue(wait_for(lambda: self.up(one) and self.up(two), 10, 0.2))
@@ -826,7 +848,7 @@ class TwoNodesTest(unittest.TestCase):
             self.assertEqual(code, "421", "shared: one session on each node fill the limit")
             before = shared(one)
             one.new_log_lines()
-            self.redis.stop()
+            self.cache.stop()
             try:
                 # fail open: node 1 drops node 2's count and counts its own
                 self.assertTrue(wait_for(lambda: shared(one)["ESMTPSharedLimitsUp"] == 0 and
@@ -834,18 +856,18 @@ class TwoNodesTest(unittest.TestCase):
                 self.assertGreater(shared(one)["ESMTPStateCacheErrors"], before["ESMTPStateCacheErrors"])
                 held.append(self.connect(one))
                 c, code, text = held[-1]
-                self.assertEqual(code, "220", "redis down: node 1 counts its own sessions only: " + text)
+                self.assertEqual(code, "220", "cache down: node 1 counts its own sessions only: " + text)
                 # and mail flows
                 self.assertEqual(c.cmd("EHLO down.example")[0], "250")
                 self.assertEqual(c.cmd("MAIL FROM:<a@down.example>")[0], "250")
                 self.assertEqual(c.cmd("RCPT TO:<b@localhost>")[0], "250")
                 self.assertEqual(c.cmd("DATA")[0], "354")
-                self.assertEqual(c.cmd("Subject: redis down\r\n\r\nhi\r\n.")[0], "250")
+                self.assertEqual(c.cmd("Subject: cache down\r\n\r\nhi\r\n.")[0], "250")
                 log = wait_for(lambda: [line for line in one.new_log_lines()
                                         if "per-client counts cannot be shared" in line], 5)
                 self.assertTrue(log, "the error log does not say the counts are not shared")
             finally:
-                self.redis.start()
+                self.cache.start()
             # back: node 2's session counts on node 1 again
             self.assertTrue(wait_for(lambda: self.up(one) and self.up(two), 15, 0.2),
                             "sharing did not come back: %r" % shared(one))
@@ -858,6 +880,10 @@ class TwoNodesTest(unittest.TestCase):
                                               if "per-client counts shared again" in line], 5))
         finally:
             quit_all(held)
+
+
+TwoNodesRedisTest = on_cache_server(TwoNodes, Redis)
+TwoNodesMemcacheTest = on_cache_server(TwoNodes, Memcached)
 
 
 class BadValuesTest(unittest.TestCase):
