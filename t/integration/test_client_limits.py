@@ -735,7 +735,9 @@ class TwoNodes:
         """`node` has done `n` more exchanges with the cache (the first may
         have begun before the state waited for)."""
         start = shared(node)["ESMTPSharedLimitsExchanges"]
-        return wait_for(lambda: shared(node)["ESMTPSharedLimitsExchanges"] >= start + n, 10, 0.1)
+        # 30 s: the exchanges run every second, but on prefork under load a
+        # 10 s wait once ran out (CI)
+        return wait_for(lambda: shared(node)["ESMTPSharedLimitsExchanges"] >= start + n, 30, 0.1)
 
     def published(self, node, pattern):
         """`node`'s snapshot in the cache has a line matching `pattern`."""
