@@ -77,15 +77,12 @@ void failed(conn_rec *c, server_rec *s, apr_status_t rv, const char *op, const c
     apr_time_t last = g_last_log.load(std::memory_order_relaxed);
     if (now - last < kLogEvery || !g_last_log.compare_exchange_strong(last, now))
         return;
-    const char *spec = g_state.spec ? g_state.spec : "shmcb";
+    std::string msg = std::string("esmtp: ESMTPStateCache ") + (g_state.spec ? g_state.spec : "shmcb") + ": " + op +
+                      " failed for the " + what + "; going on without it (fail open)";
     if (c)
-        ap_log_cerror(APLOG_MARK, APLOG_WARNING, rv, c,
-                      "esmtp: ESMTPStateCache %s: %s failed for the %s; going on without it (fail open)", spec, op,
-                      what);
+        ap_log_cerror(APLOG_MARK, APLOG_WARNING, rv, c, "%s", msg.c_str());
     else
-        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s,
-                     "esmtp: ESMTPStateCache %s: %s failed for the %s; going on without it (fail open)", spec, op,
-                     what);
+        ap_log_error(APLOG_MARK, APLOG_WARNING, rv, s, "%s", msg.c_str());
 }
 
 class Locked

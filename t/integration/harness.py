@@ -735,17 +735,23 @@ class Httpd:
         return unexpected_log_lines(self.new_log_lines(), allow)
 
 
-def stop_nodes(httpds, allow=()):
+def stop_nodes(httpds, allow=(), cleanups=()):
     """Stops each httpd of a test with several, checks its error log
     (`allow`: regexes of lines provoked on purpose) and removes its
-    ServerRoot (kept from the first unexpected line on); the unexpected
-    lines."""
+    ServerRoot (kept from the first unexpected line on); then calls each of
+    `cleanups` (the peers the nodes shared) and raises AssertionError with
+    the unexpected lines."""
     bad = []
-    for h in httpds:
-        h.stop()
-        bad += h.check_log(allow)
-        h.cleanup(keep=bool(bad))
-    return bad
+    try:
+        for h in httpds:
+            h.stop()
+            bad += h.check_log(allow)
+            h.cleanup(keep=bool(bad))
+    finally:
+        for cleanup in cleanups:
+            cleanup()
+    if bad:
+        raise AssertionError("unexpected error-log lines:\n" + "\n".join(bad))
 
 
 # ---------------------------------------------------------------- test cases

@@ -697,10 +697,7 @@ class TwoNodes:
 
     @classmethod
     def tearDownClass(cls):
-        bad = stop_nodes(cls.nodes, cls.allowed())
-        cls.cache.cleanup()
-        if bad:
-            raise AssertionError("unexpected error-log lines:\n" + "\n".join(bad))
+        stop_nodes(cls.nodes, cls.allowed(), (cls.cache.cleanup, ))
 
     def setUp(self):
         # The sessions of the test before have ended on both nodes and the

@@ -644,11 +644,7 @@ class TwoNodes:
 
     @classmethod
     def tearDownClass(cls):
-        bad = stop_nodes(cls.nodes, cls.allowed())
-        cls.cache.cleanup()
-        cls.dns.stop()
-        if bad:
-            raise AssertionError("unexpected error-log lines:\n" + "\n".join(bad))
+        stop_nodes(cls.nodes, cls.allowed(), (cls.cache.cleanup, cls.dns.stop))
 
     def test_pass_on_one_node_honoured_on_the_other(self):
         one, two = self.nodes
