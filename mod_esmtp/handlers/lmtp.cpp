@@ -350,7 +350,7 @@ class LmtpHandler final : public Handler
                         [](const Param &p) { return p.keyword == "NOTIFY" || p.keyword == "ORCPT"; }))
             dsn_dropped(s, "NOTIFY/ORCPT");
         ServerReply r;
-        if (!command(s, rcpt_command(to, params), r))
+        if (!exchange(s, rcpt_command(to, params), r))
             return lost_reply();
         if (r.code / 100 == 2)
             accepted_.push_back(to.mailbox);
@@ -385,11 +385,11 @@ class LmtpHandler final : public Handler
         if (!env.dsn_ret.empty() || !env.dsn_envid.empty())
             dsn_dropped(s, "RET/ENVID");
         ServerReply r;
-        bool ok = command(s, cmd, r);
+        bool ok = exchange(s, cmd, r);
         if (!ok && reused && !lost_) {
             if (!open(s))
                 return unavailable_reply();
-            ok = command(s, cmd, r);
+            ok = exchange(s, cmd, r);
         }
         if (!ok)
             return lost_reply();
@@ -411,7 +411,7 @@ class LmtpHandler final : public Handler
             if (Reply r = resend_envelope(s, s.envelope()); !r.empty())
                 return r;
         ServerReply r;
-        if (!command(s, "DATA", r))
+        if (!exchange(s, "DATA", r))
             return lost_reply();
         if (r.code != 354) {
             if (r.code / 100 == 2 || r.code / 100 == 3) // nonsense: not a server we understand
@@ -648,7 +648,7 @@ class LmtpHandler final : public Handler
     {
         s.log(2, tag() + "the envelope changed after RCPT (milter): MAIL and RCPT again");
         ServerReply r;
-        if (!command(s, "RSET", r))
+        if (!exchange(s, "RSET", r))
             return lost_reply();
         if (r.code / 100 != 2)
             return drop(s, "RSET failed");
@@ -657,7 +657,7 @@ class LmtpHandler final : public Handler
         std::string cmd;
         if (Reply refused = mail_command(env, cmd); !refused.empty())
             return refused;
-        if (!command(s, cmd, r))
+        if (!exchange(s, cmd, r))
             return lost_reply();
         if (r.code / 100 != 2)
             return to_reply(r);
@@ -665,7 +665,7 @@ class LmtpHandler final : public Handler
         sent_sender_ = env.sender.mailbox;
         std::optional<Reply> first_refusal;
         for (const auto &rcpt : env.recipients) {
-            if (!command(s, rcpt_command(rcpt.path, rcpt.params), r))
+            if (!exchange(s, rcpt_command(rcpt.path, rcpt.params), r))
                 return lost_reply();
             if (r.code / 100 == 2) {
                 accepted_.push_back(rcpt.path.mailbox);
@@ -828,7 +828,7 @@ class LmtpHandler final : public Handler
     // Send a command and read its reply. False when the connection is lost
     // (it is then dropped). A 421 means the server is closing the channel:
     // that is a lost connection too, not the client's business.
-    bool command(SessionView &s, const std::string &cmd, ServerReply &r)
+    bool exchange(SessionView &s, const std::string &cmd, ServerReply &r)
     {
         if (!conn_)
             return false;
@@ -889,7 +889,7 @@ class LmtpHandler final : public Handler
             drop(s, "transaction aborted during DATA");
         } else if (conn_ && mail_sent_) {
             ServerReply r;
-            if (!command(s, "RSET", r) || r.code / 100 != 2)
+            if (!exchange(s, "RSET", r) || r.code / 100 != 2)
                 drop(s, "RSET failed");
         }
         mail_sent_ = false;

@@ -15,6 +15,7 @@
 //    attribute; NAME/HELO/LOGIN printable words of at most 255 octets,
 //    addresses that inet_pton reads, ports <= 65535) or gives a 501 text
 //    that is one printable line; xtext decoding agrees with a reference.
+#include "engine/dsn.hpp"
 #include "engine/proxy_protocol.hpp"
 #include "engine/xclient.hpp"
 #include "fuzz_util.hpp"
