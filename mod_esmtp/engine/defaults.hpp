@@ -51,7 +51,11 @@ enum Extension : unsigned {
     ext_enhancedstatuscodes = 1u << 3,
     ext_smtputf8 = 1u << 4,
     ext_chunking = 1u << 5,
-    ext_all = (1u << 6) - 1,
+    // Offered only when the handler carries them on as well
+    // (SessionConfig::handler_carries): these bits can only take them away.
+    ext_dsn = 1u << 6,
+    ext_requiretls = 1u << 7,
+    ext_all = (1u << 8) - 1,
 };
 
 // The EHLO keyword of an extension bit, and back (0 when unknown).
@@ -77,7 +81,8 @@ struct SessionConfig {
     int log_level = 1;
     unsigned extensions = ext_all;
     // The handler's HandlerFactory::carries() (esmtp::Carries, API 2.4):
-    // DSN is offered, and REQUIRETLS over TLS, only when it carries them on.
+    // DSN is offered, and REQUIRETLS over TLS, only when it carries them on
+    // and `extensions` leaves them on (Session::carried()).
     unsigned handler_carries = 0;
     // Recipient domains this server accepts mail for: lower-case patterns
     // with the wildcards * and ? ("*" alone accepts every domain, an open

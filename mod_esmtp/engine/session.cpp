@@ -39,7 +39,7 @@ std::string masked_auth(std::string_view line)
 Session::Session(const SessionConfig &cfg, ConnectionInfo conn, std::unique_ptr<Handler> handler, TxLogSink *log)
     : cfg_(cfg), conn_(std::move(conn)), handler_(std::move(handler)), log_(log),
       lines_(cfg_.limits.max_command_line +
-             (cfg_.handler_carries & (carries_dsn | carries_requiretls) ? kDsnCommandLineExtra : 0)),
+             (carried() & (carries_dsn | carries_requiretls) ? kDsnCommandLineExtra : 0)),
       data_(cfg_.limits)
 {
     data_.set_normalize(cfg_.normalize_bare_newlines);

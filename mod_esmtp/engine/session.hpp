@@ -208,6 +208,13 @@ class Session final : public SessionView, private DataSink
     void hold(std::string_view in);
     bool sender_owned(const Path &from) const;
     bool xclient_allowed() const { return cfg_.xclient_hosts.contains(conn_.client_address); }
+    // What the handler carries on (esmtp::Carries) that ESMTPExtensions
+    // leaves on: DSN and REQUIRETLS are offered only for these.
+    unsigned carried() const
+    {
+        return cfg_.handler_carries & ((cfg_.extensions & ext_dsn ? carries_dsn : 0u) |
+                                       (cfg_.extensions & ext_requiretls ? carries_requiretls : 0u));
+    }
     void do_simple(Verb verb, std::string_view arg, const VerbRule &rule, const CommandMatch &m);
     void finish_chunk();
     void finish_data();

@@ -35,6 +35,7 @@ constexpr struct {
     {ext_pipelining, "PIPELINING"}, {ext_size, "SIZE"},
     {ext_8bitmime, "8BITMIME"},     {ext_enhancedstatuscodes, "ENHANCEDSTATUSCODES"},
     {ext_smtputf8, "SMTPUTF8"},     {ext_chunking, "CHUNKING"},
+    {ext_dsn, "DSN"},               {ext_requiretls, "REQUIRETLS"},
 };
 
 } // namespace
@@ -78,7 +79,8 @@ void Session::do_helo(std::string_view arg, const VerbRule &rule, bool extended)
         r = ask(Event::helo, [&] { return handler_->helo(*this, domain); });
     } else {
         for (const auto &x : kExtensions) {
-            if (!(cfg_.extensions & x.bit))
+            // DSN and REQUIRETLS: below, when the handler carries them
+            if (!(cfg_.extensions & x.bit) || x.bit == ext_dsn || x.bit == ext_requiretls)
                 continue;
             if (x.bit == ext_size)
                 ext.push_back("SIZE " + std::to_string(cfg_.limits.max_message_size));
@@ -94,9 +96,9 @@ void Session::do_helo(std::string_view arg, const VerbRule &rule, bool extended)
             ext.push_back("AUTH " + auth_mechanism_list(cfg_.auth_mechanisms));
         // Only what the handler carries on to the next hop (esmtp::Carries);
         // REQUIRETLS only over TLS (RFC 8689 3).
-        if (cfg_.handler_carries & carries_dsn)
+        if (carried() & carries_dsn)
             ext.emplace_back("DSN");
-        if ((cfg_.handler_carries & carries_requiretls) && conn_.tls)
+        if ((carried() & carries_requiretls) && conn_.tls)
             ext.emplace_back("REQUIRETLS");
         r = ask(Event::ehlo, [&] { return handler_->ehlo(*this, domain, ext); });
     }
@@ -110,8 +112,8 @@ void Session::do_helo(std::string_view arg, const VerbRule &rule, bool extended)
     auto offered = [&ext](std::string_view keyword) {
         return std::any_of(ext.begin(), ext.end(), [&](const std::string &e) { return iequals(e, keyword); });
     };
-    dsn_offered_ = extended && (cfg_.handler_carries & carries_dsn) && offered("DSN");
-    requiretls_offered_ = extended && (cfg_.handler_carries & carries_requiretls) && conn_.tls && offered("REQUIRETLS");
+    dsn_offered_ = extended && (carried() & carries_dsn) && offered("DSN");
+    requiretls_offered_ = extended && (carried() & carries_requiretls) && conn_.tls && offered("REQUIRETLS");
     if (!extended) {
         reply(r, Reply(250, cfg_.hostname), false);
         return;

@@ -317,7 +317,7 @@ const char *set_extensions(cmd_parms *cmd, void *, int argc, char *const argv[])
         if (!bit)
             return apr_psprintf(cmd->pool,
                                 "ESMTPExtensions: unknown extension '%s' (known: PIPELINING SIZE 8BITMIME "
-                                "ENHANCEDSTATUSCODES SMTPUTF8 CHUNKING)",
+                                "ENHANCEDSTATUSCODES SMTPUTF8 CHUNKING DSN REQUIRETLS)",
                                 sign ? a + 1 : a);
         if (!sign)
             set |= bit;

@@ -149,6 +149,11 @@ class RelayTest(ServerTestCase):
         cls.relay_rt = httpd.add_smtp(["smtp", "127.0.0.1:%d" % cls.smart_relay.port, "servername=" + SMART_NAME,
                                        "ca=" + cls.cert, "timeout=10"], extra=starttls, **relay)
         cls.relay_rt_lacking = httpd.add_smtp(to(cls.smart_test), extra=starttls, **relay)
+        # the operator takes DSN and REQUIRETLS away from a handler that
+        # carries both (ESMTPExtensions -DSN -REQUIRETLS)
+        cls.relay_rt_off = httpd.add_smtp(["smtp", "127.0.0.1:%d" % cls.smart_relay.port, "servername=" + SMART_NAME,
+                                           "ca=" + cls.cert, "timeout=10"], extra=starttls,
+                                          extensions=["-DSN", "-REQUIRETLS"], **relay)
 
     def verify(self, content):
         def dnsfunc(name, timeout=5):
@@ -354,6 +359,33 @@ class RelayTest(ServerTestCase):
             self.assertEqual(c.cmd("QUIT")[0], 221)
         self.assertEqual(self.envelope_at(self.smart_dsn, before),
                          ["MAIL <alice@example.org> REQUIRETLS", "RCPT <bob@example.com> NOTIFY=FAILURE"])
+
+    def test_extensions_take_dsn_and_requiretls_away(self):
+        """ESMTPExtensions -DSN -REQUIRETLS: the smtp handler carries both,
+        yet neither is offered, even over TLS, and their parameters get
+        555; the mail itself is relayed without them."""
+        before = len(self.smart_dsn.event_lines())
+        with RawClient(self.relay_rt_off.port) as c:
+            keywords = self.starttls(c)
+            self.assertNotIn("DSN", keywords)
+            self.assertNotIn("REQUIRETLS", keywords)
+            self.assertIn("PIPELINING", keywords)
+            for mail in ("MAIL FROM:<alice@example.org> REQUIRETLS", "MAIL FROM:<alice@example.org> RET=HDRS",
+                         "MAIL FROM:<alice@example.org> ENVID=x1"):
+                code, lines = c.cmd(mail)
+                self.assertEqual(code, 555, (mail, lines))
+                self.assertIn("5.5.4 Unsupported parameter", lines[0])
+            self.assertEqual(c.cmd("MAIL FROM:<alice@example.org>")[0], 250)
+            code, lines = c.cmd("RCPT TO:<bob@example.com> NOTIFY=NEVER")
+            self.assertEqual(code, 555, lines)
+            self.assertEqual(c.cmd("RSET")[0], 250)
+            self.transaction(c, "MAIL FROM:<alice@example.org>", ["RCPT TO:<bob@example.com>"])
+            self.assertEqual(c.cmd("QUIT")[0], 221)
+        # the MAIL before the RSET reached the smarthost too: no parameter
+        # in any of them
+        events = self.envelope_at(self.smart_dsn, before)
+        self.assertEqual(events[-2:], ["MAIL <alice@example.org>", "RCPT <bob@example.com>"])
+        self.assertEqual(set(events), {"MAIL <alice@example.org>", "RCPT <bob@example.com>"})
 
     def test_requiretls_refused_when_the_smarthost_lacks_it(self):
         before = len(self.smart_test.event_lines())

@@ -93,6 +93,7 @@ class DsnTest : public CppUnit::TestFixture
     CPPUNIT_TEST(testRequireTlsOnlyOverTls);
     CPPUNIT_TEST(testRequireTlsAfterStartTls);
     CPPUNIT_TEST(testRequireTlsNotCarried);
+    CPPUNIT_TEST(testExtensionsTakeThemAway);
     CPPUNIT_TEST_SUITE_END();
 
   public:
@@ -394,6 +395,42 @@ class DsnTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(std::string("555 5.5.4 Unsupported parameter REQUIRETLS\r\n"),
                              h.send("MAIL FROM:<a@example.com> REQUIRETLS\r\n"));
         CPPUNIT_ASSERT(!has(h.send("NOOP\r\n"), "REQUIRETLS"));
+    }
+
+    // ESMTPExtensions -DSN / -REQUIRETLS: carried, yet not offered, and
+    // their parameters are unsupported ones; each bit takes away only its own.
+    void testExtensionsTakeThemAway()
+    {
+        for (unsigned off : {unsigned(esmtp::ext_dsn), unsigned(esmtp::ext_requiretls),
+                             unsigned(esmtp::ext_dsn | esmtp::ext_requiretls)}) {
+            H h;
+            h.cfg.handler_carries = carries_dsn | carries_requiretls;
+            h.cfg.extensions = esmtp::ext_all & ~off;
+            h.conn.tls = true;
+            h.conn.tls_info = tls13();
+            h.start();
+            std::string ehlo = h.send("EHLO client.example\r\n");
+            bool dsn = !(off & esmtp::ext_dsn), rt = !(off & esmtp::ext_requiretls);
+            CPPUNIT_ASSERT_EQUAL_MESSAGE(ehlo, dsn, offers(ehlo, "DSN"));
+            CPPUNIT_ASSERT_EQUAL_MESSAGE(ehlo, rt, offers(ehlo, "REQUIRETLS"));
+            CPPUNIT_ASSERT_MESSAGE(ehlo, offers(ehlo, "CHUNKING"));
+            std::string ret = h.send("MAIL FROM:<a@example.com> RET=HDRS\r\n");
+            if (dsn) {
+                CPPUNIT_ASSERT_MESSAGE(ret, starts_with(ret, "250 "));
+                CPPUNIT_ASSERT(starts_with(h.send("RSET\r\n"), "250 "));
+            } else {
+                CPPUNIT_ASSERT_EQUAL(std::string("555 5.5.4 Unsupported parameter RET\r\n"), ret);
+            }
+            std::string mail = h.send("MAIL FROM:<a@example.com> REQUIRETLS\r\n");
+            if (rt) {
+                CPPUNIT_ASSERT_MESSAGE(mail, starts_with(mail, "250 "));
+            } else {
+                CPPUNIT_ASSERT_EQUAL(std::string("555 5.5.4 Unsupported parameter REQUIRETLS\r\n"), mail);
+                CPPUNIT_ASSERT(starts_with(h.send("MAIL FROM:<a@example.com>\r\n"), "250 "));
+            }
+            std::string rcpt = h.send("RCPT TO:<b@example.org> NOTIFY=NEVER\r\n");
+            CPPUNIT_ASSERT_MESSAGE(rcpt, starts_with(rcpt, dsn ? "250 " : "555 5.5.4 Unsupported parameter NOTIFY"));
+        }
     }
 };
 

@@ -111,7 +111,8 @@ class ExtensionsTest : public CppUnit::TestFixture
     {
         using namespace esmtp;
         for (Extension e :
-             {ext_pipelining, ext_size, ext_8bitmime, ext_enhancedstatuscodes, ext_smtputf8, ext_chunking}) {
+             {ext_pipelining, ext_size, ext_8bitmime, ext_enhancedstatuscodes, ext_smtputf8, ext_chunking, ext_dsn,
+              ext_requiretls}) {
             std::string name = extension_name(e);
             CPPUNIT_ASSERT(!name.empty());
             CPPUNIT_ASSERT_EQUAL(unsigned(e), extension_by_name(name));
@@ -125,8 +126,9 @@ class ExtensionsTest : public CppUnit::TestFixture
         CPPUNIT_ASSERT_EQUAL(0u, extension_by_name("CHUNK"));
         CPPUNIT_ASSERT_EQUAL(0u, extension_by_name("CHUNKINGX"));
         CPPUNIT_ASSERT_EQUAL(0u, extension_by_name(""));
-        CPPUNIT_ASSERT_EQUAL(unsigned(ext_all), unsigned(ext_pipelining | ext_size | ext_8bitmime |
-                                                         ext_enhancedstatuscodes | ext_smtputf8 | ext_chunking));
+        CPPUNIT_ASSERT_EQUAL(unsigned(ext_all),
+                             unsigned(ext_pipelining | ext_size | ext_8bitmime | ext_enhancedstatuscodes |
+                                      ext_smtputf8 | ext_chunking | ext_dsn | ext_requiretls));
     }
 
     void testExtensionsExactList()
