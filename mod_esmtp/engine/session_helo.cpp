@@ -32,10 +32,14 @@ constexpr struct {
     Extension bit;
     const char *name;
 } kExtensions[] = {
-    {ext_pipelining, "PIPELINING"}, {ext_size, "SIZE"},
-    {ext_8bitmime, "8BITMIME"},     {ext_enhancedstatuscodes, "ENHANCEDSTATUSCODES"},
-    {ext_smtputf8, "SMTPUTF8"},     {ext_chunking, "CHUNKING"},
-    {ext_dsn, "DSN"},               {ext_requiretls, "REQUIRETLS"},
+    {ext_pipelining, "PIPELINING"},
+    {ext_size, "SIZE"},
+    {ext_8bitmime, "8BITMIME"},
+    {ext_enhancedstatuscodes, "ENHANCEDSTATUSCODES"},
+    {ext_smtputf8, "SMTPUTF8"},
+    {ext_chunking, "CHUNKING"},
+    {ext_dsn, "DSN"},
+    {ext_requiretls, "REQUIRETLS"},
 };
 
 } // namespace

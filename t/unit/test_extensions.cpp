@@ -110,9 +110,8 @@ class ExtensionsTest : public CppUnit::TestFixture
     void testExtensionNames()
     {
         using namespace esmtp;
-        for (Extension e :
-             {ext_pipelining, ext_size, ext_8bitmime, ext_enhancedstatuscodes, ext_smtputf8, ext_chunking, ext_dsn,
-              ext_requiretls}) {
+        for (Extension e : {ext_pipelining, ext_size, ext_8bitmime, ext_enhancedstatuscodes, ext_smtputf8, ext_chunking,
+                            ext_dsn, ext_requiretls}) {
             std::string name = extension_name(e);
             CPPUNIT_ASSERT(!name.empty());
             CPPUNIT_ASSERT_EQUAL(unsigned(e), extension_by_name(name));
