@@ -9,6 +9,7 @@
 #include <cctype>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -17,10 +18,14 @@
 #include <mutex>
 #include <optional>
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <thread>
 #include <unistd.h>
 #include <utility>
+#include <vector>
 
 namespace esmtp
 {
@@ -229,7 +234,43 @@ bool safe_line(std::string_view s)
 // The idle connections of one ESMTPHandler line in this child, kept for
 // the next session (reuse=N, idle=SECONDS): a session saves the greeting,
 // EHLO, STARTTLS and AUTH round trips. Any thread of the child may take or
-// give one.
+// give one. A thread of the pool's own (started by the first give(), so
+// only in a child, never before a fork) says QUIT on each connection when
+// its idle time is up: an idle connection lasts `idle` seconds, not until
+// the child's next session.
+class IdlePool;
+
+// The pools whose sweeper runs in this process. At exit() the sweepers are
+// stopped first (an atexit handler registered after OpenSSL's, so it runs
+// before OpenSSL frees its state under a sweeper's SSL_write).
+class Sweepers
+{
+  public:
+    static Sweepers &get()
+    {
+        static Sweepers s; // first used in a child, by its first sweeper
+        return s;
+    }
+    void add(IdlePool *p)
+    {
+        std::lock_guard<std::mutex> l(mu_);
+        if (!registered_)
+            registered_ = std::atexit([] { get().stop_all(); }) == 0;
+        pools_.push_back(p);
+    }
+    void remove(IdlePool *p)
+    {
+        std::lock_guard<std::mutex> l(mu_);
+        std::erase(pools_, p);
+    }
+    void stop_all();
+
+  private:
+    std::mutex mu_;
+    std::vector<IdlePool *> pools_;
+    bool registered_ = false;
+};
+
 class IdlePool
 {
   public:
@@ -239,6 +280,25 @@ class IdlePool
         clock_type::time_point since;
     };
     IdlePool(std::size_t max, int idle_seconds) : max_(max), idle_(idle_seconds) {}
+    IdlePool(const IdlePool &) = delete;
+    IdlePool &operator=(const IdlePool &) = delete;
+    ~IdlePool()
+    {
+        if (sweeper_.joinable())
+            Sweepers::get().remove(this);
+        stop();
+    }
+    // Ends the sweeper (the connections left are closed with the pool).
+    void stop()
+    {
+        {
+            std::lock_guard<std::mutex> l(mu_);
+            stopping_ = true;
+        }
+        wake_.notify_all();
+        if (sweeper_.joinable() && sweeper_.get_id() != std::this_thread::get_id())
+            sweeper_.join();
+    }
 
     // The most recently idle connection that is young enough and quiet (the
     // server has not closed it or said 421), if any.
@@ -273,13 +333,71 @@ class IdlePool
             stale.push_back(std::move(entries_.front()));
             entries_.erase(entries_.begin());
         }
-        if (entries_.size() >= max_)
+        if (entries_.size() >= max_ || stopping_)
             return false;
         entries_.push_back(Entry{std::move(conn), ext, now});
+        if (!sweeper_.joinable()) {
+            start_sweeper();
+        } else if (entries_.size() == 1)
+            wake_.notify_one(); // it waits for an entry
         return true;
     }
 
   private:
+    // With every signal blocked: httpd's handlers (prefork's SIGTERM, the
+    // MPMs' restart signals) must run on httpd's threads, not on this one.
+    // Without a thread (none to be had) idle connections still go at the
+    // next take() or give(), as before.
+    void start_sweeper()
+    {
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        try {
+            sweeper_ = std::thread([this] { sweep(); });
+            Sweepers::get().add(this);
+        } catch (const std::exception &) {
+        }
+        pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    }
+    // The sweeper: sleeps until the oldest entry's idle time is up, then
+    // ends that connection with a QUIT (not waited for long: a dead server
+    // must not keep the others open).
+    void sweep()
+    {
+        std::unique_lock<std::mutex> l(mu_);
+        while (!stopping_) {
+            if (entries_.empty()) {
+                wake_.wait(l);
+                continue;
+            }
+            const auto due = entries_.front().since + idle_;
+            if (clock_type::now() < due) {
+                wake_.wait_until(l, due);
+                continue;
+            }
+            std::vector<Entry> expired;
+            const auto now = clock_type::now();
+            while (!entries_.empty() && now - entries_.front().since >= idle_) {
+                expired.push_back(std::move(entries_.front()));
+                entries_.erase(entries_.begin());
+            }
+            l.unlock();
+            const auto deadline = clock_type::now() + std::chrono::seconds(1); // for them all
+            for (Entry &e : expired)
+                say_quit(e.conn, deadline);
+            expired.clear();
+            l.lock();
+        }
+    }
+    static void say_quit(ClientStream &c, clock_type::time_point deadline)
+    {
+        if (!quiet(c) || !c.send_all("QUIT\r\n", deadline))
+            return;
+        char buf[512];
+        c.recv_some(buf, sizeof buf, deadline); // the 221, if it comes in time
+    }
+
     // Nothing to read: a server that closed or announced 421 is readable.
     static bool quiet(const ClientStream &c)
     {
@@ -290,8 +408,22 @@ class IdlePool
     const std::size_t max_;
     const std::chrono::seconds idle_;
     std::mutex mu_;
-    std::vector<Entry> entries_; // oldest first
+    std::condition_variable wake_; // the sweeper: an entry arrived, or stop
+    std::vector<Entry> entries_;   // oldest first
+    bool stopping_ = false;
+    std::thread sweeper_;
 };
+
+void Sweepers::stop_all()
+{
+    std::vector<IdlePool *> pools;
+    {
+        std::lock_guard<std::mutex> l(mu_);
+        pools.swap(pools_);
+    }
+    for (IdlePool *p : pools)
+        p->stop();
+}
 
 class LmtpHandler final : public Handler
 {

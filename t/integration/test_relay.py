@@ -23,6 +23,7 @@ import os
 import re
 import smtplib
 import sys
+import time
 import unittest
 
 import test_postfix
@@ -81,6 +82,9 @@ class RelayTest(ServerTestCase):
             cls.smart_test = cls.smart.add_smtp("test", server_name=SMART_NAME, accept_domains=["example.com"],
                                                 extra=tls + SMART_AUTH)
             cls.smart_plain = cls.smart.add_smtp("maildir", server_name=SMART_NAME, accept_domains=["*"])
+            # only the idle-timer test talks to it
+            cls.smart_idle = cls.smart.add_smtp("test", server_name=SMART_NAME, accept_domains=["example.com"],
+                                                extra=tls + SMART_AUTH)
             # port 465's way: TLS from the first byte
             cls.smart_465 = cls.smart.add_smtp("maildir", server_name=SMART_NAME, accept_domains=["example.com"],
                                                extra=ssl_vhost_lines(cls.cert, key) + SMART_AUTH)
@@ -132,6 +136,7 @@ class RelayTest(ServerTestCase):
         cls.relay = httpd.add_smtp(to(cls.smart_mx), server_name="relay.example.org",
                                    extra=["ESMTPMilter inet:127.0.0.1:%d" % cls.dkim_port], **relay)
         cls.relay_test = httpd.add_smtp(to(cls.smart_test), **relay)
+        cls.relay_idle = httpd.add_smtp(to(cls.smart_idle, "idle=1"), **relay)
         cls.down_port = free_port()
         cls.relay_down = httpd.add_smtp(["smtp", "127.0.0.1:%d" % cls.down_port, "timeout=5"], **relay)
         cls.relay_wrong_name = httpd.add_smtp(
@@ -244,6 +249,21 @@ class RelayTest(ServerTestCase):
         connects = [e for e in events if e.startswith("CONNECT")]
         self.assertEqual(events.count("EOM"), sessions, events)
         self.assertLess(len(connects), sessions, events)
+
+    def test_idle_connection_ended_by_its_timer(self):
+        """idle=1: the connection a session left for the next one gets its
+        QUIT about a second later, from the pool's own timer, without
+        waiting for another session in that child."""
+        with smtplib.SMTP("127.0.0.1", self.relay_idle.port, timeout=60) as s:
+            s.sendmail("alice@example.org", ["bob@example.com"], b"Subject: idle\r\n\r\nhi\r\n")
+        ended = time.monotonic()
+        events = wait_for(lambda: "DISCONNECT" in self.smart_idle.event_lines() and self.smart_idle.event_lines(), 15)
+        took = time.monotonic() - ended
+        self.assertTrue(events, self.smart_idle.event_lines())
+        self.assertEqual([e for e in events if e.startswith("CONNECT")], ["CONNECT"], events)
+        self.assertLess(events.index("EOM"), events.index("QUIT"), events)
+        # kept in the pool first (reuse=0 would have said QUIT at once)
+        self.assertGreaterEqual(took, 0.5, events)
 
     def unavailable(self, vh, why):
         with RawClient(vh.port) as c:
