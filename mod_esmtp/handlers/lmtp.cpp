@@ -288,7 +288,7 @@ class IdlePool
             Sweepers::get().remove(this);
         stop();
     }
-    // Ends the sweeper (the connections left are closed with the pool).
+    // Ends the sweeper, which says QUIT on the connections left.
     void stop()
     {
         {
@@ -389,6 +389,13 @@ class IdlePool
             expired.clear();
             l.lock();
         }
+        // the child is ending: the server hears QUIT rather than a close
+        std::vector<Entry> left;
+        left.swap(entries_);
+        l.unlock();
+        const auto deadline = clock_type::now() + std::chrono::seconds(1);
+        for (Entry &e : left)
+            say_quit(e.conn, deadline);
     }
     static void say_quit(ClientStream &c, clock_type::time_point deadline)
     {

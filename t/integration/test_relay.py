@@ -64,8 +64,9 @@ def missing():
 
 @unittest.skipIf(missing(), missing() or "")
 class RelayTest(ServerTestCase):
-    # the relay's error log names every smarthost it could not use
-    allowed_log = (r"esmtp: .*smtp: ", )
+    # the relay's error log names every smarthost it could not use; mod_ssl
+    # notes the test certificates again at the graceful restart
+    allowed_log = (r"esmtp: .*smtp: ", r"AH01873|AH01906|AH01909")
     smart = None
 
     @classmethod
@@ -82,8 +83,10 @@ class RelayTest(ServerTestCase):
             cls.smart_test = cls.smart.add_smtp("test", server_name=SMART_NAME, accept_domains=["example.com"],
                                                 extra=tls + SMART_AUTH)
             cls.smart_plain = cls.smart.add_smtp("maildir", server_name=SMART_NAME, accept_domains=["*"])
-            # only the idle-timer test talks to it
+            # only the idle-timer tests talk to these
             cls.smart_idle = cls.smart.add_smtp("test", server_name=SMART_NAME, accept_domains=["example.com"],
+                                                extra=tls + SMART_AUTH)
+            cls.smart_keep = cls.smart.add_smtp("test", server_name=SMART_NAME, accept_domains=["example.com"],
                                                 extra=tls + SMART_AUTH)
             # port 465's way: TLS from the first byte
             cls.smart_465 = cls.smart.add_smtp("maildir", server_name=SMART_NAME, accept_domains=["example.com"],
@@ -137,6 +140,7 @@ class RelayTest(ServerTestCase):
                                    extra=["ESMTPMilter inet:127.0.0.1:%d" % cls.dkim_port], **relay)
         cls.relay_test = httpd.add_smtp(to(cls.smart_test), **relay)
         cls.relay_idle = httpd.add_smtp(to(cls.smart_idle, "idle=1"), **relay)
+        cls.relay_keep = httpd.add_smtp(to(cls.smart_keep, "idle=300"), **relay)
         cls.down_port = free_port()
         cls.relay_down = httpd.add_smtp(["smtp", "127.0.0.1:%d" % cls.down_port, "timeout=5"], **relay)
         cls.relay_wrong_name = httpd.add_smtp(
@@ -264,6 +268,19 @@ class RelayTest(ServerTestCase):
         self.assertLess(events.index("EOM"), events.index("QUIT"), events)
         # kept in the pool first (reuse=0 would have said QUIT at once)
         self.assertGreaterEqual(took, 0.5, events)
+
+    def test_idle_connection_gets_quit_when_the_child_ends(self):
+        """A child that ends (here at a graceful restart) says QUIT on the
+        connections in its pool instead of dropping them."""
+        with smtplib.SMTP("127.0.0.1", self.relay_keep.port, timeout=60) as s:
+            s.sendmail("alice@example.org", ["bob@example.com"], b"Subject: keep\r\n\r\nhi\r\n")
+        events = wait_for(lambda: "EOM" in self.smart_keep.event_lines() and self.smart_keep.event_lines(), 10)
+        self.assertTrue(events, self.smart_keep.event_lines())
+        self.assertNotIn("QUIT", events)  # kept: idle=300
+        self.httpd.restart()
+        events = wait_for(lambda: "DISCONNECT" in self.smart_keep.event_lines() and self.smart_keep.event_lines(), 20)
+        self.assertTrue(events, self.smart_keep.event_lines())
+        self.assertLess(events.index("EOM"), events.index("QUIT"), events)
 
     def unavailable(self, vh, why):
         with RawClient(vh.port) as c:
