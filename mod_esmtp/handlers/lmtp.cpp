@@ -241,21 +241,24 @@ bool safe_line(std::string_view s)
 class IdlePool;
 
 // The pools whose sweeper runs in this process. At exit() the sweepers are
-// stopped first (an atexit handler registered after OpenSSL's, so it runs
-// before OpenSSL frees its state under a sweeper's SSL_write).
+// stopped first: this object is built by the first sweeper, in a child,
+// after OpenSSL set up its own exit handler, so its destructor runs before
+// OpenSSL frees its state under a sweeper's SSL_write.
 class Sweepers
 {
   public:
     static Sweepers &get()
     {
-        static Sweepers s; // first used in a child, by its first sweeper
+        static Sweepers s;
         return s;
     }
+    Sweepers() = default;
+    Sweepers(const Sweepers &) = delete;
+    Sweepers &operator=(const Sweepers &) = delete;
+    ~Sweepers() { stop_all(); }
     void add(IdlePool *p)
     {
         std::lock_guard<std::mutex> l(mu_);
-        if (!registered_)
-            registered_ = std::atexit([] { get().stop_all(); }) == 0;
         pools_.push_back(p);
     }
     void remove(IdlePool *p)
@@ -268,7 +271,6 @@ class Sweepers
   private:
     std::mutex mu_;
     std::vector<IdlePool *> pools_;
-    bool registered_ = false;
 };
 
 class IdlePool
