@@ -1242,7 +1242,8 @@ class LmtpTest : public CppUnit::TestFixture
     }
 
     // One session's connection serves the next (no second greeting, EHLO or
-    // AUTH), up to reuse=N per child, not after idle=SECONDS; reuse=0 quits.
+    // AUTH), up to reuse=N per child, not after idle=SECONDS, when the
+    // pool's timer says QUIT on it; reuse=0 quits at once.
     void testSmtpReuseAcrossSessions()
     {
         auto relay_one = [&](const std::shared_ptr<esmtp::HandlerFactory> &f) {
@@ -1297,7 +1298,16 @@ class LmtpTest : public CppUnit::TestFixture
             auto f = configure_smtp({"unix:" + sock_, "idle=1"}, error);
             CPPUNIT_ASSERT_MESSAGE(error, f);
             relay_one(f);
-            std::this_thread::sleep_for(std::chrono::milliseconds(1200)); // past idle=1
+            // the pool's timer says QUIT once idle=1 is up, without another session
+            const auto kept = std::chrono::steady_clock::now();
+            auto quits = [&] {
+                auto c = locked_commands(srv);
+                return std::count(c.begin(), c.end(), "QUIT");
+            };
+            while (quits() == 0 && std::chrono::steady_clock::now() - kept < std::chrono::seconds(10))
+                std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            CPPUNIT_ASSERT_EQUAL(1L, static_cast<long>(quits()));
+            CPPUNIT_ASSERT(std::chrono::steady_clock::now() - kept >= std::chrono::milliseconds(500));
             relay_one(f); // the fake serves one connection at a time: the old one must be gone
             CPPUNIT_ASSERT_EQUAL(2L, static_cast<long>(ehlos(srv)));
         }
