@@ -330,11 +330,7 @@ class IdlePool
         std::vector<Entry> stale;
         std::lock_guard<std::mutex> l(mu_);
         const auto now = clock_type::now();
-        // the oldest first: those past the idle time go
-        while (!entries_.empty() && now - entries_.front().since > idle_) {
-            stale.push_back(std::move(entries_.front()));
-            entries_.erase(entries_.begin());
-        }
+        move_expired(now, stale);
         if (entries_.size() >= max_ || stopping_)
             return false;
         entries_.push_back(Entry{std::move(conn), ext, now});
@@ -362,42 +358,46 @@ class IdlePool
         }
         pthread_sigmask(SIG_SETMASK, &old, nullptr);
     }
+    // The entries past their idle time (the oldest first) into `out`. With
+    // mu_ held.
+    void move_expired(clock_type::time_point now, std::vector<Entry> &out)
+    {
+        while (!entries_.empty() && now - entries_.front().since >= idle_) {
+            out.push_back(std::move(entries_.front()));
+            entries_.erase(entries_.begin());
+        }
+    }
     // The sweeper: sleeps until the oldest entry's idle time is up, then
-    // ends that connection with a QUIT (not waited for long: a dead server
-    // must not keep the others open).
+    // ends those connections with a QUIT; when the pool stops (the child
+    // ends), all of them, so that the server hears QUIT rather than a close.
     void sweep()
     {
         std::unique_lock<std::mutex> l(mu_);
-        while (!stopping_) {
-            if (entries_.empty()) {
+        for (;;) {
+            std::vector<Entry> ending;
+            const bool last = stopping_;
+            if (last) {
+                ending.swap(entries_);
+            } else if (entries_.empty()) {
                 wake_.wait(l);
                 continue;
-            }
-            const auto due = entries_.front().since + idle_;
-            if (clock_type::now() < due) {
+            } else if (const auto due = entries_.front().since + idle_; clock_type::now() < due) {
                 wake_.wait_until(l, due);
                 continue;
-            }
-            std::vector<Entry> expired;
-            const auto now = clock_type::now();
-            while (!entries_.empty() && now - entries_.front().since >= idle_) {
-                expired.push_back(std::move(entries_.front()));
-                entries_.erase(entries_.begin());
+            } else {
+                move_expired(clock_type::now(), ending);
             }
             l.unlock();
-            const auto deadline = clock_type::now() + std::chrono::seconds(1); // for them all
-            for (Entry &e : expired)
+            // one second for them all: a dead server must not keep the
+            // others open
+            const auto deadline = clock_type::now() + std::chrono::seconds(1);
+            for (Entry &e : ending)
                 say_quit(e.conn, deadline);
-            expired.clear();
+            if (last)
+                return;
+            ending.clear();
             l.lock();
         }
-        // the child is ending: the server hears QUIT rather than a close
-        std::vector<Entry> left;
-        left.swap(entries_);
-        l.unlock();
-        const auto deadline = clock_type::now() + std::chrono::seconds(1);
-        for (Entry &e : left)
-            say_quit(e.conn, deadline);
     }
     static void say_quit(ClientStream &c, clock_type::time_point deadline)
     {
